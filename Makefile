@@ -1,0 +1,33 @@
+# cerepro: two commands do everything on a fresh machine.
+#   make report   install into .venv, run the offline demo grid, build the book
+#   make test     install into .venv and run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU wheel of torch; on a GPU machine install the CUDA build of the same release first
+# (README, "GPU installs") or set TORCH_INDEX to a PyTorch wheel index.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: install test report book clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+report: install
+	$(BIN)/cerepro report
+
+clean-venv:
+	rm -rf $(VENV)
