@@ -1,0 +1,67 @@
+"""Where cerepro reads its params and writes caches and results.
+
+Every other module asks here instead of building paths of its own, so one environment variable
+moves a whole installation (a cluster's scratch disk, a test's temporary folder).
+
+- ``CEREPRO_CACHE``: downloaded files, the demo world, tokenized inputs, BM25 indexes.
+- ``CEREPRO_RUNS``: executed notebooks, checkpoints, run files, result tables.
+Unset, both live inside the project (``cache/`` and ``runs/`` next to ``params/``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def project_root() -> Path:
+    """The checkout holding ``params/``: the working directory or one of its parents, else the
+    folder above the installed package."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params" / "base.yaml").is_file():
+            return folder
+    return PACKAGE_ROOT.parent
+
+
+def params_dir() -> Path:
+    return Path(os.environ.get("CEREPRO_PARAMS", project_root() / "params"))
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("CEREPRO_CACHE", project_root() / "cache"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir() -> Path:
+    path = Path(os.environ.get("CEREPRO_RUNS", project_root() / "runs"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike):
+    """Yield a temporary path next to ``target``; rename it onto ``target`` only if the block
+    succeeds, so a reader never sees a half-written file."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)
