@@ -1,0 +1,92 @@
+"""The ``cerepro`` command: run notebooks, grids and the book without make.
+
+    cerepro run train --param backbone=tiny-bert --param objective=bce   one notebook
+    cerepro grid demo                                                    a grid through Snakemake
+    cerepro plan paper                                                   jobs, data, GPU-hours
+    cerepro book                                                         build the report
+    cerepro report                                                       demo grid + book (make report)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+from cerepro.config import ParamsError
+from cerepro.runner import RunnerError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cerepro", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute one notebook with papermill into runs/<grid>/<name>/")
+    run.add_argument("notebook", help="data | train | evaluate | compare")
+    run.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                     help="a notebook parameter; VALUE is read as YAML (numbers, lists, strings)")
+    run.add_argument("--out", help="run folder (default runs/adhoc/<notebook>)")
+    run.add_argument("--force", action="store_true", help="rerun even if the folder is DONE")
+
+    grid = sub.add_parser("grid", help="run a grid file (params/grids/<name>.yaml) through Snakemake")
+    grid.add_argument("name")
+    grid.add_argument("--cores", type=int, help="local cores (default: all)")
+    grid.add_argument("--slurm", action="store_true", help="submit jobs with the shipped SLURM profile")
+    grid.add_argument("--dry-run", "-n", action="store_true", help="list the jobs without running them")
+    grid.add_argument("--book", action="store_true", help="build the book after the grid")
+
+    plan = sub.add_parser("plan", help="jobs, data and estimated GPU-hours of a grid")
+    plan.add_argument("name")
+    plan.add_argument("--json", action="store_true")
+
+    sub.add_parser("book", help="build the jupyter-book report from existing results (no training)")
+    report = sub.add_parser("report", help="run the offline demo grid, then build the book")
+    report.add_argument("--grid", default="demo")
+    report.add_argument("--cores", type=int)
+
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ParamsError, RunnerError) as exc:
+        print(f"cerepro: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from cerepro import engine
+
+    if args.command == "run":
+        from cerepro.paths import runs_dir
+        from cerepro.runner import run_notebook
+
+        params = {}
+        for item in args.param:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise RunnerError(f"--param {item!r}: expected KEY=VALUE")
+            params[key] = yaml.safe_load(value)
+        out = args.out or runs_dir() / "adhoc" / args.notebook
+        folder = run_notebook(args.notebook, out, params, force=args.force, progress=True)
+        print(f"executed {args.notebook} -> {folder}")
+        return 0
+    if args.command == "grid":
+        return engine.run_grid(args.name, cores=args.cores, dry_run=args.dry_run, slurm=args.slurm,
+                               book=args.book)
+    if args.command == "plan":
+        p = engine.plan(args.name)
+        print(json.dumps(p, indent=2) if args.json else engine.format_plan(p))
+        return 0
+    if args.command == "book":
+        from cerepro.book import build_book
+
+        return build_book()
+    if args.command == "report":
+        code = engine.run_grid(args.grid, cores=args.cores, book=True)
+        return code
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
