@@ -200,7 +200,7 @@ def encode_pairs(
         raise ValueError(f"{len(queries)} queries but {len(passages)} passages")
     template = pair_template(tokenizer)
     budget = max_length - template.n_special
-    if budget < 2:
+    if budget < 1:
         raise ValueError(f"max_length={max_length} leaves no room for text")
     # A segment never keeps more than the whole budget, so only that many ids are kept per text;
     # the true lengths still decide which segment longest_first cuts.

@@ -1,0 +1,207 @@
+"""Pre-tokenized pairs: templates, length limits, padding, batching and the disk cache.
+
+Tokenizers are tiny word-level ones built in code with the BERT and RoBERTa pair templates; the
+reference for every encoding is the tokenizer's own pair call.
+"""
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+from cerepro.tokenize import (
+    PairEncoding,
+    cached_encode_pairs,
+    collate,
+    encode_pairs,
+    longest_first,
+    pair_template,
+    token_budget_batches,
+)
+
+WORDS = "the a dog cat is an animal barks meows what where why how big small pet".split()
+
+
+def bert_tokenizer(extra_words=()):
+    """[CLS] q [SEP] p [SEP] with token types 0/1, like BERT."""
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS, *extra_words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+
+
+def roberta_tokenizer():
+    """<s> q </s></s> p </s> without token types, like RoBERTa."""
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<s>", "</s>", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.RobertaProcessing(("</s>", 3), ("<s>", 2))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", model_input_names=["input_ids", "attention_mask"]
+    )
+
+
+def random_texts(n, max_words, seed):
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=rng.integers(0, max_words + 1))) for _ in range(n)]
+
+
+@pytest.fixture(params=["bert", "roberta"])
+def tokenizer(request):
+    return bert_tokenizer() if request.param == "bert" else roberta_tokenizer()
+
+
+def test_pair_templates_read_off_the_tokenizer():
+    bert = pair_template(bert_tokenizer())
+    assert (bert.prefix, bert.middle, bert.suffix, bert.token_types) == ((2,), (3,), (3,), (0, 1))
+    roberta = pair_template(roberta_tokenizer())
+    assert (roberta.prefix, roberta.middle, roberta.suffix) == ((2,), (3, 3), (3,))
+    assert roberta.token_types is None
+
+
+def test_hand_checked_bert_pair():
+    enc = encode_pairs(bert_tokenizer(), ["what is a dog"], ["a dog barks"], max_length=32)
+    #                    [CLS] what is a  dog [SEP] a  dog barks [SEP]
+    assert enc.pair_ids(0) == [2, 13, 8, 5, 6, 3, 5, 6, 11, 3]
+    batch = collate(enc, np.array([0]), pad_token_id=0)
+    assert batch["token_type_ids"].tolist() == [[0] * 6 + [1] * 4]
+
+
+@pytest.mark.parametrize("max_length", [5, 6, 7, 8, 11, 16, 40])
+def test_total_limit_equals_the_tokenizers_own_truncation(tokenizer, max_length):
+    queries, passages = random_texts(200, 12, seed=1), random_texts(200, 12, seed=2)
+    enc = encode_pairs(tokenizer, queries, passages, max_length=max_length)
+    expected = tokenizer(queries, passages, truncation=True, max_length=max_length)["input_ids"]
+    assert [enc.pair_ids(i) for i in range(len(enc))] == expected
+    assert enc.lengths.max() <= max_length
+
+
+def test_longest_first_hand_cases():
+    # budget 5: (a, b) -> kept; the longer is cut first; when both are cut the longer keeps the
+    # odd token.
+    a, b = longest_first(np.array([1, 2, 9, 3, 4, 9]), np.array([9, 2, 1, 3, 9, 4]), budget=5)
+    assert a.tolist() == [1, 2, 4, 2, 2, 3]
+    assert b.tolist() == [4, 2, 1, 3, 3, 2]
+
+
+@pytest.mark.parametrize("q_max, p_max, max_length", [(3, 5, 64), (2, None, 64), (None, 4, 64), (3, 8, 9)])
+def test_segment_limits_apply_first(tokenizer, q_max, p_max, max_length):
+    queries, passages = random_texts(100, 10, seed=3), random_texts(100, 15, seed=4)
+    enc = encode_pairs(
+        tokenizer, queries, passages, max_length=max_length, query_max_length=q_max, passage_max_length=p_max
+    )
+    # Reference: cut each text's words first (word-level tokenizers: one token per word), then
+    # let the tokenizer apply the total limit to the pair.
+    def cut(text, limit):
+        return " ".join(text.split()[:limit]) if limit else text
+
+    expected = tokenizer(
+        [cut(q, q_max) for q in queries],
+        [cut(p, p_max) for p in passages],
+        truncation=True,
+        max_length=max_length,
+    )["input_ids"]
+    assert [enc.pair_ids(i) for i in range(len(enc))] == expected
+    assert enc.lengths.max() <= max_length
+
+
+def test_collate_pads_to_the_longest_like_the_tokenizer(tokenizer):
+    queries, passages = random_texts(30, 6, seed=5), random_texts(30, 20, seed=6)
+    enc = encode_pairs(tokenizer, queries, passages, max_length=24)
+    order = np.array([7, 3, 29, 0, 12])
+    batch = collate(enc, order, pad_token_id=tokenizer.pad_token_id)
+    expected = tokenizer(
+        [queries[i] for i in order],
+        [passages[i] for i in order],
+        truncation=True,
+        max_length=24,
+        padding=True,
+        return_tensors="pt",
+    )
+    assert set(batch) == set(expected.keys())
+    for key in batch:
+        assert batch[key].dtype == torch.int64
+        assert torch.equal(batch[key], expected[key]), key
+    assert batch["input_ids"].shape[1] == enc.lengths[order].max()
+
+
+def test_token_budget_batches_cover_every_index_once_within_budget():
+    lengths = np.random.default_rng(7).integers(3, 60, size=500)
+    batches = token_budget_batches(lengths, max_tokens=256, max_batch_size=16)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(500))
+    for batch in batches:
+        assert len(batch) * lengths[batch].max() <= 256
+        assert len(batch) <= 16
+    # Longest first and sorted: padding inside a batch is at most the gap to the next length.
+    maxima = [lengths[b].max() for b in batches]
+    assert maxima == sorted(maxima, reverse=True)
+    assert all(np.array_equal(x, y) for x, y in zip(batches, token_budget_batches(lengths, 256, 16)))
+
+
+def test_token_budget_hand_case_and_oversized_pair():
+    batches = token_budget_batches(np.array([4, 10, 4, 5, 30]), max_tokens=20)
+    # 30 > budget: alone; 10 -> 2 per batch (10, 5); then 4, 4 -> up to 5 per batch.
+    assert [b.tolist() for b in batches] == [[4], [1, 3], [0, 2]]
+
+
+def test_slicing_and_save_load_round_trip(tmp_path, tokenizer):
+    enc = encode_pairs(tokenizer, random_texts(20, 5, 8), random_texts(20, 9, 9), max_length=16)
+    sub = enc[np.array([5, 1, 5])]
+    assert [sub.pair_ids(i) for i in range(3)] == [enc.pair_ids(5), enc.pair_ids(1), enc.pair_ids(5)]
+    if enc.type_split is not None:
+        assert sub.type_split.tolist() == enc.type_split[[5, 1, 5]].tolist()
+    loaded, meta = PairEncoding.load(enc.save(tmp_path / "e.npz", meta={"note": "x"}))
+    assert meta["note"] == "x"
+    assert np.array_equal(loaded.input_ids, enc.input_ids)
+    assert np.array_equal(loaded.offsets, enc.offsets)
+    assert loaded.token_types == enc.token_types
+    assert [p.name for p in tmp_path.iterdir()] == ["e.npz"]  # no temporary file left behind
+
+
+def test_cache_hits_reuse_and_changes_miss(tmp_path, monkeypatch):
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path))
+    queries, passages = random_texts(40, 5, 10), random_texts(40, 12, 11)
+    calls = []
+
+    def texts():
+        calls.append(1)
+        return queries, passages
+
+    first = cached_encode_pairs(bert_tokenizer(), "demo/pairs", texts, max_length=16)
+    again = cached_encode_pairs(bert_tokenizer(), "demo/pairs", texts, max_length=16)
+    assert len(calls) == 1  # the hit never asked for texts
+    assert np.array_equal(first.input_ids, again.input_ids)
+    assert np.array_equal(first.offsets, again.offsets)
+    assert np.array_equal(first.type_split, again.type_split)
+
+    cached_encode_pairs(bert_tokenizer(), "demo/pairs", texts, max_length=12)
+    cached_encode_pairs(bert_tokenizer(), "demo/pairs", texts, max_length=16, query_max_length=3)
+    cached_encode_pairs(bert_tokenizer(extra_words=["new"]), "demo/pairs", texts, max_length=16)
+    cached_encode_pairs(bert_tokenizer(), "demo/other", texts, max_length=16)
+    assert len(calls) == 5
+    assert len(list((tmp_path / "tokenized").glob("*.npz"))) == 5
+
+
+def test_bad_inputs_have_clear_messages():
+    tok = bert_tokenizer()
+    with pytest.raises(ValueError, match="2 queries but 1 passages"):
+        encode_pairs(tok, ["a", "b"], ["c"], max_length=8)
+    with pytest.raises(ValueError, match="1 passage texts are missing"):
+        encode_pairs(tok, ["a", "b"], ["c", None], max_length=8)
+    with pytest.raises(ValueError, match="leaves no room"):
+        encode_pairs(tok, ["a"], ["c"], max_length=3)
