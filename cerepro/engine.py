@@ -54,15 +54,14 @@ def job_parameters(grid: Grid, notebook: str, *, run_id: str | None = None, sour
         run = _run(grid, run_id)
         params = {**base, "backbone": run.backbone, "objective": run.objective, "seed": run.seed}
     elif notebook == "evaluate":
-        if run_id == "first-stage":
-            params = {**base, "model_dir": "", "datasets": list(grid.eval_datasets)}
-        else:
-            run = _run(grid, run_id)
-            params = {**base, "model_dir": str(grid_dir(grid) / run_id / "train" / "model"),
-                      "datasets": list(run.eval_datasets)}
-        params["run_name"] = run_id
+        run = grid.runs[0] if run_id == "first-stage" else _run(grid, run_id)
+        model_dir = "" if run_id == "first-stage" else str(grid_dir(grid) / run_id / "train" / "model")
+        params = {**base, "run_name": run_id, "model_dir": model_dir, "datasets": list(run.eval_datasets),
+                  "first_stage": run.first_stage, "depth": run.candidate_depth,
+                  "max_length": run.max_length, "query_max_length": run.query_max_length,
+                  "passage_max_length": run.passage_max_length}
     elif notebook == "data":
-        params = {**base, "source": source}
+        params = {**base, "source": source, "train_data": grid.runs[0].train_data}
     elif notebook == "compare":
         params = dict(base)
     else:

@@ -1,0 +1,52 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Compare a grid
+# All runs of one grid side by side: mean nDCG@10 per backbone and objective with paired
+# significance tests (Holm-corrected) against a baseline objective, heatmaps per evaluation
+# group, and the scoreboard against the authors' table. With the defaults: the demo grid
+# (synthetic numbers, not comparable with the paper).
+
+# %% tags=["parameters"]
+grid = "demo"
+profile = "demo"
+measure = "nDCG@10"
+baseline = "bce"
+run_dir = "."
+
+# %%
+from pathlib import Path
+
+from cerepro import report
+
+results = report.grid_results(grid)
+results.groupby(["backbone", "objective", "dataset"])["value"].mean().unstack("dataset")
+
+# %% [markdown]
+# ## Significance against the baseline objective
+
+# %%
+report.significance_table(results, measure=measure, baseline=baseline)
+
+# %% [markdown]
+# ## Backbone x objective
+
+# %%
+report.heatmaps(results, measure=measure)
+
+# %% [markdown]
+# ## Scoreboard against the paper
+
+# %%
+report.scoreboard_table(results, grid=grid)

@@ -1,0 +1,83 @@
+"""The grid engine: Snakemake dry runs of the paper grid, the plan, and errors before any job."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cerepro import engine
+from cerepro.cli import main
+from cerepro.config import ParamsError, load_grid
+from cerepro.runner import RunnerError, declared_parameters, run_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def isolated_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(ROOT)
+
+
+def test_paper_grid_dry_run_with_slurm_profile_lists_162_training_jobs_and_their_resources():
+    cmd = engine.snakemake_command("paper", dry_run=True, slurm=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout + out.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text, flags=re.M))
+    assert counts["train"] == "162" and counts["evaluate"] == "162"
+    assert counts["first_stage"] == "1" and counts["compare"] == "1"
+    train_jobs = re.findall(r"rule train:.*?resources: ([^\n]+)", text, flags=re.S)
+    assert len(train_jobs) == 162
+    for resources in train_jobs:
+        assert "gpu=1" in resources and "cpus_per_task=16" in resources and "runtime=1200" in resources
+        assert "mem_mb=65536" in resources and "slurm_partition=gpu" in resources
+
+
+def test_plan_estimates_gpu_hours_for_every_run(capsys):
+    assert main(["plan", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "162 training jobs" in out and "GPU-hours" in out
+    p = engine.plan("paper")
+    assert len(p["runs"]) == 162 and p["total_gpu_h"] > 0
+    small = next(r for r in p["runs"] if r["run_id"].startswith("ettin-17m.bce"))
+    big = next(r for r in p["runs"] if r["run_id"].startswith("deberta-v3-base.bce"))
+    assert big["eval_gpu_h"] > small["eval_gpu_h"]
+
+
+def test_every_notebook_declares_the_parameters_the_engine_passes():
+    for name in ("smoke", "demo", "paper"):
+        engine.check_grid(name)
+    assert set(declared_parameters("train")) >= {"backbone", "objective", "seed", "profile", "run_dir"}
+
+
+def test_unknown_notebook_parameter_fails_before_running(tmp_path):
+    with pytest.raises(RunnerError, match=r"notebook 'train' has no parameter\(s\) \['learning_rate'\]"):
+        run_notebook("train", tmp_path / "x", {"learning_rate": 1})
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_notebook_fails_before_running(tmp_path, capsys):
+    assert main(["run", "training", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown notebook 'training'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_grid_axis_value_fails_before_any_job(tmp_path, monkeypatch, capsys):
+    params = tmp_path / "params"
+    subprocess.run(["cp", "-r", str(ROOT / "params"), str(params)], check=True)
+    (params / "grids" / "bad.yaml").write_text(
+        "profile: smoke\nbackbones: [tiny-bert, tiny-gpt]\nobjectives: [bce]\nseeds: 1\n")
+    monkeypatch.setenv("CEREPRO_PARAMS", str(params))
+    assert main(["grid", "bad"]) == 2
+    assert "unknown backbone 'tiny-gpt'" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_cli_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "cerepro.cli", "--help"], capture_output=True, text=True)
+    for command in ("run", "grid", "plan", "book", "report"):
+        assert command in out.stdout
