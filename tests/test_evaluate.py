@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import pytrec_eval
 
+from cerepro.config import dataset_registry
 from cerepro.evaluate import (
     aggregate_table,
     dataset_id,
-    datasets_params,
     evaluate,
     load_contracts,
     load_results,
@@ -245,14 +245,14 @@ def test_short_names_and_ids_map_both_ways():
     assert short_name("msmarco-passage/trec-dl-2019/judged") == "trec-dl-2019"
     assert short_name("trec-dl-2019") == "trec-dl-2019"
     assert dataset_id("robust04") == "disks45/nocr/trec-robust-2004"
-    for dataset in datasets_params()["datasets"]:
+    for dataset in dataset_registry()["datasets"]:
         assert dataset_id(short_name(dataset)) == dataset
     with pytest.raises(KeyError, match="unknown dataset 'msmarco'"):
         short_name("msmarco")
 
 
 def test_aggregates_are_unweighted_means_of_dataset_means_and_need_every_member():
-    params = datasets_params()
+    params = dataset_registry()
     datasets = list(params["datasets"])
     value = {d: (i + 1) / 100 for i, d in enumerate(datasets)}  # 0.01 ... 0.22 in file order
     means = pd.DataFrame({"run": "r", "dataset": datasets, "measure": "nDCG@10", "value": [value[d] for d in datasets], "n_queries": 10})
