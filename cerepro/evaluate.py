@@ -262,7 +262,10 @@ def aggregate_table(means: pd.DataFrame, *, measure: str = "nDCG@10") -> pd.Data
     rows = means[means["measure"] == measure]
     if rows.empty:
         raise ValueError(f"no {measure!r} values in the means table (measures: {sorted(set(means['measure']))})")
-    wide = rows.pivot_table(index="run", columns="dataset", values="value", aggfunc="first", sort=False)
+    doubled = rows[rows.duplicated(["run", "dataset"])]
+    if not doubled.empty:
+        raise ValueError(f"run {doubled['run'].iloc[0]!r} has two {measure} means on {doubled['dataset'].iloc[0]!r}")
+    wide = rows.pivot(index="run", columns="dataset", values="value")
     known = [d for d in params["datasets"] if d in wide.columns]
     table = wide[known + [d for d in wide.columns if d not in params["datasets"]]].copy()
     for name, members in params["aggregates"].items():

@@ -266,6 +266,8 @@ def test_aggregates_are_unweighted_means_of_dataset_means_and_need_every_member(
     assert np.isnan(table.loc["p", "beir-13"])  # nq missing: no partial BEIR-13
     assert table.loc["p", "ood"] == table.loc["r", "ood"]
     assert set(params["paper_table_columns"]) <= set(table.columns)
+    with pytest.raises(ValueError, match="run 'r' has two nDCG@10 means on 'beir/nq'"):
+        aggregate_table(pd.concat([means, means[means["dataset"] == "beir/nq"]]))
 
 
 # --- bad inputs -------------------------------------------------------------------------------
