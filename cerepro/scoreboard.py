@@ -78,10 +78,14 @@ def our_table(per_query: pd.DataFrame, *, measure: str = "nDCG@10") -> pd.DataFr
 
 def scoreboard(ours: pd.DataFrame, expected: pd.DataFrame | None = None, *, ok: float = OK, okish: float = OKISH) -> pd.DataFrame:
     """Every cell of the authors' table (and any extra cell of ours) with paper, ours,
-    diff = ours - paper and a verdict against the tolerance (module docstring)."""
+    diff = ours - paper and a verdict against the tolerance (module docstring).
+
+    ``ours``: long (backbone, objective, column, ours or value), as ``our_table`` returns; or wide,
+    indexed by (backbone, objective) with one column per table column; or empty (nothing run)."""
     if not 0 <= ok <= okish:
         raise ValueError(f"tolerances must satisfy 0 <= ok <= okish, got ok={ok}, okish={okish}")
     expected = expected_table() if expected is None else expected
+    ours = _long(ours)
     board = expected[[*KEYS, "paper"]].merge(ours, on=KEYS, how="outer", sort=False)
     board = board[board["paper"].notna() | board["ours"].notna()]  # an extra cell we did not run either
     board = pd.concat([board[board["paper"].notna()], board[board["paper"].isna()]], ignore_index=True)
@@ -94,6 +98,22 @@ def scoreboard(ours: pd.DataFrame, expected: pd.DataFrame | None = None, *, ok: 
     )
     columns = [*KEYS, "paper", "ours", "diff", "verdict"] + (["n_seeds"] if "n_seeds" in board else [])
     return board[columns]
+
+
+def _long(ours: pd.DataFrame) -> pd.DataFrame:
+    if ours.empty:
+        return pd.DataFrame({key: pd.Series(dtype=str) for key in KEYS} | {"ours": pd.Series(dtype=float)})
+    if list(ours.index.names) == ["backbone", "objective"]:
+        ours = ours.rename_axis(columns="column").stack().rename("ours").reset_index()
+    elif "ours" not in ours.columns and "value" in ours.columns:
+        ours = ours.rename(columns={"value": "ours"})
+    absent = [c for c in [*KEYS, "ours"] if c not in ours.columns]
+    if absent:
+        raise ValueError(
+            f"our cells lack {absent}: pass a long table (backbone, objective, column, ours) or a wide one "
+            f"indexed by (backbone, objective)"
+        )
+    return ours
 
 
 def verdict_counts(board: pd.DataFrame) -> pd.DataFrame:

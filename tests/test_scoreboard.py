@@ -96,3 +96,17 @@ def test_run_ids_must_name_backbone_objective_and_seed():
     per_query = pd.DataFrame(per_query_rows("first-stage", "beir/nq", [0.5]), columns=["run", "dataset", "query_id", "measure", "value"])
     with pytest.raises(ValueError, match=r"run ids must read \{backbone\}\.\{objective\}\.s\{seed\} to be scored; got \['first-stage'\]"):
         our_table(per_query)
+
+
+def test_wide_long_and_empty_tables_of_ours_are_read_alike():
+    expected = expected_table()
+    rows = expected[expected["backbone"] == "minilm-l12"]
+    long = rows[["backbone", "objective", "column"]].assign(ours=rows["paper"] + 0.015)
+    wide = long.pivot(index=["backbone", "objective"], columns="column", values="ours")
+    from_long, from_wide = scoreboard(long), scoreboard(wide)
+    pd.testing.assert_frame_equal(from_long, from_wide)
+    assert (from_long.loc[from_long["backbone"] == "minilm-l12", "verdict"] == "OKish").all()
+    assert set(scoreboard(long.rename(columns={"ours": "value"}))["verdict"]) == {"OKish", "not run"}
+    assert set(scoreboard(pd.DataFrame())["verdict"]) == {"not run"}
+    with pytest.raises(ValueError, match=r"our cells lack \['column', 'ours'\]"):
+        scoreboard(pd.DataFrame({"backbone": ["x"], "objective": ["bce"]}))
