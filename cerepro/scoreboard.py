@@ -76,7 +76,9 @@ def our_table(per_query: pd.DataFrame, *, measure: str = "nDCG@10") -> pd.DataFr
     return long.merge(n_seeds, on=["backbone", "objective"])[[*KEYS, "ours", "n_seeds"]]
 
 
-def scoreboard(ours: pd.DataFrame, expected: pd.DataFrame | None = None, *, ok: float = OK, okish: float = OKISH) -> pd.DataFrame:
+def scoreboard(
+    ours: pd.DataFrame, expected: pd.DataFrame | None = None, *, ok: float = OK, okish: float = OKISH
+) -> pd.DataFrame:
     """Every cell of the authors' table (and any extra cell of ours) with paper, ours,
     diff = ours - paper and a verdict against the tolerance (module docstring).
 
@@ -124,5 +126,6 @@ def verdict_counts(board: pd.DataFrame) -> pd.DataFrame:
 
 def _in_paper_order(long: pd.DataFrame, rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     row_order = {tuple(r): i for i, r in enumerate(rows.itertuples(index=False))}
-    order = [row_order[(b, o)] * len(columns) + columns.index(c) for b, o, c in zip(long["backbone"], long["objective"], long["column"])]
+    cells = zip(long["backbone"], long["objective"], long["column"])
+    order = [row_order[(b, o)] * len(columns) + columns.index(c) for b, o, c in cells]
     return long.iloc[np.argsort(order, kind="stable")][[*KEYS, "paper"]].reset_index(drop=True)

@@ -108,7 +108,9 @@ def compare(
         else:
             base = system_of(baseline)
             if base not in matrix.columns:
-                raise ValueError(f"baseline {baseline!r} has no {measure} values on {dataset} (systems: {list(matrix.columns)})")
+                raise ValueError(
+                    f"baseline {baseline!r} has no {measure} values on {dataset} (systems: {list(matrix.columns)})"
+                )
             pairs = [(system, base) for system in matrix.columns if system != base]
         rows = []
         for system, versus in pairs:
@@ -173,7 +175,10 @@ def mean_ci_table(
         matrix = per_query_matrix(per_query, measure=measure, dataset=dataset)
         for system in matrix.columns:
             mean, low, high = bootstrap_ci(matrix[system], n_resamples=n_resamples, confidence=confidence, seed=seed)
-            rows.append({"dataset": dataset, "system": system, "n_queries": len(matrix), "mean": mean, "ci_low": low, "ci_high": high})
+            rows.append({
+                "dataset": dataset, "system": system, "n_queries": len(matrix),
+                "mean": mean, "ci_low": low, "ci_high": high,
+            })
     return pd.DataFrame(rows)
 
 

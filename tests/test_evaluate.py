@@ -91,7 +91,8 @@ def test_judged_only_drops_unjudged_documents_like_trec_eval_J():
 # --- exactness on generated fixtures ----------------------------------------------------------
 
 MEASURES = ["nDCG@10", "RR@10", "AP", "nDCG", "RR", "P@5", "R@20", "AP@10", "Success@3"]
-PYTREC = {"nDCG@10": "ndcg_cut_10", "AP": "map", "nDCG": "ndcg", "RR": "recip_rank", "P@5": "P_5", "R@20": "recall_20", "AP@10": "map_cut_10"}
+PYTREC = {"nDCG@10": "ndcg_cut_10", "AP": "map", "nDCG": "ndcg", "RR": "recip_rank", "P@5": "P_5",
+          "R@20": "recall_20", "AP@10": "map_cut_10"}
 
 
 def generated(seed, n_queries=40, n_docs=60, ties=False):
@@ -255,7 +256,8 @@ def test_aggregates_are_unweighted_means_of_dataset_means_and_need_every_member(
     params = dataset_registry()
     datasets = list(params["datasets"])
     value = {d: (i + 1) / 100 for i, d in enumerate(datasets)}  # 0.01 ... 0.22 in file order
-    means = pd.DataFrame({"run": "r", "dataset": datasets, "measure": "nDCG@10", "value": [value[d] for d in datasets], "n_queries": 10})
+    means = pd.DataFrame({"run": "r", "dataset": datasets, "measure": "nDCG@10",
+                          "value": [value[d] for d in datasets], "n_queries": 10})
     partial = means[means["dataset"] != "beir/nq"].assign(run="p")
     table = aggregate_table(pd.concat([means, partial]))
     assert table.loc["r", "in-domain"] == pytest.approx((0.01 + 0.02 + 0.03) / 3)
@@ -275,7 +277,8 @@ def test_aggregates_are_unweighted_means_of_dataset_means_and_need_every_member(
 
 def test_disjoint_query_ids_are_refused():
     run = RUN.assign(query_id=RUN["query_id"].str.replace("q", "Q"))
-    with pytest.raises(ValueError, match=r"run and qrels share no query id: the run has 2 queries \(e\.g\. 'Q1', 'Q2'\), the qrels 2 \(e\.g\. 'q1', 'q2'\)"):
+    message = r"run and qrels share no query id: the run has 2 queries \(e\.g\. 'Q1', 'Q2'\), the qrels 2 \(e\.g\. 'q1', 'q2'\)"
+    with pytest.raises(ValueError, match=message):
         evaluate(run, QRELS, dataset="toy", run_name="x")
 
 

@@ -20,7 +20,7 @@ def test_expected_table_has_every_cell_of_the_authors_table_in_order():
     assert len(expected) == 9 * 6 * 6
     assert list(expected.columns) == ["backbone", "objective", "column", "paper"]
     first = expected.iloc[0]
-    assert (first["backbone"], first["objective"], first["column"], first["paper"]) == ("ettin-17m", "bce", "msmarco-dev-small", 0.2648)
+    assert tuple(first) == ("ettin-17m", "bce", "msmarco-dev-small", 0.2648)
     assert list(expected["column"].iloc[:6]) == dataset_registry()["paper_table_columns"]
     assert cell(expected, "bert-base", "infonce", "trec-dl-2019")["paper"] == 0.759233
 
@@ -58,7 +58,8 @@ def test_tolerances_are_parameters():
 
 
 def test_a_cell_the_paper_lacks_says_so():
-    ours = pd.DataFrame({"backbone": ["tiny-bert"] * 2, "objective": ["bce"] * 2, "column": ["trec-dl-2019", "beir-13"], "ours": [0.5, np.nan]})
+    ours = pd.DataFrame({"backbone": ["tiny-bert"] * 2, "objective": ["bce"] * 2,
+                         "column": ["trec-dl-2019", "beir-13"], "ours": [0.5, np.nan]})
     board = scoreboard(ours)
     assert len(board) == 324 + 1  # the extra cell we did not run either is left out
     row = cell(board, "tiny-bert", "bce", "trec-dl-2019")
@@ -93,8 +94,10 @@ def test_our_cells_average_seeds_then_aggregate_like_the_paper():
 
 
 def test_run_ids_must_name_backbone_objective_and_seed():
-    per_query = pd.DataFrame(per_query_rows("first-stage", "beir/nq", [0.5]), columns=["run", "dataset", "query_id", "measure", "value"])
-    with pytest.raises(ValueError, match=r"run ids must read \{backbone\}\.\{objective\}\.s\{seed\} to be scored; got \['first-stage'\]"):
+    per_query = pd.DataFrame(per_query_rows("first-stage", "beir/nq", [0.5]),
+                             columns=["run", "dataset", "query_id", "measure", "value"])
+    message = r"run ids must read \{backbone\}\.\{objective\}\.s\{seed\} to be scored; got \['first-stage'\]"
+    with pytest.raises(ValueError, match=message):
         our_table(per_query)
 
 

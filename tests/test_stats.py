@@ -118,7 +118,8 @@ def test_identical_vectors_give_p_one_and_labels_read_in_a_table():
     result = compare(table({"a.bce.s1": base, "a.hinge.s1": base.copy()}), measure="nDCG@10", baseline="a.bce")
     assert result["p_value"].iloc[0] == 1.0 and not result["significant"].iloc[0]
     assert result["label"].iloc[0] == f"{base.mean():.4f}"
-    big = compare(table({"a.bce.s1": base, "a.hinge.s1": base + 0.1 + 0.01 * np.sin(np.arange(10))}), measure="nDCG@10", baseline="a.bce")
+    better = base + 0.1 + 0.01 * np.sin(np.arange(10))
+    big = compare(table({"a.bce.s1": base, "a.hinge.s1": better}), measure="nDCG@10", baseline="a.bce")
     assert big["label"].iloc[0].endswith("†")
 
 
@@ -126,7 +127,9 @@ def test_misaligned_vectors_name_the_missing_queries():
     vectors = systems(n_queries=8)
     per_query = table(vectors)
     per_query = per_query[~((per_query["run"] == "bert-base.hinge.s1") & per_query["query_id"].isin(["q3", "q5"]))]
-    with pytest.raises(ValueError, match=r"per-query vectors do not align on msmarco-passage/trec-dl-2019/judged \(nDCG@10\): systems: bert-base\.hinge lacks 2 queries \('q3', 'q5'\)"):
+    message = (r"per-query vectors do not align on msmarco-passage/trec-dl-2019/judged \(nDCG@10\): "
+               r"systems: bert-base\.hinge lacks 2 queries \('q3', 'q5'\)")
+    with pytest.raises(ValueError, match=message):
         compare(per_query, measure="nDCG@10", baseline="bert-base.bce")
     seeds = table({"a.bce.s1": np.ones(4), "a.bce.s2": np.ones(4)})
     seeds = seeds[~((seeds["run"] == "a.bce.s2") & (seeds["query_id"] == "q0"))]
