@@ -1,0 +1,919 @@
+"""``fit(config, output_dir)``: train one cross-encoder, resumably, on one CPU, one GPU or many.
+
+One readable loop in the order of karpathy/nanoGPT's ``train.py``: setup, data, model, optimiser,
+resume, loop (forward, loss, backward, clip, step), validation, checkpoint. What it writes under
+``output_dir``:
+
+- ``model/``: the selected cross-encoder (best validation ``validation_measure``, as the paper
+  selects; the final weights when no validation set is configured), a transformers folder with a
+  model card that sentence-transformers' ``CrossEncoder`` also loads (``cerepro.models``);
+- ``checkpoints/step-NNNNNNN/``: ``model.safetensors``, ``training_state.pt`` (optimiser,
+  scheduler, RNG states, data position, best-so-far; loads with ``torch.load(weights_only=True)``)
+  and ``manifest.json`` (sha256 of each file and the config fingerprint), written to a temporary
+  folder and renamed into place; ``checkpoints/latest`` names the newest; two are kept;
+- ``log.jsonl`` (step, loss, lr, grad norm, pairs/s, memory; validation results), ``ledger.json``
+  (the compute ledger: wall time, device, steps, pairs/s, estimated FLOPs, MFU on GPU) and
+  ``summary.json`` (returned by ``fit``).
+
+Batches follow the objective: each optimiser step scores ``config.groups_per_step`` groups of
+``config.group_size`` passages (triples, 1 + 7 groups, one 50-passage list), split evenly over
+processes (DDP) and ``grad_accum`` micro-batches, so the effective batch is always the protocol's.
+Training groups are tokenized in blocks ahead of the loop (``cerepro.tokenize``, cached on disk when
+the source names itself); the loop itself only slices arrays and pads each forward pass to its
+longest pair. On one process, a step's pairs are sorted by length and scored in a few
+length-homogeneous chunks before one loss and one backward: same loss, less padding.
+
+Launch: call ``fit`` in-process (one CPU or GPU), or ``python -m cerepro.train`` under
+``accelerate launch`` / ``torchrun`` for DDP; ``launch()`` does the latter from a notebook.
+
+This module trains and checkpoints; it never evaluates test collections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import inspect
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from cerepro import losses, models
+from cerepro.config import RunConfig, build_config, load_config
+from cerepro.paths import atomic_path, cache_dir, write_text_atomic
+from cerepro.tokenize import PairEncoding, collate, encode_pairs, token_budget_batches, tokenizer_fingerprint
+
+CHECKPOINT_FORMAT = 1
+KEEP_CHECKPOINTS = 2
+BLOCK_PAIRS = 8192  # pairs tokenized per block ahead of the loop
+# What each training source gives an objective (losses.REQUIRES says what each one needs).
+SOURCE_PROVIDES = {
+    "triples": {"labels"},
+    "teacher-pairs": {"labels", "teacher"},
+    "hard-negatives": {"labels"},
+    "llm-lists": {"teacher"},
+}
+# Config keys that do not change the trained weights: a run may resume with other values.
+OPERATIONAL_KEYS = {"profile", "log_every", "checkpoint_every", "eval_datasets", "first_stage",
+                    "candidate_depth", "gpus", "cpus", "mem_gb", "runtime_min", "compile",
+                    "gradient_checkpointing"}
+# Dense bf16 / fp32 (no TF32) peak TFLOP/s per GPU, for MFU; matched on the device name.
+PEAK_TFLOPS = [("H100 PCIe", 756, 51), ("H100 NVL", 835, 60), ("H100", 989, 67), ("GH200", 989, 67),
+               ("H200", 989, 67), ("B200", 2250, 80), ("A100", 312, 19.5), ("L40S", 362, 91.6),
+               ("L4", 121, 30.3), ("A10G", 70, 31.2), ("RTX 4090", 165, 82.6)]
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue; the message says why and what to do."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint that is corrupted, incomplete, or from another configuration."""
+
+
+class DivergedError(TrainingError):
+    """The loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop
+
+
+def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True,
+        data=None, tokenizer_texts=None) -> dict[str, Any]:
+    """Train ``config``'s cross-encoder into ``output_dir``; returns the run summary.
+
+    ``resume``: continue from the newest checkpoint in ``output_dir`` (a finished run returns its
+    summary at once). With ``resume=False`` an ``output_dir`` that holds checkpoints is refused.
+    ``data``: a training source to use instead of ``config``'s (tests, benchmarks): an object
+    whose ``groups(start)`` yields groups from position ``start`` (see ``read_groups``).
+    ``tokenizer_texts``: texts to train a ``builtin:`` backbone's tokenizer on (default: demo world).
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    # ---- setup: output folder, processes, precision, seeds --------------------------------
+    output_dir = Path(output_dir)
+    fingerprint = config_fingerprint(config)
+    objective = losses.objective(config.objective)
+    check_objective_source(config)
+    if resume and _finished(output_dir, fingerprint):
+        return json.loads((output_dir / "summary.json").read_text())
+    checkpoint = latest_checkpoint(output_dir)
+    if checkpoint is not None and not resume:
+        raise TrainingError(f"{output_dir} already holds checkpoints ({checkpoint.name}); resume "
+                            f"with resume=True or train into a new folder")
+    state = load_checkpoint(checkpoint, config) if checkpoint is not None else None  # verified first
+
+    accelerator = Accelerator(mixed_precision=_mixed_precision(config), cpu=not torch.cuda.is_available())
+    device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
+    main = accelerator.is_main_process
+    if device.type == "cpu":  # the CPUs the job was given, shared by its processes
+        torch.set_num_threads(max(1, min(config.cpus, os.cpu_count() or 1) // world))
+    groups_per_rank = _groups_per_micro_batch(config, world)
+    seed = config.seed + 1000 * rank  # dropout differs across processes, as in any DDP run
+    random.seed(seed), np.random.seed(seed % 2**32), torch.manual_seed(seed)
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(output_dir / "config.json", json.dumps(config.to_dict(), indent=1))
+
+    # ---- model and tokenizer --------------------------------------------------------------
+    model, tokenizer = models.build_cross_encoder(
+        config.hf_id, config.revision, max_length=config.max_length, seed=config.seed,
+        texts=tokenizer_texts)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if state is not None:
+        _load_weights(model, checkpoint)
+    model = accelerator.prepare_model(model)
+    bare = accelerator.unwrap_model(model)
+    forward = torch.compile(model, dynamic=True) if config.compile else model
+    pad_id = tokenizer.pad_token_id
+
+    # ---- data: training blocks, validation candidates ---------------------------------------
+    source = data if data is not None else open_training_source(config)
+    blocks = TokenizedBlocks(source, tokenizer, config)
+    validation = [ValidationSet.load(d, config, tokenizer) for d in config.validation_datasets]
+
+    # ---- optimiser: AdamW (fused on CUDA), linear warm-up then linear decay to 0 -------------
+    optimizer = torch.optim.AdamW(bare.parameters(), lr=config.lr, eps=config.adam_eps,
+                                  weight_decay=config.weight_decay,
+                                  **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_linear_decay(config))
+
+    # ---- resume -----------------------------------------------------------------------------
+    step, best, totals = 0, {"step": None, "value": None, "per_dataset": {}}, _zero_totals()
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        _set_rng(state["rng"], rank)
+        step, best, totals = state["step"], state["best"], state["totals"]
+        if main:
+            _truncate_log(output_dir / "log.jsonl", step)
+    kwargs = objective_kwargs(config, objective)
+    accepts = losses.ACCEPTS[config.objective]
+
+    # ---- the loop ---------------------------------------------------------------------------
+    model.train()
+    bar = tqdm(total=config.max_steps, initial=step, disable=not main, desc=config.run_id,
+               unit="step", dynamic_ncols=True, mininterval=1.0)
+    session_start, window_start, window = time.perf_counter(), time.perf_counter(), _zero_window()
+    pending = None  # the previous step's loss, checked one step late so the GPU never waits
+    chunked = world == 1
+    while step < config.max_steps:
+        block, rows = blocks.step_rows(step)  # rows: (groups_per_step,) into the block
+        rows = rows.reshape(world, config.grad_accum, groups_per_rank)[rank]  # (accum, G)
+        step_loss = torch.zeros((), device=device)
+        for micro, micro_rows in enumerate(rows):
+            mask = block.mask[micro_rows]  # (G, D)
+            pairs = block.slots[micro_rows][mask]  # (P,) valid pairs, row-major
+            lengths = block.encoding.lengths[pairs]
+            sync = micro == config.grad_accum - 1
+            with accelerator.no_sync(model) if not sync else _nullcontext():
+                with accelerator.autocast():
+                    flat = score_pairs_train(forward, block.encoding, pairs, lengths, pad_id,
+                                             device, chunked=chunked)  # (P,)
+                    mask_t = torch.from_numpy(mask).to(device)
+                    scores = torch.zeros(mask.shape, device=device).masked_scatter(mask_t, flat.float())
+                    inputs = {k: _tensor(getattr(block, k), micro_rows, device)
+                              for k in ("labels", "teacher") if k in accepts}
+                    loss = objective(scores, mask_t, **inputs, **kwargs) / config.grad_accum
+                accelerator.backward(loss)
+            step_loss += loss.detach()
+            window["pairs"] += len(pairs)
+            window["tokens"] += int(lengths.sum())
+            window["flops"] += models.pair_flops(bare.config, lengths, training=True)
+        grad_norm = torch.nn.utils.clip_grad_norm_(bare.parameters(), config.grad_clip, foreach=True)
+        if pending is not None:
+            _check_finite(*pending, output_dir)
+        pending = (step + 1, step_loss, grad_norm, schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window["losses"].append(step_loss)
+        window["grad_norms"].append(grad_norm)
+        bar.update(1)
+
+        last = step == config.max_steps
+        if step % config.log_every == 0 or last:
+            _check_finite(*pending, output_dir)
+            record = _log_record(step, window, window_start, schedule, accelerator, device)
+            _accumulate(totals, window, time.perf_counter() - window_start)
+            if main:
+                _append_jsonl(output_dir / "log.jsonl", record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", pairs_s=f"{record['pairs_per_s']:.0f}")
+            window_start, window = time.perf_counter(), _zero_window()
+        if validation and (step % config.validate_every == 0 or last):
+            _check_finite(*pending, output_dir)
+            started = time.perf_counter()
+            if main:
+                values = {v.dataset: v.score(bare, device, accelerator) for v in validation}
+                value = float(np.mean(list(values.values())))
+                _append_jsonl(output_dir / "log.jsonl", {"step": step, "validation": values,
+                                                         config.validation_measure: value})
+                if best["value"] is None or value > best["value"]:
+                    best = {"step": step, "value": value, "per_dataset": values}
+                    _save_model(bare, tokenizer, output_dir / "model", config, step, best)
+            accelerator.wait_for_everyone()
+            best = _broadcast(best, accelerator)
+            totals["validation_s"] += time.perf_counter() - started
+            window_start = time.perf_counter()  # validation time is not training throughput
+        if step % config.checkpoint_every == 0 or last:
+            _check_finite(*pending, output_dir)
+            totals["wall_s"] += time.perf_counter() - session_start
+            session_start = time.perf_counter()
+            save_checkpoint(output_dir, step, bare, optimizer, schedule, config, best, totals,
+                            accelerator)
+    bar.close()
+
+    # ---- finish: selected model, ledger, summary --------------------------------------------
+    if main:
+        if not validation:
+            _save_model(bare, tokenizer, output_dir / "model", config, step, best)
+        ledger = compute_ledger(config, totals, bare, device, world)
+        write_text_atomic(output_dir / "ledger.json", json.dumps(ledger, indent=1))
+        summary = {"run_id": config.run_id, "complete": True, "fingerprint": fingerprint,
+                   "steps": step, "model_dir": str(output_dir / "model"),
+                   "validation_measure": config.validation_measure, "best_step": best["step"],
+                   "best_value": best["value"], "best_per_dataset": best["per_dataset"],
+                   "final_loss": _last_logged_loss(output_dir / "log.jsonl"), "compute": ledger}
+        write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=1))
+    accelerator.wait_for_everyone()
+    return json.loads((output_dir / "summary.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of the loop
+
+
+def score_pairs_train(model, encoding: PairEncoding, pairs: np.ndarray, lengths: np.ndarray,
+                      pad_id: int, device, *, chunked: bool) -> torch.Tensor:
+    """Scores (P,) of ``pairs`` with gradients, in input order.
+
+    ``chunked``: sort the pairs by length and run a few length-homogeneous forwards (each padded
+    to its own longest pair) instead of one padded to the longest of all; the cut points minimise
+    padded tokens plus a per-forward overhead, so short, uniform batches stay in one forward.
+    """
+    if not chunked or len(pairs) < 8:
+        batch = collate(encoding, pairs, pad_id)
+        return model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}).logits[:, 0]
+    order = np.argsort(lengths, kind="stable")
+    pieces = [model(**{k: v.to(device) for k, v in collate(encoding, pairs[idx], pad_id).items()}).logits[:, 0]
+              for idx in np.split(order, length_cuts(lengths[order]))]
+    inverse = torch.from_numpy(np.argsort(order, kind="stable")).to(device)
+    return torch.cat(pieces)[inverse]
+
+
+def length_cuts(sorted_lengths: np.ndarray, *, overhead_tokens: int = 512, max_chunks: int = 8) -> list[int]:
+    """Where to cut ascending ``sorted_lengths`` into equal-count chunks: the number of chunks
+    that minimises padded tokens + ``overhead_tokens`` per forward (vectorised over candidates)."""
+    n = len(sorted_lengths)
+    best_cost, best_cuts = None, []
+    for k in range(1, min(max_chunks, n // 4) + 1):
+        cuts = [round(n * i / k) for i in range(1, k)]
+        ends = np.array(cuts + [n]) - 1
+        sizes = np.diff(np.array([0] + cuts + [n]))
+        cost = int((sorted_lengths[ends] * sizes).sum()) + overhead_tokens * k
+        if best_cost is None or cost < best_cost:
+            best_cost, best_cuts = cost, cuts
+    return best_cuts
+
+
+def warmup_then_linear_decay(config: RunConfig):
+    """lr multiplier: 0 -> 1 linearly over ``warmup_steps``, then linearly to 0 at ``max_steps``
+    (the paper's schedule; transformers' ``get_linear_schedule_with_warmup``)."""
+    warmup, total = config.warmup_steps, config.max_steps
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def objective_kwargs(config: RunConfig, objective) -> dict[str, float]:
+    """The config's hyperparameters (margin, temperature) that the objective takes."""
+    params = inspect.signature(objective).parameters
+    return {k: getattr(config, k) for k in ("margin", "temperature") if k in params}
+
+
+def check_objective_source(config: RunConfig) -> None:
+    """Refuse an objective whose required inputs the training source does not give."""
+    missing = losses.REQUIRES[config.objective] - SOURCE_PROVIDES[config.training_source]
+    if missing:
+        givers = [s for s, gives in SOURCE_PROVIDES.items() if losses.REQUIRES[config.objective] <= gives]
+        raise TrainingError(
+            f"objective {config.objective!r} needs {', '.join(sorted(missing))} scores, but training "
+            f"source {config.training_source!r} gives none; use a source that does "
+            f"({', '.join(givers)}), as params/objectives/{config.objective}.yaml sets")
+
+
+def _groups_per_micro_batch(config: RunConfig, world: int) -> int:
+    parts = world * config.grad_accum
+    if config.groups_per_step % parts:
+        raise TrainingError(
+            f"{config.groups_per_step} groups per step cannot be split evenly over {world} "
+            f"process(es) x grad_accum {config.grad_accum}; choose them so that they divide it")
+    return config.groups_per_step // parts
+
+
+def _mixed_precision(config: RunConfig) -> str:
+    """bf16 autocast where the hardware computes in bf16 (CUDA, or CPUs with AVX512-BF16/AMX)."""
+    if config.precision != "bf16-mixed":
+        return "no"
+    if torch.cuda.is_available():
+        return "bf16"
+    return "bf16" if cpu_supports_bf16() else "no"
+
+
+def cpu_supports_bf16() -> bool:
+    """True where oneDNN runs bf16 matmuls natively (AVX512-BF16 or AMX), as measured here."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def _tensor(array, rows, device):
+    return None if array is None else torch.from_numpy(array[rows]).to(device)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _check_finite(step: int, loss: torch.Tensor, grad_norm: torch.Tensor, lr: float, output_dir: Path) -> None:
+    value = float(loss)
+    if not math.isfinite(value):
+        last = latest_checkpoint(output_dir)
+        kept = f"the last good checkpoint, {last}, is intact" if last else "no checkpoint was written yet"
+        raise DivergedError(
+            f"loss is {value} at step {step} (lr {lr:.3g}, grad norm {float(grad_norm):.3g}); "
+            f"training stopped and {kept}. Lower lr, raise warmup_steps, use precision fp32, or "
+            f"check the training data for empty or degenerate groups")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training data: groups -> tokenized blocks
+
+
+@dataclass
+class Block:
+    """Consecutive training groups, tokenized: pair ``slots[g, d]`` of group ``g`` (-1: none)."""
+
+    start: int  # position of the first group in the source
+    encoding: PairEncoding
+    slots: np.ndarray  # (G, D) int64
+    mask: np.ndarray  # (G, D) bool
+    labels: np.ndarray | None  # (G, D) float32
+    teacher: np.ndarray | None  # (G, D) float32
+
+
+def open_training_source(config: RunConfig):
+    """The training source ``config`` names (``cerepro.training_data``)."""
+    from cerepro import training_data
+
+    return training_data.open_source(config)
+
+
+def read_groups(groups: Iterator, n: int, width: int) -> tuple[list[str], list[list[str]], dict]:
+    """The next ``n`` groups as (queries, passages per group, arrays of labels/teacher/mask).
+
+    A group has ``query`` (str), ``passages`` (list of str) and optional ``labels``, ``teacher``
+    (numbers per passage) and ``mask`` (bool per passage); attributes or mapping keys.
+    """
+    queries, passages = [], []
+    labels = np.zeros((n, width), np.float32)
+    teacher = np.zeros((n, width), np.float32)
+    mask = np.zeros((n, width), bool)
+    has = {"labels": False, "teacher": False}
+    for g in range(n):
+        try:
+            group = next(groups)
+        except StopIteration:
+            raise TrainingError(f"the training source ran out after {g} groups of a block of {n}; "
+                                "lower max_steps or use more training data") from None
+        get = group.get if isinstance(group, dict) else (lambda k, d=None, _g=group: getattr(_g, k, d))
+        texts = list(get("passages"))
+        if len(texts) > width:
+            raise TrainingError(f"a training group has {len(texts)} passages, more than group_size {width}")
+        queries.append(str(get("query")))
+        group_mask = get("mask")
+        group_mask = np.ones(len(texts), bool) if group_mask is None else np.asarray(group_mask, bool)
+        mask[g, : len(texts)] = group_mask
+        passages.append([t if m else None for t, m in zip(texts, group_mask)])
+        for key, array in (("labels", labels), ("teacher", teacher)):
+            values = get(key)
+            if values is not None:
+                array[g, : len(texts)] = np.asarray(values, np.float32)
+                has[key] = True
+    return queries, passages, {"labels": labels if has["labels"] else None,
+                               "teacher": teacher if has["teacher"] else None, "mask": mask}
+
+
+class TokenizedBlocks:
+    """Training groups in blocks of whole steps, tokenized once (batched, fast tokenizer) and
+    kept on disk when the source has a ``cache_key``; step ``s`` reads rows of one block."""
+
+    def __init__(self, source, tokenizer, config: RunConfig):
+        self.source, self.tokenizer, self.config = source, tokenizer, config
+        self.groups_per_step = config.groups_per_step
+        self.steps_per_block = max(1, min(BLOCK_PAIRS // config.pairs_per_step, config.max_steps))
+        self.block_groups = self.steps_per_block * self.groups_per_step
+        self.current: Block | None = None
+        self._iterator, self._position = None, None
+        key = getattr(source, "cache_key", None)
+        self.cache_key = None if key is None else json.dumps(
+            {"source": key, "tokenizer": tokenizer_fingerprint(tokenizer), "group_size": config.group_size,
+             "limits": [config.max_length, config.query_max_length, config.passage_max_length],
+             "block_groups": self.block_groups})
+
+    def step_rows(self, step: int) -> tuple[Block, np.ndarray]:
+        index, within = divmod(step, self.steps_per_block)
+        start = index * self.block_groups
+        if self.current is None or self.current.start != start:
+            self.current = self._block(start)
+        first = within * self.groups_per_step
+        return self.current, np.arange(first, first + self.groups_per_step)
+
+    def _block(self, start: int) -> Block:
+        path = None
+        if self.cache_key is not None:
+            digest = hashlib.sha256(self.cache_key.encode()).hexdigest()[:20]
+            path = cache_dir() / "train-blocks" / digest / f"{start:012d}.npz"
+            if path.is_file():
+                try:
+                    return _load_block(path, start)
+                except Exception:  # noqa: BLE001 - a broken cache file is rebuilt, never trusted
+                    pass
+        if self._position != start:  # sources resume from an integer position
+            self._iterator = iter(self.source.groups(start))
+        queries, passages, arrays = read_groups(self._iterator, self.block_groups, self.config.group_size)
+        self._position = start + self.block_groups
+        needed = losses.REQUIRES[self.config.objective]
+        absent = sorted(k for k in needed if arrays[k] is None)
+        if absent:
+            raise TrainingError(f"the training data gives no {', '.join(absent)} scores, which objective "
+                                f"{self.config.objective!r} needs")
+        mask = arrays["mask"]
+        flat_q = np.repeat(np.asarray(queries, dtype=object), mask.sum(axis=1))
+        flat_p = [p for row in passages for p in row if p is not None]
+        c = self.config
+        encoding = encode_pairs(self.tokenizer, flat_q, flat_p, max_length=c.max_length,
+                                query_max_length=c.query_max_length,
+                                passage_max_length=c.passage_max_length)
+        slots = np.full(mask.shape, -1, np.int64)
+        slots[mask] = np.arange(int(mask.sum()))
+        block = Block(start, encoding, slots, mask, arrays["labels"], arrays["teacher"])
+        if path is not None:
+            _save_block(block, path)
+        return block
+
+
+def _save_block(block: Block, path: Path) -> None:
+    arrays = {"slots": block.slots, "mask": block.mask}
+    for key in ("labels", "teacher"):
+        if getattr(block, key) is not None:
+            arrays[key] = getattr(block, key)
+    enc = block.encoding
+    arrays.update(input_ids=enc.input_ids, offsets=enc.offsets)
+    if enc.type_split is not None:
+        arrays.update(type_split=enc.type_split, token_types=np.asarray(enc.token_types))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _load_block(path: Path, start: int) -> Block:
+    with np.load(path, allow_pickle=False) as z:
+        types = tuple(int(t) for t in z["token_types"]) if "token_types" in z.files else None
+        encoding = PairEncoding(z["input_ids"], z["offsets"],
+                                z["type_split"] if types else None, types)
+        return Block(start, encoding, z["slots"], z["mask"],
+                     z["labels"] if "labels" in z.files else None,
+                     z["teacher"] if "teacher" in z.files else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: re-rank each validation collection's candidates, mean of validation_measure
+
+
+@dataclass
+class ValidationSet:
+    dataset: str
+    measure: str
+    encoding: PairEncoding
+    run: Any  # DataFrame[query_id, doc_id] in encoding order
+    qrels: Any
+    pad_id: int
+    max_tokens: int = 16384
+
+    @classmethod
+    def load(cls, dataset: str, config: RunConfig, tokenizer) -> ValidationSet:
+        from cerepro import datasets
+
+        run = datasets.load_candidates(dataset, config.validation_first_stage, config.validation_depth)
+        collection = datasets.load_collection(dataset)
+        queries = collection.queries
+        texts = dict(zip(run["doc_id"].unique(), collection.doc_text(run["doc_id"].unique())))
+        encoding = encode_pairs(tokenizer, run["query_id"].map(queries).tolist(),
+                                run["doc_id"].map(texts).tolist(), max_length=config.max_length,
+                                query_max_length=config.query_max_length,
+                                passage_max_length=config.passage_max_length)
+        return cls(dataset, config.validation_measure, encoding,
+                   run[["query_id", "doc_id"]].reset_index(drop=True), collection.qrels,
+                   tokenizer.pad_token_id)
+
+    def score(self, model, device, accelerator=None) -> float:
+        from cerepro import evaluate
+
+        run = self.run.assign(score=score_encoding(model, self.encoding, self.pad_id, device,
+                                                   max_tokens=self.max_tokens, accelerator=accelerator))
+        result = evaluate.evaluate(run, self.qrels, [self.measure], dataset=self.dataset,
+                                   run_name="validation")
+        return result.mean(self.measure)
+
+
+@torch.inference_mode()
+def score_encoding(model, encoding: PairEncoding, pad_id: int, device, *, max_tokens: int = 16384,
+                   accelerator=None) -> np.ndarray:
+    """Scores (N,) of every pair of ``encoding``, in token-budget batches of similar length."""
+    was_training = model.training
+    model.eval()
+    scores = np.empty(len(encoding), np.float32)
+    autocast = accelerator.autocast() if accelerator is not None else _nullcontext()
+    with autocast:
+        for idx in token_budget_batches(encoding.lengths, max_tokens):
+            batch = {k: v.to(device) for k, v in collate(encoding, idx, pad_id).items()}
+            scores[idx] = model(**batch).logits[:, 0].float().cpu().numpy()
+    model.train(was_training)
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def config_fingerprint(config: RunConfig) -> str:
+    """sha256 of the config keys that change the trained weights (not logging, resources...)."""
+    kept = {k: v for k, v in config.to_dict().items() if k not in OPERATIONAL_KEYS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint folder (named by ``checkpoints/latest``, else the highest step)."""
+    folder = Path(output_dir) / "checkpoints"
+    pointer = folder / "latest"
+    if pointer.is_file():
+        named = folder / pointer.read_text().strip()
+        if named.is_dir():
+            return named
+    steps = sorted(p for p in folder.glob("step-*") if p.is_dir())
+    return steps[-1] if steps else None
+
+
+def save_checkpoint(output_dir: Path, step: int, model, optimizer, schedule, config: RunConfig,
+                    best: dict, totals: dict, accelerator) -> Path:
+    """Write ``checkpoints/step-NNNNNNN`` atomically, point ``latest`` at it, keep the newest two."""
+    from safetensors.torch import save_model
+
+    folder = output_dir / "checkpoints"
+    final = folder / f"step-{step:07d}"
+    tmp = folder / f".step-{step:07d}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    rank = accelerator.process_index
+    torch.save(_rng_state(), tmp / f"rng-rank{rank}.pt")  # every process keeps its own dropout RNG
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save({"format": CHECKPOINT_FORMAT, "step": step,
+                    "data_position": step * config.groups_per_step,
+                    "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
+                    "best": best, "totals": totals, "fingerprint": config_fingerprint(config),
+                    "config": json.dumps(config.to_dict()), "world_size": accelerator.num_processes},
+                   tmp / "training_state.pt")
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        manifest = {"format": CHECKPOINT_FORMAT, "step": step, "fingerprint": config_fingerprint(config),
+                    "files": files}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        if final.exists():  # a rerun of the same step after a crash: replace it whole
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        write_text_atomic(folder / "latest", final.name)
+        for old in sorted(p for p in folder.glob("step-*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(folder: Path, config: RunConfig) -> dict:
+    """Verify a checkpoint (manifest, checksums, fingerprint) and return its training state.
+
+    Raises CheckpointError naming the folder and the problem; never modifies or removes files.
+    """
+    manifest_path = folder / "manifest.json"
+    how = (f"; remove {folder} to resume from an older checkpoint, or train with resume=False into "
+           f"a new folder")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {folder} is incomplete or corrupted: cannot read "
+                              f"manifest.json ({exc}){how}") from None
+    for name, digest in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {folder} is incomplete: {name} is missing{how}")
+        if _sha256(path) != digest:
+            raise CheckpointError(f"checkpoint {folder} is corrupted: {name} does not match its "
+                                  f"sha256 in manifest.json{how}")
+    if manifest.get("fingerprint") != config_fingerprint(config):
+        raise CheckpointError(_mismatch_message(folder, config))
+    try:
+        state = torch.load(folder / "training_state.pt", weights_only=True, map_location="cpu")
+        state["rng"] = {name: torch.load(folder / name, weights_only=True)
+                        for name in files if name.startswith("rng-rank")}
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CheckpointError(f"checkpoint {folder} cannot be loaded: {exc}{how}") from None
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {folder} has format {state.get('format')}, expected "
+                              f"{CHECKPOINT_FORMAT}{how}")
+    return state
+
+
+def _mismatch_message(folder: Path, config: RunConfig) -> str:
+    try:
+        saved = json.loads(torch.load(folder / "training_state.pt", weights_only=True)["config"])
+    except Exception:  # noqa: BLE001
+        saved = {}
+    now = config.to_dict()
+    diff = [f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now"
+            for k in sorted(set(now) | set(saved))
+            if k not in OPERATIONAL_KEYS and saved.get(k) != now.get(k)]
+    return (f"checkpoint {folder} was written by another configuration ({'; '.join(diff) or 'fingerprint differs'}); "
+            f"resume with the same params, or train into a new folder")
+
+
+def _load_weights(model, folder: Path) -> None:
+    from safetensors.torch import load_model
+
+    missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {folder} does not fit the model: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _rng_state() -> dict:
+    """Every RNG the loop may draw from, as tensors and plain values (weights_only loadable)."""
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "python": [py_state[0], list(py_state[1]), py_state[2]],
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng(states: dict, rank: int) -> None:
+    state = states.get(f"rng-rank{rank}.pt")
+    if state is None:  # resumed on more processes than saved: the extra ones keep their seeds
+        return
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _finished(output_dir: Path, fingerprint: str) -> bool:
+    path = output_dir / "summary.json"
+    if not path.is_file():
+        return False
+    try:
+        summary = json.loads(path.read_text())
+    except ValueError:
+        return False
+    return summary.get("complete") and summary.get("fingerprint") == fingerprint
+
+
+def _save_model(model, tokenizer, folder: Path, config: RunConfig, step: int, best: dict) -> None:
+    metrics = {f"{d} {config.validation_measure}": v for d, v in (best.get("per_dataset") or {}).items()}
+    card = models.model_card(
+        base_model=config.hf_id, objective=config.objective, run_id=config.run_id, steps=step,
+        training_data=f"{config.train_data} ({config.training_source}, group size {config.group_size})",
+        metrics=metrics,
+        extra=(f"\nSelected at step {step} of {config.max_steps} by mean {config.validation_measure} "
+               f"on {', '.join(config.validation_datasets)}.\n" if config.validation_datasets
+               else f"\nFinal weights after {step} steps (no validation set configured).\n")
+        + f"\nMax length {config.max_length} (query {config.query_max_length}, passage "
+          f"{config.passage_max_length}); lr {config.lr}; {config.pairs_per_step} pairs per step; "
+          f"precision {config.precision}; seed {config.seed}.\n")
+    models.save_cross_encoder(model, tokenizer, folder, card=card)
+
+
+# ---------------------------------------------------------------------------------------------
+# Logs and the compute ledger
+
+
+def _zero_window() -> dict:
+    return {"pairs": 0, "tokens": 0, "flops": 0.0, "losses": [], "grad_norms": []}
+
+
+def _zero_totals() -> dict:
+    return {"steps": 0, "pairs": 0, "tokens": 0, "flops": 0.0, "train_s": 0.0, "validation_s": 0.0,
+            "wall_s": 0.0}
+
+
+def _accumulate(totals: dict, window: dict, seconds: float) -> None:
+    totals["steps"] += len(window["losses"])
+    for key in ("pairs", "tokens", "flops"):
+        totals[key] += window[key]
+    totals["train_s"] += seconds
+
+
+def _log_record(step: int, window: dict, started: float, schedule, accelerator, device) -> dict:
+    seconds = max(time.perf_counter() - started, 1e-9)
+    loss = torch.stack(window["losses"]).mean()
+    loss = accelerator.reduce(loss, reduction="mean") if accelerator.num_processes > 1 else loss
+    record = {"step": step, "loss": float(loss), "lr": schedule.get_last_lr()[0],
+              "grad_norm": float(torch.stack(window["grad_norms"]).mean()),
+              "pairs_per_s": window["pairs"] * accelerator.num_processes / seconds,
+              "tokens_per_s": window["tokens"] * accelerator.num_processes / seconds}
+    record.update(_memory(device))
+    return record
+
+
+def _memory(device) -> dict:
+    import psutil
+
+    out = {"rss_mb": psutil.Process().memory_info().rss / 2**20}
+    if device.type == "cuda":
+        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past the resumed step (a killed run may have logged beyond its checkpoint)."""
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def _last_logged_loss(path: Path) -> float | None:
+    losses_ = [json.loads(line)["loss"] for line in path.read_text().splitlines()
+               if line.strip() and "loss" in json.loads(line)] if path.is_file() else []
+    return losses_[-1] if losses_ else None
+
+
+def _broadcast(obj, accelerator):
+    if accelerator.num_processes == 1:
+        return obj
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([obj])[0]
+
+
+def peak_flops(device, precision: str) -> float | None:
+    """Dense peak FLOP/s of one GPU at the run's precision, or None if unknown (and on CPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, bf16, fp32 in PEAK_TFLOPS:
+        if key in name:
+            return (bf16 if precision == "bf16-mixed" else fp32) * 1e12
+    return None
+
+
+def compute_ledger(config: RunConfig, totals: dict, model, device, world: int) -> dict:
+    """Wall time, device, steps, pairs/s, estimated FLOPs and MFU (GPU) of the whole run."""
+    train_s = max(totals["train_s"], 1e-9)
+    peak = peak_flops(device, config.precision)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    flops_per_s = totals["flops"] * world / train_s
+    return {
+        "run_id": config.run_id, "device": name, "device_type": device.type, "processes": world,
+        "threads": torch.get_num_threads(), "precision": config.precision,
+        "autocast_bf16": _mixed_precision(config) == "bf16", "params": models.count_params(model),
+        "steps": totals["steps"], "pairs": totals["pairs"] * world, "tokens": totals["tokens"] * world,
+        "wall_s": round(totals["wall_s"], 3), "train_s": round(totals["train_s"], 3),
+        "validation_s": round(totals["validation_s"], 3),
+        "pairs_per_s": totals["pairs"] * world / train_s, "tokens_per_s": totals["tokens"] * world / train_s,
+        "flops": totals["flops"] * world, "flops_per_s": flops_per_s,
+        "peak_flops_per_device": peak, "mfu": flops_per_s / (peak * world) if peak else None,
+        "flops_method": "cerepro.models.pair_flops: 3 x forward matmul FLOPs on unpadded tokens",
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU {line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point for accelerate launch / torchrun, and a launcher for notebooks
+
+
+def launch(config: RunConfig, output_dir: str | os.PathLike, *, num_processes: int | None = None,
+           resume: bool = True, extra_args: list[str] | None = None) -> dict[str, Any]:
+    """Run ``fit`` in a child process under ``accelerate launch`` (DDP over ``num_processes``
+    GPUs, default: all visible) and return its summary. Safe from a papermill-executed notebook:
+    the kernel never initialises CUDA or forks workers itself."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    spec = output_dir / "launch-config.json"
+    write_text_atomic(spec, json.dumps(config.to_dict(), indent=1))
+    if num_processes is None:
+        num_processes = max(1, _visible_gpus())
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
+               *(["--multi_gpu"] if num_processes > 1 else []), *(extra_args or []),
+               "-m", "cerepro.train", "--config-json", str(spec), "--output", str(output_dir)]
+    if not resume:
+        command.append("--no-resume")
+    done = subprocess.run(command, stdout=sys.stdout, stderr=sys.stderr)
+    if done.returncode:
+        raise TrainingError(f"training process failed with exit code {done.returncode}: {' '.join(command)}")
+    return json.loads((output_dir / "summary.json").read_text())
+
+
+def _visible_gpus() -> int:
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+        return sum(line.startswith("GPU") for line in out.stdout.splitlines())
+    except (OSError, subprocess.SubprocessError):
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cerepro.train", description=(
+        "Train one cross-encoder. Under DDP: accelerate launch --num_processes N -m cerepro.train ... "
+        "or torchrun --nproc_per_node N -m cerepro.train ..."))
+    parser.add_argument("--backbone"), parser.add_argument("--objective")
+    parser.add_argument("--seed", type=int, default=0), parser.add_argument("--profile", default="demo")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a params key (YAML value), e.g. --set max_steps=100")
+    parser.add_argument("--config-json", help="a RunConfig as JSON (written by launch())")
+    parser.add_argument("--output", required=True, help="the run's output folder")
+    parser.add_argument("--no-resume", action="store_true")
+    args = parser.parse_args(argv)
+    if args.config_json:
+        config = build_config([(args.config_json, json.loads(Path(args.config_json).read_text()))])
+    else:
+        if not (args.backbone and args.objective):
+            parser.error("give --backbone and --objective, or --config-json")
+        import yaml
+
+        overrides = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            overrides[key] = yaml.safe_load(value)
+        config = load_config(args.backbone, args.objective, args.seed, args.profile, overrides)
+    summary = fit(config, args.output, resume=not args.no_resume)
+    print(json.dumps({k: summary[k] for k in ("run_id", "steps", "best_step", "best_value", "model_dir")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""fit(): determinism, exact resume after SIGKILL, NaN stop, bad inputs, outputs, validation.
+
+Tiny 2-layer models on an in-test source of groups; a few steps each, one thread (CPU maths is
+then deterministic, so "identical" means bit-identical).
+"""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cerepro import losses
+from cerepro.config import load_config
+from cerepro.train import (CheckpointError, DivergedError, TrainingError, fit, latest_checkpoint,
+                           length_cuts, score_pairs_train, warmup_then_linear_decay)
+
+WORDS = "river mountain city ocean forest desert alpha beta gamma delta kappa lambda".split()
+TEXTS = [" ".join(np.random.default_rng(i).choice(WORDS, 10)) for i in range(120)]
+
+
+class Source:
+    """Group ``i`` is a query of three words; passage 0 holds them (the positive), the others are
+    random words; teacher scores prefer the positive. Resumable from any position."""
+
+    cache_key = None
+
+    def __init__(self, group_size=2, teacher=True, labels=True, seed=0):
+        self.group_size, self.teacher, self.labels, self.seed = group_size, teacher, labels, seed
+
+    def groups(self, start):
+        i = start
+        while True:
+            rng = np.random.default_rng([self.seed, i])
+            query = list(rng.choice(WORDS, 3))
+            passages = [" ".join(query + list(rng.choice(WORDS, rng.integers(2, 12))))]
+            passages += [" ".join(rng.choice(WORDS, rng.integers(3, 15))) for _ in range(self.group_size - 1)]
+            group = {"query": " ".join(query), "passages": passages}
+            if self.labels:
+                group["labels"] = [1.0] + [0.0] * (self.group_size - 1)
+            if self.teacher:
+                group["teacher"] = [3.0] + list(rng.normal(size=self.group_size - 1))
+            yield group
+            i += 1
+
+
+def config(objective="bce", **overrides):
+    base = {"max_steps": 8, "warmup_steps": 2, "log_every": 2, "checkpoint_every": 3, "cpus": 1,
+            "validation_datasets": [], "batch_size": 4, "max_length": 32}
+    base.update(overrides)
+    return load_config("tiny-bert", objective, 0, "smoke", base)
+
+
+def train(cfg, folder, source=None, **kwargs):
+    return fit(cfg, folder, data=source or Source(cfg.group_size), tokenizer_texts=TEXTS, **kwargs)
+
+
+def weights(path):
+    return load_file(str(path))
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def tree_digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- determinism and exact resume --------------------------------------------------------------
+
+
+def test_same_seed_twice_gives_identical_weights(tmp_path):
+    cfg = config("infonce", batch_size=16)  # infonce's batch counts passages: 2 groups of 8
+    a = train(cfg, tmp_path / "a", Source(cfg.group_size))
+    b = train(cfg, tmp_path / "b", Source(cfg.group_size))
+    assert a["steps"] == b["steps"] == 8
+    assert same(weights(tmp_path / "a/model/model.safetensors"), weights(tmp_path / "b/model/model.safetensors"))
+    other = train(config("infonce", batch_size=16, seed=1), tmp_path / "c", Source(cfg.group_size))
+    assert other["steps"] == 8
+    assert not same(weights(tmp_path / "a/model/model.safetensors"), weights(tmp_path / "c/model/model.safetensors"))
+
+
+SLOW_CHILD = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import test_train
+from cerepro import losses
+slow = losses.OBJECTIVES["margin-mse"]
+def delayed(*args, **kwargs):
+    time.sleep(0.15)
+    return slow(*args, **kwargs)
+losses.OBJECTIVES["margin-mse"] = delayed
+cfg = test_train.config("margin-mse", max_steps=24)
+test_train.train(cfg, {folder!r})
+"""
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    cfg = config("margin-mse", max_steps=24)
+    train(cfg, tmp_path / "straight")
+
+    folder = tmp_path / "killed"
+    code = SLOW_CHILD.format(tests=str(Path(__file__).parent), folder=str(folder))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and child.poll() is None:
+        done = latest_checkpoint(folder)
+        if done is not None and done.name >= "step-0000006":
+            break
+        time.sleep(0.05)
+    assert child.poll() is None, child.stderr.read().decode()[-2000:]
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    killed_at = latest_checkpoint(folder)
+    assert "step-00000" in killed_at.name and not (folder / "summary.json").exists()
+
+    summary = train(cfg, folder)  # resumes from the checkpoint the killed run left
+    assert summary["steps"] == 24
+    final = "checkpoints/step-0000024/model.safetensors"
+    assert same(weights(tmp_path / "straight" / final), weights(folder / final))
+    assert same(weights(tmp_path / "straight/model/model.safetensors"), weights(folder / "model/model.safetensors"))
+    steps = [json.loads(line)["step"] for line in (folder / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 24  # no duplicated lines from the killed run
+
+
+# --- outputs -------------------------------------------------------------------------------------
+
+
+def test_outputs_log_ledger_checkpoint_and_finished_run(tmp_path):
+    cfg = config("hinge")
+    summary = train(cfg, tmp_path)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4, 6, 8]
+    assert {"loss", "lr", "grad_norm", "pairs_per_s", "tokens_per_s", "rss_mb"} <= set(log[0])
+    assert log[-1]["lr"] == 0.0 and all(np.isfinite(r["loss"]) for r in log)
+    ledger = json.loads((tmp_path / "ledger.json").read_text())
+    assert ledger["steps"] == 8 and ledger["pairs"] == 8 * 4 * 2 and ledger["flops"] > 0
+    assert ledger["device_type"] == "cpu" and ledger["mfu"] is None and ledger["wall_s"] > 0
+    assert summary["compute"] == ledger and summary["best_step"] is None
+
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert checkpoints == ["step-0000006", "step-0000008"]  # the newest two
+    state = torch.load(tmp_path / "checkpoints/step-0000008/training_state.pt", weights_only=True)
+    assert state["step"] == 8 and state["data_position"] == 8 * 4
+    assert state["scheduler"]["last_epoch"] == 8 and "state" in state["optimizer"]
+    assert torch.load(tmp_path / "checkpoints/step-0000008/rng-rank0.pt", weights_only=True)["torch"].dtype == torch.uint8
+
+    before = tree_digest(tmp_path)
+    again = train(cfg, tmp_path)  # finished: returns the summary, trains nothing
+    assert again == summary and tree_digest(tmp_path) == before
+    with pytest.raises(TrainingError, match="already holds checkpoints.*resume=True"):
+        train(cfg, tmp_path, resume=False)
+
+
+def test_schedule_warmup_then_linear_decay_to_zero():
+    factor = warmup_then_linear_decay(config(max_steps=10, warmup_steps=4))
+    assert [factor(s) for s in range(11)] == [0, 0.25, 0.5, 0.75, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0]
+
+
+def test_validation_selects_the_best_checkpoint(tmp_path):
+    folder = tmp_path / "val"
+    (folder / "runs").mkdir(parents=True)
+    docs = {f"d{i}": " ".join(np.random.default_rng(100 + i).choice(WORDS, 8)) for i in range(6)}
+    (folder / "queries.tsv").write_text("q1\triver city ocean\nq2\talpha beta gamma\n")
+    (folder / "docs.tsv").write_text("".join(f"{d}\t{t}\n" for d, t in docs.items()))
+    (folder / "qrels.txt").write_text("q1 0 d0 1\nq2 0 d3 2\n")
+    (folder / "runs/first.trec").write_text("".join(
+        f"{q} Q0 d{i} {r + 1} {10 - r} first\n" for q in ("q1", "q2") for r, i in enumerate(range(6))))
+    cfg = config("bce", validation_datasets=[f"local:{folder}"], validation_first_stage="run:first",
+                 validation_depth=6, validate_every=4)
+    summary = train(cfg, tmp_path / "run")
+    log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    validated = [r for r in log if "validation" in r]
+    assert [r["step"] for r in validated] == [4, 8]
+    values = [r["nDCG@10"] for r in validated]
+    assert summary["best_value"] == max(values)
+    assert summary["best_step"] == [4, 8][values.index(max(values))]
+    card = (tmp_path / "run/model/README.md").read_text()
+    assert f"Selected at step {summary['best_step']} of 8" in card
+
+
+# --- speed pieces --------------------------------------------------------------------------------
+
+
+def test_length_cuts_by_hand():
+    assert length_cuts(np.array([10] * 16)) == []  # uniform: one forward
+    lengths = np.array([5] * 16 + [100] * 16)
+    assert length_cuts(lengths, overhead_tokens=0, max_chunks=2) == [16]
+    assert length_cuts(lengths, overhead_tokens=10**6) == []  # forwards too costly to split
+
+
+def test_chunked_scores_equal_one_padded_forward():
+    from cerepro import models
+    from cerepro.tokenize import encode_pairs
+
+    model, tokenizer = models.build_cross_encoder("builtin:bert", max_length=32, texts=TEXTS)
+    model.eval()
+    rng = np.random.default_rng(0)
+    queries = [" ".join(rng.choice(WORDS, 2)) for _ in range(40)]
+    passages = [" ".join(rng.choice(WORDS, rng.integers(1, 25))) for _ in range(40)]
+    encoding = encode_pairs(tokenizer, queries, passages, max_length=32)
+    pairs = rng.permutation(40)
+    lengths = encoding.lengths[pairs]
+    with torch.no_grad():
+        one = score_pairs_train(model, encoding, pairs, lengths, 0, "cpu", chunked=False)
+        chunked = score_pairs_train(model, encoding, pairs, lengths, 0, "cpu", chunked=True)
+    torch.testing.assert_close(chunked, one, atol=1e-5, rtol=0)
+
+
+# --- failures: clear messages, checkpoints untouched ---------------------------------------------
+
+
+def nan_from_call(n):
+    """bce whose loss turns NaN from its n-th call on (one call per step here)."""
+    real, calls = losses.bce, []
+
+    def broken(scores, mask, **kwargs):
+        calls.append(1)
+        loss = real(scores, mask, **kwargs)
+        return loss * float("nan") if len(calls) >= n else loss
+
+    return broken
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = losses.OBJECTIVES["bce"]
+    monkeypatch.setitem(losses.OBJECTIVES, "bce", nan_from_call(5))
+    cfg = config("bce", max_steps=12)
+    with pytest.raises(DivergedError, match=r"loss is nan at step 5.*step-0000003, is intact"):
+        train(cfg, tmp_path)
+    assert latest_checkpoint(tmp_path).name == "step-0000003"
+    before = tree_digest(tmp_path / "checkpoints")
+    monkeypatch.setitem(losses.OBJECTIVES, "bce", nan_from_call(3))  # at the checkpoint step 6
+    with pytest.raises(DivergedError, match=r"loss is nan at step 6"):
+        train(cfg, tmp_path)
+    assert tree_digest(tmp_path / "checkpoints") == before
+    monkeypatch.setitem(losses.OBJECTIVES, "bce", real)
+    assert train(cfg, tmp_path)["steps"] == 12  # and the run resumes from it
+
+
+def test_objective_without_the_inputs_it_needs_fails_before_writing(tmp_path):
+    cfg = config("margin-mse", training_source="triples")
+    with pytest.raises(TrainingError, match="margin-mse' needs teacher scores, but training source "
+                                            "'triples' gives none.*teacher-pairs"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(TrainingError, match="training data gives no teacher scores"):
+        train(config("margin-mse"), tmp_path / "data", Source(teacher=False))
+
+
+def test_uneven_batch_split_fails_clearly(tmp_path):
+    with pytest.raises(TrainingError, match="4 groups per step cannot be split evenly.*grad_accum 3"):
+        train(config("bce", grad_accum=3), tmp_path)
+
+
+def test_resume_with_another_config_fails_and_leaves_checkpoints(tmp_path):
+    train(config("bce", max_steps=6), tmp_path)
+    before = tree_digest(tmp_path / "checkpoints")
+    with pytest.raises(CheckpointError, match=r"another configuration \(lr: 0.001 in the checkpoint, 0.002 now"):
+        train(config("bce", max_steps=6, lr=2e-3), tmp_path)
+    assert tree_digest(tmp_path / "checkpoints") == before
+    train(config("bce", max_steps=6, log_every=3), tmp_path)  # logging is not the configuration
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("model.safetensors", "is corrupted: model.safetensors does not match its sha256"),
+    ("manifest.json", "is incomplete or corrupted: cannot read manifest.json"),
+])
+def test_corrupted_checkpoint_fails_clearly_and_is_left_alone(tmp_path, damage, message):
+    cfg = config("bce", max_steps=12, checkpoint_every=1)
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(DivergedError):  # stop mid-run
+        mp.setitem(losses.OBJECTIVES, "bce", nan_from_call(4))
+        train(cfg, tmp_path)
+    path = latest_checkpoint(tmp_path) / damage
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    before = tree_digest(tmp_path / "checkpoints")
+    with pytest.raises(CheckpointError, match=message + ".*remove .*resume=False"):
+        train(cfg, tmp_path)
+    assert tree_digest(tmp_path / "checkpoints") == before
