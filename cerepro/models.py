@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from cerepro.paths import atomic_path, cache_dir, write_text_atomic
+from cerepro.paths import cache_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent / "backbone_configs"
 BUILTIN_ARCHS = ("bert", "electra", "roberta", "deberta-v2", "modernbert")

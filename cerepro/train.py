@@ -32,7 +32,7 @@ This module trains and checkpoints; it never evaluates test collections.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
 import hashlib
 import inspect
 import json
@@ -53,7 +53,7 @@ import torch
 from cerepro import losses, models
 from cerepro.config import RunConfig, build_config, load_config
 from cerepro.paths import atomic_path, cache_dir, write_text_atomic
-from cerepro.tokenize import PairEncoding, collate, encode_pairs, token_budget_batches, tokenizer_fingerprint
+from cerepro.tokenize import PairEncoding, collate, encode_pairs, tokenizer_fingerprint
 
 CHECKPOINT_FORMAT = 1
 KEEP_CHECKPOINTS = 2
@@ -181,7 +181,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
             pairs = block.slots[micro_rows][mask]  # (P,) valid pairs, row-major
             lengths = block.encoding.lengths[pairs]
             sync = micro == config.grad_accum - 1
-            with accelerator.no_sync(model) if not sync else _nullcontext():
+            with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
                 with accelerator.autocast():
                     flat = score_pairs_train(forward, block.encoding, pairs, lengths, pad_id,
                                              device, chunked=chunked)  # (P,)
@@ -220,7 +220,8 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
             _check_finite(*pending, output_dir)
             started = time.perf_counter()
             if main:
-                values = {v.dataset: v.score(bare, device, accelerator) for v in validation}
+                precision = "bf16" if _mixed_precision(config) == "bf16" else "fp32"
+                values = {v.dataset: v.score(bare, precision) for v in validation}
                 value = float(np.mean(list(values.values())))
                 _append_jsonl(output_dir / "log.jsonl", {"step": step, "validation": values,
                                                          config.validation_measure: value})
@@ -341,24 +342,13 @@ def _mixed_precision(config: RunConfig) -> str:
 
 
 def cpu_supports_bf16() -> bool:
-    """True where oneDNN runs bf16 matmuls natively (AVX512-BF16 or AMX), as measured here."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    """True where oneDNN runs bf16 matmuls natively (AVX512-BF16 or AMX), as on this project's CPU."""
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return bool(native or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def _tensor(array, rows, device):
     return None if array is None else torch.from_numpy(array[rows]).to(device)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _check_finite(step: int, loss: torch.Tensor, grad_norm: torch.Tensor, lr: float, output_dir: Path) -> None:
@@ -524,7 +514,6 @@ class ValidationSet:
     run: Any  # DataFrame[query_id, doc_id] in encoding order
     qrels: Any
     pad_id: int
-    max_tokens: int = 16384
 
     @classmethod
     def load(cls, dataset: str, config: RunConfig, tokenizer) -> ValidationSet:
@@ -542,30 +531,13 @@ class ValidationSet:
                    run[["query_id", "doc_id"]].reset_index(drop=True), collection.qrels,
                    tokenizer.pad_token_id)
 
-    def score(self, model, device, accelerator=None) -> float:
-        from cerepro import evaluate
+    def score(self, model, precision: str) -> float:
+        from cerepro import evaluate, rerank
 
-        run = self.run.assign(score=score_encoding(model, self.encoding, self.pad_id, device,
-                                                   max_tokens=self.max_tokens, accelerator=accelerator))
-        result = evaluate.evaluate(run, self.qrels, [self.measure], dataset=self.dataset,
-                                   run_name="validation")
+        scores = rerank.score_pairs(model, self.encoding, pad_token_id=self.pad_id, precision=precision)
+        result = evaluate.evaluate(self.run.assign(score=scores), self.qrels, [self.measure],
+                                   dataset=self.dataset, run_name="validation")
         return result.mean(self.measure)
-
-
-@torch.inference_mode()
-def score_encoding(model, encoding: PairEncoding, pad_id: int, device, *, max_tokens: int = 16384,
-                   accelerator=None) -> np.ndarray:
-    """Scores (N,) of every pair of ``encoding``, in token-budget batches of similar length."""
-    was_training = model.training
-    model.eval()
-    scores = np.empty(len(encoding), np.float32)
-    autocast = accelerator.autocast() if accelerator is not None else _nullcontext()
-    with autocast:
-        for idx in token_budget_batches(encoding.lengths, max_tokens):
-            batch = {k: v.to(device) for k, v in collate(encoding, idx, pad_id).items()}
-            scores[idx] = model(**batch).logits[:, 0].float().cpu().numpy()
-    model.train(was_training)
-    return scores
 
 
 # ---------------------------------------------------------------------------------------------
