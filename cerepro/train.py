@@ -117,7 +117,9 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
                             f"with resume=True or train into a new folder")
     state = load_checkpoint(checkpoint, config) if checkpoint is not None else None  # verified first
 
-    accelerator = Accelerator(mixed_precision=_mixed_precision(config), cpu=not torch.cuda.is_available())
+    # Precision is ours (torch.autocast), not accelerate's: its state is a process-wide singleton
+    # that refuses a second precision, and a notebook may train runs of both in one kernel.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     main = accelerator.is_main_process
     if device.type == "cpu":  # the CPUs the job was given, shared by its processes
@@ -141,6 +143,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     bare = accelerator.unwrap_model(model)
     forward = torch.compile(model, dynamic=True) if config.compile else model
     pad_id = tokenizer.pad_token_id
+    bf16 = _mixed_precision(config) == "bf16"
 
     # ---- data: training blocks, validation candidates ---------------------------------------
     source = data if data is not None else open_training_source(config)
@@ -171,7 +174,9 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
                unit="step", dynamic_ncols=True, mininterval=1.0)
     session_start, window_start, window = time.perf_counter(), time.perf_counter(), _zero_window()
     pending = None  # the previous step's loss, checked one step late so the GPU never waits
-    chunked = world == 1
+    # Length-homogeneous chunks need one forward per chunk: on one process only (DDP expects one
+    # forward per backward).
+    overhead = chunk_overhead_tokens(bare.config, device.type, bf16) if world == 1 else None
     while step < config.max_steps:
         block, rows = blocks.step_rows(step)  # rows: (groups_per_step,) into the block
         rows = rows.reshape(world, config.grad_accum, groups_per_rank)[rank]  # (accum, G)
@@ -182,9 +187,9 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
             lengths = block.encoding.lengths[pairs]
             sync = micro == config.grad_accum - 1
             with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
-                with accelerator.autocast():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     flat = score_pairs_train(forward, block.encoding, pairs, lengths, pad_id,
-                                             device, chunked=chunked)  # (P,)
+                                             device, overhead_tokens=overhead)  # (P,)
                     mask_t = torch.from_numpy(mask).to(device)
                     scores = torch.zeros(mask.shape, device=device).masked_scatter(mask_t, flat.float())
                     inputs = {k: _tensor(getattr(block, k), micro_rows, device)
@@ -220,8 +225,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
             _check_finite(*pending, output_dir)
             started = time.perf_counter()
             if main:
-                precision = "bf16" if _mixed_precision(config) == "bf16" else "fp32"
-                values = {v.dataset: v.score(bare, precision) for v in validation}
+                values = {v.dataset: v.score(bare, "bf16" if bf16 else "fp32") for v in validation}
                 value = float(np.mean(list(values.values())))
                 _append_jsonl(output_dir / "log.jsonl", {"step": step, "validation": values,
                                                          config.validation_measure: value})
@@ -261,21 +265,40 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
 
 
 def score_pairs_train(model, encoding: PairEncoding, pairs: np.ndarray, lengths: np.ndarray,
-                      pad_id: int, device, *, chunked: bool) -> torch.Tensor:
+                      pad_id: int, device, *, overhead_tokens: int | None) -> torch.Tensor:
     """Scores (P,) of ``pairs`` with gradients, in input order.
 
-    ``chunked``: sort the pairs by length and run a few length-homogeneous forwards (each padded
-    to its own longest pair) instead of one padded to the longest of all; the cut points minimise
-    padded tokens plus a per-forward overhead, so short, uniform batches stay in one forward.
+    With ``overhead_tokens`` (None: one forward), the pairs are sorted by length and scored in a
+    few length-homogeneous forwards, each padded to its own longest pair, instead of one padded to
+    the longest of all; the cuts minimise padded tokens plus ``overhead_tokens`` per forward
+    (``chunk_overhead_tokens``), so short, uniform batches stay in one forward. The cuts depend
+    on the data only, so a run stays deterministic.
     """
-    if not chunked or len(pairs) < 8:
+    if overhead_tokens is None or len(pairs) < 8:
         batch = collate(encoding, pairs, pad_id)
         return model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}).logits[:, 0]
     order = np.argsort(lengths, kind="stable")
+    cuts = length_cuts(lengths[order], overhead_tokens=overhead_tokens)
     pieces = [model(**{k: v.to(device) for k, v in collate(encoding, pairs[idx], pad_id).items()}).logits[:, 0]
-              for idx in np.split(order, length_cuts(lengths[order]))]
+              for idx in np.split(order, cuts)]
     inverse = torch.from_numpy(np.argsort(order, kind="stable")).to(device)
     return torch.cat(pieces)[inverse]
+
+
+def chunk_overhead_tokens(model_config, device_type: str, bf16: bool) -> int:
+    """The fixed cost of one more forward + backward (Python, kernel launches), in tokens of the
+    model's own work: an assumed per-forward time (0.5-1 ms plus a little per layer) times an
+    assumed sustained rate (100 GFLOP/s fp32 on CPU, twice that in bf16; 400 TFLOP/s on GPU)
+    over the training FLOPs per token. Fixed numbers, not measured ones, so the cuts are
+    reproducible; a 2-layer demo model gets a few hundred tokens, MiniLM a few, bert-base on a
+    GPU about a thousand."""
+    layers = model_config.num_hidden_layers
+    if device_type == "cuda":
+        seconds, rate = (0.5 + 0.1 * layers) * 1e-3, 4e14
+    else:
+        seconds, rate = (1.0 + 0.4 * layers) * 1e-3, (2e11 if bf16 else 1e11)
+    per_token = 6.0 * models.matmul_params(model_config)["per_token"]
+    return max(1, int(seconds * rate / per_token))
 
 
 def length_cuts(sorted_lengths: np.ndarray, *, overhead_tokens: int = 512, max_chunks: int = 8) -> list[int]:
@@ -739,7 +762,7 @@ def _log_record(step: int, window: dict, started: float, schedule, accelerator, 
     seconds = max(time.perf_counter() - started, 1e-9)
     loss = torch.stack(window["losses"]).mean()
     loss = accelerator.reduce(loss, reduction="mean") if accelerator.num_processes > 1 else loss
-    record = {"step": step, "loss": float(loss), "lr": schedule.get_last_lr()[0],
+    record = {"step": step, "seconds": seconds, "loss": float(loss), "lr": schedule.get_last_lr()[0],
               "grad_norm": float(torch.stack(window["grad_norms"]).mean()),
               "pairs_per_s": window["pairs"] * accelerator.num_processes / seconds,
               "tokens_per_s": window["tokens"] * accelerator.num_processes / seconds}

@@ -222,8 +222,8 @@ def test_chunked_scores_equal_one_padded_forward():
     pairs = rng.permutation(40)
     lengths = encoding.lengths[pairs]
     with torch.no_grad():
-        one = score_pairs_train(model, encoding, pairs, lengths, 0, "cpu", chunked=False)
-        chunked = score_pairs_train(model, encoding, pairs, lengths, 0, "cpu", chunked=True)
+        one = score_pairs_train(model, encoding, pairs, lengths, 0, "cpu", overhead_tokens=None)
+        chunked = score_pairs_train(model, encoding, pairs, lengths, 0, "cpu", overhead_tokens=0)
     torch.testing.assert_close(chunked, one, atol=1e-5, rtol=0)
 
 
