@@ -1,0 +1,504 @@
+"""Training sources: the groups each objective learns from, read from the paper's files.
+
+``training_source(kind, train_data, seed=..., group_size=..., start=...)`` yields :class:`Group`
+objects (one query, its passages, labels, teacher scores and a mask), forever, epoch after epoch:
+
+==================  =====================================================  ==================
+kind                file (``train_data="msmarco-passage"``)                group
+==================  =====================================================  ==================
+``triples``         MS MARCO ``qidpidtriples.train.full.2`` (ir_datasets   1 pos + 1 BM25 neg
+                    ``msmarco-passage/train/triples-v2``)
+``teacher-pairs``   Hofstaetter et al.'s T2 ensemble scores (Zenodo        1 pos + 1 neg,
+                    4068216): ``pos_score neg_score qid pos_pid neg_pid``  teacher scores
+``hard-negatives``  Rank-DistiLLM's ColBERTv2 run joined with the train      1 judged pos + 7
+                    qrels; negatives drawn with replacement from the       negatives
+                    non-judged passages; queries without a judged
+                    positive are skipped
+``llm-lists``       Rank-DistiLLM's RankZephyr lists (``sampled-50``, the   one list of up to
+                    paper's; ``sampled-100``, the original's), TREC runs;  ``group_size``
+                    teacher = score column (or ``-rank``); labels from the  passages
+                    train qrels; passages without text are masked, counted
+==================  =====================================================  ==================
+
+``train_data="demo"`` reads the demo world's files of the same formats (``cerepro.demo_world``);
+``local:<folder>`` reads a user's folder laid out like it (``LOCAL_FILES``).
+Query and passage texts come from the train collection (ir_datasets ``msmarco-passage/train``:
+its queries and the passage docs store, looked up per chunk of groups, never loaded whole).
+
+Order: a file is indexed once (byte offsets of its lines, or of its query blocks for runs, cached
+on disk) and each epoch visits its records in a seeded pseudo-random permutation (a Feistel
+network), so shuffling costs constant memory whatever the file size, the stream is the same for
+the same seed, and ``start=n`` resumes after ``n`` consumed groups without reading them again.
+A row whose query or passage has no text raises MissingTextError naming file, line and id.
+
+This module turns files into groups of texts; it never tokenizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from cerepro import downloads
+from cerepro.datasets import (LARGE_FILE, LOCAL_PREFIX, Collection, DataFormatError, MissingTextError,
+                              load_collection, load_local, local_folder, parse_float, parse_int,
+                              split_columns)
+from cerepro.paths import atomic_path, cache_dir
+
+KINDS = ("triples", "teacher-pairs", "hard-negatives", "llm-lists")
+TRAIN_DATA = ("msmarco-passage", "demo")
+LLM_LISTS = ("sampled-50", "sampled-100")
+DEFAULT_GROUP_SIZE = {"triples": 2, "teacher-pairs": 2, "hard-negatives": 8, "llm-lists": 50}
+MSMARCO_TRIPLES = "msmarco-passage/train/triples-v2"
+# The training files of a local train folder (the demo world's train/ is one), by source
+LOCAL_FILES = {"triples": "triples.tsv", "teacher-pairs": "teacher-pairs.tsv",
+              "hard-negatives": "hard-negatives.run",
+              "llm-lists/sampled-50": "llm-lists-sampled-50.run",
+              "llm-lists/sampled-100": "llm-lists-sampled-100.run"}
+PAIR_COLUMNS = ["query id", "positive doc id", "negative doc id"]
+TEACHER_COLUMNS = ["positive score", "negative score", "query id", "positive doc id", "negative doc id"]
+RUN_COLUMNS = ["query id", "Q0", "doc id", "rank", "score", "run tag"]
+
+
+@dataclass(frozen=True)
+class Group:
+    """One query and its ``D`` passages; padding slots have mask False and empty text."""
+
+    position: int  # groups consumed before this one: resume with start=position + 1
+    query_id: str
+    query: str
+    doc_ids: tuple[str, ...]  # (D,)
+    passages: tuple[str, ...]  # (D,)
+    labels: tuple[float, ...]  # (D,) binary or graded relevance
+    teacher: tuple[float, ...]  # (D,) teacher scores; nan when the source has none
+    mask: tuple[bool, ...]  # (D,)
+    dropped: int = 0  # passages removed for lack of text (llm-lists only)
+
+
+@dataclass(frozen=True)
+class Batch:
+    queries: list[str]  # Q
+    passages: list[list[str]]  # Q x D
+    labels: np.ndarray  # (Q, D) float32
+    teacher: np.ndarray  # (Q, D) float32, nan where absent
+    mask: np.ndarray  # (Q, D) bool
+
+
+def collate(groups: Sequence[Group]) -> Batch:
+    """Stack groups of one size into (Q, D) arrays for a loss function."""
+    sizes = {len(g.doc_ids) for g in groups}
+    if len(sizes) != 1:
+        raise ValueError(f"groups of different sizes {sorted(sizes)} cannot share a batch")
+    return Batch(
+        queries=[g.query for g in groups],
+        passages=[list(g.passages) for g in groups],
+        labels=np.array([g.labels for g in groups], dtype=np.float32),
+        teacher=np.array([g.teacher for g in groups], dtype=np.float32),
+        mask=np.array([g.mask for g in groups], dtype=bool),
+    )
+
+
+def batches(groups: Iterator[Group], groups_per_batch: int) -> Iterator[Batch]:
+    while chunk := list(itertools.islice(groups, groups_per_batch)):
+        yield collate(chunk)
+
+
+# ---------------------------------------------------------------------------------------------
+# Constant-memory shuffling: a seeded bijection of range(n), computed index by index
+
+
+class Permutation:
+    """A pseudo-random permutation of ``range(n)``: a 4-round Feistel network on the next even
+    power of two, with cycle walking back into range. ``perm[i]`` costs O(1) time and memory."""
+
+    def __init__(self, n: int, key: Sequence[int]):
+        if n < 1:
+            raise ValueError("cannot permute an empty range")
+        self.n = n
+        bits = max(2, (n - 1).bit_length())
+        self.half = (bits + 1) // 2
+        self.mask = (1 << self.half) - 1
+        self.keys = [int(k) for k in np.random.default_rng(list(key)).integers(0, 2**63, size=4)]
+
+    def _round(self, value: int, key: int) -> int:
+        # splitmix64 finaliser: a cheap, well-mixed hash of (value, key)
+        z = (value + key + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        return (z ^ (z >> 31)) & self.mask
+
+    def __getitem__(self, index: int) -> int:
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        x = index
+        while True:
+            left, right = x >> self.half, x & self.mask
+            for key in self.keys:
+                left, right = right, left ^ self._round(right, key)
+            x = (left << self.half) | right
+            if x < self.n:
+                return x
+
+    def __len__(self) -> int:
+        return self.n
+
+
+# ---------------------------------------------------------------------------------------------
+# Random access to the records of a large text file
+
+
+class RecordFile:
+    """Byte offsets of a text file's records, for random access in constant memory.
+
+    ``unit="line"``: one record per non-blank line. ``unit="query"``: one record per block of
+    consecutive lines with the same first column (a TREC run grouped by query); a query that
+    comes back after another one is an error. The index is built in one pass (progress bar) and
+    cached under ``cache_dir()/record-index/``, keyed by the file's path, size and mtime.
+    """
+
+    def __init__(self, path: str | os.PathLike, unit: str = "line"):
+        if unit not in ("line", "query"):
+            raise ValueError(f"unit must be 'line' or 'query', got {unit!r}")
+        self.path = Path(path)
+        self.unit = unit
+        if not self.path.is_file():
+            raise FileNotFoundError(self.path)
+
+    @cached_property
+    def _index(self) -> tuple[np.ndarray, np.ndarray]:
+        stat = self.path.stat()
+        key = f"{self.path.resolve()} {stat.st_size} {stat.st_mtime_ns} {self.unit}"
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", self.path.name)[:60]
+        base = cache_dir() / "record-index" / f"{stem}-{hashlib.md5(key.encode()).hexdigest()[:12]}"
+        offsets, numbers = base.with_suffix(".offsets.u64"), base.with_suffix(".lines.u64")
+        if not numbers.is_file():
+            self._build(offsets, numbers)
+        return (np.memmap(offsets, dtype=np.uint64, mode="r"),
+                np.memmap(numbers, dtype=np.uint64, mode="r"))
+
+    def _build(self, offsets_path: Path, numbers_path: Path) -> None:
+        """Offsets of each record's first byte (plus the end of file) and its first line number."""
+        chunk = 1 << 16
+        offsets, numbers = [], []
+        seen: dict[str, int] = {}
+        current = None
+        with atomic_path(offsets_path) as tmp_offsets, atomic_path(numbers_path) as tmp_numbers, \
+                tmp_offsets.open("wb") as out_offsets, tmp_numbers.open("wb") as out_numbers, \
+                self.path.open("rb") as f, \
+                tqdm(total=self.path.stat().st_size, unit="B", unit_scale=True, leave=False,
+                     desc=f"index {self.path.name}",
+                     disable=self.path.stat().st_size < LARGE_FILE) as bar:
+            position = 0
+            for number, line in enumerate(f, start=1):
+                if line.strip():
+                    if self.unit == "line":
+                        offsets.append(position)
+                        numbers.append(number)
+                    else:
+                        qid = line.split(None, 1)[0].decode("utf-8", "replace")
+                        if qid != current:
+                            if qid in seen:
+                                raise DataFormatError(
+                                    f"{self.path}:{number}: query {qid!r} appears again after other "
+                                    f"queries (its block starts on line {seen[qid]}); the run must be "
+                                    f"grouped by query")
+                            seen[qid] = number
+                            current = qid
+                            offsets.append(position)
+                            numbers.append(number)
+                position += len(line)
+                bar.update(len(line))
+                if len(offsets) >= chunk:
+                    out_offsets.write(np.asarray(offsets, dtype=np.uint64).tobytes())
+                    out_numbers.write(np.asarray(numbers, dtype=np.uint64).tobytes())
+                    offsets, numbers = [], []
+            offsets.append(position)  # the end of the last record
+            out_offsets.write(np.asarray(offsets, dtype=np.uint64).tobytes())
+            out_numbers.write(np.asarray(numbers, dtype=np.uint64).tobytes())
+            if out_numbers.tell() == 0:
+                raise DataFormatError(f"{self.path}: the file holds no records")
+
+    def __len__(self) -> int:
+        return len(self._index[1])
+
+    @cached_property
+    def _handle(self):
+        return self.path.open("rb")
+
+    def read(self, index: int) -> list[tuple[int, str]]:
+        """``(line number, line)`` for each non-blank line of record ``index``."""
+        offsets, numbers = self._index
+        start = int(offsets[index])
+        f = self._handle
+        f.seek(start)
+        if self.unit == "line":
+            return [(int(numbers[index]), f.readline().decode("utf-8").rstrip("\r\n"))]
+        data = f.read(int(offsets[index + 1]) - start).decode("utf-8")
+        first = int(numbers[index])
+        return [(first + i, line.rstrip("\r")) for i, line in enumerate(data.split("\n")) if line.strip()]
+
+    def first_column(self, index: int) -> str:
+        offsets, _ = self._index
+        f = self._handle
+        f.seek(int(offsets[index]))
+        return f.readline().split(None, 1)[0].decode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the training files and texts come from
+
+
+@dataclass
+class TrainData:
+    name: str
+    collection: Collection  # train query texts, passage texts, train qrels
+    folder: Path | None = None  # a local train folder (the demo world's train/ is one)
+
+    def path(self, kind: str, llm_list: str) -> Path:
+        key = f"llm-lists/{llm_list}" if kind == "llm-lists" else kind
+        if self.folder is not None:
+            return self.folder / LOCAL_FILES[key]
+        if kind == "triples":
+            return msmarco_triples_path()
+        name = {"teacher-pairs": "hofstaetter-t2-teacher",
+                "hard-negatives": "rank-distillm-colbert-train",
+                "llm-lists/sampled-50": "rank-distillm-rankzephyr-sampled-50",
+                "llm-lists/sampled-100": "rank-distillm-rankzephyr-sampled-100"}[key]
+        return downloads.fetch(name)
+
+    @cached_property
+    def judged(self) -> dict[str, dict[str, int]]:
+        """Train qrels as {query: {doc: relevance}}, in file order."""
+        out: dict[str, dict[str, int]] = {}
+        qrels = self.collection.qrels
+        for qid, did, rel in zip(qrels["query_id"], qrels["doc_id"], qrels["relevance"]):
+            out.setdefault(qid, {})[did] = int(rel)
+        return out
+
+
+def train_data(name: str) -> TrainData:
+    """``msmarco-passage`` (the paper's files), ``demo`` (the demo world) or ``local:<folder>``
+    (a folder like the demo world's train/: queries, docs, qrels and the files of LOCAL_FILES)."""
+    if name == "demo":
+        from cerepro import demo_world
+
+        return TrainData(name, load_collection("demo:train"), demo_world.split_folder("train"))
+    if name.startswith(LOCAL_PREFIX):
+        folder = local_folder(name)
+        return TrainData(name, load_local(folder, name), folder)
+    if name == "msmarco-passage":
+        return TrainData(name, load_collection("msmarco-passage/train"))
+    raise ValueError(f"unknown train_data {name!r}; known: {', '.join(TRAIN_DATA)} or local:<folder>")
+
+
+def msmarco_triples_path() -> Path:
+    """The official triples with BM25 negatives, fetched by ir_datasets and unpacked once into the
+    cache (random access needs an uncompressed file)."""
+    import ir_datasets
+
+    target = cache_dir() / "msmarco-passage" / "qidpidtriples.train.full.2.tsv"
+    if target.is_file():
+        return target
+    source = Path(ir_datasets.load(MSMARCO_TRIPLES).docpairs_handler().docpairs_path())
+    import gzip
+    import shutil
+
+    with gzip.open(source, "rb") as f, atomic_path(target) as tmp, tmp.open("wb") as out, \
+            tqdm(unit="B", unit_scale=True, desc=f"unpack {source.name}") as bar:
+        while chunk := f.read(1 << 20):
+            out.write(chunk)
+            bar.update(len(chunk))
+    del shutil
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows: ids and scores of one group, before texts are joined
+
+
+@dataclass(frozen=True)
+class Row:
+    path: Path
+    query_line: int
+    query_id: str
+    doc_ids: tuple[str, ...]
+    doc_lines: tuple[int, ...]
+    labels: tuple[float, ...]
+    teacher: tuple[float, ...]
+
+
+NAN2 = (float("nan"), float("nan"))
+
+
+def _pair_row(path: Path, record: list[tuple[int, str]]) -> Row:
+    (number, line), = record
+    qid, pos, neg = split_columns(path, number, line, PAIR_COLUMNS)
+    return Row(path, number, qid, (pos, neg), (number, number), (1.0, 0.0), NAN2)
+
+
+def _teacher_row(path: Path, record: list[tuple[int, str]]) -> Row:
+    (number, line), = record
+    pos_score, neg_score, qid, pos, neg = split_columns(path, number, line, TEACHER_COLUMNS)
+    scores = (parse_float(path, number, pos_score, "positive score"),
+              parse_float(path, number, neg_score, "negative score"))
+    return Row(path, number, qid, (pos, neg), (number, number), (1.0, 0.0), scores)
+
+
+def _run_block(path: Path, record: list[tuple[int, str]]) -> list[tuple[int, str, int, float]]:
+    """``(line, doc id, rank, score)`` of one query's block of a TREC run."""
+    out = []
+    for number, line in record:
+        _, _, did, rank, score, _ = split_columns(path, number, line, RUN_COLUMNS, sep=None)
+        out.append((number, did, parse_int(path, number, rank, "rank"), parse_float(path, number, score, "score")))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry point
+
+
+def training_source(kind: str, train_data_name: str = "msmarco-passage", *, seed: int,
+                    group_size: int | None = None, start: int = 0, llm_list: str = "sampled-50",
+                    list_teacher: str = "score", chunk: int = 256) -> Iterator[Group]:
+    """Groups for ``kind`` from ``train_data_name``, forever; the same stream for the same seed.
+
+    ``start``: groups already consumed (a checkpoint's data position); the stream resumes there.
+    ``group_size``: passages per group (2 for pairs; 1 + negatives for hard-negatives; the list
+    length for llm-lists, shorter lists padded with mask False). ``list_teacher``: ``"score"``
+    takes the run's score column as the teacher score, ``"rank"`` takes minus the rank.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown training source {kind!r}; known: {', '.join(KINDS)}")
+    if llm_list not in LLM_LISTS:
+        raise ValueError(f"unknown llm_list {llm_list!r}; known: {', '.join(LLM_LISTS)}")
+    if list_teacher not in ("score", "rank"):
+        raise ValueError(f"list_teacher must be 'score' or 'rank', got {list_teacher!r}")
+    group_size = DEFAULT_GROUP_SIZE[kind] if group_size is None else group_size
+    if kind in ("triples", "teacher-pairs") and group_size != 2:
+        raise ValueError(f"{kind} gives one positive and one negative: group_size must be 2, got {group_size}")
+    if group_size < 2:
+        raise ValueError(f"group_size must be at least 2, got {group_size}")
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    data = train_data(train_data_name)
+    path = data.path(kind, llm_list)
+    records = RecordFile(path, "query" if kind in ("hard-negatives", "llm-lists") else "line")
+    rows = _rows(kind, records, data, seed=seed, start=start, group_size=group_size,
+                 list_teacher=list_teacher)
+    while pending := list(itertools.islice(rows, chunk)):
+        yield from _join_texts(pending, data.collection, masked=kind == "llm-lists",
+                               group_size=group_size)
+
+
+def _rows(kind: str, records: RecordFile, data: TrainData, *, seed: int, start: int,
+          group_size: int, list_teacher: str) -> Iterator[tuple[int, Row]]:
+    """``(position, row)`` pairs in the seeded order of each epoch, from group ``start`` on."""
+    n = len(records)
+    if kind == "hard-negatives":  # queries without a judged positive give no group
+        judged = data.judged
+
+        def eligible(index: int) -> bool:
+            return any(rel > 0 for rel in judged.get(records.first_column(index), {}).values())
+
+        per_epoch = sum(eligible(i) for i in tqdm(range(n), desc="queries with a judged positive",
+                                                  leave=False, disable=n < 100_000))
+        if per_epoch == 0:
+            raise DataFormatError(f"{records.path}: no query of the run has a judged positive in "
+                                  f"{data.collection.id}")
+    else:
+        def eligible(index: int) -> bool:
+            return True
+
+        per_epoch = n
+    first_epoch, position = divmod(start, per_epoch)[0], start - start % per_epoch
+    for epoch in itertools.count(first_epoch):
+        order = Permutation(n, (seed, epoch))
+        # a source without skipped records jumps straight to the resume point
+        first = start - position if kind != "hard-negatives" and position < start else 0
+        position += first
+        for i in range(first, n):
+            index = order[i]
+            if not eligible(index):
+                continue
+            position += 1
+            if position <= start:
+                continue
+            record = records.read(index)
+            if kind == "triples":
+                row = _pair_row(records.path, record)
+            elif kind == "teacher-pairs":
+                row = _teacher_row(records.path, record)
+            elif kind == "hard-negatives":
+                row = _hard_negatives_row(records.path, record, data, group_size,
+                                          np.random.default_rng([seed, epoch, index]))
+            else:
+                row = _list_row(records.path, record, data, group_size, list_teacher)
+            yield position - 1, row
+
+
+def _hard_negatives_row(path: Path, record, data: TrainData, group_size: int, rng) -> Row:
+    block = _run_block(path, record)
+    qid = record[0][1].split(None, 1)[0]
+    judged = data.judged.get(qid, {})
+    positive = next(did for did, rel in judged.items() if rel > 0)
+    pool = [(number, did) for number, did, _, _ in block if did not in judged]
+    if not pool:
+        raise DataFormatError(f"{path}:{record[0][0]}: query {qid!r} has no unjudged passage "
+                              f"to sample negatives from")
+    picks = rng.integers(len(pool), size=group_size - 1)
+    negatives = [pool[i] for i in picks]
+    return Row(path, record[0][0], qid, (positive, *(d for _, d in negatives)),
+               (record[0][0], *(n for n, _ in negatives)),
+               (1.0,) + (0.0,) * (group_size - 1), (float("nan"),) * group_size)
+
+
+def _list_row(path: Path, record, data: TrainData, group_size: int, list_teacher: str) -> Row:
+    block = sorted(_run_block(path, record), key=lambda r: r[2])[:group_size]  # the teacher's order
+    qid = record[0][1].split(None, 1)[0]
+    judged = data.judged.get(qid, {})
+    teacher = tuple(float(score) if list_teacher == "score" else -float(rank)
+                    for _, _, rank, score in block)
+    return Row(path, record[0][0], qid, tuple(d for _, d, _, _ in block), tuple(n for n, *_ in block),
+               tuple(float(judged.get(d, 0)) for _, d, _, _ in block), teacher)
+
+
+def _join_texts(rows: list[tuple[int, Row]], collection: Collection, *, masked: bool,
+                group_size: int) -> Iterator[Group]:
+    """Look the texts of a chunk of rows up at once; pad to ``group_size`` with a mask."""
+    queries = collection.queries
+    found = collection.docs.get_many({d for _, row in rows for d in row.doc_ids})
+    for position, row in rows:
+        if row.query_id not in queries:
+            raise MissingTextError(f"{row.path}:{row.query_line}: query {row.query_id!r} has no text "
+                                   f"in {collection.id}")
+        keep = []
+        for did, number in zip(row.doc_ids, row.doc_lines):
+            if did in found:
+                keep.append(True)
+            elif masked:
+                keep.append(False)
+            else:
+                raise MissingTextError(f"{row.path}:{number}: passage {did!r} has no text in "
+                                       f"{collection.id}")
+        ids = [d for d, k in zip(row.doc_ids, keep) if k]
+        labels = [x for x, k in zip(row.labels, keep) if k]
+        teacher = [x for x, k in zip(row.teacher, keep) if k]
+        pad = group_size - len(ids)
+        yield Group(
+            position=position, query_id=row.query_id, query=queries[row.query_id],
+            doc_ids=tuple(ids) + ("",) * pad,
+            passages=tuple(found[d] for d in ids) + ("",) * pad,
+            labels=tuple(labels) + (0.0,) * pad,
+            teacher=tuple(teacher) + (float("nan"),) * pad,
+            mask=(True,) * len(ids) + (False,) * pad,
+            dropped=len(row.doc_ids) - len(ids),
+        )

@@ -1,0 +1,201 @@
+"""Training sources on a tiny local train folder (hand-checkable), plus the msmarco-passage path
+offline with files pre-placed where ir_datasets and cerepro's download cache keep them."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cerepro.datasets import DataFormatError, MissingTextError
+from cerepro.training_data import Permutation, RecordFile, collate, training_source
+
+from test_data_offline import place_msmarco, run_offline
+
+QUERIES = "q1\tcheap flights\nq2\tboiling water\nq3\tno judged positive\n"
+DOCS = "".join(f"d{i}\tpassage {i}\n" for i in range(1, 10))
+QRELS = "q1 0 d1 1\nq1 0 d2 1\nq2 0 d4 2\nq2 0 d5 0\n"
+TRIPLES = "q1\td1\td3\nq1\td2\td6\nq2\td4\td7\nq2\td4\td8\nq1\td1\td9\n"
+TEACHER = "9.5\t1.5\tq1\td1\td3\n8.0\t2.0\tq1\td2\td6\n7.5\t-1.0\tq2\td4\td7\n"
+HARD = ("q1 Q0 d3 1 30 colbert\nq1 Q0 d1 2 29 colbert\nq1 Q0 d6 3 28 colbert\n"
+        "q3 Q0 d7 1 10 colbert\nq3 Q0 d8 2 9 colbert\n"
+        "q2 Q0 d5 1 20 colbert\nq2 Q0 d8 2 19 colbert\nq2 Q0 d4 3 18 colbert\n")
+LISTS = ("q1 Q0 d3 1 3.0 zephyr\nq1 Q0 d1 2 2.0 zephyr\nq1 Q0 d99 3 1.0 zephyr\n"
+         "q2 Q0 d4 2 5.0 zephyr\nq2 Q0 d8 1 6.0 zephyr\n")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path / "cache"))
+
+
+def train_folder(root: Path, **files: str) -> str:
+    contents = {"queries.tsv": QUERIES, "docs.tsv": DOCS, "qrels.txt": QRELS, "triples.tsv": TRIPLES,
+                "teacher-pairs.tsv": TEACHER, "hard-negatives.run": HARD,
+                "llm-lists-sampled-50.run": LISTS}
+    contents.update({k.replace("_", "-", k.count("_") - 1).replace("_", "."): v for k, v in files.items()})
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in contents.items():
+        (root / name).write_text(text, encoding="utf-8")
+    return f"local:{root}"
+
+
+def take(kind, data, n, **kw):
+    return list(itertools.islice(training_source(kind, data, **{"seed": 7, **kw}), n))
+
+
+def same(a, b) -> bool:
+    return repr(a) == repr(b)  # repr compares nan teacher slots as equal
+
+
+def test_permutation_is_a_bijection_that_depends_on_the_key():
+    for n in (1, 2, 7, 100, 1000):
+        perm = Permutation(n, (1, 0))
+        assert sorted(perm[i] for i in range(n)) == list(range(n))
+    a = [Permutation(1000, (1, 0))[i] for i in range(1000)]
+    b = [Permutation(1000, (1, 1))[i] for i in range(1000)]
+    assert a != b and a != list(range(1000))
+
+
+def test_triples_give_one_positive_one_negative_each_line_once_per_epoch(tmp_path):
+    data = train_folder(tmp_path / "train")
+    groups = take("triples", data, 10)
+    first, second = groups[:5], groups[5:]
+    lines = {tuple(g.doc_ids) for g in first}
+    assert lines == {("d1", "d3"), ("d2", "d6"), ("d4", "d7"), ("d4", "d8"), ("d1", "d9")}
+    assert {tuple(g.doc_ids) for g in second} == lines
+    assert [g.doc_ids for g in first] != [g.doc_ids for g in second]  # each epoch reshuffles
+    g = next(g for g in first if g.doc_ids == ("d4", "d7"))
+    assert (g.query_id, g.query, g.passages) == ("q2", "boiling water", ("passage 4", "passage 7"))
+    assert g.labels == (1.0, 0.0) and g.mask == (True, True) and all(map(math.isnan, g.teacher))
+    assert [g.position for g in groups] == list(range(10))
+
+
+def test_same_seed_same_stream_and_resume_from_any_position(tmp_path):
+    data = train_folder(tmp_path / "train")
+    for kind in ("triples", "teacher-pairs", "hard-negatives", "llm-lists"):
+        full = take(kind, data, 12)
+        assert same(take(kind, data, 12), full)
+        for start in (1, 3, 5, 11):
+            assert same(take(kind, data, 12 - start, start=start), full[start:]), (kind, start)
+    assert [g.doc_ids for g in take("triples", data, 5, seed=8)] != [g.doc_ids for g in take("triples", data, 5)]
+
+
+def test_teacher_pairs_carry_the_teacher_scores(tmp_path):
+    data = train_folder(tmp_path / "train")
+    by_ids = {g.doc_ids: g for g in take("teacher-pairs", data, 3)}
+    assert by_ids["d4", "d7"].teacher == (7.5, -1.0)
+    assert by_ids["d1", "d3"].labels == (1.0, 0.0)
+
+
+def test_hard_negatives_first_judged_positive_and_seven_unjudged_negatives(tmp_path):
+    data = train_folder(tmp_path / "train")
+    groups = take("hard-negatives", data, 6, group_size=8)
+    assert {g.query_id for g in groups} == {"q1", "q2"}  # q3 has no judged positive: skipped
+    for g in groups:
+        assert len(g.doc_ids) == 8 and g.labels == (1.0,) + (0.0,) * 7
+        positive, negatives = g.doc_ids[0], set(g.doc_ids[1:])
+        if g.query_id == "q1":
+            assert positive == "d1" and negatives <= {"d3", "d6"}  # d1, d2 judged
+        else:
+            assert positive == "d4" and negatives == {"d8"}  # d5 judged 0: not a negative either
+
+
+def test_llm_lists_follow_the_teacher_order_mask_missing_texts_and_pad(tmp_path):
+    data = train_folder(tmp_path / "train")
+    groups = {g.query_id: g for g in take("llm-lists", data, 2, group_size=4)}
+    q1 = groups["q1"]
+    assert q1.doc_ids == ("d3", "d1", "", "")  # d99 has no text: dropped, counted, padded
+    assert q1.dropped == 1 and q1.mask == (True, True, False, False)
+    assert q1.teacher[:2] == (3.0, 2.0) and q1.labels == (0.0, 1.0, 0.0, 0.0)
+    q2 = groups["q2"]
+    assert q2.doc_ids[:2] == ("d8", "d4") and q2.teacher[:2] == (6.0, 5.0) and q2.labels[:2] == (0.0, 2.0)
+    by_rank = {g.query_id: g for g in take("llm-lists", data, 2, group_size=4, list_teacher="rank")}
+    assert by_rank["q2"].teacher[:2] == (-1.0, -2.0)
+    batch = collate([q1, q2])
+    assert batch.labels.shape == batch.teacher.shape == batch.mask.shape == (2, 4)
+    assert batch.mask.sum() == 4 and np.isnan(batch.teacher[0, 2])
+
+
+# --- bad rows fail with file, line and id ---------------------------------------------------
+
+
+@pytest.mark.parametrize("kind, files, error, message", [
+    ("teacher-pairs", {"teacher_pairs_tsv": "9.5\t1.5\tq1\td1\td3\nhigh\t2.0\tq1\td2\td6\n"}, DataFormatError,
+     r"teacher-pairs.tsv:2: positive score must be a number, found 'high'"),
+    ("teacher-pairs", {"teacher_pairs_tsv": "9.5\t1.5\tq1\td1\n"}, DataFormatError,
+     r"teacher-pairs.tsv:1: expected 5 tab-separated columns \(positive score, negative score, query id, "
+     r"positive doc id, negative doc id\), found 4"),
+    ("teacher-pairs", {"teacher_pairs_tsv": "9.5\t1.5\tq1\td1\td3\n8.0\t2.0\tq2\td4\td42\n"}, MissingTextError,
+     r"teacher-pairs.tsv:2: passage 'd42' has no text in local:"),
+    ("teacher-pairs", {"teacher_pairs_tsv": "9.5\t1.5\tq9\td1\td3\n"}, MissingTextError,
+     r"teacher-pairs.tsv:1: query 'q9' has no text in local:"),
+    ("triples", {"triples_tsv": "q1\td1\td3\nq1\td77\td3\n"}, MissingTextError,
+     r"triples.tsv:2: passage 'd77' has no text"),
+    ("hard-negatives", {"hard_negatives_run": "q1 Q0 d3 1 3 c\nq2 Q0 d8 1 2 c\nq1 Q0 d6 2 1 c\n"}, DataFormatError,
+     r"hard-negatives.run:3: query 'q1' appears again after other queries \(its block starts on line 1\)"),
+    ("llm-lists", {"llm_lists_sampled_50_run": "q1 Q0 d3 1 3.0 z\nq1 Q0 d1 two 2.0 z\n"}, DataFormatError,
+     r"llm-lists-sampled-50.run:2: rank must be an integer, found 'two'"),
+])
+def test_bad_training_rows_name_file_line_and_id(tmp_path, kind, files, error, message):
+    data = train_folder(tmp_path / "train", **files)
+    with pytest.raises(error, match=message):
+        take(kind, data, 4)
+
+
+def test_wrong_group_sizes_and_names_are_refused(tmp_path):
+    data = train_folder(tmp_path / "train")
+    with pytest.raises(ValueError, match="group_size must be 2"):
+        take("triples", data, 1, group_size=8)
+    with pytest.raises(ValueError, match="unknown training source 'pairs'"):
+        take("pairs", data, 1)
+    with pytest.raises(ValueError, match="unknown llm_list 'sampled-20'"):
+        take("llm-lists", data, 1, llm_list="sampled-20")
+
+
+def test_record_index_is_cached_and_survives_blank_lines(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text("a\tb\n\nc\td\n")
+    records = RecordFile(path)
+    assert len(records) == 2 and records.read(1) == [(3, "c\td")]
+    assert len(list((tmp_path / "cache" / "record-index").iterdir())) == 2
+
+
+# --- msmarco-passage, offline: ir_datasets' files and the teacher file pre-placed -----------
+
+
+def test_msmarco_passage_sources_read_preplaced_files(tmp_path):
+    home = tmp_path / "irds"
+    base = place_msmarco(home)
+    (base / "train").mkdir()
+    (base / "train/queries.tsv").write_text("500\tparis flights\n600\tboiling water\n")
+    (base / "train/qrels").write_text("500 0 1 1\n600 0 4 1\n")
+    with gzip.open(base / "train/qidpidtriples.train.full.2.tsv.gz", "wt") as f:
+        f.write("500\t1\t2\n600\t4\t3\n")
+    cache = tmp_path / "cache"
+    (cache / "downloads").mkdir(parents=True)
+    (cache / "downloads/bert_cat_ensemble_msmarcopassage_train_scores_ids.tsv").write_text(
+        "10.5\t-2.0\t500\t1\t2\n9.0\t1.0\t600\t4\t42\n")
+    out = run_offline("""
+import dataclasses, itertools, json
+from cerepro import downloads
+from cerepro.training_data import training_source
+# the tiny stand-in for Hofstaetter's file is registered with its own md5; everything else is real
+entry = downloads.REGISTRY["hofstaetter-t2-teacher"]
+downloads.REGISTRY[entry.name] = dataclasses.replace(entry, md5=downloads.md5sum(entry.path))
+triples = list(itertools.islice(training_source("triples", "msmarco-passage", seed=1), 2))
+try:
+    list(itertools.islice(training_source("teacher-pairs", "msmarco-passage", seed=1), 2))
+except Exception as exc:
+    error = f"{type(exc).__name__}: {exc}"
+print(json.dumps({"triples": sorted([g.query, *g.passages] for g in triples), "error": error}))
+""", home, cache)
+    assert out["triples"] == [
+        ["boiling water", "passage number 4 about boiling water", "passage number 3 about paris flights"],
+        ["paris flights", "passage number 1 about paris flights", "passage number 2 about boiling water"]]
+    assert out["error"].startswith("MissingTextError: ")
+    assert "bert_cat_ensemble_msmarcopassage_train_scores_ids.tsv:2: passage '42' has no text in msmarco-passage/train" in out["error"]
