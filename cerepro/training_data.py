@@ -57,6 +57,7 @@ from cerepro.paths import atomic_path, cache_dir
 KINDS = ("triples", "teacher-pairs", "hard-negatives", "llm-lists")
 TRAIN_DATA = ("msmarco-passage", "demo")
 LLM_LISTS = ("sampled-50", "sampled-100")
+FORMAT_VERSION = 1  # bump when the groups a file gives change for the same seed
 DEFAULT_GROUP_SIZE = {"triples": 2, "teacher-pairs": 2, "hard-negatives": 8, "llm-lists": 50}
 MSMARCO_TRIPLES = "msmarco-passage/train/triples-v2"
 # The training files of a local train folder (the demo world's train/ is one), by source
@@ -79,7 +80,7 @@ class Group:
     doc_ids: tuple[str, ...]  # (D,)
     passages: tuple[str, ...]  # (D,)
     labels: tuple[float, ...]  # (D,) binary or graded relevance
-    teacher: tuple[float, ...]  # (D,) teacher scores; nan when the source has none
+    teacher: tuple[float, ...] | None  # (D,) teacher scores; None when the source has none
     mask: tuple[bool, ...]  # (D,)
     dropped: int = 0  # passages removed for lack of text (llm-lists only)
 
@@ -89,7 +90,7 @@ class Batch:
     queries: list[str]  # Q
     passages: list[list[str]]  # Q x D
     labels: np.ndarray  # (Q, D) float32
-    teacher: np.ndarray  # (Q, D) float32, nan where absent
+    teacher: np.ndarray | None  # (Q, D) float32
     mask: np.ndarray  # (Q, D) bool
 
 
@@ -102,7 +103,7 @@ def collate(groups: Sequence[Group]) -> Batch:
         queries=[g.query for g in groups],
         passages=[list(g.passages) for g in groups],
         labels=np.array([g.labels for g in groups], dtype=np.float32),
-        teacher=np.array([g.teacher for g in groups], dtype=np.float32),
+        teacher=None if groups[0].teacher is None else np.array([g.teacher for g in groups], dtype=np.float32),
         mask=np.array([g.mask for g in groups], dtype=bool),
     )
 
@@ -110,6 +111,56 @@ def collate(groups: Sequence[Group]) -> Batch:
 def batches(groups: Iterator[Group], groups_per_batch: int) -> Iterator[Batch]:
     while chunk := list(itertools.islice(groups, groups_per_batch)):
         yield collate(chunk)
+
+
+@dataclass(frozen=True)
+class TrainingSource:
+    """A run's training stream: ``groups(start)`` resumes after ``start`` consumed groups."""
+
+    kind: str
+    train_data: str
+    seed: int
+    group_size: int
+    llm_list: str = "sampled-50"
+
+    def groups(self, start: int = 0) -> Iterator[Group]:
+        return training_source(self.kind, self.train_data, seed=self.seed, group_size=self.group_size,
+                               start=start, llm_list=self.llm_list)
+
+    @cached_property
+    def cache_key(self) -> str:
+        """Identifies the stream (the file by path, size and mtime) for caches of tokenized groups."""
+        path = train_data(self.train_data).path(self.kind, self.llm_list)
+        stat = path.stat()
+        return (f"{self.kind}|{self.train_data}|{self.llm_list}|seed={self.seed}|D={self.group_size}|"
+                f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{FORMAT_VERSION}")
+
+
+def open_source(config) -> TrainingSource:
+    """The training source a RunConfig names (keys training_source, train_data, seed,
+    group_size, llm_list)."""
+    return TrainingSource(config.training_source, config.train_data, config.seed,
+                          config.group_size, config.llm_list)
+
+
+def source_requirements(kind: str, train_data_name: str, *, llm_list: str = "sampled-50") -> list[dict[str, str]]:
+    """What a source reads, without reading it: ir_datasets ids, external files, the demo world."""
+    if train_data_name == "demo":
+        from cerepro import demo_world
+
+        return [{"demo_world": f"{demo_world.VERSION}-s{demo_world.DEFAULT_SEED}",
+                 "path": str(demo_world.world_folder())}]
+    if train_data_name.startswith(LOCAL_PREFIX):
+        key = f"llm-lists/{llm_list}" if kind == "llm-lists" else kind
+        return [{"local": str(local_folder(train_data_name) / LOCAL_FILES[key])}]
+    needs = [{"ir_datasets": "msmarco-passage", "what": "passage texts (docs store)"},
+             {"ir_datasets": "msmarco-passage/train", "what": "train queries and qrels"}]
+    if kind == "triples":
+        return needs + [{"ir_datasets": MSMARCO_TRIPLES, "what": "qidpidtriples.train.full.2 (BM25 negatives)"}]
+    name = {"teacher-pairs": "hofstaetter-t2-teacher", "hard-negatives": "rank-distillm-colbert-train",
+            "llm-lists": f"rank-distillm-rankzephyr-{llm_list}"}[kind]
+    f = downloads.REGISTRY[name]
+    return needs + [{"file": f.name, "url": f.url, "md5": f.md5, "path": str(f.path), "size": f.size_hint}]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,16 +384,13 @@ class Row:
     doc_ids: tuple[str, ...]
     doc_lines: tuple[int, ...]
     labels: tuple[float, ...]
-    teacher: tuple[float, ...]
-
-
-NAN2 = (float("nan"), float("nan"))
+    teacher: tuple[float, ...] | None
 
 
 def _pair_row(path: Path, record: list[tuple[int, str]]) -> Row:
     (number, line), = record
     qid, pos, neg = split_columns(path, number, line, PAIR_COLUMNS)
-    return Row(path, number, qid, (pos, neg), (number, number), (1.0, 0.0), NAN2)
+    return Row(path, number, qid, (pos, neg), (number, number), (1.0, 0.0), None)
 
 
 def _teacher_row(path: Path, record: list[tuple[int, str]]) -> Row:
@@ -458,7 +506,7 @@ def _hard_negatives_row(path: Path, record, data: TrainData, group_size: int, rn
     negatives = [pool[i] for i in picks]
     return Row(path, record[0][0], qid, (positive, *(d for _, d in negatives)),
                (record[0][0], *(n for n, _ in negatives)),
-               (1.0,) + (0.0,) * (group_size - 1), (float("nan"),) * group_size)
+               (1.0,) + (0.0,) * (group_size - 1), None)
 
 
 def _list_row(path: Path, record, data: TrainData, group_size: int, list_teacher: str) -> Row:
@@ -491,14 +539,15 @@ def _join_texts(rows: list[tuple[int, Row]], collection: Collection, *, masked: 
                                        f"{collection.id}")
         ids = [d for d, k in zip(row.doc_ids, keep) if k]
         labels = [x for x, k in zip(row.labels, keep) if k]
-        teacher = [x for x, k in zip(row.teacher, keep) if k]
         pad = group_size - len(ids)
+        # padding slots hold 0, never nan: a masked nan would still poison a sum
         yield Group(
             position=position, query_id=row.query_id, query=queries[row.query_id],
             doc_ids=tuple(ids) + ("",) * pad,
             passages=tuple(found[d] for d in ids) + ("",) * pad,
             labels=tuple(labels) + (0.0,) * pad,
-            teacher=tuple(teacher) + (float("nan"),) * pad,
+            teacher=None if row.teacher is None else
+            tuple(x for x, k in zip(row.teacher, keep) if k) + (0.0,) * pad,
             mask=(True,) * len(ids) + (False,) * pad,
             dropped=len(row.doc_ids) - len(ids),
         )

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import gzip
 import itertools
-import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from cerepro.datasets import DataFormatError, MissingTextError
-from cerepro.training_data import Permutation, RecordFile, collate, training_source
+from cerepro.training_data import (Permutation, RecordFile, collate, open_source, source_requirements,
+                                   training_source)
 
 from test_data_offline import place_msmarco, run_offline
 
@@ -49,8 +50,7 @@ def take(kind, data, n, **kw):
 
 
 def same(a, b) -> bool:
-    return repr(a) == repr(b)  # repr compares nan teacher slots as equal
-
+    return a == b
 
 def test_permutation_is_a_bijection_that_depends_on_the_key():
     for n in (1, 2, 7, 100, 1000):
@@ -71,7 +71,7 @@ def test_triples_give_one_positive_one_negative_each_line_once_per_epoch(tmp_pat
     assert [g.doc_ids for g in first] != [g.doc_ids for g in second]  # each epoch reshuffles
     g = next(g for g in first if g.doc_ids == ("d4", "d7"))
     assert (g.query_id, g.query, g.passages) == ("q2", "boiling water", ("passage 4", "passage 7"))
-    assert g.labels == (1.0, 0.0) and g.mask == (True, True) and all(map(math.isnan, g.teacher))
+    assert g.labels == (1.0, 0.0) and g.mask == (True, True) and g.teacher is None
     assert [g.position for g in groups] == list(range(10))
 
 
@@ -79,9 +79,9 @@ def test_same_seed_same_stream_and_resume_from_any_position(tmp_path):
     data = train_folder(tmp_path / "train")
     for kind in ("triples", "teacher-pairs", "hard-negatives", "llm-lists"):
         full = take(kind, data, 12)
-        assert same(take(kind, data, 12), full)
+        assert take(kind, data, 12) == full
         for start in (1, 3, 5, 11):
-            assert same(take(kind, data, 12 - start, start=start), full[start:]), (kind, start)
+            assert take(kind, data, 12 - start, start=start) == full[start:], (kind, start)
     assert [g.doc_ids for g in take("triples", data, 5, seed=8)] != [g.doc_ids for g in take("triples", data, 5)]
 
 
@@ -118,7 +118,20 @@ def test_llm_lists_follow_the_teacher_order_mask_missing_texts_and_pad(tmp_path)
     assert by_rank["q2"].teacher[:2] == (-1.0, -2.0)
     batch = collate([q1, q2])
     assert batch.labels.shape == batch.teacher.shape == batch.mask.shape == (2, 4)
-    assert batch.mask.sum() == 4 and np.isnan(batch.teacher[0, 2])
+    assert batch.mask.sum() == 4 and batch.teacher[0, 2] == 0.0  # padding is 0, never nan
+
+
+def test_open_source_follows_the_run_config_and_names_its_files(tmp_path):
+    data = train_folder(tmp_path / "train")
+    config = SimpleNamespace(training_source="teacher-pairs", train_data=data, seed=7, group_size=2,
+                             llm_list="sampled-50")
+    source = open_source(config)
+    assert list(itertools.islice(source.groups(1), 2)) == take("teacher-pairs", data, 3)[1:]
+    assert "teacher-pairs.tsv" in source.cache_key and "seed=7" in source.cache_key
+    needs = source_requirements("llm-lists", "msmarco-passage", llm_list="sampled-100")
+    assert needs[-1]["md5"] == "49f8dbf2c1ee7a2ca1fe517eda528af6"
+    assert {n.get("ir_datasets") for n in source_requirements("triples", "msmarco-passage")} >= {
+        "msmarco-passage", "msmarco-passage/train", "msmarco-passage/train/triples-v2"}
 
 
 # --- bad rows fail with file, line and id ---------------------------------------------------
