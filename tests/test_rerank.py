@@ -1,0 +1,221 @@
+"""Re-ranking: exact scores whatever the batching, deterministic ranks, run files, shard resume,
+and clear errors on bad candidates. Models are 2-layer, 32-hidden BERT/RoBERTa built in code."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+
+import cerepro.rerank as rerank_module
+from cerepro.rerank import read_trec_run, rank_scores, rerank, score_pairs, write_trec_run
+from cerepro.tokenize import encode_pairs
+from test_tokenize import bert_tokenizer, random_texts, roberta_tokenizer
+
+
+def tiny_model(tokenizer, kind="bert", seed=0):
+    torch.manual_seed(seed)
+    shape = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_range=0.5,  # scores spread well beyond the tolerances checked
+    )
+    if kind == "bert":
+        return BertForSequenceClassification(BertConfig(max_position_embeddings=64, **shape)).eval()
+    return RobertaForSequenceClassification(RobertaConfig(max_position_embeddings=66, **shape)).eval()
+
+
+def one_at_a_time(model, tokenizer, queries, passages, max_length):
+    """The reference: each pair tokenized by the tokenizer and scored alone, no padding."""
+    with torch.no_grad():
+        return np.array(
+            [
+                # Lists of one: a bare "" passage would be taken for "no pair" by the tokenizer.
+                model(**tokenizer([q], [p], truncation=True, max_length=max_length, return_tensors="pt"))
+                .logits[0, 0]
+                .item()
+                for q, p in zip(queries, passages)
+            ]
+        )
+
+
+@pytest.fixture
+def world():
+    """Three queries, 12 documents, 24 candidate rows (documents shared between queries)."""
+    queries = dict(zip(["q1", "q2", "q3"], random_texts(3, 6, seed=20)))
+    docs = dict(zip([f"d{i:02d}" for i in range(12)], random_texts(12, 30, seed=21)))
+    rng = np.random.default_rng(22)
+    rows = [(q, d) for q in queries for d in rng.choice(sorted(docs), size=8, replace=False)]
+    return queries, docs, pd.DataFrame(rows, columns=["query_id", "doc_id"])
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("max_tokens, batch_size", [(None, 1), (None, 5), (64, None), (200, 3), (10_000, None)])
+def test_scores_equal_one_pair_at_a_time(kind, max_tokens, batch_size):
+    tokenizer = bert_tokenizer() if kind == "bert" else roberta_tokenizer()
+    model = tiny_model(tokenizer, kind)
+    queries, passages = random_texts(23, 6, seed=30), random_texts(23, 40, seed=31)
+    encoding = encode_pairs(tokenizer, queries, passages, max_length=40)
+    scores = score_pairs(
+        model, encoding, pad_token_id=tokenizer.pad_token_id, max_tokens=max_tokens, batch_size=batch_size, precision="fp32"
+    )
+    assert scores.dtype == np.float32
+    np.testing.assert_allclose(scores, one_at_a_time(model, tokenizer, queries, passages, 40), atol=1e-5, rtol=0)
+
+
+def test_rerank_ranks_by_score_then_doc_id(world):
+    queries, docs, candidates = world
+    tokenizer = bert_tokenizer()
+    model = tiny_model(tokenizer)
+    run = rerank(
+        model, tokenizer, candidates, queries, docs, max_length=32, max_tokens=96, precision="fp32", progress=False
+    )
+    assert list(run.columns) == ["query_id", "doc_id", "score", "rank"]
+    assert len(run) == len(candidates)
+    expected = one_at_a_time(
+        model, tokenizer, [queries[q] for q in run.query_id], [docs[d] for d in run.doc_id], 32
+    )
+    np.testing.assert_allclose(run.score, expected, atol=1e-5, rtol=0)
+    for _, group in run.groupby("query_id"):
+        assert group["rank"].tolist() == list(range(1, len(group) + 1))
+        assert (np.diff(group.score) <= 0).all()
+
+
+def test_ties_broken_by_doc_id_ascending():
+    candidates = pd.DataFrame({"query_id": ["b", "a", "a", "a", "b"], "doc_id": ["z", "y", "x", "w", "v"]})
+    run = rank_scores(candidates, np.array([1.0, 0.5, 2.0, 0.5, 1.0], dtype=np.float32))
+    assert run[["query_id", "doc_id", "rank"]].values.tolist() == [
+        ["a", "x", 1],
+        ["a", "w", 2],  # tied with y at 0.5: w < y
+        ["a", "y", 3],
+        ["b", "v", 1],  # tied with z at 1.0
+        ["b", "z", 2],
+    ]
+    # Identical texts under different ids score identically; the order is still by doc id.
+    tokenizer = bert_tokenizer()
+    same = pd.DataFrame({"query_id": ["q"] * 4, "doc_id": ["d3", "d1", "d4", "d2"]})
+    run = rerank(
+        tiny_model(tokenizer), tokenizer, same, {"q": "dog"}, lambda d: "a dog barks", max_length=16, progress=False
+    )
+    assert run.doc_id.tolist() == ["d1", "d2", "d3", "d4"]
+    assert run.score.nunique() == 1
+
+
+def test_trec_run_round_trip_and_atomic_write(tmp_path, world, monkeypatch):
+    queries, docs, candidates = world
+    tokenizer = bert_tokenizer()
+    run = rerank(tiny_model(tokenizer), tokenizer, candidates, queries, docs, max_length=32, progress=False)
+    path = write_trec_run(run, tmp_path / "runs" / "tiny.trec", "tiny-bert.bce.s0")
+    back = read_trec_run(path)
+    assert back[["query_id", "doc_id"]].values.tolist() == run[["query_id", "doc_id"]].values.tolist()
+    assert back["rank"].tolist() == run["rank"].tolist()
+    assert (back["score"].to_numpy(np.float32) == run["score"].to_numpy()).all()  # float32 round-trips
+    assert set(back.run_name) == {"tiny-bert.bce.s0"}
+    assert path.read_text().splitlines()[0].split()[1] == "Q0"
+
+    # A write that fails half-way leaves the previous file intact and no temporary file behind.
+    before = path.read_text()
+
+    def half_write(self, target, **kwargs):
+        open(target, "w").write("q1 Q0 d1 1 ")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        write_trec_run(run, path, "other")
+    assert path.read_text() == before
+    assert [p.name for p in path.parent.iterdir()] == ["tiny.trec"]
+
+
+def test_shards_resume_only_what_is_missing(tmp_path, world, monkeypatch):
+    queries, docs, candidates = world
+    tokenizer = bert_tokenizer()
+    model = tiny_model(tokenizer)
+    kwargs = dict(max_length=32, shard_dir=tmp_path / "shards", shard_size=7, precision="fp32", progress=False)
+    scored = []
+    real_score_pairs = rerank_module.score_pairs
+
+    def counting(model, encoding, **kw):
+        scored.append(len(encoding))
+        return real_score_pairs(model, encoding, **kw)
+
+    monkeypatch.setattr(rerank_module, "score_pairs", counting)
+    first = rerank(model, tokenizer, candidates, queries, docs, **kwargs)
+    shards = sorted(p.name for p in (tmp_path / "shards").glob("shard-*.npy"))
+    assert shards == ["shard-00000.npy", "shard-00001.npy", "shard-00002.npy", "shard-00003.npy"]
+    assert scored == [7, 7, 7, 3]
+
+    scored.clear()
+    (tmp_path / "shards" / "shard-00002.npy").unlink()
+    (tmp_path / "shards" / "shard-00003.npy").write_bytes(b"truncated")  # a corrupt shard is redone
+    second = rerank(model, tokenizer, candidates, queries, docs, **kwargs)
+    assert scored == [7, 3]
+    pd.testing.assert_frame_equal(first, second)
+    unsharded = rerank(model, tokenizer, candidates, queries, docs, max_length=32, precision="fp32", progress=False)
+    np.testing.assert_allclose(first.score, unsharded.score, atol=1e-5, rtol=0)  # other batches
+
+    with pytest.raises(ValueError, match="holds shards of another job.*model"):
+        rerank(tiny_model(tokenizer, seed=1), tokenizer, candidates, queries, docs, **kwargs)
+
+
+def test_cache_key_reuses_tokenized_pairs(tmp_path, world, monkeypatch):
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path))
+    queries, docs, candidates = world
+    tokenizer = bert_tokenizer()
+    model = tiny_model(tokenizer)
+    first = rerank(model, tokenizer, candidates, queries, docs, max_length=32, cache_key="demo/test", progress=False)
+    lookups = []
+
+    def doc_text(doc_id):
+        lookups.append(doc_id)
+        return docs[doc_id]
+
+    second = rerank(model, tokenizer, candidates, queries, doc_text, max_length=32, cache_key="demo/test", progress=False)
+    assert lookups == []  # a cache hit never reads the collection
+    pd.testing.assert_frame_equal(first, second)
+    rerank(model, tokenizer, candidates.iloc[:-1], queries, doc_text, max_length=32, cache_key="demo/test", progress=False)
+    assert lookups  # other candidates: another cache entry
+    assert len(list((tmp_path / "tokenized").glob("*.npz"))) == 2
+
+
+def test_bf16_scores_are_close_to_fp32(world):
+    queries, docs, candidates = world
+    tokenizer = bert_tokenizer()
+    model = tiny_model(tokenizer)
+    fp32 = rerank(model, tokenizer, candidates, queries, docs, max_length=32, precision="fp32", progress=False)
+    bf16 = rerank(model, tokenizer, candidates, queries, docs, max_length=32, precision="bf16", progress=False)
+    merged = fp32.merge(bf16, on=["query_id", "doc_id"])
+    assert not np.array_equal(merged.score_x, merged.score_y)  # bf16 did run
+    assert np.corrcoef(merged.score_x, merged.score_y)[0, 1] > 0.97
+    assert next(model.parameters()).dtype == torch.float32  # autocast: the weights stay fp32
+
+
+def test_missing_texts_are_counted_with_examples(world):
+    queries, docs, candidates = world
+    tokenizer = bert_tokenizer()
+    model = tiny_model(tokenizer)
+    partial = {d: t for d, t in docs.items() if d not in {"d01", "d05"}}
+    n_rows = int(candidates.doc_id.isin(["d01", "d05"]).sum())
+    n_docs = candidates.doc_id.nunique()
+    with pytest.raises(ValueError, match=rf"2 of {n_docs} document ids have no text \({n_rows} of 24 candidate pairs\), e.g. \['d0[15]', 'd0[15]'\]"):
+        rerank(model, tokenizer, candidates, queries, partial, max_length=32, progress=False)
+    with pytest.raises(ValueError, match=r"1 of 3 query ids have no text \(8 of 24"):
+        rerank(model, tokenizer, candidates, {"q1": "a", "q2": "b"}, docs, max_length=32, progress=False)
+
+
+def test_bad_candidates_are_rejected(world):
+    queries, docs, candidates = world
+    tokenizer = bert_tokenizer()
+    model = tiny_model(tokenizer)
+    doubled = pd.concat([candidates, candidates.iloc[[0, 3]]])
+    with pytest.raises(ValueError, match=r"2 duplicate \(query_id, doc_id\) candidate rows, e.g. \[\('q1'"):
+        rerank(model, tokenizer, doubled, queries, docs, max_length=32, progress=False)
+    with pytest.raises(ValueError, match=r"lack column\(s\) \['doc_id'\]"):
+        rerank(model, tokenizer, candidates.rename(columns={"doc_id": "docno"}), queries, docs, max_length=32)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        rerank(model, tokenizer, candidates, queries, docs, max_length=32, precision="fp16", progress=False)
