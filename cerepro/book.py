@@ -1,0 +1,339 @@
+"""Build the report: gather one grid's artifacts into ``book/generated/``, then run jupyter-book.
+
+``build_book()`` copies what the grid engine produced under ``runs/<grid>/`` (only folders with
+``DONE``) into ``book/generated/`` (git-ignored): the executed notebooks, a run index page that
+links each of them, the grid file, and the grid's per-query results, which every page reads
+through :func:`page`. It then runs ``jupyter-book build -W -n --keep-going --all book/`` with this
+environment's jupyter-book, as an argument list. The pages execute at build time and call
+:mod:`cerepro.report`; a failing cell, a warning or a broken cross-reference fails the build.
+
+This module assembles and builds; it never trains, evaluates or computes a statistic.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cerepro import report
+from cerepro.paths import project_root, runs_dir, write_text_atomic
+
+GENERATED = "generated"
+RESULTS_FILE = "results.pkl"
+# Pages of the book that may be written by others; a placeholder stands in until they exist.
+INCLUDES = {"setup-data.md": "# Data\n\nThe data page (`book/setup-data.md`) is not written yet.\n"}
+
+
+def book_dir() -> Path:
+    return project_root() / "book"
+
+
+def build_book(log: str | None = None, done: str | None = None, *, grid: str | None = None,
+               book: str | os.PathLike | None = None) -> int:
+    """Gather ``grid``'s artifacts (default: ``$CEREPRO_BOOK_GRID`` or ``demo``) and build the
+    book in ``book`` (default ``book/``); return jupyter-book's exit code. ``log``: a file for
+    the build's output (else it goes to this process's). ``done``: a marker written atomically
+    after a successful build."""
+    grid = grid or report.book_grid()
+    folder = Path(book) if book else book_dir()
+    prepare(grid, folder)
+    command = [_jupyter_book(), "build", "-W", "-n", "--keep-going", "--all", str(folder)]
+    # The pages' kernels import this very cerepro and read the same runs and grid.
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    pythonpath = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, report.BOOK_GRID_ENV: grid, "CEREPRO_RUNS": str(runs_dir()), "PYTHONPATH": pythonpath,
+           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    if log:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w", encoding="utf-8") as out:
+            code = subprocess.call(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    else:
+        code = subprocess.call(command, env=env)
+    if code == 0 and done:
+        write_text_atomic(done, "")
+    return code
+
+
+def _jupyter_book() -> str:
+    """This environment's jupyter-book (next to the running Python), else the one on PATH."""
+    here = Path(sys.executable).parent / "jupyter-book"
+    found = str(here) if here.is_file() else shutil.which("jupyter-book")
+    if not found:
+        raise FileNotFoundError("jupyter-book is not installed in this environment (pip install jupyter-book)")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Gathering
+
+
+def prepare(grid: str, folder: Path) -> Path:
+    """Write ``<folder>/generated/``: results, grid file, included pages, executed notebooks
+    and the run index. Everything there is rewritten from ``runs/`` on every build."""
+    generated = folder / GENERATED
+    if generated.exists():
+        shutil.rmtree(generated)
+    (generated / "runs").mkdir(parents=True)
+    info = report.grid_info(grid)
+    report.grid_results(grid).to_pickle(generated / RESULTS_FILE)
+    shutil.copyfile(project_root() / info.path, generated / "grid.yaml")
+    for name, placeholder in INCLUDES.items():
+        source = folder / name
+        text = source.read_text(encoding="utf-8") if source.is_file() else placeholder
+        (generated / name).write_text(text, encoding="utf-8")
+    index = report.run_index(grid)
+    pages = [_copy_notebook(runs_dir() / grid / row.notebook, generated / "runs", row.kind, row.run)
+             for row in index.itertuples()]
+    (generated / "run-index.md").write_text(_run_index_page(info, index, pages), encoding="utf-8")
+    return generated
+
+
+def _copy_notebook(source: Path, target_dir: Path, kind: str, run: str) -> str:
+    """Copy an executed notebook under a flat name; its title gets the run id, so the sidebar
+    tells the runs apart. Returns the page's name relative to ``generated/``."""
+    import nbformat
+
+    name = f"{run.replace('/', '.')}.{kind}"
+    nb = nbformat.read(source, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
+            first, _, rest = cell.source.lstrip().partition("\n")
+            cell.source = f"{first}: `{run}`\n{rest}"
+            break
+    else:
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {kind}: `{run}`"))
+    nbformat.write(nb, target_dir / f"{name}.ipynb")
+    return f"runs/{name}"
+
+
+def _run_index_page(info: report.GridInfo, index: pd.DataFrame, pages: list[str]) -> str:
+    lines = ["(run-index)=", "# Run index", "",
+             f"Every notebook the grid `{info.name}` executed (profile `{info.profile}`), as it ran: parameters, "
+             "outputs and figures. The grid engine writes them under `runs/{grid}/`; only folders with a "
+             "`DONE` marker are listed.", ""]
+    if info.synthetic:
+        lines += [":::{note}", info.provenance, ":::", ""]
+    if index.empty:
+        return "\n".join(lines + [f"**Not yet run**: no finished job in `runs/{info.name}/`. Run "
+                                  f"`cerepro grid {info.name}` (or `make report`), then rebuild the book.", ""])
+    lines += ["| kind | run | notebook | seconds | git commit | finished |", "|---|---|---|---|---|---|"]
+    for row, page in zip(index.itertuples(), pages):
+        seconds = "" if row.seconds is None or (isinstance(row.seconds, float) and math.isnan(row.seconds)) \
+            else f"{row.seconds:,.0f}"
+        lines.append(f"| {row.kind} | `{row.run}` | {{doc}}`{row.notebook} <{page}>` | {seconds} | "
+                     f"`{row.git_commit}` | {row.finished} |")
+    return "\n".join(lines + [""])
+
+
+# ---------------------------------------------------------------------------------------------
+# What a page's code cells call
+
+
+@dataclass
+class Page:
+    """The grid a page shows, its results, and the glue of a research question's claim."""
+
+    grid: report.GridInfo
+    results: pd.DataFrame
+
+    @functools.cached_property
+    def claims(self) -> dict:
+        return report.claims(self.results)
+
+    def provenance(self):
+        """A note saying whose numbers these are (and that demo numbers are synthetic)."""
+        from IPython.display import Markdown
+
+        kind = "warning" if self.grid.synthetic else "note"
+        missing = "" if not report.models_only(self.results).empty else \
+            f" **Not yet run**: no finished evaluation in `runs/{self.grid.name}/`."
+        return Markdown(f":::{{{kind}}}\n{self.grid.provenance}{missing}\n:::\n")
+
+    def runs(self) -> pd.DataFrame:
+        """The grid's axes and how many of its runs have finished."""
+        done = report.models_only(self.results)["run"].nunique()
+        expected = len(self.grid.backbones) * len(self.grid.objectives) * self.grid.seeds
+        rows = {"grid file": self.grid.path, "profile": self.grid.profile,
+                "backbones": ", ".join(self.grid.backbones), "objectives": ", ".join(self.grid.objectives),
+                "seeds": self.grid.seeds, "evaluated runs": f"{done} of {expected}",
+                "description": self.grid.description}
+        return pd.Series(rows, name=self.grid.name).to_frame()
+
+    def glue_claim(self, key: str, prefix: str = "") -> None:
+        """Glue a claim's text, verdict, evidence and numbers (``n/a`` when not yet run) under
+        ``<prefix><name>`` for the page's prose."""
+        claim = self.claims[key]
+        _glue(f"{prefix}claim", claim.claim)
+        _glue(f"{prefix}verdict", claim.verdict)
+        _glue(f"{prefix}test", claim.test)
+        _glue(f"{prefix}evidence", claim.evidence)
+        for name, value in claim.numbers.items():
+            _glue(f"{prefix}{name}", _text(name, value))
+
+    def glue(self, name: str, value) -> None:
+        _glue(name, _text(name, value))
+
+
+def _text(name: str, value) -> str:
+    """A number as prose shows it: gains and gaps signed, three decimals; n/a when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:+.3f}" if any(k in name for k in ("gain", "gap", "diff")) else f"{value:.3f}"
+    return str(value)
+
+
+def _glue(name: str, value) -> None:
+    from myst_nb import glue
+
+    glue(name, value, display=False)
+
+
+def book_root(start: Path | None = None) -> Path:
+    """The book folder holding the executing page: the nearest folder with ``_config.yml``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_config.yml").is_file():
+            return folder
+    return book_dir()
+
+
+def page() -> Page:
+    """Set up a page: display options, the grid and its results (from ``generated/``, written
+    by :func:`build_book`; read from ``runs/`` when the page runs outside a build)."""
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_rows", 400)
+    pd.set_option("display.precision", 4)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "font.size": 9})
+    grid = report.book_grid()
+    cached = book_root() / GENERATED / RESULTS_FILE
+    results = pd.read_pickle(cached) if cached.is_file() else report.grid_results(grid)
+    return Page(report.grid_info(grid), results)
+
+
+# ---------------------------------------------------------------------------------------------
+# Browser check: open built pages in headless Chromium, check their images, take screenshots
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars")
+# Marks, in the DOM the browser dumps, whether each image decoded (a copy of the page carries it).
+_IMAGE_PROBE = """<script>
+window.addEventListener("load", () => {
+  for (const img of document.images) {
+    img.setAttribute("data-loaded", String(img.complete && img.naturalWidth > 0));
+  }
+  document.body.setAttribute("data-probed", "yes");
+});
+</script>"""
+
+
+def chromium(install: bool = False) -> str | None:
+    """The Chromium binary on PATH; with ``install``, ``apt-get install -y chromium`` first
+    when it is missing and this process may (root on a Debian-like system)."""
+    names = ("chromium", "chromium-browser", "google-chrome")
+    found = next((shutil.which(n) for n in names if shutil.which(n)), None)
+    if found or not install or not shutil.which("apt-get") or os.geteuid() != 0:
+        return found
+    subprocess.run(["apt-get", "update"], check=True, capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, capture_output=True)
+    return shutil.which("chromium")
+
+
+def browser_check(html: str | os.PathLike, pages=("index.html", "rq/rq1.html"), *, out=None,
+                  browser: str | None = None, width: int = 1280, height: int = 2400) -> dict[str, dict]:
+    """Open each built page in headless Chromium: dump its DOM after load (images marked as
+    decoded or not by a probe in a temporary copy of the page) and save a screenshot in ``out``
+    (default ``<html>/../screenshots``). Returns, per page, its images with the browser's
+    verdict and whether the file is a valid PNG, the missing local assets and the screenshot."""
+    import tempfile
+
+    html = Path(html)
+    out = Path(out) if out else html.parent / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    browser = browser or chromium()
+    if not browser:
+        raise FileNotFoundError("no Chromium: apt-get install -y chromium")
+    report_ = {}
+    with tempfile.TemporaryDirectory() as profile:
+        flags = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000"]
+        for page_name in pages:
+            page_path = (html / page_name).resolve()
+            shot = out / (page_name.replace("/", "_").removesuffix(".html") + ".png")
+            subprocess.run([*flags, f"--window-size={width},{height}", f"--screenshot={shot}", page_path.as_uri()],
+                           check=True, capture_output=True, timeout=120)
+            target = _followed(page_path)
+            probe = target.with_name(f".probe-{target.name}")
+            text = target.read_text(encoding="utf-8")
+            probe.write_text(text.replace("</body>", _IMAGE_PROBE + "</body>"), encoding="utf-8")
+            try:
+                dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], check=True, capture_output=True,
+                                     text=True, timeout=120).stdout
+            finally:
+                probe.unlink()
+            parser = _Assets()
+            parser.feed(dom)
+            images = [{"src": src, "loaded": loaded == "true", "png": _valid_png(target.parent / src)}
+                      for src, loaded in parser.images]
+            missing = [ref for ref in parser.local if not (target.parent / ref.split("#")[0].split("?")[0]).exists()]
+            report_[page_name] = {"page": target.relative_to(html.resolve()).as_posix(), "probed": parser.probed,
+                                  "images": images, "missing": missing, "screenshot": shot,
+                                  "title": parser.title.strip()}
+    return report_
+
+
+def _followed(page: Path) -> Path:
+    """The page a meta refresh (jupyter-book's index.html) leads to, else the page."""
+    match = re.search(r'http-equiv="Refresh" content="0; url=([^"]+)"', page.read_text(encoding="utf-8"), re.I)
+    return (page.parent / match.group(1)).resolve() if match else page
+
+
+def _valid_png(path: Path) -> bool:
+    if path.suffix.lower() != ".png":
+        return path.is_file()
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.verify()
+            return image.format == "PNG"
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
+class _Assets(HTMLParser):
+    """Images (src, data-loaded), local stylesheets and scripts, and the title of a dumped DOM."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.local, self.probed, self.title, self._in_title = [], [], False, "", False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append((attrs.get("src", ""), attrs.get("data-loaded")))
+        elif tag == "body":
+            self.probed = attrs.get("data-probed") == "yes"
+        ref = attrs.get("src") if tag == "script" else attrs.get("href") if tag == "link" and \
+            attrs.get("rel") in ("stylesheet", "preload") else None
+        if ref and not ref.startswith(("http:", "https:", "data:", "//")):
+            self.local.append(ref)
+        self._in_title = tag == "title" and not self.title  # the page's, not an icon's
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+
+    def handle_endtag(self, tag):
+        self._in_title = False

