@@ -16,8 +16,10 @@ This module never trains, evaluates or reads datasets from disk: callers pass te
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +50,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def default_max_tokens(device: torch.device) -> int:
-    """Tokens per batch (batch size x longest pair): enough to keep the device busy."""
-    return 65_536 if device.type == "cuda" else 8_192
+    """Tokens per batch (batch size x longest pair). A GPU wants large batches; on a CPU small
+    ones run faster per pair (their activations stay in cache: measured ~12% faster at 2,048
+    than at 32 x 256 tokens with MiniLM-L6, see benchmarks/README.md)."""
+    return 65_536 if device.type == "cuda" else 2_048
 
 
 def score_pairs(
@@ -60,6 +64,7 @@ def score_pairs(
     max_tokens: int | None = None,
     batch_size: int | None = None,
     precision: str = "auto",
+    first_token_last_layer: bool | None = None,
     progress: bool | tqdm = False,
 ) -> np.ndarray:
     """Relevance scores (N,) float32 of the encoded pairs, in the encoding's order.
@@ -69,6 +74,11 @@ def score_pairs(
     with a ``batch_size`` gives fixed-size, length-sorted batches. The score is the model's single
     logit (for two-label models, logit 1 minus logit 0). ``progress`` is a bool or a tqdm bar
     to advance.
+
+    ``first_token_last_layer``: the classification head of BERT, RoBERTa and ELECTRA reads only
+    the first token of the last layer, so that layer computes only that token's output (its
+    keys and values still see every token): the same scores up to float rounding, one layer
+    fewer of work per token. ``None`` uses it wherever the architecture allows.
     """
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
@@ -77,6 +87,8 @@ def score_pairs(
     if max_tokens is None:
         max_tokens = default_max_tokens(device) if batch_size is None else np.iinfo(np.int64).max
     batches = token_budget_batches(encoding.lengths, max_tokens, batch_size)
+    # Some models (DistilBERT, ModernBERT) take no token types even from a BERT-style tokenizer.
+    takes_types = "token_type_ids" in inspect.signature(model.forward).parameters
 
     bar = progress if isinstance(progress, tqdm) else None
     if bar is None and progress:
@@ -85,10 +97,15 @@ def score_pairs(
     model.eval()
     scores = []  # device tensors; one sync at the end keeps a GPU busy while the CPU collates
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    if first_token_last_layer is None:
+        first_token_last_layer = supports_first_token_last_layer(model)
+    shortcut = _first_token_last_layer(model) if first_token_last_layer else nullcontext()
     try:
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast, shortcut:
             for indices in batches:
                 batch = collate(encoding, indices, pad_token_id)
+                if not takes_types:
+                    batch.pop("token_type_ids", None)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 scores.append(_logit(model(**batch).logits))
                 if bar is not None:
@@ -101,6 +118,74 @@ def score_pairs(
     if batches:
         out[np.concatenate(batches)] = torch.cat(scores).float().cpu().numpy()
     return out
+
+
+# Sequence-classification heads that read only the first token of the last hidden states.
+_FIRST_TOKEN_HEADS = {
+    "BertForSequenceClassification",
+    "RobertaForSequenceClassification",
+    "XLMRobertaForSequenceClassification",
+    "CamembertForSequenceClassification",
+    "ElectraForSequenceClassification",
+}
+
+
+def supports_first_token_last_layer(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is a BERT-style encoder whose head reads only the first token."""
+    if type(model).__name__ not in _FIRST_TOKEN_HEADS or model.config.is_decoder:
+        return False
+    if model.config._attn_implementation not in ("eager", "sdpa"):
+        return False  # other kernels take other mask layouts
+    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
+    if not isinstance(layers, torch.nn.ModuleList) or not len(layers):
+        return False
+    last = layers[-1]
+    return (
+        all(hasattr(last, name) for name in ("attention", "intermediate", "output"))
+        and all(hasattr(last.attention.self, name) for name in ("query", "key", "value", "scaling"))
+        and not getattr(last, "add_cross_attention", False)
+        and not getattr(last, "chunk_size_feed_forward", 0)
+    )
+
+
+class _FirstTokenLayer(torch.nn.Module):
+    """A BERT layer that returns only the first position's output, (B, L, H) -> (B, 1, H)."""
+
+    def __init__(self, layer: torch.nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+        from transformers.models.bert.modeling_bert import eager_attention_forward
+
+        layer, attention = self.layer, self.layer.attention.self
+        batch, length, _ = hidden_states.shape
+        head = attention.attention_head_size
+        first = hidden_states[:, :1]  # (B, 1, H): the only query
+        query = attention.query(first).view(batch, 1, -1, head).transpose(1, 2)  # (B, heads, 1, d)
+        key = attention.key(hidden_states).view(batch, length, -1, head).transpose(1, 2)  # (B, heads, L, d)
+        value = attention.value(hidden_states).view(batch, length, -1, head).transpose(1, 2)
+        if attention_mask is not None and attention_mask.dim() == 4:
+            attention_mask = attention_mask[:, :, :1]  # (B, 1, L, L) -> the first query's row
+        implementation = ALL_ATTENTION_FUNCTIONS.get_interface(
+            attention.config._attn_implementation, eager_attention_forward
+        )
+        context, _ = implementation(attention, query, key, value, attention_mask, dropout=0.0, scaling=attention.scaling)
+        hidden = layer.attention.output(context.reshape(batch, 1, -1), first)
+        return layer.output(layer.intermediate(hidden), hidden)
+
+
+@contextmanager
+def _first_token_last_layer(model: torch.nn.Module):
+    """Swap the last layer for its first-token-only version while scoring, then restore it."""
+    layers = model.base_model.encoder.layer
+    last = layers[-1]
+    layers[-1] = _FirstTokenLayer(last)
+    try:
+        yield
+    finally:
+        layers[-1] = last
 
 
 def rerank(

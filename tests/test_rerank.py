@@ -8,12 +8,29 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
 
 import cerepro.rerank as rerank_module
-from cerepro.rerank import read_trec_run, rank_scores, rerank, score_pairs, write_trec_run
+from cerepro.rerank import (
+    read_trec_run,
+    rank_scores,
+    rerank,
+    score_pairs,
+    supports_first_token_last_layer,
+    write_trec_run,
+)
 from cerepro.tokenize import encode_pairs
 from test_tokenize import bert_tokenizer, random_texts, roberta_tokenizer
 
 
-def tiny_model(tokenizer, kind="bert", seed=0):
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared machine idle-spinning threads
+    make each small op wait for a core (tests ran 100x slower under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(tokenizer, kind="bert", seed=0, attn_implementation="sdpa"):
     torch.manual_seed(seed)
     shape = dict(
         vocab_size=len(tokenizer),
@@ -26,8 +43,12 @@ def tiny_model(tokenizer, kind="bert", seed=0):
         initializer_range=0.5,  # scores spread well beyond the tolerances checked
     )
     if kind == "bert":
-        return BertForSequenceClassification(BertConfig(max_position_embeddings=64, **shape)).eval()
-    return RobertaForSequenceClassification(RobertaConfig(max_position_embeddings=66, **shape)).eval()
+        config = BertConfig(max_position_embeddings=64, **shape)
+        config._attn_implementation = attn_implementation
+        return BertForSequenceClassification(config).eval()
+    config = RobertaConfig(max_position_embeddings=66, **shape)
+    config._attn_implementation = attn_implementation
+    return RobertaForSequenceClassification(config).eval()
 
 
 def one_at_a_time(model, tokenizer, queries, passages, max_length):
@@ -66,6 +87,39 @@ def test_scores_equal_one_pair_at_a_time(kind, max_tokens, batch_size):
     )
     assert scores.dtype == np.float32
     np.testing.assert_allclose(scores, one_at_a_time(model, tokenizer, queries, passages, 40), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_first_token_last_layer_gives_the_same_scores(kind, attn_implementation):
+    tokenizer = bert_tokenizer() if kind == "bert" else roberta_tokenizer()
+    model = tiny_model(tokenizer, kind, attn_implementation=attn_implementation)
+    assert supports_first_token_last_layer(model)
+    last = model.base_model.encoder.layer[-1]
+    encoding = encode_pairs(tokenizer, random_texts(17, 6, seed=40), random_texts(17, 30, seed=41), max_length=32)
+    kwargs = dict(pad_token_id=tokenizer.pad_token_id, max_tokens=100, precision="fp32")
+    full = score_pairs(model, encoding, first_token_last_layer=False, **kwargs)
+    short = score_pairs(model, encoding, first_token_last_layer=True, **kwargs)
+    np.testing.assert_allclose(short, full, atol=1e-5, rtol=0)
+    assert model.base_model.encoder.layer[-1] is last  # the model is given back unchanged
+
+
+def test_models_without_the_shortcut_score_plainly():
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    tokenizer = bert_tokenizer()
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, num_labels=1)
+    model = DistilBertForSequenceClassification(config).eval()
+    assert not supports_first_token_last_layer(model)
+    queries, passages = random_texts(9, 6, seed=42), random_texts(9, 30, seed=43)
+    encoding = encode_pairs(tokenizer, queries, passages, max_length=32)
+    scores = score_pairs(model, encoding, pad_token_id=0, batch_size=4, precision="fp32")
+    with torch.no_grad():
+        batch = tokenizer(queries, passages, truncation=True, max_length=32, padding=True, return_tensors="pt")
+        del batch["token_type_ids"]
+        expected = model(**batch).logits[:, 0].numpy()
+    np.testing.assert_allclose(scores, expected, atol=1e-5, rtol=0)
 
 
 def test_rerank_ranks_by_score_then_doc_id(world):
