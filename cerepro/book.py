@@ -146,9 +146,27 @@ class Page:
     grid: report.GridInfo
     results: pd.DataFrame
 
+    def __post_init__(self):
+        self._tests: dict[str, pd.DataFrame] = {}
+
+    def tests(self, baseline: str = "bce") -> pd.DataFrame:
+        """:func:`report.significance` against ``baseline``, computed once per page."""
+        if baseline not in self._tests:
+            self._tests[baseline] = report.significance(self.results, baseline=baseline)
+        return self._tests[baseline]
+
     @functools.cached_property
     def claims(self) -> dict:
-        return report.claims(self.results)
+        return report.claims(self.results, tests=self.tests("bce"))
+
+    def significance_table(self, baseline: str = "bce"):
+        """The research question pages' table: means with significance markers."""
+        return report.significance_table(self.results, baseline=baseline, tests=self.tests(baseline))
+
+    def claims_table(self):
+        """The overview's claims table, verdicts in colour."""
+        table = report.claims_table(self.results, self.grid.name, found=self.claims)
+        return report.styled(table.reset_index(), hide_index=True)
 
     def provenance(self):
         """A note saying whose numbers these are (and that demo numbers are synthetic)."""

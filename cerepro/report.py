@@ -212,6 +212,15 @@ def columns_of(results: pd.DataFrame) -> list[str]:
     return datasets + groups
 
 
+def table_columns(results: pd.DataFrame) -> list[str]:
+    """The columns of the research questions' tables: the paper's table columns and its
+    in-domain and OOD aggregates where this grid has them, else every column (the demo)."""
+    available_ = columns_of(results)
+    paper = [*dataset_registry()["paper_table_columns"], IN_DOMAIN, "ood"]
+    shown = [c for c in paper if c in available_]
+    return shown or available_
+
+
 def _members(column: str, datasets) -> list[str]:
     """The datasets a table column averages: itself, an aggregate's, or a group's."""
     aggregates = dataset_registry()["aggregates"]
@@ -254,12 +263,6 @@ def cell_means(results: pd.DataFrame, columns=None, measure: str = MEASURE) -> p
     table = scores(results, columns, measure)
     grouped = table.groupby(["backbone", "objective", "column"], sort=False)["value"]
     return grouped.agg(value="mean", sd="std", n_seeds="count").reset_index()
-
-
-def group_columns(results: pd.DataFrame) -> list[str]:
-    """Columns that stand for a whole evaluation group (one heatmap each)."""
-    return [g for g in evaluation_groups(results) if g in columns_of(results) or
-            g in set(models_only(results)["dataset"])] or []
 
 
 def _group_column(results: pd.DataFrame, group: str) -> str:
@@ -318,7 +321,7 @@ def significance(results: pd.DataFrame, *, baseline: str = "bce", measure: str =
         if baseline not in set(rows["objective"]) or rows["objective"].nunique() < 2:
             continue
         base = f"{backbone}.{baseline}"
-        for column in columns_of(rows):
+        for column in table_columns(rows):
             table = pooled(rows, column)
             if table.empty:
                 continue
@@ -338,16 +341,18 @@ def significance(results: pd.DataFrame, *, baseline: str = "bce", measure: str =
 
 
 def significance_table(results: pd.DataFrame, *, baseline: str = "bce", measure: str = MEASURE,
-                       columns=None) -> pd.DataFrame:
+                       columns=None, tests: pd.DataFrame | None = None) -> pd.DataFrame:
     """Mean over seeds per backbone and objective, with markers against ``baseline`` on the same
     backbone: ``†`` paired t-test, Holm-corrected over the backbone's objectives, p < 0.05;
-    ``‡`` the paper's Welch test, uncorrected, p < 0.05. The first stage is the first row."""
+    ``‡`` the paper's Welch test, uncorrected, p < 0.05. The first stage is the first row.
+    ``tests``: :func:`significance` of the same results and baseline, if already computed."""
     if results.empty or results[results["measure"] == measure].empty:
         return _placeholder("no finished evaluation in this grid")
     means = mean_table(results, measure)
-    if columns is not None:
-        means = means[[c for c in columns if c in means.columns]]
-    tests = significance(results, baseline=baseline, measure=measure).set_index(["backbone", "objective", "column"])
+    columns = table_columns(results) if columns is None else columns
+    means = means[[c for c in columns if c in means.columns]]
+    tests = significance(results, baseline=baseline, measure=measure) if tests is None else tests
+    tests = tests.set_index(["backbone", "objective", "column"])
     marked = means.copy().astype(object)
     for (backbone, objective), row in means.iterrows():
         for column, value in row.items():
@@ -372,7 +377,7 @@ SIGNIFICANCE_LEGEND = (f"{stats.MARKER}: paired t-test against the baseline obje
 
 def best_objectives(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
     """Per backbone and table column: the best objective and its margin over the runner-up."""
-    cells = models_only_cells(results, measure)
+    cells = cell_means(models_only(results), measure=measure)
     if cells.empty:
         return _placeholder("no finished evaluation in this grid")
     rows = []
@@ -384,14 +389,9 @@ def best_objectives(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFra
     table = pd.DataFrame(rows)
     wide = table.assign(cell=[f"{b} (+{m:.3f})" if pd.notna(m) else b for b, m in zip(table["best"], table["margin"])])
     wide = wide.pivot(index="backbone", columns="column", values="cell")
-    wide = wide.loc[backbone_order(wide.index), [c for c in columns_of(results) if c in wide.columns]]
+    wide = wide.loc[backbone_order(wide.index), [c for c in table_columns(results) if c in wide.columns]]
     wide.columns.name = f"best objective ({measure}, margin over the runner-up)"
     return wide
-
-
-def models_only_cells(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
-    cells = cell_means(models_only(results), measure=measure)
-    return cells
 
 
 def seed_variance_table(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
@@ -443,7 +443,7 @@ def _colour_ticklabels(labels) -> None:
 
 def heatmaps(results: pd.DataFrame, measure: str = MEASURE):
     """Backbone x objective heatmap of the mean over seeds, one panel per evaluation group."""
-    cells = models_only_cells(results, measure)
+    cells = cell_means(models_only(results), measure=measure)
     if cells.empty:
         return _empty_figure("not yet run: no finished evaluation in this grid")
     groups = [g for g in evaluation_groups(models_only(results))]
@@ -502,7 +502,7 @@ def _millions(n: int) -> str:
 def id_ood_scatter(results: pd.DataFrame, measure: str = MEASURE):
     """In-domain against each out-of-domain group: one point per backbone and objective (mean
     over seeds), colour = objective, marker = backbone."""
-    cells = models_only_cells(results, measure)
+    cells = cell_means(models_only(results), measure=measure)
     groups = [g for g in evaluation_groups(models_only(results)) if g != IN_DOMAIN]
     if cells.empty or IN_DOMAIN not in set(results["group"]) or not groups:
         return _empty_figure("not yet run: needs in-domain and out-of-domain results")
@@ -879,18 +879,20 @@ def loss_curves(margins=None) -> pd.DataFrame:
 
     from cerepro.losses import ACCEPTS, OBJECTIVES as LOSSES
 
-    margins = torch.linspace(-6, 6, 121, dtype=torch.float64) if margins is None else torch.as_tensor(margins, dtype=torch.float64)
+    margins = torch.linspace(-6, 6, 49, dtype=torch.float64) if margins is None else \
+        torch.as_tensor(margins, dtype=torch.float64)
     rows = []
     for slug in objective_order(LOSSES):
+        def loss(m):  # one group per margin, (Q, 2); the loss is the mean of the groups' losses
+            scores = torch.stack([m / 2, -m / 2], dim=1)
+            teacher = torch.tensor([[1.0, -1.0]], dtype=torch.float64).expand(len(m), 2)
+            return LOSSES[slug](scores, None, **({"teacher": teacher} if "teacher" in ACCEPTS[slug] else {}))
+
+        with torch.no_grad():
+            values = torch.stack([loss(m.reshape(1)) for m in margins])
         m = margins.clone().requires_grad_(True)
-        values = []
-        for i in range(len(m)):
-            scores = torch.stack([m[i] / 2, -m[i] / 2]).unsqueeze(0)  # (Q=1, D=2)
-            kwargs = {"teacher": torch.tensor([[1.0, -1.0]], dtype=torch.float64)} if "teacher" in ACCEPTS[slug] else {}
-            values.append(LOSSES[slug](scores, None, **kwargs))
-        values = torch.stack(values)
-        (grad,) = torch.autograd.grad(values.sum(), m)
-        rows.append(pd.DataFrame({"objective": slug, "margin": margins.numpy(), "value": values.detach().numpy(),
+        (grad,) = torch.autograd.grad(loss(m) * len(m), m)  # groups weigh 1/Q each
+        rows.append(pd.DataFrame({"objective": slug, "margin": margins.numpy(), "value": values.numpy(),
                                   "gradient": grad.numpy()}))
     return pd.concat(rows, ignore_index=True)
 
@@ -938,11 +940,11 @@ CLAIM_NUMBERS = {
 
 
 def _cells_by(results: pd.DataFrame, measure: str) -> pd.DataFrame:
-    cells = models_only_cells(results, measure)
+    cells = cell_means(models_only(results), measure=measure)
     return cells.pivot_table(index=["column", "backbone"], columns="objective", values="value", sort=False)
 
 
-def _claim_relative_beats_bce(results, groups, key, rq, setting, measure) -> Claim:
+def _claim_relative_beats_bce(results, groups, key, rq, setting, measure, tests) -> Claim:
     text = (f"Relative objectives (pairwise MarginMSE, listwise InfoNCE) beat pointwise BCE on every "
             f"backbone {setting}.")
     test = "mean over seeds of infonce and margin-mse above bce, for every backbone and group"
@@ -954,7 +956,6 @@ def _claim_relative_beats_bce(results, groups, key, rq, setting, measure) -> Cla
     part = wide.loc[[c for c in columns if c in wide.index.get_level_values(0)]]
     wins = (part[relative].sub(part["bce"], axis=0) > 0).to_numpy()
     gains = part[relative].sub(part["bce"], axis=0).to_numpy()
-    tests = significance(results, baseline="bce", measure=measure)
     tests = tests[tests["column"].isin(columns) & tests["objective"].isin(relative)]
     numbers = {"wins": int(wins.sum()), "cells": int(wins.size), "min_gain": float(np.nanmin(gains)),
                "mean_gain": float(np.nanmean(gains)), "significant": int(tests["paired"].sum()),
@@ -982,22 +983,24 @@ def objective_vs_scaling(results: pd.DataFrame, measure: str = MEASURE) -> pd.Da
         scaling_gain = (part.loc[backbones[-1]] - part.loc[backbones[0]]).mean() if len(backbones) > 1 else np.nan
         rows.append({"column": column, "objective_gain": objective_gain, "scaling_gain": scaling_gain,
                      "smallest": backbones[0], "largest": backbones[-1]})
-    return pd.DataFrame(rows, columns=["column", "objective_gain", "scaling_gain", "smallest", "largest"])
+    if not rows:
+        return _placeholder("no finished evaluation in this grid")
+    return pd.DataFrame(rows).set_index("column")
 
 
 def _claim_objective_vs_scaling(results, measure) -> Claim:
     text = "Objective choice can be worth as much as scaling the backbone."
     test = "in-domain: mean gain of the best objective over bce >= mean gain of the largest backbone over the smallest"
     table = objective_vs_scaling(results, measure)
-    row = table[table["column"] == _group_column(results, IN_DOMAIN)] if IN_DOMAIN in set(results["group"]) else table.iloc[:0]
-    if row.empty or row[["objective_gain", "scaling_gain"]].isna().any(axis=None):
+    column = _group_column(results, IN_DOMAIN) if IN_DOMAIN in set(results["group"]) else None
+    if column not in table.index or table.loc[column, ["objective_gain", "scaling_gain"]].isna().any():
         return Claim("objective-vs-scaling", "RQ3", text, test, NOT_RUN,
                      "needs in-domain results of bce and another objective on at least two backbones", {})
-    row = row.iloc[0]
+    row = table.loc[column]
     numbers = {"objective_gain": float(row["objective_gain"]), "scaling_gain": float(row["scaling_gain"]),
                "smallest": row["smallest"], "largest": row["largest"]}
     verdict = SUPPORTED if numbers["objective_gain"] >= numbers["scaling_gain"] else NOT_SUPPORTED
-    evidence = (f"on {row['column']}: best objective over bce {numbers['objective_gain']:+.3f} (mean over backbones); "
+    evidence = (f"on {column}: best objective over bce {numbers['objective_gain']:+.3f} (mean over backbones); "
                 f"{row['largest']} over {row['smallest']} {numbers['scaling_gain']:+.3f} (mean over objectives)")
     return Claim("objective-vs-scaling", "RQ3", text, test, verdict, evidence, numbers)
 
@@ -1054,16 +1057,18 @@ def _claim_consistent_choice(results, measure) -> Claim:
     return Claim("consistent-choice", "RQ5", text, test, verdict, evidence, numbers)
 
 
-def claims(results: pd.DataFrame, measure: str = MEASURE) -> dict[str, Claim]:
+def claims(results: pd.DataFrame, measure: str = MEASURE, tests: pd.DataFrame | None = None) -> dict[str, Claim]:
     """The paper's claims, each with the research question that tests it and a verdict computed
-    from ``results`` (supported / not supported / not yet run)."""
+    from ``results`` (supported / not supported / not yet run). ``tests``: :func:`significance`
+    of the same results against ``bce``, if already computed."""
     models = models_only(results[results["measure"] == measure]) if not results.empty else results
     groups = evaluation_groups(models) if not models.empty else []
+    tests = significance(results, baseline="bce", measure=measure) if tests is None else tests
     out = [
         _claim_relative_beats_bce(results, [g for g in groups if g == IN_DOMAIN], "relative-beats-bce", "RQ1",
-                                  "in-domain", measure),
+                                  "in-domain", measure, tests),
         _claim_relative_beats_bce(results, [g for g in groups if g != IN_DOMAIN], "relative-beats-bce-ood", "RQ2",
-                                  "under domain shift (every out-of-domain group)", measure),
+                                  "under domain shift (every out-of-domain group)", measure, tests),
         _claim_objective_vs_scaling(results, measure),
         _claim_llm_distillation(results, measure),
         _claim_consistent_choice(results, measure),
@@ -1072,13 +1077,16 @@ def claims(results: pd.DataFrame, measure: str = MEASURE) -> dict[str, Claim]:
             for c in out}
 
 
-def claims_table(results: pd.DataFrame, grid: str, measure: str = MEASURE) -> pd.DataFrame:
+def claims_table(results: pd.DataFrame, grid: str, measure: str = MEASURE,
+                 found: dict[str, Claim] | None = None) -> pd.DataFrame:
     """One row per claim: research question, claim, how it is tested, evidence, verdict and the
-    profile (grid) whose runs produced the evidence."""
+    profile (grid) whose runs produced the evidence. ``found``: :func:`claims` of the same
+    results, if already computed."""
     info = grid_info(grid)
     profile = f"{info.profile} (grid {info.name}{', synthetic' if info.synthetic else ''})"
+    found = claims(results, measure) if found is None else found
     rows = [{"RQ": c.rq, "claim": c.claim, "test": c.test, "evidence": c.evidence, "verdict": c.verdict,
-             "profile": profile if c.verdict != NOT_RUN else "—"} for c in claims(results, measure).values()]
+             "profile": profile if c.verdict != NOT_RUN else "—"} for c in found.values()]
     return pd.DataFrame(rows).set_index("RQ")
 
 

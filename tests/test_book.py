@@ -3,6 +3,7 @@ cross-reference fails the build), and a headless-Chromium look at the built page
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -62,6 +63,47 @@ def smoke(tmp_path_factory):
         results, index = report.grid_results("demo"), report.run_index("demo")
     return {"code": code, "book": folder, "html": folder / "_build" / "html", "log": tmp / "build.log",
             "done": tmp / "DONE", "results": results, "index": index}
+
+
+def _toc_pages() -> list[Path]:
+    """Every page of the table of contents that runs code (MyST notebooks)."""
+    toc = (BOOK / "_toc.yml").read_text()
+    names = re.findall(r"(?:root|file): (\S+)", toc)
+    pages = [BOOK / f"{name}.md" for name in names if (BOOK / f"{name}.md").is_file()]
+    return [p for p in pages if "kernelspec:" in p.read_text()]
+
+
+@pytest.mark.parametrize("grid_state", ["finished", "not yet run"])
+def test_every_page_runs_and_glues_what_its_prose_uses(grid_state, tmp_path, monkeypatch):
+    """The pages' code cells, run in this process (fast, no Sphinx): no error, and every
+    ``{glue:...}`` key the prose uses is glued, with results and without any."""
+    import jupytext
+    import matplotlib.pyplot as plt
+    import myst_nb
+
+    if grid_state == "finished":
+        write_grid(tmp_path / "runs", backbones=("tiny-bert", "tiny-electra"), seeds=2, queries=8)
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.delenv(report.BOOK_GRID_ENV, raising=False)
+    folder = _copy_book(tmp_path / "book")
+    book.prepare("demo", folder)
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: glued.__setitem__(name, value))
+    pages = _toc_pages()
+    assert len(pages) >= 14
+    for page in pages:
+        copy = folder / page.relative_to(BOOK)
+        monkeypatch.chdir(copy.parent)
+        glued.clear()
+        scope = {}
+        for cell in jupytext.read(copy).cells:
+            if cell.cell_type == "code":
+                exec(compile(cell.source, str(copy), "exec"), scope)
+        plt.close("all")
+        used = set(re.findall(r"\{glue:\w+\}`([^`:]+)", copy.read_text()))
+        assert used <= set(glued), f"{page.name}: not glued {used - set(glued)}"
+        if grid_state == "not yet run":
+            assert "verdict" not in glued or glued["verdict"] == report.NOT_RUN
 
 
 def test_config_fails_on_errors():

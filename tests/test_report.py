@@ -163,13 +163,19 @@ def test_scores_are_means_of_per_dataset_means(demo):
     assert cell["value"].item() == pytest.approx(both["value"].mean()) and cell["n_seeds"].item() == 2
 
 
-def test_aggregates_are_the_papers_unweighted_means(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def paper_runs(tmp_path_factory):
+    """Two paper backbones x two objectives, one seed, on all 22 datasets (4 queries each)."""
     from cerepro.config import dataset_registry
 
-    registry = dataset_registry()["datasets"]
-    write_grid(tmp_path, "paper", backbones=("ettin-17m", "bert-base"), objectives=("bce", "infonce"), seeds=1,
-               datasets=tuple(registry), queries=4, notebooks=False)
-    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
+    runs = tmp_path_factory.mktemp("paper-runs")
+    write_grid(runs, "paper", backbones=("ettin-17m", "bert-base"), objectives=("bce", "infonce"), seeds=1,
+               datasets=tuple(dataset_registry()["datasets"]), queries=4, notebooks=False)
+    return runs
+
+
+def test_aggregates_are_the_papers_unweighted_means(paper_runs, monkeypatch):
+    monkeypatch.setenv("CEREPRO_RUNS", str(paper_runs))
     results = report.grid_results("paper")
     columns = report.columns_of(results)
     assert columns[:3] == ["msmarco-dev-small", "trec-dl-2019", "trec-dl-2020"]
@@ -235,6 +241,31 @@ def test_a_claim_fails_when_the_results_contradict_it(tmp_path, monkeypatch):
     assert claims["consistent-choice"].verdict == report.NOT_SUPPORTED
     assert claims["relative-beats-bce"].verdict == report.SUPPORTED
     assert claims["objective-vs-scaling"].verdict == report.NOT_RUN  # one backbone: no scaling
+
+
+def test_scoreboard_sets_our_cells_next_to_the_papers(paper_runs, monkeypatch):
+    monkeypatch.setenv("CEREPRO_RUNS", str(paper_runs))
+    results = report.grid_results("paper")
+    board = report.scoreboard_long(results).set_index(["backbone", "objective", "column"])
+    assert len(board) == 9 * 6 * 6  # every cell of the authors' table, run or not
+    ours = report.cell_means(results).set_index(["backbone", "objective", "column"])["value"]
+    cell = board.loc[("bert-base", "infonce", "beir-13")]
+    assert cell["ours"] == pytest.approx(ours[("bert-base", "infonce", "beir-13")])
+    assert cell["diff"] == pytest.approx(cell["ours"] - cell["paper"])
+    assert cell["verdict"] in ("OK", "OKish", "FAIL")
+    assert board.loc[("deberta-v3-base", "bce", "robust04"), "verdict"] == "not run"
+    table = report.scoreboard_table(results, grid="paper")
+    assert table.index[0] == ("ettin-17m", "bce") and list(table.columns)[:3] == ["msmarco-dev-small", "trec-dl-2019",
+                                                                                  "trec-dl-2020"]
+    assert table.loc[("deberta-v3-base", "bce"), "robust04"].endswith("/ not run")
+    assert table.loc[("bert-base", "infonce"), "beir-13"].endswith(cell["verdict"])
+    html = report.styled(table).to_html()
+    assert "#6e7781" in html  # not run, in grey
+
+
+def test_the_demo_grid_is_not_scored_against_the_paper(demo):
+    board = report.scoreboard_long(demo)
+    assert set(board["verdict"]) == {"not run"}
 
 
 # --- figures and artifacts -------------------------------------------------------------------
