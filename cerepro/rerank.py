@@ -73,7 +73,8 @@ def score_pairs(
     tokens (``batch size x longest pair``) and at most ``batch_size`` pairs; ``max_tokens=None``
     with a ``batch_size`` gives fixed-size, length-sorted batches. The score is the model's single
     logit (for two-label models, logit 1 minus logit 0). ``progress`` is a bool or a tqdm bar
-    to advance.
+    to advance. ``precision="bf16"`` autocasts an fp32 model to bf16; a model whose weights are
+    already bf16 runs in bf16 whatever ``precision`` says.
 
     ``first_token_last_layer``: the classification head of BERT, RoBERTa and ELECTRA reads only
     the first token of the last layer, so that layer computes only that token's output (its
@@ -96,7 +97,9 @@ def score_pairs(
     was_training = model.training
     model.eval()
     scores = []  # device tensors; one sync at the end keeps a GPU busy while the CPU collates
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    # Autocast only lifts fp32 weights to bf16 compute; a model already in bf16 runs as it is.
+    fp32_weights = next(model.parameters()).dtype == torch.float32
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and fp32_weights)
     if first_token_last_layer is None:
         first_token_last_layer = supports_first_token_last_layer(model)
     shortcut = _first_token_last_layer(model) if first_token_last_layer else nullcontext()
@@ -220,6 +223,7 @@ def rerank(
     and each shard's scores saved there, so a rerun skips finished shards.
     """
     candidates = _check_candidates(candidates)
+    digest = _candidates_digest(candidates) if cache_key is not None or shard_dir is not None else None
     limits = dict(
         max_length=max_length, query_max_length=query_max_length, passage_max_length=passage_max_length
     )
@@ -231,7 +235,7 @@ def rerank(
         encoding = encode_pairs(tokenizer, *texts(), **limits)
     else:
         encoding = cached_encode_pairs(
-            tokenizer, f"{cache_key}#{_candidates_digest(candidates)[:16]}", texts, **limits
+            tokenizer, f"{cache_key}#{digest[:16]}", texts, **limits
         )
     scoring = dict(
         pad_token_id=tokenizer.pad_token_id, max_tokens=max_tokens, batch_size=batch_size, precision=precision
@@ -242,7 +246,7 @@ def rerank(
             scores = score_pairs(model, encoding, progress=bar, **scoring)
         else:
             manifest = {
-                "candidates": _candidates_digest(candidates),
+                "candidates": digest,
                 "pairs": len(encoding),
                 "shard_size": shard_size,
                 "model": model_fingerprint(model),

@@ -236,13 +236,14 @@ def tokenizer_fingerprint(tokenizer) -> str:
     """sha256 of the tokenizer's full definition (vocabulary, normalizer, pre-tokenizer, pair
     template), ignoring the truncation/padding state that calls leave behind. Two tokenizers with
     the same fingerprint tokenize identically whatever their names."""
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    spec.pop("truncation", None)
-    spec.pop("padding", None)
-    blob = json.dumps(
-        {"class": type(tokenizer).__name__, "spec": spec, "input_names": tokenizer.model_input_names},
-        sort_keys=True,
-    )
+    from tokenizers import Tokenizer
+
+    # A private copy with truncation and padding off serialises the same for every caller state
+    # (and costs a fraction of re-encoding the JSON).
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    blob = f"{type(tokenizer).__name__}|{tokenizer.model_input_names}|{backend.to_str()}"
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
