@@ -19,8 +19,8 @@ import re
 import shutil
 import subprocess
 import sys
-from html.parser import HTMLParser
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
@@ -86,7 +86,7 @@ def prepare(grid: str, folder: Path) -> Path:
     (generated / "runs").mkdir(parents=True)
     info = report.grid_info(grid)
     report.grid_results(grid).to_pickle(generated / RESULTS_FILE)
-    shutil.copyfile(project_root() / info.path, generated / "grid.yaml")
+    shutil.copyfile(info.file, generated / "grid.yaml")
     for name, placeholder in INCLUDES.items():
         source = folder / name
         text = source.read_text(encoding="utf-8") if source.is_file() else placeholder
@@ -99,19 +99,21 @@ def prepare(grid: str, folder: Path) -> Path:
 
 
 def _copy_notebook(source: Path, target_dir: Path, kind: str, run: str) -> str:
-    """Copy an executed notebook under a flat name; its title gets the run id, so the sidebar
-    tells the runs apart. Returns the page's name relative to ``generated/``."""
+    """Copy an executed notebook under a flat name, titled by its run (the notebook's own title
+    follows in italics), so the sidebar tells the runs apart. Returns the page's name relative
+    to ``generated/``."""
     import nbformat
 
     name = f"{run.replace('/', '.')}.{kind}"
     nb = nbformat.read(source, as_version=4)
+    title = f"# {run} · {kind}\n"
     for cell in nb.cells:
         if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
             first, _, rest = cell.source.lstrip().partition("\n")
-            cell.source = f"{first}: `{run}`\n{rest}"
+            cell.source = f"{title}\n*{first[2:].strip()}*\n{rest}"
             break
     else:
-        nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {kind}: `{run}`"))
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(title))
     nbformat.write(nb, target_dir / f"{name}.ipynb")
     return f"runs/{name}"
 
@@ -119,19 +121,23 @@ def _copy_notebook(source: Path, target_dir: Path, kind: str, run: str) -> str:
 def _run_index_page(info: report.GridInfo, index: pd.DataFrame, pages: list[str]) -> str:
     lines = ["(run-index)=", "# Run index", "",
              f"Every notebook the grid `{info.name}` executed (profile `{info.profile}`), as it ran: parameters, "
-             "outputs and figures. The grid engine writes them under `runs/{grid}/`; only folders with a "
+             "outputs and figures. The grid engine writes them under `runs/<grid>/`; only folders with a "
              "`DONE` marker are listed.", ""]
     if info.synthetic:
         lines += [":::{note}", info.provenance, ":::", ""]
     if index.empty:
         return "\n".join(lines + [f"**Not yet run**: no finished job in `runs/{info.name}/`. Run "
                                   f"`cerepro grid {info.name}` (or `make report`), then rebuild the book.", ""])
-    lines += ["| kind | run | notebook | seconds | git commit | finished |", "|---|---|---|---|---|---|"]
-    for row, page in zip(index.itertuples(), pages):
-        seconds = "" if row.seconds is None or (isinstance(row.seconds, float) and math.isnan(row.seconds)) \
-            else f"{row.seconds:,.0f}"
-        lines.append(f"| {row.kind} | `{row.run}` | {{doc}}`{row.notebook} <{page}>` | {seconds} | "
-                     f"`{row.git_commit}` | {row.finished} |")
+    rank = {"data": 0, report.FIRST_STAGE: 1, "compare": 3}
+    index = index.assign(page=pages, rank=[rank.get(r.split("/")[0], 2) for r in index["run"]])
+    index = index.sort_values(["rank", "run"], kind="stable")
+    lines += ["| run | notebooks | seconds | git commit | finished |", "|---|---|---|---|---|"]
+    for run, jobs in index.groupby("run", sort=False):
+        links = " · ".join(f"{{doc}}`{kind} <{page}>`" for kind, page in zip(jobs["kind"], jobs["page"]))
+        seconds = pd.to_numeric(jobs["seconds"], errors="coerce").sum(min_count=1)
+        commits = ", ".join(f"`{c}`" for c in dict.fromkeys(jobs["git_commit"].astype(str)))
+        lines.append(f"| `{run}` | {links} | {'' if math.isnan(seconds) else f'{seconds:,.0f}'} | {commits} | "
+                     f"{jobs['finished'].max()} |")
     return "\n".join(lines + [""])
 
 

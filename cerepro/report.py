@@ -60,7 +60,10 @@ def _objective_order() -> tuple[str, ...]:
 
 
 OBJECTIVES = _objective_order()
-_PALETTE = dict(zip(OBJECTIVES, sns.color_palette("colorblind", len(OBJECTIVES))))
+# seaborn's colorblind palette, skipping its light pink (too close to distill-ranknet's) and
+# yellow (unreadable on white).
+_COLOURS = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i not in (6, 8)]
+_PALETTE = dict(zip(OBJECTIVES, _COLOURS * 2))
 
 
 def objective_colours() -> dict[str, tuple[float, float, float]]:
@@ -88,7 +91,8 @@ class GridInfo:
     backbones: tuple[str, ...]
     objectives: tuple[str, ...]
     seeds: int
-    path: str  # relative to the project, e.g. params/grids/demo.yaml
+    path: str  # as shown: relative to the project, e.g. params/grids/demo.yaml
+    file: Path
     description: str
     synthetic: bool
     reproduces: str | None
@@ -119,7 +123,7 @@ def grid_info(grid: str) -> GridInfo:
     return GridInfo(
         name=spec.get("name", grid), profile=spec["profile"], backbones=tuple(spec["backbones"]),
         objectives=tuple(spec["objectives"]), seeds=seeds if isinstance(seeds, int) else len(seeds),
-        path=shown, description=spec.get("description", ""),
+        path=shown, file=path, description=spec.get("description", ""),
         synthetic=profile.get("train_data") == "demo", reproduces=spec.get("reproduces"),
     )
 
@@ -279,13 +283,15 @@ def _placeholder(what: str) -> pd.DataFrame:
     return pd.DataFrame({"status": [f"not yet run: {what}"]})
 
 
-def mean_table(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
-    """Mean over seeds per backbone and objective, one column per table column."""
-    cells = cell_means(results, measure=measure)
+def mean_table(results: pd.DataFrame, measure: str = MEASURE, columns=None) -> pd.DataFrame:
+    """Mean over seeds per backbone and objective, one column per table column (default:
+    :func:`table_columns`)."""
+    columns = table_columns(results) if columns is None else columns
+    cells = cell_means(results, columns, measure)
     if cells.empty:
         return _placeholder("no finished evaluation in this grid")
     wide = cells.pivot_table(index=["backbone", "objective"], columns="column", values="value", sort=False)
-    return _ordered_rows(wide)[[c for c in columns_of(results) if c in wide.columns]]
+    return _ordered_rows(wide)[[c for c in columns if c in wide.columns]]
 
 
 def _ordered_rows(wide: pd.DataFrame) -> pd.DataFrame:
@@ -348,9 +354,7 @@ def significance_table(results: pd.DataFrame, *, baseline: str = "bce", measure:
     ``tests``: :func:`significance` of the same results and baseline, if already computed."""
     if results.empty or results[results["measure"] == measure].empty:
         return _placeholder("no finished evaluation in this grid")
-    means = mean_table(results, measure)
-    columns = table_columns(results) if columns is None else columns
-    means = means[[c for c in columns if c in means.columns]]
+    means = mean_table(results, measure, columns)
     tests = significance(results, baseline=baseline, measure=measure) if tests is None else tests
     tests = tests.set_index(["backbone", "objective", "column"])
     marked = means.copy().astype(object)
@@ -448,7 +452,7 @@ def heatmaps(results: pd.DataFrame, measure: str = MEASURE):
         return _empty_figure("not yet run: no finished evaluation in this grid")
     groups = [g for g in evaluation_groups(models_only(results))]
     fig, axes = _panels(len(groups), width=1.3 + 0.5 * cells["objective"].nunique(),
-                        height=1.3 + 0.3 * cells["backbone"].nunique())
+                        height=max(2.6, 1.3 + 0.3 * cells["backbone"].nunique()))
     for ax, group in zip(axes, groups):
         column = _group_column(results, group)
         wide = cells[cells["column"] == column].pivot(index="backbone", columns="objective", values="value")
@@ -902,9 +906,13 @@ def loss_figure(curves: pd.DataFrame | None = None):
     curves = loss_curves() if curves is None else curves
     fig, axes = _panels(2, width=3.5, height=2.9)
     order = objective_order(curves["objective"].unique())
-    for ax, y in zip(axes, ("value", "gradient")):
+    # MarginMSE's parabola would flatten every other curve: the frame follows the others.
+    for ax, y, limits in zip(axes, ("value", "gradient"), ((-0.3, 7.5), (-2.2, 2.2))):
+        # on two passages InfoNCE and DistillRankNet are the same function: dash one of them
         sns.lineplot(data=curves, x="margin", y=y, hue="objective", hue_order=order, palette=_PALETTE, ax=ax,
+                     style="objective", style_order=order, dashes={o: (3, 3) if o == "distill-ranknet" else "" for o in order},
                      legend=y == "gradient")
+        ax.set_ylim(*limits)
         ax.axvline(0, color="0.7", linewidth=0.8)
         ax.axhline(0, color="0.7", linewidth=0.8)
         ax.set_xlabel("student margin s₁ − s₂")
