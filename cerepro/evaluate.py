@@ -248,6 +248,15 @@ def short_name(dataset: str) -> str:
     return dataset_registry()["datasets"][_canonical_dataset(dataset, strict=True)]["short"]
 
 
+def folder_name(dataset: str) -> str:
+    """A file-system name for a dataset's result folder: its short name when params/datasets.yaml
+    knows it, else the id with ``:`` and ``/`` replaced (``demo:in-domain`` -> ``demo-in-domain``)."""
+    canonical = _canonical_dataset(dataset)
+    if canonical in dataset_registry()["datasets"]:
+        return short_name(canonical)
+    return dataset.replace(":", "-").replace("/", "-")
+
+
 def dataset_id(name: str) -> str:
     """The ir_datasets id for a short name (an id maps to itself)."""
     return _canonical_dataset(name, strict=True)

@@ -38,7 +38,7 @@ import pandas as pd
 
 from cerepro import report
 from cerepro.datasets import load_collection, load_candidates
-from cerepro.evaluate import evaluate, save_result, short_name
+from cerepro.evaluate import evaluate, folder_name, save_result
 from cerepro.models import load_cross_encoder
 from cerepro.rerank import rerank, write_trec_run
 
@@ -53,9 +53,10 @@ for dataset in datasets:
     collection = load_collection(dataset)
     run = load_candidates(dataset, first_stage, depth)
     if model is not None:
-        run = rerank(model, tokenizer, run, collection.queries, collection.doc_text, max_length=max_length,
+        texts = collection.docs.get_many(run["doc_id"].unique())  # missing texts: counted by rerank
+        run = rerank(model, tokenizer, run, collection.queries, texts, max_length=max_length,
                      query_max_length=query_max_length, passage_max_length=passage_max_length)
-    folder = Path(run_dir) / "results" / short_name(dataset)
+    folder = Path(run_dir) / "results" / folder_name(dataset)
     write_trec_run(run, folder / "run.trec", run_name)
     result = evaluate(run, collection.qrels, dataset=dataset, run_name=run_name,
                       contract_extra={"first_stage": f"{first_stage} top-{depth}"})
