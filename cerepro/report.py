@@ -630,8 +630,10 @@ def training_curves(source, y: str = "loss"):
     """Training loss against step: one panel per objective (losses have different scales), a
     line per run; ``source`` is a train folder, a grid name or a table of ``training_logs``."""
     logs = source if isinstance(source, pd.DataFrame) else training_logs(source)
-    if logs.empty or y not in logs.columns:
+    if logs.empty:
         return _empty_figure("not yet run: no training log")
+    if y not in logs.columns or logs[y].isna().all():
+        return _empty_figure(f"no {y} in the training logs")
     logs = logs.dropna(subset=[y])
     objectives = objective_order(logs["objective"].unique())
     fig, axes = _panels(len(objectives), width=3.4, height=2.4, ncols=3)
@@ -653,6 +655,11 @@ def training_curves(source, y: str = "loss"):
     return fig
 
 
+# The ledger entries the book shows (each run's ledger.json has more).
+LEDGER_COLUMNS = ("device", "precision", "params", "steps", "wall_s", "train_s", "validation_s", "pairs_per_s",
+                  "tokens_per_s", "flops", "mfu")
+
+
 def compute_ledger(grid: str) -> pd.DataFrame:
     """One row per finished training run from its ``ledger.json``: wall time, device, steps,
     pairs per second, FLOPs and MFU."""
@@ -664,8 +671,7 @@ def compute_ledger(grid: str) -> pd.DataFrame:
     if not rows:
         return _placeholder("no finished training run with a ledger")
     table = pd.DataFrame(rows).set_index("run")
-    known = [c for c in ("device", "steps", "wall_s", "pairs_per_s", "flops", "mfu") if c in table.columns]
-    table = table[known + [c for c in table.columns if c not in known]]
+    table = table[[c for c in LEDGER_COLUMNS if c in table.columns]]
     if "wall_s" in table:
         total = table["wall_s"].sum()
         table.loc["total", "wall_s"] = total

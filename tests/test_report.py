@@ -79,10 +79,13 @@ def write_grid(runs: Path, grid: str = "demo", *, backbones=DEMO_BACKBONES, obje
                 steps = np.arange(0, 110, 10)
                 log = [{"step": int(s), "loss": float(1.0 / (1 + s / 30) + effects[objective]), "lr": 1e-3,
                         "grad_norm": 1.0, "pairs_per_s": 500.0} for s in steps]
+                log += [{"step": s, "validation": {"demo:validation": 0.3 + s / 1000}, "nDCG@10": 0.3 + s / 1000}
+                        for s in (50, 100)]
                 train.mkdir(parents=True, exist_ok=True)
                 (train / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in log))
-                (train / "ledger.json").write_text(json.dumps({"wall_s": 60.0, "device": "cpu", "steps": 100,
-                                                               "pairs_per_s": 500.0, "flops": 1e12, "mfu": 0.01}))
+                (train / "ledger.json").write_text(json.dumps({"run_id": run, "wall_s": 60.0, "device": "cpu",
+                                                               "steps": 100, "pairs_per_s": 500.0, "flops": 1e12,
+                                                               "mfu": None, "flops_method": "fixture"}))
                 _done(train, "train" if notebooks else None, {"backbone": backbone, "objective": objective})
     if notebooks:
         _done(root / "data" / "llm-lists", "data", {"source": "llm-lists"})
@@ -281,10 +284,13 @@ def test_figures_have_one_panel_per_group(demo):
 def test_training_artifacts(demo_runs, monkeypatch):
     monkeypatch.setenv("CEREPRO_RUNS", str(demo_runs))
     logs = report.training_logs("demo")
-    assert len(logs) == 36 * 11 and set(logs["backbone"]) == set(DEMO_BACKBONES)
-    assert len(report.training_curves("demo").axes) == 6
+    assert len(logs) == 36 * (11 + 2) and set(logs["backbone"]) == set(DEMO_BACKBONES)
+    assert len(report.training_curves(logs).axes) == 6
+    validation = report.training_curves(logs, y="nDCG@10")
+    assert sum(len(ax.lines) for ax in validation.axes) == 36
     ledger = report.compute_ledger("demo")
     assert ledger.loc["total", "wall_s"] == 36 * 60.0
+    assert list(ledger.columns) == ["device", "steps", "wall_s", "pairs_per_s", "flops", "mfu"]
     index = report.run_index("demo")
     assert index["kind"].value_counts().to_dict() == {"train": 36, "evaluate": 37, "data": 1, "compare": 1}
     one = Path(demo_runs / "demo" / index["notebook"].iloc[0])
