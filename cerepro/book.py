@@ -48,7 +48,8 @@ def build_book(log: str | None = None, done: str | None = None, *, grid: str | N
     folder = Path(book) if book else book_dir()
     prepare(grid, folder)
     command = [_jupyter_book(), "build", "-W", "-n", "--keep-going", "--all", str(folder)]
-    # The pages' kernels import this very cerepro and read the same runs and grid.
+    # The pages' kernels import this very cerepro and read the same runs and grid; the pydevd
+    # variable keeps the kernels' debugger warning about frozen modules out of the log.
     package_parent = str(Path(__file__).resolve().parent.parent)
     pythonpath = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, report.BOOK_GRID_ENV: grid, "CEREPRO_RUNS": str(runs_dir()), "PYTHONPATH": pythonpath,

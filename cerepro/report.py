@@ -600,9 +600,8 @@ def source_distributions(sample: pd.DataFrame):
 
 def _done_folders(grid: str, kind: str) -> list[Path]:
     """``runs/<grid>/*/<kind>/`` folders holding DONE (``data/*`` for kind ``data``)."""
-    folder = runs_dir() / grid
-    pattern = "data/*/DONE" if kind == "data" else f"*/{kind}/DONE" if kind != "compare" else "compare/DONE"
-    return sorted(p.parent for p in folder.glob(pattern))
+    pattern = {"data": "data/*/DONE", "compare": "compare/DONE"}.get(kind, f"*/{kind}/DONE")
+    return sorted(p.parent for p in (runs_dir() / grid).glob(pattern))
 
 
 def training_logs(source) -> pd.DataFrame:
