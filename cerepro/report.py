@@ -33,7 +33,7 @@ import seaborn as sns
 from cerepro import stats
 from cerepro.config import available, dataset_registry, fragment_path, paper_seeds, read_fragment, read_grid_file
 from cerepro.evaluate import load_results
-from cerepro.paths import cache_dir, project_root, runs_dir, write_text_atomic
+from cerepro.paths import PACKAGE_ROOT, cache_dir, project_root, runs_dir, write_text_atomic
 
 BOOK_GRID_ENV = "CEREPRO_BOOK_GRID"
 MEASURE = "nDCG@10"
@@ -636,7 +636,7 @@ def training_curves(source, y: str = "loss"):
     logs = logs.dropna(subset=[y])
     objectives = objective_order(logs["objective"].unique())
     fig, axes = _panels(len(objectives), width=3.4, height=2.4, ncols=3)
-    backbones = backbone_order(b for b in logs["backbone"].unique() if b in known_backbones())
+    backbones = backbone_order(b for b in logs["backbone"].unique() if b in available("backbones"))
     backbones += sorted(set(logs["backbone"]) - set(backbones))
     styles = dict(zip(backbones, ["-", "--", ":", "-.", (0, (1, 3)), (0, (5, 2, 1, 2))] * 4))
     for ax, objective in zip(axes, objectives):
@@ -751,19 +751,17 @@ def reproduction_log(grid: str) -> pd.DataFrame:
 # Backbones: parameters and layers from the architecture alone (no weights downloaded)
 
 
-def known_backbones() -> list[str]:
-    return available("backbones")
-
-
 def backbone_facts(slug: str) -> dict:
     """HF id, parameters (with the one-logit head), layers and hidden size of a params backbone.
 
     Counted on the meta device from the shipped config.json (paper backbones), the tiny config
     (``builtin:`` demo backbones, at the demo tokenizer's vocabulary size) or the installed
     package's config (``pypi:``); cached in ``$CEREPRO_CACHE/backbone-facts.json`` by the
-    content of the backbone's params file."""
+    content of the backbone's params file and shipped config.json."""
     params_file = fragment_path("backbones", slug)
-    key = hashlib.sha256(params_file.read_bytes()).hexdigest()[:16]
+    shipped = PACKAGE_ROOT / "backbone_configs" / f"{slug}.json"
+    content = params_file.read_bytes() + (shipped.read_bytes() if shipped.is_file() else b"")
+    key = hashlib.sha256(content).hexdigest()[:16]
     cache = cache_dir() / "backbone-facts.json"
     known = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
     if known.get(slug, {}).get("key") == key:
@@ -788,7 +786,7 @@ def _count_backbone(slug: str, params: dict) -> dict:
         import importlib
 
         path = importlib.import_module(models.PYPI_MODELS[backbone.name]).get_model_path()
-        config = models._as_cross_encoder(AutoConfig.from_pretrained(str(path)))
+        config = AutoConfig.from_pretrained(str(path), num_labels=1)
     else:
         config = models.shipped_config(slug)
     with torch.device("meta"):
