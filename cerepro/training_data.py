@@ -354,21 +354,19 @@ def train_data(name: str) -> TrainData:
 def msmarco_triples_path() -> Path:
     """The official triples with BM25 negatives, fetched by ir_datasets and unpacked once into the
     cache (random access needs an uncompressed file)."""
+    import gzip
+
     import ir_datasets
 
     target = cache_dir() / "msmarco-passage" / "qidpidtriples.train.full.2.tsv"
     if target.is_file():
         return target
     source = Path(ir_datasets.load(MSMARCO_TRIPLES).docpairs_handler().docpairs_path())
-    import gzip
-    import shutil
-
     with gzip.open(source, "rb") as f, atomic_path(target) as tmp, tmp.open("wb") as out, \
             tqdm(unit="B", unit_scale=True, desc=f"unpack {source.name}") as bar:
         while chunk := f.read(1 << 20):
             out.write(chunk)
             bar.update(len(chunk))
-    del shutil
     return target
 
 

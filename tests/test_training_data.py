@@ -8,7 +8,6 @@ import itertools
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from cerepro.datasets import DataFormatError, MissingTextError
