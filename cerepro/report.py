@@ -654,9 +654,12 @@ def training_curves(source, y: str = "loss"):
     return fig
 
 
-# The ledger entries the book shows (each run's ledger.json has more).
+# The ledger entries the book shows (each run's ledger.json has more), and how to print them.
 LEDGER_COLUMNS = ("device", "precision", "params", "steps", "wall_s", "train_s", "validation_s", "pairs_per_s",
                   "tokens_per_s", "flops", "mfu")
+LEDGER_FORMATS = {"params": "{:,.0f}", "steps": "{:,.0f}", "wall_s": "{:,.1f}", "train_s": "{:,.1f}",
+                  "validation_s": "{:,.1f}", "pairs_per_s": "{:,.0f}", "tokens_per_s": "{:,.0f}", "flops": "{:.3g}",
+                  "mfu": "{:.1%}"}
 
 
 def compute_ledger(grid: str) -> pd.DataFrame:
@@ -1141,8 +1144,10 @@ VERDICT_COLOURS = {"supported": "#1a7f37", "OK": "#1a7f37", "OKish": "#9a6700", 
                    "FAIL": "#cf222e", "not yet run": "#6e7781", "not run": "#6e7781"}
 
 
-def styled(table: pd.DataFrame, *, hide_index: bool = False):
-    """A table with every verdict (a cell that is, or ends with, one) in its colour."""
+def styled(table: pd.DataFrame, *, hide_index: bool = False, formats: dict | None = None):
+    """A table with every verdict (a cell that is, or ends with, one) in its colour, numbers
+    to four decimals unless ``formats`` (column -> format string) says otherwise, blanks for
+    missing values."""
     def colour(cell) -> str:
         if not isinstance(cell, str):
             return ""
@@ -1151,7 +1156,9 @@ def styled(table: pd.DataFrame, *, hide_index: bool = False):
                 return f"color: {VERDICT_COLOURS[verdict]}; font-weight: 600"
         return ""
 
-    style = table.style.map(colour).set_table_attributes('class="dataframe"').format(precision=4)
+    style = table.style.map(colour).set_table_attributes('class="dataframe"').format(precision=4, na_rep="")
+    if formats:
+        style = style.format({c: f for c, f in formats.items() if c in table.columns}, na_rep="")
     if hide_index:
         style = style.hide(axis="index")
     return style
