@@ -191,7 +191,7 @@ class Page:
         rows = {"grid file": self.grid.path, "profile": self.grid.profile,
                 "backbones": ", ".join(self.grid.backbones), "objectives": ", ".join(self.grid.objectives),
                 "seeds": self.grid.seeds, "evaluated runs": f"{done} of {expected}",
-                "description": self.grid.description}
+                "reproduces": self.grid.reproduces or "—", "description": self.grid.description}
         return pd.Series(rows, name=self.grid.name).to_frame()
 
     def glue_claim(self, key: str, prefix: str = "") -> None:

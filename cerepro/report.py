@@ -84,7 +84,10 @@ def backbone_order(backbones) -> list[str]:
 
 @dataclass(frozen=True)
 class GridInfo:
-    """What the book says about a grid: its axes, its file and whether its numbers are synthetic."""
+    """What the book says about a grid: its axes, its file and whether its numbers are synthetic.
+
+    Read from the grid file as it is: :func:`cerepro.config.load_grid` would validate every run
+    (importing torch on each page) to tell what the file already says."""
 
     name: str
     profile: str
@@ -415,14 +418,11 @@ def seed_variance_table(results: pd.DataFrame, measure: str = MEASURE) -> pd.Dat
 # Figures
 
 
-def _not_run(ax, text="not yet run"):
+def _empty_figure(text: str):
+    """A small figure that says what is missing, where a plot will be."""
+    fig, ax = plt.subplots(figsize=(5, 1.6))
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="0.4", transform=ax.transAxes)
     ax.set_axis_off()
-
-
-def _empty_figure(text: str):
-    fig, ax = plt.subplots(figsize=(5, 1.6))
-    _not_run(ax, text)
     return fig
 
 
