@@ -549,3 +549,23 @@ def _join_texts(rows: list[tuple[int, Row]], collection: Collection, *, masked: 
             mask=(True,) * len(ids) + (False,) * pad,
             dropped=len(row.doc_ids) - len(ids),
         )
+
+
+def source_sample(kind: str, train_data_name: str = "demo", *, groups: int = 200, seed: int = 0,
+                  group_size: int | None = None, llm_list: str = "sampled-50"):
+    """The first ``groups`` groups of a source as a tidy table, one row per real passage slot
+    (position, query_id, query, slot, doc_id, passage, label, teacher): what the data notebook
+    shows. Padding slots are left out; ``dropped`` counts passages removed for lack of text."""
+    import pandas as pd
+
+    rows = []
+    stream = training_source(kind, train_data_name, seed=seed, group_size=group_size, llm_list=llm_list)
+    for group in itertools.islice(stream, groups):
+        for slot, (doc_id, passage, label, real) in enumerate(
+                zip(group.doc_ids, group.passages, group.labels, group.mask)):
+            if real:
+                teacher = group.teacher[slot] if group.teacher is not None else float("nan")
+                rows.append((group.position, group.query_id, group.query, slot, doc_id, passage,
+                             label, teacher, group.dropped))
+    return pd.DataFrame(rows, columns=["position", "query_id", "query", "slot", "doc_id", "passage",
+                                       "label", "teacher", "dropped"])
