@@ -421,12 +421,15 @@ def _first_existing(folder: Path, names: list[str], dataset_id: str) -> Path:
 
 
 def _check_qrels_queries(qrels: pd.DataFrame, queries: dict[str, str], path: Path) -> None:
-    unknown = sorted(set(qrels["query_id"]) - set(queries))
+    unknown = set(qrels["query_id"]) - set(queries)
     if unknown:
-        rows = qrels.index[qrels["query_id"].isin(unknown)]
+        # the first offending line: rescanning the file is cheap next to a failed run
+        number, first = next((n, line.split()[0]) for n, line in iter_lines(path)
+                             if line.split()[0] in unknown)
+        unknown = sorted(unknown)
         raise DataFormatError(
-            f"{path}: qrels for {len(unknown)} queries that are not in the queries file, "
-            f"e.g. query {unknown[0]!r} (qrels row {rows[0] + 1}); unknown: {unknown[:10]}"
+            f"{path}:{number}: qrels for query {first!r}, which is not in the queries file; "
+            f"{len(unknown)} such queries: {unknown[:10]}"
         )
 
 

@@ -117,7 +117,7 @@ def test_bm25_candidates_match_terms_and_reuse_the_cached_index(tmp_path, monkey
      r"queries.tsv:3: duplicate query id 'q1' \(first on line 1\)"),
     ({"docs_tsv": "d1\tx\nd1\ty\n"}, "docs", r"docs.tsv:2: duplicate doc id 'd1' \(first on line 1\)"),
     ({"qrels_txt": "q1 0 d1 2\nq3 0 d1 1\n"}, "qrels",
-     r"qrels.txt: qrels for 1 queries that are not in the queries file, e.g. query 'q3' \(qrels row 2\)"),
+     r"qrels.txt:2: qrels for query 'q3', which is not in the queries file; 1 such queries: \['q3'\]"),
     ({"qrels_txt": "q1 0 d1 high\n"}, "qrels", r"qrels.txt:1: relevance must be an integer, found 'high'"),
     ({"qrels_txt": "q1 0 d1\n"}, "qrels",
      r"qrels.txt:1: expected 4 whitespace-separated columns \(query id, iteration, doc id, relevance\), found 3"),
