@@ -290,8 +290,8 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         fail("precision", f"must be one of {PRECISIONS}")
     if c.training_source not in TRAINING_SOURCES:
         fail("training_source", f"must be one of {TRAINING_SOURCES}")
-    if c.train_data not in TRAIN_DATA:
-        fail("train_data", f"must be one of {TRAIN_DATA}")
+    if c.train_data not in TRAIN_DATA and not c.train_data.startswith("local:"):
+        fail("train_data", f"must be one of {TRAIN_DATA} or 'local:<folder>'")
     if c.batch_unit not in BATCH_UNITS:
         fail("batch_unit", f"must be one of {BATCH_UNITS}")
     if c.batch_unit == "pair" and c.batch_size % c.group_size:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def project_root() -> Path:
@@ -55,6 +57,8 @@ def atomic_path(target: str | os.PathLike):
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp creates 0600; give the file the mode a plain open() would
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
