@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install test report book clean-venv
+.PHONY: install test report browser clean-venv
 
 install: $(STAMP)
 
@@ -23,8 +23,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
+
+# Headless Chromium (Debian package) for the book's browser check; sudo when not root.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 report: install
 	$(BIN)/cerepro report
