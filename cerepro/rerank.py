@@ -234,9 +234,7 @@ def rerank(
     if cache_key is None:
         encoding = encode_pairs(tokenizer, *texts(), **limits)
     else:
-        encoding = cached_encode_pairs(
-            tokenizer, f"{cache_key}#{digest[:16]}", texts, **limits
-        )
+        encoding = cached_encode_pairs(tokenizer, f"{cache_key}#{digest[:16]}", texts, **limits)
     scoring = dict(
         pad_token_id=tokenizer.pad_token_id, max_tokens=max_tokens, batch_size=batch_size, precision=precision
     )
@@ -250,6 +248,7 @@ def rerank(
                 "pairs": len(encoding),
                 "shard_size": shard_size,
                 "model": model_fingerprint(model),
+                "precision": resolve_precision(precision, next(model.parameters()).device),
                 "tokenizer": str(tokenizer.name_or_path),
                 **limits,
             }
