@@ -259,7 +259,7 @@ def demo_tokenizer(arch: str, *, max_length: int = 512, texts: Sequence[str] | N
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     folder = cache_dir() / "tokenizers" / f"{arch}-{TOKENIZER_VERSION}-v{DEMO_VOCAB_SIZE}-{digest}"
     if not (folder / "tokenizer.json").is_file():
-        tokenizer = train_tokenizer(arch, texts, max_length=max_length)
+        tokenizer = train_tokenizer(arch, texts, vocab_size=DEMO_VOCAB_SIZE, max_length=max_length)
         tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
         tokenizer.save_pretrained(tmp)
         try:
