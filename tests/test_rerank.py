@@ -5,7 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
 
 import cerepro.rerank as rerank_module
 from cerepro.rerank import (
@@ -76,17 +81,25 @@ def world():
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
-@pytest.mark.parametrize("max_tokens, batch_size", [(None, 1), (None, 5), (64, None), (200, 3), (10_000, None)])
+@pytest.mark.parametrize(
+    "max_tokens, batch_size", [(None, 1), (None, 5), (64, None), (200, 3), (10_000, None)]
+)
 def test_scores_equal_one_pair_at_a_time(kind, max_tokens, batch_size):
     tokenizer = bert_tokenizer() if kind == "bert" else roberta_tokenizer()
     model = tiny_model(tokenizer, kind)
     queries, passages = random_texts(23, 6, seed=30), random_texts(23, 40, seed=31)
     encoding = encode_pairs(tokenizer, queries, passages, max_length=40)
     scores = score_pairs(
-        model, encoding, pad_token_id=tokenizer.pad_token_id, max_tokens=max_tokens, batch_size=batch_size, precision="fp32"
+        model,
+        encoding,
+        pad_token_id=tokenizer.pad_token_id,
+        max_tokens=max_tokens,
+        batch_size=batch_size,
+        precision="fp32",
     )
     assert scores.dtype == np.float32
-    np.testing.assert_allclose(scores, one_at_a_time(model, tokenizer, queries, passages, 40), atol=1e-5, rtol=0)
+    expected = one_at_a_time(model, tokenizer, queries, passages, 40)
+    np.testing.assert_allclose(scores, expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
@@ -96,7 +109,8 @@ def test_first_token_last_layer_gives_the_same_scores(kind, attn_implementation)
     model = tiny_model(tokenizer, kind, attn_implementation=attn_implementation)
     assert supports_first_token_last_layer(model)
     last = model.base_model.encoder.layer[-1]
-    encoding = encode_pairs(tokenizer, random_texts(17, 6, seed=40), random_texts(17, 30, seed=41), max_length=32)
+    queries, passages = random_texts(17, 6, seed=40), random_texts(17, 30, seed=41)
+    encoding = encode_pairs(tokenizer, queries, passages, max_length=32)
     kwargs = dict(pad_token_id=tokenizer.pad_token_id, max_tokens=100, precision="fp32")
     full = score_pairs(model, encoding, first_token_last_layer=False, **kwargs)
     short = score_pairs(model, encoding, first_token_last_layer=True, **kwargs)
@@ -109,14 +123,18 @@ def test_models_without_the_shortcut_score_plainly():
 
     tokenizer = bert_tokenizer()
     torch.manual_seed(0)
-    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, num_labels=1)
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, num_labels=1
+    )
     model = DistilBertForSequenceClassification(config).eval()
     assert not supports_first_token_last_layer(model)
     queries, passages = random_texts(9, 6, seed=42), random_texts(9, 30, seed=43)
     encoding = encode_pairs(tokenizer, queries, passages, max_length=32)
     scores = score_pairs(model, encoding, pad_token_id=0, batch_size=4, precision="fp32")
     with torch.no_grad():
-        batch = tokenizer(queries, passages, truncation=True, max_length=32, padding=True, return_tensors="pt")
+        batch = tokenizer(
+            queries, passages, truncation=True, max_length=32, padding=True, return_tensors="pt"
+        )
         del batch["token_type_ids"]
         expected = model(**batch).logits[:, 0].numpy()
     np.testing.assert_allclose(scores, expected, atol=1e-5, rtol=0)
@@ -127,7 +145,8 @@ def test_rerank_ranks_by_score_then_doc_id(world):
     tokenizer = bert_tokenizer()
     model = tiny_model(tokenizer)
     run = rerank(
-        model, tokenizer, candidates, queries, docs, max_length=32, max_tokens=96, precision="fp32", progress=False
+        model, tokenizer, candidates, queries, docs,
+        max_length=32, max_tokens=96, precision="fp32", progress=False,
     )
     assert list(run.columns) == ["query_id", "doc_id", "score", "rank"]
     assert len(run) == len(candidates)
@@ -154,7 +173,8 @@ def test_ties_broken_by_doc_id_ascending():
     tokenizer = bert_tokenizer()
     same = pd.DataFrame({"query_id": ["q"] * 4, "doc_id": ["d3", "d1", "d4", "d2"]})
     run = rerank(
-        tiny_model(tokenizer), tokenizer, same, {"q": "dog"}, lambda d: "a dog barks", max_length=16, progress=False
+        tiny_model(tokenizer), tokenizer, same, {"q": "dog"}, lambda d: "a dog barks",
+        max_length=16, progress=False,
     )
     assert run.doc_id.tolist() == ["d1", "d2", "d3", "d4"]
     assert run.score.nunique() == 1
@@ -190,7 +210,9 @@ def test_shards_resume_only_what_is_missing(tmp_path, world, monkeypatch):
     queries, docs, candidates = world
     tokenizer = bert_tokenizer()
     model = tiny_model(tokenizer)
-    kwargs = dict(max_length=32, shard_dir=tmp_path / "shards", shard_size=7, precision="fp32", progress=False)
+    kwargs = dict(
+        max_length=32, shard_dir=tmp_path / "shards", shard_size=7, precision="fp32", progress=False
+    )
     scored = []
     real_score_pairs = rerank_module.score_pairs
 
@@ -210,7 +232,9 @@ def test_shards_resume_only_what_is_missing(tmp_path, world, monkeypatch):
     second = rerank(model, tokenizer, candidates, queries, docs, **kwargs)
     assert scored == [7, 3]
     pd.testing.assert_frame_equal(first, second)
-    unsharded = rerank(model, tokenizer, candidates, queries, docs, max_length=32, precision="fp32", progress=False)
+    unsharded = rerank(
+        model, tokenizer, candidates, queries, docs, max_length=32, precision="fp32", progress=False
+    )
     np.testing.assert_allclose(first.score, unsharded.score, atol=1e-5, rtol=0)  # other batches
 
     with pytest.raises(ValueError, match="holds shards of another job.*model"):
@@ -222,17 +246,18 @@ def test_cache_key_reuses_tokenized_pairs(tmp_path, world, monkeypatch):
     queries, docs, candidates = world
     tokenizer = bert_tokenizer()
     model = tiny_model(tokenizer)
-    first = rerank(model, tokenizer, candidates, queries, docs, max_length=32, cache_key="demo/test", progress=False)
+    kwargs = dict(max_length=32, cache_key="demo/test", progress=False)
+    first = rerank(model, tokenizer, candidates, queries, docs, **kwargs)
     lookups = []
 
     def doc_text(doc_id):
         lookups.append(doc_id)
         return docs[doc_id]
 
-    second = rerank(model, tokenizer, candidates, queries, doc_text, max_length=32, cache_key="demo/test", progress=False)
+    second = rerank(model, tokenizer, candidates, queries, doc_text, **kwargs)
     assert lookups == []  # a cache hit never reads the collection
     pd.testing.assert_frame_equal(first, second)
-    rerank(model, tokenizer, candidates.iloc[:-1], queries, doc_text, max_length=32, cache_key="demo/test", progress=False)
+    rerank(model, tokenizer, candidates.iloc[:-1], queries, doc_text, **kwargs)
     assert lookups  # other candidates: another cache entry
     assert len(list((tmp_path / "tokenized").glob("*.npz"))) == 2
 
@@ -241,8 +266,9 @@ def test_bf16_scores_are_close_to_fp32(world):
     queries, docs, candidates = world
     tokenizer = bert_tokenizer()
     model = tiny_model(tokenizer)
-    fp32 = rerank(model, tokenizer, candidates, queries, docs, max_length=32, precision="fp32", progress=False)
-    bf16 = rerank(model, tokenizer, candidates, queries, docs, max_length=32, precision="bf16", progress=False)
+    kwargs = dict(max_length=32, progress=False)
+    fp32 = rerank(model, tokenizer, candidates, queries, docs, precision="fp32", **kwargs)
+    bf16 = rerank(model, tokenizer, candidates, queries, docs, precision="bf16", **kwargs)
     merged = fp32.merge(bf16, on=["query_id", "doc_id"])
     assert not np.array_equal(merged.score_x, merged.score_y)  # bf16 did run
     assert np.corrcoef(merged.score_x, merged.score_y)[0, 1] > 0.97
@@ -256,7 +282,11 @@ def test_missing_texts_are_counted_with_examples(world):
     partial = {d: t for d, t in docs.items() if d not in {"d01", "d05"}}
     n_rows = int(candidates.doc_id.isin(["d01", "d05"]).sum())
     n_docs = candidates.doc_id.nunique()
-    with pytest.raises(ValueError, match=rf"2 of {n_docs} document ids have no text \({n_rows} of 24 candidate pairs\), e.g. \['d0[15]', 'd0[15]'\]"):
+    expected = (
+        rf"2 of {n_docs} document ids have no text \({n_rows} of 24 candidate pairs\), "
+        r"e.g. \['d0[15]', 'd0[15]'\]"
+    )
+    with pytest.raises(ValueError, match=expected):
         rerank(model, tokenizer, candidates, queries, partial, max_length=32, progress=False)
     with pytest.raises(ValueError, match=r"1 of 3 query ids have no text \(8 of 24"):
         rerank(model, tokenizer, candidates, {"q1": "a", "q2": "b"}, docs, max_length=32, progress=False)
