@@ -44,7 +44,7 @@ def test_every_params_file_parses():
 
 def test_every_grid_expands_and_validates():
     grids = cfg.available("grids", PARAMS)
-    assert {"paper", "demo", "demo-minilm", "mini", "smoke"} <= set(grids)
+    assert {"paper", "demo", "demo-archs", "demo-minilm", "mini", "smoke"} <= set(grids)
     for name in grids:
         grid = cfg.load_grid(name, PARAMS)
         assert grid.runs and len(set(grid.run_ids)) == len(grid.run_ids)
