@@ -203,7 +203,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
         grad_norm = torch.nn.utils.clip_grad_norm_(bare.parameters(), config.grad_clip, foreach=True)
         if pending is not None:
             _check_finite(*pending, output_dir)
-        pending = (step + 1, step_loss, grad_norm, schedule.get_last_lr()[0])
+        pending = (step + 1, *_to_host(step_loss, grad_norm), schedule.get_last_lr()[0])
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
@@ -375,13 +375,27 @@ def _tensor(array, rows, device):
     return None if array is None else torch.from_numpy(array[rows]).to(device)
 
 
-def _check_finite(step: int, loss: torch.Tensor, grad_norm: torch.Tensor, lr: float, output_dir: Path) -> None:
-    value = float(loss)
-    if not math.isfinite(value):
+def _to_host(loss: torch.Tensor, grad_norm: torch.Tensor):
+    """(loss, grad norm) copied to the host without waiting: on CUDA an asynchronous copy and an
+    event, so checking them a step later never stalls the queue of the current step."""
+    values = torch.stack([loss.detach().float(), grad_norm.detach().float()])
+    if values.device.type != "cuda":
+        return values, None
+    host = values.to("cpu", non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host, event
+
+
+def _check_finite(step: int, values: torch.Tensor, event, lr: float, output_dir: Path) -> None:
+    if event is not None:
+        event.synchronize()
+    loss, grad_norm = values.tolist()
+    if not math.isfinite(loss):
         last = latest_checkpoint(output_dir)
         kept = f"the last good checkpoint, {last}, is intact" if last else "no checkpoint was written yet"
         raise DivergedError(
-            f"loss is {value} at step {step} (lr {lr:.3g}, grad norm {float(grad_norm):.3g}); "
+            f"loss is {loss} at step {step} (lr {lr:.3g}, grad norm {grad_norm:.3g}); "
             f"training stopped and {kept}. Lower lr, raise warmup_steps, use precision fp32, or "
             f"check the training data for empty or degenerate groups")
 
