@@ -158,9 +158,7 @@ def pair_template(tokenizer) -> PairTemplate:
         if split < len(types) and (any(t != second for t in types[split:]) or not q1 <= split <= p0):
             raise ValueError(f"unsupported token_type_ids layout {types} of {tokenizer.name_or_path!r}")
         token_types, split_in_middle = (first, second), min(split, p0) - q1
-    return PairTemplate(
-        tuple(prefix), tuple(middle), tuple(suffix), token_types, split_in_middle
-    )
+    return PairTemplate(tuple(prefix), tuple(middle), tuple(suffix), token_types, split_in_middle)
 
 
 def longest_first(a: np.ndarray, b: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +166,7 @@ def longest_first(a: np.ndarray, b: np.ndarray, budget: int) -> tuple[np.ndarray
     ``longest_first`` rule, vectorised (the longer one is cut first; when both must be cut, each
     keeps half and the longer one the odd token)."""
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
-    short, long_ = np.minimum(a, b), np.maximum(a, b)
+    short = np.minimum(a, b)
     long_kept = np.where(short > budget, short, np.maximum(short, budget - short))
     both = short + long_kept > budget
     short_kept = np.where(both, budget // 2, short)
