@@ -26,8 +26,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
@@ -36,7 +34,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cerepro.paths import atomic_path, cache_dir, project_root
+from cerepro.paths import atomic_dir, atomic_path, cache_dir, project_root
 
 log = logging.getLogger(__name__)
 
@@ -595,20 +593,11 @@ def _build_bm25_index(collection: Collection, folder: Path) -> None:
     retriever = bm25s.BM25(k1=BM25_PARAMS["k1"], b=BM25_PARAMS["b"], method=BM25_PARAMS["method"])
     retriever.index((token_ids, tokenizer.get_vocab_dict()), show_progress=large)
     # build beside the target and rename: a reader never sees half an index
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_dir(folder, "doc_ids.json") as tmp:
         retriever.save(tmp, show_progress=False)
         tokenizer.save_vocab(tmp)
         tokenizer.save_stopwords(tmp)
         (tmp / "doc_ids.json").write_text(json.dumps(doc_ids), encoding="utf-8")
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / "doc_ids.json").is_file():  # not a concurrent build that won
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bm25_run(collection: Collection, depth: int, queries: dict[str, str] | None = None) -> pd.DataFrame:

@@ -39,8 +39,6 @@ Same seed, same version: a byte-identical folder. This module generates files; i
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from cerepro.datasets import RUN_COLUMNS, bm25_run, load_local, write_id_text, write_qrels, write_run
-from cerepro.paths import cache_dir, write_text_atomic
+from cerepro.paths import atomic_dir, cache_dir, write_text_atomic
 
 VERSION = "v1"
 DEFAULT_SEED = 0
@@ -200,18 +198,8 @@ def ensure(seed: int = DEFAULT_SEED) -> Path:
     folder = world_folder(seed)
     if (folder / "README.md").is_file():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_dir(folder, "README.md") as tmp:
         generate(tmp, seed)
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the world from other users of the cache
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / "README.md").is_file():  # not a concurrent generation that won
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

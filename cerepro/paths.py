@@ -11,6 +11,7 @@ Unset, both live inside the project (``cache/`` and ``runs/`` next to ``params/`
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,6 +64,25 @@ def atomic_path(target: str | os.PathLike):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextmanager
+def atomic_dir(target: str | os.PathLike, marker: str):
+    """Yield a temporary folder next to ``target``; rename it onto ``target`` if the block
+    succeeds. A concurrent builder that got there first wins (its ``marker`` file proves it)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's 0700 would hide the folder from other users
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / marker).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
