@@ -7,6 +7,8 @@ Settings (``--settings``):
   offline), fp32 in both tools;
 - ``tiny``: a 2-layer, hidden-64 BERT (cerepro's ``builtin:bert`` with a tokenizer trained on the
   benchmark's texts), fp32 in both: framework overhead dominates;
+- ``micro``: a 2-layer model of transformers' test size (hidden 32, 2 heads, intermediate 64), fp32:
+  compute is so small that the per-step cost of each framework dominates;
 - ``defaults``: MiniLM-L6 with each tool's default precision: cerepro ``bf16-mixed`` (bf16
   autocast where the CPU computes in bf16, as AVX512-BF16 here), sentence-transformers fp32 (its
   default). The sentence-transformers runs of ``minilm`` are its runs for this setting too.
@@ -50,7 +52,9 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 BATCH = 16  # triples per step (32 pairs)
 MAX_LENGTH = 128
 WARMUP_STEPS = 2  # steps left out of the steady state
-TOOLS = {"minilm": ["cerepro", "st"], "tiny": ["cerepro", "st"], "defaults": ["cerepro-bf16"]}
+TOOLS = {"minilm": ["cerepro", "st"], "tiny": ["cerepro", "st"], "micro": ["cerepro", "st"],
+         "defaults": ["cerepro-bf16"]}
+MICRO = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +134,12 @@ def run_cerepro(spec: dict, triples, work: Path) -> dict:
     from cerepro.config import load_config
     from cerepro.train import fit
 
-    backbone, profile = ("tiny-bert", "demo") if spec["setting"] == "tiny" else ("minilm-l6", "demo-minilm")
+    if spec["setting"] == "micro":  # the same builtin BERT, at the micro size
+        from cerepro import models
+
+        models.TINY = {**models.TINY, **MICRO}
+    small = spec["setting"] in ("tiny", "micro")
+    backbone, profile = ("tiny-bert", "demo") if small else ("minilm-l6", "demo-minilm")
     precision = "bf16-mixed" if spec["tool"] == "cerepro-bf16" else "fp32"
     config = load_config(backbone, spec["loss"], 0, profile, {
         "max_steps": spec["steps"], "warmup_steps": 1, "log_every": 1, "checkpoint_every": spec["steps"],
@@ -223,18 +232,25 @@ def prepare(args, cache: Path) -> dict[str, dict]:
     models.save_cross_encoder(model, tokenizer, tiny_path, card="benchmark model")
     texts_file = cache / "tiny-tokenizer-texts.json"
     texts_file.write_text(json.dumps(texts))
+    default_tiny = models.TINY
+    models.TINY = {**default_tiny, **MICRO}
+    model, tokenizer = models.build_cross_encoder("builtin:bert", max_length=MAX_LENGTH, seed=0, texts=texts)
+    models.TINY = default_tiny
+    micro_path = cache / "micro-bert-model"
+    models.save_cross_encoder(model, tokenizer, micro_path, card="benchmark model")
     return {"minilm": minilm, "defaults": minilm,
-            "tiny": {"model_path": str(tiny_path), "lr": 1e-3, "texts_file": str(texts_file)}}
+            "tiny": {"model_path": str(tiny_path), "lr": 1e-3, "texts_file": str(texts_file)},
+            "micro": {"model_path": str(micro_path), "lr": 1e-3, "texts_file": str(texts_file)}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="local dataset folder (queries.tsv, docs.tsv, runs/*.trec)")
-    parser.add_argument("--settings", nargs="+", default=["minilm", "defaults", "tiny"], choices=list(TOOLS))
+    parser.add_argument("--settings", nargs="+", default=["minilm", "defaults", "tiny", "micro"], choices=list(TOOLS))
     parser.add_argument("--losses", nargs="+", default=["bce", "margin-mse"], choices=["bce", "margin-mse"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=12, help="steps per MiniLM run")
-    parser.add_argument("--steps-tiny", type=int, default=200, help="steps per tiny-model run")
+    parser.add_argument("--steps-tiny", type=int, default=200, help="steps per tiny / micro run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="write all runs and the summary here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -252,8 +268,9 @@ def main() -> None:
             tools = [("cerepro", "minilm")] * ("minilm" in args.settings) + [("st", "minilm")]
             tools += [("cerepro-bf16", "defaults")] * ("defaults" in args.settings)
             jobs.append((loss, tools, args.steps))
-        if "tiny" in args.settings:
-            jobs.append((loss, [("cerepro", "tiny"), ("st", "tiny")], args.steps_tiny))
+        for small in ("tiny", "micro"):
+            if small in args.settings:
+                jobs.append((loss, [("cerepro", small), ("st", small)], args.steps_tiny))
     results = []
     for r in range(args.rounds):
         for loss, tools, steps in jobs:

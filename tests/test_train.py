@@ -209,11 +209,12 @@ def test_length_cuts_by_hand():
     assert length_cuts(lengths, overhead_tokens=10**6) == []  # forwards too costly to split
 
 
-def test_chunked_scores_equal_one_padded_forward():
+@pytest.mark.parametrize("arch", ["bert", "electra", "roberta", "deberta-v2", "modernbert"])
+def test_chunked_scores_equal_one_padded_forward(arch):
     from cerepro import models
     from cerepro.tokenize import encode_pairs
 
-    model, tokenizer = models.build_cross_encoder("builtin:bert", max_length=32, texts=TEXTS)
+    model, tokenizer = models.build_cross_encoder(f"builtin:{arch}", max_length=32, texts=TEXTS)
     model.eval()
     rng = np.random.default_rng(0)
     queries = [" ".join(rng.choice(WORDS, 2)) for _ in range(40)]
@@ -222,8 +223,9 @@ def test_chunked_scores_equal_one_padded_forward():
     pairs = rng.permutation(40)
     lengths = encoding.lengths[pairs]
     with torch.no_grad():
-        one = score_pairs_train(model, encoding, pairs, lengths, 0, "cpu", overhead_tokens=None)
-        chunked = score_pairs_train(model, encoding, pairs, lengths, 0, "cpu", overhead_tokens=0)
+        pad = tokenizer.pad_token_id
+        one = score_pairs_train(model, encoding, pairs, lengths, pad, "cpu", overhead_tokens=None)
+        chunked = score_pairs_train(model, encoding, pairs, lengths, pad, "cpu", overhead_tokens=0)
     torch.testing.assert_close(chunked, one, atol=1e-5, rtol=0)
 
 
