@@ -63,7 +63,8 @@ def main() -> None:
         docs = dict(zip(candidates["doc_id"].unique(), collection.doc_text(candidates["doc_id"].unique())))
         run = rerank.rerank(model, tokenizer, candidates, collection.queries, docs, max_length=config.max_length,
                             query_max_length=config.query_max_length,
-                            passage_max_length=config.passage_max_length, progress=False)
+                            passage_max_length=config.passage_max_length, precision="fp32",
+                            progress=False)  # fp32: bf16 logits tie close candidates
         rows.append({"run": config.run_id, "nDCG@10": ndcg(run, collection, config.run_id),
                      "best_step": summary["best_step"], "validation": summary["best_value"],
                      "train_s": summary["compute"]["train_s"], "wall_s": time.perf_counter() - started})

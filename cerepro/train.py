@@ -225,7 +225,9 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
             _check_finite(*pending, output_dir)
             started = time.perf_counter()
             if main:
-                values = {v.dataset: v.score(bare, "bf16" if bf16 else "fp32") for v in validation}
+                # fp32 scores even after bf16 training: a bf16 logit has 8 significant bits, so
+                # close candidates would tie and the measure would follow the tie-break order.
+                values = {v.dataset: v.score(bare, "fp32") for v in validation}
                 value = float(np.mean(list(values.values())))
                 _append_jsonl(output_dir / "log.jsonl", {"step": step, "validation": values,
                                                          config.validation_measure: value})
