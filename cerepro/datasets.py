@@ -48,6 +48,20 @@ RUN_COLUMNS = ["query_id", "doc_id", "score", "rank"]
 BM25_PARAMS = {"k1": 0.9, "b": 0.4, "method": "lucene", "stemmer": "english", "stopwords": "en"}
 
 
+def rank_by_score(run: pd.DataFrame) -> pd.DataFrame:
+    """``run`` (query_id, doc_id, score) sorted by query id, score descending and, for exact ties,
+    doc id descending, with ``rank`` from 1 per query.
+
+    That tie-break is trec_eval's (``cerepro.evaluate`` ranks the same way), so the ranks written
+    in a run file are the ones every evaluator reads.
+    """
+    run = run.sort_values(
+        ["query_id", "score", "doc_id"], ascending=[True, False, False], kind="mergesort", ignore_index=True
+    )
+    run["rank"] = run.groupby("query_id", sort=False).cumcount() + 1
+    return run
+
+
 class DataFormatError(ValueError):
     """A data file that cannot be read as what it claims to be: names file, line and expectation."""
 
@@ -614,10 +628,7 @@ def bm25_run(collection: Collection, depth: int, queries: dict[str, str] | None 
         "doc_id": np.asarray(doc_ids, dtype=object)[docs.ravel()],
         "score": scores.ravel().astype("float64").round(4),
     })
-    frame = frame[frame["score"] > 0]
-    # ties broken by doc id so that the run does not depend on bm25s' internal order
-    frame = frame.sort_values(["query_id", "score", "doc_id"], ascending=[True, False, True], kind="stable")
-    frame["rank"] = frame.groupby("query_id", sort=False).cumcount() + 1
+    frame = rank_by_score(frame[frame["score"] > 0])  # independent of bm25s' internal order
     order = {q: i for i, q in enumerate(qids)}
     frame = frame.sort_values("query_id", key=lambda s: s.map(order), kind="stable")
     return frame[RUN_COLUMNS].reset_index(drop=True)

@@ -3,7 +3,7 @@
 ``rerank`` is the one call between a trained model and a run file: it checks the candidates
 (duplicates, missing texts), pre-tokenizes them once through ``cerepro.tokenize`` (cached on disk
 when given a ``cache_key``), scores them with ``score_pairs`` and ranks each query's candidates
-with ties broken by doc id. Very large candidate sets (MS MARCO dev top-1000: ~7M pairs) are
+with exact ties broken as trec_eval does (doc id descending). Very large candidate sets (MS MARCO dev top-1000: ~7M pairs) are
 scored in shards written to disk, so an interrupted job resumes where it stopped.
 
 ``score_pairs`` is the scoring loop alone, shared with training-time validation: pairs sorted by
@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from cerepro.datasets import rank_by_score
 from cerepro.paths import atomic_path
 from cerepro.tokenize import PairEncoding, cached_encode_pairs, collate, encode_pairs, token_budget_batches
 
@@ -108,7 +109,7 @@ def score_pairs(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and fp32_weights)
     if first_token_last_layer is None:
         first_token_last_layer = supports_first_token_last_layer(model)
-    shortcut = _first_token_last_layer(model) if first_token_last_layer else nullcontext()
+    shortcut = last_layer_first_token_only(model) if first_token_last_layer else nullcontext()
     try:
         with torch.inference_mode(), autocast, shortcut:
             for indices in batches:
@@ -158,7 +159,11 @@ def supports_first_token_last_layer(model: torch.nn.Module) -> bool:
 
 
 class _FirstTokenLayer(torch.nn.Module):
-    """A BERT layer that returns only the first position's output, (B, L, H) -> (B, 1, H)."""
+    """A BERT layer that returns only the first position's output, (B, L, H) -> (B, 1, H).
+
+    Exact in training too: the dropped positions feed nothing downstream, so their gradients are
+    zero anyway; attention dropout (in training mode) acts on the first query's row only.
+    """
 
     def __init__(self, layer: torch.nn.Module):
         super().__init__()
@@ -181,15 +186,17 @@ class _FirstTokenLayer(torch.nn.Module):
             attention.config._attn_implementation, eager_attention_forward
         )
         context, _ = implementation(
-            attention, query, key, value, attention_mask, dropout=0.0, scaling=attention.scaling
+            attention, query, key, value, attention_mask,
+            dropout=attention.dropout.p if attention.training else 0.0, scaling=attention.scaling
         )
         hidden = layer.attention.output(context.reshape(batch, 1, -1), first)
         return layer.output(layer.intermediate(hidden), hidden)
 
 
 @contextmanager
-def _first_token_last_layer(model: torch.nn.Module):
-    """Swap the last layer for its first-token-only version while scoring, then restore it."""
+def last_layer_first_token_only(model: torch.nn.Module):
+    """Swap the last layer for its first-token-only version (scoring, or a training forward whose
+    backward may run later), then restore it: parameters and state dict are untouched."""
     layers = model.base_model.encoder.layer
     last = layers[-1]
     layers[-1] = _FirstTokenLayer(last)
@@ -220,7 +227,8 @@ def rerank(
     """Score every (query_id, doc_id) row of ``candidates`` and rank each query's documents.
 
     Returns a DataFrame ``query_id, doc_id, score, rank`` sorted by query id, then score
-    descending, then doc id ascending (the deterministic tie-break); ranks start at 1.
+    descending, then doc id descending (trec_eval's tie-break, so the written ranks are the ones
+    evaluated); ranks start at 1.
 
     ``queries`` maps query id to text; ``doc_text`` maps doc id to text (a mapping or a function
     returning None for unknown ids). Every candidate must have both texts: missing ones are
@@ -267,7 +275,8 @@ def rerank(
 
 
 def rank_scores(candidates: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
-    """Candidates with their scores, ranked per query: score descending, ties by doc id."""
+    """Candidates with their scores, ranked per query: score descending, ties by doc id descending
+    (trec_eval's order, see ``cerepro.datasets.rank_by_score``)."""
     run = pd.DataFrame(
         {
             "query_id": candidates["query_id"].to_numpy(),
@@ -275,19 +284,14 @@ def rank_scores(candidates: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
             "score": scores,
         }
     )
-    run = run.sort_values(
-        ["query_id", "score", "doc_id"], ascending=[True, False, True], kind="mergesort", ignore_index=True
-    )
-    run["rank"] = run.groupby("query_id", sort=False).cumcount() + 1
-    return run
+    return rank_by_score(run)
 
 
 def write_trec_run(run: pd.DataFrame, path: str | Path, run_name: str) -> Path:
     """Write ``query_id Q0 doc_id rank score run_name`` lines atomically, in ``run``'s order.
 
     Scores are written with 9 significant digits, enough to round-trip float32, so no new ties
-    appear in the file. (trec_eval re-sorts by score and breaks exact ties by doc id descending,
-    not by our ranks.)
+    appear in the file; exact ties are already in trec_eval's order (doc id descending).
     """
     if not run_name or any(c.isspace() for c in run_name):
         raise ValueError(f"run_name must be one non-empty word, got {run_name!r}")

@@ -50,7 +50,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from cerepro import losses, models
+from cerepro import losses, models, rerank
 from cerepro.config import RunConfig, build_config, load_config
 from cerepro.paths import atomic_path, cache_dir, write_text_atomic
 from cerepro.tokenize import PairEncoding, collate, encode_pairs, tokenizer_fingerprint
@@ -177,6 +177,9 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     # Length-homogeneous chunks need one forward per chunk: on one process only (DDP expects one
     # forward per backward).
     overhead = chunk_overhead_tokens(bare.config, device.type, bf16) if world == 1 else None
+    # BERT-style heads read only the first token: the last layer computes only that position
+    # (same loss and gradients; about 1/layers of the work saved). Checkpoints see the plain model.
+    first_token = rerank.supports_first_token_last_layer(bare)
     while step < config.max_steps:
         block, rows = blocks.step_rows(step)  # rows: (groups_per_step,) into the block
         rows = rows.reshape(world, config.grad_accum, groups_per_rank)[rank]  # (accum, G)
@@ -187,7 +190,8 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
             lengths = block.encoding.lengths[pairs]
             sync = micro == config.grad_accum - 1
             with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), \
+                        rerank.last_layer_first_token_only(bare) if first_token else contextlib.nullcontext():
                     flat = score_pairs_train(forward, block.encoding, pairs, lengths, pad_id,
                                              device, overhead_tokens=overhead)  # (P,)
                     mask_t = torch.from_numpy(mask).to(device)
@@ -582,7 +586,7 @@ class ValidationSet:
                    tokenizer.pad_token_id)
 
     def score(self, model, precision: str) -> float:
-        from cerepro import evaluate, rerank
+        from cerepro import evaluate
 
         scores = rerank.score_pairs(model, self.encoding, pad_token_id=self.pad_id, precision=precision)
         result = evaluate.evaluate(self.run.assign(score=scores), self.qrels, [self.measure],

@@ -159,15 +159,15 @@ def test_rerank_ranks_by_score_then_doc_id(world):
         assert (np.diff(group.score) <= 0).all()
 
 
-def test_ties_broken_by_doc_id_ascending():
+def test_ties_broken_by_doc_id_descending_as_trec_eval_does():
     candidates = pd.DataFrame({"query_id": ["b", "a", "a", "a", "b"], "doc_id": ["z", "y", "x", "w", "v"]})
     run = rank_scores(candidates, np.array([1.0, 0.5, 2.0, 0.5, 1.0], dtype=np.float32))
     assert run[["query_id", "doc_id", "rank"]].values.tolist() == [
         ["a", "x", 1],
-        ["a", "w", 2],  # tied with y at 0.5: w < y
-        ["a", "y", 3],
-        ["b", "v", 1],  # tied with z at 1.0
-        ["b", "z", 2],
+        ["a", "y", 2],  # tied with w at 0.5: y > w
+        ["a", "w", 3],
+        ["b", "z", 1],  # tied with v at 1.0
+        ["b", "v", 2],
     ]
     # Identical texts under different ids score identically; the order is still by doc id.
     tokenizer = bert_tokenizer()
@@ -176,8 +176,21 @@ def test_ties_broken_by_doc_id_ascending():
         tiny_model(tokenizer), tokenizer, same, {"q": "dog"}, lambda d: "a dog barks",
         max_length=16, progress=False,
     )
-    assert run.doc_id.tolist() == ["d1", "d2", "d3", "d4"]
+    assert run.doc_id.tolist() == ["d4", "d3", "d2", "d1"]
     assert run.score.nunique() == 1
+
+
+def test_written_ranks_are_the_order_trec_eval_evaluates():
+    """With tied scores, the rank column rerank writes agrees with pytrec_eval's own ranking: the
+    relevant document sits at rank 2 of 3 in our file, and pytrec_eval's RR says 1/2."""
+    import pytrec_eval
+
+    candidates = pd.DataFrame({"query_id": ["q"] * 3, "doc_id": ["d1", "d2", "d3"]})
+    run = rank_scores(candidates, np.array([0.5, 0.5, 0.5], dtype=np.float32))
+    ours = 1 / run.loc[run.doc_id == "d2", "rank"].item()
+    nested = {"q": {d: float(s) for d, s in zip(run.doc_id, run.score)}}
+    theirs = pytrec_eval.RelevanceEvaluator({"q": {"d2": 1}}, {"recip_rank"}).evaluate(nested)["q"]["recip_rank"]
+    assert ours == theirs == 0.5
 
 
 def test_trec_run_round_trip_and_atomic_write(tmp_path, world, monkeypatch):

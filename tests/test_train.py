@@ -4,6 +4,7 @@ Tiny 2-layer models on an in-test source of groups; a few steps each, one thread
 then deterministic, so "identical" means bit-identical).
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -227,6 +228,41 @@ def test_chunked_scores_equal_one_padded_forward(arch):
         one = score_pairs_train(model, encoding, pairs, lengths, pad, "cpu", overhead_tokens=None)
         chunked = score_pairs_train(model, encoding, pairs, lengths, pad, "cpu", overhead_tokens=0)
     torch.testing.assert_close(chunked, one, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["bert", "electra", "roberta"])
+def test_first_token_last_layer_gives_the_same_loss_and_gradients(arch):
+    """fit() scores BERT-style models with a last layer that computes only the first token: the
+    loss and every parameter's gradient equal the plain forward's, and the state dict is kept."""
+    from cerepro import models
+    from cerepro.rerank import last_layer_first_token_only, supports_first_token_last_layer
+    from cerepro.tokenize import encode_pairs
+
+    model, tokenizer = models.build_cross_encoder(f"builtin:{arch}", max_length=32, texts=TEXTS)
+    model.eval()  # no dropout, gradients still on
+    assert supports_first_token_last_layer(model)
+    keys = list(model.state_dict())
+    rng = np.random.default_rng(1)
+    queries = [" ".join(rng.choice(WORDS, 2)) for _ in range(24)]
+    passages = [" ".join(rng.choice(WORDS, rng.integers(1, 25))) for _ in range(24)]
+    encoding = encode_pairs(tokenizer, queries, passages, max_length=32)
+    pairs, pad = np.arange(24), tokenizer.pad_token_id
+
+    def loss_and_grads(shortcut: bool):
+        model.zero_grad(set_to_none=True)
+        with last_layer_first_token_only(model) if shortcut else contextlib.nullcontext():
+            scores = score_pairs_train(model, encoding, pairs, encoding.lengths, pad, "cpu", overhead_tokens=0)
+        loss = losses.infonce(scores.view(3, 8), torch.ones(3, 8, dtype=torch.bool))
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain_loss, plain = loss_and_grads(False)
+    short_loss, short = loss_and_grads(True)
+    torch.testing.assert_close(short_loss, plain_loss, atol=1e-6, rtol=0)
+    assert short.keys() == plain.keys()
+    for name in plain:
+        torch.testing.assert_close(short[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
+    assert list(model.state_dict()) == keys
 
 
 # --- failures: clear messages, checkpoints untouched ---------------------------------------------
