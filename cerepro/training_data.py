@@ -148,7 +148,7 @@ def source_requirements(kind: str, train_data_name: str, *, llm_list: str = "sam
     if train_data_name == "demo":
         from cerepro import demo_world
 
-        return [{"demo_world": f"{demo_world.VERSION}-s{demo_world.DEFAULT_SEED}",
+        return [{"demo_world": demo_world.world_id(),
                  "path": str(demo_world.world_folder())}]
     if train_data_name.startswith(LOCAL_PREFIX):
         key = f"llm-lists/{llm_list}" if kind == "llm-lists" else kind
