@@ -229,8 +229,9 @@ class RecordFile:
         stat = self.path.stat()
         key = f"{self.path.resolve()} {stat.st_size} {stat.st_mtime_ns} {self.unit}"
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", self.path.name)[:60]
-        base = cache_dir() / "record-index" / f"{stem}-{hashlib.md5(key.encode()).hexdigest()[:12]}"
-        offsets, numbers = base.with_suffix(".offsets.u64"), base.with_suffix(".lines.u64")
+        name = f"{stem}-{hashlib.md5(key.encode()).hexdigest()[:12]}"
+        folder = cache_dir() / "record-index"
+        offsets, numbers = folder / f"{name}.offsets.u64", folder / f"{name}.lines.u64"
         if not numbers.is_file():
             self._build(offsets, numbers)
         return (np.memmap(offsets, dtype=np.uint64, mode="r"),

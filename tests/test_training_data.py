@@ -177,6 +177,18 @@ def test_record_index_is_cached_and_survives_blank_lines(tmp_path):
     assert len(list((tmp_path / "cache" / "record-index").iterdir())) == 2
 
 
+def test_files_with_the_same_name_get_their_own_index(tmp_path):
+    """The index is keyed by path, size and mtime, never by the file name alone: a second world's
+    teacher-pairs.tsv must not be read with the first one's offsets."""
+    first, second = tmp_path / "a" / "teacher-pairs.tsv", tmp_path / "b" / "teacher-pairs.tsv"
+    first.parent.mkdir(), second.parent.mkdir()
+    first.write_text("".join(f"{i}.0\t-{i}.0\tq{i}\tp{i}\tn{i}\n" for i in range(30)))
+    second.write_text("".join(f"{i}.12345\t-{i}.5\tq{i}\tp{i}\tn{i}\n" for i in range(30)))
+    assert RecordFile(first).read(29) == [(30, "29.0\t-29.0\tq29\tp29\tn29")]
+    assert RecordFile(second).read(29) == [(30, "29.12345\t-29.5\tq29\tp29\tn29")]
+    assert len(list((tmp_path / "cache" / "record-index").iterdir())) == 4
+
+
 # --- msmarco-passage, offline: ir_datasets' files and the teacher file pre-placed -----------
 
 
