@@ -184,11 +184,13 @@ class Query:
 # Where the world lives
 
 
+# A digest of this module's source: a changed generator never reads a world an older one cached.
+_GENERATOR_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
+
+
 def world_id(seed: int = DEFAULT_SEED) -> str:
-    """``v1-<digest>-s<seed>``, the digest of this module's source: a changed generator never
-    reads a world that an older one cached."""
-    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
-    return f"{VERSION}-{digest}-s{seed}"
+    """``v1-<digest>-s<seed>``, with the digest of this module's source."""
+    return f"{VERSION}-{_GENERATOR_DIGEST}-s{seed}"
 
 
 def world_folder(seed: int = DEFAULT_SEED) -> Path:

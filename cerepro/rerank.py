@@ -3,8 +3,9 @@
 ``rerank`` is the one call between a trained model and a run file: it checks the candidates
 (duplicates, missing texts), pre-tokenizes them once through ``cerepro.tokenize`` (cached on disk
 when given a ``cache_key``), scores them with ``score_pairs`` and ranks each query's candidates
-with exact ties broken as trec_eval does (doc id descending). Very large candidate sets (MS MARCO dev top-1000: ~7M pairs) are
-scored in shards written to disk, so an interrupted job resumes where it stopped.
+with exact ties broken as trec_eval does (doc id descending). Very large candidate sets (MS MARCO
+dev top-1000: ~7M pairs) are scored in shards written to disk, so an interrupted job resumes
+where it stopped.
 
 ``score_pairs`` is the scoring loop alone, shared with training-time validation: pairs sorted by
 length, batched by a token budget, padded per batch, ``torch.inference_mode()``, bf16 autocast on
