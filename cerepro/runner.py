@@ -15,6 +15,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +27,8 @@ NOTEBOOKS = ("data", "train", "evaluate", "compare")
 PACKAGES = ("cerepro", "torch", "transformers", "accelerate", "ir_datasets", "ir_measures",
             "pandas", "scipy", "statsmodels", "papermill", "jupytext", "snakemake", "bm25s")
 DONE = "DONE"
+# A Unix socket path holds at most 107 bytes on Linux (103 on macOS); the kernel appends "-<n>".
+_MAX_SOCKET_PREFIX = 96
 
 
 class RunnerError(RuntimeError):
@@ -70,7 +73,6 @@ def run_notebook(
     is unless ``force``; a half-finished one is cleared and rerun.
     """
     import jupytext
-    import papermill
 
     run_dir = Path(run_dir)
     declared = declared_parameters(name)
@@ -91,10 +93,7 @@ def run_notebook(
         else {**declared, **parameters}
     started = time.time()
     try:
-        papermill.execute_notebook(
-            str(source), str(partial), parameters=params, kernel_name="python3",
-            cwd=str(run_dir), progress_bar=progress, log_output=False,
-        )
+        execute(source, partial, params, cwd=run_dir, progress=progress)
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
         raise RunnerError(f"notebook {name!r} failed in {run_dir} (executed copy: {partial.name}): {exc}") from exc
     finally:
@@ -105,6 +104,31 @@ def run_notebook(
     write_text_atomic(run_dir / "meta.json", json.dumps(meta, indent=2, default=str))
     write_text_atomic(run_dir / DONE, "")
     return run_dir
+
+
+def execute(source: Path, output: Path, params: Mapping[str, Any], *, cwd: Path, progress: bool = False) -> None:
+    """papermill ``source`` -> ``output`` with a kernel reached over Unix sockets in a private folder.
+
+    Over TCP, jupyter_client picks free ports, releases them and hands them to the kernel; a
+    kernel started at the same moment by another job can take one of them first, and the loser
+    dies with "Kernel died before replying to kernel_info" (jupyter_client#154, papermill#511).
+    Grids start kernels in parallel, so cerepro uses IPC sockets under a fresh temporary folder,
+    which no other kernel can name. Where Unix sockets are unavailable (Windows) or the folder's
+    path would be too long for one, the kernel uses TCP as usual.
+    """
+    import papermill
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="cerepro-kernel-") as sockets:
+        ip = os.path.join(sockets, "k")
+        config = Config()
+        if os.name == "posix" and len(os.fsencode(ip)) <= _MAX_SOCKET_PREFIX:
+            config.KernelManager.transport = "ipc"
+            config.KernelManager.ip = ip
+        papermill.execute_notebook(
+            str(source), str(output), parameters=dict(params), kernel_name="python3",
+            cwd=str(cwd), progress_bar=progress, log_output=False, config=config,
+        )
 
 
 def environment() -> dict[str, Any]:

@@ -1,0 +1,58 @@
+"""The notebook runner's kernels: IPC sockets in a private folder, so parallel jobs cannot race
+for TCP ports (the cause of "Kernel died before replying to kernel_info" in a CI run)."""
+
+import json
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+
+import nbformat
+import pytest
+
+from cerepro.runner import execute
+
+PROBE = """from ipykernel.kernelapp import IPKernelApp
+import json, os
+app = IPKernelApp.instance()
+print(json.dumps({"transport": app.transport, "ip": app.ip, "x": x, "cwd": os.getcwd()}))"""
+
+
+def probe_notebook(folder):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(PROBE)]
+    path = folder / "probe.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def run_probe(folder, x):
+    folder.mkdir(parents=True, exist_ok=True)
+    execute(probe_notebook(folder), folder / "out.ipynb", {"x": x}, cwd=folder)
+    out = nbformat.read(folder / "out.ipynb", as_version=4)
+    return json.loads(out.cells[-1].outputs[0]["text"])
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Unix sockets")
+def test_kernel_listens_on_unix_sockets_in_a_private_folder_that_is_removed(tmp_path):
+    seen = run_probe(tmp_path / "run", 5)
+    assert seen["transport"] == "ipc"
+    assert seen["x"] == 5 and seen["cwd"] == str(tmp_path / "run")
+    sockets = os.path.dirname(seen["ip"])
+    assert os.path.basename(sockets).startswith("cerepro-kernel-")
+    assert not os.path.exists(sockets)
+
+
+def test_parallel_kernels_all_start(tmp_path):
+    with ProcessPoolExecutor(4) as pool:
+        seen = list(pool.map(run_probe, [tmp_path / f"run{i}" for i in range(4)], range(4)))
+    assert [s["x"] for s in seen] == [0, 1, 2, 3]
+    assert len({s["ip"] for s in seen}) == 4
+
+
+def test_too_long_a_socket_path_falls_back_to_tcp(tmp_path, monkeypatch):
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    assert run_probe(tmp_path / "run", 1)["transport"] == "tcp"
