@@ -30,6 +30,7 @@ from cerepro.paths import project_root, runs_dir, write_text_atomic
 
 GENERATED = "generated"
 RESULTS_FILE = "results.pkl"
+RELEASED_GRID = "released"  # the authors' checkpoints, shown beside any trained grid on the scoreboard
 # Pages of the book that may be written by others; a placeholder stands in until they exist.
 INCLUDES = {"setup-data.md": "# Data\n\nThe data page (`book/setup-data.md`) is not written yet.\n"}
 
@@ -183,6 +184,31 @@ class Page:
         missing = "" if not report.models_only(self.results).empty else \
             f" **Not yet run**: no finished evaluation in `runs/{self.grid.name}/`."
         return Markdown(f":::{{{kind}}}\n{self.grid.provenance}{missing}\n:::\n")
+
+    @functools.cached_property
+    def released_results(self) -> pd.DataFrame:
+        """The released checkpoints' results (grid ``released``), when the book shows another grid."""
+        if self.grid.name == RELEASED_GRID or not (runs_dir() / RELEASED_GRID).is_dir():
+            return self.results.iloc[0:0]
+        return report.grid_results(RELEASED_GRID)
+
+    def reproductions(self):
+        """The scoreboard with both reproductions, each cell labelled by where its model came
+        from: ``trained`` (this grid's runs) or ``released`` (the authors' checkpoints)."""
+        from IPython.display import Markdown
+
+        both = pd.concat([self.results, self.released_results], ignore_index=True)
+        sources = set(report.models_only(both)["run"].map(report.run_source))
+        if report.RELEASED_SOURCE not in sources:
+            return Markdown(f"**Not yet run**: no released checkpoint evaluated in `runs/{RELEASED_GRID}/`. "
+                            f"`cerepro plan {RELEASED_GRID}` lists the jobs and their cost; "
+                            f"`cerepro grid {RELEASED_GRID}` runs them.")
+        return report.styled(report.scoreboard_table(both, extra_columns=True))
+
+    def baselines(self):
+        """Public baselines next to their published figures (no verdict: other first stages)."""
+        both = pd.concat([self.results, self.released_results], ignore_index=True)
+        return report.styled(report.baselines_table(both), hide_index=True)
 
     def runs(self) -> pd.DataFrame:
         """The grid's axes and how many of its runs have finished."""

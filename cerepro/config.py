@@ -328,7 +328,31 @@ def is_known_dataset(dataset: str, root: Path | None = None) -> bool:
 # Grids
 
 GRID_KEYS = {"name", "description", "profile", "backbones", "objectives", "seeds", "reproduces",
-             "eval_datasets", "notebook"}
+             "eval_datasets", "notebook", "checkpoints"}
+CHECKPOINT_KEYS = {"backbone", "objective", "hub_id", "revision", "repetition", "verified", "published",
+                   "name", "note"}
+RELEASED = "released"   # the last part of a released checkpoint's run id, where a seed would be
+BASELINE = "baseline"   # the first part of a baseline's run id: baseline.<name>
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation job of a grid: a model scored on the grid's datasets with ``config``'s
+    evaluation settings (first stage, depth, datasets, max lengths, precision).
+
+    ``model`` is empty for a grid's own trained run (its ``train/model`` folder), else a
+    hub id (with ``revision``) or a local folder: a released checkpoint or a baseline."""
+
+    run_id: str
+    config: RunConfig
+    model: str = ""
+    revision: str | None = None
+    published: Mapping[str, float] = field(default_factory=dict)
+    provenance: str = ""
+
+    @property
+    def trained(self) -> bool:
+        return not self.model
 
 
 @dataclass(frozen=True)
@@ -345,10 +369,23 @@ class Grid:
     reproduces: str | None = None
     eval_datasets: tuple[str, ...] = ()
     runs: tuple[RunConfig, ...] = field(default=(), repr=False)
+    # evaluation jobs: one per trained run, or one per checkpoint of a ``checkpoints:`` grid
+    evaluations: tuple[Evaluation, ...] = field(default=(), repr=False)
 
     @property
     def run_ids(self) -> list[str]:
         return [c.run_id for c in self.runs]
+
+    @property
+    def first_config(self) -> RunConfig:
+        """The settings the grid's first stage and data jobs are described by."""
+        return self.runs[0] if self.runs else self.evaluations[0].config
+
+    def evaluation(self, run_id: str) -> Evaluation:
+        for job in self.evaluations:
+            if job.run_id == run_id:
+                return job
+        raise ParamsError(f"run id {run_id!r} is not in grid {self.name!r}")
 
 
 def load_grid(name_or_path: str | Path, root: Path | None = None) -> Grid:
@@ -361,6 +398,8 @@ def load_grid(name_or_path: str | Path, root: Path | None = None) -> Grid:
     if not path.suffix:
         path = fragment_path("grids", str(name_or_path), root)
     spec = read_grid_file(path)
+    if "checkpoints" in spec:
+        return _checkpoint_grid(spec, path, root)
     seeds_spec = spec.get("seeds", 3)
     if isinstance(seeds_spec, int) and not isinstance(seeds_spec, bool) and seeds_spec > 0:
         seeds = tuple(paper_seeds(seeds_spec))
@@ -383,7 +422,75 @@ def load_grid(name_or_path: str | Path, root: Path | None = None) -> Grid:
         objectives=tuple(spec["objectives"]), seeds=seeds, path=path,
         description=spec.get("description", ""), reproduces=spec.get("reproduces"),
         eval_datasets=tuple(spec.get("eval_datasets") or runs[0].eval_datasets), runs=runs,
+        evaluations=tuple(Evaluation(run.run_id, run) for run in runs),
     )
+
+
+def _checkpoint_grid(spec: dict[str, Any], path: Path, root: Path) -> Grid:
+    """A grid that trains nothing: one evaluation per checkpoint of ``params/checkpoints/<name>.yaml``,
+    each scored with the grid profile's settings for its backbone (as a trained run would be)."""
+    source = fragment_path("checkpoints", str(spec["checkpoints"]), root)
+    entries = read_checkpoints(source)
+    overrides = {"eval_datasets": spec["eval_datasets"]} if spec.get("eval_datasets") else {}
+    jobs = []
+    for i, entry in enumerate(entries):
+        where = f"{source}: checkpoints[{i}]"
+        if entry.get("objective"):
+            run = f"{entry['backbone']}.{entry['objective']}.{RELEASED}"
+            objective = entry["objective"]
+        else:  # a baseline: scored like the paper's runs of its backbone's size
+            run, objective = f"{BASELINE}.{entry['name']}", "bce"
+        try:
+            config = load_config(entry["backbone"], objective, 0, spec["profile"], overrides, root)
+        except ParamsError as exc:
+            raise ParamsError(f"{where}: {exc}") from exc
+        jobs.append(Evaluation(run, config, model=entry["hub_id"], revision=entry.get("revision"),
+                               published=dict(entry.get("published") or {}),
+                               provenance=str(entry.get("verified", ""))))
+    ids = [job.run_id for job in jobs]
+    if len(set(ids)) != len(ids):
+        raise ParamsError(f"{source}: two checkpoints share a run id: "
+                          f"{sorted({i for i in ids if ids.count(i) > 1})}")
+    return Grid(
+        name=spec.get("name", path.stem), profile=spec["profile"],
+        backbones=tuple(dict.fromkeys(j.config.backbone for j in jobs)),
+        objectives=tuple(dict.fromkeys(j.config.objective for j in jobs if j.run_id.endswith(RELEASED))),
+        seeds=(), path=path, description=spec.get("description", ""), reproduces=spec.get("reproduces"),
+        eval_datasets=tuple(spec.get("eval_datasets") or jobs[0].config.eval_datasets), evaluations=tuple(jobs),
+    )
+
+
+def read_checkpoints(path: Path) -> list[dict[str, Any]]:
+    """The ``checkpoints:`` list of a checkpoints file, each entry checked: a paper checkpoint
+    names its backbone and objective, a baseline its name and the backbone it is sized like."""
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    entries = spec.get("checkpoints") if isinstance(spec, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ParamsError(f"{path}: expected a non-empty list under 'checkpoints'")
+    for i, entry in enumerate(entries):
+        where = f"{path}: checkpoints[{i}]"
+        if not isinstance(entry, dict):
+            raise ParamsError(f"{where}: expected a mapping, got {entry!r}")
+        unknown = set(entry) - CHECKPOINT_KEYS
+        if unknown:
+            raise ParamsError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(CHECKPOINT_KEYS)}")
+        for key in ("backbone", "hub_id"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ParamsError(f"{where}: key {key!r} is required (a string)")
+        if bool(entry.get("objective")) == bool(entry.get("name")):
+            raise ParamsError(f"{where}: give either 'objective' (a paper checkpoint) or 'name' (a baseline)")
+        revision = entry.get("revision")
+        if revision is not None and (not isinstance(revision, str) or not revision):
+            raise ParamsError(f"{where}: key 'revision' = {revision!r}: a branch, tag or commit hash")
+        published = entry.get("published") or {}
+        if not isinstance(published, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                for k, v in published.items()):
+            raise ParamsError(f"{where}: key 'published' must map '<measure> <dataset>' to a number")
+    return entries
 
 
 def read_grid_file(path: Path) -> dict[str, Any]:
@@ -395,10 +502,13 @@ def read_grid_file(path: Path) -> dict[str, Any]:
     unknown = set(spec) - GRID_KEYS
     if unknown:
         raise ParamsError(f"{path}: unknown grid key(s) {sorted(unknown)}; known: {sorted(GRID_KEYS)}")
-    for key in ("profile", "backbones", "objectives"):
+    axes = () if "checkpoints" in spec else ("backbones", "objectives")
+    if "checkpoints" in spec and {"backbones", "objectives", "seeds"} & set(spec):
+        raise ParamsError(f"{path}: a grid of 'checkpoints' trains nothing: it takes no backbones, objectives or seeds")
+    for key in ("profile", *axes):
         if key not in spec:
             raise ParamsError(f"{path}: missing key {key!r}")
-    for key in ("backbones", "objectives"):
+    for key in axes:
         if not isinstance(spec[key], list) or not spec[key] or not all(isinstance(v, str) for v in spec[key]):
             raise ParamsError(f"{path}: key {key!r} = {spec[key]!r}: expects a non-empty list of slugs")
     return spec

@@ -60,14 +60,19 @@ def job_parameters(grid: Grid, notebook: str, *, run_id: str | None = None, sour
         run = _run(grid, run_id)
         params = {**base, "backbone": run.backbone, "objective": run.objective, "seed": run.seed}
     elif notebook == "evaluate":
-        run = grid.runs[0] if run_id == "first-stage" else _run(grid, run_id)
-        model_dir = "" if run_id == "first-stage" else str(grid_dir(grid) / run_id / "train" / "model")
-        params = {**base, "run_name": run_id, "model_dir": model_dir, "datasets": list(run.eval_datasets),
+        if run_id == "first-stage":
+            run, model, revision = grid.first_config, "", None
+        else:
+            job = _evaluation(grid, run_id)
+            run, revision = job.config, job.revision
+            model = str(grid_dir(grid) / run_id / "train" / "model") if job.trained else job.model
+        params = {**base, "run_name": run_id, "model": model, "revision": revision,
+                  "datasets": list(run.eval_datasets),
                   "first_stage": run.first_stage, "depth": run.candidate_depth,
                   "max_length": run.max_length, "query_max_length": run.query_max_length,
                   "passage_max_length": run.passage_max_length}
     elif notebook == "data":
-        params = {**base, "source": source, "train_data": grid.runs[0].train_data}
+        params = {**base, "source": source, "train_data": grid.first_config.train_data}
     elif notebook == "compare":
         params = dict(base)
     else:
@@ -82,13 +87,20 @@ def _run(grid: Grid, run_id: str | None) -> RunConfig:
     raise RunnerError(f"run id {run_id!r} is not in grid {grid.name!r}")
 
 
+def _evaluation(grid: Grid, run_id: str | None):
+    for job in grid.evaluations:
+        if job.run_id == run_id:
+            return job
+    raise RunnerError(f"run id {run_id!r} is not in grid {grid.name!r}")
+
+
 def job_resources(grid: Grid, kind: str) -> dict[str, Any]:
     """Snakemake resources for a rule; per-run values are callables of the job's wildcards.
 
     Training and evaluation take the GPUs, CPUs, memory and runtime of their run's params;
     data, first-stage, compare and book jobs are small CPU jobs.
     """
-    runs = {r.run_id: r for r in grid.runs}
+    runs = {r.run_id: r for r in grid.runs} if kind == "train" else {j.run_id: j.config for j in grid.evaluations}
     if kind in ("train", "evaluate"):
         share = 1.0 if kind == "train" else 0.5
         return {
@@ -109,10 +121,11 @@ def check_grid(name: str) -> Grid:
     grid = load_grid(name)
     for notebook in ("data", "train", "evaluate", "compare"):
         notebook_path(notebook)
-    for job in (job_parameters(grid, "train", run_id=grid.runs[0].run_id),
-                job_parameters(grid, "evaluate", run_id=grid.runs[0].run_id),
-                job_parameters(grid, "data", source=grid.runs[0].training_source),
-                job_parameters(grid, "compare")):
+    jobs = [job_parameters(grid, "evaluate", run_id=grid.evaluations[0].run_id), job_parameters(grid, "compare")]
+    if grid.runs:
+        jobs += [job_parameters(grid, "train", run_id=grid.runs[0].run_id),
+                 job_parameters(grid, "data", source=grid.runs[0].training_source)]
+    for job in jobs:
         unknown = set(job.parameters) - set(declared_parameters(job.notebook))
         if unknown:
             raise RunnerError(f"notebook {job.notebook!r} does not declare parameter(s) {sorted(unknown)}")
@@ -179,14 +192,17 @@ def plan(name: str) -> dict[str, Any]:
     registry = dataset_registry()["datasets"]
     rate = PLAN_MFU * PLAN_GPU_TFLOPS * 1e12
     rows = []
-    for run in grid.runs:
+    for job in grid.evaluations:
+        run = job.config
         n = backbone_params(run)
-        train_flops = 6 * n * run.pairs_per_step * run.max_steps * min(TRAIN_PAIR_TOKENS, run.max_length)
-        val_pairs = len(run.validation_datasets) * 50 * run.validation_depth * (run.max_steps // run.validate_every)
+        steps = run.max_steps if job.trained else 0
+        train_flops = 6 * n * run.pairs_per_step * steps * min(TRAIN_PAIR_TOKENS, run.max_length)
+        val_pairs = len(run.validation_datasets) * 50 * run.validation_depth * (steps // run.validate_every)
         pairs = sum(registry.get(d, {}).get("queries", 0) * run.candidate_depth for d in run.eval_datasets)
         eval_flops = 2 * n * (pairs + val_pairs) * min(EVAL_PAIR_TOKENS, run.max_length)
-        rows.append({"run_id": run.run_id, "params_m": round(n / 1e6, 1), "steps": run.max_steps,
-                     "pairs_per_step": run.pairs_per_step, "eval_pairs": pairs,
+        rows.append({"run_id": job.run_id, "model": "" if job.trained else f"{job.model}@{job.revision or 'main'}",
+                     "params_m": round(n / 1e6, 1), "steps": steps,
+                     "pairs_per_step": run.pairs_per_step if job.trained else 0, "eval_pairs": pairs,
                      "train_gpu_h": train_flops / rate / 3600, "eval_gpu_h": eval_flops / rate / 3600,
                      "gpus": run.gpus, "mem_gb": run.mem_gb, "runtime_min": run.runtime_min})
     data = training_data_needs(grid)
@@ -215,12 +231,14 @@ def training_data_needs(grid: Grid) -> list[dict[str, Any]]:
 
 
 def format_plan(p: dict[str, Any]) -> str:
-    lines = [f"grid {p['grid']} (profile {p['profile']}): {len(p['runs'])} training jobs, "
+    trained = sum(1 for r in p["runs"] if not r["model"])
+    lines = [f"grid {p['grid']} (profile {p['profile']}): {trained} training jobs, "
              f"{len(p['runs'])} evaluation jobs over {len(p['eval_datasets'])} datasets, 1 first-stage, 1 compare"]
     lines.append(f"{'run id':<40} {'params':>8} {'steps':>8} {'pairs/step':>10} {'eval pairs':>11} {'train GPU-h':>11} {'eval GPU-h':>10}")
     for r in p["runs"]:
         lines.append(f"{r['run_id']:<40} {r['params_m']:>7}M {r['steps']:>8} {r['pairs_per_step']:>10} "
-                     f"{r['eval_pairs']:>11,} {r['train_gpu_h']:>11.2f} {r['eval_gpu_h']:>10.2f}")
+                     f"{r['eval_pairs']:>11,} {r['train_gpu_h']:>11.2f} {r['eval_gpu_h']:>10.2f}"
+                     + (f"  {r['model']}" if r["model"] else ""))
     if p["data"]:
         lines.append("data:")
         for d in p["data"]:

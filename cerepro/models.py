@@ -431,6 +431,103 @@ def load_cross_encoder(folder: str | os.PathLike, *, dtype=None):
 
 
 # ---------------------------------------------------------------------------------------------
+# Any cross-encoder as a run: a hub id at a pinned revision, or a local folder
+
+# Files a scorer needs from the hub: weights as safetensors only (never a pickle), config,
+# tokenizer, card. A repository that offers no safetensors weights is refused.
+SCORER_FILES = ["*.safetensors", "*.json", "*.txt", "*.model", "README.md"]
+
+
+@dataclass(frozen=True)
+class ScorerSource:
+    """Where an evaluated model's weights were read: the folder, and for a hub model its id
+    and the commit the requested revision resolved to (recorded in every metric contract)."""
+
+    folder: Path
+    hub_id: str | None = None
+    revision: str | None = None
+    commit: str | None = None
+
+    def describe(self) -> dict[str, str]:
+        if self.hub_id is None:
+            return {"model": str(self.folder)}
+        return {"model": self.hub_id, "revision": self.revision or "main", "commit": self.commit or "unknown"}
+
+
+def resolve_scorer(model: str | os.PathLike, revision: str | None = None) -> ScorerSource:
+    """The folder of ``model``: a local folder as is, or a hub id (``org/name``) downloaded at
+    ``revision`` into the Hugging Face cache (offline, ``HF_HUB_OFFLINE=1``: read from the cache
+    only). Raises BackboneError naming the id and revision when neither is there."""
+    folder = Path(model)
+    if folder.is_dir():
+        return ScorerSource(folder)
+    text = os.fspath(model)
+    if text.count("/") != 1 or text.startswith((".", "/")):
+        raise BackboneError(f"model {text!r}: no such folder, and not a hub id 'org/name'")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        path = Path(snapshot_download(text, revision=revision, allow_patterns=SCORER_FILES))
+    except HFValidationError as exc:
+        raise BackboneError(f"model {text!r}: not a valid hub id: {exc}") from exc
+    except Exception as exc:  # offline and not cached, unknown repository or revision
+        from huggingface_hub import constants
+
+        where = "in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else "on the hub"
+        raise BackboneError(f"model {text!r} at revision {revision or 'main'!r} is not available {where}: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    return ScorerSource(path, hub_id=text, revision=revision, commit=path.name)
+
+
+def check_scorer(source: ScorerSource):
+    """Refuse, before any scoring, a model cerepro cannot score as a re-ranker: not a
+    sequence-classification model, a head of other than 1 or 2 labels, no safetensors weights,
+    or a tokenizer without a pair template. Returns ``(config, tokenizer)``."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    name = source.hub_id or str(source.folder)
+    if not (source.folder / "config.json").is_file():
+        raise BackboneError(f"model {name!r}: no config.json in {source.folder}")
+    config = AutoConfig.from_pretrained(source.folder)
+    architectures = list(getattr(config, "architectures", None) or [])
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise BackboneError(f"model {name!r} is not a sequence-classification model (architectures "
+                            f"{architectures or 'unset'}): a re-ranker needs a classification head over (query, passage)")
+    if config.num_labels not in (1, 2):
+        raise BackboneError(f"model {name!r} has {config.num_labels} output labels; a re-ranker has 1 "
+                            "(a relevance logit) or 2 (not relevant, relevant)")
+    if not list(source.folder.glob("*.safetensors")):
+        raise BackboneError(f"model {name!r}: no safetensors weights in {source.folder} (pickled weights "
+                            "are never loaded)")
+    tokenizer = AutoTokenizer.from_pretrained(source.folder)
+    try:
+        pair = tokenizer.num_special_tokens_to_add(pair=True)
+        single = tokenizer.num_special_tokens_to_add(pair=False)
+    except Exception as exc:
+        raise BackboneError(f"model {name!r}: its tokenizer cannot encode a (query, passage) pair: {exc}") from exc
+    if pair <= single:
+        raise BackboneError(f"model {name!r}: its tokenizer has no pair template (a pair gets {pair} special "
+                            f"tokens, a single text {single}): query and passage would run together")
+    return config, tokenizer
+
+
+def load_scorer(model: str | os.PathLike, revision: str | None = None, *, dtype=None):
+    """(model, tokenizer, source) for any cross-encoder: a folder written by ``save_cross_encoder``,
+    any transformers folder, or a hub id at ``revision``; checked by :func:`check_scorer` first.
+    A 2-label head scores ``logit[1] - logit[0]`` (the log-odds of "relevant", which orders pairs
+    as the softmax its card uses); a sigmoid-trained 1-label head scores its logit (the sigmoid is
+    monotone, so the ranking is the card's, without the ties a saturated sigmoid makes)."""
+    from transformers import AutoModelForSequenceClassification
+
+    source = resolve_scorer(model, revision)
+    config, tokenizer = check_scorer(source)
+    scorer = AutoModelForSequenceClassification.from_pretrained(
+        source.folder, attn_implementation=attention_implementation(config), dtype=dtype, use_safetensors=True)
+    return scorer, tokenizer, source
+
+
+# ---------------------------------------------------------------------------------------------
 # FLOPs
 
 

@@ -31,7 +31,8 @@ import pandas as pd
 import seaborn as sns
 
 from cerepro import stats
-from cerepro.config import available, dataset_registry, fragment_path, paper_seeds, read_fragment, read_grid_file
+from cerepro.config import (BASELINE, RELEASED, available, dataset_registry, fragment_path, paper_seeds,
+                            read_checkpoints, read_fragment, read_grid_file)
 from cerepro.evaluate import load_results
 from cerepro.paths import PACKAGE_ROOT, cache_dir, project_root, runs_dir, write_text_atomic
 
@@ -45,7 +46,10 @@ LLM_DISTILLATION = ("distill-ranknet", "adr-mse")
 # Two means closer than this (nDCG@10) count as a tie in the claims' verdicts.
 TIE_TOLERANCE = 0.01
 WELCH_MARKER = "‡"
-_RUN_ID = re.compile(r"^(?P<backbone>[^.]+)\.(?P<objective>[^.]+)\.s(?P<seed>\d+)$")
+# A trained run is {backbone}.{objective}.s{seed}; a released checkpoint {backbone}.{objective}.released;
+# a public baseline baseline.<name> (params/checkpoints/).
+_RUN_ID = re.compile(r"^(?P<backbone>[^.]+)\.(?P<objective>[^.]+)\.(?:s(?P<seed>\d+)|(?P<released>released))$")
+TRAINED, RELEASED_SOURCE = "trained", "released"
 RESULT_COLUMNS = ["run", "backbone", "objective", "seed", "dataset", "group", "query_id", "measure", "value"]
 
 
@@ -119,6 +123,11 @@ def grid_info(grid: str) -> GridInfo:
     spec = read_grid_file(path)
     profile = read_fragment(fragment_path("profiles", spec["profile"]))
     seeds = spec.get("seeds", 3)
+    if "checkpoints" in spec:  # released checkpoints: one repetition per (backbone, objective)
+        entries = [e for e in read_checkpoints(fragment_path("checkpoints", spec["checkpoints"])) if e.get("objective")]
+        spec = {**spec, "backbones": list(dict.fromkeys(e["backbone"] for e in entries)),
+                "objectives": list(dict.fromkeys(e["objective"] for e in entries))}
+        seeds = 1
     try:
         shown = path.relative_to(project_root()).as_posix()
     except ValueError:
@@ -136,13 +145,23 @@ def grid_info(grid: str) -> GridInfo:
 
 
 def parse_run_id(run: str) -> tuple[str, str, int | None]:
-    """``bert-base.infonce.s42`` -> ("bert-base", "infonce", 42); the first stage -> (first-stage, first-stage, None)."""
+    """``bert-base.infonce.s42`` -> ("bert-base", "infonce", 42); a released checkpoint
+    ``bert-base.infonce.released`` -> ("bert-base", "infonce", None); a baseline
+    ``baseline.<name>`` -> ("baseline", name, None); the first stage -> (first-stage, first-stage, None)."""
     if run == FIRST_STAGE:
         return FIRST_STAGE, FIRST_STAGE, None
+    if run.startswith(f"{BASELINE}.") and run.count(".") == 1:
+        return BASELINE, run.split(".", 1)[1], None
     match = _RUN_ID.match(run)
     if not match:
-        raise ValueError(f"run id {run!r} is not {{backbone}}.{{objective}}.s{{seed}} nor {FIRST_STAGE!r}")
-    return match["backbone"], match["objective"], int(match["seed"])
+        raise ValueError(f"run id {run!r} is not {{backbone}}.{{objective}}.s{{seed}}, "
+                         f"{{backbone}}.{{objective}}.{RELEASED}, {BASELINE}.<name> nor {FIRST_STAGE!r}")
+    return match["backbone"], match["objective"], int(match["seed"]) if match["seed"] else None
+
+
+def run_source(run: str) -> str:
+    """Where a run's model came from: ``released`` (the authors' checkpoint) or ``trained`` here."""
+    return RELEASED_SOURCE if run.endswith(f".{RELEASED}") else TRAINED
 
 
 def dataset_short(dataset: str) -> str:
@@ -191,7 +210,12 @@ def grid_results(grid: str, measure: str | None = None) -> pd.DataFrame:
 
 
 def models_only(results: pd.DataFrame) -> pd.DataFrame:
-    return results[results["run"] != FIRST_STAGE]
+    """The rows of the paper's cross-encoders: not the first stage, not a public baseline."""
+    return results[(results["run"] != FIRST_STAGE) & (results["backbone"] != BASELINE)]
+
+
+def baselines_only(results: pd.DataFrame) -> pd.DataFrame:
+    return results[results["backbone"] == BASELINE]
 
 
 def run_means(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
@@ -302,6 +326,9 @@ def _ordered_rows(wide: pd.DataFrame) -> pd.DataFrame:
     objectives = objective_order(o for o in wide.index.get_level_values(1) if o != FIRST_STAGE)
     rows = [(FIRST_STAGE, FIRST_STAGE)] if (FIRST_STAGE, FIRST_STAGE) in wide.index else []
     rows += [(b, o) for b in backbones for o in objectives if (b, o) in wide.index]
+    if wide.index.nlevels > 2:  # e.g. (backbone, objective, source): each pair's rows together
+        rank = {pair: i for i, pair in enumerate(rows)}
+        return wide.iloc[sorted(range(len(wide)), key=lambda i: (rank[wide.index[i][:2]], wide.index[i][2:]))]
     return wide.loc[rows]
 
 
@@ -1108,32 +1135,57 @@ def claims_table(results: pd.DataFrame, grid: str, measure: str = MEASURE,
 # The authors' table next to ours
 
 
-def scoreboard_long(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
+def scoreboard_long(results: pd.DataFrame, measure: str = MEASURE, *, extra_columns: bool = False) -> pd.DataFrame:
     """:func:`cerepro.scoreboard.scoreboard` of this grid's runs: one row per cell of the
     authors' table (and any extra cell of ours) with paper, ours, diff and verdict."""
     from cerepro import scoreboard
 
     models = models_only(results[results["measure"] == measure])
     if models.empty:
-        return scoreboard.scoreboard(pd.DataFrame())
+        return scoreboard.scoreboard(pd.DataFrame()).assign(source=TRAINED)
     by_id = {info["short"]: name for name, info in dataset_registry()["datasets"].items()}
-    ours = scoreboard.our_table(models.assign(dataset=models["dataset"].map(lambda d: by_id.get(d, d))),
-                                measure=measure)
-    return scoreboard.scoreboard(ours)
+    models = models.assign(dataset=models["dataset"].map(lambda d: by_id.get(d, d)))
+    boards = [scoreboard.scoreboard(scoreboard.our_table(part, measure=measure, extra_columns=extra_columns))
+              .assign(source=source)
+              for source, part in models.groupby(models["run"].map(run_source), sort=True)]
+    return pd.concat(boards, ignore_index=True)
 
 
-def scoreboard_table(results: pd.DataFrame, grid: str | None = None, measure: str = MEASURE) -> pd.DataFrame:
-    """The scoreboard as the authors' table: one row per (backbone, objective), one cell per
-    column reading ``paper / ours (diff) verdict``; cells not run say so."""
-    board = scoreboard_long(results, measure)
+def scoreboard_table(results: pd.DataFrame, grid: str | None = None, measure: str = MEASURE, *,
+                     extra_columns: bool = False) -> pd.DataFrame:
+    """The scoreboard as the authors' table: one row per (backbone, objective), and per source
+    (``trained``, ``released``) when both are present; one cell per column reading
+    ``paper / ours (diff) verdict``; cells not run say so."""
+    board = scoreboard_long(results, measure, extra_columns=extra_columns)
     text = [f"{p:.4f} / not run" if v == "not run" else
             f"— / {o:.4f} ({v})" if pd.isna(p) else f"{p:.4f} / {o:.4f} ({d:+.4f}) {v}"
             for p, o, d, v in zip(board["paper"], board["ours"], board["diff"], board["verdict"])]
-    wide = board.assign(cell=text).pivot(index=["backbone", "objective"], columns="column", values="cell")
+    rows = ["backbone", "objective"] + (["source"] if board["source"].nunique() > 1 else [])
+    wide = board.assign(cell=text).pivot(index=rows, columns="column", values="cell")
     columns = dataset_registry()["paper_table_columns"]
     wide = _ordered_rows(wide)[[c for c in columns if c in wide.columns] + sorted(set(wide.columns) - set(columns))]
     wide.columns.name = f"{measure}{f' ({grid})' if grid else ''}: paper / ours (diff) verdict"
     return wide
+
+
+def baselines_table(results: pd.DataFrame, grid: str = RELEASED) -> pd.DataFrame:
+    """Each public baseline of a checkpoints grid: ours next to the figure its card publishes
+    (``published`` in params/checkpoints/), without a verdict: the card's first stage differs."""
+    spec = read_grid_file(fragment_path("grids", grid))
+    entries = [e for e in read_checkpoints(fragment_path("checkpoints", spec["checkpoints"])) if e.get("name")]
+    means = baselines_only(results).groupby(["run", "measure", "dataset"])["value"].mean().reset_index()
+    rows = []
+    for entry in entries:
+        run = f"{BASELINE}.{entry['name']}"
+        published = entry.get("published") or {"": None}
+        for key, figure in published.items():
+            measure, _, dataset = key.partition(" ")
+            short = dataset_short(dataset) if dataset else ""
+            hit = means[(means["run"] == run) & (means["measure"] == measure) & (means["dataset"] == short)]
+            rows.append({"baseline": entry["hub_id"], "measure": measure or "—", "dataset": short or "—",
+                         "published": figure, "ours": hit["value"].iloc[0] if len(hit) else None,
+                         "source of the figure": entry.get("verified", "")})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ OKISH = 0.02
 VERDICTS = ("OK", "OKish", "FAIL", "not run", "no paper value")
 KEYS = ["backbone", "objective", "column"]
 _EPS = 1e-9  # float representation slack at the bounds: 0.7408 - 0.7308 is 0.010000000000000009
-_RUN_ID = re.compile(r"^(?P<backbone>[^.]+)\.(?P<objective>[^.]+)\.s(?P<seed>\d+)$")
+_RUN_ID = re.compile(r"^(?P<backbone>[^.]+)\.(?P<objective>[^.]+)\.(?:s(?P<seed>\d+)|released)$")
 
 
 def expected_table(path=None) -> pd.DataFrame:
@@ -53,9 +53,11 @@ def expected_table(path=None) -> pd.DataFrame:
     return _in_paper_order(long, wide[["backbone", "objective"]], columns)
 
 
-def our_table(per_query: pd.DataFrame, *, measure: str = "nDCG@10") -> pd.DataFrame:
+def our_table(per_query: pd.DataFrame, *, measure: str = "nDCG@10", extra_columns: bool = False) -> pd.DataFrame:
     """Our cells, long: backbone, objective, column, ours, n_seeds, from a tidy per-query table
-    whose run ids are ``{backbone}.{objective}.s{seed}``."""
+    whose run ids are ``{backbone}.{objective}.s{seed}`` (or ``.released``, one repetition).
+    ``extra_columns`` keeps datasets the authors' table has no column for (a demo split, a
+    local folder) as cells of their own, which the scoreboard marks *no paper value*."""
     runs = pd.Series(per_query["run"].unique())
     parsed = runs.str.extract(_RUN_ID)
     if parsed["backbone"].isna().any():
@@ -69,7 +71,8 @@ def our_table(per_query: pd.DataFrame, *, measure: str = "nDCG@10") -> pd.DataFr
     seed_means["run"] = seed_means["backbone"] + "." + seed_means["objective"]
     wide = aggregate_table(seed_means, measure=measure)
     columns = dataset_registry()["paper_table_columns"]
-    wide = wide.reindex(columns=columns)
+    extra = [c for c in wide.columns if c not in columns] if extra_columns else []
+    wide = wide.reindex(columns=columns + extra)
     long = wide.rename_axis("run").reset_index().melt(id_vars="run", var_name="column", value_name="ours")
     long[["backbone", "objective"]] = long["run"].str.split(".", n=1, expand=True)
     n_seeds = parsed.groupby(["backbone", "objective"]).size().rename("n_seeds").reset_index()

@@ -13,16 +13,18 @@
 
 # %% [markdown]
 # # Evaluate one model
-# Re-rank each dataset's first-stage candidates with one trained cross-encoder (or, with an
-# empty `model_dir`, score the first stage itself) and measure the run with ir_measures. Every
-# result is saved with its metric contract. With the defaults: the demo world's BM25 candidates
-# (synthetic numbers).
+# Re-rank each dataset's first-stage candidates with one cross-encoder (or, with an empty
+# `model`, score the first stage itself) and measure the run with ir_measures. `model` is a
+# folder (a trained run's `train/model`, any transformers folder) or a hub id at `revision` (a
+# released checkpoint); the weights actually loaded are recorded in every result's metric
+# contract. With the defaults: the demo world's BM25 candidates (synthetic numbers).
 
 # %% tags=["parameters"]
 grid = "adhoc"
 profile = "demo"
 run_name = "first-stage"
-model_dir = ""
+model = ""
+revision = None
 datasets = ["demo:in-domain", "demo:out-of-domain"]
 first_stage = "bm25"
 depth = 30
@@ -39,10 +41,12 @@ import pandas as pd
 from cerepro import report
 from cerepro.datasets import load_collection, load_candidates
 from cerepro.evaluate import evaluate, folder_name, save_result
-from cerepro.models import load_cross_encoder
+from cerepro.models import load_scorer
 from cerepro.rerank import rerank, write_trec_run
 
-model, tokenizer = load_cross_encoder(model_dir) if model_dir else (None, None)
+scorer, tokenizer, source = load_scorer(model, revision) if model else (None, None, None)
+contract = {"first_stage": f"{first_stage} top-{depth}", **(source.describe() if source else {})}
+contract
 
 # %% [markdown]
 # ## Re-rank and measure
@@ -52,14 +56,14 @@ results = []
 for dataset in datasets:
     collection = load_collection(dataset)
     run = load_candidates(dataset, first_stage, depth)
-    if model is not None:
+    if scorer is not None:
         texts = collection.docs.get_many(run["doc_id"].unique())  # missing texts: counted by rerank
-        run = rerank(model, tokenizer, run, collection.queries, texts, max_length=max_length,
+        run = rerank(scorer, tokenizer, run, collection.queries, texts, max_length=max_length,
                      query_max_length=query_max_length, passage_max_length=passage_max_length)
     folder = Path(run_dir) / "results" / folder_name(dataset)
     write_trec_run(run, folder / "run.trec", run_name)
     result = evaluate(run, collection.qrels, dataset=dataset, run_name=run_name,
-                      contract_extra={"first_stage": f"{first_stage} top-{depth}"})
+                      contract_extra=contract)
     results.append(save_result(result, folder) and result)
 
 means = pd.concat([r.means for r in results])
