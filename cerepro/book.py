@@ -133,13 +133,16 @@ def _run_index_page(info: report.GridInfo, index: pd.DataFrame, pages: list[str]
     rank = {"data": 0, report.FIRST_STAGE: 1, "compare": 3}
     index = index.assign(page=pages, rank=[rank.get(r.split("/")[0], 2) for r in index["run"]])
     index = index.sort_values(["rank", "run"], kind="stable")
-    lines += ["| run | notebooks | seconds | git commit | finished |", "|---|---|---|---|---|"]
+    hub = "model" in index and index["model"].astype(bool).any()  # released checkpoints: the weights loaded
+    lines += ["| run | notebooks | seconds | git commit | " + ("model (hub id@commit) | " if hub else "") + "finished |",
+              "|---|---|---|---|" + ("---|" if hub else "") + "---|"]
     for run, jobs in index.groupby("run", sort=False):
         links = " · ".join(f"{{doc}}`{kind} <{page}>`" for kind, page in zip(jobs["kind"], jobs["page"]))
         seconds = pd.to_numeric(jobs["seconds"], errors="coerce").sum(min_count=1)
         commits = ", ".join(f"`{c}`" for c in dict.fromkeys(jobs["git_commit"].astype(str)))
+        model = ", ".join(f"`{m}`" for m in dict.fromkeys(jobs["model"]) if m) if hub else None
         lines.append(f"| `{run}` | {links} | {'' if math.isnan(seconds) else f'{seconds:,.0f}'} | {commits} | "
-                     f"{jobs['finished'].max()} |")
+                     + (f"{model} | " if hub else "") + f"{jobs['finished'].max()} |")
     return "\n".join(lines + [""])
 
 

@@ -723,8 +723,19 @@ def run_index(grid: str) -> pd.DataFrame:
             run = {"data": f"data/{folder.name}", "compare": "compare"}.get(kind, folder.parent.name)
             rows.append({"kind": kind, "run": run, "notebook": notebook.relative_to(runs_dir() / grid).as_posix(),
                          "seconds": meta.get("seconds"), "git_commit": meta.get("git_commit"),
+                         "model": _loaded_model(folder) if kind == "evaluate" else "",
                          "finished": pd.Timestamp((folder / "DONE").stat().st_mtime, unit="s").floor("s")})
-    return pd.DataFrame(rows, columns=["kind", "run", "notebook", "seconds", "git_commit", "finished"])
+    return pd.DataFrame(rows, columns=["kind", "run", "notebook", "seconds", "git_commit", "model", "finished"])
+
+
+def _loaded_model(folder: Path) -> str:
+    """``hub_id@commit`` of the model an evaluation loaded from the hub (its metric contract),
+    empty for a model trained in the grid."""
+    for contract in sorted(folder.glob("results/*/contract.json")):
+        facts = json.loads(contract.read_text(encoding="utf-8"))
+        if facts.get("commit"):
+            return f"{facts['model']}@{facts['commit']}"
+    return ""
 
 
 def _meta(folder: Path) -> dict:

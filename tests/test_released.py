@@ -239,6 +239,8 @@ def test_a_hub_checkpoint_through_the_released_grid_lands_on_the_scoreboard_as_r
     contract = json.loads(next(done.parent.glob("results/*/contract.json")).read_text())
     assert contract["model"] == "xpmir/cross-encoder-tiny-bert-BCE" and contract["commit"] == COMMIT
 
+    index = report.run_index("released-demo")
+    assert list(index["model"]) == [f"xpmir/cross-encoder-tiny-bert-BCE@{COMMIT}"]
     released = report.grid_results("released-demo")
     assert set(released["run"]) == {"tiny-bert.bce.released"} and released["seed"].isna().all()
     trained = released.assign(run="tiny-bert.bce.s1", seed=1, value=released["value"] * 0.5)
