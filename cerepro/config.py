@@ -30,7 +30,10 @@ from cerepro.paths import params_dir
 LAYER_ORDER = ("base", "backbone", "objective", "profile", "overrides")
 TRAINING_SOURCES = ("triples", "teacher-pairs", "hard-negatives", "llm-lists")
 TRAIN_DATA = ("msmarco-passage", "demo")
-PRECISIONS = ("fp32", "bf16-mixed")
+# fp32: weights, activations and matmuls in fp32; tf32: fp32 weights and activations, matmuls in
+# TF32 (torch.set_float32_matmul_precision("high")), the authors' default (xpm-torch's Fabric
+# "32-true" with torch_fp32_precision "high"); bf16-mixed: bf16 autocast over fp32 weights.
+PRECISIONS = ("fp32", "tf32", "bf16-mixed")
 BATCH_UNITS = ("group", "pair")
 
 
@@ -84,7 +87,9 @@ class RunConfig:
     validation_datasets: tuple[str, ...] = ()
     validation_first_stage: str = "bm25"
     validation_depth: int = 100
-    validation_measure: str = "nDCG@10"
+    # the authors' validation listener: aggregated nDCG (no cutoff) over the top-100 re-ranked
+    validation_measure: str = "nDCG"
+    validation_queries: int = 500  # at most this many topics per validation set (validation.size)
     # evaluation
     eval_datasets: tuple[str, ...] = ()
     first_stage: str = "bm25"
@@ -273,7 +278,8 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
     if c.weight_decay < 0:
         fail("weight_decay", "must be >= 0")
     for key in ("batch_size", "max_steps", "max_length", "group_size", "grad_accum", "log_every",
-                "checkpoint_every", "validate_every", "validation_depth", "candidate_depth", "cpus",
+                "checkpoint_every", "validate_every", "validation_depth", "validation_queries",
+                "candidate_depth", "cpus",
                 "mem_gb", "runtime_min"):
         if getattr(c, key) <= 0:
             fail(key, "must be > 0")
@@ -286,6 +292,12 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         value = getattr(c, key)
         if value is not None and not 0 < value < c.max_length:
             fail(key, f"must be between 1 and max_length - 1 ({c.max_length - 1})")
+    from cerepro.evaluate import parse_measures
+
+    try:
+        parse_measures([c.validation_measure])
+    except ValueError as exc:
+        fail("validation_measure", str(exc))
     if c.precision not in PRECISIONS:
         fail("precision", f"must be one of {PRECISIONS}")
     if c.training_source not in TRAINING_SOURCES:

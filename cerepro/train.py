@@ -574,6 +574,7 @@ class ValidationSet:
         from cerepro import datasets
 
         run = datasets.load_candidates(dataset, config.validation_first_stage, config.validation_depth)
+        run = validation_topics(run, config.validation_queries)
         collection = datasets.load_collection(dataset)
         queries = collection.queries
         texts = dict(zip(run["doc_id"].unique(), collection.doc_text(run["doc_id"].unique())))
@@ -592,6 +593,17 @@ class ValidationSet:
         result = evaluate.evaluate(self.run.assign(score=scores), self.qrels, [self.measure],
                                    dataset=self.dataset, run_name="validation")
         return result.mean(self.measure)
+
+
+def validation_topics(run, limit: int, seed: int = 123):
+    """The candidates of at most ``limit`` topics: all of them when there are that few (NanoBEIR's
+    sets hold 50), else a seeded sample (the authors draw 500 with xpmir's RandomFold, seed 123;
+    its draw is not reproduced, only the size)."""
+    topics = np.asarray(sorted(run["query_id"].unique()), dtype=object)
+    if len(topics) <= limit:
+        return run
+    kept = set(np.random.RandomState(seed).choice(topics, size=limit, replace=False))
+    return run[run["query_id"].isin(kept)]
 
 
 # ---------------------------------------------------------------------------------------------
