@@ -34,6 +34,21 @@ TRAIN_DATA = ("msmarco-passage", "demo")
 # TF32 (torch.set_float32_matmul_precision("high")), the authors' default (xpm-torch's Fabric
 # "32-true" with torch_fp32_precision "high"); bf16-mixed: bf16 autocast over fp32 weights.
 PRECISIONS = ("fp32", "tf32", "bf16-mixed")
+# torch.set_float32_matmul_precision per training precision. "high" (TF32) is what xpm-torch's
+# learner sets for the authors' default "32-true" runs. For bf16-mixed its newer Fabric
+# configuration sets "medium" (bf16 inside fp32 matmuls); "high" here keeps the fp32 validation
+# scores of a bf16 run free of bf16 rounding (the difference is listed in the book).
+MATMUL_PRECISION = {"fp32": "highest", "tf32": "high", "bf16-mixed": "high"}
+# Test-time (and validation) scoring precision per training precision, in cerepro.rerank's
+# vocabulary: fp32 weights and activations for every run, TF32 matmuls for tf32 runs; never bf16
+# (a bf16 logit has 8 significant bits, so close candidates among 1,000 would tie and follow the
+# doc-id tie-break).
+SCORING_PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-mixed": "fp32"}
+
+
+def scoring_precision(config: RunConfig) -> str:
+    """The precision ``config``'s model is scored at: validation, evaluation, the contract."""
+    return SCORING_PRECISION[config.precision]
 BATCH_UNITS = ("group", "pair")
 
 
@@ -396,6 +411,28 @@ def load_grid(name_or_path: str | Path, root: Path | None = None) -> Grid:
         description=spec.get("description", ""), reproduces=spec.get("reproduces"),
         eval_datasets=tuple(spec.get("eval_datasets") or runs[0].eval_datasets), runs=runs,
     )
+
+
+def effective_settings(grid: Grid) -> list[dict[str, Any]]:
+    """One row per backbone of ``grid``: the merged settings its runs train and score with, so a
+    reader can check them against the paper in one place (``cerepro plan`` prints them, the
+    book's protocol page shows them). ``per step`` lists groups x passages per optimiser step
+    for each objective of the grid."""
+    rows = []
+    for backbone in grid.backbones:
+        runs = {r.objective: r for r in grid.runs if r.backbone == backbone}
+        first = next(iter(runs.values()))
+        rows.append({
+            "backbone": backbone, "hf_id": first.hf_id, "precision": first.precision,
+            "fp32 matmuls": MATMUL_PRECISION[first.precision], "scoring": scoring_precision(first),
+            "max_length": first.max_length,
+            "query / passage max": f"{first.query_max_length or '-'} / {first.passage_max_length or '-'}",
+            "lr": first.lr, "batch_size": first.batch_size,
+            "per step": ", ".join(f"{o} {r.groups_per_step}x{r.group_size}" for o, r in runs.items()),
+            "warmup / steps": f"{first.warmup_steps} / {first.max_steps}",
+            "selection": f"{first.validation_measure} @ top-{first.validation_depth}",
+        })
+    return rows
 
 
 def read_grid_file(path: Path) -> dict[str, Any]:

@@ -14,8 +14,9 @@
 # %% [markdown]
 # # Evaluate one model
 # Re-rank each dataset's first-stage candidates with one trained cross-encoder (or, with an
-# empty `model_dir`, score the first stage itself) and measure the run with ir_measures. Every
-# result is saved with its metric contract. With the defaults: the demo world's BM25 candidates
+# empty `model_dir`, score the first stage itself) and measure the run with ir_measures, at the
+# scoring precision of the run (`precision`: fp32, or fp32 weights with TF32 matmuls for runs
+# trained so; never bf16). Every result is saved with its metric contract, which records it. With the defaults: the demo world's BM25 candidates
 # (synthetic numbers).
 
 # %% tags=["parameters"]
@@ -29,6 +30,7 @@ depth = 30
 max_length = 96
 query_max_length = None
 passage_max_length = None
+precision = "fp32"
 run_dir = "."
 
 # %%
@@ -55,11 +57,13 @@ for dataset in datasets:
     if model is not None:
         texts = collection.docs.get_many(run["doc_id"].unique())  # missing texts: counted by rerank
         run = rerank(model, tokenizer, run, collection.queries, texts, max_length=max_length,
-                     query_max_length=query_max_length, passage_max_length=passage_max_length)
+                     query_max_length=query_max_length, passage_max_length=passage_max_length,
+                     precision=precision)
     folder = Path(run_dir) / "results" / folder_name(dataset)
     write_trec_run(run, folder / "run.trec", run_name)
     result = evaluate(run, collection.qrels, dataset=dataset, run_name=run_name,
-                      contract_extra={"first_stage": f"{first_stage} top-{depth}"})
+                      contract_extra={"first_stage": f"{first_stage} top-{depth}",
+                                      "scoring_precision": precision if model is not None else None})
     results.append(save_result(result, folder) and result)
 
 means = pd.concat([r.means for r in results])

@@ -223,6 +223,22 @@ def test_selection_measure_is_ndcg_over_the_whole_top_100_by_default_ndcg10_as_a
     assert validation_topics(many.head(100), 500).equals(many.head(100))
 
 
+def test_a_tf32_run_trains_with_tf32_matmuls_and_restores_the_setting(tmp_path, monkeypatch):
+    from cerepro import train as train_module
+
+    assert torch.get_float32_matmul_precision() == "highest"
+    train(config(precision="tf32", max_steps=2, warmup_steps=1), tmp_path / "run")
+    ledger = json.loads((tmp_path / "run/ledger.json").read_text())
+    assert ledger["precision"] == "tf32" and ledger["matmul_precision"] == "high"
+    assert torch.get_float32_matmul_precision() == "highest"
+    # MFU is taken against the TF32 peak for tf32 runs, not the bf16 one
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    cuda = torch.device("cuda")
+    assert train_module.peak_flops(cuda, "tf32") == 495e12
+    assert train_module.peak_flops(cuda, "bf16-mixed") == 989e12
+    assert train_module.peak_flops(cuda, "fp32") == 67e12
+
+
 def test_unknown_validation_measure_is_refused_before_training():
     from cerepro.config import ParamsError
 
