@@ -50,6 +50,9 @@ def scoring_precision(config: RunConfig) -> str:
     """The precision ``config``'s model is scored at: validation, evaluation, the contract."""
     return SCORING_PRECISION[config.precision]
 BATCH_UNITS = ("group", "pair")
+# How a pair longer than max_length is cut: "passage" keeps the query whole and cuts the passage
+# (the authors' xpmir HFQueryDocTokenizer); "longest_first" is the tokenizers library's rule.
+TRUNCATIONS = ("passage", "longest_first")
 
 
 class ParamsError(ValueError):
@@ -74,6 +77,7 @@ class RunConfig:
     precision: str
     query_max_length: int | None = None
     passage_max_length: int | None = None
+    truncation: str = "passage"
     gradient_checkpointing: bool = False
     # objective (params/objectives/<slug>.yaml)
     training_source: str = "triples"
@@ -319,6 +323,8 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         fail("training_source", f"must be one of {TRAINING_SOURCES}")
     if c.train_data not in TRAIN_DATA and not c.train_data.startswith("local:"):
         fail("train_data", f"must be one of {TRAIN_DATA} or 'local:<folder>'")
+    if c.truncation not in TRUNCATIONS:
+        fail("truncation", f"must be one of {TRUNCATIONS}")
     if c.batch_unit not in BATCH_UNITS:
         fail("batch_unit", f"must be one of {BATCH_UNITS}")
     if c.batch_unit == "pair" and c.batch_size % c.group_size:
@@ -427,6 +433,7 @@ def effective_settings(grid: Grid) -> list[dict[str, Any]]:
             "fp32 matmuls": MATMUL_PRECISION[first.precision], "scoring": scoring_precision(first),
             "max_length": first.max_length,
             "query / passage max": f"{first.query_max_length or '-'} / {first.passage_max_length or '-'}",
+            "truncation": first.truncation,
             "lr": first.lr, "batch_size": first.batch_size,
             "per step": ", ".join(f"{o} {r.groups_per_step}x{r.group_size}" for o, r in runs.items()),
             "warmup / steps": f"{first.warmup_steps} / {first.max_steps}",

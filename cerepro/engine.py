@@ -65,7 +65,7 @@ def job_parameters(grid: Grid, notebook: str, *, run_id: str | None = None, sour
         params = {**base, "run_name": run_id, "model_dir": model_dir, "datasets": list(run.eval_datasets),
                   "first_stage": run.first_stage, "depth": run.candidate_depth,
                   "max_length": run.max_length, "query_max_length": run.query_max_length,
-                  "passage_max_length": run.passage_max_length,
+                  "passage_max_length": run.passage_max_length, "truncation": run.truncation,
                   "precision": "fp32" if run_id == "first-stage" else scoring_precision(run)}
     elif notebook == "data":
         params = {**base, "source": source, "train_data": grid.runs[0].train_data}

@@ -252,6 +252,7 @@ def rerank(
     max_length: int,
     query_max_length: int | None = None,
     passage_max_length: int | None = None,
+    truncation: str = "passage",
     max_tokens: int | None = None,
     batch_size: int | None = None,
     precision: str = "auto",
@@ -268,8 +269,8 @@ def rerank(
 
     ``queries`` maps query id to text; ``doc_text`` maps doc id to text (a mapping or a function
     returning None for unknown ids). Every candidate must have both texts: missing ones are
-    counted and reported with examples, never dropped. Length limits are those of
-    ``cerepro.tokenize.encode_pairs``. With ``cache_key`` (naming the collection and its texts,
+    counted and reported with examples, never dropped. Length limits and ``truncation`` are those
+    of ``cerepro.tokenize.encode_pairs``. With ``cache_key`` (naming the collection and its texts,
     e.g. ``msmarco-passage/trec-dl-2019/judged``) the tokenized pairs are cached on disk for every
     model sharing the tokenizer. With ``shard_dir`` the pairs are scored ``shard_size`` at a time
     and each shard's scores saved there, so a rerun skips finished shards.
@@ -277,7 +278,8 @@ def rerank(
     candidates = _check_candidates(candidates)
     digest = _candidates_digest(candidates) if cache_key is not None or shard_dir is not None else None
     limits = dict(
-        max_length=max_length, query_max_length=query_max_length, passage_max_length=passage_max_length
+        max_length=max_length, query_max_length=query_max_length, passage_max_length=passage_max_length,
+        truncation=truncation,
     )
 
     def texts():

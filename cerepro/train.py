@@ -506,7 +506,8 @@ class TokenizedBlocks:
         key = getattr(source, "cache_key", None)
         self.cache_key = None if key is None else json.dumps(
             {"source": key, "tokenizer": tokenizer_fingerprint(tokenizer), "group_size": config.group_size,
-             "limits": [config.max_length, config.query_max_length, config.passage_max_length],
+             "limits": [config.max_length, config.query_max_length, config.passage_max_length,
+                        config.truncation],
              "block_groups": self.block_groups})
 
     def step_rows(self, step: int) -> tuple[Block, np.ndarray]:
@@ -542,7 +543,7 @@ class TokenizedBlocks:
         c = self.config
         encoding = encode_pairs(self.tokenizer, flat_q, flat_p, max_length=c.max_length,
                                 query_max_length=c.query_max_length,
-                                passage_max_length=c.passage_max_length)
+                                passage_max_length=c.passage_max_length, truncation=c.truncation)
         slots = np.full(mask.shape, -1, np.int64)
         slots[mask] = np.arange(int(mask.sum()))
         block = Block(start, encoding, slots, mask, arrays["labels"], arrays["teacher"])
@@ -599,7 +600,8 @@ class ValidationSet:
         encoding = encode_pairs(tokenizer, run["query_id"].map(queries).tolist(),
                                 run["doc_id"].map(texts).tolist(), max_length=config.max_length,
                                 query_max_length=config.query_max_length,
-                                passage_max_length=config.passage_max_length)
+                                passage_max_length=config.passage_max_length,
+                                truncation=config.truncation)
         return cls(dataset, config.validation_measure, encoding,
                    run[["query_id", "doc_id"]].reset_index(drop=True), collection.qrels,
                    tokenizer.pad_token_id)

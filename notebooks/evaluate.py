@@ -30,6 +30,7 @@ depth = 30
 max_length = 96
 query_max_length = None
 passage_max_length = None
+truncation = "passage"
 precision = "fp32"
 run_dir = "."
 
@@ -58,7 +59,7 @@ for dataset in datasets:
         texts = collection.docs.get_many(run["doc_id"].unique())  # missing texts: counted by rerank
         run = rerank(model, tokenizer, run, collection.queries, texts, max_length=max_length,
                      query_max_length=query_max_length, passage_max_length=passage_max_length,
-                     precision=precision)
+                     truncation=truncation, precision=precision)
     folder = Path(run_dir) / "results" / folder_name(dataset)
     write_trec_run(run, folder / "run.trec", run_name)
     result = evaluate(run, collection.qrels, dataset=dataset, run_name=run_name,
