@@ -357,6 +357,36 @@ def is_known_dataset(dataset: str, root: Path | None = None) -> bool:
     return dataset in dataset_registry(root)["datasets"]
 
 
+DIFFERENCE_KEYS = ("point", "authors", "source", "cerepro", "status", "effect")
+DIFFERENCE_STATUSES = ("fixed", "variant", "unconfirmed")
+
+
+def differences(root: Path | None = None) -> list[dict[str, str]]:
+    """params/expected/differences.yaml: every known difference from the authors' code, checked."""
+    path = (root or params_dir()) / "expected" / "differences.yaml"
+    entries = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("differences") or []
+    for i, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict) or set(entry) != set(DIFFERENCE_KEYS):
+            raise ParamsError(f"{path}: entry {i} must have exactly the keys {DIFFERENCE_KEYS}")
+        if entry["status"] not in DIFFERENCE_STATUSES:
+            raise ParamsError(f"{path}: entry {i} ({entry['point']!r}): status {entry['status']!r} "
+                              f"is not one of {DIFFERENCE_STATUSES}")
+    return entries
+
+
+def differences_markdown(root: Path | None = None) -> str:
+    """The differences as a Markdown table (the README's and the book's)."""
+    def cell(text: str) -> str:
+        text = " ".join(str(text).split()).replace("|", "\\|")
+        return text.replace("<", "&lt;").replace(">", "&gt;")  # <s> is RoBERTa's, not HTML
+
+    header = ["What", "The authors' code", "Read in", "cerepro", "Status", "Expected effect"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for d in differences(root):
+        lines.append("| " + " | ".join(cell(d[k]) for k in DIFFERENCE_KEYS) + " |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # Grids
 

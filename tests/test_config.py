@@ -219,3 +219,32 @@ def test_bad_grid_files(params):
         cfg.load_grid("g4", params)
     with pytest.raises(cfg.ParamsError, match=r"unknown grid 'nope'"):
         cfg.load_grid("nope", params)
+
+
+# --- differences from the authors' code ------------------------------------------------------------
+
+
+def test_differences_table_covers_the_six_points_and_the_readme_is_in_step():
+    entries = cfg.differences(PARAMS)
+    points = {e["point"]: e for e in entries}
+    for point in ("Test-time scoring precision", "Training precision per backbone",
+                  "InfoNCE positive and skip rule", "Model-selection measure",
+                  "Training order of the triples", "Input template and truncation"):
+        assert point in points and points[point]["status"] in ("fixed", "variant")
+        assert "(" in points[point]["source"]  # every fact names its file and repository
+    readme = (PARAMS / "expected" / "README.md").read_text()
+    table = readme.split("<!-- differences:start -->\n")[1].split("\n<!-- differences:end -->")[0]
+    assert table == cfg.differences_markdown(PARAMS), \
+        "params/expected/README.md is out of step: paste cerepro.config.differences_markdown() in"
+    assert "&lt;s&gt;" in table and "<s>" not in table  # RoBERTa's tokens, not HTML
+
+
+def test_a_malformed_difference_entry_is_refused(tmp_path):
+    (tmp_path / "expected").mkdir()
+    (tmp_path / "expected" / "differences.yaml").write_text(
+        "differences:\n- {point: x, authors: a, source: s, cerepro: c, status: maybe, effect: e}\n")
+    with pytest.raises(cfg.ParamsError, match=r"entry 1 \('x'\): status 'maybe' is not one of"):
+        cfg.differences(tmp_path)
+    (tmp_path / "expected" / "differences.yaml").write_text("differences:\n- {point: x}\n")
+    with pytest.raises(cfg.ParamsError, match="entry 1 must have exactly the keys"):
+        cfg.differences(tmp_path)
