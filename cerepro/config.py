@@ -44,11 +44,6 @@ MATMUL_PRECISION = {"fp32": "highest", "tf32": "high", "bf16-mixed": "high"}
 # (a bf16 logit has 8 significant bits, so close candidates among 1,000 would tie and follow the
 # doc-id tie-break).
 SCORING_PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-mixed": "fp32"}
-
-
-def scoring_precision(config: RunConfig) -> str:
-    """The precision ``config``'s model is scored at: validation, evaluation, the contract."""
-    return SCORING_PRECISION[config.precision]
 BATCH_UNITS = ("group", "pair")
 # How a pair longer than max_length is cut: "passage" keeps the query whole and cuts the passage
 # (the authors' xpmir HFQueryDocTokenizer); "longest_first" is the tokenizers library's rule.
@@ -148,6 +143,11 @@ _HINTS = typing.get_type_hints(RunConfig)
 
 def run_id(backbone: str, objective: str, seed: int) -> str:
     return f"{backbone}.{objective}.s{seed}"
+
+
+def scoring_precision(config: RunConfig) -> str:
+    """The precision ``config``'s model is scored at: validation, evaluation, the contract."""
+    return SCORING_PRECISION[config.precision]
 
 
 def paper_seeds(n: int) -> list[int]:
