@@ -63,7 +63,8 @@ def main() -> None:
         docs = dict(zip(candidates["doc_id"].unique(), collection.doc_text(candidates["doc_id"].unique())))
         run = rerank.rerank(model, tokenizer, candidates, collection.queries, docs, max_length=config.max_length,
                             query_max_length=config.query_max_length,
-                            passage_max_length=config.passage_max_length, precision="fp32",
+                            passage_max_length=config.passage_max_length, truncation=config.truncation,
+                            precision="fp32",
                             progress=False)  # fp32: bf16 logits tie close candidates
         rows.append({"run": config.run_id, "nDCG@10": ndcg(run, collection, config.run_id),
                      "best_step": summary["best_step"], "validation": summary["best_value"],
@@ -73,7 +74,7 @@ def main() -> None:
     bm25 = rows[0]["nDCG@10"]
     print(f"\n{DATASET} nDCG@10 (synthetic demo world), {args.backbone}, profile {args.profile}, seed {args.seed}"
           f"{', ' + ', '.join(args.set) if args.set else ''}\n")
-    print("| run | nDCG@10 | vs BM25 | best step | validation nDCG@10 | train s |")
+    print(f"| run | nDCG@10 | vs BM25 | best step | validation {config.validation_measure} | train s |")
     print("|---|---|---|---|---|---|")
     for row in rows:
         delta = "" if row is rows[0] else f"{row['nDCG@10'] - bm25:+.4f}"

@@ -30,8 +30,24 @@ from cerepro.paths import params_dir
 LAYER_ORDER = ("base", "backbone", "objective", "profile", "overrides")
 TRAINING_SOURCES = ("triples", "teacher-pairs", "hard-negatives", "llm-lists")
 TRAIN_DATA = ("msmarco-passage", "demo")
-PRECISIONS = ("fp32", "bf16-mixed")
+# fp32: weights, activations and matmuls in fp32; tf32: fp32 weights and activations, matmuls in
+# TF32 (torch.set_float32_matmul_precision("high")), the authors' default (xpm-torch's Fabric
+# "32-true" with torch_fp32_precision "high"); bf16-mixed: bf16 autocast over fp32 weights.
+PRECISIONS = ("fp32", "tf32", "bf16-mixed")
+# torch.set_float32_matmul_precision per training precision. "high" (TF32) is what xpm-torch's
+# learner sets for the authors' default "32-true" runs. For bf16-mixed its newer Fabric
+# configuration sets "medium" (bf16 inside fp32 matmuls); "high" here keeps the fp32 validation
+# scores of a bf16 run free of bf16 rounding (the difference is listed in the book).
+MATMUL_PRECISION = {"fp32": "highest", "tf32": "high", "bf16-mixed": "high"}
+# Test-time (and validation) scoring precision per training precision, in cerepro.rerank's
+# vocabulary: fp32 weights and activations for every run, TF32 matmuls for tf32 runs; never bf16
+# (a bf16 logit has 8 significant bits, so close candidates among 1,000 would tie and follow the
+# doc-id tie-break).
+SCORING_PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-mixed": "fp32"}
 BATCH_UNITS = ("group", "pair")
+# How a pair longer than max_length is cut: "passage" keeps the query whole and cuts the passage
+# (the authors' xpmir HFQueryDocTokenizer); "longest_first" is the tokenizers library's rule.
+TRUNCATIONS = ("passage", "longest_first")
 
 
 class ParamsError(ValueError):
@@ -56,6 +72,7 @@ class RunConfig:
     precision: str
     query_max_length: int | None = None
     passage_max_length: int | None = None
+    truncation: str = "passage"
     gradient_checkpointing: bool = False
     # objective (params/objectives/<slug>.yaml)
     training_source: str = "triples"
@@ -84,7 +101,9 @@ class RunConfig:
     validation_datasets: tuple[str, ...] = ()
     validation_first_stage: str = "bm25"
     validation_depth: int = 100
-    validation_measure: str = "nDCG@10"
+    # the authors' validation listener: aggregated nDCG (no cutoff) over the top-100 re-ranked
+    validation_measure: str = "nDCG"
+    validation_queries: int = 500  # at most this many topics per validation set (validation.size)
     # evaluation
     eval_datasets: tuple[str, ...] = ()
     first_stage: str = "bm25"
@@ -124,6 +143,11 @@ _HINTS = typing.get_type_hints(RunConfig)
 
 def run_id(backbone: str, objective: str, seed: int) -> str:
     return f"{backbone}.{objective}.s{seed}"
+
+
+def scoring_precision(config: RunConfig) -> str:
+    """The precision ``config``'s model is scored at: validation, evaluation, the contract."""
+    return SCORING_PRECISION[config.precision]
 
 
 def paper_seeds(n: int) -> list[int]:
@@ -273,7 +297,8 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
     if c.weight_decay < 0:
         fail("weight_decay", "must be >= 0")
     for key in ("batch_size", "max_steps", "max_length", "group_size", "grad_accum", "log_every",
-                "checkpoint_every", "validate_every", "validation_depth", "candidate_depth", "cpus",
+                "checkpoint_every", "validate_every", "validation_depth", "validation_queries",
+                "candidate_depth", "cpus",
                 "mem_gb", "runtime_min"):
         if getattr(c, key) <= 0:
             fail(key, "must be > 0")
@@ -286,12 +311,20 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         value = getattr(c, key)
         if value is not None and not 0 < value < c.max_length:
             fail(key, f"must be between 1 and max_length - 1 ({c.max_length - 1})")
+    from cerepro.evaluate import parse_measures
+
+    try:
+        parse_measures([c.validation_measure])
+    except ValueError as exc:
+        fail("validation_measure", str(exc))
     if c.precision not in PRECISIONS:
         fail("precision", f"must be one of {PRECISIONS}")
     if c.training_source not in TRAINING_SOURCES:
         fail("training_source", f"must be one of {TRAINING_SOURCES}")
     if c.train_data not in TRAIN_DATA and not c.train_data.startswith("local:"):
         fail("train_data", f"must be one of {TRAIN_DATA} or 'local:<folder>'")
+    if c.truncation not in TRUNCATIONS:
+        fail("truncation", f"must be one of {TRUNCATIONS}")
     if c.batch_unit not in BATCH_UNITS:
         fail("batch_unit", f"must be one of {BATCH_UNITS}")
     if c.batch_unit == "pair" and c.batch_size % c.group_size:
@@ -322,6 +355,36 @@ def is_known_dataset(dataset: str, root: Path | None = None) -> bool:
     if dataset.startswith(("demo:", "local:", "nano-beir/")):
         return True
     return dataset in dataset_registry(root)["datasets"]
+
+
+DIFFERENCE_KEYS = ("point", "authors", "source", "cerepro", "status", "effect")
+DIFFERENCE_STATUSES = ("fixed", "variant", "unconfirmed")
+
+
+def differences(root: Path | None = None) -> list[dict[str, str]]:
+    """params/expected/differences.yaml: every known difference from the authors' code, checked."""
+    path = (root or params_dir()) / "expected" / "differences.yaml"
+    entries = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("differences") or []
+    for i, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict) or set(entry) != set(DIFFERENCE_KEYS):
+            raise ParamsError(f"{path}: entry {i} must have exactly the keys {DIFFERENCE_KEYS}")
+        if entry["status"] not in DIFFERENCE_STATUSES:
+            raise ParamsError(f"{path}: entry {i} ({entry['point']!r}): status {entry['status']!r} "
+                              f"is not one of {DIFFERENCE_STATUSES}")
+    return entries
+
+
+def differences_markdown(root: Path | None = None) -> str:
+    """The differences as a Markdown table (the README's and the book's)."""
+    def cell(text: str) -> str:
+        text = " ".join(str(text).split()).replace("|", "\\|")
+        return text.replace("<", "&lt;").replace(">", "&gt;")  # <s> is RoBERTa's, not HTML
+
+    header = ["What", "The authors' code", "Read in", "cerepro", "Status", "Expected effect"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for d in differences(root):
+        lines.append("| " + " | ".join(cell(d[k]) for k in DIFFERENCE_KEYS) + " |")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,6 +554,29 @@ def read_checkpoints(path: Path) -> list[dict[str, Any]]:
                 for k, v in published.items()):
             raise ParamsError(f"{where}: key 'published' must map '<measure> <dataset>' to a number")
     return entries
+
+
+def effective_settings(grid: Grid) -> list[dict[str, Any]]:
+    """One row per backbone of ``grid``: the merged settings its runs train and score with, so a
+    reader can check them against the paper in one place (``cerepro plan`` prints them, the
+    book's protocol page shows them). ``per step`` lists groups x passages per optimiser step
+    for each objective of the grid."""
+    rows = []
+    for backbone in grid.backbones:
+        runs = {j.config.objective: j.config for j in grid.evaluations if j.config.backbone == backbone}
+        first = next(iter(runs.values()))
+        rows.append({
+            "backbone": backbone, "hf_id": first.hf_id, "precision": first.precision,
+            "fp32 matmuls": MATMUL_PRECISION[first.precision], "scoring": scoring_precision(first),
+            "max_length": first.max_length,
+            "query / passage max": f"{first.query_max_length or '-'} / {first.passage_max_length or '-'}",
+            "truncation": first.truncation,
+            "lr": first.lr, "batch_size": first.batch_size,
+            "per step": ", ".join(f"{o} {r.groups_per_step}x{r.group_size}" for o, r in runs.items()),
+            "warmup / steps": f"{first.warmup_steps} / {first.max_steps}",
+            "selection": f"{first.validation_measure} @ top-{first.validation_depth}",
+        })
+    return rows
 
 
 def read_grid_file(path: Path) -> dict[str, Any]:

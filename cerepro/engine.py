@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cerepro.config import Grid, RunConfig, dataset_registry, load_grid
+from cerepro.config import Grid, RunConfig, dataset_registry, effective_settings, load_grid, scoring_precision
 from cerepro.paths import project_root, runs_dir
 from cerepro.runner import RunnerError, declared_parameters, notebook_path, run_notebook
 
@@ -70,7 +70,8 @@ def job_parameters(grid: Grid, notebook: str, *, run_id: str | None = None, sour
                   "datasets": list(run.eval_datasets),
                   "first_stage": run.first_stage, "depth": run.candidate_depth,
                   "max_length": run.max_length, "query_max_length": run.query_max_length,
-                  "passage_max_length": run.passage_max_length}
+                  "passage_max_length": run.passage_max_length, "truncation": run.truncation,
+                  "precision": "fp32" if run_id == "first-stage" else scoring_precision(run)}
     elif notebook == "data":
         params = {**base, "source": source, "train_data": grid.first_config.train_data}
     elif notebook == "compare":
@@ -163,7 +164,10 @@ def run_grid(grid: str, **kwargs) -> int:
 
 # Assumptions of the cost model, stated once and printed with every plan.
 PLAN_MFU = 0.40               # sustained model-FLOPs utilisation on a 40-80 GB GPU in bf16/tf32
-PLAN_GPU_TFLOPS = 989.0       # H100 SXM dense bf16 peak (TFLOP/s)
+PLAN_GPU = "H100 SXM"
+# Dense peak TFLOP/s of PLAN_GPU at each training precision: a tf32 run (fp32 weights, TF32
+# matmuls, the authors' default) runs at half the bf16 rate; a strict fp32 one on CUDA cores.
+PLAN_PEAK_TFLOPS = {"bf16-mixed": 989.0, "tf32": 494.7, "fp32": 66.9}
 TRAIN_PAIR_TOKENS = 128       # mean tokens of an MS MARCO (query, passage) pair
 EVAL_PAIR_TOKENS = 256        # mean tokens of an evaluation pair (longer BEIR/Robust04 documents)
 
@@ -187,13 +191,14 @@ def _params_from_slug(slug: str) -> float:
 
 def plan(name: str) -> dict[str, Any]:
     """Jobs, data and estimated GPU-hours of a grid (6·N·tokens for training, 2·N·tokens for
-    re-ranking, at PLAN_MFU of PLAN_GPU_TFLOPS)."""
+    re-ranking, at PLAN_MFU of the peak of the run's training precision, PLAN_PEAK_TFLOPS;
+    re-ranking at the fp32 scoring precision's peak is counted at the training one's)."""
     grid = load_grid(name)
     registry = dataset_registry()["datasets"]
-    rate = PLAN_MFU * PLAN_GPU_TFLOPS * 1e12
     rows = []
     for job in grid.evaluations:
         run = job.config
+        rate = PLAN_MFU * PLAN_PEAK_TFLOPS[run.precision] * 1e12
         n = backbone_params(run)
         steps = run.max_steps if job.trained else 0
         train_flops = 6 * n * run.pairs_per_step * steps * min(TRAIN_PAIR_TOKENS, run.max_length)
@@ -201,14 +206,15 @@ def plan(name: str) -> dict[str, Any]:
         pairs = sum(registry.get(d, {}).get("queries", 0) * run.candidate_depth for d in run.eval_datasets)
         eval_flops = 2 * n * (pairs + val_pairs) * min(EVAL_PAIR_TOKENS, run.max_length)
         rows.append({"run_id": job.run_id, "model": "" if job.trained else f"{job.model}@{job.revision or 'main'}",
+                     "precision": run.precision, "peak_tflops": PLAN_PEAK_TFLOPS[run.precision],
                      "params_m": round(n / 1e6, 1), "steps": steps,
                      "pairs_per_step": run.pairs_per_step if job.trained else 0, "eval_pairs": pairs,
                      "train_gpu_h": train_flops / rate / 3600, "eval_gpu_h": eval_flops / rate / 3600,
                      "gpus": run.gpus, "mem_gb": run.mem_gb, "runtime_min": run.runtime_min})
     data = training_data_needs(grid)
     return {"grid": grid.name, "profile": grid.profile, "runs": rows, "data": data,
-            "eval_datasets": list(grid.eval_datasets),
-            "assumptions": {"mfu": PLAN_MFU, "gpu_peak_tflops": PLAN_GPU_TFLOPS,
+            "eval_datasets": list(grid.eval_datasets), "settings": effective_settings(grid),
+            "assumptions": {"mfu": PLAN_MFU, "gpu": PLAN_GPU, "gpu_peak_tflops": dict(PLAN_PEAK_TFLOPS),
                             "train_pair_tokens": TRAIN_PAIR_TOKENS, "eval_pair_tokens": EVAL_PAIR_TOKENS},
             "total_gpu_h": sum(r["train_gpu_h"] + r["eval_gpu_h"] for r in rows if r["gpus"])}
 
@@ -230,23 +236,37 @@ def training_data_needs(grid: Grid) -> list[dict[str, Any]]:
     return out
 
 
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    """Rows of dicts as aligned text columns (header first)."""
+    if not rows:
+        return []
+    keys = list(rows[0])
+    width = {k: max(len(str(k)), *(len(str(r[k])) for r in rows)) for k in keys}
+    return [" ".join(f"{str(k):<{width[k]}}" for k in keys)] + \
+        [" ".join(f"{str(r[k]):<{width[k]}}" for k in keys) for r in rows]
+
+
 def format_plan(p: dict[str, Any]) -> str:
     trained = sum(1 for r in p["runs"] if not r["model"])
     lines = [f"grid {p['grid']} (profile {p['profile']}): {trained} training jobs, "
              f"{len(p['runs'])} evaluation jobs over {len(p['eval_datasets'])} datasets, 1 first-stage, 1 compare"]
-    lines.append(f"{'run id':<40} {'params':>8} {'steps':>8} {'pairs/step':>10} {'eval pairs':>11} {'train GPU-h':>11} {'eval GPU-h':>10}")
+    lines.append("effective settings per backbone:")
+    lines.extend("  " + line for line in _table(p["settings"]))
+    lines.append(f"{'run id':<40} {'precision':>10} {'params':>8} {'steps':>8} {'pairs/step':>10} "
+                 f"{'eval pairs':>11} {'train GPU-h':>11} {'eval GPU-h':>10}")
     for r in p["runs"]:
-        lines.append(f"{r['run_id']:<40} {r['params_m']:>7}M {r['steps']:>8} {r['pairs_per_step']:>10} "
-                     f"{r['eval_pairs']:>11,} {r['train_gpu_h']:>11.2f} {r['eval_gpu_h']:>10.2f}"
-                     + (f"  {r['model']}" if r["model"] else ""))
+        lines.append(f"{r['run_id']:<40} {r['precision']:>10} {r['params_m']:>7}M {r['steps']:>8} "
+                     f"{r['pairs_per_step']:>10} {r['eval_pairs']:>11,} {r['train_gpu_h']:>11.2f} "
+                     f"{r['eval_gpu_h']:>10.2f}" + (f"  {r['model']}" if r["model"] else ""))
     if p["data"]:
         lines.append("data:")
         for d in p["data"]:
             lines.append("  " + ", ".join(f"{k}={v}" for k, v in d.items()))
     lines.append("evaluation datasets: " + ", ".join(p["eval_datasets"]))
     a = p["assumptions"]
+    peaks = ", ".join(f"{v:g} TFLOP/s in {k}" for k, v in a["gpu_peak_tflops"].items())
     lines.append(f"estimate: {p['total_gpu_h']:,.0f} GPU-hours on GPU jobs, assuming {a['mfu']:.0%} MFU of "
-                 f"{a['gpu_peak_tflops']:.0f} TFLOP/s, {a['train_pair_tokens']} tokens per training pair and "
+                 f"the {a['gpu']} dense peak ({peaks}), {a['train_pair_tokens']} tokens per training pair and "
                  f"{a['eval_pair_tokens']} per evaluation pair (FLOPs = 6·N·tokens to train, 2·N·tokens to score)")
     return "\n".join(lines)
 

@@ -8,8 +8,10 @@ dev top-1000: ~7M pairs) are scored in shards written to disk, so an interrupted
 where it stopped.
 
 ``score_pairs`` is the scoring loop alone, shared with training-time validation: pairs sorted by
-length, batched by a token budget, padded per batch, ``torch.inference_mode()``, bf16 autocast on
-GPU (and on CPUs with native bf16 when asked).
+length, batched by a token budget, padded per batch, ``torch.inference_mode()``, at one of three
+precisions: ``fp32`` (full fp32 matmuls), ``tf32`` (fp32 weights and outputs, TF32 matmuls on
+GPUs that have them) or ``bf16`` (autocast); ``auto`` picks bf16 where the hardware has it.
+Evaluation scores each run at ``cerepro.config.scoring_precision`` (never bf16).
 
 This module never trains, evaluates or reads datasets from disk: callers pass texts in.
 """
@@ -32,7 +34,9 @@ from cerepro.datasets import rank_by_score
 from cerepro.paths import atomic_path
 from cerepro.tokenize import PairEncoding, cached_encode_pairs, collate, encode_pairs, token_budget_batches
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+# torch.set_float32_matmul_precision while scoring at each precision ("bf16": left as it is)
+_MATMUL = {"fp32": "highest", "tf32": "high"}
 DEFAULT_SHARD_SIZE = 500_000  # pairs per shard: minutes of work on a GPU, so little is lost
 
 
@@ -82,7 +86,8 @@ def score_pairs(
     with a ``batch_size`` gives fixed-size, length-sorted batches. The score is the model's single
     logit (for two-label models, logit 1 minus logit 0). ``progress`` is a bool or a tqdm bar
     to advance. ``precision="bf16"`` autocasts an fp32 model to bf16; a model whose weights are
-    already bf16 runs in bf16 whatever ``precision`` says.
+    already bf16 runs in bf16 whatever ``precision`` says. ``"fp32"`` and ``"tf32"`` set the fp32
+    matmul precision for the call (full fp32, or TF32 on GPUs that have it) and restore it.
 
     ``first_token_last_layer``: the classification head of BERT, RoBERTa and ELECTRA reads only
     the first token of the last layer, so that layer computes only that token's output (its
@@ -108,11 +113,12 @@ def score_pairs(
     # Autocast only lifts fp32 weights to bf16 compute; a model already in bf16 runs as it is.
     fp32_weights = next(model.parameters()).dtype == torch.float32
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and fp32_weights)
+    matmul = _matmul_precision(_MATMUL[precision]) if precision in _MATMUL else nullcontext()
     if first_token_last_layer is None:
         first_token_last_layer = supports_first_token_last_layer(model)
     shortcut = last_layer_first_token_only(model) if first_token_last_layer else nullcontext()
     try:
-        with torch.inference_mode(), autocast, shortcut:
+        with torch.inference_mode(), autocast, matmul, shortcut:
             for indices in batches:
                 batch = collate(encoding, indices, pad_token_id)
                 if not takes_types:
@@ -129,6 +135,17 @@ def score_pairs(
     if batches:
         out[np.concatenate(batches)] = torch.cat(scores).float().cpu().numpy()
     return out
+
+
+@contextmanager
+def _matmul_precision(value: str):
+    """fp32 matmuls at ``value`` ("highest": fp32, "high": TF32 where the GPU has it), restored after."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(value)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 # Sequence-classification heads that read only the first token of the last hidden states.
@@ -235,6 +252,7 @@ def rerank(
     max_length: int,
     query_max_length: int | None = None,
     passage_max_length: int | None = None,
+    truncation: str = "passage",
     max_tokens: int | None = None,
     batch_size: int | None = None,
     precision: str = "auto",
@@ -251,8 +269,8 @@ def rerank(
 
     ``queries`` maps query id to text; ``doc_text`` maps doc id to text (a mapping or a function
     returning None for unknown ids). Every candidate must have both texts: missing ones are
-    counted and reported with examples, never dropped. Length limits are those of
-    ``cerepro.tokenize.encode_pairs``. With ``cache_key`` (naming the collection and its texts,
+    counted and reported with examples, never dropped. Length limits and ``truncation`` are those
+    of ``cerepro.tokenize.encode_pairs``. With ``cache_key`` (naming the collection and its texts,
     e.g. ``msmarco-passage/trec-dl-2019/judged``) the tokenized pairs are cached on disk for every
     model sharing the tokenizer. With ``shard_dir`` the pairs are scored ``shard_size`` at a time
     and each shard's scores saved there, so a rerun skips finished shards.
@@ -260,7 +278,8 @@ def rerank(
     candidates = _check_candidates(candidates)
     digest = _candidates_digest(candidates) if cache_key is not None or shard_dir is not None else None
     limits = dict(
-        max_length=max_length, query_max_length=query_max_length, passage_max_length=passage_max_length
+        max_length=max_length, query_max_length=query_max_length, passage_max_length=passage_max_length,
+        truncation=truncation,
     )
 
     def texts():

@@ -4,9 +4,10 @@ One implementation of how a cross-encoder sees its input, so training, validatio
 cannot drift apart:
 
 - ``encode_pairs`` tokenizes every pair with the backbone's own pair template (``[CLS] q [SEP] p
-  [SEP]`` for BERT, ``<s> q </s></s> p </s>`` for RoBERTa, ...), applying the query and passage
-  limits first and then the total ``max_length`` exactly as the tokenizer's ``longest_first``
-  truncation would. Unique queries and unique passages are tokenized once, in batches, by the
+  [SEP]`` for BERT, ELECTRA, DeBERTa-v3 and ModernBERT, ``<s> q </s></s> p </s>`` for RoBERTa),
+  applying the query and passage limits first and then the total ``max_length``: by default as
+  the authors' xpmir tokenizer does (the query kept whole, the passage cut), or exactly as the
+  tokenizer's own ``longest_first`` truncation would. Unique queries and unique passages are tokenized once, in batches, by the
   fast tokenizer; pairs are then assembled with array operations, never a Python loop per pair.
 - ``PairEncoding`` holds the result as flat numpy arrays (token ids + offsets), cheap to save,
   load and slice.
@@ -32,10 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cerepro.config import TRUNCATIONS
 from cerepro.paths import atomic_path, cache_dir
 
 # Bump when the arrays' meaning changes, so old cache files are never read as new ones.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: passage-first truncation by default
 _TOKENIZE_CHUNK = 16_384  # texts per tokenizer call: bounds the Python lists alive at once
 _ASSEMBLE_CHUNK = 1 << 20  # pairs per vectorised assembly step: bounds the index arrays
 
@@ -178,6 +180,14 @@ def longest_first(a: np.ndarray, b: np.ndarray, budget: int) -> tuple[np.ndarray
     return a_kept, b_kept
 
 
+def passage_first(a: np.ndarray, b: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths kept of a query (``a``) and a passage (``b``) under a shared ``budget``: the query
+    whole (cut only if it alone exceeds the budget), the passage cut to what is left; the rule of
+    the authors' xpmir ``HFQueryDocTokenizer``."""
+    a = np.minimum(np.asarray(a, dtype=np.int64), budget)
+    return a, np.minimum(np.asarray(b, dtype=np.int64), budget - a)
+
+
 def encode_pairs(
     tokenizer,
     queries: Sequence[str],
@@ -186,16 +196,22 @@ def encode_pairs(
     max_length: int,
     query_max_length: int | None = None,
     passage_max_length: int | None = None,
+    truncation: str = "passage",
 ) -> PairEncoding:
     """Tokenize ``(queries[i], passages[i])`` pairs with the tokenizer's pair template.
 
     Limits, in this order: the query keeps at most ``query_max_length`` tokens and the passage at
     most ``passage_max_length`` (special tokens not counted), then the pair is cut to
-    ``max_length`` tokens in total (special tokens counted) by ``longest_first``, so with no
-    segment limits the result equals ``tokenizer(q, p, truncation=True, max_length=...)``.
+    ``max_length`` tokens in total (special tokens counted): ``truncation="passage"`` keeps the
+    query and cuts the passage (the authors' rule); ``"longest_first"`` cuts the longer segment
+    first, so with no segment limits the result equals ``tokenizer(q, p, truncation=True,
+    max_length=...)``.
     """
     if len(queries) != len(passages):
         raise ValueError(f"{len(queries)} queries but {len(passages)} passages")
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
+    cut = passage_first if truncation == "passage" else longest_first
     template = pair_template(tokenizer)
     budget = max_length - template.n_special
     if budget < 1:
@@ -211,7 +227,7 @@ def encode_pairs(
     pieces, all_lengths, splits = [], [], []
     for start in range(0, len(q_codes), _ASSEMBLE_CHUNK):
         qc, pc = q_codes[start : start + _ASSEMBLE_CHUNK], p_codes[start : start + _ASSEMBLE_CHUNK]
-        a, b = longest_first(q_len[qc], p_len[pc], budget)
+        a, b = cut(q_len[qc], p_len[pc], budget)
         ids, lengths = _assemble(template, q_flat, q_offsets[qc], a, p_flat, p_offsets[pc], b)
         pieces.append(ids.astype(dtype, copy=False))
         all_lengths.append(lengths)
@@ -253,16 +269,19 @@ def cached_encode_pairs(
     max_length: int,
     query_max_length: int | None = None,
     passage_max_length: int | None = None,
+    truncation: str = "passage",
 ) -> PairEncoding:
     """``encode_pairs`` through a disk cache under ``cache_dir()/tokenized/``.
 
     ``cache_key`` names the pairs and their texts (e.g. ``msmarco-passage/trec-dl-2019/judged``
     plus the candidates' checksum; ``rerank`` derives one): the caller vouches that equal keys
-    mean equal texts. The file is keyed by it, the tokenizer's fingerprint and the three limits.
+    mean equal texts. The file is keyed by it, the tokenizer's fingerprint, the three limits and the
+    truncation rule.
     ``texts`` is ``(queries, passages)`` or a function returning them, called only on a miss so a
     hit never reads the collection.
     """
     key = {
+        "truncation": truncation,
         "cache_key": cache_key,
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "max_length": max_length,
@@ -285,6 +304,7 @@ def cached_encode_pairs(
         max_length=max_length,
         query_max_length=query_max_length,
         passage_max_length=passage_max_length,
+        truncation=truncation,
     )
     encoding.save(path, meta={**key, "tokenizer_name": str(tokenizer.name_or_path)})
     return encoding

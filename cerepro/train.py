@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import inspect
 import json
@@ -51,7 +52,7 @@ import numpy as np
 import torch
 
 from cerepro import losses, models, rerank
-from cerepro.config import RunConfig, build_config, load_config
+from cerepro.config import MATMUL_PRECISION, RunConfig, build_config, load_config, scoring_precision
 from cerepro.paths import atomic_path, cache_dir, write_text_atomic
 from cerepro.tokenize import PairEncoding, collate, encode_pairs, tokenizer_fingerprint
 
@@ -69,10 +70,11 @@ SOURCE_PROVIDES = {
 OPERATIONAL_KEYS = {"profile", "log_every", "checkpoint_every", "eval_datasets", "first_stage",
                     "candidate_depth", "gpus", "cpus", "mem_gb", "runtime_min", "compile",
                     "gradient_checkpointing"}
-# Dense bf16 / fp32 (no TF32) peak TFLOP/s per GPU, for MFU; matched on the device name.
-PEAK_TFLOPS = [("H100 PCIe", 756, 51), ("H100 NVL", 835, 60), ("H100", 989, 67), ("GH200", 989, 67),
-               ("H200", 989, 67), ("B200", 2250, 80), ("A100", 312, 19.5), ("L40S", 362, 91.6),
-               ("L4", 121, 30.3), ("A10G", 70, 31.2), ("RTX 4090", 165, 82.6)]
+# Dense bf16 / TF32 / fp32 (no TF32) peak TFLOP/s per GPU, for MFU; matched on the device name.
+PEAK_TFLOPS = [("H100 PCIe", 756, 378, 51), ("H100 NVL", 835, 418, 60), ("H100", 989, 495, 67),
+               ("GH200", 989, 495, 67), ("H200", 989, 495, 67), ("B200", 2250, 1125, 80),
+               ("A100", 312, 156, 19.5), ("L40S", 362, 183, 91.6), ("L4", 121, 60, 30.3),
+               ("A10G", 70, 35, 31.2), ("RTX 4090", 165, 82.6, 82.6)]
 
 
 class TrainingError(RuntimeError):
@@ -91,6 +93,21 @@ class DivergedError(TrainingError):
 # The training loop
 
 
+def _with_matmul_precision(train):
+    """Run ``train(config, ...)`` with fp32 matmuls at the run's precision (TF32 for ``tf32``
+    runs, as the authors' learner sets), then restore the process's setting."""
+    @functools.wraps(train)
+    def wrapper(config: RunConfig, *args, **kwargs):
+        previous = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision(MATMUL_PRECISION[config.precision])
+        try:
+            return train(config, *args, **kwargs)
+        finally:
+            torch.set_float32_matmul_precision(previous)
+    return wrapper
+
+
+@_with_matmul_precision
 def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True,
         data=None, tokenizer_texts=None) -> dict[str, Any]:
     """Train ``config``'s cross-encoder into ``output_dir``; returns the run summary.
@@ -229,9 +246,10 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
             _check_finite(*pending, output_dir)
             started = time.perf_counter()
             if main:
-                # fp32 scores even after bf16 training: a bf16 logit has 8 significant bits, so
-                # close candidates would tie and the measure would follow the tie-break order.
-                values = {v.dataset: v.score(bare, "fp32") for v in validation}
+                # fp32 scores even after bf16 training (TF32 matmuls for tf32 runs, as the
+                # authors' validation inside their learner): a bf16 logit has 8 significant bits,
+                # so close candidates would tie and the measure would follow the tie-break order.
+                values = {v.dataset: v.score(bare, scoring_precision(config)) for v in validation}
                 value = float(np.mean(list(values.values())))
                 _append_jsonl(output_dir / "log.jsonl", {"step": step, "validation": values,
                                                          config.validation_measure: value})
@@ -488,7 +506,8 @@ class TokenizedBlocks:
         key = getattr(source, "cache_key", None)
         self.cache_key = None if key is None else json.dumps(
             {"source": key, "tokenizer": tokenizer_fingerprint(tokenizer), "group_size": config.group_size,
-             "limits": [config.max_length, config.query_max_length, config.passage_max_length],
+             "limits": [config.max_length, config.query_max_length, config.passage_max_length,
+                        config.truncation],
              "block_groups": self.block_groups})
 
     def step_rows(self, step: int) -> tuple[Block, np.ndarray]:
@@ -524,7 +543,7 @@ class TokenizedBlocks:
         c = self.config
         encoding = encode_pairs(self.tokenizer, flat_q, flat_p, max_length=c.max_length,
                                 query_max_length=c.query_max_length,
-                                passage_max_length=c.passage_max_length)
+                                passage_max_length=c.passage_max_length, truncation=c.truncation)
         slots = np.full(mask.shape, -1, np.int64)
         slots[mask] = np.arange(int(mask.sum()))
         block = Block(start, encoding, slots, mask, arrays["labels"], arrays["teacher"])
@@ -574,13 +593,15 @@ class ValidationSet:
         from cerepro import datasets
 
         run = datasets.load_candidates(dataset, config.validation_first_stage, config.validation_depth)
+        run = validation_topics(run, config.validation_queries)
         collection = datasets.load_collection(dataset)
         queries = collection.queries
         texts = dict(zip(run["doc_id"].unique(), collection.doc_text(run["doc_id"].unique())))
         encoding = encode_pairs(tokenizer, run["query_id"].map(queries).tolist(),
                                 run["doc_id"].map(texts).tolist(), max_length=config.max_length,
                                 query_max_length=config.query_max_length,
-                                passage_max_length=config.passage_max_length)
+                                passage_max_length=config.passage_max_length,
+                                truncation=config.truncation)
         return cls(dataset, config.validation_measure, encoding,
                    run[["query_id", "doc_id"]].reset_index(drop=True), collection.qrels,
                    tokenizer.pad_token_id)
@@ -592,6 +613,17 @@ class ValidationSet:
         result = evaluate.evaluate(self.run.assign(score=scores), self.qrels, [self.measure],
                                    dataset=self.dataset, run_name="validation")
         return result.mean(self.measure)
+
+
+def validation_topics(run, limit: int, seed: int = 123):
+    """The candidates of at most ``limit`` topics: all of them when there are that few (NanoBEIR's
+    sets hold 50), else a seeded sample (the authors draw 500 with xpmir's RandomFold, seed 123;
+    its draw is not reproduced, only the size)."""
+    topics = np.asarray(sorted(run["query_id"].unique()), dtype=object)
+    if len(topics) <= limit:
+        return run
+    kept = set(np.random.RandomState(seed).choice(topics, size=limit, replace=False))
+    return run[run["query_id"].isin(kept)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -844,9 +876,9 @@ def peak_flops(device, precision: str) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    for key, bf16, fp32 in PEAK_TFLOPS:
+    for key, bf16, tf32, fp32 in PEAK_TFLOPS:
         if key in name:
-            return (bf16 if precision == "bf16-mixed" else fp32) * 1e12
+            return {"bf16-mixed": bf16, "tf32": tf32}.get(precision, fp32) * 1e12
     return None
 
 
@@ -859,6 +891,7 @@ def compute_ledger(config: RunConfig, totals: dict, model, device, world: int) -
     return {
         "run_id": config.run_id, "device": name, "device_type": device.type, "processes": world,
         "threads": torch.get_num_threads(), "precision": config.precision,
+        "matmul_precision": torch.get_float32_matmul_precision(),
         "autocast_bf16": _mixed_precision(config) == "bf16", "params": models.count_params(model),
         "steps": totals["steps"], "pairs": totals["pairs"] * world, "tokens": totals["tokens"] * world,
         "wall_s": round(totals["wall_s"], 3), "train_s": round(totals["train_s"], 3),

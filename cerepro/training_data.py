@@ -11,9 +11,10 @@ kind                file (``train_data="msmarco-passage"``)                group
 ``teacher-pairs``   Hofstaetter et al.'s T2 ensemble scores (Zenodo        1 pos + 1 neg,
                     4068216): ``pos_score neg_score qid pos_pid neg_pid``  teacher scores
 ``hard-negatives``  Rank-DistiLLM's ColBERTv2 run joined with the train      1 judged pos + 7
-                    qrels; negatives drawn with replacement from the       negatives
-                    non-judged passages; queries without a judged
-                    positive are skipped
+                    qrels: the first qrels-positive passage in the run's   negatives
+                    order; negatives drawn with replacement from the
+                    run's other passages; a query whose run holds no
+                    positive is skipped (counted: ``source_counts``)
 ``llm-lists``       Rank-DistiLLM's RankZephyr lists (``sampled-50``, the   one list of up to
                     paper's; ``sampled-100``, the original's), TREC runs;  ``group_size``
                     teacher = score column (or ``-rank``); labels from the  passages
@@ -29,6 +30,9 @@ Order: a file is indexed once (byte offsets of its lines, or of its query blocks
 on disk) and each epoch visits its records in a seeded pseudo-random permutation (a Feistel
 network), so shuffling costs constant memory whatever the file size, the stream is the same for
 the same seed, and ``start=n`` resumes after ``n`` consumed groups without reading them again.
+The MS MARCO triples are shuffled once with the fixed seed ``TRIPLES_SEED`` (123) whatever the
+run's seed, as the authors' ``ShuffledTrainingTripletsLines(seed=123)`` does: repetitions of a
+``triples`` run see the same data in the same order and differ only in initialisation and dropout.
 A row whose query or passage has no text raises MissingTextError naming file, line and id.
 
 This module turns files into groups of texts; it never tokenizes.
@@ -57,7 +61,10 @@ from cerepro.paths import atomic_path, cache_dir
 KINDS = ("triples", "teacher-pairs", "hard-negatives", "llm-lists")
 TRAIN_DATA = ("msmarco-passage", "demo")
 LLM_LISTS = ("sampled-50", "sampled-100")
-FORMAT_VERSION = 1  # bump when the groups a file gives change for the same seed
+FORMAT_VERSION = 2  # bump when the groups a file gives change for the same seed
+# The authors shuffle the triples once with seed 123 for every run (xpmir's
+# msmarco_v1_docpairs_efficient_sampler -> ShuffledTrainingTripletsLines(seed=123)).
+TRIPLES_SEED = 123
 DEFAULT_GROUP_SIZE = {"triples": 2, "teacher-pairs": 2, "hard-negatives": 8, "llm-lists": 50}
 MSMARCO_TRIPLES = "msmarco-passage/train/triples-v2"
 # The training files of a local train folder (the demo world's train/ is one), by source
@@ -132,7 +139,8 @@ class TrainingSource:
         """Identifies the stream (the file by path, size and mtime) for caches of tokenized groups."""
         path = train_data(self.train_data).path(self.kind, self.llm_list)
         stat = path.stat()
-        return (f"{self.kind}|{self.train_data}|{self.llm_list}|seed={self.seed}|D={self.group_size}|"
+        return (f"{self.kind}|{self.train_data}|{self.llm_list}|seed={order_seed(self.kind, self.seed)}|"
+                f"D={self.group_size}|"
                 f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{FORMAT_VERSION}")
 
 
@@ -446,20 +454,100 @@ def training_source(kind: str, train_data_name: str = "msmarco-passage", *, seed
                                group_size=group_size)
 
 
+def order_seed(kind: str, seed: int) -> int:
+    """The seed that orders a source's records: the run's, except for the triples (``TRIPLES_SEED``)."""
+    return TRIPLES_SEED if kind == "triples" else seed
+
+
+def _order(kind: str, n: int, seed: int, epoch: int) -> Permutation:
+    # The triples are shuffled once: the same order every epoch and every run (the authors
+    # iterate one shuffled file); the other sources are reshuffled per epoch with the run's seed.
+    if kind == "triples":
+        return Permutation(n, (TRIPLES_SEED, 0))
+    return Permutation(n, (seed, epoch))
+
+
+def _positives(judged: dict[str, dict[str, int]]) -> dict[str, set[str]]:
+    """Judged-relevant passages (relevance > 0) per query: the authors' positives."""
+    return {qid: {did for did, rel in docs.items() if rel > 0} for qid, docs in judged.items()}
+
+
+def retrieved_positive(records: RecordFile, data: TrainData) -> np.ndarray:
+    """(records,) bool: whether each query block of a run holds a judged-relevant passage.
+
+    One streaming pass over the file (a progress bar on large files), cached next to the record
+    index, keyed by the file and the qrels. The authors skip the queries marked False (xpmir's
+    ``DistillationNegativesSampler``: no positive among the retrieved passages).
+    """
+    positives = _positives(data.judged)
+    qrels_digest = hashlib.sha256(repr(sorted((q, sorted(d)) for q, d in positives.items() if d))
+                                  .encode()).hexdigest()[:12]
+    stat = records.path.stat()
+    key = f"{records.path.resolve()} {stat.st_size} {stat.st_mtime_ns} {qrels_digest}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", records.path.name)[:60]
+    path = cache_dir() / "record-index" / f"{stem}-{hashlib.md5(key.encode()).hexdigest()[:12]}.positive.npy"
+    if path.is_file():
+        found = np.load(path, allow_pickle=False)
+        if found.shape == (len(records),):
+            return found
+    out = np.zeros(len(records), dtype=bool)
+    block, current = -1, None
+    with records.path.open("rb") as f, tqdm(total=stat.st_size, unit="B", unit_scale=True, leave=False,
+                                            desc=f"positives in {records.path.name}",
+                                            disable=stat.st_size < LARGE_FILE) as bar:
+        for line in f:
+            bar.update(len(line))
+            fields = line.split()
+            if not fields:
+                continue
+            qid = fields[0].decode("utf-8", "replace")
+            if qid != current:
+                block, current = block + 1, qid
+                wanted = positives.get(qid, ())
+            if not out[block] and len(fields) > 2 and fields[2].decode("utf-8", "replace") in wanted:
+                out[block] = True
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, out)
+    return out
+
+
+@dataclass(frozen=True)
+class SourceCounts:
+    """What a source keeps of its file: records in the file and records that give a group."""
+
+    kind: str
+    records: int
+    used: int
+
+    @property
+    def skipped(self) -> int:
+        return self.records - self.used
+
+
+def source_counts(kind: str, train_data_name: str = "msmarco-passage", *,
+                  llm_list: str = "sampled-50") -> SourceCounts:
+    """Records of a source's file and how many give groups; for ``hard-negatives``, the queries
+    whose run holds no judged-relevant passage are skipped (the data notebook shows the count)."""
+    data = train_data(train_data_name)
+    records = RecordFile(data.path(kind, llm_list), "query" if kind in ("hard-negatives", "llm-lists") else "line")
+    used = int(retrieved_positive(records, data).sum()) if kind == "hard-negatives" else len(records)
+    return SourceCounts(kind, len(records), used)
+
+
 def _rows(kind: str, records: RecordFile, data: TrainData, *, seed: int, start: int,
           group_size: int, list_teacher: str) -> Iterator[tuple[int, Row]]:
     """``(position, row)`` pairs in the seeded order of each epoch, from group ``start`` on."""
     n = len(records)
-    if kind == "hard-negatives":  # queries without a judged positive give no group
-        judged = data.judged
+    if kind == "hard-negatives":  # queries whose run holds no judged positive give no group
+        keep = retrieved_positive(records, data)
+        positives = _positives(data.judged)
 
         def eligible(index: int) -> bool:
-            return any(rel > 0 for rel in judged.get(records.first_column(index), {}).values())
+            return bool(keep[index])
 
-        per_epoch = sum(eligible(i) for i in tqdm(range(n), desc="queries with a judged positive",
-                                                  leave=False, disable=n < 100_000))
+        per_epoch = int(keep.sum())
         if per_epoch == 0:
-            raise DataFormatError(f"{records.path}: no query of the run has a judged positive in "
+            raise DataFormatError(f"{records.path}: no query's run holds a passage judged relevant in "
                                   f"{data.collection.id}")
     else:
         def eligible(index: int) -> bool:
@@ -468,7 +556,7 @@ def _rows(kind: str, records: RecordFile, data: TrainData, *, seed: int, start: 
         per_epoch = n
     first_epoch, position = divmod(start, per_epoch)[0], start - start % per_epoch
     for epoch in itertools.count(first_epoch):
-        order = Permutation(n, (seed, epoch))
+        order = _order(kind, n, seed, epoch)
         # a source without skipped records jumps straight to the resume point
         first = start - position if kind != "hard-negatives" and position < start else 0
         position += first
@@ -485,26 +573,28 @@ def _rows(kind: str, records: RecordFile, data: TrainData, *, seed: int, start: 
             elif kind == "teacher-pairs":
                 row = _teacher_row(records.path, record)
             elif kind == "hard-negatives":
-                row = _hard_negatives_row(records.path, record, data, group_size,
+                row = _hard_negatives_row(records.path, record, positives, group_size,
                                           np.random.default_rng([seed, epoch, index]))
             else:
                 row = _list_row(records.path, record, data, group_size, list_teacher)
             yield position - 1, row
 
 
-def _hard_negatives_row(path: Path, record, data: TrainData, group_size: int, rng) -> Row:
+def _hard_negatives_row(path: Path, record, positives: dict[str, set[str]], group_size: int, rng) -> Row:
+    """The first judged-relevant passage in the run's order, then ``group_size - 1`` passages
+    drawn with replacement from the run's other passages (xpmir's DistillationNegativesSampler)."""
     block = _run_block(path, record)
     qid = record[0][1].split(None, 1)[0]
-    judged = data.judged.get(qid, {})
-    positive = next(did for did, rel in judged.items() if rel > 0)
-    pool = [(number, did) for number, did, _, _ in block if did not in judged]
+    relevant = positives.get(qid, set())
+    positive = next((number, did) for number, did, _, _ in block if did in relevant)
+    pool = [(number, did) for number, did, _, _ in block if did not in relevant]
     if not pool:
-        raise DataFormatError(f"{path}:{record[0][0]}: query {qid!r} has no unjudged passage "
-                              f"to sample negatives from")
+        raise DataFormatError(f"{path}:{record[0][0]}: query {qid!r} has no passage that is not "
+                              f"judged relevant to sample negatives from")
     picks = rng.integers(len(pool), size=group_size - 1)
     negatives = [pool[i] for i in picks]
-    return Row(path, record[0][0], qid, (positive, *(d for _, d in negatives)),
-               (record[0][0], *(n for n, _ in negatives)),
+    return Row(path, record[0][0], qid, (positive[1], *(d for _, d in negatives)),
+               (positive[0], *(n for n, _ in negatives)),
                (1.0,) + (0.0,) * (group_size - 1), None)
 
 

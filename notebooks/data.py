@@ -27,10 +27,20 @@ run_dir = "."
 
 # %%
 from cerepro import report
-from cerepro.training_data import source_sample
+from cerepro.training_data import source_counts, source_sample
 
 sample = source_sample(source, train_data, groups=groups)
 sample.describe(include="all").T
+
+# %% [markdown]
+# ## Records kept and skipped
+# InfoNCE (`hard-negatives`) skips a query whose run holds no passage judged relevant, as the
+# authors' sampler does; every other source uses every record.
+
+# %%
+counts = source_counts(source, train_data)
+{"source": counts.kind, "records in the file": counts.records, "records used": counts.used,
+ "skipped (no judged positive in the run)": counts.skipped}
 
 # %% [markdown]
 # ## Lengths and teacher scores

@@ -14,10 +14,12 @@
 # %% [markdown]
 # # Evaluate one model
 # Re-rank each dataset's first-stage candidates with one cross-encoder (or, with an empty
-# `model`, score the first stage itself) and measure the run with ir_measures. `model` is a
-# folder (a trained run's `train/model`, any transformers folder) or a hub id at `revision` (a
-# released checkpoint); the weights actually loaded are recorded in every result's metric
-# contract. With the defaults: the demo world's BM25 candidates (synthetic numbers).
+# `model`, score the first stage itself) and measure the run with ir_measures, at the scoring
+# precision of the run (`precision`: fp32, or fp32 weights with TF32 matmuls for runs trained
+# so; never bf16). `model` is a folder (a trained run's `train/model`, any transformers folder)
+# or a hub id at `revision` (a released checkpoint). Every result is saved with its metric
+# contract, which records the precision and the weights actually loaded. With the defaults: the
+# demo world's BM25 candidates (synthetic numbers).
 
 # %% tags=["parameters"]
 grid = "adhoc"
@@ -31,6 +33,8 @@ depth = 30
 max_length = 96
 query_max_length = None
 passage_max_length = None
+truncation = "passage"
+precision = "fp32"
 run_dir = "."
 
 # %%
@@ -45,7 +49,8 @@ from cerepro.models import load_scorer
 from cerepro.rerank import rerank, write_trec_run
 
 scorer, tokenizer, source = load_scorer(model, revision) if model else (None, None, None)
-contract = {"first_stage": f"{first_stage} top-{depth}", **(source.describe() if source else {})}
+contract = {"first_stage": f"{first_stage} top-{depth}", "scoring_precision": precision if scorer else None,
+            **(source.describe() if source else {})}
 contract
 
 # %% [markdown]
@@ -59,7 +64,8 @@ for dataset in datasets:
     if scorer is not None:
         texts = collection.docs.get_many(run["doc_id"].unique())  # missing texts: counted by rerank
         run = rerank(scorer, tokenizer, run, collection.queries, texts, max_length=max_length,
-                     query_max_length=query_max_length, passage_max_length=passage_max_length)
+                     query_max_length=query_max_length, passage_max_length=passage_max_length,
+                     truncation=truncation, precision=precision)
     folder = Path(run_dir) / "results" / folder_name(dataset)
     write_trec_run(run, folder / "run.trec", run_name)
     result = evaluate(run, collection.qrels, dataset=dataset, run_name=run_name,

@@ -73,7 +73,10 @@ def test_paper_protocol_values_per_backbone_and_objective():
         c = cfg.load_config(b, "hinge", 1, "paper", root=PARAMS)
         assert c.lr == (7e-6 if b in small else 1e-5)
         assert c.groups_per_step == (64 if b in small else 32)
-        assert c.precision == ("bf16-mixed" if b.startswith(("ettin", "deberta")) else "fp32")
+        # the authors' main grids (core_mini, core_base_paper) set no precision: the learner's
+        # default, fp32 weights with TF32 matmuls, for every backbone, Ettin and DeBERTa included
+        assert c.precision == "tf32" and c.validation_measure == "nDCG"
+        assert c.max_length == (8192 if b.startswith("ettin") else 512)
     nce = cfg.load_config("bert-base", "infonce", 1, "paper", root=PARAMS)
     assert (nce.group_size, nce.groups_per_step, nce.pairs_per_step) == (8, 4, 32)
     lst = cfg.load_config("minilm-l12", "adr-mse", 1, "paper", root=PARAMS)
@@ -218,3 +221,32 @@ def test_bad_grid_files(params):
         cfg.load_grid("g4", params)
     with pytest.raises(cfg.ParamsError, match=r"unknown grid 'nope'"):
         cfg.load_grid("nope", params)
+
+
+# --- differences from the authors' code ------------------------------------------------------------
+
+
+def test_differences_table_covers_the_six_points_and_the_readme_is_in_step():
+    entries = cfg.differences(PARAMS)
+    points = {e["point"]: e for e in entries}
+    for point in ("Test-time scoring precision", "Training precision per backbone",
+                  "InfoNCE positive and skip rule", "Model-selection measure",
+                  "Training order of the triples", "Input template and truncation"):
+        assert point in points and points[point]["status"] in ("fixed", "variant")
+        assert "(" in points[point]["source"]  # every fact names its file and repository
+    readme = (PARAMS / "expected" / "README.md").read_text()
+    table = readme.split("<!-- differences:start -->\n")[1].split("\n<!-- differences:end -->")[0]
+    assert table == cfg.differences_markdown(PARAMS), \
+        "params/expected/README.md is out of step: paste cerepro.config.differences_markdown() in"
+    assert "&lt;s&gt;" in table and "<s>" not in table  # RoBERTa's tokens, not HTML
+
+
+def test_a_malformed_difference_entry_is_refused(tmp_path):
+    (tmp_path / "expected").mkdir()
+    (tmp_path / "expected" / "differences.yaml").write_text(
+        "differences:\n- {point: x, authors: a, source: s, cerepro: c, status: maybe, effect: e}\n")
+    with pytest.raises(cfg.ParamsError, match=r"entry 1 \('x'\): status 'maybe' is not one of"):
+        cfg.differences(tmp_path)
+    (tmp_path / "expected" / "differences.yaml").write_text("differences:\n- {point: x}\n")
+    with pytest.raises(cfg.ParamsError, match="entry 1 must have exactly the keys"):
+        cfg.differences(tmp_path)

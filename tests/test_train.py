@@ -193,11 +193,57 @@ def test_validation_selects_the_best_checkpoint(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     validated = [r for r in log if "validation" in r]
     assert [r["step"] for r in validated] == [4, 8]
-    values = [r["nDCG@10"] for r in validated]
+    values = [r["nDCG"] for r in validated]  # the authors' measure: nDCG over the top-100, no cutoff
     assert summary["best_value"] == max(values)
     assert summary["best_step"] == [4, 8][values.index(max(values))]
     card = (tmp_path / "run/model/README.md").read_text()
     assert f"Selected at step {summary['best_step']} of 8" in card
+
+
+def test_selection_measure_is_ndcg_over_the_whole_top_100_by_default_ndcg10_as_an_option(monkeypatch):
+    import pandas as pd
+
+    from cerepro import rerank
+    from cerepro.train import ValidationSet, validation_topics
+
+    assert config().validation_measure == "nDCG" and config().validation_queries == 500
+    assert config(validation_measure="nDCG@10").validation_measure == "nDCG@10"
+    # one query, 20 candidates, the only relevant one ranked 12th: nDCG@10 sees nothing, nDCG does
+    run = pd.DataFrame({"query_id": ["q"] * 20, "doc_id": [f"d{i}" for i in range(20)]})
+    qrels = pd.DataFrame({"query_id": ["q"], "doc_id": ["d11"], "relevance": [1]})
+    monkeypatch.setattr(rerank, "score_pairs", lambda *a, **k: np.arange(20, 0, -1, dtype=np.float32))
+    assert ValidationSet("local:x", "nDCG@10", None, run, qrels, 0).score(None, "fp32") == 0.0
+    assert ValidationSet("local:x", "nDCG", None, run, qrels, 0).score(None, "fp32") == \
+        pytest.approx(1 / np.log2(13))
+    # at most validation_queries topics per set: all of a small set, a seeded sample of a big one
+    many = pd.DataFrame({"query_id": [f"q{i}" for i in range(900) for _ in range(2)], "doc_id": ["a", "b"] * 900})
+    kept = validation_topics(many, 500)
+    assert kept["query_id"].nunique() == 500 and len(kept) == 1000
+    assert kept.equals(validation_topics(many, 500))
+    assert validation_topics(many.head(100), 500).equals(many.head(100))
+
+
+def test_a_tf32_run_trains_with_tf32_matmuls_and_restores_the_setting(tmp_path, monkeypatch):
+    from cerepro import train as train_module
+
+    assert torch.get_float32_matmul_precision() == "highest"
+    train(config(precision="tf32", max_steps=2, warmup_steps=1), tmp_path / "run")
+    ledger = json.loads((tmp_path / "run/ledger.json").read_text())
+    assert ledger["precision"] == "tf32" and ledger["matmul_precision"] == "high"
+    assert torch.get_float32_matmul_precision() == "highest"
+    # MFU is taken against the TF32 peak for tf32 runs, not the bf16 one
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    cuda = torch.device("cuda")
+    assert train_module.peak_flops(cuda, "tf32") == 495e12
+    assert train_module.peak_flops(cuda, "bf16-mixed") == 989e12
+    assert train_module.peak_flops(cuda, "fp32") == 67e12
+
+
+def test_unknown_validation_measure_is_refused_before_training():
+    from cerepro.config import ParamsError
+
+    with pytest.raises(ParamsError, match=r"key 'validation_measure' = 'nDCG@ten'.*unknown measure"):
+        config(validation_measure="nDCG@ten")
 
 
 # --- speed pieces --------------------------------------------------------------------------------
