@@ -132,9 +132,10 @@ def test_a_tokenizer_without_a_pair_template_is_refused(tmp_path):
         models.load_scorer(folder)
 
 
-def test_a_two_label_head_ranks_as_its_softmax_and_a_sigmoid_head_as_its_logit(tmp_path):
+def test_a_two_label_head_ranks_as_its_softmax_and_a_sigmoid_head_as_its_logit(tmp_path, monkeypatch):
     from cerepro.rerank import rerank
 
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path / "cache"))
     queries = {"q1": "river city"}
     words = "river city forest ocean alpha desert mountain kappa".split()
     texts = {f"d{i}": " ".join(words[i:] + words[:i][::-1]) for i in range(8)}
@@ -145,16 +146,22 @@ def test_a_two_label_head_ranks_as_its_softmax_and_a_sigmoid_head_as_its_logit(t
     with torch.no_grad():
         logits = two(**batch).logits
     relevant = dict(zip(texts, logits.softmax(-1)[:, 1].tolist()))
-    assert min(abs(a - b) for a in relevant.values() for b in relevant.values() if a != b) > 1e-5
-    assert list(ranked["doc_id"]) == sorted(texts, key=lambda d: -relevant[d])
     assert ranked.set_index("doc_id")["score"].to_dict() == pytest.approx(
         dict(zip(texts, (logits[:, 1] - logits[:, 0]).tolist())), abs=1e-5)
+    assert_orders_as(ranked, relevant)
     one, tokenizer, _ = models.load_scorer(tiny_checkpoint(tmp_path / "one", seed=4))
     ranked = rerank(one, tokenizer, run, queries, texts, max_length=64, precision="fp32")
     with torch.no_grad():
         sigmoid = dict(zip(texts, one(**batch).logits[:, 0].sigmoid().tolist()))
-    assert min(abs(a - b) for a in sigmoid.values() for b in sigmoid.values() if a != b) > 1e-6
-    assert list(ranked["doc_id"]) == sorted(texts, key=lambda d: -sigmoid[d])
+    assert_orders_as(ranked, sigmoid)
+
+
+def assert_orders_as(ranked: pd.DataFrame, reference: dict[str, float], gap: float = 1e-4) -> None:
+    """Every two passages whose reference scores differ by more than ``gap`` (numerical noise
+    between batchings) are ranked in the reference's order; at least one such pair exists."""
+    rank = dict(zip(ranked["doc_id"], ranked["rank"]))
+    pairs = [(a, b) for a in reference for b in reference if reference[a] > reference[b] + gap]
+    assert pairs and all(rank[a] < rank[b] for a, b in pairs)
 
 
 # --- the released grid ------------------------------------------------------------------------------
