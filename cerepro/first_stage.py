@@ -35,6 +35,7 @@ This module retrieves; it never trains or re-ranks.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -566,8 +567,20 @@ def index_collection(dataset_id: str, model, tokenizer, identity: dict, *, max_l
     total = _count_passages(collection, where)
     key = index_key(identity, docs.key, max_length)
     root = cache_dir() / "splade" / key
-    if (root / "index" / "manifest.json").is_file():
-        return load_index(root / "index", identity)
+    root.mkdir(parents=True, exist_ok=True)
+    # one writer per folder: collections sharing passages (TREC DL 2019 and 2020) may start
+    # their jobs together; the second waits here, then finds the index built
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / "index" / "manifest.json").is_file():
+            return load_index(root / "index", identity)
+        return _build_collection_index(docs, total, root, model, tokenizer, identity, max_length=max_length,
+                                       shard_size=shard_size, max_tokens=max_tokens, precision=precision,
+                                       progress=progress)
+
+
+def _build_collection_index(docs, total, root, model, tokenizer, identity, *, max_length, shard_size,
+                            max_tokens, precision, progress) -> ImpactIndex:
     started = time.perf_counter()
     shards = encode_passages(iter(docs), total, model, tokenizer, root / "shards", max_length=max_length,
                              shard_size=shard_size, max_tokens=max_tokens, precision=precision,
@@ -671,3 +684,28 @@ def _sha256(path: Path) -> str:
     from cerepro.datasets import file_sha256
 
     return file_sha256(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cerepro.first_stage DATASET RUN_NAME``: what a grid's first-stage job runs."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m cerepro.first_stage", description=main.__doc__)
+    parser.add_argument("dataset", help="ir_datasets id, local:<folder> or demo:<split>")
+    parser.add_argument("name", help="<model slug>-top<depth>, e.g. splade-v3-distilbert-top1000")
+    parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE)
+    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        path = produce_run(args.dataset, args.name, engine=args.engine, shard_size=args.shard_size)
+    except (FirstStageError, ValueError, FileNotFoundError) as exc:
+        print(f"cerepro.first_stage: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.dataset}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
