@@ -280,3 +280,28 @@ def test_unknown_run_names_and_engines_are_refused(real_text):
         fs.produce_run(f"local:{real_text}", "splade-top5")
     with pytest.raises(fs.FirstStageError, match="unknown search engine 'pisa'"):
         fs.search(None, None, 5, engine="pisa")
+
+
+def test_scoreboard_rows_put_the_first_stage_next_to_the_model_card():
+    import pandas as pd
+
+    from cerepro import scoreboard
+
+    def rows(dataset, measure, values):
+        return [{"run": "first-stage", "dataset": dataset, "measure": measure, "query_id": str(i),
+                 "value": v} for i, v in enumerate(values)]
+
+    per_query = pd.DataFrame(
+        rows("msmarco-passage/dev/small", "RR@10", [0.5, 0.254])  # mean 0.377: 0.010 below 0.387
+        + rows("msmarco-passage/dev/small", "nDCG@10", [0.4, 0.5])
+        + rows("msmarco-passage/trec-dl-2019/judged", "nDCG@10", [0.7, 0.8])
+        + rows("msmarco-passage/trec-dl-2020/judged", "nDCG@10", [0.6, 0.7])  # in-domain 0.6167
+        + rows("beir/scifact/test", "nDCG@10", [0.7]))  # 1 of the 13 BEIR sets: not run
+    board = scoreboard.first_stage_board(per_query, "run:splade-v3-distilbert-top1000")
+    got = board.set_index("column")
+    assert got.loc["msmarco-dev-small", "expected"] == 0.387 and got.loc["beir-13", "expected"] == 0.5
+    assert got.loc["msmarco-dev-small", "verdict"] == "OK"
+    assert got.loc["msmarco-dev-small", "ours"] == pytest.approx(0.377)
+    assert got.loc["in-domain", "verdict"] == "FAIL" and got.loc["beir-13", "verdict"] == "not run"
+    assert got["source"].str.contains("model card").sum() == 2
+    assert scoreboard.first_stage_board(per_query, "bm25").empty  # no published figure for it
