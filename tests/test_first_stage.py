@@ -305,3 +305,11 @@ def test_scoreboard_rows_put_the_first_stage_next_to_the_model_card():
     assert got.loc["in-domain", "verdict"] == "FAIL" and got.loc["beir-13", "verdict"] == "not run"
     assert got["source"].str.contains("model card").sum() == 2
     assert scoreboard.first_stage_board(per_query, "bm25").empty  # no published figure for it
+
+
+def test_a_produced_run_shallower_than_the_depth_read_from_it_is_refused_in_params():
+    from cerepro.config import ParamsError
+
+    with pytest.raises(ParamsError, match=r"key 'first_stage' = 'run:splade-v3-distilbert-top100': a "
+                                          r"top-100 run cannot give candidate_depth = 1000"):
+        load_config("bert-base", "bce", 0, "paper", {"first_stage": "run:splade-v3-distilbert-top100"})
