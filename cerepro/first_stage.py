@@ -63,6 +63,7 @@ SCALE = 100             # impacts are round(SCALE * weight)
 DEFAULT_SHARD_SIZE = 100_000  # passages per shard: minutes of GPU work, so little is lost
 ENGINES = ("scipy", "impact-index")
 DEFAULT_ENGINE = "scipy"
+BLOCK_POSTINGS = 2**31 - 1  # scipy keeps int32 indices only below this many postings a matrix
 RUN_NAME = re.compile(r"^(?P<slug>[A-Za-z0-9._-]+?)-top(?P<depth>[1-9][0-9]*)$")
 # Tiny masked LM for offline tests: DistilBERT's shape (no token types), 2 layers, hidden 64.
 TINY_MLM = {"n_layers": 2, "dim": 64, "n_heads": 4, "hidden_dim": 256, "dropout": 0.0,
@@ -450,14 +451,14 @@ def encode_passages(passages: Iterable[tuple[str, str]], total: int, model, toke
 
 
 def search(index: ImpactIndex, queries, depth: int, *, engine: str = DEFAULT_ENGINE,
-           progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+           progress: bool = False, block_postings: int = BLOCK_POSTINGS) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Exact top-``depth`` of each row of ``queries`` (a CSR matrix (Q, V) of integer impacts):
     per query, doc numbers and integer scores, ranked by the module's tie rule."""
     if engine not in ENGINES:
         raise FirstStageError(f"unknown search engine {engine!r}; known: {', '.join(ENGINES)}")
     if queries.shape[1] != index.vocab_size:
         raise FirstStageError(f"queries have {queries.shape[1]} terms, the index {index.vocab_size}")
-    search_one = _scipy(index) if engine == "scipy" else _impact_index(index)
+    search_one = _scipy(index, block_postings) if engine == "scipy" else _impact_index(index)
     docs, scores = [], []
     for q in tqdm(range(queries.shape[0]), desc=f"search ({engine})", unit="query", disable=not progress):
         lo, hi = queries.indptr[q], queries.indptr[q + 1]
@@ -473,27 +474,36 @@ def _rank(index: ImpactIndex, docs: np.ndarray, scores: np.ndarray, depth: int):
     return docs[order], scores[order]
 
 
-def _scipy(index: ImpactIndex):
+def _scipy(index: ImpactIndex, block_postings: int = BLOCK_POSTINGS):
     """The exhaustive sparse product ``q (1, V) @ postings (V, D)`` per query: scipy's
-    term-at-a-time accumulation in C over every posting of the query's terms (exact)."""
+    term-at-a-time accumulation in C over every posting of the query's terms (exact).
+
+    The postings are cut into blocks of consecutive documents with fewer than
+    ``block_postings`` postings each, so every block keeps int32 doc numbers (8 bytes a posting
+    with the int32 impacts; one matrix over MS MARCO's ~1.5 billion postings would need int64,
+    12 bytes); each block's hits are merged before the top-k cut."""
     import scipy.sparse as sp
 
     max_impact = index.max_impact
-    shape = (index.vocab_size, len(index.doc_ids))
+    blocks = _doc_blocks(index, block_postings)
     matrices = {}
 
-    def postings(dtype):  # int32 (4 bytes a posting beside the doc numbers) unless a bound says no
+    def postings(dtype):  # int32 impacts unless a query's score bound says otherwise
         if dtype not in matrices:
-            matrices[dtype] = sp.csr_matrix((np.asarray(index.impacts, dtype=dtype), index.docs,
-                                             index.indptr), shape=shape)
+            matrices[dtype] = [(first, _block_matrix(index, first, last, dtype)) for first, last in blocks]
         return matrices[dtype]
 
     def one(terms, weights, depth):
         bound = int((weights * max_impact[terms]).sum()) if len(terms) else 0
         dtype = np.int32 if bound < np.iinfo(np.int32).max else np.int64
-        query = sp.csr_matrix((weights.astype(dtype), terms, [0, len(terms)]), shape=(1, shape[0]))
-        row = query @ postings(dtype)  # (1, D) sparse: only documents sharing a term
-        hits, scores = row.indices.astype(np.int64), row.data.astype(np.int64)
+        query = sp.csr_matrix((weights.astype(dtype), terms, [0, len(terms)]),
+                              shape=(1, index.vocab_size))
+        hits, scores = [], []
+        for first, matrix in postings(dtype):
+            row = query @ matrix  # (1, block docs) sparse: only documents sharing a term
+            hits.append(row.indices.astype(np.int64) + first)
+            scores.append(row.data.astype(np.int64))
+        hits, scores = np.concatenate(hits), np.concatenate(scores)
         if len(hits) > depth:  # keep every document tied with the depth-th score, then rank
             kth = np.partition(scores, len(scores) - depth)[len(scores) - depth]
             keep = scores >= kth
@@ -501,6 +511,40 @@ def _scipy(index: ImpactIndex):
         return _rank(index, hits, scores, depth)
 
     return one
+
+
+def _doc_blocks(index: ImpactIndex, block_postings: int) -> list[tuple[int, int]]:
+    """Consecutive document ranges ``[first, last)`` with at most ``block_postings`` postings."""
+    n_docs = len(index.doc_ids)
+    ends = np.cumsum(np.bincount(np.asarray(index.docs), minlength=n_docs))  # postings up to doc d
+    blocks, first = [], 0
+    while first < n_docs:
+        before = ends[first - 1] if first else 0
+        last = max(first + 1, int(np.searchsorted(ends, before + block_postings, side="right")))
+        blocks.append((first, min(last, n_docs)))
+        first = last
+    return blocks
+
+
+def _block_matrix(index: ImpactIndex, first: int, last: int, dtype):
+    """The (V, last - first) postings of documents ``[first, last)``: doc numbers increase
+    within a term, so each term's slice is one contiguous run found by binary search."""
+    import scipy.sparse as sp
+
+    docs = np.asarray(index.docs)
+    if first == 0 and last == len(index.doc_ids):
+        return sp.csr_matrix((np.asarray(index.impacts, dtype=dtype), docs, index.indptr),
+                             shape=(index.vocab_size, last - first))
+    starts, stops = index.indptr[:-1], index.indptr[1:]
+    lo = np.array([s + np.searchsorted(docs[s:e], first) for s, e in zip(starts, stops)], dtype=np.int64)
+    hi = np.array([s + np.searchsorted(docs[s:e], last) for s, e in zip(starts, stops)], dtype=np.int64)
+    from cerepro.tokenize import _ranges
+
+    take = _ranges(lo, hi - lo)
+    indptr = np.zeros(index.vocab_size + 1, dtype=np.int64)
+    np.cumsum(hi - lo, out=indptr[1:])
+    return sp.csr_matrix(((np.asarray(index.impacts)[take]).astype(dtype), (docs[take] - first).astype(np.int32),
+                          indptr), shape=(index.vocab_size, last - first))
 
 
 def _impact_index(index: ImpactIndex):

@@ -122,6 +122,11 @@ def test_top_k_equals_the_exhaustive_product_of_the_same_quantised_weights(encod
         assert got_docs[:len(strict)] == strict
         if engine == "scipy":
             assert got_docs == want_docs
+    if engine == "scipy":  # cut into blocks of documents (as MS MARCO's 1.5e9 postings are): same
+        blocked_docs, blocked_scores = fs.search(index, query_q, depth, block_postings=index.manifest["postings"] // 5)
+        assert len(fs._doc_blocks(index, index.manifest["postings"] // 5)) >= 5
+        assert all((a == b).all() for a, b in zip(blocked_docs, found_docs))
+        assert all((a == b).all() for a, b in zip(blocked_scores, found_scores))
 
 
 def test_search_breaks_exact_ties_by_doc_id_descending():
