@@ -333,6 +333,13 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         fail("optimizer", "only 'adamw' (the paper's optimiser) is implemented")
     if c.group_size < 2 and c.objective != "bce":
         fail("group_size", f"objective {c.objective!r} compares passages: needs at least 2 per group")
+    from cerepro.first_stage import produced_run
+
+    for source_key, depth_key in (("first_stage", "candidate_depth"), ("validation_first_stage", "validation_depth")):
+        produced = produced_run(getattr(c, source_key))
+        if produced is not None and produced[1] < getattr(c, depth_key):
+            fail(source_key, f"a top-{produced[1]} run cannot give {depth_key} = {getattr(c, depth_key)} "
+                             f"candidates; name the run <model>-top{getattr(c, depth_key)}")
     for key in ("validation_datasets", "eval_datasets"):
         for dataset in getattr(c, key):
             if not is_known_dataset(dataset):

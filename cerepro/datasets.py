@@ -10,7 +10,9 @@ A collection is addressed by one string (``load_collection(dataset_id)``):
   folder generated on first use.
 
 Candidates (``load_candidates(dataset_id, source, depth)``) come from a TREC run (``run:<name>``:
-a file in the folder's ``runs/`` or in ``cache_dir()/first-stage/<dataset id>/``, or a path),
+a file in the folder's ``runs/`` or in ``first_stage_dir(dataset_id)``, e.g.
+``cache_dir()/first-stage/<dataset id>/``, or a path; a run ``cerepro.first_stage`` produced is
+checked against the manifest beside it),
 from ir_datasets ``scoreddocs``, or from BM25 (``bm25``: bm25s, index cached under
 ``cache_dir()/bm25/`` and reused). Candidates whose passage has no text are counted and reported,
 never dropped silently.
@@ -373,8 +375,46 @@ class Collection:
 
 
 def first_stage_dir(dataset_id: str) -> Path:
-    """Where users put run files for an ir_datasets collection (e.g. SPLADE-v3 top-1000)."""
+    """Where first-stage runs of a collection live: users' files for an ir_datasets id (e.g.
+    ``cache/first-stage/msmarco-passage/trec-dl-2019/judged/``) and the runs
+    ``cerepro.first_stage`` produces (``<model>-top<depth>.trec``). A ``local:`` folder gets one
+    keyed by its resolved path, a ``demo:`` split one by its name."""
+    if dataset_id.startswith(LOCAL_PREFIX):
+        folder = str(local_folder(dataset_id).resolve())
+        return cache_dir() / "first-stage" / "local" / hashlib.sha256(folder.encode()).hexdigest()[:16]
+    if dataset_id.startswith(DEMO_PREFIX):
+        return cache_dir() / "first-stage" / "demo" / dataset_id[len(DEMO_PREFIX):]
     return cache_dir() / "first-stage" / dataset_id
+
+
+def run_manifest_path(run_path: str | os.PathLike) -> Path:
+    """The manifest ``cerepro.first_stage`` writes beside a run it produced (``<name>.json``)."""
+    return Path(run_path).with_suffix(".json")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_run_manifest(run_path: str | os.PathLike) -> None:
+    """A produced run must still be the bytes its manifest describes (not half-written, not
+    truncated, not edited); a run without a manifest (placed by a user) is not checked."""
+    manifest_path = run_manifest_path(run_path)
+    if not manifest_path.is_file():
+        return
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{manifest_path}: unreadable run manifest ({exc.msg})") from None
+    if file_sha256(run_path) != manifest.get("sha256"):
+        raise DataFormatError(
+            f"{run_path}: the run does not match its manifest {manifest_path.name} (rows "
+            f"{manifest.get('rows')}, sha256 {str(manifest.get('sha256'))[:12]}...): half-written or "
+            "changed; delete both files to recompute it")
 
 
 def load_collection(dataset_id: str) -> Collection:
@@ -420,8 +460,9 @@ def load_local(folder: Path, dataset_id: str | None = None) -> Collection:
         _check_qrels_queries(table, collection.queries, qrels_path)
         return table
 
+    # the folder's own runs first: a user's file wins over a produced one of the same name
     collection = Collection(dataset_id, queries=queries, qrels=qrels, docs=LocalDocs(docs_path),
-                            runs_dirs=[folder / "runs"])
+                            runs_dirs=[folder / "runs", first_stage_dir(dataset_id)])
     return collection
 
 
@@ -487,6 +528,7 @@ def load_candidates(dataset_id: str, source: str, depth: int, *,
     collection = load_collection(dataset_id)
     if source.startswith(RUN_PREFIX):
         path = collection.run_path(source[len(RUN_PREFIX):])
+        check_run_manifest(path)
         run, origin = read_run(path), str(path)
     elif source == "scoreddocs":
         run, origin = _scoreddocs(collection), f"{dataset_id} scoreddocs"

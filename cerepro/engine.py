@@ -212,11 +212,14 @@ def plan(name: str) -> dict[str, Any]:
                      "train_gpu_h": train_flops / rate / 3600, "eval_gpu_h": eval_flops / rate / 3600,
                      "gpus": run.gpus, "mem_gb": run.mem_gb, "runtime_min": run.runtime_min})
     data = training_data_needs(grid)
+    first = first_stage_plan(grid)
     return {"grid": grid.name, "profile": grid.profile, "runs": rows, "data": data,
+            "first_stage": first, "first_stage_jobs": len(first_stage_jobs(grid)),
             "eval_datasets": list(grid.eval_datasets), "settings": effective_settings(grid),
             "assumptions": {"mfu": PLAN_MFU, "gpu": PLAN_GPU, "gpu_peak_tflops": dict(PLAN_PEAK_TFLOPS),
                             "train_pair_tokens": TRAIN_PAIR_TOKENS, "eval_pair_tokens": EVAL_PAIR_TOKENS},
-            "total_gpu_h": sum(r["train_gpu_h"] + r["eval_gpu_h"] for r in rows if r["gpus"])}
+            "total_gpu_h": sum(r["train_gpu_h"] + r["eval_gpu_h"] for r in rows if r["gpus"])
+            + (sum(f["encode_gpu_h"] for f in first) if grid.first_config.gpus else 0)}
 
 
 def training_data_needs(grid: Grid) -> list[dict[str, Any]]:
@@ -258,6 +261,15 @@ def format_plan(p: dict[str, Any]) -> str:
         lines.append(f"{r['run_id']:<40} {r['precision']:>10} {r['params_m']:>7}M {r['steps']:>8} "
                      f"{r['pairs_per_step']:>10} {r['eval_pairs']:>11,} {r['train_gpu_h']:>11.2f} "
                      f"{r['eval_gpu_h']:>10.2f}" + (f"  {r['model']}" if r["model"] else ""))
+    if p.get("first_stage"):
+        lines.append(f"first stage: {p['first_stage_jobs']} retrieval jobs over {len(p['first_stage'])} passage sets")
+        for f in p["first_stage"]:
+            count = f"{f['passages']:,}" if f["passages"] is not None else "unknown"
+            lines.append(f"  {f['model']} over {f['passages_of']}: {count} passages, "
+                         f"{f['encode_gpu_h']:.2f} GPU-h to encode, ~{f['index_gb']:.1f} GB index; "
+                         f"runs: {', '.join(f['runs'])}")
+        lines.append(f"  (assuming {PLAN_PASSAGE_TOKENS} tokens and {PLAN_POSTINGS_PER_PASSAGE} postings of "
+                     f"{PLAN_POSTING_BYTES} bytes per passage)")
     if p["data"]:
         lines.append("data:")
         for d in p["data"]:
@@ -270,3 +282,130 @@ def format_plan(p: dict[str, Any]) -> str:
                  f"{a['eval_pair_tokens']} per evaluation pair (FLOPs = 6·N·tokens to train, 2·N·tokens to score)")
     return "\n".join(lines)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The first stage: one job per (collection, produced run), before any model reads it
+
+# Assumptions of the first-stage cost model (printed with every plan).
+PLAN_PASSAGE_TOKENS = 128       # mean tokens of an encoded passage (MS MARCO ~80, BEIR longer, cap 256)
+PLAN_POSTINGS_PER_PASSAGE = 200  # mean non-zero SPLADE-v3 terms of a passage after quantisation
+PLAN_POSTING_BYTES = 6           # int32 doc number + uint16 impact (cerepro.first_stage's index)
+
+
+def first_stage_jobs(grid: Grid) -> dict[str, tuple[str, str]]:
+    """``{job key: (dataset id, run name)}`` for every run the grid's first stages produce: the
+    test collections x ``first_stage`` and the validation sets x ``validation_first_stage``
+    whenever the source is a ``run:<model>-top<depth>`` of ``params/first_stage.yaml``."""
+    from cerepro.first_stage import produced_run
+
+    jobs = {}
+    trained = {run.run_id for run in grid.runs}
+    for job in grid.evaluations:
+        run = job.config
+        validation = (run.validation_first_stage, run.validation_datasets) if job.run_id in trained else (None, ())
+        for source, datasets in ((run.first_stage, run.eval_datasets), validation):
+            if source is None:
+                continue
+            if produced_run(source) is None:
+                continue
+            name = source[len("run:"):]
+            for dataset in datasets:
+                jobs[first_stage_key(dataset, name)] = (dataset, name)
+    return jobs
+
+
+def first_stage_key(dataset: str, name: str) -> str:
+    """A file-name-safe job key: ``msmarco-passage/trec-dl-2019/judged`` + run name ->
+    ``msmarco-passage~trec-dl-2019~judged.splade-v3-distilbert-top1000``."""
+    return f"{dataset.replace('/', '~').replace(':', '=')}.{name}"
+
+
+def first_stage_inputs(grid: Grid, run_id: str, kind: str) -> list[str]:
+    """The first-stage DONE markers a train (validation sets) or evaluate (test sets) job reads."""
+    from cerepro.first_stage import produced_run
+
+    if run_id == "first-stage":
+        run = grid.first_config
+    else:
+        run = _run(grid, run_id) if kind == "train" else _evaluation(grid, run_id).config
+    source, datasets = ((run.validation_first_stage, run.validation_datasets) if kind == "train"
+                        else (run.first_stage, run.eval_datasets))
+    if produced_run(source) is None:
+        return []
+    name = source[len("run:"):]
+    return [f"first-stage-runs/{first_stage_key(d, name)}/DONE" for d in datasets]
+
+
+def first_stage_resources(grid: Grid) -> dict[str, Any]:
+    """A first-stage job encodes a whole collection (GPU where the grid trains on GPUs) and holds
+    its index in memory: the memory and CPUs of a training job, half its runtime."""
+    run = grid.first_config
+    return {"gpu": run.gpus, "cpus_per_task": run.cpus, "mem_mb": run.mem_gb * 1024,
+            "runtime": max(10, run.runtime_min // 2)}
+
+
+def produce_first_stage(grid: Grid, key: str, done_path: str, log_path: str, threads: int = 1) -> Path:
+    """Run ``python -m cerepro.first_stage`` for one job in its own process (a crash or an
+    out-of-memory kill takes that process only; finished shards stay for the rerun), then write
+    the DONE marker."""
+    import json
+
+    from cerepro.paths import write_text_atomic
+
+    dataset, name = first_stage_jobs(grid)[key]
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with open(log_path, "w", encoding="utf-8") as log:
+        code = subprocess.call([sys.executable, "-m", "cerepro.first_stage", dataset, name],
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
+    if code != 0:
+        raise RunnerError(f"first stage {name} of {dataset} failed (exit {code}); see {log_path}")
+    return write_text_atomic(done_path, json.dumps({"dataset": dataset, "run": name}) + "\n")
+
+
+def first_stage_plan(grid: Grid) -> list[dict[str, Any]]:
+    """Per passage set the grid's first stages index: passages, GPU-hours to encode, index disk.
+
+    Collections sharing passages (MS MARCO dev and TREC DL) share one index; passage counts
+    come from ir_datasets' metadata (no download), local and demo folders are counted.
+    """
+    from cerepro.first_stage import produced_run
+
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, (dataset, name) in first_stage_jobs(grid).items():
+        model, depth = produced_run(f"run:{name}")
+        docs_id, passages = _passages(dataset)
+        row = rows.setdefault((model.slug, docs_id), {
+            "model": model.hf_id, "passages_of": docs_id, "passages": passages, "runs": []})
+        row["runs"].append(f"{dataset} top-{depth}")
+    rate = PLAN_MFU * PLAN_PEAK_TFLOPS["bf16-mixed"] * 1e12  # SPLADE encodes in bf16
+    for (slug, _), row in rows.items():
+        n = _encoder_params(slug)
+        tokens = (row["passages"] or 0) * PLAN_PASSAGE_TOKENS
+        row["encode_gpu_h"] = 2 * n * tokens / rate / 3600
+        row["index_gb"] = (row["passages"] or 0) * PLAN_POSTINGS_PER_PASSAGE * PLAN_POSTING_BYTES / 1e9
+    return list(rows.values())
+
+
+def _passages(dataset: str) -> tuple[str, int | None]:
+    if dataset.startswith(("local:", "demo:")):
+        try:
+            from cerepro.datasets import load_collection
+
+            docs = load_collection(dataset).docs
+            return docs.key, len(docs)
+        except (FileNotFoundError, OSError):
+            return dataset, None
+    try:
+        import ir_datasets
+
+        return ir_datasets.docs_parent_id(dataset), int(ir_datasets.load(dataset).docs_count())
+    except Exception:  # an id ir_datasets does not know offline: counted as unknown
+        return dataset, None
+
+
+def _encoder_params(slug: str) -> float:
+    # DistilBERT (66M, the MLM head tied to the embeddings) for the paper's encoder; the tiny
+    # offline MLM is negligible
+    return 66e6 if "distilbert" in slug else 1e6

@@ -132,3 +132,54 @@ def _in_paper_order(long: pd.DataFrame, rows: pd.DataFrame, columns: list[str]) 
     cells = zip(long["backbone"], long["objective"], long["column"])
     order = [row_order[(b, o)] * len(columns) + columns.index(c) for b, o, c in cells]
     return long.iloc[np.argsort(order, kind="stable")][[*KEYS, "paper"]].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The first stage alone: published figures of the retriever the candidates come from
+
+FIRST_STAGE_RUN = "first-stage"  # the run id of the grid's evaluation of its candidates alone
+
+
+def first_stage_expected(path=None) -> pd.DataFrame:
+    """``params/expected/first-stage.csv``: first_stage, measure, column, expected, source."""
+    path = path or params_dir() / "expected" / "first-stage.csv"
+    table = pd.read_csv(path)
+    absent = [c for c in ("first_stage", "measure", "column", "expected", "source") if c not in table.columns]
+    if absent:
+        raise ValueError(f"{os.fspath(path)} lacks columns {absent}")
+    return table
+
+
+def first_stage_board(results: pd.DataFrame, first_stage: str, *, ok: float = OK, okish: float = OKISH,
+                      expected: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The grid's first stage (run ``first-stage`` of a per-query table) against the published
+    figures of ``first_stage`` (a run name such as ``splade-v3-distilbert-top1000``, or the
+    ``run:`` source), with diff and verdict on the scoreboard's tolerance. A first stage with no
+    published figure gets no rows; a figure whose datasets were not all run is ``not run``."""
+    first_stage = first_stage.removeprefix("run:")
+    expected = first_stage_expected() if expected is None else expected
+    rows = expected[expected["first_stage"] == first_stage].reset_index(drop=True)
+    ours = pd.Series(np.nan, index=rows.index)
+    mine = results[results["run"] == FIRST_STAGE_RUN] if len(results) else results
+    if len(rows) and len(mine):
+        by_short = {info["short"]: name for name, info in dataset_registry()["datasets"].items()}
+        mine = mine.assign(dataset=mine["dataset"].map(lambda d: by_short.get(d, d)))
+        means = mean_table(mine)
+        for i, row in rows.iterrows():
+            if row["measure"] in set(means["measure"]):
+                table = aggregate_table(means, measure=row["measure"])
+                if row["column"] in table.columns:
+                    ours[i] = table.loc[FIRST_STAGE_RUN, row["column"]]
+    board = rows.assign(ours=ours, diff=ours - rows["expected"])
+    distance = board["diff"].abs()
+    board["verdict"] = np.select([board["ours"].isna(), distance <= ok + _EPS, distance <= okish + _EPS],
+                                 ["not run", "OK", "OKish"], default="FAIL")
+    return board[["first_stage", "measure", "column", "expected", "ours", "diff", "verdict", "source"]]
+
+
+def profile_first_stage(profile: str) -> str:
+    """The ``first_stage`` a profile's runs re-rank (``params/profiles/<profile>.yaml``)."""
+    import yaml
+
+    path = params_dir() / "profiles" / f"{profile}.yaml"
+    return str((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("first_stage", "bm25"))

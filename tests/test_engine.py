@@ -30,6 +30,14 @@ def test_paper_grid_dry_run_with_slurm_profile_lists_162_training_jobs_and_their
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text, flags=re.M))
     assert counts["train"] == "162" and counts["evaluate"] == "162"
     assert counts["first_stage"] == "1" and counts["compare"] == "1"
+    # the SPLADE first stage: 22 test collections at top-1000 + 13 NanoBEIR sets at top-100
+    assert counts["first_stage_run"] == "35"
+    first = re.findall(r"rule first_stage_run:.*?resources: ([^\n]+)", text, flags=re.S)
+    assert len(first) == 35 and all("gpu=1" in r and "mem_mb=65536" in r for r in first)
+    # every training job reads the data job's files and the 13 validation runs, never fetches them
+    train_inputs = re.findall(r"rule train:\n\s+input: ([^\n]+)", text)
+    assert len(train_inputs) == 162
+    assert all("data/" in i and i.count("splade-v3-distilbert-top100/DONE") == 13 for i in train_inputs)
     train_jobs = re.findall(r"rule train:.*?resources: ([^\n]+)", text, flags=re.S)
     assert len(train_jobs) == 162
     for resources in train_jobs:
@@ -46,6 +54,23 @@ def test_plan_estimates_gpu_hours_for_every_run(capsys):
     small = next(r for r in p["runs"] if r["run_id"].startswith("ettin-17m.bce"))
     big = next(r for r in p["runs"] if r["run_id"].startswith("deberta-v3-base.bce"))
     assert big["eval_gpu_h"] > small["eval_gpu_h"]
+    assert "first stage: 35 retrieval jobs over 33 passage sets" in out
+    marco = next(f for f in p["first_stage"] if f["passages_of"] == "msmarco-passage")
+    assert marco["passages"] == 8_841_823 and len(marco["runs"]) == 3 and marco["index_gb"] > 1
+
+
+def test_train_and_evaluate_jobs_wait_for_the_data_and_first_stage_jobs_they_read():
+    grid = load_grid("paper")
+    run_id = grid.runs[0].run_id
+    train = engine.first_stage_inputs(grid, run_id, "train")
+    evaluate = engine.first_stage_inputs(grid, run_id, "evaluate")
+    assert len(train) == 13 and all(p.endswith(".splade-v3-distilbert-top100/DONE") for p in train)
+    assert len(evaluate) == 22 and all(p.endswith(".splade-v3-distilbert-top1000/DONE") for p in evaluate)
+    assert "first-stage-runs/msmarco-passage~trec-dl-2019~judged.splade-v3-distilbert-top1000/DONE" in evaluate
+    jobs = engine.first_stage_jobs(grid)
+    assert jobs["nano-beir~scifact.splade-v3-distilbert-top100"] == ("nano-beir/scifact", "splade-v3-distilbert-top100")
+    # a grid on BM25 or user-placed runs has no first-stage job
+    assert engine.first_stage_jobs(load_grid("demo")) == {}
 
 
 def test_plan_costs_tf32_runs_at_the_tf32_peak_and_prints_the_effective_settings(capsys):
