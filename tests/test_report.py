@@ -230,9 +230,16 @@ def test_claims_get_verdicts_from_results(demo):
     assert claims["objective-vs-scaling"].verdict == report.SUPPORTED
     assert claims["llm-distillation"].verdict == report.SUPPORTED  # distill-ranknet 0.095 vs infonce 0.10
     assert claims["consistent-choice"].verdict == report.SUPPORTED
+    assert claims["relative-significant"].verdict == report.SUPPORTED  # per-query tests exist for a grid
+    assert claims["relative-significant"].numbers["tested"] == 6
     table = report.claims_table(demo, "demo")
-    assert list(table.index) == ["RQ1", "RQ2", "RQ3", "RQ4", "RQ5"]
-    assert table["profile"].str.contains("synthetic").all()
+    assert list(table["RQ"]) == ["RQ1", "RQ1", "RQ2", "RQ3", "RQ4", "RQ5"]
+    assert table["profile (this grid)"].str.contains("synthetic").all()
+    # the same claims on the authors' table, in their own column
+    published = report.published_claims()
+    assert list(table["authors' table"]) == [c.verdict for c in published.values()]
+    assert table.loc[1, "authors' table"] == report.UNTESTABLE
+    assert table.loc[0, "cells as claimed (authors')"] == "54 of 54"
 
 
 def test_a_claim_fails_when_the_results_contradict_it(tmp_path, monkeypatch):
