@@ -489,11 +489,11 @@ def audit(table: CellTable, tests: pd.DataFrame | None = None) -> dict[str, Clai
     return {c.key: c for c in found}
 
 
-def audit_table(found: dict[str, Claim]) -> pd.DataFrame:
-    """One row per claim: RQ, claim, verdict, cells that hold, exceptions (one per line)."""
+def audit_table(found: dict[str, Claim], sep: str = "; ") -> pd.DataFrame:
+    """One row per claim: RQ, claim, verdict, cells that hold, exceptions (joined by ``sep``)."""
     rows = [{"RQ": c.rq, "claim": c.claim, "verdict": c.verdict, "cells as claimed": c.support or "—",
-             "exceptions": ("; ".join(c.exceptions) or "none") if c.verdict in (SUPPORTED, NOT_SUPPORTED) else c.evidence}
-            for c in found.values()]
+             "exceptions": (sep.join(c.exceptions) or "none") if c.verdict in (SUPPORTED, NOT_SUPPORTED)
+             else c.evidence} for c in found.values()]
     return pd.DataFrame(rows)
 
 

@@ -468,15 +468,15 @@ def heatmaps(source, measure: str = MEASURE):
                         height=0.95 + 0.27 * len(backbones), ncols=ncols)
     for i, (ax, column) in enumerate(zip(axes, columns)):
         wide = table.values[column].unstack("objective").reindex(index=backbones, columns=objectives)
-        sns.heatmap(wide, annot=True, fmt=".3f", cmap="viridis", cbar=False, ax=ax, annot_kws={"fontsize": 6.5},
+        sns.heatmap(wide, annot=True, fmt=".3f", cmap="viridis", cbar=False, ax=ax, annot_kws={"fontsize": 7},
                     xticklabels=objectives, yticklabels=backbones)
         ax.set_title(f"{column} ({measure})", fontsize=8)
         ax.set_xlabel("")
         first = i % ncols == 0
         ax.set_ylabel("backbone (by size)" if first else "", fontsize=8)
-        ax.set_yticks(np.arange(len(backbones)) + 0.5, backbones if first else [], rotation=0, fontsize=7)
+        ax.set_yticks(np.arange(len(backbones)) + 0.5, backbones if first else [], rotation=0, fontsize=7.5)
         ax.set_xticks(np.arange(len(objectives)) + 0.5, objectives, rotation=40, ha="right",
-                      rotation_mode="anchor", fontsize=7)
+                      rotation_mode="anchor", fontsize=7.5)
         ax.tick_params(length=0)
         _colour_ticklabels(ax.get_xticklabels())
     if table.label:
@@ -1021,6 +1021,10 @@ def published_claims() -> dict[str, Claim]:
     return claims_audit.audit(claims_audit.paper_table())
 
 
+# The authors' table was produced by their runs, under the protocol the profile `paper` encodes.
+PUBLISHED_VERDICT = "authors' table (their runs; profile paper)"
+
+
 def claims_table(results: pd.DataFrame, grid: str, measure: str = MEASURE,
                  found: dict[str, Claim] | None = None, published: dict[str, Claim] | None = None) -> pd.DataFrame:
     """One row per claim: research question, claim, how it is tested, the verdict on the
@@ -1034,9 +1038,11 @@ def claims_table(results: pd.DataFrame, grid: str, measure: str = MEASURE,
     rows = []
     for key, c in found.items():
         p = published[key]
-        there = ("none" if not p.exceptions else f"{len(p.exceptions)}: " + "; ".join(p.exceptions)) \
-            if p.verdict in (SUPPORTED, NOT_SUPPORTED) else p.evidence
-        rows.append({"RQ": c.rq, "claim": c.claim, "test": c.test, "authors' table": p.verdict,
+        # the cells only (a backbone, or a backbone on a column): the numbers are on the claim's page
+        there = ("none" if not p.exceptions else f"{len(p.exceptions)}: " +
+                 "; ".join(e.split(":")[0] for e in p.exceptions)) if p.verdict in (SUPPORTED, NOT_SUPPORTED) \
+            else p.evidence
+        rows.append({"RQ": c.rq, "claim": c.claim, "test": c.test, PUBLISHED_VERDICT: p.verdict,
                      "cells as claimed (authors')": p.support or "—", "exceptions (authors' table)": there,
                      "this grid": c.verdict, "evidence (this grid)": c.evidence,
                      "profile (this grid)": profile if c.verdict not in (NOT_RUN, UNTESTABLE) else "—"})
@@ -1080,7 +1086,8 @@ def scoreboard_table(results: pd.DataFrame, grid: str | None = None, measure: st
 
 
 VERDICT_COLOURS = {"supported": "#1a7f37", "OK": "#1a7f37", "OKish": "#9a6700", "not supported": "#cf222e",
-                   "FAIL": "#cf222e", "not yet run": "#6e7781", "not run": "#6e7781"}
+                   "FAIL": "#cf222e", "not yet run": "#6e7781", "not run": "#6e7781",
+                   "not testable on this table": "#8250df"}
 
 
 def styled(table: pd.DataFrame, *, hide_index: bool = False, formats: dict | None = None):

@@ -237,8 +237,8 @@ def test_claims_get_verdicts_from_results(demo):
     assert table["profile (this grid)"].str.contains("synthetic").all()
     # the same claims on the authors' table, in their own column
     published = report.published_claims()
-    assert list(table["authors' table"]) == [c.verdict for c in published.values()]
-    assert table.loc[1, "authors' table"] == report.UNTESTABLE
+    assert list(table[report.PUBLISHED_VERDICT]) == [c.verdict for c in published.values()]
+    assert table.loc[1, report.PUBLISHED_VERDICT] == report.UNTESTABLE
     assert table.loc[0, "cells as claimed (authors')"] == "54 of 54"
 
 
