@@ -288,6 +288,24 @@ def test_figures_have_one_panel_per_group(demo):
     assert len(report.id_ood_scatter(demo).axes) == 1
 
 
+@pytest.mark.parametrize("backbones", [("tiny-bert", "tiny-modernbert"), DEMO_BACKBONES])
+def test_figures_read_at_a_glance(tmp_path, monkeypatch, backbones):
+    """No two texts overlap (two backbones once stood the heatmap's names on end, on top of each
+    other), backbone names read across, each objective keeps its colour."""
+    from figure_checks import overlapping_texts
+
+    write_grid(tmp_path, backbones=backbones, seeds=1, queries=6, notebooks=False)
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
+    results = report.grid_results("demo")
+    for draw in (report.heatmaps, report.gain_vs_scaling, report.id_ood_scatter, report.seed_spread):
+        assert overlapping_texts(draw(results)) == [], draw.__name__
+    heat = report.heatmaps(results)
+    assert all(t.get_rotation() == 0 for t in heat.axes[0].get_yticklabels())
+    colours = report.objective_colours()
+    assert all(line.get_color() == colours[line.get_label()] for line in report.gain_vs_scaling(results).axes[0].lines
+               if line.get_label() != report.FIRST_STAGE)
+
+
 def test_training_artifacts(demo_runs, monkeypatch):
     monkeypatch.setenv("CEREPRO_RUNS", str(demo_runs))
     logs = report.training_logs("demo")
