@@ -67,7 +67,8 @@ CLAIMS = {
         "RQ4", "LLM distillation (DistillRankNet, ADR-MSE on RankZephyr lists) is competitive on TREC-DL for larger "
                "backbones, but not better than InfoNCE or MarginMSE.",
         f"on TREC-DL (else the in-domain columns): on the larger half of the backbones the best LLM objective is "
-        f"within {TIE_TOLERANCE} of the best relative objective, and on no backbone more than {TIE_TOLERANCE} above it"),
+        f"within {TIE_TOLERANCE} of the best relative objective, and on no backbone more than {TIE_TOLERANCE} "
+        "above it"),
     "consistent-choice": (
         "RQ5", "A controlled evaluation gives a consistent design choice: InfoNCE or MarginMSE is the best "
                "objective on every backbone and setting (our reading of RQ5 from the headline claims).",

@@ -41,7 +41,8 @@ FIRST_STAGE = "first-stage"
 IN_DOMAIN = "in-domain"
 # The paper's two families of objectives compared in its claims, and the tie tolerance of their
 # verdicts (cerepro.claims).
-RELATIVE, LLM_DISTILLATION, TIE_TOLERANCE = claims_audit.RELATIVE, claims_audit.LLM_DISTILLATION, claims_audit.TIE_TOLERANCE
+RELATIVE, LLM_DISTILLATION = claims_audit.RELATIVE, claims_audit.LLM_DISTILLATION
+TIE_TOLERANCE = claims_audit.TIE_TOLERANCE
 WELCH_MARKER = "‡"
 _RUN_ID = re.compile(r"^(?P<backbone>[^.]+)\.(?P<objective>[^.]+)\.s(?P<seed>\d+)$")
 RESULT_COLUMNS = ["run", "backbone", "objective", "seed", "dataset", "group", "query_id", "measure", "value"]
