@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cerepro import claims as claims_audit
 from cerepro import report
 from cerepro.paths import project_root, runs_dir, write_text_atomic
 
@@ -170,14 +171,49 @@ class Page:
     def claims(self) -> dict:
         return report.claims(self.results, tests=self.tests("bce"))
 
+    @functools.cached_property
+    def paper(self) -> claims_audit.CellTable:
+        """The authors' table (published numbers), read once per page."""
+        return claims_audit.paper_table()
+
+    @functools.cached_property
+    def published(self) -> dict:
+        """The claims' verdicts on the authors' table."""
+        return claims_audit.audit(self.paper)
+
     def significance_table(self, baseline: str = "bce"):
         """The research question pages' table: means with significance markers."""
         return report.significance_table(self.results, baseline=baseline, tests=self.tests(baseline))
 
     def claims_table(self):
         """The overview's claims table, verdicts in colour."""
-        table = report.claims_table(self.results, self.grid.name, found=self.claims)
-        return report.styled(table.reset_index(), hide_index=True)
+        table = report.claims_table(self.results, self.grid.name, found=self.claims, published=self.published)
+        return report.styled(table.drop(columns="test"), hide_index=True)  # each RQ page states its test
+
+    def audit_table(self):
+        """Each claim's verdict on the authors' table, the cells that hold and the exceptions."""
+        return report.styled(claims_audit.audit_table(self.published, sep="<br>"), hide_index=True)
+
+    def published_exceptions(self, key: str):
+        """The cells of the authors' table that contradict a claim, both numbers and CSV lines."""
+        from IPython.display import Markdown
+
+        claim = self.published[key]
+        if claim.verdict not in (claims_audit.SUPPORTED, claims_audit.NOT_SUPPORTED):
+            return Markdown(f"*{claim.verdict}*: {claim.evidence}.")
+        if not claim.exceptions:
+            return Markdown(f"No exception: {claim.support} cells of the authors' table as claimed.")
+        checks = claim.checks[~claim.checks["holds"]].drop(columns="holds")
+        return report.styled(checks, hide_index=True)
+
+    def glue_published(self, key: str, prefix: str = "paper_") -> None:
+        """Glue a claim's verdict on the authors' table, its evidence, the cells that hold and
+        the number of exceptions under ``<prefix><name>``."""
+        claim = self.published[key]
+        _glue(f"{prefix}verdict", claim.verdict)
+        _glue(f"{prefix}evidence", claim.evidence)
+        _glue(f"{prefix}support", claim.support or "n/a")
+        _glue(f"{prefix}exceptions", str(len(claim.exceptions)))
 
     def provenance(self):
         """A note saying whose numbers these are (and that demo numbers are synthetic)."""

@@ -17,7 +17,6 @@ imports torch and transformers only where a figure needs them (loss curves, para
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -30,9 +29,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from cerepro import claims as claims_audit
 from cerepro import stats
-from cerepro.config import (BASELINE, RELEASED, available, dataset_registry, fragment_path, paper_seeds,
-                            read_checkpoints, read_fragment, read_grid_file)
+from cerepro.config import (BASELINE, RELEASED, ParamsError, available, dataset_registry, fragment_path,
+                            paper_seeds, read_checkpoints, read_fragment, read_grid_file)
 from cerepro.evaluate import load_results
 from cerepro.paths import PACKAGE_ROOT, cache_dir, project_root, runs_dir, write_text_atomic
 
@@ -40,11 +40,10 @@ BOOK_GRID_ENV = "CEREPRO_BOOK_GRID"
 MEASURE = "nDCG@10"
 FIRST_STAGE = "first-stage"
 IN_DOMAIN = "in-domain"
-# The paper's two families of objectives compared in its claims.
-RELATIVE = ("infonce", "margin-mse")
-LLM_DISTILLATION = ("distill-ranknet", "adr-mse")
-# Two means closer than this (nDCG@10) count as a tie in the claims' verdicts.
-TIE_TOLERANCE = 0.01
+# The paper's two families of objectives compared in its claims, and the tie tolerance of their
+# verdicts (cerepro.claims).
+RELATIVE, LLM_DISTILLATION = claims_audit.RELATIVE, claims_audit.LLM_DISTILLATION
+TIE_TOLERANCE = claims_audit.TIE_TOLERANCE
 WELCH_MARKER = "‡"
 # A trained run is {backbone}.{objective}.s{seed}; a released checkpoint {backbone}.{objective}.released;
 # a public baseline baseline.<name> (params/checkpoints/).
@@ -472,58 +471,90 @@ def _colour_ticklabels(labels) -> None:
             label.set_color(colour)
 
 
-def heatmaps(results: pd.DataFrame, measure: str = MEASURE):
-    """Backbone x objective heatmap of the mean over seeds, one panel per evaluation group."""
-    cells = cell_means(models_only(results), measure=measure)
-    if cells.empty:
+def _cell_source(source, measure: str) -> claims_audit.CellTable:
+    """A figure's numbers: a cell table as it is (the authors' table), or a grid's results'."""
+    return source if isinstance(source, claims_audit.CellTable) else cell_table(source, measure)
+
+
+def _ncols(n: int) -> int:
+    return min(n, 2)
+
+
+def heatmaps(source, measure: str = MEASURE):
+    """Backbone x objective heatmap of the mean over seeds, one panel per table column.
+
+    ``source``: a grid's results, or a :class:`cerepro.claims.CellTable` such as the authors'
+    table (its label becomes the figure's title, so published numbers say so). Backbone names
+    are written once per row of panels, horizontally."""
+    table = _cell_source(source, measure)
+    if table.empty:
         return _empty_figure("not yet run: no finished evaluation in this grid")
-    groups = [g for g in evaluation_groups(models_only(results))]
-    fig, axes = _panels(len(groups), width=1.3 + 0.5 * cells["objective"].nunique(),
-                        height=max(2.6, 1.3 + 0.3 * cells["backbone"].nunique()))
-    for ax, group in zip(axes, groups):
-        column = _group_column(results, group)
-        wide = cells[cells["column"] == column].pivot(index="backbone", columns="objective", values="value")
-        wide = wide.loc[backbone_order(wide.index), objective_order(wide.columns)]
-        sns.heatmap(wide, annot=True, fmt=".3f", cmap="viridis", cbar=False, ax=ax, annot_kws={"fontsize": 7})
-        ax.set_title(f"{column} ({measure})")
-        ax.set_xlabel("objective")
-        ax.set_ylabel("backbone (by size)")
-        ax.tick_params(axis="x", rotation=45)
+    columns, backbones, objectives = table.shown, list(table.backbones), list(table.objectives)
+    label_width = 0.065 * max(len(b) for b in backbones) + 0.45  # inches of backbone names and axis label
+    ncols = _ncols(len(columns))
+    fig, axes = _panels(len(columns), width=0.46 * len(objectives) + label_width / ncols + 0.25,
+                        height=0.95 + 0.27 * len(backbones), ncols=ncols)
+    for i, (ax, column) in enumerate(zip(axes, columns)):
+        wide = table.values[column].unstack("objective").reindex(index=backbones, columns=objectives)
+        sns.heatmap(wide, annot=True, fmt=".3f", cmap="viridis", cbar=False, ax=ax, annot_kws={"fontsize": 7},
+                    xticklabels=objectives, yticklabels=backbones)
+        ax.set_title(f"{column} ({measure})", fontsize=8)
+        ax.set_xlabel("")
+        first = i % ncols == 0
+        ax.set_ylabel("backbone (by size)" if first else "", fontsize=8)
+        ax.set_yticks(np.arange(len(backbones)) + 0.5, backbones if first else [], rotation=0, fontsize=7.5)
+        ax.set_xticks(np.arange(len(objectives)) + 0.5, objectives, rotation=40, ha="right",
+                      rotation_mode="anchor", fontsize=7.5)
+        ax.tick_params(length=0)
         _colour_ticklabels(ax.get_xticklabels())
+    if table.label:
+        fig.suptitle(table.label, fontsize=9)
     return fig
 
 
-def gain_vs_scaling(results: pd.DataFrame, measure: str = MEASURE):
+def gain_vs_scaling(source, measure: str = MEASURE):
     """Objective gain vs backbone scaling: the mean over seeds against backbone size (by
-    parameter count), one line per objective and one panel per evaluation group; the dashed
-    line is the first stage alone. A vertical gap between lines is what the objective buys, a
-    slope what a larger backbone buys."""
-    cells = cell_means(results, measure=measure)
-    models = cells[cells["backbone"] != FIRST_STAGE]
-    if models.empty:
+    parameter count), one line per objective and one panel per table column; the dashed line
+    is the first stage alone where known. A vertical gap between lines is what the objective
+    buys, a slope what a larger backbone buys. ``source``: as :func:`heatmaps`."""
+    table = _cell_source(source, measure)
+    if table.empty:
         return _empty_figure("not yet run: no finished evaluation in this grid")
-    groups = evaluation_groups(models_only(results))
-    backbones = backbone_order(models["backbone"].unique())
-    labels = [f"{b}\n{_millions(backbone_facts(b)['parameters'])}" for b in backbones]
-    fig, axes = _panels(len(groups), width=max(3.4, 0.45 * len(backbones)))
-    for ax, group in zip(axes, groups):
-        column = _group_column(results, group)
-        part = models[models["column"] == column].assign(x=lambda t: t["backbone"].map(backbones.index))
-        for objective in objective_order(part["objective"].unique()):
-            line = part[part["objective"] == objective].sort_values("x")
-            ax.plot(line["x"], line["value"], marker="o", color=_PALETTE.get(objective), label=objective)
-        first = cells[(cells["backbone"] == FIRST_STAGE) & (cells["column"] == column)]
-        if not first.empty:
-            ax.axhline(first["value"].iloc[0], color="0.3", linestyle="--", linewidth=1, label=FIRST_STAGE)
-        ax.set_xticks(range(len(backbones)), labels, fontsize=7, rotation=45 if len(backbones) > 4 else 0,
-                      ha="right" if len(backbones) > 4 else "center")
-        ax.set_title(column)
-        ax.set_xlabel("backbone, by parameter count")
-        ax.set_ylabel(measure)
+    columns, backbones = table.shown, list(table.backbones)
+    labels = [_size_label(b) for b in backbones]
+    rotate = len(backbones) > 3
+    fig, axes = _panels(len(columns), width=max(3.3, 0.36 * len(backbones) + 0.9), height=3.0 if rotate else 2.6,
+                        ncols=_ncols(len(columns)))
+    for ax, column in zip(axes, columns):
+        for objective in table.objectives:
+            values = [table.value(b, objective, column) for b in backbones]
+            ax.plot(range(len(backbones)), values, marker="o", markersize=3.5, linewidth=1.2,
+                    color=_PALETTE.get(objective, "0.3"), label=objective)
+        if column in table.first_stage:
+            ax.axhline(table.first_stage[column], color="0.3", linestyle="--", linewidth=1, label=FIRST_STAGE)
+        ax.set_xticks(range(len(backbones)), labels, fontsize=6.5, rotation=40 if rotate else 0,
+                      ha="right" if rotate else "center", rotation_mode="anchor")
+        ax.tick_params(axis="x", pad=7)  # the first backbone's label runs under the lowest y label
+        ax.set_title(column, fontsize=8)
+        ax.set_xlabel("backbone, by parameter count", fontsize=7)
+        ax.set_ylabel(measure, fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", color="0.9", linewidth=0.6)
     handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside right upper", fontsize=7, title="objective", title_fontsize=7)
-    fig.suptitle("Objective gain vs backbone scaling")
+    # below the panels, in rows: inside the figure at any width, never under the title
+    fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4), fontsize=7, title="objective",
+               title_fontsize=7, frameon=False)
+    fig.suptitle(f"{table.label}\nobjective gain vs backbone scaling" if table.label else
+                 "Objective gain vs backbone scaling", fontsize=9)
     return fig
+
+
+def _size_label(backbone: str) -> str:
+    """``bert-base 109M``: the backbone and its parameter count (the slug alone if it has no params file)."""
+    try:
+        return f"{backbone} {_millions(backbone_facts(backbone)['parameters'])}"
+    except ParamsError:
+        return backbone
 
 
 def _millions(n: int) -> str:
@@ -966,180 +997,95 @@ def loss_figure(curves: pd.DataFrame | None = None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Claims and verdicts
+# Claims and verdicts: the tests are cerepro.claims', run on this grid's cell means
 
 
-@dataclass(frozen=True)
-class Claim:
-    key: str
-    rq: str
-    claim: str
-    test: str  # how the verdict is computed
-    verdict: str  # supported | not supported | not yet run
-    evidence: str
-    numbers: dict
+Claim = claims_audit.Claim
+SUPPORTED, NOT_SUPPORTED, NOT_RUN = claims_audit.SUPPORTED, claims_audit.NOT_SUPPORTED, claims_audit.NOT_RUN
+UNTESTABLE = claims_audit.UNTESTABLE
+CLAIM_NUMBERS = claims_audit.CLAIM_NUMBERS
 
 
-SUPPORTED, NOT_SUPPORTED, NOT_RUN = "supported", "not supported", "not yet run"
-# The numbers each claim reports (None when not yet run), for the book's prose.
-CLAIM_NUMBERS = {
-    "relative-beats-bce": ("wins", "cells", "min_gain", "mean_gain", "significant", "tested"),
-    "relative-beats-bce-ood": ("wins", "cells", "min_gain", "mean_gain", "significant", "tested"),
-    "objective-vs-scaling": ("objective_gain", "scaling_gain", "smallest", "largest"),
-    "llm-distillation": ("columns", "larger", "min_gap_larger", "max_gap"),
-    "consistent-choice": ("consistent", "cells", "most_often_best", "times_best"),
-}
-
-
-def _cells_by(results: pd.DataFrame, measure: str) -> pd.DataFrame:
-    cells = cell_means(models_only(results), measure=measure)
-    return cells.pivot_table(index=["column", "backbone"], columns="objective", values="value", sort=False)
-
-
-def _claim_relative_beats_bce(results, groups, key, rq, setting, measure, tests) -> Claim:
-    text = (f"Relative objectives (pairwise MarginMSE, listwise InfoNCE) beat pointwise BCE on every "
-            f"backbone {setting}.")
-    test = "mean over seeds of infonce and margin-mse above bce, for every backbone and group"
-    columns = [_group_column(results, g) for g in groups]
-    wide = _cells_by(results, measure)
-    relative = [o for o in RELATIVE if o in wide.columns]
-    if not columns or "bce" not in wide.columns or not relative:
-        return Claim(key, rq, text, test, NOT_RUN, "needs bce and infonce or margin-mse results", {})
-    part = wide.loc[[c for c in columns if c in wide.index.get_level_values(0)]]
-    wins = (part[relative].sub(part["bce"], axis=0) > 0).to_numpy()
-    gains = part[relative].sub(part["bce"], axis=0).to_numpy()
-    tests = tests[tests["column"].isin(columns) & tests["objective"].isin(relative)]
-    numbers = {"wins": int(wins.sum()), "cells": int(wins.size), "min_gain": float(np.nanmin(gains)),
-               "mean_gain": float(np.nanmean(gains)), "significant": int(tests["paired"].sum()),
-               "tested": len(tests)}
-    verdict = SUPPORTED if numbers["wins"] == numbers["cells"] else NOT_SUPPORTED
-    evidence = (f"{numbers['wins']} of {numbers['cells']} (backbone, group, objective) cells above bce on "
-                f"{', '.join(columns)}; mean gain {numbers['mean_gain']:+.3f}, smallest {numbers['min_gain']:+.3f}; "
-                f"{numbers['significant']} of {numbers['tested']} significant (paired t, Holm)")
-    return Claim(key, rq, text, test, verdict, evidence, numbers)
+def cell_table(results: pd.DataFrame, measure: str = MEASURE, label: str = "") -> claims_audit.CellTable:
+    """This grid's means over seeds as a :class:`cerepro.claims.CellTable`: the columns of
+    :func:`table_columns` (the paper's where the grid has them, else its own datasets), backbones
+    by parameter count, the first stage's values aside."""
+    models = models_only(results[results["measure"] == measure]) if not results.empty else results
+    if models.empty:
+        return claims_audit.CellTable(pd.DataFrame(), (), (), (), (), label=label)
+    columns = table_columns(models)
+    cells = cell_means(results, columns, measure)
+    first = cells[cells["backbone"] == FIRST_STAGE]
+    cells = cells[cells["backbone"] != FIRST_STAGE]
+    values = cells.pivot_table(index=["backbone", "objective"], columns="column", values="value", sort=False)
+    tested = [c for c in columns if c in values.columns and c not in (IN_DOMAIN, "ood")]
+    in_domain = tuple(c for c in tested if dataset_group(c) == IN_DOMAIN)
+    mean = IN_DOMAIN if IN_DOMAIN in values.columns else in_domain[0] if len(in_domain) == 1 else None
+    return claims_audit.CellTable(
+        values=values, backbones=tuple(backbone_order(cells["backbone"])), objectives=tuple(objective_order(
+            cells["objective"])), in_domain=in_domain, out_of_domain=tuple(c for c in tested if c not in in_domain),
+        trec_dl=tuple(c for c in tested if c.startswith("trec-dl")), in_domain_mean=mean, label=label,
+        first_stage=dict(zip(first["column"], first["value"])))
 
 
 def objective_vs_scaling(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
-    """Per evaluation group: what the objective buys (mean over backbones of the best objective
-    minus bce) against what scaling buys (mean over objectives of the largest backbone minus the
-    smallest)."""
-    wide = _cells_by(results, measure)
+    """Per table column: what the objective buys (mean over backbones of the best objective
+    minus bce) against what scaling buys (mean over objectives of the largest backbone minus
+    the smallest); :func:`cerepro.claims.scaling_gains` has each term's arithmetic."""
+    table = cell_table(results, measure)
     rows = []
-    for group in evaluation_groups(models_only(results)):
-        column = _group_column(results, group)
-        if column not in wide.index.get_level_values(0):
+    for column in table.shown:
+        gains = claims_audit.scaling_gains(table, column)
+        objective, scaling = gains[gains["gain"] == "objective"], gains[gains["gain"] == "scaling"]
+        if objective.empty and scaling.empty:
             continue
-        part = wide.loc[column]
-        backbones = backbone_order(part.index)
-        objective_gain = (part.max(axis=1) - part["bce"]).mean() if "bce" in part else np.nan
-        scaling_gain = (part.loc[backbones[-1]] - part.loc[backbones[0]]).mean() if len(backbones) > 1 else np.nan
-        rows.append({"column": column, "objective_gain": objective_gain, "scaling_gain": scaling_gain,
-                     "smallest": backbones[0], "largest": backbones[-1]})
+        smallest, largest = claims_audit.smallest_and_largest(table, column)
+        rows.append({"column": column, "objective_gain": objective["value"].mean(),
+                     "scaling_gain": scaling["value"].mean(), "smallest": smallest, "largest": largest})
     if not rows:
         return _placeholder("no finished evaluation in this grid")
     return pd.DataFrame(rows).set_index("column")
 
 
-def _claim_objective_vs_scaling(results, measure) -> Claim:
-    text = "Objective choice can be worth as much as scaling the backbone."
-    test = "in-domain: mean gain of the best objective over bce >= mean gain of the largest backbone over the smallest"
-    table = objective_vs_scaling(results, measure)
-    column = _group_column(results, IN_DOMAIN) if IN_DOMAIN in set(results["group"]) else None
-    if column not in table.index or table.loc[column, ["objective_gain", "scaling_gain"]].isna().any():
-        return Claim("objective-vs-scaling", "RQ3", text, test, NOT_RUN,
-                     "needs in-domain results of bce and another objective on at least two backbones", {})
-    row = table.loc[column]
-    numbers = {"objective_gain": float(row["objective_gain"]), "scaling_gain": float(row["scaling_gain"]),
-               "smallest": row["smallest"], "largest": row["largest"]}
-    verdict = SUPPORTED if numbers["objective_gain"] >= numbers["scaling_gain"] else NOT_SUPPORTED
-    evidence = (f"on {column}: best objective over bce {numbers['objective_gain']:+.3f} (mean over backbones); "
-                f"{row['largest']} over {row['smallest']} {numbers['scaling_gain']:+.3f} (mean over objectives)")
-    return Claim("objective-vs-scaling", "RQ3", text, test, verdict, evidence, numbers)
-
-
-def _claim_llm_distillation(results, measure) -> Claim:
-    text = ("LLM distillation (DistillRankNet, ADR-MSE on RankZephyr lists) is competitive on TREC-DL for "
-            "larger backbones, but not better than InfoNCE or MarginMSE.")
-    test = (f"on TREC-DL (else in-domain): for the larger half of the backbones the best LLM objective is within "
-            f"{TIE_TOLERANCE} of the best relative objective, and on no backbone more than {TIE_TOLERANCE} above it")
-    wide = _cells_by(results, measure)
-    columns = [c for c in ("trec-dl-2019", "trec-dl-2020") if c in wide.index.get_level_values(0)]
-    if not columns and IN_DOMAIN in set(results["group"]):
-        columns = [_group_column(results, IN_DOMAIN)]
-    llm = [o for o in LLM_DISTILLATION if o in wide.columns]
-    relative = [o for o in RELATIVE if o in wide.columns]
-    if not columns or not llm or not relative:
-        return Claim("llm-distillation", "RQ4", text, test, NOT_RUN,
-                     "needs TREC-DL (or in-domain) results of an LLM-distilled and a relative objective", {})
-    part = wide.loc[columns]
-    gap = part[llm].max(axis=1) - part[relative].max(axis=1)  # (column, backbone)
-    backbones = backbone_order(part.index.get_level_values(1))
-    larger = backbones[len(backbones) // 2:]
-    on_larger = gap[gap.index.get_level_values(1).isin(larger)]
-    numbers = {"columns": ", ".join(columns), "larger": ", ".join(larger), "min_gap_larger": float(on_larger.min()),
-               "max_gap": float(gap.max())}
-    competitive = numbers["min_gap_larger"] >= -TIE_TOLERANCE
-    not_better = numbers["max_gap"] <= TIE_TOLERANCE
-    verdict = SUPPORTED if competitive and not_better else NOT_SUPPORTED
-    evidence = (f"best LLM objective minus best relative objective on {numbers['columns']}: at worst "
-                f"{numbers['min_gap_larger']:+.3f} on the larger backbones ({numbers['larger']}), at best "
-                f"{numbers['max_gap']:+.3f} on any backbone")
-    return Claim("llm-distillation", "RQ4", text, test, verdict, evidence, numbers)
-
-
-def _claim_consistent_choice(results, measure) -> Claim:
-    text = ("A controlled evaluation gives a consistent design choice: InfoNCE or MarginMSE is the best "
-            "objective on every backbone and setting (our reading of RQ5 from the headline claims).")
-    test = f"in every (backbone, group) cell, infonce or margin-mse is best or within {TIE_TOLERANCE} of the best"
-    wide = _cells_by(results, measure)
-    columns = [_group_column(results, g) for g in evaluation_groups(models_only(results))]
-    columns = [c for c in columns if c in wide.index.get_level_values(0)]
-    relative = [o for o in RELATIVE if o in wide.columns]
-    if not columns or not relative or wide.shape[1] < 2:
-        return Claim("consistent-choice", "RQ5", text, test, NOT_RUN, "needs results of several objectives", {})
-    part = wide.loc[columns]
-    ok = part[relative].max(axis=1) >= part.max(axis=1) - TIE_TOLERANCE
-    best = part.idxmax(axis=1)
-    counts = best.value_counts()
-    numbers = {"consistent": int(ok.sum()), "cells": int(ok.size), "most_often_best": counts.index[0],
-               "times_best": int(counts.iloc[0])}
-    verdict = SUPPORTED if ok.all() else NOT_SUPPORTED
-    evidence = (f"{numbers['consistent']} of {numbers['cells']} (backbone, group) cells; best most often: "
-                f"{numbers['most_often_best']} ({numbers['times_best']} cells)")
-    return Claim("consistent-choice", "RQ5", text, test, verdict, evidence, numbers)
-
-
 def claims(results: pd.DataFrame, measure: str = MEASURE, tests: pd.DataFrame | None = None) -> dict[str, Claim]:
     """The paper's claims, each with the research question that tests it and a verdict computed
-    from ``results`` (supported / not supported / not yet run). ``tests``: :func:`significance`
-    of the same results against ``bce``, if already computed."""
-    models = models_only(results[results["measure"] == measure]) if not results.empty else results
-    groups = evaluation_groups(models) if not models.empty else []
+    from ``results`` (supported / not supported / not yet run) by :func:`cerepro.claims.audit`.
+    ``tests``: :func:`significance` of the same results against ``bce``, if already computed."""
     tests = significance(results, baseline="bce", measure=measure) if tests is None else tests
-    out = [
-        _claim_relative_beats_bce(results, [g for g in groups if g == IN_DOMAIN], "relative-beats-bce", "RQ1",
-                                  "in-domain", measure, tests),
-        _claim_relative_beats_bce(results, [g for g in groups if g != IN_DOMAIN], "relative-beats-bce-ood", "RQ2",
-                                  "under domain shift (every out-of-domain group)", measure, tests),
-        _claim_objective_vs_scaling(results, measure),
-        _claim_llm_distillation(results, measure),
-        _claim_consistent_choice(results, measure),
-    ]
-    return {c.key: dataclasses.replace(c, numbers={k: c.numbers.get(k) for k in CLAIM_NUMBERS[c.key]})
-            for c in out}
+    return claims_audit.audit(cell_table(results, measure), tests=tests)
+
+
+def published_claims() -> dict[str, Claim]:
+    """The same claims on the authors' table (``params/expected/paper-ndcg10.csv``)."""
+    return claims_audit.audit(claims_audit.paper_table())
+
+
+# The authors' table was produced by their runs, under the protocol the profile `paper` encodes.
+PUBLISHED_VERDICT = "authors' table (their runs; profile paper)"
 
 
 def claims_table(results: pd.DataFrame, grid: str, measure: str = MEASURE,
-                 found: dict[str, Claim] | None = None) -> pd.DataFrame:
-    """One row per claim: research question, claim, how it is tested, evidence, verdict and the
-    profile (grid) whose runs produced the evidence. ``found``: :func:`claims` of the same
-    results, if already computed."""
+                 found: dict[str, Claim] | None = None, published: dict[str, Claim] | None = None) -> pd.DataFrame:
+    """One row per claim: research question, claim, how it is tested, the verdict on the
+    authors' table with its exceptions, and the verdict on this grid's runs with its evidence
+    and the profile (grid) whose runs produced it. ``found``, ``published``: :func:`claims` of
+    the same results and :func:`published_claims`, if already computed."""
     info = grid_info(grid)
     profile = f"{info.profile} (grid {info.name}{', synthetic' if info.synthetic else ''})"
     found = claims(results, measure) if found is None else found
-    rows = [{"RQ": c.rq, "claim": c.claim, "test": c.test, "evidence": c.evidence, "verdict": c.verdict,
-             "profile": profile if c.verdict != NOT_RUN else "—"} for c in found.values()]
-    return pd.DataFrame(rows).set_index("RQ")
+    published = published_claims() if published is None else published
+    rows = []
+    for key, c in found.items():
+        p = published[key]
+        # the cells only (a backbone, or a backbone on a column): the numbers are on the claim's page
+        there = ("none" if not p.exceptions else f"{len(p.exceptions)}: " +
+                 "; ".join(e.split(":")[0] for e in p.exceptions)) if p.verdict in (SUPPORTED, NOT_SUPPORTED) \
+            else p.evidence
+        rows.append({"RQ": c.rq, "claim": c.claim, "test": c.test, PUBLISHED_VERDICT: p.verdict,
+                     "cells as claimed (authors')": p.support or "—", "exceptions (authors' table)": there,
+                     "this grid": c.verdict, "evidence (this grid)": c.evidence,
+                     "profile (this grid)": profile if c.verdict not in (NOT_RUN, UNTESTABLE) else "—"})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1204,7 +1150,8 @@ def baselines_table(results: pd.DataFrame, grid: str = RELEASED) -> pd.DataFrame
 
 
 VERDICT_COLOURS = {"supported": "#1a7f37", "OK": "#1a7f37", "OKish": "#9a6700", "not supported": "#cf222e",
-                   "FAIL": "#cf222e", "not yet run": "#6e7781", "not run": "#6e7781"}
+                   "FAIL": "#cf222e", "not yet run": "#6e7781", "not run": "#6e7781",
+                   "not testable on this table": "#8250df"}
 
 
 def styled(table: pd.DataFrame, *, hide_index: bool = False, formats: dict | None = None):

@@ -118,13 +118,23 @@ def test_smoke_book_builds_from_a_synthetic_grid(smoke):
     assert smoke["done"].is_file()
     html = smoke["html"]
     for page in ["intro", "setup/data", "setup/objectives", "setup/backbones", "setup/protocol", "metric-contract",
-                 *RQ_PAGES, "scoreboard", "generated/run-index", "appendix/training", "appendix/compute",
+                 "published", *RQ_PAGES, "scoreboard", "generated/run-index", "appendix/training", "appendix/compute",
                  "appendix/environment", "appendix/limits", "appendix/log"]:
         assert (html / f"{page}.html").is_file(), page
     for page in ["intro", *RQ_PAGES, "scoreboard"]:
         text = (html / f"{page}.html").read_text()
         assert "synthetic" in text, page  # demo numbers say so on every page that shows them
         assert "Traceback" not in text, page
+    # the real verdicts on the authors' table, computed at build time, beside the grid's
+    published = report.published_claims()
+    audit = (html / "published.html").read_text()
+    assert "paper-ndcg10.csv" in audit
+    for claim in published.values():
+        assert claim.verdict in audit
+        for exception in claim.exceptions:
+            assert exception.split(":")[0] in audit  # every exception named, e.g. its backbone and column
+    intro = (html / "intro.html").read_text()
+    assert report.PUBLISHED_VERDICT in intro and "not testable on this table" in intro
     # prose numbers are the results' (glued), not typed
     claim = report.claims(smoke["results"])["relative-beats-bce"]
     rq1 = (html / "rq/rq1.html").read_text()
@@ -145,17 +155,21 @@ def test_browser_sees_the_figures(smoke):
     assert smoke["code"] == 0
     browser = book.chromium(install=True)
     assert browser, "headless Chromium is needed: apt-get install -y chromium"
-    seen = book.browser_check(smoke["html"], ["index.html", "rq/rq1.html"], browser=browser)
-    index, rq1 = seen["index.html"], seen["rq/rq1.html"]
+    seen = book.browser_check(smoke["html"], ["index.html", "published.html", "rq/rq1.html"], browser=browser)
+    index, published, rq1 = seen["index.html"], seen["published.html"], seen["rq/rq1.html"]
     assert index["page"] == "intro.html" and index["title"].startswith("Overview")
-    assert rq1["title"].startswith("RQ1")
-    for page in (index, rq1):
+    assert rq1["title"].startswith("RQ1") and published["title"].startswith("The paper")
+    for page in (index, published, rq1):
         assert page["probed"] and not page["missing"], page
         assert page["images"] and all(i["loaded"] and i["png"] for i in page["images"]), page["images"]
         assert page["screenshot"].stat().st_size > 10_000
     figures = [i for i in rq1["images"] if "_images/" in i["src"]]
-    assert len(figures) == 4  # heatmaps, gain vs scaling, in domain vs out, seed spread
+    # heatmaps and gain vs scaling, each of this grid and of the published numbers; in domain vs out;
+    # seed spread
+    assert len(figures) == 6
+    assert len([i for i in published["images"] if "_images/" in i["src"]]) == 2  # heatmaps, gain vs scaling
     assert (smoke["html"].parent / "screenshots" / "rq_rq1.png").is_file()
+    assert (smoke["html"].parent / "screenshots" / "published.png").is_file()
 
 
 def test_a_failing_cell_fails_the_build(tmp_path, monkeypatch):

@@ -230,9 +230,16 @@ def test_claims_get_verdicts_from_results(demo):
     assert claims["objective-vs-scaling"].verdict == report.SUPPORTED
     assert claims["llm-distillation"].verdict == report.SUPPORTED  # distill-ranknet 0.095 vs infonce 0.10
     assert claims["consistent-choice"].verdict == report.SUPPORTED
+    assert claims["relative-significant"].verdict == report.SUPPORTED  # per-query tests exist for a grid
+    assert claims["relative-significant"].numbers["tested"] == 6
     table = report.claims_table(demo, "demo")
-    assert list(table.index) == ["RQ1", "RQ2", "RQ3", "RQ4", "RQ5"]
-    assert table["profile"].str.contains("synthetic").all()
+    assert list(table["RQ"]) == ["RQ1", "RQ1", "RQ2", "RQ3", "RQ4", "RQ5"]
+    assert table["profile (this grid)"].str.contains("synthetic").all()
+    # the same claims on the authors' table, in their own column
+    published = report.published_claims()
+    assert list(table[report.PUBLISHED_VERDICT]) == [c.verdict for c in published.values()]
+    assert table.loc[1, report.PUBLISHED_VERDICT] == report.UNTESTABLE
+    assert table.loc[0, "cells as claimed (authors')"] == "54 of 54"
 
 
 def test_a_claim_fails_when_the_results_contradict_it(tmp_path, monkeypatch):
@@ -279,6 +286,24 @@ def test_figures_have_one_panel_per_group(demo):
         fig = draw(demo)
         assert len([ax for ax in fig.axes if ax.has_data()]) == 2, draw.__name__
     assert len(report.id_ood_scatter(demo).axes) == 1
+
+
+@pytest.mark.parametrize("backbones", [("tiny-bert", "tiny-modernbert"), DEMO_BACKBONES])
+def test_figures_read_at_a_glance(tmp_path, monkeypatch, backbones):
+    """No two texts overlap (two backbones once stood the heatmap's names on end, on top of each
+    other), backbone names read across, each objective keeps its colour."""
+    from figure_checks import overlapping_texts
+
+    write_grid(tmp_path, backbones=backbones, seeds=1, queries=6, notebooks=False)
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
+    results = report.grid_results("demo")
+    for draw in (report.heatmaps, report.gain_vs_scaling, report.id_ood_scatter, report.seed_spread):
+        assert overlapping_texts(draw(results)) == [], draw.__name__
+    heat = report.heatmaps(results)
+    assert all(t.get_rotation() == 0 for t in heat.axes[0].get_yticklabels())
+    colours = report.objective_colours()
+    assert all(line.get_color() == colours[line.get_label()] for line in report.gain_vs_scaling(results).axes[0].lines
+               if line.get_label() != report.FIRST_STAGE)
 
 
 def test_training_artifacts(demo_runs, monkeypatch):
