@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cerepro.config import Grid, RunConfig, dataset_registry, load_grid
-from cerepro.paths import project_root, runs_dir
+from cerepro.lock import FolderLock, LockedError
+from cerepro.paths import cache_dir, params_dir, project_root, runs_dir
 from cerepro.runner import RunnerError, declared_parameters, notebook_path, run_notebook
 
 SNAKEFILE = "workflow/Snakefile"
@@ -122,7 +123,7 @@ def check_grid(name: str) -> Grid:
 def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = False,
                       slurm: bool = False, book: bool = False, extra: list[str] | None = None) -> list[str]:
     root = project_root()
-    out = runs_dir() / grid
+    out = runs_dir() / Path(grid).stem
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(root / SNAKEFILE), "-d", str(out),
            "--config", f"grid={grid}", f"book={book}", "--rerun-incomplete", "--keep-going",
@@ -130,8 +131,8 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
     if slurm:
         cmd += ["--workflow-profile", str(root / SLURM_PROFILE)]
     else:
-        # Locally, a SIGKILLed run leaves Snakemake's lock behind; outputs are DONE markers
-        # written last, so a rerun is safe without the lock.
+        # Locally, a SIGKILLed run leaves Snakemake's lock behind; run_grid holds cerepro's
+        # folder lock instead (it detects a dead holder), and each job its run folder's.
         cmd += ["--cores", str(cores or os.cpu_count() or 1), "--nolock"]
     if dry_run:
         cmd += ["--dry-run", "--quiet", "rules"] if not slurm else ["--dry-run"]
@@ -139,10 +140,23 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
 
 
 def run_grid(grid: str, **kwargs) -> int:
-    check_grid(grid)
-    env = {**os.environ, "CEREPRO_PARAMS": str(project_root() / "params"),
-           "CEREPRO_RUNS": str(runs_dir()), "PYTHONUNBUFFERED": "1"}
-    return subprocess.call(snakemake_command(grid, **kwargs), env=env)
+    """Run a grid through Snakemake, as the only writer of ``runs/<grid>/``: locally Snakemake's
+    own lock is off (a SIGKILLed run would leave it behind), so cerepro's folder lock, which
+    detects a killed holder, refuses a second ``cerepro grid`` into the same folder instead."""
+    name = check_grid(grid).name
+    env = {**os.environ, "CEREPRO_PARAMS": str(params_dir().resolve()),
+           "CEREPRO_RUNS": str(runs_dir().resolve()), "CEREPRO_CACHE": str(cache_dir().resolve()),
+           "PYTHONUNBUFFERED": "1"}
+    command = snakemake_command(grid, **kwargs)
+    if kwargs.get("dry_run"):
+        return subprocess.call(command, env=env)
+    try:
+        with FolderLock(runs_dir() / name, command=f"cerepro grid {grid}") as lock:
+            if lock.taken_over:
+                print(f"cerepro: {runs_dir() / name}: {lock.taken_over}", file=sys.stderr)
+            return subprocess.call(command, env=env)
+    except LockedError as exc:
+        raise RunnerError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------
