@@ -16,6 +16,7 @@ import sys
 import yaml
 
 from cerepro.config import ParamsError
+from cerepro.datasets import DataFormatError, InputError
 from cerepro.runner import RunnerError
 
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
-    except (ParamsError, RunnerError) as exc:
+    except (ParamsError, RunnerError, InputError, DataFormatError) as exc:
         print(f"cerepro: error: {exc}", file=sys.stderr)
         return 2
 

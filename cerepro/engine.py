@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cerepro.config import Grid, RunConfig, dataset_registry, load_grid
+from cerepro.datasets import InputError
 from cerepro.lock import FolderLock, LockedError
 from cerepro.paths import cache_dir, params_dir, project_root, runs_dir
 from cerepro.runner import RunnerError, declared_parameters, notebook_path, run_notebook
@@ -42,8 +43,13 @@ class Job:
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ[var] = str(threads)
         try:
+            if self.notebook == "evaluate":  # training checks its own inputs (cerepro.train.fit)
+                from cerepro.datasets import check_dataset
+
+                for dataset in self.parameters["datasets"]:
+                    check_dataset(dataset, "eval_datasets")
             return run_notebook(self.notebook, run_dir, self.parameters)
-        except RunnerError as exc:
+        except (RunnerError, InputError) as exc:
             if log_path:
                 Path(log_path).parent.mkdir(parents=True, exist_ok=True)
                 Path(log_path).write_text(str(exc), encoding="utf-8")
@@ -68,7 +74,8 @@ def job_parameters(grid: Grid, notebook: str, *, run_id: str | None = None, sour
                   "max_length": run.max_length, "query_max_length": run.query_max_length,
                   "passage_max_length": run.passage_max_length}
     elif notebook == "data":
-        params = {**base, "source": source, "train_data": grid.runs[0].train_data}
+        run = next(r for r in grid.runs if r.training_source == source) if source else grid.runs[0]
+        params = {**base, "source": source, "train_data": run.train_data, "llm_list": run.llm_list}
     elif notebook == "compare":
         params = dict(base)
     else:
@@ -108,6 +115,7 @@ def job_resources(grid: Grid, kind: str) -> dict[str, Any]:
 def check_grid(name: str) -> Grid:
     """Everything that can fail before a job starts: params, notebooks, their parameter names."""
     grid = load_grid(name)
+    check_inputs(grid)
     for notebook in ("data", "train", "evaluate", "compare"):
         notebook_path(notebook)
     for job in (job_parameters(grid, "train", run_id=grid.runs[0].run_id),
@@ -118,6 +126,18 @@ def check_grid(name: str) -> Grid:
         if unknown:
             raise RunnerError(f"notebook {job.notebook!r} does not declare parameter(s) {sorted(unknown)}")
     return grid
+
+
+def check_inputs(grid: Grid) -> None:
+    """Every dataset and local training file the grid's runs name exists (no data is read)."""
+    from cerepro.training_data import check_inputs as check_run
+
+    seen = set()
+    for run in grid.runs:
+        key = (run.validation_datasets, run.eval_datasets, run.train_data, run.training_source, run.llm_list)
+        if key not in seen:
+            seen.add(key)
+            check_run(run)
 
 
 def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = False,
@@ -190,6 +210,7 @@ def plan(name: str) -> dict[str, Any]:
     """Jobs, data and estimated GPU-hours of a grid (6·N·tokens for training, 2·N·tokens for
     re-ranking, at PLAN_MFU of PLAN_GPU_TFLOPS)."""
     grid = load_grid(name)
+    check_inputs(grid)
     registry = dataset_registry()["datasets"]
     rate = PLAN_MFU * PLAN_GPU_TFLOPS * 1e12
     rows = []

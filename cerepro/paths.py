@@ -47,6 +47,15 @@ def runs_dir() -> Path:
     return path
 
 
+def notebook_run_dir(run_dir: str | os.PathLike, notebook: str, run: str = "") -> Path:
+    """Where a notebook writes: the run folder the runner passed, or, run by hand in JupyterLab
+    (``run_dir`` empty), ``runs/interactive/<run>/<notebook>/`` (git-ignored like all of runs/),
+    never the notebooks/ folder itself."""
+    if run_dir:
+        return Path(run_dir)
+    return runs_dir() / "interactive" / (run or "adhoc") / notebook
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike):
     """Yield a temporary path next to ``target``; rename it onto ``target`` only if the block

@@ -25,7 +25,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # noqa: F401 - activates a notebook's inline backend, which shows Figures
+from matplotlib.figure import Figure
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -420,7 +421,8 @@ def seed_variance_table(results: pd.DataFrame, measure: str = MEASURE) -> pd.Dat
 
 def _empty_figure(text: str):
     """A small figure that says what is missing, where a plot will be."""
-    fig, ax = plt.subplots(figsize=(5, 1.6))
+    fig = Figure(figsize=(5, 1.6))
+    ax = fig.subplots()
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="0.4", transform=ax.transAxes)
     ax.set_axis_off()
     return fig
@@ -430,8 +432,10 @@ def _panels(n: int, width: float = 3.6, height: float = 3.0, ncols: int = 2, sha
     """A figure of ``n`` panels, at most ``ncols`` per row (unused cells hidden)."""
     ncols = min(n, ncols)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, sharey=sharey,
-                             layout="constrained")
+    # A Figure outside pyplot: a notebook shows it once, as the cell's value (a pyplot figure
+    # is also drawn by the inline backend at the end of the cell: twice).
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
     axes = list(axes.flat)
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -614,7 +618,7 @@ def training_logs(source) -> pd.DataFrame:
         if not log.is_file() or log.stat().st_size == 0:
             continue
         table = pd.read_json(log, lines=True)
-        run = folder.parent.name if folder.name == "train" else folder.name
+        run = _train_run_id(folder)
         try:
             backbone, objective, seed = parse_run_id(run)
         except ValueError:
@@ -623,6 +627,16 @@ def training_logs(source) -> pd.DataFrame:
     if not tables:
         return pd.DataFrame(columns=["run", "backbone", "objective", "seed", "step", "loss"])
     return pd.concat(tables, ignore_index=True)
+
+
+def _train_run_id(folder: Path) -> str:
+    """A train folder's run id: from the config.json training wrote (any folder name, e.g.
+    ``runs/adhoc/train``), else from the folder's name."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        return f"{config['backbone']}.{config['objective']}.s{config['seed']}"
+    except (OSError, ValueError, KeyError):
+        return folder.parent.name if folder.name == "train" else folder.name
 
 
 def training_curves(source, y: str = "loss"):
@@ -646,7 +660,8 @@ def training_curves(source, y: str = "loss"):
             label = backbone if run == part.loc[part["backbone"] == backbone, "run"].min() else None
             ax.plot(line["step"], line[y], color=_PALETTE.get(objective, "0.3"), linestyle=styles[backbone],
                     linewidth=1, alpha=0.85, label=label)
-        ax.set_title(objective or "run")
+        runs = part["run"].unique()
+        ax.set_title(runs[0] if len(runs) == 1 else objective)  # one run: its id says it all
         ax.set_xlabel("step")
         ax.set_ylabel(y)
         if len(backbones) > 1:

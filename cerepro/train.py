@@ -115,6 +115,10 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     check_objective_source(config)
     if resume and _finished(output_dir, fingerprint):
         return json.loads((output_dir / "summary.json").read_text())
+    if data is None:  # every input checked before a GPU step: datasets, the training file's lines
+        from cerepro.training_data import check_inputs
+
+        check_inputs(config, verify=True)
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is not None and not resume:
         raise TrainingError(f"{output_dir} already holds checkpoints ({checkpoint.name}); resume "

@@ -29,7 +29,7 @@ depth = 30
 max_length = 96
 query_max_length = None
 passage_max_length = None
-run_dir = "."
+run_dir = ""
 
 # %%
 from pathlib import Path
@@ -40,6 +40,7 @@ from cerepro import report
 from cerepro.datasets import load_collection, load_candidates
 from cerepro.evaluate import evaluate, folder_name, save_result
 from cerepro.models import load_cross_encoder
+from cerepro.paths import notebook_run_dir
 from cerepro.rerank import rerank, write_trec_run
 
 model, tokenizer = load_cross_encoder(model_dir) if model_dir else (None, None)
@@ -56,7 +57,7 @@ for dataset in datasets:
         texts = collection.docs.get_many(run["doc_id"].unique())  # missing texts: counted by rerank
         run = rerank(model, tokenizer, run, collection.queries, texts, max_length=max_length,
                      query_max_length=query_max_length, passage_max_length=passage_max_length)
-    folder = Path(run_dir) / "results" / folder_name(dataset)
+    folder = notebook_run_dir(run_dir, "evaluate", run_name) / "results" / folder_name(dataset)
     write_trec_run(run, folder / "run.trec", run_name)
     result = evaluate(run, collection.qrels, dataset=dataset, run_name=run_name,
                       contract_extra={"first_stage": f"{first_stage} top-{depth}"})
