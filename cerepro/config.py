@@ -158,9 +158,10 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     """A YAML error as 'what (line L, column C)', the position 1-based as editors show it."""
     mark = getattr(exc, "problem_mark", None)
     what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    context = getattr(exc, "context", None)
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
     where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    return f"{context + ': ' if context else ''}{what}{where}"
+    began = f" (from line {start.line + 1}, column {start.column + 1})" if start is not None else ""
+    return f"{context + began + ': ' if context else ''}{what}{where}"
 
 
 def available(kind: str, root: Path | None = None) -> list[str]:

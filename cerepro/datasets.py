@@ -410,9 +410,12 @@ def check_dataset(dataset_id: str, key: str = "dataset") -> None:
     import ir_datasets
 
     if dataset_id not in ir_datasets.registry:
-        close = [d for d in ir_datasets.registry if d.split("/")[0] == dataset_id.split("/")[0]][:12]
+        import difflib
+
+        close = difflib.get_close_matches(dataset_id, list(ir_datasets.registry), n=3, cutoff=0.8)
         raise InputError(f"{key}: {dataset_id!r} is not an ir_datasets id"
-                       + (f"; ids under {dataset_id.split('/')[0]}/: {', '.join(close)}" if close else ""))
+                         + (f"; did you mean {' or '.join(map(repr, close))}?" if close else
+                            "; see params/datasets.yaml, or use 'demo:<split>' or 'local:<folder>'"))
 
 
 def first_stage_dir(dataset_id: str) -> Path:

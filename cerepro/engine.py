@@ -48,8 +48,12 @@ class Job:
 
                 for dataset in self.parameters["datasets"]:
                     check_dataset(dataset, "eval_datasets")
+                if self.parameters["model_dir"]:
+                    from cerepro.models import check_model_folder
+
+                    check_model_folder(self.parameters["model_dir"])
             return run_notebook(self.notebook, run_dir, self.parameters)
-        except (RunnerError, InputError) as exc:
+        except (RunnerError, InputError, ValueError) as exc:
             if log_path:
                 Path(log_path).parent.mkdir(parents=True, exist_ok=True)
                 Path(log_path).write_text(str(exc), encoding="utf-8")
@@ -164,7 +168,7 @@ def run_grid(grid: str, **kwargs) -> int:
     own lock is off (a SIGKILLed run would leave it behind), so cerepro's folder lock, which
     detects a killed holder, refuses a second ``cerepro grid`` into the same folder instead."""
     name = check_grid(grid).name
-    env = {**os.environ, "CEREPRO_PARAMS": str(params_dir().resolve()),
+    env = {**os.environ, "CEREPRO_ROOT": str(project_root().resolve()), "CEREPRO_PARAMS": str(params_dir().resolve()),
            "CEREPRO_RUNS": str(runs_dir().resolve()), "CEREPRO_CACHE": str(cache_dir().resolve()),
            "PYTHONUNBUFFERED": "1"}
     command = snakemake_command(grid, **kwargs)

@@ -420,13 +420,50 @@ def _st_version() -> str:
         return "unknown"
 
 
+class ModelFolderError(ValueError):
+    """A model folder that cannot be loaded safely: says which file and why."""
+
+
+def check_model_folder(folder: str | os.PathLike) -> list[Path]:
+    """The safetensors weight files of a local model folder, each checked to be whole.
+
+    Weights are loaded from safetensors only: a pickled ``pytorch_model.bin`` can run code when
+    loaded, so a folder holding only that is refused. A truncated or damaged file (an interrupted
+    copy) is named, instead of a deserializer's error without a path.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFolderError(f"model folder {folder} does not exist")
+    if not (folder / "config.json").is_file():
+        raise ModelFolderError(f"model folder {folder} has no config.json: not a transformers model folder")
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        others = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".h5"))
+        raise ModelFolderError(
+            f"model folder {folder} has no safetensors weights (model.safetensors)"
+            + (f"; it holds {', '.join(others)}, pickled weights that cerepro does not load because "
+               f"unpickling can run code: convert them with safetensors first" if others else ""))
+    for path in files:
+        try:
+            with safe_open(str(path), "pt") as f:
+                f.keys()
+        except (SafetensorError, OSError) as exc:
+            raise ModelFolderError(f"model file {path} is truncated or damaged ({exc}); copy or "
+                                   f"train it again") from None
+    return files
+
+
 def load_cross_encoder(folder: str | os.PathLike, *, dtype=None):
-    """(model, tokenizer) from a folder written by ``save_cross_encoder`` (or any HF folder)."""
+    """(model, tokenizer) from a folder written by ``save_cross_encoder`` (or any HF folder with
+    safetensors weights; see ``check_model_folder``)."""
     from transformers import AutoModelForSequenceClassification, AutoConfig, AutoTokenizer
 
+    check_model_folder(folder)
     config = AutoConfig.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(
-        folder, attn_implementation=attention_implementation(config), dtype=dtype)
+        folder, attn_implementation=attention_implementation(config), dtype=dtype, use_safetensors=True)
     return model, AutoTokenizer.from_pretrained(folder)
 
 

@@ -137,8 +137,8 @@ def _execute_into(name: str, run_dir: Path, declared: Mapping[str, Any], paramet
 def kernel_environment() -> dict[str, str]:
     """The folders this process resolved, for the kernel: its working directory is the run folder,
     from which ``cerepro.paths`` could otherwise find another checkout's params (or none)."""
-    return {"CEREPRO_PARAMS": str(params_dir().resolve()), "CEREPRO_CACHE": str(cache_dir().resolve()),
-            "CEREPRO_RUNS": str(runs_dir().resolve())}
+    return {"CEREPRO_ROOT": str(project_root().resolve()), "CEREPRO_PARAMS": str(params_dir().resolve()),
+            "CEREPRO_CACHE": str(cache_dir().resolve()), "CEREPRO_RUNS": str(runs_dir().resolve())}
 
 
 def execute(source: Path, output: Path, params: Mapping[str, Any], *, cwd: Path, progress: bool = False) -> None:

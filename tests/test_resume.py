@@ -4,6 +4,7 @@ lock detects killed holders; --force starts over."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -135,3 +136,27 @@ def test_another_hosts_lock_is_stale_only_when_its_heartbeat_stopped(tmp_path):
     os.utime(path, (old, old))
     with FolderLock(tmp_path) as lock:
         assert "heartbeat stopped" in lock.taken_over
+
+
+# --- one params folder ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_run_from_a_checkout_copy_with_runs_outside_reads_the_copys_params(tmp_path):
+    copy = tmp_path / "copy"
+    for folder in ("params", "notebooks"):
+        shutil.copytree(ROOT / folder, copy / folder)
+    profile = (copy / "params/profiles/smoke.yaml").read_text()
+    (copy / "params/profiles/copy-only.yaml").write_text(profile + "max_steps: 4\nvalidation_datasets: []\n")
+    env = {**os.environ, "CEREPRO_RUNS": str(tmp_path / "elsewhere"), "CEREPRO_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("CEREPRO_PARAMS", None)
+    env.pop("CEREPRO_ROOT", None)
+    done = subprocess.run([sys.executable, "-m", "cerepro.cli", "run", "train", "-p", "profile=copy-only"],
+                          cwd=copy, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / "elsewhere" / "adhoc" / "train"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["profile"] == "copy-only" and config["max_steps"] == 4
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["parameters"]["run_dir"] == str(folder.resolve())
