@@ -25,8 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt  # noqa: F401 - activates a notebook's inline backend, which shows Figures
-from matplotlib.figure import Figure
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -421,8 +420,8 @@ def seed_variance_table(results: pd.DataFrame, measure: str = MEASURE) -> pd.Dat
 
 def _empty_figure(text: str):
     """A small figure that says what is missing, where a plot will be."""
-    fig = Figure(figsize=(5, 1.6))
-    ax = fig.subplots()
+    fig, ax = plt.subplots(figsize=(5, 1.6))
+    plt.close(fig)  # shown once, as the value returned (see _panels)
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="0.4", transform=ax.transAxes)
     ax.set_axis_off()
     return fig
@@ -432,10 +431,11 @@ def _panels(n: int, width: float = 3.6, height: float = 3.0, ncols: int = 2, sha
     """A figure of ``n`` panels, at most ``ncols`` per row (unused cells hidden)."""
     ncols = min(n, ncols)
     nrows = -(-n // ncols)
-    # A Figure outside pyplot: a notebook shows it once, as the cell's value (a pyplot figure
-    # is also drawn by the inline backend at the end of the cell: twice).
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, sharey=sharey,
+                             layout="constrained")
+    # Closed at once: a notebook shows the figure once, as the value the caller returns; an open
+    # pyplot figure is drawn again by the inline backend at the end of the cell.
+    plt.close(fig)
     axes = list(axes.flat)
     for ax in axes[n:]:
         ax.set_visible(False)
