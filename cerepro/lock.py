@@ -8,8 +8,9 @@ mtime every ``HEARTBEAT_S`` seconds and removes it on exit.
 
 A lock left by a killed writer is stale and taken over: on the same host when its PID is gone
 (or now names another process, told apart by start time), on another host (a cluster node that
-was preempted) when its heartbeat is older than ``STALE_AFTER_S``. Anything else refuses the
-second writer with a message naming the folder and the holder.
+was preempted) when its heartbeat is older than ``STALE_AFTER_S``, or at once when this process
+is the same SLURM job, requeued. Anything else refuses the second writer with a message naming
+the folder and the holder.
 
 This module guards folders; it never deletes a writer's work.
 """
@@ -60,6 +61,9 @@ def stale_reason(path: Path, holder: dict[str, Any] | None, *, now: float | None
         return "it is gone"
     if holder is None:  # never written half (hard link), so a foreign or damaged file
         return None if age < STALE_AFTER_S else f"it is unreadable and {age:.0f} s old"
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and holder.get("slurm_job_id") == job and holder.get("pid") != os.getpid():
+        return f"SLURM job {job} was requeued"  # the same job started again: its old run is gone
     if holder.get("host") == socket.gethostname():
         pid = int(holder.get("pid", -1))
         started = _process_start(pid) if pid > 0 else None

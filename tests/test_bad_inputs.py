@@ -191,8 +191,8 @@ def table(tmp_path_factory) -> str:
     for name, what, error, _, fn in CASES:
         folder = tmp_path_factory.mktemp(name)
         text = message(fn, error, folder).replace(str(folder), "<folder>").replace(str(ROOT), "<checkout>")
-        cell = text.replace("|", "\\|").replace("`", "'")
-        rows.append(f"| {what} | `{error.__name__}` | {cell} |")
+        cell = text.replace("|", "\\|").replace("`", "'")  # a code span: <folder> stays literal
+        rows.append(f"| {what} | `{error.__name__}` | `{cell}` |")
     return (
         "# Bad inputs and their messages\n\n"
         "What cerepro answers to inputs that cannot describe a run, as a user meets them. Every row is a\n"

@@ -160,3 +160,10 @@ def test_a_run_from_a_checkout_copy_with_runs_outside_reads_the_copys_params(tmp
     assert config["profile"] == "copy-only" and config["max_steps"] == 4
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["parameters"]["run_dir"] == str(folder.resolve())
+
+
+def test_a_requeued_slurm_job_takes_over_its_own_lock_at_once(tmp_path, monkeypatch):
+    write_lock(tmp_path, host="node-17", pid=4242, slurm_job_id="991")
+    monkeypatch.setenv("SLURM_JOB_ID", "991")
+    with FolderLock(tmp_path) as lock:
+        assert "SLURM job 991 was requeued" in lock.taken_over
