@@ -127,11 +127,48 @@ def _execute_into(name: str, run_dir: Path, declared: Mapping[str, Any], paramet
         raise RunnerError(f"notebook {name!r} failed in {run_dir} (executed copy: {partial.name}): {exc}") from exc
     finally:
         source.unlink(missing_ok=True)
+    widgets_as_text(partial)
     os.replace(partial, executed)
     meta = {"notebook": name, "parameters": params, "seconds": round(time.time() - started, 2),
             "resumed": resumed, **environment()}
     write_text_atomic(run_dir / "meta.json", json.dumps(meta, indent=2, default=str))
     write_text_atomic(run_dir / DONE, "")
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def widgets_as_text(path: Path) -> None:
+    """Replace each widget output of an executed notebook (tqdm's bars, which render as widgets
+    in JupyterLab) by the text of its final state, and drop the widget state: an executed copy
+    reads the same offline, in the book's run pages, with no widget script from a CDN."""
+    import html
+
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+
+    def text(model_id: str) -> str:
+        model = state.get(model_id, {})
+        values = model.get("state", {})
+        if "children" in values:
+            return " ".join(t for t in (text(c.removeprefix("IPY_MODEL_")) for c in values["children"]) if t)
+        value = values.get("value")
+        return html.unescape(value).strip() if isinstance(value, str) else ""
+
+    changed = "widgets" in nb.metadata
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).get(WIDGET_VIEW)
+            if view is not None:
+                shown = text(view.get("model_id", "")) or output["data"].get("text/plain", "")
+                output["data"] = {"text/plain": shown}
+                changed = True
+    if changed:
+        nb.metadata.pop("widgets", None)
+        nbformat.write(nb, path)
 
 
 def kernel_environment() -> dict[str, str]:

@@ -178,3 +178,23 @@ def test_a_report_figure_is_shown_once(tmp_path):
     execute(tmp_path / "figure.ipynb", tmp_path / "out.ipynb", {}, cwd=tmp_path)
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 1, outputs
+
+
+def test_progress_bars_are_widgets_in_a_kernel_and_final_text_in_executed_copies(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='steps'):\n"
+                                          "    pass")]
+    nbformat.write(nb, tmp_path / "bars.ipynb")
+    execute(tmp_path / "bars.ipynb", tmp_path / "out.ipynb", {}, cwd=tmp_path)
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert "application/vnd.jupyter.widget-view+json" in executed.cells[-1].outputs[0]["data"]  # a widget
+
+    from cerepro.runner import widgets_as_text
+
+    widgets_as_text(tmp_path / "out.ipynb")
+    copy = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    shown = copy.cells[-1].outputs[0]["data"]
+    assert list(shown) == ["text/plain"] and re.match(r"steps:\W*100%\W*3/3", shown["text/plain"]), shown
+    assert "widgets" not in copy.metadata
