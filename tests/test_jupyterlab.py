@@ -198,3 +198,14 @@ def test_progress_bars_are_widgets_in_a_kernel_and_final_text_in_executed_copies
     shown = copy.cells[-1].outputs[0]["data"]
     assert list(shown) == ["text/plain"] and re.match(r"steps:\W*100%\W*3/3", shown["text/plain"]), shown
     assert "widgets" not in copy.metadata
+
+
+def test_training_curves_of_a_run_folder_are_titled_with_its_run_id(tmp_path):
+    from cerepro import report
+
+    folder = tmp_path / "adhoc" / "train"  # `cerepro run train` without --out: no run id in the path
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"backbone": "tiny-bert", "objective": "bce", "seed": 1}))
+    (folder / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in (1, 2, 3)))
+    fig = report.training_curves(folder)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["tiny-bert.bce.s1"]
