@@ -15,12 +15,16 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+LAB_SETTING := jupyter/lab/settings/overrides.d/cerepro.json
+
+$(STAMP): pyproject.toml $(LAB_SETTING)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	# JupyterLab opens notebooks/*.py as notebooks (jupytext's viewer), not in a text editor
+	install -D -m 644 jupyter/lab/settings/overrides.d/cerepro.json $(VENV)/share/jupyter/lab/settings/overrides.d/cerepro.json
 	touch $(STAMP)
 
 test: install browser

@@ -16,6 +16,7 @@ import sys
 import yaml
 
 from cerepro.config import ParamsError
+from cerepro.datasets import DataFormatError, InputError
 from cerepro.runner import RunnerError
 
 
@@ -28,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                      help="a notebook parameter; VALUE is read as YAML (numbers, lists, strings)")
     run.add_argument("--out", help="run folder (default runs/adhoc/<notebook>)")
-    run.add_argument("--force", action="store_true", help="rerun even if the folder is DONE")
+    run.add_argument("--force", action="store_true",
+                     help="start over: clear the run folder (checkpoints included) and rerun; without it "
+                          "a DONE folder is kept and an unfinished one resumes")
 
     grid = sub.add_parser("grid", help="run a grid file (params/grids/<name>.yaml) through Snakemake")
     grid.add_argument("name")
@@ -49,9 +52,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
-    except (ParamsError, RunnerError) as exc:
+    except (ParamsError, RunnerError, InputError, DataFormatError) as exc:
         print(f"cerepro: error: {exc}", file=sys.stderr)
         return 2
+
+
+def parse_params(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings, each VALUE read as YAML, or a RunnerError naming the parameter."""
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RunnerError(f"--param {item!r}: expected KEY=VALUE")
+        try:
+            params[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" at column {where.column + 1}" if where is not None else ""
+            why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise RunnerError(f"--param {key.strip()}: value {value!r} is not valid YAML ({why}{at}); "
+                              "quote strings, e.g. -p 'overrides={max_steps: 10}'") from None
+    return params
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -61,12 +82,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from cerepro.paths import runs_dir
         from cerepro.runner import run_notebook
 
-        params = {}
-        for item in args.param:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise RunnerError(f"--param {item!r}: expected KEY=VALUE")
-            params[key] = yaml.safe_load(value)
+        params = parse_params(args.param)
         out = args.out or runs_dir() / "adhoc" / args.notebook
         folder = run_notebook(args.notebook, out, params, force=args.force, progress=True)
         print(f"executed {args.notebook} -> {folder}")

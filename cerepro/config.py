@@ -165,9 +165,9 @@ def read_fragment(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+        raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -176,6 +176,16 @@ def read_fragment(path: str | Path) -> dict[str, Any]:
         if isinstance(value, dict):
             raise ParamsError(f"{path}: key {key!r} holds a mapping; params fragments are flat")
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error as 'what (line L, column C)', the position 1-based as editors show it."""
+    mark = getattr(exc, "problem_mark", None)
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    began = f" (from line {start.line + 1}, column {start.column + 1})" if start is not None else ""
+    return f"{context + began + ': ' if context else ''}{what}{where}"
 
 
 def available(kind: str, root: Path | None = None) -> list[str]:
@@ -488,7 +498,7 @@ def load_grid(name_or_path: str | Path, root: Path | None = None) -> Grid:
     if len(set(ids)) != len(ids):
         raise ParamsError(f"{path}: duplicate run ids in the expanded grid")
     return Grid(
-        name=spec.get("name", path.stem), profile=spec["profile"], backbones=tuple(spec["backbones"]),
+        name=path.stem, profile=spec["profile"], backbones=tuple(spec["backbones"]),
         objectives=tuple(spec["objectives"]), seeds=seeds, path=path,
         description=spec.get("description", ""), reproduces=spec.get("reproduces"),
         eval_datasets=tuple(spec.get("eval_datasets") or runs[0].eval_datasets), runs=runs,
@@ -587,11 +597,20 @@ def effective_settings(grid: Grid) -> list[dict[str, Any]]:
 
 
 def read_grid_file(path: Path) -> dict[str, Any]:
+    """A grid file's mapping, checked: known keys, axes as lists of slugs, and ``name`` (if
+    given) equal to the file's name, which names the grid's folder ``runs/<name>/``."""
     if not path.is_file():
         raise ParamsError(f"grid file not found: {path}")
-    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(spec, dict):
         raise ParamsError(f"{path}: expected a mapping")
+    if "name" in spec and spec["name"] != path.stem:
+        raise ParamsError(
+            f"{path}: key 'name' = {spec['name']!r} differs from the file's name {path.stem!r}; a grid "
+            f"is named by its file (its runs go to runs/{path.stem}/): rename the file or fix the key")
     unknown = set(spec) - GRID_KEYS
     if unknown:
         raise ParamsError(f"{path}: unknown grid key(s) {sorted(unknown)}; known: {sorted(GRID_KEYS)}")

@@ -68,6 +68,10 @@ class DataFormatError(ValueError):
     """A data file that cannot be read as what it claims to be: names file, line and expectation."""
 
 
+class InputError(ValueError):
+    """A dataset or file named in params that does not exist: found before any job runs."""
+
+
 class MissingTextError(ValueError):
     """Candidates or training rows whose passage or query has no text in the collection."""
 
@@ -77,12 +81,14 @@ class MissingTextError(ValueError):
 
 
 def open_text(path: str | os.PathLike):
+    """A text file for reading; a UTF-8 byte-order mark (as Windows editors write) is dropped, so
+    it never becomes part of the first id."""
     path = Path(path)
     if path.suffix == ".gz":
         import gzip
 
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return path.open("r", encoding="utf-8-sig")
 
 
 LARGE_FILE = 50 << 20  # bytes: reading a larger file shows a progress bar
@@ -163,6 +169,12 @@ def read_jsonl_texts(path: str | os.PathLike, what: str) -> dict[str, str]:
     return out
 
 
+# Relevance grades a qrels file may hold. TREC's graded judgements run 0-3 (DL), 0-2 (Robust04,
+# BEIR), 0-4 at most, and -2/-1 mark spam or junk (ClueWeb, Touché); anything outside is a column
+# mix-up (a score, a rank or a doc id read as the grade), which would silently weigh nDCG.
+MIN_RELEVANCE, MAX_RELEVANCE = -2, 4
+
+
 def read_qrels(path: str | os.PathLike) -> pd.DataFrame:
     """TREC qrels ``qid iteration docid relevance`` as a DataFrame[query_id, doc_id, relevance]."""
     rows, seen = [], {}
@@ -170,6 +182,11 @@ def read_qrels(path: str | os.PathLike) -> pd.DataFrame:
     for number, line in iter_lines(path, desc=f"read {Path(path).name}"):
         qid, _, did, rel = split_columns(path, number, line, names, sep=None)
         relevance = parse_int(path, number, rel, "relevance")
+        if not MIN_RELEVANCE <= relevance <= MAX_RELEVANCE:
+            raise DataFormatError(
+                f"{path}:{number}: relevance {relevance} for query {qid!r} and doc {did!r} is outside "
+                f"{MIN_RELEVANCE}..{MAX_RELEVANCE}, the grades TREC-style judgements use; are the "
+                f"columns 'query iteration doc relevance'?")
         if (qid, did) in seen:
             raise DataFormatError(
                 f"{path}:{number}: duplicate judgement for query {qid!r} and doc {did!r} "
@@ -188,7 +205,7 @@ def read_run(path: str | os.PathLike) -> pd.DataFrame:
     """
     path = Path(path)
     try:
-        frame = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, engine="c",
+        frame = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, engine="c", encoding="utf-8-sig",
                             names=["query_id", "q0", "doc_id", "rank", "score", "tag"],
                             compression="infer", keep_default_na=False, on_bad_lines="error")
         score = pd.to_numeric(frame["score"], errors="coerce")
@@ -372,6 +389,35 @@ class Collection:
             f"{self.id}: no run {name!r} in {folders} and no file {path}; "
             f"known runs: {', '.join(self.run_names()) or 'none'}"
         )
+
+
+def check_dataset(dataset_id: str, key: str = "dataset") -> None:
+    """Refuse, without reading it, a dataset that cannot load: an unknown ir_datasets id or demo
+    split, a ``local:`` folder that is missing or lacks its queries or docs file. ``key`` (the
+    params key that named it) goes into the message."""
+    if dataset_id.startswith(LOCAL_PREFIX):
+        folder = local_folder(dataset_id)
+        if not folder.is_dir():
+            raise InputError(f"{key}: {dataset_id!r}: no folder {folder}")
+        for names in (["queries.tsv", "queries.jsonl"], ["docs.tsv", "corpus.jsonl"]):
+            if not any((folder / n).is_file() for n in names):
+                raise InputError(f"{key}: {dataset_id!r}: {folder} has none of {', '.join(names)}")
+        return
+    if dataset_id.startswith(DEMO_PREFIX):
+        from cerepro.demo_world import SPLITS
+
+        if dataset_id[len(DEMO_PREFIX):] not in SPLITS:
+            raise InputError(f"{key}: {dataset_id!r}: unknown demo split; splits: {', '.join(SPLITS)}")
+        return
+    import ir_datasets
+
+    if dataset_id not in ir_datasets.registry:
+        import difflib
+
+        close = difflib.get_close_matches(dataset_id, list(ir_datasets.registry), n=3, cutoff=0.8)
+        raise InputError(f"{key}: {dataset_id!r} is not an ir_datasets id"
+                         + (f"; did you mean {' or '.join(map(repr, close))}?" if close else
+                            "; see params/datasets.yaml, or use 'demo:<split>' or 'local:<folder>'"))
 
 
 def first_stage_dir(dataset_id: str) -> Path:

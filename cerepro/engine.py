@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from cerepro.config import Grid, RunConfig, dataset_registry, effective_settings, load_grid, scoring_precision
-from cerepro.paths import project_root, runs_dir
+from cerepro.datasets import InputError
+from cerepro.lock import FolderLock, LockedError
+from cerepro.paths import cache_dir, params_dir, project_root, runs_dir
 from cerepro.runner import RunnerError, declared_parameters, notebook_path, run_notebook
 
 SNAKEFILE = "workflow/Snakefile"
@@ -41,8 +43,17 @@ class Job:
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ[var] = str(threads)
         try:
+            if self.notebook == "evaluate":  # training checks its own inputs (cerepro.train.fit)
+                from cerepro.datasets import check_dataset
+
+                for dataset in self.parameters["datasets"]:
+                    check_dataset(dataset, "eval_datasets")
+                if self.parameters["model"]:  # a trained folder or a hub checkpoint: refused before scoring
+                    from cerepro.models import check_scorer, resolve_scorer
+
+                    check_scorer(resolve_scorer(self.parameters["model"], self.parameters["revision"]))
             return run_notebook(self.notebook, run_dir, self.parameters)
-        except RunnerError as exc:
+        except (RunnerError, InputError, ValueError) as exc:
             if log_path:
                 Path(log_path).parent.mkdir(parents=True, exist_ok=True)
                 Path(log_path).write_text(str(exc), encoding="utf-8")
@@ -73,7 +84,8 @@ def job_parameters(grid: Grid, notebook: str, *, run_id: str | None = None, sour
                   "passage_max_length": run.passage_max_length, "truncation": run.truncation,
                   "precision": "fp32" if run_id == "first-stage" else scoring_precision(run)}
     elif notebook == "data":
-        params = {**base, "source": source, "train_data": grid.first_config.train_data}
+        run = next(r for r in grid.runs if r.training_source == source) if source else grid.runs[0]
+        params = {**base, "source": source, "train_data": run.train_data, "llm_list": run.llm_list}
     elif notebook == "compare":
         params = dict(base)
     else:
@@ -120,6 +132,7 @@ def job_resources(grid: Grid, kind: str) -> dict[str, Any]:
 def check_grid(name: str) -> Grid:
     """Everything that can fail before a job starts: params, notebooks, their parameter names."""
     grid = load_grid(name)
+    check_inputs(grid)
     for notebook in ("data", "train", "evaluate", "compare"):
         notebook_path(notebook)
     jobs = [job_parameters(grid, "evaluate", run_id=grid.evaluations[0].run_id), job_parameters(grid, "compare")]
@@ -133,10 +146,22 @@ def check_grid(name: str) -> Grid:
     return grid
 
 
+def check_inputs(grid: Grid) -> None:
+    """Every dataset and local training file the grid's runs name exists (no data is read)."""
+    from cerepro.training_data import check_inputs as check_run
+
+    seen = set()
+    for run in grid.runs or tuple(job.config for job in grid.evaluations):
+        key = (run.validation_datasets, run.eval_datasets, run.train_data, run.training_source, run.llm_list)
+        if key not in seen:
+            seen.add(key)
+            check_run(run)
+
+
 def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = False,
                       slurm: bool = False, book: bool = False, extra: list[str] | None = None) -> list[str]:
     root = project_root()
-    out = runs_dir() / grid
+    out = runs_dir() / Path(grid).stem
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(root / SNAKEFILE), "-d", str(out),
            "--config", f"grid={grid}", f"book={book}", "--rerun-incomplete", "--keep-going",
@@ -144,8 +169,8 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
     if slurm:
         cmd += ["--workflow-profile", str(root / SLURM_PROFILE)]
     else:
-        # Locally, a SIGKILLed run leaves Snakemake's lock behind; outputs are DONE markers
-        # written last, so a rerun is safe without the lock.
+        # Locally, a SIGKILLed run leaves Snakemake's lock behind; run_grid holds cerepro's
+        # folder lock instead (it detects a dead holder), and each job its run folder's.
         cmd += ["--cores", str(cores or os.cpu_count() or 1), "--nolock"]
     if dry_run:
         cmd += ["--dry-run", "--quiet", "rules"] if not slurm else ["--dry-run"]
@@ -153,10 +178,23 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
 
 
 def run_grid(grid: str, **kwargs) -> int:
-    check_grid(grid)
-    env = {**os.environ, "CEREPRO_PARAMS": str(project_root() / "params"),
-           "CEREPRO_RUNS": str(runs_dir()), "PYTHONUNBUFFERED": "1"}
-    return subprocess.call(snakemake_command(grid, **kwargs), env=env)
+    """Run a grid through Snakemake, as the only writer of ``runs/<grid>/``: locally Snakemake's
+    own lock is off (a SIGKILLed run would leave it behind), so cerepro's folder lock, which
+    detects a killed holder, refuses a second ``cerepro grid`` into the same folder instead."""
+    name = check_grid(grid).name
+    env = {**os.environ, "CEREPRO_ROOT": str(project_root().resolve()), "CEREPRO_PARAMS": str(params_dir().resolve()),
+           "CEREPRO_RUNS": str(runs_dir().resolve()), "CEREPRO_CACHE": str(cache_dir().resolve()),
+           "PYTHONUNBUFFERED": "1"}
+    command = snakemake_command(grid, **kwargs)
+    if kwargs.get("dry_run"):
+        return subprocess.call(command, env=env)
+    try:
+        with FolderLock(runs_dir() / name, command=f"cerepro grid {grid}") as lock:
+            if lock.taken_over:
+                print(f"cerepro: {runs_dir() / name}: {lock.taken_over}", file=sys.stderr)
+            return subprocess.call(command, env=env)
+    except LockedError as exc:
+        raise RunnerError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +232,7 @@ def plan(name: str) -> dict[str, Any]:
     re-ranking, at PLAN_MFU of the peak of the run's training precision, PLAN_PEAK_TFLOPS;
     re-ranking at the fp32 scoring precision's peak is counted at the training one's)."""
     grid = load_grid(name)
+    check_inputs(grid)
     registry = dataset_registry()["datasets"]
     rows = []
     for job in grid.evaluations:

@@ -420,13 +420,50 @@ def _st_version() -> str:
         return "unknown"
 
 
+class ModelFolderError(ValueError):
+    """A model folder that cannot be loaded safely: says which file and why."""
+
+
+def check_model_folder(folder: str | os.PathLike) -> list[Path]:
+    """The safetensors weight files of a local model folder, each checked to be whole.
+
+    Weights are loaded from safetensors only: a pickled ``pytorch_model.bin`` can run code when
+    loaded, so a folder holding only that is refused. A truncated or damaged file (an interrupted
+    copy) is named, instead of a deserializer's error without a path.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFolderError(f"model folder {folder} does not exist")
+    if not (folder / "config.json").is_file():
+        raise ModelFolderError(f"model folder {folder} has no config.json: not a transformers model folder")
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        others = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".h5"))
+        raise ModelFolderError(
+            f"model folder {folder} has no safetensors weights (model.safetensors)"
+            + (f"; it holds {', '.join(others)}, pickled weights that cerepro does not load because "
+               f"unpickling can run code: convert them with safetensors first" if others else ""))
+    for path in files:
+        try:
+            with safe_open(str(path), "pt") as f:
+                f.keys()
+        except (SafetensorError, OSError) as exc:
+            raise ModelFolderError(f"model file {path} is truncated or damaged ({exc}); copy or "
+                                   f"train it again") from None
+    return files
+
+
 def load_cross_encoder(folder: str | os.PathLike, *, dtype=None):
-    """(model, tokenizer) from a folder written by ``save_cross_encoder`` (or any HF folder)."""
+    """(model, tokenizer) from a folder written by ``save_cross_encoder`` (or any HF folder with
+    safetensors weights; see ``check_model_folder``)."""
     from transformers import AutoModelForSequenceClassification, AutoConfig, AutoTokenizer
 
+    check_model_folder(folder)
     config = AutoConfig.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(
-        folder, attn_implementation=attention_implementation(config), dtype=dtype)
+        folder, attn_implementation=attention_implementation(config), dtype=dtype, use_safetensors=True)
     return model, AutoTokenizer.from_pretrained(folder)
 
 
@@ -482,13 +519,13 @@ def resolve_scorer(model: str | os.PathLike, revision: str | None = None) -> Sco
 
 def check_scorer(source: ScorerSource):
     """Refuse, before any scoring, a model cerepro cannot score as a re-ranker: not a
-    sequence-classification model, a head of other than 1 or 2 labels, no safetensors weights,
-    or a tokenizer without a pair template. Returns ``(config, tokenizer)``."""
+    sequence-classification model, a head of other than 1 or 2 labels, a folder without whole
+    safetensors weights (``check_model_folder``), or a tokenizer without a pair template.
+    Returns ``(config, tokenizer)``."""
     from transformers import AutoConfig, AutoTokenizer
 
     name = source.hub_id or str(source.folder)
-    if not (source.folder / "config.json").is_file():
-        raise BackboneError(f"model {name!r}: no config.json in {source.folder}")
+    check_model_folder(source.folder)  # config.json, whole safetensors weights, never a pickle
     config = AutoConfig.from_pretrained(source.folder)
     architectures = list(getattr(config, "architectures", None) or [])
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
@@ -497,9 +534,6 @@ def check_scorer(source: ScorerSource):
     if config.num_labels not in (1, 2):
         raise BackboneError(f"model {name!r} has {config.num_labels} output labels; a re-ranker has 1 "
                             "(a relevance logit) or 2 (not relevant, relevant)")
-    if not list(source.folder.glob("*.safetensors")):
-        raise BackboneError(f"model {name!r}: no safetensors weights in {source.folder} (pickled weights "
-                            "are never loaded)")
     tokenizer = AutoTokenizer.from_pretrained(source.folder)
     try:
         pair = tokenizer.num_special_tokens_to_add(pair=True)
@@ -518,12 +552,9 @@ def load_scorer(model: str | os.PathLike, revision: str | None = None, *, dtype=
     A 2-label head scores ``logit[1] - logit[0]`` (the log-odds of "relevant", which orders pairs
     as the softmax its card uses); a sigmoid-trained 1-label head scores its logit (the sigmoid is
     monotone, so the ranking is the card's, without the ties a saturated sigmoid makes)."""
-    from transformers import AutoModelForSequenceClassification
-
     source = resolve_scorer(model, revision)
-    config, tokenizer = check_scorer(source)
-    scorer = AutoModelForSequenceClassification.from_pretrained(
-        source.folder, attn_implementation=attention_implementation(config), dtype=dtype, use_safetensors=True)
+    check_scorer(source)
+    scorer, tokenizer = load_cross_encoder(source.folder, dtype=dtype)
     return scorer, tokenizer, source
 
 

@@ -5,6 +5,7 @@ moves a whole installation (a cluster's scratch disk, a test's temporary folder)
 
 - ``CEREPRO_CACHE``: downloaded files, the demo world, tokenized inputs, BM25 indexes.
 - ``CEREPRO_RUNS``: executed notebooks, checkpoints, run files, result tables.
+- ``CEREPRO_PARAMS``: the params folder; ``CEREPRO_ROOT``: the checkout (notebooks, workflow).
 Unset, both live inside the project (``cache/`` and ``runs/`` next to ``params/``).
 """
 
@@ -22,8 +23,11 @@ os.umask(_UMASK)
 
 
 def project_root() -> Path:
-    """The checkout holding ``params/``: the working directory or one of its parents, else the
-    folder above the installed package."""
+    """The checkout holding ``params/``: ``CEREPRO_ROOT`` when set (``cerepro grid`` and the
+    runner set it for their jobs and kernels, whose working directory is a run folder), else the
+    working directory or one of its parents, else the folder above the installed package."""
+    if os.environ.get("CEREPRO_ROOT"):
+        return Path(os.environ["CEREPRO_ROOT"])
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
         if (folder / "params" / "base.yaml").is_file():
@@ -45,6 +49,15 @@ def runs_dir() -> Path:
     path = Path(os.environ.get("CEREPRO_RUNS", project_root() / "runs"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def notebook_run_dir(run_dir: str | os.PathLike, notebook: str, run: str = "") -> Path:
+    """Where a notebook writes: the run folder the runner passed, or, run by hand in JupyterLab
+    (``run_dir`` empty), ``runs/interactive/<run>/<notebook>/`` (git-ignored like all of runs/),
+    never the notebooks/ folder itself."""
+    if run_dir:
+        return Path(run_dir)
+    return runs_dir() / "interactive" / (run or "adhoc") / notebook
 
 
 @contextmanager

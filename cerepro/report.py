@@ -447,6 +447,7 @@ def seed_variance_table(results: pd.DataFrame, measure: str = MEASURE) -> pd.Dat
 def _empty_figure(text: str):
     """A small figure that says what is missing, where a plot will be."""
     fig, ax = plt.subplots(figsize=(5, 1.6))
+    plt.close(fig)  # shown once, as the value returned (see _panels)
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="0.4", transform=ax.transAxes)
     ax.set_axis_off()
     return fig
@@ -458,6 +459,9 @@ def _panels(n: int, width: float = 3.6, height: float = 3.0, ncols: int = 2, sha
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, sharey=sharey,
                              layout="constrained")
+    # Closed at once: a notebook shows the figure once, as the value the caller returns; an open
+    # pyplot figure is drawn again by the inline backend at the end of the cell.
+    plt.close(fig)
     axes = list(axes.flat)
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -672,7 +676,7 @@ def training_logs(source) -> pd.DataFrame:
         if not log.is_file() or log.stat().st_size == 0:
             continue
         table = pd.read_json(log, lines=True)
-        run = folder.parent.name if folder.name == "train" else folder.name
+        run = _train_run_id(folder)
         try:
             backbone, objective, seed = parse_run_id(run)
         except ValueError:
@@ -681,6 +685,16 @@ def training_logs(source) -> pd.DataFrame:
     if not tables:
         return pd.DataFrame(columns=["run", "backbone", "objective", "seed", "step", "loss"])
     return pd.concat(tables, ignore_index=True)
+
+
+def _train_run_id(folder: Path) -> str:
+    """A train folder's run id: from the config.json training wrote (any folder name, e.g.
+    ``runs/adhoc/train``), else from the folder's name."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        return f"{config['backbone']}.{config['objective']}.s{config['seed']}"
+    except (OSError, ValueError, KeyError):
+        return folder.parent.name if folder.name == "train" else folder.name
 
 
 def training_curves(source, y: str = "loss"):
@@ -704,7 +718,8 @@ def training_curves(source, y: str = "loss"):
             label = backbone if run == part.loc[part["backbone"] == backbone, "run"].min() else None
             ax.plot(line["step"], line[y], color=_PALETTE.get(objective, "0.3"), linestyle=styles[backbone],
                     linewidth=1, alpha=0.85, label=label)
-        ax.set_title(objective or "run")
+        runs = part["run"].unique()
+        ax.set_title(runs[0] if len(runs) == 1 else objective)  # one run: its id says it all
         ax.set_xlabel("step")
         ax.set_ylabel(y)
         if len(backbones) > 1:

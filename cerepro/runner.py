@@ -2,13 +2,18 @@
 
 A run folder (``runs/<grid>/<run_id>/<notebook>/``) holds the executed notebook, whatever the
 notebook wrote, ``meta.json`` (merged params, package versions, git commit, hardware) and, last of
-all, ``DONE``. A folder without ``DONE`` is never read as a result: the engine reruns it.
+all, ``DONE``. A folder without ``DONE`` is never read as a result: the engine reruns it, and the
+rerun resumes (the notebook finds what the killed run left, e.g. training checkpoints); only
+``force`` clears a folder. One writer per folder (``cerepro.lock``): a second run into a folder
+that is being written is refused. The kernel gets the caller's params, cache and runs folders, so
+a notebook reads the same params as ``cerepro plan`` and ``cerepro grid`` wherever it runs.
 
 This module runs notebooks; it never trains or evaluates by itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -21,7 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-from cerepro.paths import project_root, write_text_atomic
+from cerepro.lock import LOCK_NAME, FolderLock, LockedError
+from cerepro.paths import cache_dir, params_dir, project_root, runs_dir, write_text_atomic
 
 NOTEBOOKS = ("data", "train", "evaluate", "compare")
 PACKAGES = ("cerepro", "torch", "transformers", "accelerate", "ir_datasets", "ir_measures",
@@ -70,10 +76,9 @@ def run_notebook(
     """Execute ``notebooks/<name>.py`` with ``parameters`` into ``run_dir``; return the folder.
 
     Unknown parameter names fail before anything runs. A finished folder (``DONE``) is kept as
-    is unless ``force``; a half-finished one is cleared and rerun.
+    is unless ``force``; an unfinished one is run again in place, keeping what it holds (training
+    resumes from its checkpoints); ``force`` clears the folder first (start over).
     """
-    import jupytext
-
     run_dir = Path(run_dir)
     declared = declared_parameters(name)
     unknown = sorted(set(parameters) - set(declared))
@@ -81,9 +86,33 @@ def run_notebook(
         raise RunnerError(f"notebook {name!r} has no parameter(s) {unknown}; it declares {sorted(declared)}")
     if is_done(run_dir) and not force:
         return run_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    lock = FolderLock(run_dir, command=f"cerepro run {name} --out {run_dir}")
+    try:
+        lock.acquire()
+    except LockedError as exc:
+        raise RunnerError(str(exc)) from None
+    try:
+        if is_done(run_dir) and not force:  # finished by the writer before us
+            return run_dir
+        if force:  # everything but our own lock
+            for child in run_dir.iterdir():
+                if not child.name.startswith(LOCK_NAME):
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        resumed = not force and any(not c.name.startswith((LOCK_NAME, f".{name}.")) for c in run_dir.iterdir())
+        if lock.taken_over:
+            print(f"cerepro: {run_dir}: {lock.taken_over}", file=sys.stderr)
+        if resumed:
+            print(f"cerepro: {run_dir} is unfinished: running {name} again in place (resuming; "
+                  f"--force starts over)", file=sys.stderr)
+        _execute_into(name, run_dir, declared, parameters, resumed=resumed, progress=progress)
+    finally:
+        lock.release()
+    return run_dir
+
+
+def _execute_into(name: str, run_dir: Path, declared: Mapping[str, Any], parameters: Mapping[str, Any],
+                  *, resumed: bool, progress: bool) -> None:
+    import jupytext
 
     source = run_dir / f".{name}.source.ipynb"
     jupytext.write(jupytext.read(notebook_path(name)), source)
@@ -98,12 +127,55 @@ def run_notebook(
         raise RunnerError(f"notebook {name!r} failed in {run_dir} (executed copy: {partial.name}): {exc}") from exc
     finally:
         source.unlink(missing_ok=True)
+    widgets_as_text(partial)
     os.replace(partial, executed)
     meta = {"notebook": name, "parameters": params, "seconds": round(time.time() - started, 2),
-            **environment()}
+            "resumed": resumed, **environment()}
     write_text_atomic(run_dir / "meta.json", json.dumps(meta, indent=2, default=str))
     write_text_atomic(run_dir / DONE, "")
-    return run_dir
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def widgets_as_text(path: Path) -> None:
+    """Replace each widget output of an executed notebook (tqdm's bars, which render as widgets
+    in JupyterLab) by the text of its final state, and drop the widget state: an executed copy
+    reads the same offline, in the book's run pages, with no widget script from a CDN."""
+    import html
+
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+
+    def text(model_id: str) -> str:
+        model = state.get(model_id, {})
+        values = model.get("state", {})
+        if "children" in values:
+            return " ".join(t for t in (text(c.removeprefix("IPY_MODEL_")) for c in values["children"]) if t)
+        value = values.get("value")
+        return html.unescape(value).strip() if isinstance(value, str) else ""
+
+    changed = "widgets" in nb.metadata
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).get(WIDGET_VIEW)
+            if view is not None:
+                shown = text(view.get("model_id", "")) or output["data"].get("text/plain", "")
+                output["data"] = {"text/plain": shown}
+                changed = True
+    if changed:
+        nb.metadata.pop("widgets", None)
+        nbformat.write(nb, path)
+
+
+def kernel_environment() -> dict[str, str]:
+    """The folders this process resolved, for the kernel: its working directory is the run folder,
+    from which ``cerepro.paths`` could otherwise find another checkout's params (or none)."""
+    return {"CEREPRO_ROOT": str(project_root().resolve()), "CEREPRO_PARAMS": str(params_dir().resolve()),
+            "CEREPRO_CACHE": str(cache_dir().resolve()), "CEREPRO_RUNS": str(runs_dir().resolve())}
 
 
 def execute(source: Path, output: Path, params: Mapping[str, Any], *, cwd: Path, progress: bool = False) -> None:
@@ -125,10 +197,25 @@ def execute(source: Path, output: Path, params: Mapping[str, Any], *, cwd: Path,
         if os.name == "posix" and len(os.fsencode(ip)) <= _MAX_SOCKET_PREFIX:
             config.KernelManager.transport = "ipc"
             config.KernelManager.ip = ip
-        papermill.execute_notebook(
-            str(source), str(output), parameters=dict(params), kernel_name="python3",
-            cwd=str(cwd), progress_bar=progress, log_output=False, config=config,
-        )
+        with _environ(kernel_environment()):  # the kernel inherits this process's environment
+            papermill.execute_notebook(
+                str(source), str(output), parameters=dict(params), kernel_name="python3",
+                cwd=str(cwd), progress_bar=progress, log_output=False, config=config,
+            )
+
+
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def environment() -> dict[str, Any]:

@@ -85,6 +85,10 @@ class CheckpointError(TrainingError):
     """A checkpoint that is corrupted, incomplete, or from another configuration."""
 
 
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint whose files do not verify: resuming falls back to the one before it."""
+
+
 class DivergedError(TrainingError):
     """The loss became NaN or infinite."""
 
@@ -128,11 +132,15 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     check_objective_source(config)
     if resume and _finished(output_dir, fingerprint):
         return json.loads((output_dir / "summary.json").read_text())
+    if data is None:  # every input checked before a GPU step: datasets, the training file's lines
+        from cerepro.training_data import check_inputs
+
+        check_inputs(config, verify=True)
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is not None and not resume:
         raise TrainingError(f"{output_dir} already holds checkpoints ({checkpoint.name}); resume "
                             f"with resume=True or train into a new folder")
-    state = load_checkpoint(checkpoint, config) if checkpoint is not None else None  # verified first
+    checkpoint, state, skipped = resume_point(output_dir, config)  # verified first
 
     # Precision is ours (torch.autocast), not accelerate's: its state is a process-wide singleton
     # that refuses a second precision, and a notebook may train runs of both in one kernel.
@@ -182,6 +190,11 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
         step, best, totals = state["step"], state["best"], state["totals"]
         if main:
             _truncate_log(output_dir / "log.jsonl", step)
+            note = {"step": step, "resumed_from": str(checkpoint.relative_to(output_dir)),
+                    "skipped": {p.name: why for p, why in skipped}}
+            _append_jsonl(output_dir / "log.jsonl", note)
+            print(f"resuming {config.run_id} at step {step} of {config.max_steps} from {note['resumed_from']}"
+                  + "".join(f"; skipped {p.name}: {why}" for p, why in skipped), flush=True)
     kwargs = objective_kwargs(config, objective)
     accepts = losses.ACCEPTS[config.objective]
 
@@ -685,27 +698,52 @@ def save_checkpoint(output_dir: Path, step: int, model, optimizer, schedule, con
     return final
 
 
+def resume_point(output_dir: Path, config: RunConfig) -> tuple[Path | None, dict | None, list]:
+    """The newest checkpoint that verifies, its state, and the newer ones skipped with why.
+
+    A corrupted or incomplete checkpoint (a kill while the disk wrote it, a damaged file) is
+    skipped for the one before it, left on disk untouched (training overwrites it when it gets
+    there again). A checkpoint of another configuration stops the run: it is not this run's.
+    """
+    folder = Path(output_dir) / "checkpoints"
+    newest = latest_checkpoint(output_dir)
+    candidates = sorted((p for p in folder.glob("step-*") if p.is_dir()), reverse=True)
+    if newest is not None and newest in candidates:  # the pointer's choice first
+        candidates.remove(newest)
+        candidates.insert(0, newest)
+    skipped = []
+    for candidate in candidates:
+        try:
+            return candidate, load_checkpoint(candidate, config), skipped
+        except CorruptCheckpointError as exc:
+            skipped.append((candidate, str(exc)))
+    if skipped:
+        raise CorruptCheckpointError(
+            f"no checkpoint in {folder} can be resumed from: " + "; ".join(why for _, why in skipped)
+            + ". Start over with `cerepro run ... --force`, or train into a new folder")
+    return None, None, []
+
+
 def load_checkpoint(folder: Path, config: RunConfig) -> dict:
     """Verify a checkpoint (manifest, checksums, fingerprint) and return its training state.
 
-    Raises CheckpointError naming the folder and the problem; never modifies or removes files.
+    Raises CorruptCheckpointError (files that do not verify) or CheckpointError (another
+    configuration) naming the folder and the problem; never modifies or removes files.
     """
     manifest_path = folder / "manifest.json"
-    how = (f"; remove {folder} to resume from an older checkpoint, or train with resume=False into "
-           f"a new folder")
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
     except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint {folder} is incomplete or corrupted: cannot read "
-                              f"manifest.json ({exc}){how}") from None
+        raise CorruptCheckpointError(f"checkpoint {folder} is incomplete or corrupted: cannot read "
+                                     f"manifest.json ({exc})") from None
     for name, digest in files.items():
         path = folder / name
         if not path.is_file():
-            raise CheckpointError(f"checkpoint {folder} is incomplete: {name} is missing{how}")
+            raise CorruptCheckpointError(f"checkpoint {folder} is incomplete: {name} is missing")
         if _sha256(path) != digest:
-            raise CheckpointError(f"checkpoint {folder} is corrupted: {name} does not match its "
-                                  f"sha256 in manifest.json{how}")
+            raise CorruptCheckpointError(f"checkpoint {folder} is corrupted: {name} does not match its "
+                                         f"sha256 in manifest.json")
     if manifest.get("fingerprint") != config_fingerprint(config):
         raise CheckpointError(_mismatch_message(folder, config))
     try:
@@ -713,10 +751,10 @@ def load_checkpoint(folder: Path, config: RunConfig) -> dict:
         state["rng"] = {name: torch.load(folder / name, weights_only=True)
                         for name in files if name.startswith("rng-rank")}
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise CheckpointError(f"checkpoint {folder} cannot be loaded: {exc}{how}") from None
+        raise CorruptCheckpointError(f"checkpoint {folder} cannot be loaded: {exc}") from None
     if state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {folder} has format {state.get('format')}, expected "
-                              f"{CHECKPOINT_FORMAT}{how}")
+        raise CorruptCheckpointError(f"checkpoint {folder} has format {state.get('format')}, expected "
+                                     f"{CHECKPOINT_FORMAT}")
     return state
 
 
@@ -730,7 +768,7 @@ def _mismatch_message(folder: Path, config: RunConfig) -> str:
             for k in sorted(set(now) | set(saved))
             if k not in OPERATIONAL_KEYS and saved.get(k) != now.get(k)]
     return (f"checkpoint {folder} was written by another configuration ({'; '.join(diff) or 'fingerprint differs'}); "
-            f"resume with the same params, or train into a new folder")
+            f"resume with the same params, start over with `cerepro run ... --force`, or train into a new folder")
 
 
 def _load_weights(model, folder: Path) -> None:

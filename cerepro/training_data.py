@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -53,7 +54,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cerepro import downloads
-from cerepro.datasets import (LARGE_FILE, LOCAL_PREFIX, Collection, DataFormatError, MissingTextError,
+from cerepro.datasets import (LARGE_FILE, LOCAL_PREFIX, Collection, DataFormatError, InputError,
+                              MissingTextError,
                               load_collection, load_local, local_folder, parse_float, parse_int,
                               split_columns)
 from cerepro.paths import atomic_path, cache_dir
@@ -75,6 +77,7 @@ LOCAL_FILES = {"triples": "triples.tsv", "teacher-pairs": "teacher-pairs.tsv",
 PAIR_COLUMNS = ["query id", "positive doc id", "negative doc id"]
 TEACHER_COLUMNS = ["positive score", "negative score", "query id", "positive doc id", "negative doc id"]
 RUN_COLUMNS = ["query id", "Q0", "doc id", "rank", "score", "run tag"]
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,8 @@ class RecordFile:
                      disable=self.path.stat().st_size < LARGE_FILE) as bar:
             position = 0
             for number, line in enumerate(f, start=1):
+                if number == 1 and line.startswith(BOM):  # a byte-order mark is not the first id
+                    position, line = len(BOM), line[len(BOM):]
                 if line.strip():
                     if self.unit == "line":
                         offsets.append(position)
@@ -578,6 +583,70 @@ def _rows(kind: str, records: RecordFile, data: TrainData, *, seed: int, start: 
             else:
                 row = _list_row(records.path, record, data, group_size, list_teacher)
             yield position - 1, row
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks before training: the files exist, and every line parses (one pass, its result cached)
+
+
+def training_file(kind: str, train_data_name: str, llm_list: str = "sampled-50") -> Path:
+    """The file a source reads, checked to exist (a local folder's; the paper's are fetched)."""
+    if train_data_name.startswith(LOCAL_PREFIX):
+        folder = local_folder(train_data_name)
+        key = f"llm-lists/{llm_list}" if kind == "llm-lists" else kind
+        path = folder / LOCAL_FILES[key]
+        if not path.is_file():
+            present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else None
+            raise InputError(
+                f"train_data {train_data_name!r}: no {LOCAL_FILES[key]} in {folder} for training source "
+                f"{kind!r}" + (f" (the folder holds: {', '.join(present) or 'nothing'})" if present is not None
+                               else " (no such folder)"))
+        return path
+    return train_data(train_data_name).path(kind, llm_list)
+
+
+def check_inputs(config, *, verify: bool = False) -> None:
+    """Everything a run reads, checked before it trains: its validation and evaluation datasets
+    exist, its local training file is there, and with ``verify`` every line of the training file
+    parses (cached; see ``verify_training_file``)."""
+    from cerepro.datasets import check_dataset
+
+    for key in ("validation_datasets", "eval_datasets"):
+        for dataset in getattr(config, key):
+            check_dataset(dataset, key)
+    if config.train_data.startswith(LOCAL_PREFIX):
+        training_file(config.training_source, config.train_data, config.llm_list)
+    if verify:
+        verify_training_file(config.training_source, config.train_data, config.llm_list)
+
+
+def verify_training_file(kind: str, train_data_name: str, llm_list: str = "sampled-50") -> dict:
+    """Parse every line of the source's file as training would (columns, finite scores, integer
+    ranks); raise DataFormatError naming the first bad line. The result is cached per file (path,
+    size, mtime), so the data job pays for the pass and training jobs find it done."""
+    path = training_file(kind, train_data_name, llm_list)
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{kind}|{FORMAT_VERSION}"
+    marker = cache_dir() / "verified" / f"{hashlib.md5(key.encode()).hexdigest()}.json"
+    if marker.is_file():
+        return json.loads(marker.read_text(encoding="utf-8"))
+    lines = 0
+    from cerepro.datasets import iter_lines
+
+    for number, line in iter_lines(path, desc=f"verify {path.name}"):
+        if kind == "triples":
+            _pair_row(path, [(number, line)])
+        elif kind == "teacher-pairs":
+            _teacher_row(path, [(number, line)])
+        else:
+            _run_block(path, [(number, line)])
+        lines += 1
+    if lines == 0:
+        raise DataFormatError(f"{path}: the file holds no records")
+    result = {"path": str(path), "kind": kind, "lines": lines, "size": stat.st_size}
+    with atomic_path(marker) as tmp:
+        tmp.write_text(json.dumps(result), encoding="utf-8")
+    return result
 
 
 def _hard_negatives_row(path: Path, record, positives: dict[str, set[str]], group_size: int, rng) -> Row:

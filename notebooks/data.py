@@ -2,11 +2,12 @@
 # jupyter:
 #   jupytext:
 #     formats: py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -22,14 +23,26 @@ grid = "adhoc"
 profile = "demo"
 source = "llm-lists"
 train_data = "demo"
+llm_list = "sampled-50"
 groups = 200
-run_dir = "."
+run_dir = ""
+
+# %% [markdown]
+# ## Every line checked
+# One pass over the training file parses every line as training will (columns, finite scores,
+# integer ranks) and stops at the first bad one, naming its line; the result is cached, so the
+# grid's training jobs start without repeating it.
 
 # %%
-from cerepro import report
-from cerepro.training_data import source_counts, source_sample
+import pandas as pd
 
-sample = source_sample(source, train_data, groups=groups)
+from cerepro import report
+from cerepro.training_data import source_counts, source_sample, verify_training_file
+
+pd.Series(verify_training_file(source, train_data, llm_list)).to_frame("verified")
+
+# %%
+sample = source_sample(source, train_data, groups=groups, llm_list=llm_list)
 sample.describe(include="all").T
 
 # %% [markdown]

@@ -2,11 +2,12 @@
 # jupyter:
 #   jupytext:
 #     formats: py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -35,7 +36,7 @@ query_max_length = None
 passage_max_length = None
 truncation = "passage"
 precision = "fp32"
-run_dir = "."
+run_dir = ""
 
 # %%
 from pathlib import Path
@@ -46,6 +47,7 @@ from cerepro import report
 from cerepro.datasets import load_collection, load_candidates
 from cerepro.evaluate import evaluate, folder_name, save_result
 from cerepro.models import load_scorer
+from cerepro.paths import notebook_run_dir
 from cerepro.rerank import rerank, write_trec_run
 
 scorer, tokenizer, source = load_scorer(model, revision) if model else (None, None, None)
@@ -66,7 +68,7 @@ for dataset in datasets:
         run = rerank(scorer, tokenizer, run, collection.queries, texts, max_length=max_length,
                      query_max_length=query_max_length, passage_max_length=passage_max_length,
                      truncation=truncation, precision=precision)
-    folder = Path(run_dir) / "results" / folder_name(dataset)
+    folder = notebook_run_dir(run_dir, "evaluate", run_name) / "results" / folder_name(dataset)
     write_trec_run(run, folder / "run.trec", run_name)
     result = evaluate(run, collection.qrels, dataset=dataset, run_name=run_name,
                       contract_extra=contract)

@@ -2,11 +2,12 @@
 # jupyter:
 #   jupytext:
 #     formats: py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -25,18 +26,18 @@ backbone = "tiny-bert"
 objective = "infonce"
 seed = 1
 overrides = {}
-run_dir = "."
+run_dir = ""
 
 # %%
-from pathlib import Path
-
 import pandas as pd
 
 from cerepro import report
 from cerepro.config import load_config
+from cerepro.paths import notebook_run_dir
 from cerepro.train import fit, launch
 
 config = load_config(backbone, objective, seed, profile, overrides)
+folder = notebook_run_dir(run_dir, "train", config.run_id)  # empty run_dir: runs/interactive/...
 pd.Series(config.to_dict(), name=config.run_id).to_frame()
 
 # %% [markdown]
@@ -46,17 +47,17 @@ pd.Series(config.to_dict(), name=config.run_id).to_frame()
 # With more than one GPU the run goes through `accelerate launch` (DDP) in a child process.
 
 # %%
-summary = launch(config, Path(run_dir), num_processes=config.gpus) if config.gpus > 1 else fit(config, Path(run_dir))
+summary = launch(config, folder, num_processes=config.gpus) if config.gpus > 1 else fit(config, folder)
 summary
 
 # %% [markdown]
 # ## Training curves
 
 # %%
-report.training_curves(Path(run_dir))
+report.training_curves(folder)
 
 # %% [markdown]
 # ## Compute ledger
 
 # %%
-pd.read_json(Path(run_dir) / "ledger.json", typ="series").to_frame("value")
+pd.read_json(folder / "ledger.json", typ="series").to_frame("value")

@@ -41,8 +41,11 @@ def _overlap(a: np.ndarray, b: np.ndarray, slack: float = 0.5) -> bool:
 def overlapping_texts(fig) -> list[tuple[str, str]]:
     """Pairs of visible texts of ``fig`` (titles, axis and tick labels, legend entries,
     annotations) whose drawn rectangles overlap by more than half a pixel."""
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if hasattr(fig.canvas, "get_renderer") else FigureCanvasAgg(fig)  # a closed figure
+    canvas.draw()
+    renderer = canvas.get_renderer()
     seen, texts = set(), []
     for ax in fig.axes:  # a tick outside the view keeps a visible label that is never drawn
         for axis in (ax.xaxis, ax.yaxis):

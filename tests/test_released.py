@@ -112,7 +112,7 @@ def test_heads_of_other_than_one_or_two_labels_and_pickled_weights_are_refused(t
         weights.unlink()
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # how older hub repositories ship weights
     assert list(pickled.glob("*.bin")) and not list(pickled.glob("*.safetensors"))
-    with pytest.raises(models.BackboneError, match="no safetensors weights in .*pickled weights are never loaded"):
+    with pytest.raises(models.ModelFolderError, match="has no safetensors weights .*pytorch_model.bin, pickled weights"):
         models.load_scorer(pickled)
 
 

@@ -140,8 +140,11 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     final = "checkpoints/step-0000024/model.safetensors"
     assert same(weights(tmp_path / "straight" / final), weights(folder / final))
     assert same(weights(tmp_path / "straight/model/model.safetensors"), weights(folder / "model/model.safetensors"))
-    steps = [json.loads(line)["step"] for line in (folder / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in log if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 24  # no duplicated lines from the killed run
+    note, = [r for r in log if "resumed_from" in r]
+    assert note == {"step": int(killed_at.name[5:]), "resumed_from": f"checkpoints/{killed_at.name}", "skipped": {}}
 
 
 # --- outputs -------------------------------------------------------------------------------------
@@ -366,20 +369,46 @@ def test_resume_with_another_config_fails_and_leaves_checkpoints(tmp_path):
     train(config("bce", max_steps=6, log_every=3), tmp_path)  # logging is not the configuration
 
 
-@pytest.mark.parametrize("damage,message", [
-    ("model.safetensors", "is corrupted: model.safetensors does not match its sha256"),
-    ("manifest.json", "is incomplete or corrupted: cannot read manifest.json"),
-])
-def test_corrupted_checkpoint_fails_clearly_and_is_left_alone(tmp_path, damage, message):
-    cfg = config("bce", max_steps=12, checkpoint_every=1)
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(DivergedError):  # stop mid-run
-        mp.setitem(losses.OBJECTIVES, "bce", nan_from_call(4))
-        train(cfg, tmp_path)
-    path = latest_checkpoint(tmp_path) / damage
+def damage(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def stop_at_step_4(cfg, folder):
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(DivergedError):  # stop mid-run
+        mp.setitem(losses.OBJECTIVES, "bce", nan_from_call(4))
+        train(cfg, folder)
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", "manifest.json", "training_state.pt"])
+def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one_bit_identically(tmp_path, damaged, capsys):
+    cfg = config("bce", max_steps=12, checkpoint_every=1)
+    train(cfg, tmp_path / "straight")
+    folder = tmp_path / "run"
+    stop_at_step_4(cfg, folder)
+    assert latest_checkpoint(folder).name == "step-0000003"
+    damage(folder / "checkpoints/step-0000003" / damaged)
+
+    assert train(cfg, folder)["steps"] == 12
+    assert "resuming tiny-bert.bce.s0 at step 2 of 12 from checkpoints/step-0000002; skipped step-0000003" \
+        in capsys.readouterr().out
+    final = "checkpoints/step-0000012/model.safetensors"
+    assert same(weights(tmp_path / "straight" / final), weights(folder / final))
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    note, = [r for r in log if "resumed_from" in r]
+    assert note["step"] == 2 and damaged in note["skipped"]["step-0000003"]
+    assert [r["step"] for r in log if "loss" in r] == [2, 4, 6, 8, 10, 12]
+
+
+def test_no_checkpoint_that_verifies_fails_clearly_and_leaves_them_alone(tmp_path):
+    cfg = config("bce", max_steps=12, checkpoint_every=1)
+    stop_at_step_4(cfg, tmp_path)
+    for step in ("step-0000002", "step-0000003"):
+        damage(tmp_path / "checkpoints" / step / "model.safetensors")
     before = tree_digest(tmp_path / "checkpoints")
-    with pytest.raises(CheckpointError, match=message + ".*remove .*resume=False"):
+    with pytest.raises(CheckpointError, match=r"no checkpoint in .* can be resumed from: checkpoint "
+                       r".*step-0000003 is corrupted: model.safetensors does not match its sha256.*"
+                       r"step-0000002 is corrupted.*--force"):
         train(cfg, tmp_path)
     assert tree_digest(tmp_path / "checkpoints") == before

@@ -1,0 +1,164 @@
+"""One writer per folder: a lock file taken atomically, released on exit, stale ones detected.
+
+A run folder (and a grid's folder) has at most one writer. ``FolderLock(folder)`` writes
+``folder/.writer.lock`` (who holds it: PID, host, the process's start time, the command) to a
+temporary file and hard-links it into place, which fails if a lock is there: two writers can
+never both succeed, and a reader never sees a half-written lock. The holder refreshes the lock's
+mtime every ``HEARTBEAT_S`` seconds and removes it on exit.
+
+A lock left by a killed writer is stale and taken over: on the same host when its PID is gone
+(or now names another process, told apart by start time), on another host (a cluster node that
+was preempted) when its heartbeat is older than ``STALE_AFTER_S``, or at once when this process
+is the same SLURM job, requeued. Anything else refuses the second writer with a message naming
+the folder and the holder.
+
+This module guards folders; it never deletes a writer's work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+LOCK_NAME = ".writer.lock"
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 300.0  # ten missed heartbeats: the holder on another host is gone
+
+
+class LockedError(RuntimeError):
+    """The folder has a live writer."""
+
+
+def _process_start(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def read_holder(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def stale_reason(path: Path, holder: dict[str, Any] | None, *, now: float | None = None) -> str | None:
+    """Why the lock at ``path`` is stale, or None while its holder may be alive."""
+    now = time.time() if now is None else now
+    try:
+        age = now - path.stat().st_mtime
+    except FileNotFoundError:
+        return "it is gone"
+    if holder is None:  # never written half (hard link), so a foreign or damaged file
+        return None if age < STALE_AFTER_S else f"it is unreadable and {age:.0f} s old"
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and holder.get("slurm_job_id") == job and holder.get("pid") != os.getpid():
+        return f"SLURM job {job} was requeued"  # the same job started again: its old run is gone
+    if holder.get("host") == socket.gethostname():
+        pid = int(holder.get("pid", -1))
+        started = _process_start(pid) if pid > 0 else None
+        if started is None:
+            return f"process {pid} is not running"
+        if holder.get("process_start") is not None and abs(started - holder["process_start"]) > 1.0:
+            return f"process {pid} is another process now"
+        return None
+    if age > STALE_AFTER_S:
+        return f"its heartbeat stopped {age:.0f} s ago"
+    return None
+
+
+def describe(holder: dict[str, Any] | None) -> str:
+    if holder is None:
+        return "an unknown writer (unreadable lock file)"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+    return (f"process {holder.get('pid')} on host {holder.get('host')} since {since} "
+            f"({holder.get('command', '?')})")
+
+
+class FolderLock:
+    """``with FolderLock(folder, command=...):`` the block is the folder's only writer."""
+
+    def __init__(self, folder: str | os.PathLike, *, command: str | None = None):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.command = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]
+        self.token = uuid.uuid4().hex
+        self.taken_over: str | None = None  # why a stale lock was replaced, if one was
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def __enter__(self) -> FolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                  "process_start": _process_start(os.getpid()), "command": self.command,
+                  "token": self.token, "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+        tmp = self.folder / f".writer.lock.{self.token}.tmp"
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        try:
+            for _ in range(3):
+                try:
+                    os.link(tmp, self.path)  # atomic: fails if a lock exists
+                    break
+                except FileExistsError:
+                    holder = read_holder(self.path)
+                    why = stale_reason(self.path, holder)
+                    if why is None:
+                        raise LockedError(
+                            f"{self.folder} is being written by {describe(holder)}; one writer per "
+                            f"folder: wait for it to finish or stop it (a killed writer's lock is "
+                            f"taken over automatically)") from None
+                    self._break(holder, why)
+            else:
+                raise LockedError(f"{self.folder}: could not take the lock {self.path} (contended)")
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True, name=f"lock {self.folder.name}")
+        self._beat.start()
+
+    def _break(self, holder: dict[str, Any] | None, why: str) -> None:
+        """Remove a stale lock, unless another process replaced it meanwhile."""
+        aside = self.folder / f".writer.lock.{self.token}.stale"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        if read_holder(aside) != holder:  # a fresh lock slipped in between: put it back
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+        else:
+            self.taken_over = f"took over the lock of {describe(holder)}: {why}"
+        aside.unlink(missing_ok=True)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.path)
+            except OSError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=5)
+        holder = read_holder(self.path)
+        if holder is not None and holder.get("token") == self.token:
+            self.path.unlink(missing_ok=True)

@@ -1,0 +1,169 @@
+"""Nothing lost: `cerepro run train` killed with SIGKILL mid-training resumes where it stopped and
+ends bit-identical to an uninterrupted run; a second writer into a folder is refused; the folder
+lock detects killed holders; --force starts over."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from cerepro.lock import LOCK_NAME, STALE_AFTER_S, FolderLock, LockedError
+from cerepro.train import latest_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+OVERRIDES = "overrides={max_steps: 300, warmup_steps: 2, checkpoint_every: 20, log_every: 10, validation_datasets: []}"
+
+
+def train_command(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cerepro.cli", "run", "train", "-p", "profile=smoke", "-p", "backbone=tiny-bert",
+            "-p", "objective=bce", "-p", OVERRIDES, "--out", str(out), *extra]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    x, y = load_file(str(a)), load_file(str(b))
+    return x.keys() == y.keys() and all((x[k] == y[k]).all() for k in x)
+
+
+def log_records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_cerepro_run_train_killed_midway_resumes_bit_identically_and_refuses_a_second_writer(tmp_path):
+    env = {**os.environ, "CEREPRO_RUNS": str(tmp_path / "runs"), "CEREPRO_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    straight = subprocess.run(train_command(tmp_path / "straight"), cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    folder = tmp_path / "killed"
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(train_command(folder), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None and not (folder / LOCK_NAME).exists():
+        time.sleep(0.05)
+    # a second writer into the same folder is refused, naming the folder and the holder
+    second = subprocess.run(train_command(folder), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2
+    assert f"{folder} is being written by process {first.pid} on host {socket.gethostname()}" in second.stderr
+    while time.time() < deadline and first.poll() is None:
+        done = latest_checkpoint(folder)
+        if done is not None and done.name >= "step-0000040":
+            break
+        time.sleep(0.05)
+    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    kept = sorted(p.name for p in (folder / "checkpoints").glob("step-*"))
+    assert kept and not (folder / "DONE").exists() and (folder / LOCK_NAME).exists()  # a stale lock
+
+    again = subprocess.run(train_command(folder), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"took over the lock of process {first.pid}" in again.stderr
+    assert "is unfinished: running train again in place (resuming" in again.stderr
+    records = log_records(folder)
+    note, = [r for r in records if "resumed_from" in r]
+    resumed_at = note["step"]
+    assert resumed_at >= 40 and note["resumed_from"] == f"checkpoints/{kept[-1]}"  # the newest it kept
+    after = [r["step"] for r in records[records.index(note) + 1:] if "loss" in r]
+    assert after[0] == resumed_at + 10 and after[-1] == 300
+    executed = (folder / "train.ipynb").read_text()
+    assert f"resuming tiny-bert.bce.s1 at step {resumed_at} of 300 from checkpoints/{kept[-1]}" in executed
+    assert json.loads((folder / "meta.json").read_text())["resumed"] is True
+    for name in ("model/model.safetensors", "checkpoints/step-0000300/model.safetensors"):
+        assert same_weights(tmp_path / "straight" / name, folder / name), name
+    assert not (folder / LOCK_NAME).exists()
+
+    # --force starts over: no resume note, a fresh meta
+    forced = subprocess.run(train_command(folder, "--force"), cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert not [r for r in log_records(folder) if "resumed_from" in r]
+    assert json.loads((folder / "meta.json").read_text())["resumed"] is False
+    assert same_weights(tmp_path / "straight/model/model.safetensors", folder / "model/model.safetensors")
+
+
+# --- the lock itself -----------------------------------------------------------------------------
+
+
+def write_lock(folder: Path, **holder) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    path.write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "started": time.time(),
+                                "process_start": None, "command": "cerepro run train", **holder}))
+    return path
+
+
+def test_a_live_holder_refuses_and_release_removes_the_lock(tmp_path):
+    with FolderLock(tmp_path / "run", command="first") as first:
+        holder = json.loads(first.path.read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        with pytest.raises(LockedError, match=rf"{tmp_path / 'run'} is being written by process {os.getpid()} "
+                                              rf"on host .* \(first\)"):
+            FolderLock(tmp_path / "run", command="second").acquire()
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # no temporary files left
+
+
+def test_a_dead_holder_on_this_host_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_lock(tmp_path, pid=dead.pid)
+    with FolderLock(tmp_path) as lock:
+        assert f"process {dead.pid} is not running" in lock.taken_over
+
+
+def test_a_reused_pid_is_told_apart_by_its_start_time(tmp_path):
+    write_lock(tmp_path, pid=os.getpid(), process_start=1.0)  # this PID, but not this process
+    with FolderLock(tmp_path) as lock:
+        assert "is another process now" in lock.taken_over
+
+
+def test_another_hosts_lock_is_stale_only_when_its_heartbeat_stopped(tmp_path):
+    path = write_lock(tmp_path, host="node-17", pid=4242)
+    with pytest.raises(LockedError, match="process 4242 on host node-17"):
+        FolderLock(tmp_path).acquire()
+    old = time.time() - STALE_AFTER_S - 10
+    os.utime(path, (old, old))
+    with FolderLock(tmp_path) as lock:
+        assert "heartbeat stopped" in lock.taken_over
+
+
+# --- one params folder ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_run_from_a_checkout_copy_with_runs_outside_reads_the_copys_params(tmp_path):
+    copy = tmp_path / "copy"
+    for folder in ("params", "notebooks"):
+        shutil.copytree(ROOT / folder, copy / folder)
+    profile = (copy / "params/profiles/smoke.yaml").read_text()
+    (copy / "params/profiles/copy-only.yaml").write_text(profile + "max_steps: 4\nvalidation_datasets: []\n")
+    env = {**os.environ, "CEREPRO_RUNS": str(tmp_path / "elsewhere"), "CEREPRO_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("CEREPRO_PARAMS", None)
+    env.pop("CEREPRO_ROOT", None)
+    done = subprocess.run([sys.executable, "-m", "cerepro.cli", "run", "train", "-p", "profile=copy-only"],
+                          cwd=copy, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / "elsewhere" / "adhoc" / "train"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["profile"] == "copy-only" and config["max_steps"] == 4
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["parameters"]["run_dir"] == str(folder.resolve())
+
+
+def test_a_requeued_slurm_job_takes_over_its_own_lock_at_once(tmp_path, monkeypatch):
+    write_lock(tmp_path, host="node-17", pid=4242, slurm_job_id="991")
+    monkeypatch.setenv("SLURM_JOB_ID", "991")
+    with FolderLock(tmp_path) as lock:
+        assert "SLURM job 991 was requeued" in lock.taken_over
