@@ -682,6 +682,8 @@ def produce_run(dataset_id: str, name: str, *, engine: str = DEFAULT_ENGINE,
                 and found.get("engine") == engine:
             check_run_manifest(path)
             return path
+    # bad passages fail here, before a model is downloaded or a GPU is used
+    _count_passages(collection, getattr(collection.docs, "path", None) or dataset_id)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, identity = load_encoder(spec.hf_id, spec.revision, device=device)
