@@ -551,8 +551,10 @@ def _impact_index(index: ImpactIndex):
     """impact-index's MaxScore over the same integer impacts (built once next to the index)."""
     import impact_index
 
-    folder = index.folder / "impact-index" if index.folder else None
-    if folder is None or not (folder / "manifest.json").is_file():
+    if index.folder is None:
+        raise FirstStageError("the impact-index engine searches an index saved on disk (build_index)")
+    folder = index.folder / "impact-index"
+    if not (folder / "manifest.json").is_file():
         with atomic_dir(folder, "manifest.json") as tmp:
             builder = impact_index.IndexBuilder(str(tmp))
             by_doc = _doc_major(index)
@@ -565,6 +567,7 @@ def _impact_index(index: ImpactIndex):
         query = {int(t): float(w) for t, w in zip(terms, weights)}
         found = engine.search_maxscore(query, top_k=depth)
         docs = np.fromiter((r.docid for r in found), dtype=np.int64, count=len(found))
+        # impact-index sums in float32: integer scores stay exact below 2^24 (SPLADE's are ~1e5)
         scores = np.fromiter((round(r.score) for r in found), dtype=np.int64, count=len(found))
         keep = scores > 0
         return _rank(index, docs[keep], scores[keep], depth)
