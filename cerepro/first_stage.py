@@ -16,13 +16,17 @@ name)`` is that one call: ``name`` is ``<model slug>-top<depth>`` with the slug 
   killed job resumes at the first missing shard; the shards are then inverted into term-major
   postings (a CSC matrix: ``indptr`` per term, doc numbers, impacts) with a manifest (model,
   revision, quantisation, sizes, timings). Index and shards live under
-  ``cache_dir()/splade/<model>-<revision>-<passages>/``: collections that share passages
+  ``cache_dir()/splade/<model>-<passages>-<hash of model, revision, passages, length,
+  quantisation>/``: collections that share passages
   (MS MARCO dev, TREC DL 2019 and 2020) share one index.
 - **Search** (``search``): the exhaustive sparse product of each query with the postings, in
-  scipy (term-at-a-time, exact; the engine chosen on the benchmark in
-  ``benchmarks/first_stage_search.py``), or ``impact-index``'s exact MaxScore on the same impacts. Tie rule: documents are ranked by score, then by doc id
+  scipy (term-at-a-time, exact; chosen on ``benchmarks/first_stage_search.py``: at k = 1000 it
+  beat PISA's block-max WAND and impact-index's MaxScore about 4x), or impact-index's exact
+  MaxScore on the same impacts. Tie rule: documents are ranked by score, then by doc id
   descending (trec_eval's order); at the depth cut-off, of the documents tied with the last kept
-  score, those first in that order are kept. Documents with score 0 are never returned.
+  score, those first in that order are kept (impact-index picks its own among those tied at the
+  cut-off). Documents with score 0 are never returned. Query vectors are encoded at search time
+  (seconds), not cached.
 - **Run**: written atomically as ``<name>.trec`` with ``<name>.json`` beside it (what produced
   it, its rows and checksum); ``cerepro.datasets`` refuses a run that no longer matches it.
 
