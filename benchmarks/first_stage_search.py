@@ -41,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cerepro import first_stage as fs  # noqa: E402
+from cerepro.train import PEAK_TFLOPS  # noqa: E402
 
 VOCAB = 30_522
 
@@ -211,7 +212,9 @@ def bench_encode(args) -> dict:
     from transformers import DistilBertConfig, DistilBertForMaskedLM
 
     torch.manual_seed(0)
-    model = DistilBertForMaskedLM(DistilBertConfig(vocab_size=VOCAB)).eval()  # distilbert-base shape
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    model = DistilBertForMaskedLM(DistilBertConfig(vocab_size=VOCAB)).eval().to(device)  # distilbert-base shape
     rng = np.random.default_rng(0)
     lengths = np.clip(rng.lognormal(np.log(70), 0.5, args.passages).astype(int), 8, 254)
     texts = [" ".join(f"w{rng.integers(1000)}" for _ in range(n)) for n in lengths]
@@ -225,22 +228,34 @@ def bench_encode(args) -> dict:
 
     tok = Tok()
     started = time.perf_counter()
-    ours = fs.encode_texts(model, tok, texts, max_length=256, precision="fp32")
+    ours = fs.encode_texts(model, tok, texts, max_length=256, precision=precision)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     ours_s = time.perf_counter() - started
 
     started = time.perf_counter()
     plain = []
-    with torch.inference_mode():
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.inference_mode(), autocast:
         for i in range(0, len(texts), args.batch_size):
             ids = tok(texts[i:i + args.batch_size], max_length=256)["input_ids"]
             width = max(map(len, ids))
             input_ids = torch.tensor([row + [0] * (width - len(row)) for row in ids])
             mask = (torch.arange(width)[None] < torch.tensor([len(r) for r in ids])[:, None]).long()
-            logits = model(input_ids=input_ids, attention_mask=mask).logits
-            plain.append((torch.log1p(torch.relu(logits)) * mask[..., None]).amax(1))
+            input_ids, mask = input_ids.to(device), mask.to(device)
+            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+            plain.append((torch.log1p(torch.relu(logits)) * mask[..., None]).amax(1).cpu())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     plain_s = time.perf_counter() - started
     plain = torch.cat(plain).numpy()
-    return {"passages": args.passages, "mean_tokens": float(lengths.mean() + 2),
+    # matmul FLOPs: 2 x parameters (the MLM head tied to the embeddings counts once per token)
+    flops = 2 * sum(p.numel() for p in model.parameters()) * float((lengths + 2).sum())
+    peak = next((bf16 if precision == "bf16" else fp32 for name, bf16, fp32 in PEAK_TFLOPS
+                 if device.type == "cuda" and name in torch.cuda.get_device_name()), None)
+    return {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "precision": precision,
+            "mfu": flops / ours_s / (peak * 1e12) if peak else None,
+            "passages": args.passages, "mean_tokens": float(lengths.mean() + 2),
             "ours_passages_per_s": args.passages / ours_s, "plain_passages_per_s": args.passages / plain_s,
             "speedup": plain_s / ours_s, "max_abs_diff": float(np.abs(ours.toarray() - plain).max())}
 

@@ -16,13 +16,17 @@ name)`` is that one call: ``name`` is ``<model slug>-top<depth>`` with the slug 
   killed job resumes at the first missing shard; the shards are then inverted into term-major
   postings (a CSC matrix: ``indptr`` per term, doc numbers, impacts) with a manifest (model,
   revision, quantisation, sizes, timings). Index and shards live under
-  ``cache_dir()/splade/<model>-<revision>-<passages>/``: collections that share passages
+  ``cache_dir()/splade/<model>-<passages>-<hash of model, revision, passages, length,
+  quantisation>/``: collections that share passages
   (MS MARCO dev, TREC DL 2019 and 2020) share one index.
 - **Search** (``search``): the exhaustive sparse product of each query with the postings, in
-  scipy (term-at-a-time, exact; the engine chosen on the benchmark in
-  ``benchmarks/first_stage_search.py``), or ``impact-index``'s exact MaxScore on the same impacts. Tie rule: documents are ranked by score, then by doc id
+  scipy (term-at-a-time, exact; chosen on ``benchmarks/first_stage_search.py``: at k = 1000 it
+  beat PISA's block-max WAND and impact-index's MaxScore about 4x), or impact-index's exact
+  MaxScore on the same impacts. Tie rule: documents are ranked by score, then by doc id
   descending (trec_eval's order); at the depth cut-off, of the documents tied with the last kept
-  score, those first in that order are kept. Documents with score 0 are never returned.
+  score, those first in that order are kept (impact-index picks its own among those tied at the
+  cut-off). Documents with score 0 are never returned. Query vectors are encoded at search time
+  (seconds), not cached.
 - **Run**: written atomically as ``<name>.trec`` with ``<name>.json`` beside it (what produced
   it, its rows and checksum); ``cerepro.datasets`` refuses a run that no longer matches it.
 
@@ -551,8 +555,10 @@ def _impact_index(index: ImpactIndex):
     """impact-index's MaxScore over the same integer impacts (built once next to the index)."""
     import impact_index
 
-    folder = index.folder / "impact-index" if index.folder else None
-    if folder is None or not (folder / "manifest.json").is_file():
+    if index.folder is None:
+        raise FirstStageError("the impact-index engine searches an index saved on disk (build_index)")
+    folder = index.folder / "impact-index"
+    if not (folder / "manifest.json").is_file():
         with atomic_dir(folder, "manifest.json") as tmp:
             builder = impact_index.IndexBuilder(str(tmp))
             by_doc = _doc_major(index)
@@ -565,6 +571,7 @@ def _impact_index(index: ImpactIndex):
         query = {int(t): float(w) for t, w in zip(terms, weights)}
         found = engine.search_maxscore(query, top_k=depth)
         docs = np.fromiter((r.docid for r in found), dtype=np.int64, count=len(found))
+        # impact-index sums in float32: integer scores stay exact below 2^24 (SPLADE's are ~1e5)
         scores = np.fromiter((round(r.score) for r in found), dtype=np.int64, count=len(found))
         keep = scores > 0
         return _rank(index, docs[keep], scores[keep], depth)
@@ -682,6 +689,8 @@ def produce_run(dataset_id: str, name: str, *, engine: str = DEFAULT_ENGINE,
                 and found.get("engine") == engine:
             check_run_manifest(path)
             return path
+    # bad passages fail here, before a model is downloaded or a GPU is used
+    _count_passages(collection, getattr(collection.docs, "path", None) or dataset_id)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, identity = load_encoder(spec.hf_id, spec.revision, device=device)

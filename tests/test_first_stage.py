@@ -224,8 +224,9 @@ def test_a_checkpoint_that_is_not_a_masked_lm_is_refused(tmp_path):
         fs.load_encoder(str(folder))
 
 
-def test_a_collection_without_texts_is_refused_before_encoding(real_text):
+def test_a_collection_without_texts_is_refused_before_encoding(real_text, monkeypatch):
     (real_text / "docs.tsv").write_text("")
+    monkeypatch.setattr(fs, "load_encoder", lambda *a, **k: pytest.fail("the encoder was loaded"))
     with pytest.raises(fs.FirstStageError, match=rf"{real_text}/docs.tsv: the collection has no passages"):
         fs.produce_run(f"local:{real_text}", "tiny-splade-top5", progress=False)
     assert not (Path(fs.cache_dir()) / "splade").exists()
