@@ -9,8 +9,9 @@ mtime every ``HEARTBEAT_S`` seconds and removes it on exit.
 A lock left by a killed writer is stale and taken over: on the same host when its PID is gone
 (or now names another process, told apart by start time), on another host (a cluster node that
 was preempted) when its heartbeat is older than ``STALE_AFTER_S``, or at once when this process
-is the same SLURM job, requeued. Anything else refuses the second writer with a message naming
-the folder and the holder.
+is the same SLURM job, requeued. A takeover then waits for the processes the killed writer left
+working in the folder (its notebook kernel, for up to a second). Anything else refuses the second
+writer with a message naming the folder and the holder.
 
 This module guards folders; it never deletes a writer's work.
 """
@@ -30,6 +31,37 @@ from typing import Any
 LOCK_NAME = ".writer.lock"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0  # ten missed heartbeats: the holder on another host is gone
+ORPHAN_WAIT_S = 30.0   # how long a taken-over folder waits for its killed writer's kernel to exit
+
+
+# A writer's processes: notebook kernels, cerepro and Snakemake jobs, training processes (not,
+# say, a shell a user left in a run folder).
+WRITER_COMMANDS = ("ipykernel", "cerepro", "snakemake", "accelerate", "torch.distributed")
+
+
+def processes_in(folder: Path) -> list[int]:
+    """PIDs of other writer processes (``WRITER_COMMANDS``) whose working directory is ``folder``
+    or below it (Linux's /proc; elsewhere none are seen)."""
+    proc, found = Path("/proc"), []
+    if not proc.is_dir():
+        return found
+    inside = os.path.realpath(folder)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:  # gone, or not ours to read
+            continue
+        if cwd != inside and not cwd.startswith(inside + os.sep):
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(word in command for word in WRITER_COMMANDS):
+            found.append(int(entry.name))
+    return found
 
 
 class LockedError(RuntimeError):
@@ -129,8 +161,23 @@ class FolderLock:
                 raise LockedError(f"{self.folder}: could not take the lock {self.path} (contended)")
         finally:
             tmp.unlink(missing_ok=True)
+        if self.taken_over:
+            self._wait_for_orphans()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True, name=f"lock {self.folder.name}")
         self._beat.start()
+
+    def _wait_for_orphans(self) -> None:
+        """After taking over a killed writer's lock, wait for the processes it left working in
+        the folder: a notebook kernel outlives its killed runner by up to a second (ipykernel
+        polls for its parent's death), and may still write a checkpoint. Refused, naming them,
+        if they are still there after ``ORPHAN_WAIT_S``."""
+        deadline = time.time() + ORPHAN_WAIT_S
+        while (orphans := processes_in(self.folder)) and time.time() < deadline:
+            time.sleep(0.2)
+        if orphans:
+            self.release()
+            raise LockedError(f"{self.folder}: the killed writer left processes working in it "
+                              f"(PID {', '.join(map(str, orphans))}); stop them first")
 
     def _break(self, holder: dict[str, Any] | None, why: str) -> None:
         """Remove a stale lock, unless another process replaced it meanwhile."""

@@ -122,6 +122,41 @@ def test_a_dead_holder_on_this_host_is_taken_over(tmp_path):
         assert f"process {dead.pid} is not running" in lock.taken_over
 
 
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux's /proc")
+def test_a_takeover_waits_for_the_killed_writers_kernel_and_refuses_one_that_stays(tmp_path, monkeypatch):
+    """A kernel outlives its SIGKILLed runner by up to a second and may still write there: the
+    next writer waits for it, and refuses (naming it) a writer process that does not go."""
+    import cerepro.lock as lock_module
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    # stands in for the orphaned kernel: a python process named like one, working in the folder
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)", "ipykernel"], cwd=tmp_path)
+    time.sleep(0.2)
+    write_lock(tmp_path, pid=dead.pid)
+    started = time.time()
+    with FolderLock(tmp_path) as lock:
+        assert lock.taken_over and orphan.poll() is not None  # it waited for the orphan to exit
+    assert time.time() - started >= 1.0
+    stays = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "ipykernel"], cwd=tmp_path)
+    try:
+        time.sleep(0.2)
+        write_lock(tmp_path, pid=dead.pid)
+        monkeypatch.setattr(lock_module, "ORPHAN_WAIT_S", 0.5)
+        with pytest.raises(LockedError, match=rf"left processes working in it \(PID {stays.pid}\); stop them first"):
+            FolderLock(tmp_path).acquire()
+        assert not (tmp_path / LOCK_NAME).exists()  # refused: the lock is not kept
+    finally:
+        stays.kill()
+    shell = subprocess.Popen(["sleep", "30"], cwd=tmp_path)  # a user's shell in the folder is not a writer
+    try:
+        write_lock(tmp_path, pid=dead.pid)
+        with FolderLock(tmp_path) as lock:
+            assert lock.taken_over
+    finally:
+        shell.kill()
+
+
 def test_a_reused_pid_is_told_apart_by_its_start_time(tmp_path):
     write_lock(tmp_path, pid=os.getpid(), process_start=1.0)  # this PID, but not this process
     with FolderLock(tmp_path) as lock:
