@@ -64,6 +64,15 @@ def processes_in(folder: Path) -> list[int]:
     return found
 
 
+def wait_for_writers(folder: Path, timeout: float) -> list[int]:
+    """Wait up to ``timeout`` seconds for the writer processes working in ``folder`` to exit;
+    return those still there (none: the folder is quiet)."""
+    deadline = time.time() + timeout
+    while (left := processes_in(folder)) and time.time() < deadline:
+        time.sleep(0.1)
+    return left
+
+
 class LockedError(RuntimeError):
     """The folder has a live writer."""
 
@@ -171,9 +180,7 @@ class FolderLock:
         the folder: a notebook kernel outlives its killed runner by up to a second (ipykernel
         polls for its parent's death), and may still write a checkpoint. Refused, naming them,
         if they are still there after ``ORPHAN_WAIT_S``."""
-        deadline = time.time() + ORPHAN_WAIT_S
-        while (orphans := processes_in(self.folder)) and time.time() < deadline:
-            time.sleep(0.2)
+        orphans = wait_for_writers(self.folder, ORPHAN_WAIT_S)
         if orphans:
             self.release()
             raise LockedError(f"{self.folder}: the killed writer left processes working in it "

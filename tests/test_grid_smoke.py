@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from cerepro.lock import wait_for_writers
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,17 +44,6 @@ def midway(grid: Path) -> list[Path]:
             and any(p.name >= "step-0000040" for p in (t / "checkpoints").glob("step-*"))]
 
 
-def wait_for_orphans(folder: Path, timeout: float = 30.0) -> None:
-    """A SIGKILLed runner's notebook kernel notices within about a second and exits; until then it
-    may write one more checkpoint. Wait for it, so "the checkpoints kept" are the final ones."""
-    from cerepro.lock import processes_in
-
-    deadline = time.time() + timeout
-    while processes_in(folder) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not processes_in(folder), f"writer processes still in {folder}: {processes_in(folder)}"
-
-
 @pytest.mark.slow
 def test_smoke_grid_survives_sigkill_resumes_and_reruns_nothing(tmp_path):
     runs = tmp_path / "runs"
@@ -75,7 +66,7 @@ def test_smoke_grid_survives_sigkill_resumes_and_reruns_nothing(tmp_path):
     assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    wait_for_orphans(grid)
+    assert not wait_for_writers(grid, 30)  # the killed jobs' kernels exit within a second or so
     killed = midway(grid)
     assert killed, "no training job was midway"
     checkpoints = {t: sorted(p.name for p in (t / "checkpoints").glob("step-*")) for t in killed}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from cerepro.lock import LOCK_NAME, STALE_AFTER_S, FolderLock, LockedError
+from cerepro.lock import LOCK_NAME, STALE_AFTER_S, FolderLock, LockedError, wait_for_writers
 from cerepro.train import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,17 +34,6 @@ def same_weights(a: Path, b: Path) -> bool:
 
 def log_records(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
-
-
-def wait_for_orphans(folder: Path, timeout: float = 30.0) -> None:
-    """A SIGKILLed runner's notebook kernel notices within about a second and exits; until then it
-    may write one more checkpoint. Wait for it, so "the checkpoints kept" are the final ones."""
-    from cerepro.lock import processes_in
-
-    deadline = time.time() + timeout
-    while processes_in(folder) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not processes_in(folder), f"writer processes still in {folder}: {processes_in(folder)}"
 
 
 @pytest.mark.slow
@@ -74,7 +63,7 @@ def test_cerepro_run_train_killed_midway_resumes_bit_identically_and_refuses_a_s
     assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    wait_for_orphans(folder)
+    assert not wait_for_writers(folder, 30)  # the killed runner's kernel exits within a second or so
     kept = sorted(p.name for p in (folder / "checkpoints").glob("step-*"))
     assert kept and not (folder / "DONE").exists() and (folder / LOCK_NAME).exists()  # a stale lock
 
