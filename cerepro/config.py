@@ -427,8 +427,6 @@ class Evaluation:
     config: RunConfig
     model: str = ""
     revision: str | None = None
-    published: Mapping[str, float] = field(default_factory=dict)
-    provenance: str = ""
 
     @property
     def trained(self) -> bool:
@@ -524,9 +522,7 @@ def _checkpoint_grid(spec: dict[str, Any], path: Path, root: Path) -> Grid:
             config = load_config(entry["backbone"], objective, 0, spec["profile"], overrides, root)
         except ParamsError as exc:
             raise ParamsError(f"{where}: {exc}") from exc
-        jobs.append(Evaluation(run, config, model=entry["hub_id"], revision=entry.get("revision"),
-                               published=dict(entry.get("published") or {}),
-                               provenance=str(entry.get("verified", ""))))
+        jobs.append(Evaluation(run, config, model=entry["hub_id"], revision=entry.get("revision")))
     ids = [job.run_id for job in jobs]
     if len(set(ids)) != len(ids):
         raise ParamsError(f"{source}: two checkpoints share a run id: "

@@ -74,7 +74,7 @@ def job_parameters(grid: Grid, notebook: str, *, run_id: str | None = None, sour
         if run_id == "first-stage":
             run, model, revision = grid.first_config, "", None
         else:
-            job = _evaluation(grid, run_id)
+            job = grid.evaluation(run_id)
             run, revision = job.config, job.revision
             model = str(grid_dir(grid) / run_id / "train" / "model") if job.trained else job.model
         params = {**base, "run_name": run_id, "model": model, "revision": revision,
@@ -97,13 +97,6 @@ def _run(grid: Grid, run_id: str | None) -> RunConfig:
     for run in grid.runs:
         if run.run_id == run_id:
             return run
-    raise RunnerError(f"run id {run_id!r} is not in grid {grid.name!r}")
-
-
-def _evaluation(grid: Grid, run_id: str | None):
-    for job in grid.evaluations:
-        if job.run_id == run_id:
-            return job
     raise RunnerError(f"run id {run_id!r} is not in grid {grid.name!r}")
 
 
@@ -367,7 +360,7 @@ def first_stage_inputs(grid: Grid, run_id: str, kind: str) -> list[str]:
     if run_id == "first-stage":
         run = grid.first_config
     else:
-        run = _run(grid, run_id) if kind == "train" else _evaluation(grid, run_id).config
+        run = _run(grid, run_id) if kind == "train" else grid.evaluation(run_id).config
     source, datasets = ((run.validation_first_stage, run.validation_datasets) if kind == "train"
                         else (run.first_stage, run.eval_datasets))
     if produced_run(source) is None:
