@@ -3,6 +3,7 @@ out as the hub serves it, offline), the `released` grid's jobs and plan, the che
 model before any scoring, and the scoreboard labelling each cell by where its model came from."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -262,3 +263,19 @@ def test_a_hub_checkpoint_through_the_released_grid_lands_on_the_scoreboard_as_r
     ours = released[released["measure"] == "nDCG@10"].groupby("dataset")["value"].mean()
     for dataset, value in ours.items():
         assert cells[dataset] == f"— / {value:.4f} (no paper value)"
+
+
+@pytest.mark.slow
+def test_cerepro_run_evaluate_takes_a_hub_id_at_a_revision(tmp_path, offline_hub):
+    """What a user types: `cerepro run evaluate -p model=<hub id> -p revision=<rev>`, offline."""
+    hub_cache_entry(offline_hub, "xpmir/cross-encoder-tiny-bert-BCE", tiny_checkpoint(tmp_path / "saved"))
+    out = tmp_path / "out"
+    env = {**os.environ, "CEREPRO_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "cerepro.cli", "run", "evaluate", "-p", "model=xpmir/cross-encoder-tiny-bert-BCE",
+         "-p", "revision=main", "-p", "datasets=[demo:in-domain]", "-p", "depth=10", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    contract = json.loads(next(out.glob("results/*/contract.json")).read_text())
+    assert (contract["model"], contract["revision"], contract["commit"]) == (
+        "xpmir/cross-encoder-tiny-bert-BCE", "main", COMMIT)
