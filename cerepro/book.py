@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from cerepro import claims as claims_audit
-from cerepro import report
+from cerepro import report, vocab
 from cerepro.paths import project_root, runs_dir, write_text_atomic
 
 GENERATED = "generated"
@@ -131,7 +131,7 @@ def _run_index_page(info: report.GridInfo, index: pd.DataFrame, pages: list[str]
     if index.empty:
         return "\n".join(lines + [f"**Not yet run**: no finished job in `runs/{info.name}/`. Run "
                                   f"`cerepro grid {info.name}` (or `make report`), then rebuild the book.", ""])
-    rank = {"data": 0, report.FIRST_STAGE: 1, "compare": 3}
+    rank = {"data": 0, vocab.FIRST_STAGE: 1, "compare": 3}
     index = index.assign(page=pages, rank=[rank.get(r.split("/")[0], 2) for r in index["run"]])
     index = index.sort_values(["rank", "run"], kind="stable")
     hub = "model" in index and index["model"].astype(bool).any()  # released checkpoints: the weights loaded
@@ -237,8 +237,8 @@ class Page:
         from IPython.display import Markdown
 
         both = pd.concat([self.results, self.released_results], ignore_index=True)
-        sources = set(report.models_only(both)["run"].map(report.run_source))
-        if report.RELEASED_SOURCE not in sources:
+        sources = set(report.models_only(both)["run"].map(vocab.run_source))
+        if vocab.RELEASED not in sources:
             return Markdown(f"**Not yet run**: no released checkpoint evaluated in `runs/{RELEASED_GRID}/`. "
                             f"`cerepro plan {RELEASED_GRID}` lists the jobs and their cost; "
                             f"`cerepro grid {RELEASED_GRID}` runs them.")

@@ -28,15 +28,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cerepro.config import dataset_registry
 from cerepro.paths import params_dir, project_root
+from cerepro.vocab import IN_DOMAIN, OOD, dataset_registry
 
-IN_DOMAIN = "in-domain"
-OOD = "ood"
 # The paper's two families of objectives compared in its claims.
 RELATIVE = ("infonce", "margin-mse")
 LLM_DISTILLATION = ("distill-ranknet", "adr-mse")
-BASELINE = "bce"
+BASELINE_OBJECTIVE = "bce"  # what the claims compare the other objectives with
 # Two means closer than this (nDCG@10) count as a tie in the claims' verdicts.
 TIE_TOLERANCE = 0.01
 _EPS = 1e-9  # float slack at the tolerance: 0.7408 - 0.7308 is 0.010000000000000009
@@ -290,14 +288,14 @@ def relative_beats_bce(table: CellTable, key: str = "relative-beats-bce", tests:
     rows = []
     for column in columns:
         for backbone in table.backbones:
-            base = table.value(backbone, BASELINE, column)
+            base = table.value(backbone, BASELINE_OBJECTIVE, column)
             for objective in RELATIVE:
                 value = table.value(backbone, objective, column)
                 if np.isnan(base) or np.isnan(value):
                     continue
                 rows.append({"backbone": backbone, "column": column, "objective": objective, "value": value,
-                             "versus": BASELINE, "versus_value": base, "diff": value - base, "holds": value > base,
-                             "lines": table.where((backbone, objective), (backbone, BASELINE))})
+                             "versus": BASELINE_OBJECTIVE, "versus_value": base, "diff": value - base, "holds": value > base,
+                             "lines": table.where((backbone, objective), (backbone, BASELINE_OBJECTIVE))})
     if not rows:
         return _claim(key, NOT_RUN, "needs bce and infonce or margin-mse on the same backbone and column")
     checks = pd.DataFrame(rows)
@@ -352,13 +350,13 @@ def scaling_gains(table: CellTable, column: str | None = None) -> pd.DataFrame:
     for backbone in table.backbones:
         cells = {o: table.value(backbone, o, column) for o in table.objectives}
         cells = {o: v for o, v in cells.items() if not np.isnan(v)}
-        if BASELINE not in cells or len(cells) < 2:
+        if BASELINE_OBJECTIVE not in cells or len(cells) < 2:
             continue
         best = max(cells, key=cells.get)
-        gain = cells[best] - cells[BASELINE]
+        gain = cells[best] - cells[BASELINE_OBJECTIVE]
         rows.append({"gain": "objective", "on": backbone, "value": gain,
-                     "arithmetic": f"{best} {_f(cells[best])} − bce {_f(cells[BASELINE])} = {gain:+.4f}",
-                     "lines": table.where((backbone, best), (backbone, BASELINE))})
+                     "arithmetic": f"{best} {_f(cells[best])} − bce {_f(cells[BASELINE_OBJECTIVE])} = {gain:+.4f}",
+                     "lines": table.where((backbone, best), (backbone, BASELINE_OBJECTIVE))})
     present = [b for b in table.backbones if any(not np.isnan(table.value(b, o, column)) for o in table.objectives)]
     if len(present) > 1:
         smallest, largest = smallest_and_largest(table, column)

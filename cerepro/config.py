@@ -15,7 +15,6 @@ This module reads params; it never trains, downloads or touches data.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,28 +25,11 @@ import numpy as np
 import yaml
 
 from cerepro.paths import params_dir
+from cerepro.vocab import (BASELINE, MATMUL_PRECISION, PRECISIONS, RELEASED, SCORING_PRECISION, TRAIN_DATA,
+                           TRAINING_SOURCES, TRUNCATIONS, is_known_dataset, run_id)
 
 LAYER_ORDER = ("base", "backbone", "objective", "profile", "overrides")
-TRAINING_SOURCES = ("triples", "teacher-pairs", "hard-negatives", "llm-lists")
-TRAIN_DATA = ("msmarco-passage", "demo")
-# fp32: weights, activations and matmuls in fp32; tf32: fp32 weights and activations, matmuls in
-# TF32 (torch.set_float32_matmul_precision("high")), the authors' default (xpm-torch's Fabric
-# "32-true" with torch_fp32_precision "high"); bf16-mixed: bf16 autocast over fp32 weights.
-PRECISIONS = ("fp32", "tf32", "bf16-mixed")
-# torch.set_float32_matmul_precision per training precision. "high" (TF32) is what xpm-torch's
-# learner sets for the authors' default "32-true" runs. For bf16-mixed its newer Fabric
-# configuration sets "medium" (bf16 inside fp32 matmuls); "high" here keeps the fp32 validation
-# scores of a bf16 run free of bf16 rounding (the difference is listed in the book).
-MATMUL_PRECISION = {"fp32": "highest", "tf32": "high", "bf16-mixed": "high"}
-# Test-time (and validation) scoring precision per training precision, in cerepro.rerank's
-# vocabulary: fp32 weights and activations for every run, TF32 matmuls for tf32 runs; never bf16
-# (a bf16 logit has 8 significant bits, so close candidates among 1,000 would tie and follow the
-# doc-id tie-break).
-SCORING_PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-mixed": "fp32"}
 BATCH_UNITS = ("group", "pair")
-# How a pair longer than max_length is cut: "passage" keeps the query whole and cuts the passage
-# (the authors' xpmir HFQueryDocTokenizer); "longest_first" is the tokenizers library's rule.
-TRUNCATIONS = ("passage", "longest_first")
 
 
 class ParamsError(ValueError):
@@ -139,10 +121,6 @@ class RunConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 _HINTS = typing.get_type_hints(RunConfig)
-
-
-def run_id(backbone: str, objective: str, seed: int) -> str:
-    return f"{backbone}.{objective}.s{seed}"
 
 
 def scoring_precision(config: RunConfig) -> str:
@@ -357,22 +335,8 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
                           "'demo:<split>' or 'local:<folder>'")
 
 
-def dataset_registry(root: Path | None = None) -> dict[str, Any]:
-    """params/datasets.yaml: the evaluation datasets, their groups and the paper's aggregates."""
-    path = (root or params_dir()) / "datasets.yaml"
-    return _read_registry(path, path.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _read_registry(path: Path, mtime_ns: int) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-def is_known_dataset(dataset: str, root: Path | None = None) -> bool:
-    if dataset.startswith(("demo:", "local:", "nano-beir/")):
-        return True
-    return dataset in dataset_registry(root)["datasets"]
-
+# ---------------------------------------------------------------------------------------------
+# Known differences from the authors' code (params/expected/differences.yaml)
 
 DIFFERENCE_KEYS = ("point", "authors", "source", "cerepro", "status", "effect")
 DIFFERENCE_STATUSES = ("fixed", "variant", "unconfirmed")
@@ -411,8 +375,6 @@ GRID_KEYS = {"name", "description", "profile", "backbones", "objectives", "seeds
              "eval_datasets", "notebook", "checkpoints"}
 CHECKPOINT_KEYS = {"backbone", "objective", "hub_id", "revision", "repetition", "verified", "published",
                    "name", "note"}
-RELEASED = "released"   # the last part of a released checkpoint's run id, where a seed would be
-BASELINE = "baseline"   # the first part of a baseline's run id: baseline.<name>
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cerepro.config import Grid, RunConfig, dataset_registry, effective_settings, load_grid, scoring_precision
+from cerepro.config import Grid, RunConfig, effective_settings, load_grid, scoring_precision
 from cerepro.datasets import InputError
 from cerepro.lock import FolderLock, LockedError
 from cerepro.paths import cache_dir, params_dir, project_root, runs_dir
 from cerepro.runner import RunnerError, declared_parameters, notebook_path, run_notebook
+from cerepro.vocab import dataset_registry
 
 SNAKEFILE = "workflow/Snakefile"
 SLURM_PROFILE = "workflow/profiles/slurm"

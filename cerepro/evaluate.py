@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 import cerepro
-from cerepro.config import dataset_registry
+from cerepro.vocab import dataset_id, dataset_registry, short_name
 from cerepro.paths import atomic_path, write_text_atomic
 
 MEASURES = ("nDCG@10", "RR@10", "AP")
@@ -96,7 +96,7 @@ def evaluate(
     if missing_queries not in MISSING_QUERIES:
         raise ValueError(f"missing_queries must be one of {MISSING_QUERIES}, got {missing_queries!r}")
     requested = parse_measures(measures)
-    dataset = _canonical_dataset(dataset)
+    dataset = dataset_id(dataset, strict=False)
     threshold, threshold_source = _rel_threshold(dataset, rel_threshold)
     passed = {name: _with_rel(measure, threshold) for name, measure in requested.items()}
 
@@ -243,23 +243,13 @@ def _result_folders(folder_glob) -> list[Path]:
 # --- datasets and aggregates ----------------------------------------------------------------
 
 
-def short_name(dataset: str) -> str:
-    """The short name used in tables for an ir_datasets id (a short name maps to itself)."""
-    return dataset_registry()["datasets"][_canonical_dataset(dataset, strict=True)]["short"]
-
-
 def folder_name(dataset: str) -> str:
     """A file-system name for a dataset's result folder: its short name when params/datasets.yaml
     knows it, else the id with ``:`` and ``/`` replaced (``demo:in-domain`` -> ``demo-in-domain``)."""
-    canonical = _canonical_dataset(dataset)
+    canonical = dataset_id(dataset, strict=False)
     if canonical in dataset_registry()["datasets"]:
         return short_name(canonical)
     return dataset.replace(":", "-").replace("/", "-")
-
-
-def dataset_id(name: str) -> str:
-    """The ir_datasets id for a short name (an id maps to itself)."""
-    return _canonical_dataset(name, strict=True)
 
 
 def aggregate_table(means: pd.DataFrame, *, measure: str = "nDCG@10") -> pd.DataFrame:
@@ -283,18 +273,6 @@ def aggregate_table(means: pd.DataFrame, *, measure: str = "nDCG@10") -> pd.Data
     table.columns = [params["datasets"][c]["short"] if c in params["datasets"] else c for c in table.columns]
     table.columns.name = None
     return table
-
-
-def _canonical_dataset(name: str, strict: bool = False) -> str:
-    datasets = dataset_registry()["datasets"]
-    if name in datasets:
-        return name
-    for dataset, info in datasets.items():
-        if info["short"] == name:
-            return dataset
-    if strict:
-        raise KeyError(f"unknown dataset {name!r}: not an id or short name in params/datasets.yaml")
-    return name
 
 
 def _rel_threshold(dataset: str, rel_threshold) -> tuple[int, str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,52 +30,25 @@ import seaborn as sns
 
 from cerepro import claims as claims_audit
 from cerepro import stats
-from cerepro.config import (BASELINE, RELEASED, ParamsError, available, dataset_registry, fragment_path,
-                            paper_seeds, read_checkpoints, read_fragment, read_grid_file)
+from cerepro.config import (ParamsError, available, fragment_path, paper_seeds, read_checkpoints, read_fragment,
+                            read_grid_file)
 from cerepro.evaluate import load_results
 from cerepro.paths import PACKAGE_ROOT, cache_dir, project_root, runs_dir, write_text_atomic
+from cerepro.vocab import (BASELINE, FIRST_STAGE, IN_DOMAIN, RELEASED, TRAINED, dataset_group, dataset_registry,
+                           objective_colours, objective_order, parse_run_id, run_source, short_name)
 
 BOOK_GRID_ENV = "CEREPRO_BOOK_GRID"
 MEASURE = "nDCG@10"
-FIRST_STAGE = "first-stage"
-IN_DOMAIN = "in-domain"
 # The paper's two families of objectives compared in its claims, and the tie tolerance of their
 # verdicts (cerepro.claims).
 RELATIVE, LLM_DISTILLATION = claims_audit.RELATIVE, claims_audit.LLM_DISTILLATION
 TIE_TOLERANCE = claims_audit.TIE_TOLERANCE
 WELCH_MARKER = "‡"
-# A trained run is {backbone}.{objective}.s{seed}; a released checkpoint {backbone}.{objective}.released;
-# a public baseline baseline.<name> (params/checkpoints/).
-_RUN_ID = re.compile(r"^(?P<backbone>[^.]+)\.(?P<objective>[^.]+)\.(?:s(?P<seed>\d+)|(?P<released>released))$")
-TRAINED, RELEASED_SOURCE = "trained", "released"
 RESULT_COLUMNS = ["run", "backbone", "objective", "seed", "dataset", "group", "query_id", "measure", "value"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Names, order and colours
-
-
-def _objective_order() -> tuple[str, ...]:
-    """The paper's table order (``params/grids/paper.yaml``), then any other objective."""
-    paper = read_grid_file(fragment_path("grids", "paper"))["objectives"]
-    return tuple(paper) + tuple(o for o in available("objectives") if o not in paper)
-
-
-OBJECTIVES = _objective_order()
-# seaborn's colorblind palette, skipping its light pink (too close to distill-ranknet's) and
-# yellow (unreadable on white).
-_COLOURS = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i not in (6, 8)]
-_PALETTE = dict(zip(OBJECTIVES, _COLOURS * 2))
-
-
-def objective_colours() -> dict[str, tuple[float, float, float]]:
-    """One colour per objective slug, the same in every figure of the project."""
-    return dict(_PALETTE)
-
-
-def objective_order(objectives) -> list[str]:
-    present = set(objectives)
-    return [o for o in OBJECTIVES if o in present] + sorted(present - set(OBJECTIVES))
 
 
 def backbone_order(backbones) -> list[str]:
@@ -143,44 +115,6 @@ def grid_info(grid: str) -> GridInfo:
 # Results
 
 
-def parse_run_id(run: str) -> tuple[str, str, int | None]:
-    """``bert-base.infonce.s42`` -> ("bert-base", "infonce", 42); a released checkpoint
-    ``bert-base.infonce.released`` -> ("bert-base", "infonce", None); a baseline
-    ``baseline.<name>`` -> ("baseline", name, None); the first stage -> (first-stage, first-stage, None)."""
-    if run == FIRST_STAGE:
-        return FIRST_STAGE, FIRST_STAGE, None
-    if run.startswith(f"{BASELINE}.") and run.count(".") == 1:
-        return BASELINE, run.split(".", 1)[1], None
-    match = _RUN_ID.match(run)
-    if not match:
-        raise ValueError(f"run id {run!r} is not {{backbone}}.{{objective}}.s{{seed}}, "
-                         f"{{backbone}}.{{objective}}.{RELEASED}, {BASELINE}.<name> nor {FIRST_STAGE!r}")
-    return match["backbone"], match["objective"], int(match["seed"]) if match["seed"] else None
-
-
-def run_source(run: str) -> str:
-    """Where a run's model came from: ``released`` (the authors' checkpoint) or ``trained`` here."""
-    return RELEASED_SOURCE if run.endswith(f".{RELEASED}") else TRAINED
-
-
-def dataset_short(dataset: str) -> str:
-    """The table name of a dataset: its short name in params/datasets.yaml, else the id itself
-    (``demo:in-domain``)."""
-    info = dataset_registry()["datasets"].get(dataset)
-    return info["short"] if info else dataset
-
-
-def dataset_group(dataset: str) -> str:
-    """The evaluation group of a dataset id or short name: params/datasets.yaml's group; a demo
-    split is its own group (``demo:out-of-domain`` -> ``out-of-domain``)."""
-    for name, info in dataset_registry()["datasets"].items():
-        if dataset in (name, info["short"]):
-            return info["group"]
-    if dataset.startswith("demo:"):
-        return dataset.split(":", 1)[1]
-    return "other"
-
-
 def grid_results(grid: str, measure: str | None = None) -> pd.DataFrame:
     """Every finished evaluation of ``grid`` as one tidy table (columns ``RESULT_COLUMNS``).
 
@@ -202,7 +136,7 @@ def grid_results(grid: str, measure: str | None = None) -> pd.DataFrame:
     table["backbone"] = table["run"].map(lambda r: parsed[r][0])
     table["objective"] = table["run"].map(lambda r: parsed[r][1])
     table["seed"] = pd.array([parsed[r][2] for r in table["run"]], dtype="Int64")
-    shorts = {d: dataset_short(d) for d in table["dataset"].unique()}
+    shorts = {d: short_name(d, strict=False) for d in table["dataset"].unique()}
     table["dataset"] = table["dataset"].map(shorts)
     table["group"] = table["dataset"].map(dataset_group)
     return table[RESULT_COLUMNS].reset_index(drop=True)
@@ -233,7 +167,7 @@ def columns_of(results: pd.DataFrame) -> list[str]:
     datasets = [d for d in order if d in datasets] + sorted(d for d in datasets if d not in order)
     groups = []
     for name, members in registry["aggregates"].items():
-        if all(dataset_short(m) in datasets for m in members) and len(members) > 1:
+        if all(short_name(m, strict=False) in datasets for m in members) and len(members) > 1:
             groups.append(name)
     for group in dict.fromkeys(dataset_group(d) for d in datasets):
         members = [d for d in datasets if dataset_group(d) == group]
@@ -255,7 +189,7 @@ def _members(column: str, datasets) -> list[str]:
     """The datasets a table column averages: itself, an aggregate's, or a group's."""
     aggregates = dataset_registry()["aggregates"]
     if column in aggregates:
-        return [dataset_short(m) for m in aggregates[column]]
+        return [short_name(m, strict=False) for m in aggregates[column]]
     if column in datasets:
         return [column]
     return [d for d in datasets if dataset_group(d) == column]
@@ -470,7 +404,7 @@ def _panels(n: int, width: float = 3.6, height: float = 3.0, ncols: int = 2, sha
 
 def _colour_ticklabels(labels) -> None:
     for label in labels:
-        colour = _PALETTE.get(label.get_text())
+        colour = objective_colours().get(label.get_text())
         if colour is not None:
             label.set_color(colour)
 
@@ -533,7 +467,7 @@ def gain_vs_scaling(source, measure: str = MEASURE):
         for objective in table.objectives:
             values = [table.value(b, objective, column) for b in backbones]
             ax.plot(range(len(backbones)), values, marker="o", markersize=3.5, linewidth=1.2,
-                    color=_PALETTE.get(objective, "0.3"), label=objective)
+                    color=objective_colours().get(objective, "0.3"), label=objective)
         if column in table.first_stage:
             ax.axhline(table.first_stage[column], color="0.3", linestyle="--", linewidth=1, label=FIRST_STAGE)
         ax.set_xticks(range(len(backbones)), labels, fontsize=6.5, rotation=40 if rotate else 0,
@@ -581,7 +515,7 @@ def id_ood_scatter(results: pd.DataFrame, measure: str = MEASURE):
             index=["backbone", "objective"], columns="column", values="value").dropna().reset_index()
         sns.scatterplot(data=wide, x=x_column, y=y_column, hue="objective", style="backbone",
                         hue_order=objective_order(wide["objective"]), style_order=backbones,
-                        palette=_PALETTE, s=70, ax=ax, legend=i == len(groups) - 1)
+                        palette=objective_colours(), s=70, ax=ax, legend=i == len(groups) - 1)
         ax.set_xlabel(f"{x_column} ({measure})")
         ax.set_ylabel(f"{y_column} ({measure})")
         ax.set_title(f"in-domain vs {y_column}")
@@ -605,10 +539,10 @@ def seed_spread(results: pd.DataFrame, measure: str = MEASURE):
     for ax, group in zip(axes, groups):
         part = table[table["column"] == _group_column(results, group)]
         sns.pointplot(data=part, x="backbone", y="value", hue="objective", order=backbones, hue_order=objectives,
-                      palette=_PALETTE, dodge=dodge, linestyle="none", markers="_", markersize=10,
+                      palette=objective_colours(), dodge=dodge, linestyle="none", markers="_", markersize=10,
                       errorbar=None, ax=ax, legend=False)
         sns.stripplot(data=part, x="backbone", y="value", hue="objective", order=backbones, hue_order=objectives,
-                      palette=_PALETTE, dodge=True, size=4, alpha=0.8, ax=ax, legend=ax is axes[-1])
+                      palette=objective_colours(), dodge=True, size=4, alpha=0.8, ax=ax, legend=ax is axes[-1])
         ax.set_title(_group_column(results, group))
         ax.set_xlabel("backbone, by parameter count")
         ax.set_ylabel(f"{measure}, one point per seed")
@@ -716,7 +650,7 @@ def training_curves(source, y: str = "loss"):
         for run, line in part.groupby("run", sort=True):
             backbone = line["backbone"].iloc[0]
             label = backbone if run == part.loc[part["backbone"] == backbone, "run"].min() else None
-            ax.plot(line["step"], line[y], color=_PALETTE.get(objective, "0.3"), linestyle=styles[backbone],
+            ax.plot(line["step"], line[y], color=objective_colours().get(objective, "0.3"), linestyle=styles[backbone],
                     linewidth=1, alpha=0.85, label=label)
         runs = part["run"].unique()
         ax.set_title(runs[0] if len(runs) == 1 else objective)  # one run: its id says it all
@@ -999,7 +933,7 @@ def loss_figure(curves: pd.DataFrame | None = None):
     # MarginMSE's parabola would flatten every other curve: the frame follows the others.
     for ax, y, limits in zip(axes, ("value", "gradient"), ((-0.3, 7.5), (-2.2, 2.2))):
         # on two passages InfoNCE and DistillRankNet are the same function: dash one of them
-        sns.lineplot(data=curves, x="margin", y=y, hue="objective", hue_order=order, palette=_PALETTE, ax=ax,
+        sns.lineplot(data=curves, x="margin", y=y, hue="objective", hue_order=order, palette=objective_colours(), ax=ax,
                      style="objective", style_order=order, dashes={o: (3, 3) if o == "distill-ranknet" else "" for o in order},
                      legend=y == "gradient")
         ax.set_ylim(*limits)
@@ -1152,7 +1086,7 @@ def baselines_table(results: pd.DataFrame, grid: str = RELEASED) -> pd.DataFrame
         published = entry.get("published") or {"": None}
         for key, figure in published.items():
             measure, _, dataset = key.partition(" ")
-            short = dataset_short(dataset) if dataset else ""
+            short = short_name(dataset, strict=False) if dataset else ""
             hit = means[(means["run"] == run) & (means["measure"] == measure) & (means["dataset"] == short)]
             rows.append({"baseline": entry["hub_id"], "measure": measure or "—", "dataset": short or "—",
                          "published": figure, "ours": hit["value"].iloc[0] if len(hit) else None,

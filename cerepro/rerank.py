@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 from cerepro.datasets import rank_by_score
 from cerepro.paths import atomic_path
 from cerepro.tokenize import PairEncoding, cached_encode_pairs, collate, encode_pairs, token_budget_batches
+from cerepro.vocab import SCORING_PRECISIONS
 
-PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 # torch.set_float32_matmul_precision while scoring at each precision ("bf16": left as it is)
 _MATMUL = {"fp32": "highest", "tf32": "high"}
 DEFAULT_SHARD_SIZE = 500_000  # pairs per shard: minutes of work on a GPU, so little is lost
@@ -42,8 +42,8 @@ DEFAULT_SHARD_SIZE = 500_000  # pairs per shard: minutes of work on a GPU, so li
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto``: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX), else fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in SCORING_PRECISIONS:
+        raise ValueError(f"precision must be one of {SCORING_PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
     if device.type == "cuda":

@@ -24,21 +24,19 @@ business of ``cerepro.stats``. Both bounds are parameters; the seed spread actua
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 import pandas as pd
 
-from cerepro.config import dataset_registry
 from cerepro.evaluate import aggregate_table, mean_table
 from cerepro.paths import params_dir
+from cerepro.vocab import FIRST_STAGE, RUN_ID, dataset_registry
 
 OK = 0.01
 OKISH = 0.02
 VERDICTS = ("OK", "OKish", "FAIL", "not run", "no paper value")
 KEYS = ["backbone", "objective", "column"]
 _EPS = 1e-9  # float representation slack at the bounds: 0.7408 - 0.7308 is 0.010000000000000009
-_RUN_ID = re.compile(r"^(?P<backbone>[^.]+)\.(?P<objective>[^.]+)\.(?:s(?P<seed>\d+)|released)$")
 
 
 def expected_table(path=None) -> pd.DataFrame:
@@ -59,7 +57,7 @@ def our_table(per_query: pd.DataFrame, *, measure: str = "nDCG@10", extra_column
     ``extra_columns`` keeps datasets the authors' table has no column for (a demo split, a
     local folder) as cells of their own, which the scoreboard marks *no paper value*."""
     runs = pd.Series(per_query["run"].unique())
-    parsed = runs.str.extract(_RUN_ID)
+    parsed = runs.str.extract(RUN_ID)[["backbone", "objective", "seed"]]
     if parsed["backbone"].isna().any():
         bad = list(runs[parsed["backbone"].isna()])[:5]
         raise ValueError(f"run ids must read {{backbone}}.{{objective}}.s{{seed}} to be scored; got {bad}")
@@ -137,9 +135,6 @@ def _in_paper_order(long: pd.DataFrame, rows: pd.DataFrame, columns: list[str]) 
 # ---------------------------------------------------------------------------------------------
 # The first stage alone: published figures of the retriever the candidates come from
 
-FIRST_STAGE_RUN = "first-stage"  # the run id of the grid's evaluation of its candidates alone
-
-
 def first_stage_expected(path=None) -> pd.DataFrame:
     """``params/expected/first-stage.csv``: first_stage, measure, column, expected, source."""
     path = path or params_dir() / "expected" / "first-stage.csv"
@@ -160,7 +155,7 @@ def first_stage_board(results: pd.DataFrame, first_stage: str, *, ok: float = OK
     expected = first_stage_expected() if expected is None else expected
     rows = expected[expected["first_stage"] == first_stage].reset_index(drop=True)
     ours = pd.Series(np.nan, index=rows.index)
-    mine = results[results["run"] == FIRST_STAGE_RUN] if len(results) else results
+    mine = results[results["run"] == FIRST_STAGE] if len(results) else results
     if len(rows) and len(mine):
         by_short = {info["short"]: name for name, info in dataset_registry()["datasets"].items()}
         mine = mine.assign(dataset=mine["dataset"].map(lambda d: by_short.get(d, d)))
@@ -169,7 +164,7 @@ def first_stage_board(results: pd.DataFrame, first_stage: str, *, ok: float = OK
             if row["measure"] in set(means["measure"]):
                 table = aggregate_table(means, measure=row["measure"])
                 if row["column"] in table.columns:
-                    ours[i] = table.loc[FIRST_STAGE_RUN, row["column"]]
+                    ours[i] = table.loc[FIRST_STAGE, row["column"]]
     board = rows.assign(ours=ours, diff=ours - rows["expected"])
     distance = board["diff"].abs()
     board["verdict"] = np.select([board["ours"].isna(), distance <= ok + _EPS, distance <= okish + _EPS],

@@ -24,7 +24,6 @@ authors' code; every seed must cover the same queries.
 from __future__ import annotations
 
 import itertools
-import re
 from typing import NamedTuple
 
 import numpy as np
@@ -32,21 +31,17 @@ import pandas as pd
 from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 
+from cerepro.vocab import system_of
+
 TESTS = ("paired-t", "wilcoxon", "welch")
 CORRECTIONS = ("holm", "fdr_bh", None)
 MARKER = "†"
-_SEED = re.compile(r"\.s\d+$")
 
 
 class Interval(NamedTuple):
     estimate: float
     low: float
     high: float
-
-
-def system_of(run: str) -> str:
-    """The run id without its seed suffix: ``ettin-17m.bce.s42`` -> ``ettin-17m.bce``."""
-    return _SEED.sub("", run)
 
 
 def per_query_matrix(per_query: pd.DataFrame, *, measure: str, dataset: str | None = None) -> pd.DataFrame:

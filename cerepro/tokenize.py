@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cerepro.config import TRUNCATIONS
 from cerepro.paths import atomic_path, cache_dir
+from cerepro.vocab import TRUNCATIONS
 
 # Bump when the arrays' meaning changes, so old cache files are never read as new ones.
 FORMAT_VERSION = 2  # 2: passage-first truncation by default

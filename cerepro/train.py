@@ -52,20 +52,14 @@ import numpy as np
 import torch
 
 from cerepro import losses, models, rerank
-from cerepro.config import MATMUL_PRECISION, RunConfig, build_config, load_config, scoring_precision
+from cerepro.config import RunConfig, build_config, load_config, scoring_precision
 from cerepro.paths import atomic_path, cache_dir, write_text_atomic
 from cerepro.tokenize import PairEncoding, collate, encode_pairs, tokenizer_fingerprint
+from cerepro.vocab import MATMUL_PRECISION, SOURCE_PROVIDES
 
 CHECKPOINT_FORMAT = 1
 KEEP_CHECKPOINTS = 2
 BLOCK_PAIRS = 8192  # pairs tokenized per block ahead of the loop
-# What each training source gives an objective (losses.REQUIRES says what each one needs).
-SOURCE_PROVIDES = {
-    "triples": {"labels"},
-    "teacher-pairs": {"labels", "teacher"},
-    "hard-negatives": {"labels"},
-    "llm-lists": {"teacher"},
-}
 # Config keys that do not change the trained weights: a run may resume with other values.
 OPERATIONAL_KEYS = {"profile", "log_every", "checkpoint_every", "eval_datasets", "first_stage",
                     "candidate_depth", "gpus", "cpus", "mem_gb", "runtime_min", "compile",

@@ -59,10 +59,8 @@ from cerepro.datasets import (LARGE_FILE, LOCAL_PREFIX, Collection, DataFormatEr
                               load_collection, load_local, local_folder, parse_float, parse_int,
                               split_columns)
 from cerepro.paths import atomic_path, cache_dir
+from cerepro.vocab import LLM_LISTS, TRAIN_DATA, TRAINING_SOURCES
 
-KINDS = ("triples", "teacher-pairs", "hard-negatives", "llm-lists")
-TRAIN_DATA = ("msmarco-passage", "demo")
-LLM_LISTS = ("sampled-50", "sampled-100")
 FORMAT_VERSION = 2  # bump when the groups a file gives change for the same seed
 # The authors shuffle the triples once with seed 123 for every run (xpmir's
 # msmarco_v1_docpairs_efficient_sampler -> ShuffledTrainingTripletsLines(seed=123)).
@@ -436,8 +434,8 @@ def training_source(kind: str, train_data_name: str = "msmarco-passage", *, seed
     length for llm-lists, shorter lists padded with mask False). ``list_teacher``: ``"score"``
     takes the run's score column as the teacher score, ``"rank"`` takes minus the rank.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown training source {kind!r}; known: {', '.join(KINDS)}")
+    if kind not in TRAINING_SOURCES:
+        raise ValueError(f"unknown training source {kind!r}; known: {', '.join(TRAINING_SOURCES)}")
     if llm_list not in LLM_LISTS:
         raise ValueError(f"unknown llm_list {llm_list!r}; known: {', '.join(LLM_LISTS)}")
     if list_teacher not in ("score", "rank"):

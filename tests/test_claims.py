@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from cerepro import claims, report
-from cerepro.config import dataset_registry
+from cerepro import claims, report, vocab
+from cerepro.vocab import dataset_registry
 from figure_checks import overlapping_texts
 
 COLUMNS = ["msmarco-dev-small", "trec-dl-2019", "trec-dl-2020", "beir-13", "lotte-search-5", "robust04"]
@@ -250,7 +250,7 @@ def test_one_plotting_function_draws_published_numbers_labelled_as_such(table):
         assert fig._suptitle.get_text().startswith("Published numbers"), draw.__name__
         assert overlapping_texts(fig) == [], draw.__name__
     fig = report.gain_vs_scaling(table)
-    colours = report.objective_colours()
+    colours = vocab.objective_colours()
     for line in fig.axes[0].lines:
         assert line.get_color() == colours[line.get_label()]  # one colour per objective everywhere
     heat = report.heatmaps(table)

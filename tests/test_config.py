@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from cerepro import config as cfg
+from cerepro import vocab
 from cerepro.losses import OBJECTIVES
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
@@ -85,7 +86,7 @@ def test_paper_protocol_values_per_backbone_and_objective():
 
 
 def test_every_slug_resolves():
-    registry = cfg.dataset_registry(PARAMS)
+    registry = vocab.dataset_registry(PARAMS)
     datasets = registry["datasets"]
     assert len(datasets) == 22
     for members in registry["aggregates"].values():
@@ -99,7 +100,7 @@ def test_every_slug_resolves():
     for name in cfg.available("profiles", PARAMS):
         profile = cfg.read_fragment(PARAMS / "profiles" / f"{name}.yaml")
         for d in profile.get("eval_datasets", []) + profile.get("validation_datasets", []):
-            assert cfg.is_known_dataset(d), (name, d)
+            assert vocab.is_known_dataset(d), (name, d)
     shorts = {v["short"] for v in datasets.values()} | set(registry["aggregates"])
     assert set(registry["paper_table_columns"]) <= shorts
 
@@ -110,7 +111,7 @@ def test_expected_table_matches_params():
     grid = cfg.load_grid("paper", PARAMS)
     assert {(r["backbone"], r["objective"]) for r in rows} == {
         (b, o) for b in grid.backbones for o in grid.objectives}
-    columns = cfg.dataset_registry(PARAMS)["paper_table_columns"]
+    columns = vocab.dataset_registry(PARAMS)["paper_table_columns"]
     for r in rows:
         hf_id = cfg.read_fragment(PARAMS / "backbones" / f"{r['backbone']}.yaml")["hf_id"]
         assert r["hf_id"] == hf_id

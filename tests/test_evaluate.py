@@ -10,17 +10,15 @@ import pandas as pd
 import pytest
 import pytrec_eval
 
-from cerepro.config import dataset_registry
 from cerepro.evaluate import (
     aggregate_table,
-    dataset_id,
     evaluate,
     load_contracts,
     load_results,
     mean_table,
     save_result,
-    short_name,
 )
+from cerepro.vocab import dataset_id, dataset_registry, short_name
 
 # Two queries, hand-checkable. Gains are the grades; discount log2(rank + 1).
 QRELS = pd.DataFrame(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cerepro import report
+from cerepro import report, vocab
 from cerepro.config import paper_seeds
 from cerepro.evaluate import Result, mean_table, save_result
 
@@ -169,7 +169,7 @@ def test_scores_are_means_of_per_dataset_means(demo):
 @pytest.fixture(scope="module")
 def paper_runs(tmp_path_factory):
     """Two paper backbones x two objectives, one seed, on all 22 datasets (4 queries each)."""
-    from cerepro.config import dataset_registry
+    from cerepro.vocab import dataset_registry
 
     runs = tmp_path_factory.mktemp("paper-runs")
     write_grid(runs, "paper", backbones=("ettin-17m", "bert-base"), objectives=("bce", "infonce"), seeds=1,
@@ -213,7 +213,7 @@ def test_backbones_are_ordered_by_parameter_count():
 
 
 def test_each_objective_keeps_its_colour():
-    colours = report.objective_colours()
+    colours = vocab.objective_colours()
     assert list(colours)[:6] == list(PAPER_OBJECTIVES)
     assert len(set(colours.values())) == len(colours)
 
@@ -301,9 +301,9 @@ def test_figures_read_at_a_glance(tmp_path, monkeypatch, backbones):
         assert overlapping_texts(draw(results)) == [], draw.__name__
     heat = report.heatmaps(results)
     assert all(t.get_rotation() == 0 for t in heat.axes[0].get_yticklabels())
-    colours = report.objective_colours()
+    colours = vocab.objective_colours()
     assert all(line.get_color() == colours[line.get_label()] for line in report.gain_vs_scaling(results).axes[0].lines
-               if line.get_label() != report.FIRST_STAGE)
+               if line.get_label() != vocab.FIRST_STAGE)
 
 
 def test_training_artifacts(demo_runs, monkeypatch):

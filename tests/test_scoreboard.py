@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cerepro.config import dataset_registry
+from cerepro.vocab import dataset_registry
 from cerepro.scoreboard import OK, OKISH, expected_table, our_table, scoreboard, verdict_counts
 
 

@@ -17,8 +17,8 @@ from cerepro.stats import (
     paper_welch,
     per_query_matrix,
     seed_variance,
-    system_of,
 )
+from cerepro.vocab import system_of
 
 DATASET = "msmarco-passage/trec-dl-2019/judged"
 

@@ -1,0 +1,196 @@
+"""The project's vocabulary: the names every module speaks, each parsed and explained here once.
+
+    run ids        {backbone}.{objective}.s{seed}, {backbone}.{objective}.released, baseline.<name>,
+                   first-stage                         run_id(), parse_run_id(), system_of(), run_source()
+    datasets       ir_datasets ids, their short names and groups (params/datasets.yaml), demo splits
+                                                       dataset_registry(), short_name(), dataset_id(), dataset_group()
+    training       the training sources and what each gives an objective; the training data sets
+    precisions     training precisions, the scoring precision of each, re-ranking precisions
+    objectives     the paper's table order, and one colour per objective for every figure
+
+Every other module imports these names from here instead of spelling them again. This module
+reads params files only (``params/datasets.yaml``, the paper grid's objectives); it imports
+neither torch nor pandas, so every layer of the package may import it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cerepro.paths import params_dir
+
+# ---------------------------------------------------------------------------------------------
+# Run ids
+
+FIRST_STAGE = "first-stage"  # the run id of a grid's evaluation of its candidates alone
+RELEASED = "released"        # the last part of a released checkpoint's run id, where a seed would be
+BASELINE = "baseline"        # the first part of a public baseline's run id: baseline.<name>
+TRAINED = "trained"          # where a run's model came from: trained here, or released by the authors
+# A trained run is {backbone}.{objective}.s{seed}; a released checkpoint {backbone}.{objective}.released.
+RUN_ID = re.compile(r"^(?P<backbone>[^.]+)\.(?P<objective>[^.]+)\.(?:s(?P<seed>\d+)|(?P<released>released))$")
+_SEED = re.compile(r"\.s\d+$")
+
+
+def run_id(backbone: str, objective: str, seed: int) -> str:
+    return f"{backbone}.{objective}.s{seed}"
+
+
+def parse_run_id(run: str) -> tuple[str, str, int | None]:
+    """``bert-base.infonce.s42`` -> ("bert-base", "infonce", 42); a released checkpoint
+    ``bert-base.infonce.released`` -> ("bert-base", "infonce", None); a baseline
+    ``baseline.<name>`` -> ("baseline", name, None); the first stage -> (first-stage, first-stage, None)."""
+    if run == FIRST_STAGE:
+        return FIRST_STAGE, FIRST_STAGE, None
+    if run.startswith(f"{BASELINE}.") and run.count(".") == 1:
+        return BASELINE, run.split(".", 1)[1], None
+    match = RUN_ID.match(run)
+    if not match:
+        raise ValueError(f"run id {run!r} is not {{backbone}}.{{objective}}.s{{seed}}, "
+                         f"{{backbone}}.{{objective}}.{RELEASED}, {BASELINE}.<name> nor {FIRST_STAGE!r}")
+    return match["backbone"], match["objective"], int(match["seed"]) if match["seed"] else None
+
+
+def system_of(run: str) -> str:
+    """The run id without its seed suffix: ``ettin-17m.bce.s42`` -> ``ettin-17m.bce``."""
+    return _SEED.sub("", run)
+
+
+def run_source(run: str) -> str:
+    """Where a run's model came from: ``released`` (the authors' checkpoint) or ``trained`` here."""
+    return RELEASED if run.endswith(f".{RELEASED}") else TRAINED
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets: ids, short names and groups (params/datasets.yaml)
+
+IN_DOMAIN, OOD = "in-domain", "ood"
+DEMO_PREFIX, LOCAL_PREFIX = "demo:", "local:"
+
+
+def dataset_registry(root: Path | None = None) -> dict[str, Any]:
+    """params/datasets.yaml: the evaluation datasets, their groups and the paper's aggregates."""
+    path = (root or params_dir()) / "datasets.yaml"
+    return _read_registry(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_registry(path: Path, mtime_ns: int) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def is_known_dataset(dataset: str, root: Path | None = None) -> bool:
+    if dataset.startswith((DEMO_PREFIX, LOCAL_PREFIX, "nano-beir/")):
+        return True
+    return dataset in dataset_registry(root)["datasets"]
+
+
+def dataset_id(name: str, *, strict: bool = True) -> str:
+    """The ir_datasets id of a short name (an id maps to itself). Unknown: a KeyError when
+    ``strict``, else the name itself (``demo:in-domain``)."""
+    datasets = dataset_registry()["datasets"]
+    if name in datasets:
+        return name
+    for dataset, info in datasets.items():
+        if info["short"] == name:
+            return dataset
+    if strict:
+        raise KeyError(f"unknown dataset {name!r}: not an id or short name in params/datasets.yaml")
+    return name
+
+
+def short_name(dataset: str, *, strict: bool = True) -> str:
+    """The table name of a dataset id (a short name maps to itself). Unknown: a KeyError when
+    ``strict``, else the id itself (``demo:in-domain``)."""
+    info = dataset_registry()["datasets"].get(dataset_id(dataset, strict=strict))
+    return info["short"] if info else dataset
+
+
+def dataset_group(dataset: str) -> str:
+    """The evaluation group of a dataset id or short name: params/datasets.yaml's group; a demo
+    split is its own group (``demo:out-of-domain`` -> ``out-of-domain``)."""
+    for name, info in dataset_registry()["datasets"].items():
+        if dataset in (name, info["short"]):
+            return info["group"]
+    if dataset.startswith(DEMO_PREFIX):
+        return dataset.split(":", 1)[1]
+    return "other"
+
+
+# ---------------------------------------------------------------------------------------------
+# Training sources and data
+
+TRAINING_SOURCES = ("triples", "teacher-pairs", "hard-negatives", "llm-lists")
+# What each training source gives an objective (cerepro.losses.REQUIRES says what each one needs).
+SOURCE_PROVIDES = {
+    "triples": {"labels"},
+    "teacher-pairs": {"labels", "teacher"},
+    "hard-negatives": {"labels"},
+    "llm-lists": {"teacher"},
+}
+TRAIN_DATA = ("msmarco-passage", "demo")
+LLM_LISTS = ("sampled-50", "sampled-100")
+# How a pair longer than max_length is cut: "passage" keeps the query whole and cuts the passage
+# (the authors' xpmir HFQueryDocTokenizer); "longest_first" is the tokenizers library's rule.
+TRUNCATIONS = ("passage", "longest_first")
+
+# ---------------------------------------------------------------------------------------------
+# Precisions
+
+# Training. fp32: weights, activations and matmuls in fp32; tf32: fp32 weights and activations,
+# matmuls in TF32 (torch.set_float32_matmul_precision("high")), the authors' default (xpm-torch's
+# Fabric "32-true" with torch_fp32_precision "high"); bf16-mixed: bf16 autocast over fp32 weights.
+PRECISIONS = ("fp32", "tf32", "bf16-mixed")
+# torch.set_float32_matmul_precision per training precision. "high" (TF32) is what xpm-torch's
+# learner sets for the authors' default "32-true" runs. For bf16-mixed its newer Fabric
+# configuration sets "medium" (bf16 inside fp32 matmuls); "high" here keeps the fp32 validation
+# scores of a bf16 run free of bf16 rounding (the difference is listed in the book).
+MATMUL_PRECISION = {"fp32": "highest", "tf32": "high", "bf16-mixed": "high"}
+# Re-ranking (cerepro.rerank): "auto" is bf16 on a GPU that supports it, else fp32; bf16 is the
+# whole forward pass in bf16 (scoring has no fp32 master weights to mix with).
+SCORING_PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+# Test-time (and validation) scoring precision per training precision: fp32 weights and
+# activations for every run, TF32 matmuls for tf32 runs; never bf16 (a bf16 logit has 8
+# significant bits, so close candidates among 1,000 would tie and follow the doc-id tie-break).
+SCORING_PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-mixed": "fp32"}
+
+# ---------------------------------------------------------------------------------------------
+# Objectives: the paper's order and one colour each
+
+
+def objectives() -> tuple[str, ...]:
+    """Every objective slug in the paper's table order (``params/grids/paper.yaml``), then any
+    other objective with a params fragment."""
+    return _objectives(params_dir())
+
+
+@functools.lru_cache(maxsize=4)
+def _objectives(root: Path) -> tuple[str, ...]:
+    paper = yaml.safe_load((root / "grids" / "paper.yaml").read_text(encoding="utf-8"))["objectives"]
+    others = sorted(p.stem for p in (root / "objectives").glob("*.yaml"))
+    return tuple(paper) + tuple(o for o in others if o not in paper)
+
+
+def objective_order(slugs) -> list[str]:
+    """``slugs`` in the paper's order, unknown ones last (sorted)."""
+    present, known = set(slugs), objectives()
+    return [o for o in known if o in present] + sorted(present - set(known))
+
+
+def objective_colours() -> dict[str, tuple[float, float, float]]:
+    """One colour per objective slug, the same in every figure of the project."""
+    return dict(_palette(objectives()))
+
+
+@functools.lru_cache(maxsize=4)
+def _palette(slugs: tuple[str, ...]) -> dict[str, tuple[float, float, float]]:
+    import seaborn as sns  # figures only: the rest of the package never needs matplotlib
+
+    # seaborn's colorblind palette, skipping its light pink (too close to distill-ranknet's) and
+    # yellow (unreadable on white).
+    colours = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i not in (6, 8)]
+    return dict(zip(slugs, colours * 2))
