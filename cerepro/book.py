@@ -5,7 +5,8 @@
 links each of them, the grid file, and the grid's per-query results, which every page reads
 through :func:`page`. It then runs ``jupyter-book build -W -n --keep-going --all book/`` with this
 environment's jupyter-book, as an argument list. The pages execute at build time and call
-:mod:`cerepro.report`; a failing cell, a warning or a broken cross-reference fails the build.
+the report modules (:mod:`cerepro.tables`, :mod:`cerepro.figures`, :mod:`cerepro.verdicts`,
+:mod:`cerepro.provenance`, :mod:`cerepro.protocol`); a failing cell, a warning or a broken cross-reference fails the build.
 
 This module assembles and builds; it never trains, evaluates or computes a statistic.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from cerepro import claims as claims_audit
-from cerepro import report, vocab
+from cerepro import provenance, tables, verdicts, vocab
 from cerepro.paths import project_root, runs_dir, write_text_atomic
 
 GENERATED = "generated"
@@ -46,7 +47,7 @@ def build_book(log: str | None = None, done: str | None = None, *, grid: str | N
     book in ``book`` (default ``book/``); return jupyter-book's exit code. ``log``: a file for
     the build's output (else it goes to this process's). ``done``: a marker written atomically
     after a successful build."""
-    grid = grid or report.book_grid()
+    grid = grid or tables.book_grid()
     folder = Path(book) if book else book_dir()
     prepare(grid, folder)
     command = [_jupyter_book(), "build", "-W", "-n", "--keep-going", "--all", str(folder)]
@@ -54,7 +55,7 @@ def build_book(log: str | None = None, done: str | None = None, *, grid: str | N
     # variable keeps the kernels' debugger warning about frozen modules out of the log.
     package_parent = str(Path(__file__).resolve().parent.parent)
     pythonpath = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, report.BOOK_GRID_ENV: grid, "CEREPRO_RUNS": str(runs_dir()), "PYTHONPATH": pythonpath,
+    env = {**os.environ, tables.BOOK_GRID_ENV: grid, "CEREPRO_RUNS": str(runs_dir()), "PYTHONPATH": pythonpath,
            "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     if log:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
@@ -87,14 +88,14 @@ def prepare(grid: str, folder: Path) -> Path:
     if generated.exists():
         shutil.rmtree(generated)
     (generated / "runs").mkdir(parents=True)
-    info = report.grid_info(grid)
-    report.grid_results(grid).to_pickle(generated / RESULTS_FILE)
+    info = tables.grid_info(grid)
+    tables.grid_results(grid).to_pickle(generated / RESULTS_FILE)
     shutil.copyfile(info.file, generated / "grid.yaml")
     for name, placeholder in INCLUDES.items():
         source = folder / name
         text = source.read_text(encoding="utf-8") if source.is_file() else placeholder
         (generated / name).write_text(text, encoding="utf-8")
-    index = report.run_index(grid)
+    index = provenance.run_index(grid)
     pages = [_copy_notebook(runs_dir() / grid / row.notebook, generated / "runs", row.kind, row.run)
              for row in index.itertuples()]
     (generated / "run-index.md").write_text(_run_index_page(info, index, pages), encoding="utf-8")
@@ -121,7 +122,7 @@ def _copy_notebook(source: Path, target_dir: Path, kind: str, run: str) -> str:
     return f"runs/{name}"
 
 
-def _run_index_page(info: report.GridInfo, index: pd.DataFrame, pages: list[str]) -> str:
+def _run_index_page(info: tables.GridInfo, index: pd.DataFrame, pages: list[str]) -> str:
     lines = ["(run-index)=", "# Run index", "",
              f"Every notebook the grid `{info.name}` executed (profile `{info.profile}`), as it ran: parameters, "
              "outputs and figures. The grid engine writes them under `runs/<grid>/`; only folders with a "
@@ -155,21 +156,21 @@ def _run_index_page(info: report.GridInfo, index: pd.DataFrame, pages: list[str]
 class Page:
     """The grid a page shows, its results, and the glue of a research question's claim."""
 
-    grid: report.GridInfo
+    grid: tables.GridInfo
     results: pd.DataFrame
 
     def __post_init__(self):
         self._tests: dict[str, pd.DataFrame] = {}
 
     def tests(self, baseline: str = "bce") -> pd.DataFrame:
-        """:func:`report.significance` against ``baseline``, computed once per page."""
+        """:func:`tables.significance` against ``baseline``, computed once per page."""
         if baseline not in self._tests:
-            self._tests[baseline] = report.significance(self.results, baseline=baseline)
+            self._tests[baseline] = tables.significance(self.results, baseline=baseline)
         return self._tests[baseline]
 
     @functools.cached_property
     def claims(self) -> dict:
-        return report.claims(self.results, tests=self.tests("bce"))
+        return verdicts.claims(self.results, tests=self.tests("bce"))
 
     @functools.cached_property
     def paper(self) -> claims_audit.CellTable:
@@ -183,16 +184,16 @@ class Page:
 
     def significance_table(self, baseline: str = "bce"):
         """The research question pages' table: means with significance markers."""
-        return report.significance_table(self.results, baseline=baseline, tests=self.tests(baseline))
+        return tables.significance_table(self.results, baseline=baseline, tests=self.tests(baseline))
 
     def claims_table(self):
         """The overview's claims table, verdicts in colour."""
-        table = report.claims_table(self.results, self.grid.name, found=self.claims, published=self.published)
-        return report.styled(table.drop(columns="test"), hide_index=True)  # each RQ page states its test
+        table = verdicts.claims_table(self.results, self.grid.name, found=self.claims, published=self.published)
+        return verdicts.styled(table.drop(columns="test"), hide_index=True)  # each RQ page states its test
 
     def audit_table(self):
         """Each claim's verdict on the authors' table, the cells that hold and the exceptions."""
-        return report.styled(claims_audit.audit_table(self.published, sep="<br>"), hide_index=True)
+        return verdicts.styled(claims_audit.audit_table(self.published, sep="<br>"), hide_index=True)
 
     def published_exceptions(self, key: str):
         """The cells of the authors' table that contradict a claim, both numbers and CSV lines."""
@@ -204,7 +205,7 @@ class Page:
         if not claim.exceptions:
             return Markdown(f"No exception: {claim.support} cells of the authors' table as claimed.")
         checks = claim.checks[~claim.checks["holds"]].drop(columns="holds")
-        return report.styled(checks, hide_index=True)
+        return verdicts.styled(checks, hide_index=True)
 
     def glue_published(self, key: str, prefix: str = "paper_") -> None:
         """Glue a claim's verdict on the authors' table, its evidence, the cells that hold and
@@ -220,7 +221,7 @@ class Page:
         from IPython.display import Markdown
 
         kind = "warning" if self.grid.synthetic else "note"
-        missing = "" if not report.models_only(self.results).empty else \
+        missing = "" if not tables.models_only(self.results).empty else \
             f" **Not yet run**: no finished evaluation in `runs/{self.grid.name}/`."
         return Markdown(f":::{{{kind}}}\n{self.grid.provenance}{missing}\n:::\n")
 
@@ -229,7 +230,7 @@ class Page:
         """The released checkpoints' results (grid ``released``), when the book shows another grid."""
         if self.grid.name == RELEASED_GRID or not (runs_dir() / RELEASED_GRID).is_dir():
             return self.results.iloc[0:0]
-        return report.grid_results(RELEASED_GRID)
+        return tables.grid_results(RELEASED_GRID)
 
     def reproductions(self):
         """The scoreboard with both reproductions, each cell labelled by where its model came
@@ -237,21 +238,21 @@ class Page:
         from IPython.display import Markdown
 
         both = pd.concat([self.results, self.released_results], ignore_index=True)
-        sources = set(report.models_only(both)["run"].map(vocab.run_source))
+        sources = set(tables.models_only(both)["run"].map(vocab.run_source))
         if vocab.RELEASED not in sources:
             return Markdown(f"**Not yet run**: no released checkpoint evaluated in `runs/{RELEASED_GRID}/`. "
                             f"`cerepro plan {RELEASED_GRID}` lists the jobs and their cost; "
                             f"`cerepro grid {RELEASED_GRID}` runs them.")
-        return report.styled(report.scoreboard_table(both, extra_columns=True))
+        return verdicts.styled(verdicts.scoreboard_table(both, extra_columns=True))
 
     def baselines(self):
         """Public baselines next to their published figures (no verdict: other first stages)."""
         both = pd.concat([self.results, self.released_results], ignore_index=True)
-        return report.styled(report.baselines_table(both), hide_index=True)
+        return verdicts.styled(verdicts.baselines_table(both), hide_index=True)
 
     def runs(self) -> pd.DataFrame:
         """The grid's axes and how many of its runs have finished."""
-        done = report.models_only(self.results)["run"].nunique()
+        done = tables.models_only(self.results)["run"].nunique()
         expected = len(self.grid.backbones) * len(self.grid.objectives) * self.grid.seeds
         rows = {"grid file": self.grid.path, "profile": self.grid.profile,
                 "backbones": ", ".join(self.grid.backbones), "objectives": ", ".join(self.grid.objectives),
@@ -307,10 +308,10 @@ def page() -> Page:
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "font.size": 9})
-    grid = report.book_grid()
+    grid = tables.book_grid()
     cached = book_root() / GENERATED / RESULTS_FILE
-    results = pd.read_pickle(cached) if cached.is_file() else report.grid_results(grid)
-    return Page(report.grid_info(grid), results)
+    results = pd.read_pickle(cached) if cached.is_file() else tables.grid_results(grid)
+    return Page(tables.grid_info(grid), results)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 A *cell table* (:class:`CellTable`) holds one number per (backbone, objective, column): a mean
 over seeds of nDCG@10. The authors' table, ``params/expected/paper-ndcg10.csv``, is one
-(:func:`paper_table`); :func:`cerepro.report.cell_table` builds another from a grid's runs. Each
+(:func:`paper_table`); :func:`cerepro.verdicts.cell_table` builds another from a grid's runs. Each
 claim of the claims table is one function of a cell table, so the verdict on the published
 numbers and the verdict on ours come from the same code:
 
@@ -16,7 +16,7 @@ A claim a table of means cannot decide (significance needs per-query values) say
 verdict is ``not testable on this table``.
 
 This module reads one CSV with pandas and computes on it; it must not import torch, build a
-model, read runs or draw (figures of a cell table are :mod:`cerepro.report`'s).
+model, read runs or draw (figures of a cell table are :mod:`cerepro.figures`').
 """
 
 from __future__ import annotations
@@ -320,7 +320,7 @@ def _tests_on(tests: pd.DataFrame, columns) -> pd.DataFrame:
 
 def relative_significant(table: CellTable, tests: pd.DataFrame | None) -> Claim:
     """RQ1's significance: needs per-query values, so a table of means cannot test it
-    (``tests`` None); else the tests of :func:`cerepro.report.significance` against bce."""
+    (``tests`` None); else the tests of :func:`cerepro.tables.significance` against bce."""
     if tests is None:
         return _claim("relative-significant", UNTESTABLE,
                       "needs per-query values of every run; a table of means over seeds has none")
@@ -476,7 +476,7 @@ def consistent_choice(table: CellTable) -> Claim:
 
 def audit(table: CellTable, tests: pd.DataFrame | None = None) -> dict[str, Claim]:
     """Every claim of :data:`CLAIMS` tested on ``table``, in the claims table's order.
-    ``tests``: per-query significance tests against bce (:func:`cerepro.report.significance`)
+    ``tests``: per-query significance tests against bce (:func:`cerepro.tables.significance`)
     where the table comes from runs; None for a table of means (the authors')."""
     if table.empty:
         found = [_claim(key, UNTESTABLE if key == "relative-significant" and tests is None else NOT_RUN,

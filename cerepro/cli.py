@@ -16,7 +16,8 @@ import sys
 import yaml
 
 from cerepro.config import ParamsError
-from cerepro.datasets import DataFormatError, InputError
+from cerepro.datasets import InputError
+from cerepro.trec import DataFormatError
 from cerepro.runner import RunnerError
 
 

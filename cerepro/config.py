@@ -321,7 +321,7 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         fail("optimizer", "only 'adamw' (the paper's optimiser) is implemented")
     if c.group_size < 2 and c.objective != "bce":
         fail("group_size", f"objective {c.objective!r} compares passages: needs at least 2 per group")
-    from cerepro.first_stage import produced_run
+    from cerepro.vocab import produced_run
 
     for source_key, depth_key in (("first_stage", "candidate_depth"), ("validation_first_stage", "validation_depth")):
         produced = produced_run(getattr(c, source_key))

@@ -14,11 +14,12 @@ a file in the folder's ``runs/`` or in ``first_stage_dir(dataset_id)``, e.g.
 ``cache_dir()/first-stage/<dataset id>/``, or a path; a run ``cerepro.first_stage`` produced is
 checked against the manifest beside it),
 from ir_datasets ``scoreddocs``, or from BM25 (``bm25``: bm25s, index cached under
-``cache_dir()/bm25/`` and reused). Candidates whose passage has no text are counted and reported,
+``cache_dir()/bm25/`` and reused, :mod:`cerepro.bm25`). Candidates whose passage has no text are counted and reported,
 never dropped silently.
 
-Malformed input fails with :class:`DataFormatError` naming the file, the line and what was
-expected. This module reads and checks data; it never scores with a neural model.
+Files are read by :mod:`cerepro.trec`; malformed input fails with its ``DataFormatError`` naming
+the file, the line and what was expected. This module reads and checks data; it never scores with
+a neural model.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
@@ -36,36 +36,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cerepro.paths import atomic_dir, atomic_path, cache_dir, project_root
+from cerepro.bm25 import bm25_run
+from cerepro.paths import cache_dir, project_root
+from cerepro.trec import (QRELS_COLUMNS, RUN_COLUMNS, DataFormatError, LocalDocs, iter_lines, read_id_text,
+                          read_jsonl_texts, read_qrels, read_run)
+from cerepro.vocab import DEMO_PREFIX, LOCAL_PREFIX
 
 log = logging.getLogger(__name__)
 
-LOCAL_PREFIX = "local:"
-DEMO_PREFIX = "demo:"
 RUN_PREFIX = "run:"
-QRELS_COLUMNS = ["query_id", "doc_id", "relevance"]
-RUN_COLUMNS = ["query_id", "doc_id", "score", "rank"]
-# Pyserini's BM25 parameters for MS MARCO passage (k1=0.9, b=0.4), Lucene's scoring variant, and
-# an English Snowball stemmer with bm25s' English stop words: close to Anserini's default analyser.
-BM25_PARAMS = {"k1": 0.9, "b": 0.4, "method": "lucene", "stemmer": "english", "stopwords": "en"}
-
-
-def rank_by_score(run: pd.DataFrame) -> pd.DataFrame:
-    """``run`` (query_id, doc_id, score) sorted by query id, score descending and, for exact ties,
-    doc id descending, with ``rank`` from 1 per query.
-
-    That tie-break is trec_eval's (``cerepro.evaluate`` ranks the same way), so the ranks written
-    in a run file are the ones every evaluator reads.
-    """
-    run = run.sort_values(
-        ["query_id", "score", "doc_id"], ascending=[True, False, False], kind="mergesort", ignore_index=True
-    )
-    run["rank"] = run.groupby("query_id", sort=False).cumcount() + 1
-    return run
-
-
-class DataFormatError(ValueError):
-    """A data file that cannot be read as what it claims to be: names file, line and expectation."""
 
 
 class InputError(ValueError):
@@ -77,223 +56,7 @@ class MissingTextError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Line-level readers shared by local folders, training files and the demo world
-
-
-def open_text(path: str | os.PathLike):
-    """A text file for reading; a UTF-8 byte-order mark (as Windows editors write) is dropped, so
-    it never becomes part of the first id."""
-    path = Path(path)
-    if path.suffix == ".gz":
-        import gzip
-
-        return gzip.open(path, "rt", encoding="utf-8-sig")
-    return path.open("r", encoding="utf-8-sig")
-
-
-LARGE_FILE = 50 << 20  # bytes: reading a larger file shows a progress bar
-
-
-def iter_lines(path: str | os.PathLike, *, desc: str | None = None) -> Iterator[tuple[int, str]]:
-    """``(line number, line without its newline)`` for each non-blank line; 1-based numbers."""
-    path = Path(path)
-    with open_text(path) as f:
-        large = desc is not None and path.stat().st_size > LARGE_FILE
-        lines = tqdm(f, desc=desc, unit=" lines", unit_scale=True, leave=False) if large else f
-        for number, line in enumerate(lines, start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield number, line
-
-
-def split_columns(path, number: int, line: str, names: list[str], sep: str | None = "\t",
-                  *, maxsplit: int = -1) -> list[str]:
-    """Split a line into exactly ``len(names)`` columns or fail naming the missing ones."""
-    cols = line.split(sep, maxsplit) if sep else line.split()
-    if len(cols) != len(names):
-        what = "tab-separated" if sep == "\t" else "whitespace-separated"
-        raise DataFormatError(
-            f"{path}:{number}: expected {len(names)} {what} columns ({', '.join(names)}), "
-            f"found {len(cols)}: {line[:120]!r}"
-        )
-    return cols
-
-
-def parse_float(path, number: int, value: str, column: str) -> float:
-    try:
-        result = float(value)
-    except ValueError:
-        raise DataFormatError(f"{path}:{number}: {column} must be a number, found {value!r}") from None
-    if not np.isfinite(result):
-        raise DataFormatError(f"{path}:{number}: {column} must be finite, found {value!r}")
-    return result
-
-
-def parse_int(path, number: int, value: str, column: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise DataFormatError(f"{path}:{number}: {column} must be an integer, found {value!r}") from None
-
-
-def read_id_text(path: str | os.PathLike, what: str) -> dict[str, str]:
-    """``id<TAB>text`` lines (queries.tsv, docs.tsv); duplicate ids are an error."""
-    out: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    for number, line in iter_lines(path, desc=f"read {Path(path).name}"):
-        key, text = split_columns(path, number, line, [f"{what} id", "text"], maxsplit=1)
-        if key in out:
-            raise DataFormatError(
-                f"{path}:{number}: duplicate {what} id {key!r} (first on line {first_line[key]})"
-            )
-        out[key] = text
-        first_line[key] = number
-    return out
-
-
-def read_jsonl_texts(path: str | os.PathLike, what: str) -> dict[str, str]:
-    """BEIR-style ``{"_id", "title"?, "text"}`` lines; the title, if any, precedes the text."""
-    out: dict[str, str] = {}
-    for number, line in iter_lines(path, desc=f"read {Path(path).name}"):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
-        if not isinstance(record, dict) or "_id" not in record or "text" not in record:
-            raise DataFormatError(f'{path}:{number}: expected a JSON object with "_id" and "text"')
-        key = str(record["_id"])
-        if key in out:
-            raise DataFormatError(f"{path}:{number}: duplicate {what} id {key!r}")
-        title = str(record.get("title") or "").strip()
-        out[key] = f"{title} {record['text']}".strip() if title else str(record["text"])
-    return out
-
-
-# Relevance grades a qrels file may hold. TREC's graded judgements run 0-3 (DL), 0-2 (Robust04,
-# BEIR), 0-4 at most, and -2/-1 mark spam or junk (ClueWeb, Touché); anything outside is a column
-# mix-up (a score, a rank or a doc id read as the grade), which would silently weigh nDCG.
-MIN_RELEVANCE, MAX_RELEVANCE = -2, 4
-
-
-def read_qrels(path: str | os.PathLike) -> pd.DataFrame:
-    """TREC qrels ``qid iteration docid relevance`` as a DataFrame[query_id, doc_id, relevance]."""
-    rows, seen = [], {}
-    names = ["query id", "iteration", "doc id", "relevance"]
-    for number, line in iter_lines(path, desc=f"read {Path(path).name}"):
-        qid, _, did, rel = split_columns(path, number, line, names, sep=None)
-        relevance = parse_int(path, number, rel, "relevance")
-        if not MIN_RELEVANCE <= relevance <= MAX_RELEVANCE:
-            raise DataFormatError(
-                f"{path}:{number}: relevance {relevance} for query {qid!r} and doc {did!r} is outside "
-                f"{MIN_RELEVANCE}..{MAX_RELEVANCE}, the grades TREC-style judgements use; are the "
-                f"columns 'query iteration doc relevance'?")
-        if (qid, did) in seen:
-            raise DataFormatError(
-                f"{path}:{number}: duplicate judgement for query {qid!r} and doc {did!r} "
-                f"(first on line {seen[qid, did]})"
-            )
-        seen[qid, did] = number
-        rows.append((qid, did, relevance))
-    return pd.DataFrame(rows, columns=QRELS_COLUMNS).astype({"relevance": "int64"})
-
-
-def read_run(path: str | os.PathLike) -> pd.DataFrame:
-    """A TREC run ``qid Q0 docid rank score tag`` as DataFrame[query_id, doc_id, score, rank].
-
-    Rows keep the file's order; ``rank`` is the file's rank column. A large, well-formed file takes
-    pandas' C parser; anything it cannot type is scanned line by line for a precise message.
-    """
-    path = Path(path)
-    try:
-        frame = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, engine="c", encoding="utf-8-sig",
-                            names=["query_id", "q0", "doc_id", "rank", "score", "tag"],
-                            compression="infer", keep_default_na=False, on_bad_lines="error")
-        score = pd.to_numeric(frame["score"], errors="coerce")
-        rank = pd.to_numeric(frame["rank"], errors="coerce")
-        complete = (frame["tag"] != "").all() and not frame.isna().any().any()
-        if complete and score.notna().all() and rank.notna().all() and np.isfinite(score).all() \
-                and (rank == rank.round()).all() \
-                and not frame.duplicated(["query_id", "doc_id"]).any():
-            return pd.DataFrame({"query_id": frame["query_id"], "doc_id": frame["doc_id"],
-                                 "score": score.astype("float64"), "rank": rank.astype("int64")})
-    except (pd.errors.ParserError, ValueError):
-        pass
-    return _scan_run(path)
-
-
-def _scan_run(path: Path) -> pd.DataFrame:
-    rows, seen = [], {}
-    names = ["query id", "Q0", "doc id", "rank", "score", "run tag"]
-    for number, line in iter_lines(path):
-        qid, _, did, rank, score, _ = split_columns(path, number, line, names, sep=None)
-        rank = parse_int(path, number, rank, "rank")
-        score = parse_float(path, number, score, "score")
-        if (qid, did) in seen:
-            raise DataFormatError(
-                f"{path}:{number}: doc {did!r} appears twice for query {qid!r} "
-                f"(first on line {seen[qid, did]})"
-            )
-        seen[qid, did] = number
-        rows.append((qid, did, score, rank))
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
-
-
-def write_run(run: pd.DataFrame, path: str | os.PathLike, tag: str) -> Path:
-    """Write DataFrame[query_id, doc_id, score, rank] as a TREC run, atomically."""
-    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
-        for qid, did, score, rank in run[RUN_COLUMNS].itertuples(index=False):
-            f.write(f"{qid} Q0 {did} {rank} {score:.4f} {tag}\n")
-    return Path(path)
-
-
-def write_qrels(qrels: pd.DataFrame, path: str | os.PathLike) -> Path:
-    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
-        for qid, did, rel in qrels[QRELS_COLUMNS].itertuples(index=False):
-            f.write(f"{qid} 0 {did} {rel}\n")
-    return Path(path)
-
-
-def write_id_text(texts: dict[str, str], path: str | os.PathLike) -> Path:
-    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
-        for key, text in texts.items():
-            f.write(f"{key}\t{text}\n")
-    return Path(path)
-
-
-# ---------------------------------------------------------------------------------------------
 # Passage stores: a dict for local folders, ir_datasets' docs store for everything else
-
-
-class LocalDocs:
-    """Passages of a local folder, read once from docs.tsv or corpus.jsonl."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    @cached_property
-    def texts(self) -> dict[str, str]:
-        if self.path.name.endswith(".jsonl"):
-            return read_jsonl_texts(self.path, "doc")
-        return read_id_text(self.path, "doc")
-
-    def get_many(self, doc_ids: Iterable[str]) -> dict[str, str]:
-        texts = self.texts
-        return {d: texts[d] for d in doc_ids if d in texts}
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self.texts.items())
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    @cached_property
-    def key(self) -> str:
-        """Content hash: folders with the same passages share one BM25 index."""
-        digest = hashlib.md5()
-        with self.path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        return digest.hexdigest()
 
 
 class IrdsDocs:
@@ -579,7 +342,7 @@ def load_candidates(dataset_id: str, source: str, depth: int, *,
     elif source == "scoreddocs":
         run, origin = _scoreddocs(collection), f"{dataset_id} scoreddocs"
     elif source == "bm25":
-        run, origin = bm25_run(collection, depth), f"bm25 over {dataset_id}"
+        run, origin = bm25_run(collection.docs, collection.queries, depth, name=collection.id), f"bm25 over {dataset_id}"
     else:
         raise ValueError(f"unknown candidate source {source!r}: use run:<name>, scoreddocs or bm25")
     run = top_k(run, depth)
@@ -641,82 +404,3 @@ def _scoreddocs(collection: Collection) -> pd.DataFrame:
     run = pd.DataFrame(rows, columns=["query_id", "doc_id", "score"])
     run["rank"] = run.groupby("query_id", sort=False).cumcount() + 1
     return run
-
-
-# ---------------------------------------------------------------------------------------------
-# BM25 with bm25s, the index cached on disk per passage set
-
-
-def _tokenizer():
-    import snowballstemmer
-    from bm25s.tokenization import Tokenizer
-
-    return Tokenizer(stopwords=BM25_PARAMS["stopwords"],
-                     stemmer=snowballstemmer.stemmer(BM25_PARAMS["stemmer"]))
-
-
-def bm25_index_dir(collection: Collection) -> Path:
-    import bm25s
-
-    settings = json.dumps({**BM25_PARAMS, "docs": collection.docs.key, "bm25s": bm25s.__version__},
-                          sort_keys=True)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", collection.docs.key if isinstance(collection.docs, IrdsDocs)
-                  else collection.id.split("/")[-1])[:60]
-    return cache_dir() / "bm25" / f"{slug}-{hashlib.md5(settings.encode()).hexdigest()[:12]}"
-
-
-def bm25_index(collection: Collection):
-    """``(retriever, tokenizer, doc_ids)``, built once per passage set and reused from disk."""
-    import bm25s
-
-    folder = bm25_index_dir(collection)
-    if not (folder / "doc_ids.json").is_file():
-        _build_bm25_index(collection, folder)
-    retriever = bm25s.BM25.load(folder, show_progress=False)
-    tokenizer = _tokenizer()
-    tokenizer.load_vocab(folder)
-    tokenizer.load_stopwords(folder)
-    doc_ids = json.loads((folder / "doc_ids.json").read_text(encoding="utf-8"))
-    return retriever, tokenizer, doc_ids
-
-
-def _build_bm25_index(collection: Collection, folder: Path) -> None:
-    import bm25s
-
-    doc_ids, texts = [], []
-    for doc_id, text in tqdm(collection.docs, desc=f"bm25 index: read {collection.id}",
-                             total=len(collection.docs), unit=" docs", disable=len(collection.docs) < 100_000):
-        doc_ids.append(doc_id)
-        texts.append(text)
-    tokenizer = _tokenizer()
-    large = len(texts) > 100_000
-    token_ids = tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=large)
-    del texts
-    retriever = bm25s.BM25(k1=BM25_PARAMS["k1"], b=BM25_PARAMS["b"], method=BM25_PARAMS["method"])
-    retriever.index((token_ids, tokenizer.get_vocab_dict()), show_progress=large)
-    # build beside the target and rename: a reader never sees half an index
-    with atomic_dir(folder, "doc_ids.json") as tmp:
-        retriever.save(tmp, show_progress=False)
-        tokenizer.save_vocab(tmp)
-        tokenizer.save_stopwords(tmp)
-        (tmp / "doc_ids.json").write_text(json.dumps(doc_ids), encoding="utf-8")
-
-
-def bm25_run(collection: Collection, depth: int, queries: dict[str, str] | None = None) -> pd.DataFrame:
-    """BM25 top-``depth`` of each query over the collection's passages; zero scores are dropped."""
-    retriever, tokenizer, doc_ids = bm25_index(collection)
-    queries = collection.queries if queries is None else queries
-    qids = list(queries)
-    token_ids = tokenizer.tokenize([queries[q] for q in qids], update_vocab=False,
-                                   return_as="ids", show_progress=False)
-    k = min(depth, len(doc_ids))
-    docs, scores = retriever.retrieve(token_ids, k=k, show_progress=len(qids) > 1000)
-    frame = pd.DataFrame({
-        "query_id": np.repeat(qids, k),
-        "doc_id": np.asarray(doc_ids, dtype=object)[docs.ravel()],
-        "score": scores.ravel().astype("float64").round(4),
-    })
-    frame = rank_by_score(frame[frame["score"] > 0])  # independent of bm25s' internal order
-    order = {q: i for i, q in enumerate(qids)}
-    frame = frame.sort_values("query_id", key=lambda s: s.map(order), kind="stable")
-    return frame[RUN_COLUMNS].reset_index(drop=True)

@@ -47,8 +47,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cerepro.datasets import RUN_COLUMNS, bm25_run, load_local, write_id_text, write_qrels, write_run
+from cerepro.bm25 import bm25_run
 from cerepro.paths import atomic_dir, cache_dir, write_text_atomic
+from cerepro.trec import RUN_COLUMNS, LocalDocs, read_id_text, write_id_text, write_qrels, write_run
 
 VERSION = "v1"  # the world's layout; world_id() adds a digest of this module's source
 DEFAULT_SEED = 0
@@ -361,7 +362,9 @@ def _write_folder(folder: Path, world: World, queries: list[Query], depth: int) 
     """queries.tsv, docs.tsv and runs/bm25.trec (computed by the same BM25 users call)."""
     write_id_text({q.id: q.text for q in queries}, folder / "queries.tsv")
     write_id_text(dict(zip(world.doc_ids, world.texts)), folder / "docs.tsv")
-    run = bm25_run(load_local(folder), depth)
+    # read back from the files, as load_candidates(..., "bm25") reads a local folder
+    run = bm25_run(LocalDocs(folder / "docs.tsv"), read_id_text(folder / "queries.tsv", "query"), depth,
+                   name=f"local:{folder}")
     write_run(run, folder / "runs" / "bm25.trec", tag="bm25")
     return run
 

@@ -22,7 +22,7 @@ from cerepro.datasets import InputError
 from cerepro.lock import FolderLock, LockedError
 from cerepro.paths import cache_dir, params_dir, project_root, runs_dir
 from cerepro.runner import RunnerError, declared_parameters, notebook_path, run_notebook
-from cerepro.vocab import dataset_registry
+from cerepro.vocab import dataset_registry, produced_run
 
 SNAKEFILE = "workflow/Snakefile"
 SLURM_PROFILE = "workflow/profiles/slurm"
@@ -205,11 +205,11 @@ EVAL_PAIR_TOKENS = 256        # mean tokens of an evaluation pair (longer BEIR/R
 
 
 def backbone_params(run: RunConfig) -> float:
-    """Parameters of the backbone, from the shipped config.json when available."""
+    """Parameters of the backbone (:func:`cerepro.backbones.backbone_facts`, the book's count too)."""
     try:
-        from cerepro.models import count_parameters
+        from cerepro.backbones import backbone_facts
 
-        return float(count_parameters(run.hf_id))
+        return float(backbone_facts(run.backbone)["parameters"])
     except Exception:  # tiny demo models or a missing config: fall back to the params comment
         return float(_params_from_slug(run.backbone))
 
@@ -330,8 +330,6 @@ def first_stage_jobs(grid: Grid) -> dict[str, tuple[str, str]]:
     """``{job key: (dataset id, run name)}`` for every run the grid's first stages produce: the
     test collections x ``first_stage`` and the validation sets x ``validation_first_stage``
     whenever the source is a ``run:<model>-top<depth>`` of ``params/first_stage.yaml``."""
-    from cerepro.first_stage import produced_run
-
     jobs = {}
     trained = {run.run_id for run in grid.runs}
     for job in grid.evaluations:
@@ -356,8 +354,6 @@ def first_stage_key(dataset: str, name: str) -> str:
 
 def first_stage_inputs(grid: Grid, run_id: str, kind: str) -> list[str]:
     """The first-stage DONE markers a train (validation sets) or evaluate (test sets) job reads."""
-    from cerepro.first_stage import produced_run
-
     if run_id == "first-stage":
         run = grid.first_config
     else:
@@ -403,8 +399,6 @@ def first_stage_plan(grid: Grid) -> list[dict[str, Any]]:
     Collections sharing passages (MS MARCO dev and TREC DL) share one index; passage counts
     come from ir_datasets' metadata (no download), local and demo folders are counted.
     """
-    from cerepro.first_stage import produced_run
-
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for key, (dataset, name) in first_stage_jobs(grid).items():
         model, depth = produced_run(f"run:{name}")

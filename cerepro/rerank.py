@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from cerepro.datasets import rank_by_score
+from cerepro.trec import rank_by_score
 from cerepro.paths import atomic_path
 from cerepro.tokenize import PairEncoding, cached_encode_pairs, collate, encode_pairs, token_budget_batches
 from cerepro.vocab import SCORING_PRECISIONS
@@ -314,7 +314,7 @@ def rerank(
 
 def rank_scores(candidates: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
     """Candidates with their scores, ranked per query: score descending, ties by doc id descending
-    (trec_eval's order, see ``cerepro.datasets.rank_by_score``)."""
+    (trec_eval's order, see ``cerepro.trec.rank_by_score``)."""
     run = pd.DataFrame(
         {
             "query_id": candidates["query_id"].to_numpy(),
@@ -323,41 +323,6 @@ def rank_scores(candidates: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
         }
     )
     return rank_by_score(run)
-
-
-def write_trec_run(run: pd.DataFrame, path: str | Path, run_name: str) -> Path:
-    """Write ``query_id Q0 doc_id rank score run_name`` lines atomically, in ``run``'s order.
-
-    Scores are written with 9 significant digits, enough to round-trip float32, so no new ties
-    appear in the file; exact ties are already in trec_eval's order (doc id descending).
-    """
-    if not run_name or any(c.isspace() for c in run_name):
-        raise ValueError(f"run_name must be one non-empty word, got {run_name!r}")
-    lines = pd.DataFrame(
-        {
-            "query_id": run["query_id"].astype(str),
-            "q0": "Q0",
-            "doc_id": run["doc_id"].astype(str),
-            "rank": run["rank"].astype(int),
-            "score": run["score"].astype(np.float64),
-            "name": run_name,
-        }
-    )
-    with atomic_path(path) as tmp:
-        lines.to_csv(tmp, sep=" ", header=False, index=False, float_format="%.9g")
-    return Path(path)
-
-
-def read_trec_run(path: str | Path) -> pd.DataFrame:
-    """A TREC run file as ``query_id, doc_id, rank, score, run_name`` (ids as strings)."""
-    run = pd.read_csv(
-        path,
-        sep=r"\s+",
-        header=None,
-        names=["query_id", "q0", "doc_id", "rank", "score", "run_name"],
-        dtype={"query_id": str, "doc_id": str, "run_name": str},
-    )
-    return run.drop(columns="q0")
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

@@ -51,7 +51,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from cerepro import losses, models, rerank
+from cerepro import backbones, losses, models, rerank
 from cerepro.config import RunConfig, build_config, load_config, scoring_precision
 from cerepro.paths import atomic_path, cache_dir, write_text_atomic
 from cerepro.tokenize import PairEncoding, collate, encode_pairs, tokenizer_fingerprint
@@ -227,7 +227,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
             step_loss += loss.detach()
             window["pairs"] += len(pairs)
             window["tokens"] += int(lengths.sum())
-            window["flops"] += models.pair_flops(bare.config, lengths, training=True)
+            window["flops"] += backbones.pair_flops(bare.config, lengths, training=True)
         grad_norm = torch.nn.utils.clip_grad_norm_(bare.parameters(), config.grad_clip, foreach=True)
         if pending is not None:
             _check_finite(*pending, output_dir)
@@ -339,7 +339,7 @@ def chunk_overhead_tokens(model_config, device_type: str, bf16: bool) -> int:
         seconds, rate = (0.5 + 0.1 * layers) * 1e-3, 4e14
     else:
         seconds, rate = (1.0 + 0.4 * layers) * 1e-3, (1e11 if bf16 else 5e10)
-    per_token = models.pair_flops(model_config, [128], training=True) / 128
+    per_token = backbones.pair_flops(model_config, [128], training=True) / 128
     return max(1, int(seconds * rate / per_token))
 
 
@@ -924,14 +924,14 @@ def compute_ledger(config: RunConfig, totals: dict, model, device, world: int) -
         "run_id": config.run_id, "device": name, "device_type": device.type, "processes": world,
         "threads": torch.get_num_threads(), "precision": config.precision,
         "matmul_precision": torch.get_float32_matmul_precision(),
-        "autocast_bf16": _mixed_precision(config) == "bf16", "params": models.count_params(model),
+        "autocast_bf16": _mixed_precision(config) == "bf16", "params": backbones.count_params(model),
         "steps": totals["steps"], "pairs": totals["pairs"] * world, "tokens": totals["tokens"] * world,
         "wall_s": round(totals["wall_s"], 3), "train_s": round(totals["train_s"], 3),
         "validation_s": round(totals["validation_s"], 3),
         "pairs_per_s": totals["pairs"] * world / train_s, "tokens_per_s": totals["tokens"] * world / train_s,
         "flops": totals["flops"] * world, "flops_per_s": flops_per_s,
         "peak_flops_per_device": peak, "mfu": flops_per_s / (peak * world) if peak else None,
-        "flops_method": "cerepro.models.pair_flops: 3 x forward matmul FLOPs on unpadded tokens",
+        "flops_method": "cerepro.backbones.pair_flops: 3 x forward matmul FLOPs on unpadded tokens",
     }
 
 

@@ -54,10 +54,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cerepro import downloads
-from cerepro.datasets import (LARGE_FILE, LOCAL_PREFIX, Collection, DataFormatError, InputError,
-                              MissingTextError,
-                              load_collection, load_local, local_folder, parse_float, parse_int,
-                              split_columns)
+from cerepro.datasets import Collection, InputError, MissingTextError, load_collection, load_local, local_folder
+from cerepro.trec import LARGE_FILE, DataFormatError, parse_float, parse_int, split_columns
+from cerepro.vocab import LOCAL_PREFIX
 from cerepro.paths import atomic_path, cache_dir
 from cerepro.vocab import LLM_LISTS, TRAIN_DATA, TRAINING_SOURCES
 
@@ -629,7 +628,7 @@ def verify_training_file(kind: str, train_data_name: str, llm_list: str = "sampl
     if marker.is_file():
         return json.loads(marker.read_text(encoding="utf-8"))
     lines = 0
-    from cerepro.datasets import iter_lines
+    from cerepro.trec import iter_lines
 
     for number, line in iter_lines(path, desc=f"verify {path.name}"):
         if kind == "triples":

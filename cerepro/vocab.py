@@ -5,18 +5,20 @@
     datasets       ir_datasets ids, their short names and groups (params/datasets.yaml), demo splits
                                                        dataset_registry(), short_name(), dataset_id(), dataset_group()
     training       the training sources and what each gives an objective; the training data sets
+    first stages   run names <slug>-top<depth> and the SPLADE models of params/first_stage.yaml
     precisions     training precisions, the scoring precision of each, re-ranking precisions
     objectives     the paper's table order, and one colour per objective for every figure
 
 Every other module imports these names from here instead of spelling them again. This module
-reads params files only (``params/datasets.yaml``, the paper grid's objectives); it imports
-neither torch nor pandas, so every layer of the package may import it.
+reads params files only (``params/datasets.yaml``, ``params/first_stage.yaml``, the paper grid's
+objectives); it imports neither torch nor pandas, so every layer of the package may import it.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,63 @@ def dataset_group(dataset: str) -> str:
     if dataset.startswith(DEMO_PREFIX):
         return dataset.split(":", 1)[1]
     return "other"
+
+
+# ---------------------------------------------------------------------------------------------
+# First stages: run names <slug>-top<depth> and the SPLADE models behind the slugs
+# (params/first_stage.yaml); cerepro.first_stage produces the runs.
+
+RUN_NAME = re.compile(r"^(?P<slug>[A-Za-z0-9._-]+?)-top(?P<depth>[1-9][0-9]*)$")
+
+
+class FirstStageError(ValueError):
+    """A first stage that cannot run on its inputs: names the file or key and what is wrong."""
+
+
+@dataclass(frozen=True)
+class SpladeModel:
+    slug: str           # as in run names: splade-v3-distilbert
+    hf_id: str          # naver/splade-v3-distilbert, a local folder, or builtin:splade
+    revision: str | None
+    max_length: int
+
+
+def first_stage_models(root: Path | None = None) -> dict[str, SpladeModel]:
+    """The SPLADE models of ``params/first_stage.yaml``, by slug."""
+    path = (root or params_dir()) / "first_stage.yaml"
+    return _read_models(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_models(path: Path, mtime_ns: int) -> dict[str, SpladeModel]:
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    out = {}
+    for slug, facts in (raw.get("models") or {}).items():
+        unknown = set(facts) - {"hf_id", "revision", "max_length"}
+        if unknown or "hf_id" not in facts:
+            raise FirstStageError(f"{path}: model {slug!r} needs hf_id (and optionally revision, "
+                                  f"max_length); unknown keys {sorted(unknown)}")
+        out[slug] = SpladeModel(slug, str(facts["hf_id"]), facts.get("revision"),
+                                int(facts.get("max_length", 256)))
+    return out
+
+
+def first_stage_run_name(slug: str, depth: int) -> str:
+    """The run a first stage produces: ``splade-v3-distilbert`` at depth 1000 ->
+    ``splade-v3-distilbert-top1000`` (read back as ``run:splade-v3-distilbert-top1000``)."""
+    return f"{slug}-top{depth}"
+
+
+def produced_run(source: str, root: Path | None = None) -> tuple[SpladeModel, int] | None:
+    """``(model, depth)`` when the candidate source ``run:<slug>-top<depth>`` names a first stage
+    the grid produces; None for every other source (bm25, user-placed runs, paths)."""
+    if not source.startswith("run:"):
+        return None
+    match = RUN_NAME.match(source[len("run:"):])
+    if not match:
+        return None
+    model = first_stage_models(root).get(match["slug"])
+    return (model, int(match["depth"])) if model else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,25 +29,25 @@ run_dir = "."
 # %%
 from pathlib import Path
 
-from cerepro import report
+from cerepro import figures, tables, verdicts
 
-results = report.grid_results(grid)
+results = tables.grid_results(grid)
 results.groupby(["backbone", "objective", "dataset"])["value"].mean().unstack("dataset")
 
 # %% [markdown]
 # ## Significance against the baseline objective
 
 # %%
-report.significance_table(results, measure=measure, baseline=baseline)
+tables.significance_table(results, measure=measure, baseline=baseline)
 
 # %% [markdown]
 # ## Backbone x objective
 
 # %%
-report.heatmaps(results, measure=measure)
+figures.heatmaps(results, measure=measure)
 
 # %% [markdown]
 # ## Scoreboard against the paper
 
 # %%
-report.scoreboard_table(results, grid=grid)
+verdicts.scoreboard_table(results, grid=grid)

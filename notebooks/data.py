@@ -36,7 +36,7 @@ run_dir = ""
 # %%
 import pandas as pd
 
-from cerepro import report
+from cerepro import figures
 from cerepro.training_data import source_counts, source_sample, verify_training_file
 
 pd.Series(verify_training_file(source, train_data, llm_list)).to_frame("verified")
@@ -59,7 +59,7 @@ counts = source_counts(source, train_data)
 # ## Lengths and teacher scores
 
 # %%
-report.source_distributions(sample)
+figures.source_distributions(sample)
 
 # %% [markdown]
 # ## Examples

@@ -43,12 +43,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from cerepro import report
+from cerepro import figures
 from cerepro.datasets import load_collection, load_candidates
 from cerepro.evaluate import evaluate, folder_name, save_result
 from cerepro.models import load_scorer
 from cerepro.paths import notebook_run_dir
-from cerepro.rerank import rerank, write_trec_run
+from cerepro.rerank import rerank
+from cerepro.trec import write_run
 
 scorer, tokenizer, source = load_scorer(model, revision) if model else (None, None, None)
 contract = {"first_stage": f"{first_stage} top-{depth}", "scoring_precision": precision if scorer else None,
@@ -69,7 +70,7 @@ for dataset in datasets:
                      query_max_length=query_max_length, passage_max_length=passage_max_length,
                      truncation=truncation, precision=precision)
     folder = notebook_run_dir(run_dir, "evaluate", run_name) / "results" / folder_name(dataset)
-    write_trec_run(run, folder / "run.trec", run_name)
+    write_run(run, folder / "run.trec", run_name)
     result = evaluate(run, collection.qrels, dataset=dataset, run_name=run_name,
                       contract_extra=contract)
     results.append(save_result(result, folder) and result)
@@ -81,4 +82,4 @@ means.pivot(index="dataset", columns="measure", values="value")
 # ## Per-query distribution
 
 # %%
-report.per_query_distribution(pd.concat([r.per_query for r in results]))
+figures.per_query_distribution(pd.concat([r.per_query for r in results]))

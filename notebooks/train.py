@@ -31,7 +31,7 @@ run_dir = ""
 # %%
 import pandas as pd
 
-from cerepro import report
+from cerepro import figures
 from cerepro.config import load_config
 from cerepro.paths import notebook_run_dir
 from cerepro.train import fit, launch
@@ -54,7 +54,7 @@ summary
 # ## Training curves
 
 # %%
-report.training_curves(folder)
+figures.training_curves(folder)
 
 # %% [markdown]
 # ## Compute ledger

@@ -16,7 +16,8 @@ import pytest
 
 from cerepro.cli import main, parse_params
 from cerepro.config import ParamsError, load_grid, read_fragment
-from cerepro.datasets import DataFormatError, InputError, load_local, read_qrels, read_run
+from cerepro.datasets import InputError, load_local
+from cerepro.trec import DataFormatError, read_qrels, read_run
 from cerepro.models import ModelFolderError, check_model_folder
 from cerepro.runner import RunnerError
 from cerepro.training_data import RecordFile, verify_training_file

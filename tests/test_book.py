@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cerepro import book, report
+from cerepro import book, claims, provenance, tables, verdicts
 from cerepro.paths import project_root
 from test_report import write_grid
 
@@ -57,10 +57,10 @@ def smoke(tmp_path_factory):
     write_grid(tmp / "runs")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CEREPRO_RUNS", str(tmp / "runs"))
-        mp.delenv(report.BOOK_GRID_ENV, raising=False)
+        mp.delenv(tables.BOOK_GRID_ENV, raising=False)
         folder = _copy_book(tmp / "book")
         code = book.build_book(log=str(tmp / "build.log"), done=str(tmp / "DONE"), book=folder)
-        results, index = report.grid_results("demo"), report.run_index("demo")
+        results, index = tables.grid_results("demo"), provenance.run_index("demo")
     return {"code": code, "book": folder, "html": folder / "_build" / "html", "log": tmp / "build.log",
             "done": tmp / "DONE", "results": results, "index": index}
 
@@ -84,7 +84,7 @@ def test_every_page_runs_and_glues_what_its_prose_uses(grid_state, tmp_path, mon
     if grid_state == "finished":
         write_grid(tmp_path / "runs", backbones=("tiny-bert", "tiny-electra"), seeds=2, queries=8)
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
-    monkeypatch.delenv(report.BOOK_GRID_ENV, raising=False)
+    monkeypatch.delenv(tables.BOOK_GRID_ENV, raising=False)
     folder = _copy_book(tmp_path / "book")
     book.prepare("demo", folder)
     glued = {}
@@ -103,7 +103,7 @@ def test_every_page_runs_and_glues_what_its_prose_uses(grid_state, tmp_path, mon
         used = set(re.findall(r"\{glue:\w+\}`([^`:]+)", copy.read_text()))
         assert used <= set(glued), f"{page.name}: not glued {used - set(glued)}"
         if grid_state == "not yet run":
-            assert "verdict" not in glued or glued["verdict"] == report.NOT_RUN
+            assert "verdict" not in glued or glued["verdict"] == claims.NOT_RUN
 
 
 def test_config_fails_on_errors():
@@ -126,7 +126,7 @@ def test_smoke_book_builds_from_a_synthetic_grid(smoke):
         assert "synthetic" in text, page  # demo numbers say so on every page that shows them
         assert "Traceback" not in text, page
     # the real verdicts on the authors' table, computed at build time, beside the grid's
-    published = report.published_claims()
+    published = verdicts.published_claims()
     audit = (html / "published.html").read_text()
     assert "paper-ndcg10.csv" in audit
     for claim in published.values():
@@ -134,9 +134,9 @@ def test_smoke_book_builds_from_a_synthetic_grid(smoke):
         for exception in claim.exceptions:
             assert exception.split(":")[0] in audit  # every exception named, e.g. its backbone and column
     intro = (html / "intro.html").read_text()
-    assert report.PUBLISHED_VERDICT in intro and "not testable on this table" in intro
+    assert verdicts.PUBLISHED_VERDICT in intro and "not testable on this table" in intro
     # prose numbers are the results' (glued), not typed
-    claim = report.claims(smoke["results"])["relative-beats-bce"]
+    claim = verdicts.claims(smoke["results"])["relative-beats-bce"]
     rq1 = (html / "rq/rq1.html").read_text()
     assert f'<span class="pasted-text">{claim.numbers["wins"]}</span> of' in rq1
     assert f'<span class="pasted-text">{claim.numbers["mean_gain"]:+.3f}</span>' in rq1

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from cerepro import claims, report, vocab
+from cerepro import claims, figures, tables, vocab
 from cerepro.vocab import dataset_registry
 from figure_checks import overlapping_texts
 
@@ -229,12 +229,12 @@ def test_the_authors_table_verdicts():
 def test_the_authors_table_lists_backbones_by_parameter_count():
     """The smallest and largest backbone of the scaling gain are the table's first and last rows."""
     table = claims.paper_table()
-    assert list(table.backbones) == report.backbone_order(table.backbones)
+    assert list(table.backbones) == tables.backbone_order(table.backbones)
 
 
-def test_claims_import_neither_torch_nor_the_report():
+def test_claims_import_neither_torch_nor_the_report_modules():
     code = ("import sys, cerepro.claims as c; c.audit(c.paper_table()); "
-            "print(sorted(m for m in ('torch', 'transformers', 'cerepro.report', 'matplotlib') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'transformers', 'cerepro.tables', 'cerepro.figures', 'cerepro.verdicts', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -243,17 +243,17 @@ def test_claims_import_neither_torch_nor_the_report():
 
 
 def test_one_plotting_function_draws_published_numbers_labelled_as_such(table):
-    for draw in (report.heatmaps, report.gain_vs_scaling):
+    for draw in (figures.heatmaps, figures.gain_vs_scaling):
         fig = draw(table)
         panels = [ax for ax in fig.axes if ax.has_data()]
         assert len(panels) == 8, draw.__name__  # six columns, then the in-domain and OOD means
         assert fig._suptitle.get_text().startswith("Published numbers"), draw.__name__
         assert overlapping_texts(fig) == [], draw.__name__
-    fig = report.gain_vs_scaling(table)
+    fig = figures.gain_vs_scaling(table)
     colours = vocab.objective_colours()
     for line in fig.axes[0].lines:
         assert line.get_color() == colours[line.get_label()]  # one colour per objective everywhere
-    heat = report.heatmaps(table)
+    heat = figures.heatmaps(table)
     assert [t.get_text() for t in heat.axes[0].get_yticklabels()] == list(table.backbones)
     assert all(t.get_rotation() == 0 for t in heat.axes[0].get_yticklabels())  # backbone names read across
     assert heat.axes[1].get_yticklabels() == [] or all(not t.get_text() for t in heat.axes[1].get_yticklabels())
@@ -261,7 +261,7 @@ def test_one_plotting_function_draws_published_numbers_labelled_as_such(table):
 
 def test_the_real_published_figures_read_at_a_glance():
     table = claims.paper_table()
-    for draw in (report.heatmaps, report.gain_vs_scaling):
+    for draw in (figures.heatmaps, figures.gain_vs_scaling):
         fig = draw(table)
         assert overlapping_texts(fig) == [], draw.__name__
         legend = fig.legends[0] if fig.legends else None

@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cerepro import datasets, downloads
-from cerepro.datasets import DataFormatError, MissingTextError, load_candidates, load_collection
+from cerepro import bm25, downloads
+from cerepro.datasets import MissingTextError, load_candidates, load_collection
+from cerepro.trec import DataFormatError
 
 from test_data_offline import place_msmarco, run_offline
 
@@ -102,7 +103,7 @@ def test_bm25_candidates_match_terms_and_reuse_the_cached_index(tmp_path, monkey
     assert (run.groupby("query_id")["score"].diff().dropna() <= 0).all()
     index_dirs = list((tmp_path / "cache" / "bm25").iterdir())
     assert len(index_dirs) == 1
-    monkeypatch.setattr(datasets, "_build_bm25_index", lambda *a: pytest.fail("index rebuilt"))
+    monkeypatch.setattr(bm25, "_build_index", lambda *a: pytest.fail("index rebuilt"))
     again = load_candidates(f"local:{folder}", "bm25", depth=3)
     pd.testing.assert_frame_equal(run, again)
 

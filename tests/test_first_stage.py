@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from cerepro import first_stage as fs
+from cerepro import vocab
 from cerepro.config import load_config
-from cerepro.datasets import DataFormatError, load_candidates, load_collection
+from cerepro.datasets import load_candidates, load_collection
+from cerepro.trec import DataFormatError
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_TEXT = Path(__file__).parent / "fixtures" / "real-text"
@@ -195,13 +197,13 @@ def test_run_names_the_paper_profile_reads_are_what_the_first_stage_produces():
     run = load_config("bert-base", "bce", 0, "paper")
     for source, depth, datasets in ((run.first_stage, run.candidate_depth, run.eval_datasets),
                                     (run.validation_first_stage, run.validation_depth, run.validation_datasets)):
-        model, produced_depth = fs.produced_run(source)
+        model, produced_depth = vocab.produced_run(source)
         assert model.hf_id == "naver/splade-v3-distilbert" and produced_depth == depth
-        assert source == f"run:{fs.run_name(model.slug, depth)}"
+        assert source == f"run:{vocab.first_stage_run_name(model.slug, depth)}"
     assert run.first_stage == "run:splade-v3-distilbert-top1000" and len(run.eval_datasets) == 22
     assert run.validation_first_stage == "run:splade-v3-distilbert-top100" and len(run.validation_datasets) == 13
-    assert fs.produced_run("bm25") is None and fs.produced_run("run:my-own-run") is None
-    assert fs.produced_run("run:unknown-model-top10") is None
+    assert vocab.produced_run("bm25") is None and vocab.produced_run("run:my-own-run") is None
+    assert vocab.produced_run("run:unknown-model-top10") is None
     # the docs name the same files
     for doc in (ROOT / "README.md", ROOT / "book" / "setup-data.md"):
         text = doc.read_text()

@@ -3,7 +3,7 @@ headless Chromium (Debian's, installed by `make test`). With the default-viewer 
 project ships (what `make install` copies into the environment), double-clicking
 `notebooks/train.py` opens a notebook with its cells, not a text editor; saving a notebook that
 was not changed leaves its file byte-identical (no jupytext version or kernel name rewritten);
-and a figure of `cerepro.report` is shown once, not twice."""
+and a figure of `cerepro.figures` is shown once, not twice."""
 
 import json
 import os
@@ -173,7 +173,7 @@ def test_a_report_figure_is_shown_once(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("from cerepro import report\nreport._empty_figure('not yet run')")]
+                nbformat.v4.new_code_cell("from cerepro import figures\nfigures._empty_figure('not yet run')")]
     nbformat.write(nb, tmp_path / "figure.ipynb")
     execute(tmp_path / "figure.ipynb", tmp_path / "out.ipynb", {}, cwd=tmp_path)
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs
@@ -201,11 +201,11 @@ def test_progress_bars_are_widgets_in_a_kernel_and_final_text_in_executed_copies
 
 
 def test_training_curves_of_a_run_folder_are_titled_with_its_run_id(tmp_path):
-    from cerepro import report
+    from cerepro import figures
 
     folder = tmp_path / "adhoc" / "train"  # `cerepro run train` without --out: no run id in the path
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"backbone": "tiny-bert", "objective": "bce", "seed": 1}))
     (folder / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in (1, 2, 3)))
-    fig = report.training_curves(folder)
+    fig = figures.training_curves(folder)
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["tiny-bert.bce.s1"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cerepro import models
+from cerepro import backbones, models
 from cerepro.config import ParamsError, load_config
 
 WORDS = "river mountain city ocean forest desert alpha beta gamma delta kappa lambda".split()
@@ -29,31 +29,31 @@ PAPER_SIZES_M = {"ettin-17m": 17, "ettin-32m": 32, "minilm-l12": 33, "ettin-68m"
 
 @pytest.mark.parametrize("slug", sorted(PAPER_SIZES_M))
 def test_shipped_config_has_the_paper_size(slug):
-    config = models.shipped_config(slug)
+    config = backbones.shipped_config(slug)
     assert config.num_labels == 1
     from transformers import AutoModelForSequenceClassification
 
     with torch.device("meta"):
-        n = models.count_params(AutoModelForSequenceClassification.from_config(config))
+        n = backbones.count_params(AutoModelForSequenceClassification.from_config(config))
     assert abs(n / 1e6 - PAPER_SIZES_M[slug]) / PAPER_SIZES_M[slug] < 0.03, n
 
 
 def test_every_paper_backbone_params_file_has_a_shipped_config():
     for slug in PAPER_SIZES_M:
         config = load_config(slug, "bce", 0, "paper")
-        assert models.shipped_config(config.hf_id).name_or_path == config.hf_id
-        assert models.count_parameters(config.hf_id) > 1e7
+        assert backbones.shipped_config(config.hf_id).name_or_path == config.hf_id
+        assert backbones.backbone_facts(slug)["parameters"] > 1e7
 
 
 def test_unknown_backbones_fail_clearly():
     with pytest.raises(ParamsError, match="unknown backbone 'bert-huge'.*known: .*bert-base"):
         load_config("bert-huge", "bce", 0, "demo")
     with pytest.raises(models.BackboneError, match="unknown builtin architecture 'gpt'.*bert, electra"):
-        models.backbone_of("builtin:gpt")
+        backbones.backbone_of("builtin:gpt")
     with pytest.raises(models.BackboneError, match="unknown PyPI model package 'nope'"):
-        models.backbone_of("pypi:nope")
+        backbones.backbone_of("pypi:nope")
     with pytest.raises(models.BackboneError, match="no shipped config.json for 'bert-huge'"):
-        models.shipped_config("bert-huge")
+        backbones.shipped_config("bert-huge")
 
 
 # --- tiny demo backbones ---------------------------------------------------------------------------
@@ -74,12 +74,12 @@ def test_tiny_backbone_tokenizer_and_model(arch, template, types):
     enc = tokenizer("river", "city", return_token_type_ids=types is not None)
     assert tokenizer.convert_ids_to_tokens(enc["input_ids"]) == template
     assert enc.get("token_type_ids") == types
-    config = models.tiny_config(arch, tokenizer, max_length=32)
+    config = backbones.tiny_config(arch, tokenizer, max_length=32)
     assert (config.num_hidden_layers, config.hidden_size, config.num_labels) == (2, 64, 1)
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_config(
-        config, attn_implementation=models.attention_implementation(config))
+        config, attn_implementation=backbones.attention_implementation(config))
     assert model.config._attn_implementation == ("eager" if arch == "deberta-v2" else "sdpa")
     batch = tokenizer([q for q, _ in PAIRS], [p for _, p in PAIRS], padding=True, truncation=True,
                       return_tensors="pt")
@@ -173,28 +173,28 @@ def _linear_params_per_token(model) -> int:
     return total
 
 
-@pytest.mark.parametrize("arch", models.BUILTIN_ARCHS)
+@pytest.mark.parametrize("arch", backbones.BUILTIN_ARCHS)
 def test_matmul_params_match_the_model(arch):
     tokenizer = models.train_tokenizer(arch, TEXTS, max_length=32)
-    config = models.tiny_config(arch, tokenizer, max_length=32)
+    config = backbones.tiny_config(arch, tokenizer, max_length=32)
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_config(config)
-    assert models.matmul_params(config)["per_token"] == _linear_params_per_token(model)
+    assert backbones.matmul_params(config)["per_token"] == _linear_params_per_token(model)
 
 
 def test_pair_flops_by_hand():
-    config = models.shipped_config("bert-base")
+    config = backbones.shipped_config("bert-base")
     per_token = 12 * (4 * 768 * 768 + 2 * 768 * 3072)
-    assert models.matmul_params(config)["per_token"] == per_token == 84_934_656
+    assert backbones.matmul_params(config)["per_token"] == per_token == 84_934_656
     n = 128
     forward = 2 * n * per_token + 2 * (768 * 768 + 768) + 12 * 4 * n * n * 768
-    assert models.pair_flops(config, [n]) == forward
-    assert models.pair_flops(config, [n, n], training=True) == 6 * forward
+    assert backbones.pair_flops(config, [n]) == forward
+    assert backbones.pair_flops(config, [n, n], training=True) == 6 * forward
     # ModernBERT: the sliding-window layers see at most window + 1 tokens
-    ettin = models.shipped_config("ettin-150m")
+    ettin = backbones.shipped_config("ettin-150m")
     assert sum(t == "full_attention" for t in ettin.layer_types) == 8
-    long, short = models.pair_flops(ettin, [1024]), models.pair_flops(ettin, [100])
+    long, short = backbones.pair_flops(ettin, [1024]), backbones.pair_flops(ettin, [100])
     h, per_token = 768, 22 * (4 * 768 * 768 + 3 * 768 * 1152)
     assert long == 2 * 1024 * per_token + 2 * (h * h + h) + 4 * 1024 * h * (8 * 1024 + 14 * 129)
     assert short == 2 * 100 * per_token + 2 * (h * h + h) + 4 * 100 * h * 22 * 100

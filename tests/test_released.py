@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cerepro import engine, models, report
+from cerepro import engine, models, provenance, tables, verdicts
 from cerepro.config import ParamsError, load_config, load_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,12 +251,12 @@ def test_a_hub_checkpoint_through_the_released_grid_lands_on_the_scoreboard_as_r
     contract = json.loads(next(done.parent.glob("results/*/contract.json")).read_text())
     assert contract["model"] == "xpmir/cross-encoder-tiny-bert-BCE" and contract["commit"] == COMMIT
 
-    index = report.run_index("released-demo")
+    index = provenance.run_index("released-demo")
     assert list(index["model"]) == [f"xpmir/cross-encoder-tiny-bert-BCE@{COMMIT}"]
-    released = report.grid_results("released-demo")
+    released = tables.grid_results("released-demo")
     assert set(released["run"]) == {"tiny-bert.bce.released"} and released["seed"].isna().all()
     trained = released.assign(run="tiny-bert.bce.s1", seed=1, value=released["value"] * 0.5)
-    table = report.scoreboard_table(pd.concat([trained, released]), extra_columns=True)
+    table = verdicts.scoreboard_table(pd.concat([trained, released]), extra_columns=True)
     assert ("tiny-bert", "bce", "released") in table.index and ("tiny-bert", "bce", "trained") in table.index
     assert table.loc[("bert-base", "bce", "released"), "trec-dl-2019"].endswith("/ not run")  # the paper's cells, per source
     cells = table.loc[("tiny-bert", "bce", "released")]

@@ -1,4 +1,4 @@
-"""cerepro.report on synthetic grids written in the engine's exact layout (hand-checkable numbers)."""
+"""The report modules (cerepro.tables, figures, verdicts, provenance, protocol) on synthetic grids written in the engine's exact layout (hand-checkable numbers)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cerepro import report, vocab
+from cerepro import backbones, claims, figures, losses, provenance, tables, verdicts, vocab
 from cerepro.config import paper_seeds
 from cerepro.evaluate import Result, mean_table, save_result
 
@@ -64,7 +64,7 @@ def write_grid(runs: Path, grid: str = "demo", *, backbones=DEMO_BACKBONES, obje
         folder = root / "first-stage" / "evaluate" / "results" / dataset.replace(":", "-").replace("/", "-")
         _result(folder, "first-stage", dataset, difficulty[dataset])
     _done(root / "first-stage" / "evaluate", "evaluate" if notebooks else None, {"run_name": "first-stage"})
-    for b, backbone in enumerate(report.backbone_order(backbones)):  # larger backbones score higher
+    for b, backbone in enumerate(tables.backbone_order(backbones)):  # larger backbones score higher
         for objective in objectives:
             for seed in paper_seeds(seeds):
                 run = f"{backbone}.{objective}.s{seed}"
@@ -103,7 +103,7 @@ def demo_runs(tmp_path_factory):
 @pytest.fixture
 def demo(demo_runs, monkeypatch):
     monkeypatch.setenv("CEREPRO_RUNS", str(demo_runs))
-    return report.grid_results("demo")
+    return tables.grid_results("demo")
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +118,7 @@ def _close_figures():
 
 
 def test_grid_results_parses_run_ids_and_keeps_the_first_stage(demo):
-    assert list(demo.columns) == report.RESULT_COLUMNS
+    assert list(demo.columns) == tables.RESULT_COLUMNS
     seeds = paper_seeds(2)
     assert set(demo["seed"].dropna()) == set(seeds)
     first = demo[demo["run"] == "first-stage"]
@@ -134,19 +134,19 @@ def test_only_done_folders_count(tmp_path, monkeypatch):
     write_grid(tmp_path, backbones=("tiny-bert",), objectives=("bce", "infonce"), seeds=1, notebooks=False)
     (tmp_path / "demo" / f"tiny-bert.infonce.s{paper_seeds(1)[0]}" / "evaluate" / "DONE").unlink()
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
-    assert set(report.grid_results("demo")["objective"]) == {"first-stage", "bce"}
+    assert set(tables.grid_results("demo")["objective"]) == {"first-stage", "bce"}
 
 
 def test_no_results_give_empty_tables_and_placeholders(tmp_path, monkeypatch):
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
-    empty = report.grid_results("demo")
-    assert empty.empty and list(empty.columns) == report.RESULT_COLUMNS
-    assert "not yet run" in report.significance_table(empty).iloc[0, 0]
-    assert "not yet run" in report.compute_ledger("demo").iloc[0, 0]
-    assert {c.verdict for c in report.claims(empty).values()} == {report.NOT_RUN}
-    for draw in (report.heatmaps, report.gain_vs_scaling, report.id_ood_scatter, report.seed_spread):
+    empty = tables.grid_results("demo")
+    assert empty.empty and list(empty.columns) == tables.RESULT_COLUMNS
+    assert "not yet run" in tables.significance_table(empty).iloc[0, 0]
+    assert "not yet run" in provenance.ledger_table("demo").iloc[0, 0]
+    assert {c.verdict for c in verdicts.claims(empty).values()} == {claims.NOT_RUN}
+    for draw in (figures.heatmaps, figures.gain_vs_scaling, figures.id_ood_scatter, figures.seed_spread):
         assert isinstance(draw(empty), matplotlib.figure.Figure)
-    assert report.run_index("demo").empty
+    assert provenance.run_index("demo").empty
 
 
 # --- numbers ---------------------------------------------------------------------------------
@@ -157,10 +157,10 @@ def test_scores_are_means_of_per_dataset_means(demo):
     run = f"tiny-bert.bce.s{seed}"
     rows = demo[(demo["run"] == run) & (demo["measure"] == "nDCG@10")]
     expected = rows[rows["dataset"] == "demo:in-domain"]["value"].mean()
-    table = report.scores(demo)
+    table = tables.column_scores(demo)
     got = table[(table["run"] == run) & (table["column"] == "demo:in-domain")]["value"].item()
     assert got == pytest.approx(expected)
-    cells = report.cell_means(demo)
+    cells = tables.cell_means(demo)
     cell = cells[(cells["backbone"] == "tiny-bert") & (cells["objective"] == "bce") & (cells["column"] == "demo:in-domain")]
     both = table[(table["backbone"] == "tiny-bert") & (table["objective"] == "bce") & (table["column"] == "demo:in-domain")]
     assert cell["value"].item() == pytest.approx(both["value"].mean()) and cell["n_seeds"].item() == 2
@@ -179,25 +179,25 @@ def paper_runs(tmp_path_factory):
 
 def test_aggregates_are_the_papers_unweighted_means(paper_runs, monkeypatch):
     monkeypatch.setenv("CEREPRO_RUNS", str(paper_runs))
-    results = report.grid_results("paper")
-    columns = report.columns_of(results)
+    results = tables.grid_results("paper")
+    columns = tables.available_columns(results)
     assert columns[:3] == ["msmarco-dev-small", "trec-dl-2019", "trec-dl-2020"]
     assert columns[-4:] == ["in-domain", "beir-13", "lotte-search-5", "ood"]
-    means = report.run_means(results)
+    means = tables.run_means(results)
     run = means[means["run"] == f"bert-base.infonce.s{paper_seeds(1)[0]}"].set_index("dataset")["value"]
-    table = report.scores(results).set_index(["run", "column"])["value"]
+    table = tables.column_scores(results).set_index(["run", "column"])["value"]
     ood = run[["lotte-writing", "lotte-recreation", "lotte-science", "lotte-technology", "lotte-lifestyle", "robust04"]]
     assert table[(f"bert-base.infonce.s{paper_seeds(1)[0]}", "ood")] == pytest.approx(ood.mean())
-    assert report.evaluation_groups(results) == ["in-domain", "beir-13", "lotte-search-5", "robust04"]
+    assert tables.evaluation_groups(results) == ["in-domain", "beir-13", "lotte-search-5", "robust04"]
 
 
 def test_significance_markers_follow_the_tests(demo):
-    tests = report.significance(demo, baseline="bce")
+    tests = tables.significance(demo, baseline="bce")
     # infonce is +0.10 over bce with sd 0.02 noise on 24 queries: significant under both tests
     strong = tests[(tests["objective"] == "infonce") & (tests["column"] == "demo:in-domain")]
     assert strong["paired"].all() and strong["welch"].all()
     assert (strong["diff"] > 0.08).all()
-    table = report.significance_table(demo, baseline="bce")
+    table = tables.significance_table(demo, baseline="bce")
     cell = table.loc[("tiny-bert", "infonce"), "demo:in-domain"]
     assert cell.endswith("†‡")
     assert float(cell[:6]) == pytest.approx(strong[strong["backbone"] == "tiny-bert"]["mean"].item(), abs=1e-4)
@@ -206,9 +206,9 @@ def test_significance_markers_follow_the_tests(demo):
 
 
 def test_backbones_are_ordered_by_parameter_count():
-    order = report.backbone_order(["deberta-v3-base", "ettin-17m", "bert-base", "ettin-150m"])
+    order = tables.backbone_order(["deberta-v3-base", "ettin-17m", "bert-base", "ettin-150m"])
     assert order == ["ettin-17m", "bert-base", "ettin-150m", "deberta-v3-base"]
-    facts = report.backbone_facts("bert-base")
+    facts = backbones.backbone_facts("bert-base")
     assert facts["layers"] == 12 and 109e6 < facts["parameters"] < 110e6
 
 
@@ -219,26 +219,26 @@ def test_each_objective_keeps_its_colour():
 
 
 def test_claims_get_verdicts_from_results(demo):
-    claims = report.claims(demo)
-    assert claims["relative-beats-bce"].verdict == report.SUPPORTED
-    assert claims["relative-beats-bce"].numbers["wins"] == claims["relative-beats-bce"].numbers["cells"] == 6
-    assert claims["relative-beats-bce-ood"].verdict == report.SUPPORTED
+    found = verdicts.claims(demo)
+    assert found["relative-beats-bce"].verdict == claims.SUPPORTED
+    assert found["relative-beats-bce"].numbers["wins"] == found["relative-beats-bce"].numbers["cells"] == 6
+    assert found["relative-beats-bce-ood"].verdict == claims.SUPPORTED
     # in-domain, the objective buys infonce - bce = 0.10; scaling, 3 backbones 0.04 apart: 0.08
-    gains = claims["objective-vs-scaling"].numbers
+    gains = found["objective-vs-scaling"].numbers
     assert gains["objective_gain"] == pytest.approx(0.10, abs=0.01)
     assert gains["scaling_gain"] == pytest.approx(0.08, abs=0.01)
-    assert claims["objective-vs-scaling"].verdict == report.SUPPORTED
-    assert claims["llm-distillation"].verdict == report.SUPPORTED  # distill-ranknet 0.095 vs infonce 0.10
-    assert claims["consistent-choice"].verdict == report.SUPPORTED
-    assert claims["relative-significant"].verdict == report.SUPPORTED  # per-query tests exist for a grid
-    assert claims["relative-significant"].numbers["tested"] == 6
-    table = report.claims_table(demo, "demo")
+    assert found["objective-vs-scaling"].verdict == claims.SUPPORTED
+    assert found["llm-distillation"].verdict == claims.SUPPORTED  # distill-ranknet 0.095 vs infonce 0.10
+    assert found["consistent-choice"].verdict == claims.SUPPORTED
+    assert found["relative-significant"].verdict == claims.SUPPORTED  # per-query tests exist for a grid
+    assert found["relative-significant"].numbers["tested"] == 6
+    table = verdicts.claims_table(demo, "demo")
     assert list(table["RQ"]) == ["RQ1", "RQ1", "RQ2", "RQ3", "RQ4", "RQ5"]
     assert table["profile (this grid)"].str.contains("synthetic").all()
     # the same claims on the authors' table, in their own column
-    published = report.published_claims()
-    assert list(table[report.PUBLISHED_VERDICT]) == [c.verdict for c in published.values()]
-    assert table.loc[1, report.PUBLISHED_VERDICT] == report.UNTESTABLE
+    published = verdicts.published_claims()
+    assert list(table[verdicts.PUBLISHED_VERDICT]) == [c.verdict for c in published.values()]
+    assert table.loc[1, verdicts.PUBLISHED_VERDICT] == claims.UNTESTABLE
     assert table.loc[0, "cells as claimed (authors')"] == "54 of 54"
 
 
@@ -246,35 +246,35 @@ def test_a_claim_fails_when_the_results_contradict_it(tmp_path, monkeypatch):
     write_grid(tmp_path, backbones=("tiny-bert",), objectives=("bce", "infonce", "adr-mse"), seeds=1,
                effects={"adr-mse": 0.2}, notebooks=False)
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
-    claims = report.claims(report.grid_results("demo"))
-    assert claims["llm-distillation"].verdict == report.NOT_SUPPORTED
-    assert claims["consistent-choice"].verdict == report.NOT_SUPPORTED
-    assert claims["relative-beats-bce"].verdict == report.SUPPORTED
-    assert claims["objective-vs-scaling"].verdict == report.NOT_RUN  # one backbone: no scaling
+    found = verdicts.claims(tables.grid_results("demo"))
+    assert found["llm-distillation"].verdict == claims.NOT_SUPPORTED
+    assert found["consistent-choice"].verdict == claims.NOT_SUPPORTED
+    assert found["relative-beats-bce"].verdict == claims.SUPPORTED
+    assert found["objective-vs-scaling"].verdict == claims.NOT_RUN  # one backbone: no scaling
 
 
 def test_scoreboard_sets_our_cells_next_to_the_papers(paper_runs, monkeypatch):
     monkeypatch.setenv("CEREPRO_RUNS", str(paper_runs))
-    results = report.grid_results("paper")
-    board = report.scoreboard_long(results).set_index(["backbone", "objective", "column"])
+    results = tables.grid_results("paper")
+    board = verdicts.scoreboard_long(results).set_index(["backbone", "objective", "column"])
     assert len(board) == 9 * 6 * 6  # every cell of the authors' table, run or not
-    ours = report.cell_means(results).set_index(["backbone", "objective", "column"])["value"]
+    ours = tables.cell_means(results).set_index(["backbone", "objective", "column"])["value"]
     cell = board.loc[("bert-base", "infonce", "beir-13")]
     assert cell["ours"] == pytest.approx(ours[("bert-base", "infonce", "beir-13")])
     assert cell["diff"] == pytest.approx(cell["ours"] - cell["paper"])
     assert cell["verdict"] in ("OK", "OKish", "FAIL")
     assert board.loc[("deberta-v3-base", "bce", "robust04"), "verdict"] == "not run"
-    table = report.scoreboard_table(results, grid="paper")
+    table = verdicts.scoreboard_table(results, grid="paper")
     assert table.index[0] == ("ettin-17m", "bce") and list(table.columns)[:3] == ["msmarco-dev-small", "trec-dl-2019",
                                                                                   "trec-dl-2020"]
     assert table.loc[("deberta-v3-base", "bce"), "robust04"].endswith("/ not run")
     assert table.loc[("bert-base", "infonce"), "beir-13"].endswith(cell["verdict"])
-    html = report.styled(table).to_html()
+    html = verdicts.styled(table).to_html()
     assert "#6e7781" in html  # not run, in grey
 
 
 def test_the_demo_grid_is_not_scored_against_the_paper(demo):
-    board = report.scoreboard_long(demo)
+    board = verdicts.scoreboard_long(demo)
     assert set(board["verdict"]) == {"not run"}
 
 
@@ -282,10 +282,10 @@ def test_the_demo_grid_is_not_scored_against_the_paper(demo):
 
 
 def test_figures_have_one_panel_per_group(demo):
-    for draw in (report.heatmaps, report.gain_vs_scaling, report.seed_spread):
+    for draw in (figures.heatmaps, figures.gain_vs_scaling, figures.seed_spread):
         fig = draw(demo)
         assert len([ax for ax in fig.axes if ax.has_data()]) == 2, draw.__name__
-    assert len(report.id_ood_scatter(demo).axes) == 1
+    assert len(figures.id_ood_scatter(demo).axes) == 1
 
 
 @pytest.mark.parametrize("backbones", [("tiny-bert", "tiny-modernbert"), DEMO_BACKBONES])
@@ -296,37 +296,37 @@ def test_figures_read_at_a_glance(tmp_path, monkeypatch, backbones):
 
     write_grid(tmp_path, backbones=backbones, seeds=1, queries=6, notebooks=False)
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
-    results = report.grid_results("demo")
-    for draw in (report.heatmaps, report.gain_vs_scaling, report.id_ood_scatter, report.seed_spread):
+    results = tables.grid_results("demo")
+    for draw in (figures.heatmaps, figures.gain_vs_scaling, figures.id_ood_scatter, figures.seed_spread):
         assert overlapping_texts(draw(results)) == [], draw.__name__
-    heat = report.heatmaps(results)
+    heat = figures.heatmaps(results)
     assert all(t.get_rotation() == 0 for t in heat.axes[0].get_yticklabels())
     colours = vocab.objective_colours()
-    assert all(line.get_color() == colours[line.get_label()] for line in report.gain_vs_scaling(results).axes[0].lines
+    assert all(line.get_color() == colours[line.get_label()] for line in figures.gain_vs_scaling(results).axes[0].lines
                if line.get_label() != vocab.FIRST_STAGE)
 
 
 def test_training_artifacts(demo_runs, monkeypatch):
     monkeypatch.setenv("CEREPRO_RUNS", str(demo_runs))
-    logs = report.training_logs("demo")
+    logs = tables.training_logs("demo")
     assert len(logs) == 36 * (11 + 2) and set(logs["backbone"]) == set(DEMO_BACKBONES)
-    assert len(report.training_curves(logs).axes) == 6
-    validation = report.training_curves(logs, y="nDCG@10")
+    assert len(figures.training_curves(logs).axes) == 6
+    validation = figures.training_curves(logs, y="nDCG@10")
     assert sum(len(ax.lines) for ax in validation.axes) == 36
-    ledger = report.compute_ledger("demo")
+    ledger = provenance.ledger_table("demo")
     assert ledger.loc["total", "wall_s"] == 36 * 60.0
     assert list(ledger.columns) == ["device", "steps", "wall_s", "pairs_per_s", "flops", "mfu"]
-    index = report.run_index("demo")
+    index = provenance.run_index("demo")
     assert index["kind"].value_counts().to_dict() == {"train": 36, "evaluate": 37, "data": 1, "compare": 1}
     one = Path(demo_runs / "demo" / index["notebook"].iloc[0])
     assert one.is_file()
-    assert "abc123" in set(report.reproduction_log("demo")["git_commit"])
-    env = report.environment_table("demo")
+    assert "abc123" in set(provenance.reproduction_log("demo")["git_commit"])
+    env = provenance.environment_table("demo")
     assert env.loc["pandas", "runs"] == "3.1.1"
 
 
 def test_loss_curves_match_hand_values():
-    curves = report.loss_curves([0.0, 1.0])
+    curves = losses.loss_curves([0.0, 1.0])
     at = curves.set_index(["objective", "margin"])
     assert at.loc[("infonce", 0.0), "value"] == pytest.approx(np.log(2))
     assert at.loc[("hinge", 1.0), "value"] == pytest.approx(0.0)

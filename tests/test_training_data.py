@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from cerepro.datasets import DataFormatError, MissingTextError
+from cerepro.datasets import MissingTextError
+from cerepro.trec import DataFormatError
 from cerepro.training_data import (Permutation, RecordFile, collate, open_source, source_counts,
                                    source_requirements, training_source)
 
