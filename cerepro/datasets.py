@@ -37,7 +37,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cerepro.bm25 import bm25_run
-from cerepro.paths import cache_dir, project_root
+from cerepro.paths import cache_dir, file_sha256, project_root
 from cerepro.trec import (QRELS_COLUMNS, RUN_COLUMNS, DataFormatError, LocalDocs, iter_lines, read_id_text,
                           read_jsonl_texts, read_qrels, read_run)
 from cerepro.vocab import DEMO_PREFIX, LOCAL_PREFIX
@@ -199,14 +199,6 @@ def first_stage_dir(dataset_id: str) -> Path:
 def run_manifest_path(run_path: str | os.PathLike) -> Path:
     """The manifest ``cerepro.first_stage`` writes beside a run it produced (``<name>.json``)."""
     return Path(run_path).with_suffix(".json")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_run_manifest(run_path: str | os.PathLike) -> None:

@@ -168,7 +168,7 @@ def evaluate(
         if key in contract and key not in _CALLER_KEYS:
             raise ValueError(f"contract_extra cannot set {key!r}: cerepro measures it ({contract[key]!r})")
         contract[key] = value
-    return Result(per_query, mean_table(per_query), contract)
+    return Result(per_query, query_means(per_query), contract)
 
 
 def parse_measures(measures) -> dict[str, "ir_measures.Measure"]:
@@ -197,7 +197,7 @@ def parse_measures(measures) -> dict[str, "ir_measures.Measure"]:
     return parsed
 
 
-def mean_table(per_query: pd.DataFrame) -> pd.DataFrame:
+def query_means(per_query: pd.DataFrame) -> pd.DataFrame:
     """Means over queries of a tidy per-query table: run, dataset, measure, value, n_queries."""
     grouped = per_query.groupby(["run", "dataset", "measure"], sort=False)["value"]
     return grouped.agg(value="mean", n_queries="count").reset_index()[MEANS_COLUMNS]

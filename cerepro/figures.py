@@ -19,7 +19,7 @@ from cerepro import claims as claims_audit
 from cerepro.backbones import backbone_facts, millions
 from cerepro.config import ParamsError, available
 from cerepro.tables import (MEASURE, backbone_order, cell_means, column_scores, evaluation_groups, group_column,
-                             models_only, training_logs)
+                            models_only, training_logs)
 from cerepro.verdicts import cell_table
 from cerepro.vocab import FIRST_STAGE, IN_DOMAIN, objective_colours, objective_order
 

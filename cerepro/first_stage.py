@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 
 from cerepro.datasets import check_run_manifest, load_collection, run_manifest_path
 from cerepro.trec import RUN_COLUMNS, write_run
-from cerepro.paths import atomic_dir, atomic_path, cache_dir
+from cerepro.paths import atomic_dir, atomic_path, cache_dir, file_sha256
 from cerepro.tokenize import PairEncoding, collate, token_budget_batches
 from cerepro.vocab import FirstStageError, first_stage_models, produced_run
 
@@ -670,15 +670,9 @@ def write_produced_run(run: pd.DataFrame, path: Path, name: str, manifest: dict)
     with atomic_path(path) as tmp:
         write_run(run, tmp, name)
         with atomic_path(run_manifest_path(path)) as m:
-            m.write_text(json.dumps({**manifest, "sha256": _sha256(tmp), "rows": len(run)},
+            m.write_text(json.dumps({**manifest, "sha256": file_sha256(tmp), "rows": len(run)},
                                     indent=1, sort_keys=True), encoding="utf-8")
     return path
-
-
-def _sha256(path: Path) -> str:
-    from cerepro.datasets import file_sha256
-
-    return file_sha256(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ Unset, both live inside the project (``cache/`` and ``runs/`` next to ``params/`
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -102,3 +103,12 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

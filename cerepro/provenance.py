@@ -14,12 +14,9 @@ import pandas as pd
 from cerepro.paths import runs_dir
 from cerepro.tables import done_folders, placeholder
 
-
 # The ledger entries the book shows (each run's ledger.json has more), and how to print them.
 LEDGER_COLUMNS = ("device", "precision", "params", "steps", "wall_s", "train_s", "validation_s", "pairs_per_s",
                   "tokens_per_s", "flops", "mfu")
-
-
 LEDGER_FORMATS = {"params": "{:,.0f}", "steps": "{:,.0f}", "wall_s": "{:,.1f}", "train_s": "{:,.1f}",
                   "validation_s": "{:,.1f}", "pairs_per_s": "{:,.0f}", "tokens_per_s": "{:,.0f}", "flops": "{:.3g}",
                   "mfu": "{:.1%}"}

@@ -28,7 +28,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from cerepro.evaluate import aggregate_table, mean_table
+from cerepro.evaluate import aggregate_table, query_means
 from cerepro.paths import params_dir
 from cerepro.vocab import FIRST_STAGE, RUN_ID, dataset_registry
 
@@ -62,7 +62,7 @@ def our_table(per_query: pd.DataFrame, *, measure: str = "nDCG@10", extra_column
         bad = list(runs[parsed["backbone"].isna()])[:5]
         raise ValueError(f"run ids must read {{backbone}}.{{objective}}.s{{seed}} to be scored; got {bad}")
     parsed.index = runs
-    means = mean_table(per_query[per_query["measure"] == measure])
+    means = query_means(per_query[per_query["measure"] == measure])
     means = means.join(parsed, on="run")
     system = means.groupby(["backbone", "objective", "dataset", "measure"], sort=False)
     seed_means = system["value"].mean().reset_index()
@@ -159,7 +159,7 @@ def first_stage_board(results: pd.DataFrame, first_stage: str, *, ok: float = OK
     if len(rows) and len(mine):
         by_short = {info["short"]: name for name, info in dataset_registry()["datasets"].items()}
         mine = mine.assign(dataset=mine["dataset"].map(lambda d: by_short.get(d, d)))
-        means = mean_table(mine)
+        means = query_means(mine)
         for i, row in rows.iterrows():
             if row["measure"] in set(means["measure"]):
                 table = aggregate_table(means, measure=row["measure"])

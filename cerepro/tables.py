@@ -31,16 +31,9 @@ from cerepro.paths import project_root, runs_dir
 from cerepro.vocab import (BASELINE, FIRST_STAGE, IN_DOMAIN, OOD, dataset_group, dataset_registry, objective_order,
                            parse_run_id, short_name)
 
-
 BOOK_GRID_ENV = "CEREPRO_BOOK_GRID"
-
-
 MEASURE = "nDCG@10"
-
-
 WELCH_MARKER = "‡"
-
-
 RESULT_COLUMNS = ["run", "backbone", "objective", "seed", "dataset", "group", "query_id", "measure", "value"]
 
 

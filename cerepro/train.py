@@ -26,7 +26,7 @@ length-homogeneous chunks before one loss and one backward: same loss, less padd
 Launch: call ``fit`` in-process (one CPU or GPU), or ``python -m cerepro.train`` under
 ``accelerate launch`` / ``torchrun`` for DDP; ``launch()`` does the latter from a notebook.
 
-This module trains and checkpoints; it never evaluates test collections.
+Checkpoints are :mod:`cerepro.checkpoints`'. This module trains; it never evaluates test collections.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ import json
 import math
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -52,35 +51,19 @@ import numpy as np
 import torch
 
 from cerepro import backbones, losses, models, rerank
+from cerepro.checkpoints import (TrainingError, config_fingerprint, finished, latest_checkpoint, load_weights,
+                                 resume_point, save_checkpoint, set_rng)
 from cerepro.config import RunConfig, build_config, load_config, scoring_precision
 from cerepro.paths import atomic_path, cache_dir, write_text_atomic
 from cerepro.tokenize import PairEncoding, collate, encode_pairs, tokenizer_fingerprint
 from cerepro.vocab import MATMUL_PRECISION, SOURCE_PROVIDES
 
-CHECKPOINT_FORMAT = 1
-KEEP_CHECKPOINTS = 2
 BLOCK_PAIRS = 8192  # pairs tokenized per block ahead of the loop
-# Config keys that do not change the trained weights: a run may resume with other values.
-OPERATIONAL_KEYS = {"profile", "log_every", "checkpoint_every", "eval_datasets", "first_stage",
-                    "candidate_depth", "gpus", "cpus", "mem_gb", "runtime_min", "compile",
-                    "gradient_checkpointing"}
 # Dense bf16 / TF32 / fp32 (no TF32) peak TFLOP/s per GPU, for MFU; matched on the device name.
 PEAK_TFLOPS = [("H100 PCIe", 756, 378, 51), ("H100 NVL", 835, 418, 60), ("H100", 989, 495, 67),
                ("GH200", 989, 495, 67), ("H200", 989, 495, 67), ("B200", 2250, 1125, 80),
                ("A100", 312, 156, 19.5), ("L40S", 362, 183, 91.6), ("L4", 121, 60, 30.3),
                ("A10G", 70, 35, 31.2), ("RTX 4090", 165, 82.6, 82.6)]
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot start or continue; the message says why and what to do."""
-
-
-class CheckpointError(TrainingError):
-    """A checkpoint that is corrupted, incomplete, or from another configuration."""
-
-
-class CorruptCheckpointError(CheckpointError):
-    """A checkpoint whose files do not verify: resuming falls back to the one before it."""
 
 
 class DivergedError(TrainingError):
@@ -124,7 +107,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     fingerprint = config_fingerprint(config)
     objective = losses.objective(config.objective)
     check_objective_source(config)
-    if resume and _finished(output_dir, fingerprint):
+    if resume and finished(output_dir, fingerprint):
         return json.loads((output_dir / "summary.json").read_text())
     if data is None:  # every input checked before a GPU step: datasets, the training file's lines
         from cerepro.training_data import check_inputs
@@ -157,7 +140,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if state is not None:
-        _load_weights(model, checkpoint)
+        load_weights(model, checkpoint)
     model = accelerator.prepare_model(model)
     bare = accelerator.unwrap_model(model)
     forward = torch.compile(model, dynamic=True) if config.compile else model
@@ -180,7 +163,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
-        _set_rng(state["rng"], rank)
+        set_rng(state["rng"], rank)
         step, best, totals = state["step"], state["best"], state["totals"]
         if main:
             _truncate_log(output_dir / "log.jsonl", step)
@@ -203,7 +186,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     overhead = chunk_overhead_tokens(bare.config, device.type, bf16) if world == 1 else None
     # BERT-style heads read only the first token: the last layer computes only that position
     # (same loss and gradients; about 1/layers of the work saved). Checkpoints see the plain model.
-    first_token = rerank.supports_first_token_last_layer(bare)
+    first_token = models.supports_first_token_last_layer(bare)
     while step < config.max_steps:
         block, rows = blocks.step_rows(step)  # rows: (groups_per_step,) into the block
         rows = rows.reshape(world, config.grad_accum, groups_per_rank)[rank]  # (accum, G)
@@ -215,7 +198,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
             sync = micro == config.grad_accum - 1
             with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), \
-                        rerank.last_layer_first_token_only(bare) if first_token else contextlib.nullcontext():
+                        models.last_layer_first_token_only(bare) if first_token else contextlib.nullcontext():
                     flat = score_pairs_train(forward, block.encoding, pairs, lengths, pad_id,
                                              device, overhead_tokens=overhead)  # (P,)
                     mask_t = torch.from_numpy(mask).to(device)
@@ -280,7 +263,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     if main:
         if not validation:
             _save_model(bare, tokenizer, output_dir / "model", config, step, best)
-        ledger = compute_ledger(config, totals, bare, device, world)
+        ledger = run_ledger(config, totals, bare, device, world)
         write_text_atomic(output_dir / "ledger.json", json.dumps(ledger, indent=1))
         summary = {"run_id": config.run_id, "complete": True, "fingerprint": fingerprint,
                    "steps": step, "model_dir": str(output_dir / "model"),
@@ -634,188 +617,7 @@ def validation_topics(run, limit: int, seed: int = 123):
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def config_fingerprint(config: RunConfig) -> str:
-    """sha256 of the config keys that change the trained weights (not logging, resources...)."""
-    kept = {k: v for k, v in config.to_dict().items() if k not in OPERATIONAL_KEYS}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
-
-
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The newest checkpoint folder (named by ``checkpoints/latest``, else the highest step)."""
-    folder = Path(output_dir) / "checkpoints"
-    pointer = folder / "latest"
-    if pointer.is_file():
-        named = folder / pointer.read_text().strip()
-        if named.is_dir():
-            return named
-    steps = sorted(p for p in folder.glob("step-*") if p.is_dir())
-    return steps[-1] if steps else None
-
-
-def save_checkpoint(output_dir: Path, step: int, model, optimizer, schedule, config: RunConfig,
-                    best: dict, totals: dict, accelerator) -> Path:
-    """Write ``checkpoints/step-NNNNNNN`` atomically, point ``latest`` at it, keep the newest two."""
-    from safetensors.torch import save_model
-
-    folder = output_dir / "checkpoints"
-    final = folder / f"step-{step:07d}"
-    tmp = folder / f".step-{step:07d}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    rank = accelerator.process_index
-    torch.save(_rng_state(), tmp / f"rng-rank{rank}.pt")  # every process keeps its own dropout RNG
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_model(model, str(tmp / "model.safetensors"))
-        torch.save({"format": CHECKPOINT_FORMAT, "step": step,
-                    "data_position": step * config.groups_per_step,
-                    "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
-                    "best": best, "totals": totals, "fingerprint": config_fingerprint(config),
-                    "config": json.dumps(config.to_dict()), "world_size": accelerator.num_processes},
-                   tmp / "training_state.pt")
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
-        manifest = {"format": CHECKPOINT_FORMAT, "step": step, "fingerprint": config_fingerprint(config),
-                    "files": files}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if final.exists():  # a rerun of the same step after a crash: replace it whole
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        write_text_atomic(folder / "latest", final.name)
-        for old in sorted(p for p in folder.glob("step-*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def resume_point(output_dir: Path, config: RunConfig) -> tuple[Path | None, dict | None, list]:
-    """The newest checkpoint that verifies, its state, and the newer ones skipped with why.
-
-    A corrupted or incomplete checkpoint (a kill while the disk wrote it, a damaged file) is
-    skipped for the one before it, left on disk untouched (training overwrites it when it gets
-    there again). A checkpoint of another configuration stops the run: it is not this run's.
-    """
-    folder = Path(output_dir) / "checkpoints"
-    newest = latest_checkpoint(output_dir)
-    candidates = sorted((p for p in folder.glob("step-*") if p.is_dir()), reverse=True)
-    if newest is not None and newest in candidates:  # the pointer's choice first
-        candidates.remove(newest)
-        candidates.insert(0, newest)
-    skipped = []
-    for candidate in candidates:
-        try:
-            return candidate, load_checkpoint(candidate, config), skipped
-        except CorruptCheckpointError as exc:
-            skipped.append((candidate, str(exc)))
-    if skipped:
-        raise CorruptCheckpointError(
-            f"no checkpoint in {folder} can be resumed from: " + "; ".join(why for _, why in skipped)
-            + ". Start over with `cerepro run ... --force`, or train into a new folder")
-    return None, None, []
-
-
-def load_checkpoint(folder: Path, config: RunConfig) -> dict:
-    """Verify a checkpoint (manifest, checksums, fingerprint) and return its training state.
-
-    Raises CorruptCheckpointError (files that do not verify) or CheckpointError (another
-    configuration) naming the folder and the problem; never modifies or removes files.
-    """
-    manifest_path = folder / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise CorruptCheckpointError(f"checkpoint {folder} is incomplete or corrupted: cannot read "
-                                     f"manifest.json ({exc})") from None
-    for name, digest in files.items():
-        path = folder / name
-        if not path.is_file():
-            raise CorruptCheckpointError(f"checkpoint {folder} is incomplete: {name} is missing")
-        if _sha256(path) != digest:
-            raise CorruptCheckpointError(f"checkpoint {folder} is corrupted: {name} does not match its "
-                                         f"sha256 in manifest.json")
-    if manifest.get("fingerprint") != config_fingerprint(config):
-        raise CheckpointError(_mismatch_message(folder, config))
-    try:
-        state = torch.load(folder / "training_state.pt", weights_only=True, map_location="cpu")
-        state["rng"] = {name: torch.load(folder / name, weights_only=True)
-                        for name in files if name.startswith("rng-rank")}
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise CorruptCheckpointError(f"checkpoint {folder} cannot be loaded: {exc}") from None
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise CorruptCheckpointError(f"checkpoint {folder} has format {state.get('format')}, expected "
-                                     f"{CHECKPOINT_FORMAT}")
-    return state
-
-
-def _mismatch_message(folder: Path, config: RunConfig) -> str:
-    try:
-        saved = json.loads(torch.load(folder / "training_state.pt", weights_only=True)["config"])
-    except Exception:  # noqa: BLE001
-        saved = {}
-    now = config.to_dict()
-    diff = [f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now"
-            for k in sorted(set(now) | set(saved))
-            if k not in OPERATIONAL_KEYS and saved.get(k) != now.get(k)]
-    return (f"checkpoint {folder} was written by another configuration ({'; '.join(diff) or 'fingerprint differs'}); "
-            f"resume with the same params, start over with `cerepro run ... --force`, or train into a new folder")
-
-
-def _load_weights(model, folder: Path) -> None:
-    from safetensors.torch import load_model
-
-    missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint {folder} does not fit the model: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _rng_state() -> dict:
-    """Every RNG the loop may draw from, as tensors and plain values (weights_only loadable)."""
-    py_state = random.getstate()
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(),
-             "python": [py_state[0], list(py_state[1]), py_state[2]],
-             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng(states: dict, rank: int) -> None:
-    state = states.get(f"rng-rank{rank}.pt")
-    if state is None:  # resumed on more processes than saved: the extra ones keep their seeds
-        return
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def _finished(output_dir: Path, fingerprint: str) -> bool:
-    path = output_dir / "summary.json"
-    if not path.is_file():
-        return False
-    try:
-        summary = json.loads(path.read_text())
-    except ValueError:
-        return False
-    return summary.get("complete") and summary.get("fingerprint") == fingerprint
+# The selected model, saved with its card
 
 
 def _save_model(model, tokenizer, folder: Path, config: RunConfig, step: int, best: dict) -> None:
@@ -914,7 +716,7 @@ def peak_flops(device, precision: str) -> float | None:
     return None
 
 
-def compute_ledger(config: RunConfig, totals: dict, model, device, world: int) -> dict:
+def run_ledger(config: RunConfig, totals: dict, model, device, world: int) -> dict:
     """Wall time, device, steps, pairs/s, estimated FLOPs and MFU (GPU) of the whole run."""
     train_s = max(totals["train_s"], 1e-9)
     peak = peak_flops(device, config.precision)

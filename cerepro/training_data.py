@@ -93,34 +93,6 @@ class Group:
 
 
 @dataclass(frozen=True)
-class Batch:
-    queries: list[str]  # Q
-    passages: list[list[str]]  # Q x D
-    labels: np.ndarray  # (Q, D) float32
-    teacher: np.ndarray | None  # (Q, D) float32
-    mask: np.ndarray  # (Q, D) bool
-
-
-def collate(groups: Sequence[Group]) -> Batch:
-    """Stack groups of one size into (Q, D) arrays for a loss function."""
-    sizes = {len(g.doc_ids) for g in groups}
-    if len(sizes) != 1:
-        raise ValueError(f"groups of different sizes {sorted(sizes)} cannot share a batch")
-    return Batch(
-        queries=[g.query for g in groups],
-        passages=[list(g.passages) for g in groups],
-        labels=np.array([g.labels for g in groups], dtype=np.float32),
-        teacher=None if groups[0].teacher is None else np.array([g.teacher for g in groups], dtype=np.float32),
-        mask=np.array([g.mask for g in groups], dtype=bool),
-    )
-
-
-def batches(groups: Iterator[Group], groups_per_batch: int) -> Iterator[Batch]:
-    while chunk := list(itertools.islice(groups, groups_per_batch)):
-        yield collate(chunk)
-
-
-@dataclass(frozen=True)
 class TrainingSource:
     """A run's training stream: ``groups(start)`` resumes after ``start`` consumed groups."""
 

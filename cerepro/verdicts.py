@@ -17,7 +17,7 @@ from cerepro import scoreboard
 from cerepro.claims import NOT_RUN, NOT_SUPPORTED, SUPPORTED, UNTESTABLE, Claim
 from cerepro.config import fragment_path, read_checkpoints, read_grid_file
 from cerepro.tables import (MEASURE, backbone_order, baselines_only, cell_means, grid_info, models_only,
-                             ordered_rows, placeholder, significance, table_columns)
+                            ordered_rows, placeholder, significance, table_columns)
 from cerepro.vocab import (BASELINE, FIRST_STAGE, IN_DOMAIN, OOD, RELEASED, TRAINED, dataset_group,
                            dataset_registry, objective_order, run_source, short_name)
 

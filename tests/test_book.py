@@ -12,6 +12,7 @@ import yaml
 
 from cerepro import book, claims, provenance, tables, verdicts
 from cerepro.paths import project_root
+import browser_check
 from test_report import write_grid
 
 BOOK = project_root() / "book"
@@ -153,9 +154,9 @@ def test_smoke_book_builds_from_a_synthetic_grid(smoke):
 @pytest.mark.slow
 def test_browser_sees_the_figures(smoke):
     assert smoke["code"] == 0
-    browser = book.chromium(install=True)
+    browser = browser_check.chromium(install=True)
     assert browser, "headless Chromium is needed: apt-get install -y chromium"
-    seen = book.browser_check(smoke["html"], ["index.html", "published.html", "rq/rq1.html"], browser=browser)
+    seen = browser_check.browser_check(smoke["html"], ["index.html", "published.html", "rq/rq1.html"], browser=browser)
     index, published, rq1 = seen["index.html"], seen["published.html"], seen["rq/rq1.html"]
     assert index["page"] == "intro.html" and index["title"].startswith("Overview")
     assert rq1["title"].startswith("RQ1") and published["title"].startswith("The paper")

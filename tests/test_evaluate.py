@@ -15,7 +15,7 @@ from cerepro.evaluate import (
     evaluate,
     load_contracts,
     load_results,
-    mean_table,
+    query_means,
     save_result,
 )
 from cerepro.vocab import dataset_id, dataset_registry, short_name
@@ -232,7 +232,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert (tmp_path / "a" / "means.csv").is_file()
     assert json.loads((tmp_path / "a" / "contract.json").read_text()) == first.contract
     assert list(load_contracts(tmp_path / "*")["run"]) == ["a", "b"]
-    pd.testing.assert_frame_equal(mean_table(table).iloc[:3], first.means)
+    pd.testing.assert_frame_equal(query_means(table).iloc[:3], first.means)
     with pytest.raises(FileNotFoundError, match="no saved result"):
         load_results(tmp_path / "nothing-*")
 

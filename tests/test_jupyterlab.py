@@ -21,7 +21,7 @@ import jupytext
 import nbformat
 import pytest
 
-from cerepro.book import CHROMIUM_FLAGS, chromium
+from browser_check import CHROMIUM_FLAGS, chromium
 from cerepro.runner import execute
 
 ROOT = Path(__file__).resolve().parents[1]

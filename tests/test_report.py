@@ -14,7 +14,7 @@ import pytest
 
 from cerepro import backbones, claims, figures, losses, provenance, tables, verdicts, vocab
 from cerepro.config import paper_seeds
-from cerepro.evaluate import Result, mean_table, save_result
+from cerepro.evaluate import Result, query_means, save_result
 
 DEMO_DATASETS = ("demo:in-domain", "demo:out-of-domain")
 DEMO_BACKBONES = ("tiny-bert", "tiny-electra", "tiny-modernbert")
@@ -49,7 +49,7 @@ def _result(folder: Path, run: str, dataset: str, values: np.ndarray) -> None:
                               "value": values})
     rr = per_query.assign(measure="RR@10", value=np.clip(values + 0.05, 0, 1))
     per_query = pd.concat([per_query, rr], ignore_index=True)
-    save_result(Result(per_query, mean_table(per_query), {"run": run, "dataset": dataset}), folder)
+    save_result(Result(per_query, query_means(per_query), {"run": run, "dataset": dataset}), folder)
 
 
 def write_grid(runs: Path, grid: str = "demo", *, backbones=DEMO_BACKBONES, objectives=PAPER_OBJECTIVES, seeds=2,

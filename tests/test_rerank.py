@@ -13,12 +13,8 @@ from transformers import (
 )
 
 import cerepro.rerank as rerank_module
-from cerepro.rerank import (
-    rank_scores,
-    rerank,
-    score_pairs,
-    supports_first_token_last_layer,
-)
+from cerepro.models import supports_first_token_last_layer
+from cerepro.rerank import rank_scores, rerank, score_pairs
 from cerepro.tokenize import encode_pairs
 from cerepro.trec import read_run, write_run
 from test_tokenize import bert_tokenizer, random_texts, roberta_tokenizer

@@ -16,7 +16,7 @@ import pytest
 from safetensors.torch import load_file
 
 from cerepro.lock import LOCK_NAME, STALE_AFTER_S, FolderLock, LockedError, wait_for_writers
-from cerepro.train import latest_checkpoint
+from cerepro.checkpoints import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = "overrides={max_steps: 300, warmup_steps: 2, checkpoint_every: 20, log_every: 10, validation_datasets: []}"

@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 
 from cerepro import losses
 from cerepro.config import load_config
-from cerepro.train import (CheckpointError, DivergedError, TrainingError, fit, latest_checkpoint,
-                           length_cuts, score_pairs_train, warmup_then_linear_decay)
+from cerepro.checkpoints import CheckpointError, TrainingError, latest_checkpoint
+from cerepro.train import DivergedError, fit, length_cuts, score_pairs_train, warmup_then_linear_decay
 
 WORDS = "river mountain city ocean forest desert alpha beta gamma delta kappa lambda".split()
 TEXTS = [" ".join(np.random.default_rng(i).choice(WORDS, 10)) for i in range(120)]
@@ -284,7 +284,7 @@ def test_first_token_last_layer_gives_the_same_loss_and_gradients(arch):
     """fit() scores BERT-style models with a last layer that computes only the first token: the
     loss and every parameter's gradient equal the plain forward's, and the state dict is kept."""
     from cerepro import models
-    from cerepro.rerank import last_layer_first_token_only, supports_first_token_last_layer
+    from cerepro.models import last_layer_first_token_only, supports_first_token_last_layer
     from cerepro.tokenize import encode_pairs
 
     model, tokenizer = models.build_cross_encoder(f"builtin:{arch}", max_length=32, texts=TEXTS)
