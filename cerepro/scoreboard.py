@@ -30,7 +30,7 @@ import pandas as pd
 
 from cerepro.evaluate import aggregate_table, query_means
 from cerepro.paths import params_dir
-from cerepro.vocab import FIRST_STAGE, RUN_ID, dataset_registry
+from cerepro.vocab import FIRST_STAGE, RUN_ID, dataset_id, dataset_registry
 
 OK = 0.01
 OKISH = 0.02
@@ -157,8 +157,7 @@ def first_stage_board(results: pd.DataFrame, first_stage: str, *, ok: float = OK
     ours = pd.Series(np.nan, index=rows.index)
     mine = results[results["run"] == FIRST_STAGE] if len(results) else results
     if len(rows) and len(mine):
-        by_short = {info["short"]: name for name, info in dataset_registry()["datasets"].items()}
-        mine = mine.assign(dataset=mine["dataset"].map(lambda d: by_short.get(d, d)))
+        mine = mine.assign(dataset=mine["dataset"].map(lambda d: dataset_id(d, strict=False)))
         means = query_means(mine)
         for i, row in rows.iterrows():
             if row["measure"] in set(means["measure"]):

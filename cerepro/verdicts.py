@@ -19,7 +19,7 @@ from cerepro.config import fragment_path, read_checkpoints, read_grid_file
 from cerepro.tables import (MEASURE, backbone_order, baselines_only, cell_means, grid_info, models_only,
                             ordered_rows, placeholder, significance, table_columns)
 from cerepro.vocab import (BASELINE, FIRST_STAGE, IN_DOMAIN, OOD, RELEASED, TRAINED, dataset_group,
-                           dataset_registry, objective_order, run_source, short_name)
+                           dataset_id, dataset_registry, objective_order, run_source, short_name)
 
 
 def cell_table(results: pd.DataFrame, measure: str = MEASURE, label: str = "") -> claims_audit.CellTable:
@@ -110,8 +110,7 @@ def scoreboard_long(results: pd.DataFrame, measure: str = MEASURE, *, extra_colu
     models = models_only(results[results["measure"] == measure])
     if models.empty:
         return scoreboard.scoreboard(pd.DataFrame()).assign(source=TRAINED)
-    by_id = {info["short"]: name for name, info in dataset_registry()["datasets"].items()}
-    models = models.assign(dataset=models["dataset"].map(lambda d: by_id.get(d, d)))
+    models = models.assign(dataset=models["dataset"].map(lambda d: dataset_id(d, strict=False)))
     boards = [scoreboard.scoreboard(scoreboard.our_table(part, measure=measure, extra_columns=extra_columns))
               .assign(source=source)
               for source, part in models.groupby(models["run"].map(run_source), sort=True)]
