@@ -34,6 +34,8 @@ OPERATIONAL_KEYS = {"profile", "log_every", "checkpoint_every", "eval_datasets",
                     "gradient_checkpointing"}
 
 
+# The base of every training error lives here, below train.py, because checkpoint errors are
+# training errors and train.py imports this module.
 class TrainingError(RuntimeError):
     """A run that cannot start or continue; the message says why and what to do."""
 
