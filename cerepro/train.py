@@ -67,7 +67,7 @@ SOURCE_PROVIDES = {
 }
 # Config keys that do not change the trained weights: a run may resume with other values.
 OPERATIONAL_KEYS = {"profile", "log_every", "checkpoint_every", "eval_datasets", "first_stage",
-                    "candidate_depth", "gpus", "cpus", "mem_gb", "runtime_min", "compile",
+                    "candidate_depth", "gpus", "processes", "cpus", "mem_gb", "runtime_min", "compile",
                     "gradient_checkpointing"}
 # Dense bf16 / fp32 (no TF32) peak TFLOP/s per GPU, for MFU; matched on the device name.
 PEAK_TFLOPS = [("H100 PCIe", 756, 51), ("H100 NVL", 835, 60), ("H100", 989, 67), ("GH200", 989, 67),
@@ -884,26 +884,56 @@ def _cpu_name() -> str:
 # Entry point for accelerate launch / torchrun, and a launcher for notebooks
 
 
+def training_processes(config: RunConfig) -> int:
+    """How many processes train ``config``: ``processes`` when set, else one per GPU (one on CPU)."""
+    return config.processes or max(1, config.gpus)
+
+
 def launch(config: RunConfig, output_dir: str | os.PathLike, *, num_processes: int | None = None,
            resume: bool = True, extra_args: list[str] | None = None) -> dict[str, Any]:
-    """Run ``fit`` in a child process under ``accelerate launch`` (DDP over ``num_processes``
-    GPUs, default: all visible) and return its summary. Safe from a papermill-executed notebook:
-    the kernel never initialises CUDA or forks workers itself."""
+    """Run ``fit`` in child processes under ``accelerate launch`` and return the run's summary.
+
+    ``num_processes`` (default: ``training_processes(config)``, else all visible GPUs): DDP over
+    that many GPUs, or, for a CPU run (``gpus: 0``), that many CPU processes over gloo with the
+    GPUs hidden. Safe from a papermill-executed notebook: the kernel never initialises CUDA or
+    forks workers itself.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     spec = output_dir / "launch-config.json"
     write_text_atomic(spec, json.dumps(config.to_dict(), indent=1))
     if num_processes is None:
-        num_processes = max(1, _visible_gpus())
+        num_processes = training_processes(config) if config.gpus or config.processes else max(1, _visible_gpus())
+    # `accelerate launch --cpu` always starts ONE process (its simple launcher); N processes come
+    # from its torchrun path (--multi_gpu), which on a machine without visible GPUs gives gloo
+    # CPU processes. Port 0: a free port, so jobs sharing a node do not race for 29500.
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
-               *(["--multi_gpu"] if num_processes > 1 else []), *(extra_args or []),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               *(["--multi_gpu", "--main_process_port", "0"] if num_processes > 1 else []),
+               *(extra_args or []),
                "-m", "cerepro.train", "--config-json", str(spec), "--output", str(output_dir)]
     if not resume:
         command.append("--no-resume")
-    done = subprocess.run(command, stdout=sys.stdout, stderr=sys.stderr)
+    env = dict(os.environ)
+    if not config.gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run stays on CPU on a GPU node too
+    done = subprocess.run(command, stdout=sys.stdout, stderr=sys.stderr, env=env)
     if done.returncode:
         raise TrainingError(f"training process failed with exit code {done.returncode}: {' '.join(command)}")
     return json.loads((output_dir / "summary.json").read_text())
+
+
+def check_launch_environment(environ=os.environ) -> None:
+    """Refuse ``accelerate launch --cpu --num_processes N``: accelerate then starts one process
+    (and sets MASTER_ADDR for N), so the run would silently train alone."""
+    cpu = environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    world = any(k in environ for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
+    if cpu and "MASTER_ADDR" in environ and not world:
+        raise TrainingError(
+            "`accelerate launch --cpu --num_processes N` starts a single process; for N CPU "
+            "processes use `accelerate launch --multi_gpu --num_processes N` on a machine without "
+            "visible GPUs (CUDA_VISIBLE_DEVICES=), or set processes: N with gpus: 0 in params "
+            "(cerepro.train.launch)")
 
 
 def _visible_gpus() -> int:
@@ -926,6 +956,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="the run's output folder")
     parser.add_argument("--no-resume", action="store_true")
     args = parser.parse_args(argv)
+    check_launch_environment()
     if args.config_json:
         config = build_config([(args.config_json, json.loads(Path(args.config_json).read_text()))])
     else:

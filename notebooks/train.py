@@ -34,7 +34,7 @@ import pandas as pd
 
 from cerepro import report
 from cerepro.config import load_config
-from cerepro.train import fit, launch
+from cerepro.train import fit, launch, training_processes
 
 config = load_config(backbone, objective, seed, profile, overrides)
 pd.Series(config.to_dict(), name=config.run_id).to_frame()
@@ -43,10 +43,11 @@ pd.Series(config.to_dict(), name=config.run_id).to_frame()
 # ## Training
 # Checkpoints, the JSONL log and the compute ledger go to `model/`, `log.jsonl` and
 # `ledger.json` in this run's folder; an interrupted run resumes from its last checkpoint.
-# With more than one GPU the run goes through `accelerate launch` (DDP) in a child process.
+# With more than one process (GPUs, or `processes` CPU processes) the run goes through
+# `accelerate launch` (DDP) in child processes.
 
 # %%
-summary = launch(config, Path(run_dir), num_processes=config.gpus) if config.gpus > 1 else fit(config, Path(run_dir))
+summary = launch(config, Path(run_dir)) if training_processes(config) > 1 else fit(config, Path(run_dir))
 summary
 
 # %% [markdown]
