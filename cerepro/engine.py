@@ -120,7 +120,12 @@ def check_grid(name: str) -> Grid:
 
 
 def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = False,
-                      slurm: bool = False, book: bool = False, extra: list[str] | None = None) -> list[str]:
+                      slurm: bool = False, book: bool = False, partition: str | None = None,
+                      account: str | None = None, extra: list[str] | None = None) -> list[str]:
+    """The Snakemake argument list of ``cerepro grid``. With ``slurm``: the shipped profile, its
+    partition (and account) replaced by ``partition`` / ``account`` when given, so a site never
+    edits the shipped file; ``extra`` (plugin options such as ``--slurm-status-command squeue``)
+    goes last, unchanged."""
     root = project_root()
     out = runs_dir() / grid
     out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +134,11 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
            "--show-failed-logs"]
     if slurm:
         cmd += ["--workflow-profile", str(root / SLURM_PROFILE)]
+        if partition or account:
+            # replaces the profile's default-resources, which set only the partition
+            resources = [f"slurm_partition={partition or _profile_partition(root)}"]
+            resources += [f"slurm_account={account}"] if account else []
+            cmd += ["--default-resources", *resources]
     else:
         # Locally, a SIGKILLed run leaves Snakemake's lock behind; outputs are DONE markers
         # written last, so a rerun is safe without the lock.
@@ -136,6 +146,13 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
     if dry_run:
         cmd += ["--dry-run", "--quiet", "rules"] if not slurm else ["--dry-run"]
     return cmd + list(extra or [])
+
+
+def _profile_partition(root: Path) -> str:
+    import yaml
+
+    profile = yaml.safe_load((root / SLURM_PROFILE / "config.yaml").read_text())
+    return profile["default-resources"]["slurm_partition"]
 
 
 def run_grid(grid: str, **kwargs) -> int:

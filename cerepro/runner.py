@@ -2,7 +2,9 @@
 
 A run folder (``runs/<grid>/<run_id>/<notebook>/``) holds the executed notebook, whatever the
 notebook wrote, ``meta.json`` (merged params, package versions, git commit, hardware) and, last of
-all, ``DONE``. A folder without ``DONE`` is never read as a result: the engine reruns it.
+all, ``DONE``. A folder without ``DONE`` is never read as a result: the engine reruns it, keeping
+only what the notebook continues from (``RESUMABLE``: a training run's checkpoints, log and
+selected model, from which ``cerepro.train.fit`` resumes after a kill or a scheduler's cancel).
 
 This module runs notebooks; it never trains or evaluates by itself.
 """
@@ -27,6 +29,8 @@ NOTEBOOKS = ("data", "train", "evaluate", "compare")
 PACKAGES = ("cerepro", "torch", "transformers", "accelerate", "ir_datasets", "ir_measures",
             "pandas", "scipy", "statsmodels", "papermill", "jupytext", "snakemake", "bm25s")
 DONE = "DONE"
+# What a rerun of a half-finished folder keeps, by notebook: the rest is cleared.
+RESUMABLE = {"train": ("checkpoints", "log.jsonl", "model")}
 # A Unix socket path holds at most 107 bytes on Linux (103 on macOS); the kernel appends "-<n>".
 _MAX_SOCKET_PREFIX = 96
 
@@ -70,7 +74,8 @@ def run_notebook(
     """Execute ``notebooks/<name>.py`` with ``parameters`` into ``run_dir``; return the folder.
 
     Unknown parameter names fail before anything runs. A finished folder (``DONE``) is kept as
-    is unless ``force``; a half-finished one is cleared and rerun.
+    is unless ``force``; a half-finished one is cleared, except what the notebook resumes from
+    (``RESUMABLE``), and rerun.
     """
     import jupytext
 
@@ -82,8 +87,11 @@ def run_notebook(
     if is_done(run_dir) and not force:
         return run_dir
     if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+        keep = () if force else RESUMABLE.get(name, ())
+        for entry in run_dir.iterdir():
+            if entry.name not in keep:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
 
     source = run_dir / f".{name}.source.ipynb"
     jupytext.write(jupytext.read(notebook_path(name)), source)

@@ -12,7 +12,8 @@ resume, loop (forward, loss, backward, clip, step), validation, checkpoint. What
   and ``manifest.json`` (sha256 of each file and the config fingerprint), written to a temporary
   folder and renamed into place; ``checkpoints/latest`` names the newest; two are kept;
 - ``log.jsonl`` (step, loss, lr, grad norm, pairs/s, memory; validation results), ``ledger.json``
-  (the compute ledger: wall time, device, steps, pairs/s, estimated FLOPs, MFU on GPU) and
+  (the compute ledger: wall time, device, steps, pairs/s, estimated FLOPs, MFU on GPU, the
+  checkpoint steps it resumed at) and
   ``summary.json`` (returned by ``fit``).
 
 Batches follow the objective: each optimiser step scores ``config.groups_per_step`` groups of
@@ -163,6 +164,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
         schedule.load_state_dict(state["scheduler"])
         _set_rng(state["rng"], rank)
         step, best, totals = state["step"], state["best"], state["totals"]
+        totals["resumed_from"] = [*totals.get("resumed_from", []), step]  # in the ledger
         if main:
             _truncate_log(output_dir / "log.jsonl", step)
     kwargs = objective_kwargs(config, objective)
@@ -867,6 +869,7 @@ def compute_ledger(config: RunConfig, totals: dict, model, device, world: int) -
         "flops": totals["flops"] * world, "flops_per_s": flops_per_s,
         "peak_flops_per_device": peak, "mfu": flops_per_s / (peak * world) if peak else None,
         "flops_method": "cerepro.models.pair_flops: 3 x forward matmul FLOPs on unpadded tokens",
+        "resumed_from": list(totals.get("resumed_from", [])),  # checkpoint steps this run resumed at
     }
 
 

@@ -97,7 +97,8 @@ def test_two_cpu_processes_train_like_one_and_resume_after_a_rank_is_killed(tmp_
     logged = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
     assert logged == list(range(1, steps + 1))  # nothing the killed run logged past its checkpoint
     assert losses_of(killed) == losses_of(tmp_path / "two")
-    assert json.loads((killed / "ledger.json").read_text())["processes"] == 2
+    ledger = json.loads((killed / "ledger.json").read_text())
+    assert ledger["processes"] == 2 and ledger["resumed_from"] == [int(resumed_from.split("-")[1])]
 
 
 def test_accelerate_cpu_flag_with_several_processes_is_refused():
