@@ -148,6 +148,17 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
     return cmd + list(extra or [])
 
 
+def check_grid_inputs(grid: Grid) -> None:
+    """Refuse to start a grid whose ids, first-stage runs or training files are missing or broken
+    (``cerepro.preflight``), naming each, before any job is submitted."""
+    from cerepro.preflight import check_inputs
+
+    problems = check_inputs(grid)
+    if problems:
+        raise RunnerError(f"grid {grid.name!r} cannot start; its inputs are missing or broken:\n  - "
+                          + "\n  - ".join(problems))
+
+
 def _profile_partition(root: Path) -> str:
     import yaml
 
@@ -156,7 +167,9 @@ def _profile_partition(root: Path) -> str:
 
 
 def run_grid(grid: str, **kwargs) -> int:
-    check_grid(grid)
+    checked = check_grid(grid)
+    if not kwargs.get("dry_run"):
+        check_grid_inputs(checked)
     env = {**os.environ, "CEREPRO_PARAMS": str(project_root() / "params"),
            "CEREPRO_RUNS": str(runs_dir()), "PYTHONUNBUFFERED": "1"}
     return subprocess.call(snakemake_command(grid, **kwargs), env=env)
@@ -207,8 +220,11 @@ def plan(name: str) -> dict[str, Any]:
                      "train_gpu_h": train_flops / rate / 3600, "eval_gpu_h": eval_flops / rate / 3600,
                      "gpus": run.gpus, "mem_gb": run.mem_gb, "runtime_min": run.runtime_min})
     data = training_data_needs(grid)
+    from cerepro.preflight import check_inputs
+
+    problems = check_inputs(grid)
     return {"grid": grid.name, "profile": grid.profile, "runs": rows, "data": data,
-            "eval_datasets": list(grid.eval_datasets),
+            "eval_datasets": list(grid.eval_datasets), "input_problems": problems,
             "assumptions": {"mfu": PLAN_MFU, "gpu_peak_tflops": PLAN_GPU_TFLOPS,
                             "train_pair_tokens": TRAIN_PAIR_TOKENS, "eval_pair_tokens": EVAL_PAIR_TOKENS},
             "total_gpu_h": sum(r["train_gpu_h"] + r["eval_gpu_h"] for r in rows if r["gpus"])}
@@ -243,6 +259,11 @@ def format_plan(p: dict[str, Any]) -> str:
         for d in p["data"]:
             lines.append("  " + ", ".join(f"{k}={v}" for k, v in d.items()))
     lines.append("evaluation datasets: " + ", ".join(p["eval_datasets"]))
+    if p["input_problems"]:
+        lines.append("inputs missing or broken (`cerepro grid` will not start until they are fixed):")
+        lines += [f"  - {problem}" for problem in p["input_problems"]]
+    else:
+        lines.append("inputs: every dataset id, first-stage run and training file is in place")
     a = p["assumptions"]
     lines.append(f"estimate: {p['total_gpu_h']:,.0f} GPU-hours on GPU jobs, assuming {a['mfu']:.0%} MFU of "
                  f"{a['gpu_peak_tflops']:.0f} TFLOP/s, {a['train_pair_tokens']} tokens per training pair and "

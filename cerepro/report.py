@@ -446,15 +446,20 @@ def _colour_ticklabels(labels) -> None:
 
 
 def heatmaps(results: pd.DataFrame, measure: str = MEASURE):
-    """Backbone x objective heatmap of the mean over seeds, one panel per evaluation group."""
+    """Backbone x objective heatmap of the mean over seeds, one panel per evaluation group (or
+    per table column, for groups a grid evaluates only in part)."""
     cells = cell_means(models_only(results), measure=measure)
     if cells.empty:
         return _empty_figure("not yet run: no finished evaluation in this grid")
     groups = [g for g in evaluation_groups(models_only(results))]
-    fig, axes = _panels(len(groups), width=1.3 + 0.5 * cells["objective"].nunique(),
+    # A group's column exists only when the table has it (a grid evaluating part of a group, as
+    # the rehearsal does, has per-dataset columns instead): then those get panels.
+    present = list(dict.fromkeys(cells["column"]))
+    columns = [c for c in (_group_column(results, g) for g in groups) if c in present]
+    columns += [c for c in present if c not in columns]
+    fig, axes = _panels(len(columns), width=1.3 + 0.5 * cells["objective"].nunique(),
                         height=max(2.6, 1.3 + 0.3 * cells["backbone"].nunique()))
-    for ax, group in zip(axes, groups):
-        column = _group_column(results, group)
+    for ax, column in zip(axes, columns):
         wide = cells[cells["column"] == column].pivot(index="backbone", columns="objective", values="value")
         wide = wide.loc[backbone_order(wide.index), objective_order(wide.columns)]
         sns.heatmap(wide, annot=True, fmt=".3f", cmap="viridis", cbar=False, ax=ax, annot_kws={"fontsize": 7})
