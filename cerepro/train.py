@@ -920,9 +920,20 @@ def launch(config: RunConfig, output_dir: str | os.PathLike, *, num_processes: i
     env = dict(os.environ)
     if not config.gpus:
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run stays on CPU on a GPU node too
-    done = subprocess.run(command, stdout=sys.stdout, stderr=sys.stderr, env=env)
-    if done.returncode:
-        raise TrainingError(f"training process failed with exit code {done.returncode}: {' '.join(command)}")
+    try:  # a kernel's stdout may have no file descriptor (a notebook run by a SLURM job step)
+        streams = {"stdout": sys.stdout.fileno(), "stderr": sys.stderr.fileno()}
+    except (AttributeError, OSError, ValueError):
+        streams = None
+    if streams is not None:
+        returncode = subprocess.run(command, env=env, **streams).returncode
+    else:  # relay the children's output line by line
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, errors="replace") as child:
+            for line in child.stdout:
+                sys.stdout.write(line)
+        returncode = child.returncode
+    if returncode:
+        raise TrainingError(f"training process failed with exit code {returncode}: {' '.join(command)}")
     return json.loads((output_dir / "summary.json").read_text())
 
 
