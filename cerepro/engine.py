@@ -206,10 +206,11 @@ def run_grid(grid: str, **kwargs) -> int:
     env = {**os.environ, "CEREPRO_ROOT": str(project_root().resolve()), "CEREPRO_PARAMS": str(params_dir().resolve()),
            "CEREPRO_RUNS": str(runs_dir().resolve()), "CEREPRO_CACHE": str(cache_dir().resolve()),
            "PYTHONUNBUFFERED": "1"}
+    if not kwargs.get("dry_run"):
+        check_grid_inputs(checked)  # before anything is made in runs/<grid>/
     command = snakemake_command(grid, **kwargs)
     if kwargs.get("dry_run"):
         return subprocess.call(command, env=env)
-    check_grid_inputs(checked)
     try:
         with FolderLock(runs_dir() / name, command=f"cerepro grid {grid}") as lock:
             if lock.taken_over:

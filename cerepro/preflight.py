@@ -1,11 +1,13 @@
 """What a grid reads, checked before any job starts: ids, first-stage runs and teacher files.
 
 ``check_inputs(grid)`` returns one message per problem (empty: all present), each naming the
-dataset id or the file: an ir_datasets id that does not exist, a ``run:<name>`` first stage
-without its run file for a validation or evaluation set, a registered training file that is
-missing or whose md5 differs (``cerepro.downloads``; hashed once, then remembered), a gzip that
-ends early. ``cerepro plan`` prints them and ``cerepro grid`` refuses to start while any remain,
-so no GPU time is spent on a grid that would stop at its first missing file.
+dataset id or the file: a ``run:<name>`` first stage that the grid does not produce
+(``params/first_stage.yaml``) and whose run file is not in place for a validation or evaluation
+set, a training id ir_datasets does not know, a registered training file that is missing or whose
+md5 differs (``cerepro.downloads``; hashed once, then remembered), a gzip that ends early.
+``cerepro plan`` prints them and ``cerepro grid`` refuses to start while any remain, so no GPU time
+is spent on a grid that would stop at its first missing file. Dataset ids themselves are checked
+before this, by ``cerepro.engine.check_inputs`` (an unknown id is an error at once).
 
 This module only looks at files; it never downloads, trains or evaluates.
 """
@@ -28,8 +30,9 @@ def check_inputs(grid: Grid) -> list[str]:
     for run in grid.runs:
         for dataset in run.validation_datasets:
             sets.setdefault((dataset, run.validation_first_stage), "validation")
-        for dataset in run.eval_datasets:
-            sets.setdefault((dataset, run.first_stage), "evaluation")
+    for job in grid.evaluations:
+        for dataset in job.config.eval_datasets:
+            sets.setdefault((dataset, job.config.first_stage), "evaluation")
     for (dataset, source), role in sets.items():
         problems += _check_dataset(dataset, source, role)
     seen = set()
@@ -49,18 +52,20 @@ def _irds_known(dataset: str) -> bool:
 
 def _check_dataset(dataset: str, source: str, role: str) -> list[str]:
     from cerepro import datasets
+    from cerepro.first_stage import produced_run
 
-    if dataset.startswith((datasets.LOCAL_PREFIX, datasets.DEMO_PREFIX)):
+    if dataset.startswith(datasets.DEMO_PREFIX) or not source.startswith(datasets.RUN_PREFIX):
         return []
-    if not _irds_known(dataset):
-        return [f"{role} dataset {dataset!r} is not an ir_datasets id (nor local:<folder> or demo:<split>)"]
-    if source.startswith(datasets.RUN_PREFIX):
-        name = source[len(datasets.RUN_PREFIX):]
-        folder = datasets.first_stage_dir(dataset)
-        if not any((folder / f"{name}{suffix}").is_file() for suffix in (".trec", ".run", "")) \
-                and not Path(name).expanduser().is_file():
-            return [f"{role} dataset {dataset!r}: first-stage run {name!r} is missing; put it at "
-                    f"{folder / (name + '.trec')} (TREC run format)"]
+    if produced_run(source) is not None:  # the grid's first-stage job writes it
+        return []
+    collection = datasets.load_collection(dataset)  # lazy: reads no file
+    name = source[len(datasets.RUN_PREFIX):]
+    try:
+        collection.run_path(name)
+    except FileNotFoundError:
+        return [f"{role} dataset {dataset!r}: first-stage run {name!r} is missing; put it at "
+                f"{collection.runs_dirs[0] / (name + '.trec')} (TREC run format), or name a "
+                f"run the grid produces (params/first_stage.yaml)"]
     return []
 
 

@@ -16,10 +16,10 @@ layout under ``IR_DATASETS_HOME``; cerepro's ``cache/downloads`` and ``cache/fir
   Hugging Face parquet columns ``_id``/``text`` and ``query-id``/``corpus-id``);
 - ``cache/downloads/``: Hofstaetter's 5-column teacher TSV and Rank-DistiLLM's ColBERTv2 and
   RankZephyr TREC runs, under their registered file names, and ``CHECKSUMS`` (``md5sum`` format),
-  the md5 override ``cerepro.downloads`` reads from ``CEREPRO_CHECKSUMS``;
-- ``cache/first-stage/<dataset id>/``: the SPLADE runs the paper profile names
-  (``splade-v3-distilbert-top1000`` for evaluation, ``splade-v3-top100`` for NanoBEIR validation),
-  here term-overlap rankings standing in for the SPLADE first stage.
+  the md5 override ``cerepro.downloads`` reads from ``CEREPRO_CHECKSUMS``.
+
+No first-stage run is written: the rehearsal grid produces its own, as the paper grid does
+(``cerepro.first_stage`` over these collections, with the tiny SPLADE of ``params/first_stage.yaml``).
 
 Texts come from a seeded synthetic world: each passage is about one topic, each query asks about
 one topic, and the passages of its topic are relevant, so a tiny model can learn something. This
@@ -43,9 +43,7 @@ TOPICS = ("river", "mountain", "harbour", "orchard", "glacier", "desert", "libra
           "volcano", "meadow", "canyon", "island")
 FILLER = ("the of and a to in is was for on with as by at from that this an are be or it its "
           "which has have were they one two new old near far during after before").split()
-EVAL_RUN = "splade-v3-distilbert-top1000"
-VALIDATION_RUN = "splade-v3-top100"
-# dataset id -> (queries, passages) of the synthetic sets
+# the sets the rehearsal profile evaluates and validates on
 EVAL_SETS = ("msmarco-passage/dev/small", "msmarco-passage/trec-dl-2019/judged", "beir/scifact/test",
              "lotte/writing/test/search")
 VALIDATION_SETS = ("nano-beir/scifact",)
@@ -132,8 +130,8 @@ def _parquet(path: Path, columns: dict[str, list[str]]) -> None:
 
 
 def write_rehearsal_inputs(irds_home: str | Path, cache: str | Path, *, seed: int = 0,
-                           passages: int = 240, train_queries: int = 96, test_queries: int = 8,
-                           depth: int = 30) -> dict[str, Path]:
+                           passages: int = 240, train_queries: int = 96,
+                           test_queries: int = 8) -> dict[str, Path]:
     """Write every input of the rehearsal profile; returns {what: path} of the main files."""
     home, cache = Path(irds_home), Path(cache)
     world, rng = World(seed), np.random.default_rng(seed + 1)
@@ -155,19 +153,16 @@ def write_rehearsal_inputs(irds_home: str | Path, cache: str | Path, *, seed: in
         gz.write(_tsv(triples).encode())
     out["triples"] = _write(base / "train" / "qidpidtriples.train.full.2.tsv.gz", buffer.getvalue())
 
-    tests: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
     dev, dev_topics = _queries(world, test_queries, start=5000)
     dev_qrels = _judgements(dev, dev_topics, doc_topics, rng)
     _write(base / "dev" / "small" / "queries.tsv", _tsv(dev.items()))
     _write(base / "dev" / "small" / "qrels", _tsv((q, 0, d, 1) for q, ds in dev_qrels.items() for d in ds))
-    tests["msmarco-passage/dev/small"] = (dev, docs)
     dl19, dl19_topics = _queries(world, test_queries + 1, start=7000)
     unjudged = list(dl19)[-1]
     dl19_qrels = _judgements({q: t for q, t in dl19.items() if q != unjudged}, dl19_topics, doc_topics, rng, 3)
     _write(base / "trec-dl-2019" / "queries.tsv", _tsv(dl19.items()))
     _write(base / "trec-dl-2019" / "qrels", "".join(
         f"{q} Q0 {d} {grade}\n" for q, ds in dl19_qrels.items() for d, grade in zip(ds, (3, 2, 1))))
-    tests["msmarco-passage/trec-dl-2019/judged"] = ({q: t for q, t in dl19.items() if q != unjudged}, docs)
 
     # ---- beir/scifact: the BEIR zip ---------------------------------------------------------
     sci_docs, sci_topics = _corpus(world, passages // 2, prefix="sd")
@@ -182,7 +177,6 @@ def write_rehearsal_inputs(irds_home: str | Path, cache: str | Path, *, seed: in
         z.writestr("scifact/qrels/test.tsv", "query-id\tcorpus-id\tscore\n" + _tsv(
             (q, d, 1) for q, ds in sci_qrels.items() for d in ds))
     out["beir"] = _write(home / "beir" / "scifact" / "source.zip", buffer.getvalue())
-    tests["beir/scifact/test"] = (sci_q, {d: f"On the {sci_topics[d]} {t}" for d, t in sci_docs.items()})
 
     # ---- lotte/writing/test/search: the extracted tarball ----------------------------------
     lotte = home / "lotte" / "lotte_extracted" / "lotte" / "writing" / "test"
@@ -195,7 +189,6 @@ def write_rehearsal_inputs(irds_home: str | Path, cache: str | Path, *, seed: in
         {"qid": int(q), "query": lot_q[q], "answer_pids": [int(d) for d in ds], "url": ""}) + "\n"
         for q, ds in lot_qrels.items()))
     out["lotte"] = lotte
-    tests["lotte/writing/test/search"] = (lot_q, lot_docs)
 
     # ---- nano-beir/scifact: parquet -------------------------------------------------------
     nano = home / "nano-beir" / "scifact"
@@ -207,13 +200,6 @@ def write_rehearsal_inputs(irds_home: str | Path, cache: str | Path, *, seed: in
     pairs = [(q, d) for q, ds in nano_qrels.items() for d in ds]
     _parquet(nano / "qrels.parquet", {"query-id": [q for q, _ in pairs], "corpus-id": [d for _, d in pairs]})
     out["nano-beir"] = nano
-
-    # ---- first-stage runs (where the SPLADE first stage writes its runs) -------------------
-    for dataset, (queries, texts) in tests.items():
-        rows = overlap_run(queries, texts, depth)
-        _write(_first_stage(cache, dataset) / f"{EVAL_RUN}.trec", _trec_run(rows, EVAL_RUN))
-    rows = overlap_run(nano_q, nano_docs, depth)
-    _write(_first_stage(cache, "nano-beir/scifact") / f"{VALIDATION_RUN}.trec", _trec_run(rows, VALIDATION_RUN))
 
     # ---- cerepro's downloads: teacher files, and their md5 override -----------------------
     folder = cache / "downloads"
@@ -232,10 +218,6 @@ def write_rehearsal_inputs(irds_home: str | Path, cache: str | Path, *, seed: in
         out[name] = path
     out["checksums"] = _write(folder / "CHECKSUMS", "".join(checksums))
     return out
-
-
-def _first_stage(cache: Path, dataset: str) -> Path:
-    return cache / "first-stage" / dataset  # cerepro.datasets.first_stage_dir under ``cache``
 
 
 def main(argv: list[str] | None = None) -> int:

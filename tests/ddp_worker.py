@@ -15,10 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from cerepro import losses, models  # noqa: E402
 
-NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-models.TINY_BERT_FAMILY = {**models.TINY_BERT_FAMILY, **NO_DROPOUT}
-
 import test_train  # noqa: E402
+
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
 def config(max_steps: int):
@@ -27,6 +26,9 @@ def config(max_steps: int):
 
 
 def main() -> None:
+    # here, not at import: test_train_ddp imports this module into the test process, whose other
+    # tests train the tiny model with its dropout
+    models.TINY_BERT_FAMILY = {**models.TINY_BERT_FAMILY, **NO_DROPOUT}
     output, pids, max_steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     if sys.argv[4:] == ["slow"]:  # slow steps, so that a kill lands mid-run
         loss = losses.OBJECTIVES["margin-mse"]

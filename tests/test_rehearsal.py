@@ -18,21 +18,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 READ = """
 import json
-from cerepro import datasets, engine, training_data
-out = {}
-for d, source in [("msmarco-passage/dev/small", "run:splade-v3-distilbert-top1000"),
-                  ("msmarco-passage/trec-dl-2019/judged", "run:splade-v3-distilbert-top1000"),
-                  ("beir/scifact/test", "run:splade-v3-distilbert-top1000"),
-                  ("lotte/writing/test/search", "run:splade-v3-distilbert-top1000"),
-                  ("nano-beir/scifact", "run:splade-v3-top100")]:
+from cerepro import datasets, engine, first_stage, rehearsal, training_data
+out = {"plan": engine.plan("rehearsal")["input_problems"]}  # before the grid's first stage ran
+for d in rehearsal.EVAL_SETS + rehearsal.VALIDATION_SETS:
+    # the grid's first stage over the collection as ir_datasets reads it
+    first_stage.produce_run(d, "tiny-splade-top20", progress=False)
     c = datasets.load_collection(d)
-    run = datasets.load_candidates(d, source, 20)
+    run = datasets.load_candidates(d, "run:tiny-splade-top20", 20)
     out[d] = [len(c.queries), len(c.qrels), len(run), c.doc_text(run["doc_id"][:1])[0]]
 for kind in ("triples", "teacher-pairs", "hard-negatives", "llm-lists"):
     g = next(iter(training_data.training_source(kind, "msmarco-passage", seed=0,
              group_size=training_data.DEFAULT_GROUP_SIZE[kind])))
     out[kind] = [g.query, list(g.passages[:2]), g.teacher and list(g.teacher[:2])]
-out["plan"] = engine.plan("rehearsal")["input_problems"]
 print(json.dumps(out))
 """
 
@@ -58,9 +55,11 @@ try:
     training_data.msmarco_triples_path()
 except Exception as exc:
     out["unpack"] = f"{type(exc).__name__}: {exc}"
-# a NanoBEIR set without its first-stage run
-(cache / "first-stage" / "nano-beir" / "scifact" / "splade-v3-top100.trec").unlink()
 out["plan"] = engine.plan("bad")["input_problems"]
+try:
+    engine.plan("unknown")
+except Exception as exc:
+    out["unknown"] = f"{type(exc).__name__}: {exc}"
 try:
     engine.run_grid("bad", cores=1)
 except RunnerError as exc:
@@ -97,22 +96,27 @@ def test_bad_inputs_on_the_paper_path_are_refused_naming_the_file_or_id(tmp_path
     rehearsal.write_rehearsal_inputs(tmp_path / "irds", tmp_path / "cache")
     params = tmp_path / "params"
     subprocess.run(["cp", "-r", str(ROOT / "params"), str(params)], check=True)
-    profile = (params / "profiles" / "rehearsal.yaml").read_text().replace(
-        "validation_datasets: [nano-beir/scifact]", "validation_datasets: [nano-beir/scifact, nano-beir/no-such-set]")
-    (params / "profiles" / "bad.yaml").write_text(profile)
-    (params / "grids" / "bad.yaml").write_text("name: bad\nprofile: bad\nbackbones: [tiny-bert]\n"
-                                               "objectives: [bce, margin-mse]\nseeds: 1\n")
+    profile = (params / "profiles" / "rehearsal.yaml").read_text()
+    # a NanoBEIR set validated on a run the user must place (the grid does not produce it)
+    (params / "profiles" / "bad.yaml").write_text(profile.replace(
+        "validation_first_stage: run:tiny-splade-top20", "validation_first_stage: run:my-splade-top100"))
+    (params / "profiles" / "unknown.yaml").write_text(profile.replace(
+        "validation_datasets: [nano-beir/scifact]", "validation_datasets: [nano-beir/scifact, nano-beir/no-such-set]"))
+    for name in ("bad", "unknown"):
+        (params / "grids" / f"{name}.yaml").write_text(f"name: {name}\nprofile: {name}\nbackbones: [tiny-bert]\n"
+                                                       "objectives: [bce, margin-mse]\nseeds: 1\n")
     out = run(BAD, tmp_path, str(tmp_path / "irds"), str(tmp_path / "cache"), params=params)
     assert "bert_cat_ensemble_msmarcopassage_train_scores_ids.tsv: md5" in out["fetch"]
     assert "does not match the expected" in out["fetch"]
     assert out["unpack"].startswith("DataFormatError") and "qidpidtriples.train.full.2.tsv.gz" in out["unpack"]
     assert "not a complete gzip" in out["unpack"]
+    assert out["unknown"].startswith("InputError") and "'nano-beir/no-such-set' is not an ir_datasets id" in out["unknown"]
     problems = "\n".join(out["plan"])
-    assert "'nano-beir/no-such-set' is not an ir_datasets id" in problems
-    assert "'nano-beir/scifact': first-stage run 'splade-v3-top100' is missing" in problems
+    assert "validation dataset 'nano-beir/scifact': first-stage run 'my-splade-top100' is missing" in problems
+    assert "first-stage/nano-beir/scifact/my-splade-top100.trec" in problems
     assert "training file hofstaetter-t2-teacher" in problems and "does not match" in problems
     assert "qidpidtriples.train.full.2.tsv.gz is not a complete gzip" in problems
-    assert "cannot start" in out["grid"] and "splade-v3-top100" in out["grid"]
+    assert "cannot start" in out["grid"] and "my-splade-top100" in out["grid"]
     assert not (tmp_path / "runs" / "bad").exists()  # refused before Snakemake made anything
 
 
