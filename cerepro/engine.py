@@ -21,7 +21,7 @@ from cerepro import preflight
 from cerepro.config import Grid, RunConfig, dataset_registry, effective_settings, load_grid, scoring_precision
 from cerepro.datasets import InputError
 from cerepro.lock import FolderLock, LockedError
-from cerepro.paths import cache_dir, params_dir, project_root, runs_dir
+from cerepro.paths import book_dir, cache_dir, params_dir, project_root, runs_dir
 from cerepro.runner import RunnerError, declared_parameters, notebook_path, run_notebook
 
 SNAKEFILE = "workflow/Snakefile"
@@ -205,7 +205,7 @@ def run_grid(grid: str, **kwargs) -> int:
     name = checked.name
     env = {**os.environ, "CEREPRO_ROOT": str(project_root().resolve()), "CEREPRO_PARAMS": str(params_dir().resolve()),
            "CEREPRO_RUNS": str(runs_dir().resolve()), "CEREPRO_CACHE": str(cache_dir().resolve()),
-           "PYTHONUNBUFFERED": "1"}
+           "CEREPRO_BOOK": str(book_dir().resolve()), "PYTHONUNBUFFERED": "1"}
     if not kwargs.get("dry_run"):
         check_grid_inputs(checked)  # before anything is made in runs/<grid>/
     command = snakemake_command(grid, **kwargs)

@@ -1,10 +1,12 @@
-"""The rehearsal grid on a real one-node SLURM cluster, through `cerepro grid --slurm` and the
-shipped profile (partition overridden, plugin told to poll squeue: the test cluster keeps no
+"""The rehearsal grid on a real one-node SLURM cluster, through `cerepro grid --slurm --book` and
+the shipped profile (partition overridden, plugin told to poll squeue: the test cluster keeps no
 accounting): a training job is scancelled midway, resubmitted by Snakemake and resumes from its
-checkpoint; every job completes; the daemons are stopped."""
+checkpoint; every job completes, the book builds from the grid's results (a copy of book/, as a
+SLURM job too); the daemons are stopped."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,16 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_rehearsal_grid_on_slurm_survives_scancel_and_completes(tmp_path):
     rehearsal.write_rehearsal_inputs(tmp_path / "irds", tmp_path / "cache")
+    shutil.copytree(ROOT / "book", tmp_path / "book", ignore=shutil.ignore_patterns("_build"))
     cluster = SlurmCluster(tmp_path / "cerepro-slurm").start()
     try:
         env = {**cluster.env, "IR_DATASETS_HOME": str(tmp_path / "irds"), "CEREPRO_CACHE": str(tmp_path / "cache"),
                "CEREPRO_CHECKSUMS": str(tmp_path / "cache" / "downloads" / "CHECKSUMS"),
-               "CEREPRO_RUNS": str(tmp_path / "runs"), "IR_DATASETS_SKIP_DISK_FREE": "true",
+               "CEREPRO_RUNS": str(tmp_path / "runs"), "CEREPRO_BOOK": str(tmp_path / "book"),
+               "IR_DATASETS_SKIP_DISK_FREE": "true",
                "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         grid = tmp_path / "runs" / "rehearsal"
         log = open(tmp_path / "grid.log", "w")
         started = time.time()
-        proc = subprocess.Popen([sys.executable, "-m", "cerepro.cli", "grid", "rehearsal", "--slurm",
+        proc = subprocess.Popen([sys.executable, "-m", "cerepro.cli", "grid", "rehearsal", "--slurm", "--book",
                                  "--partition", PARTITION, "--", "--slurm-status-command", "squeue",
                                  "--slurm-no-account"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         cancelled = None
@@ -59,6 +63,9 @@ def test_rehearsal_grid_on_slurm_survives_scancel_and_completes(tmp_path):
         for run in ("tiny-bert.bce.s662124363", "tiny-bert.margin-mse.s662124363"):
             assert (grid / run / "train" / "DONE").is_file() and (grid / run / "evaluate" / "DONE").is_file()
         assert (grid / "compare" / "DONE").is_file()
+        assert (grid / "book" / "DONE").is_file()  # built by a SLURM job from this grid's results
+        page = (tmp_path / "book" / "_build" / "html" / "rq" / "rq1.html").read_text()
+        assert "tiny-bert" in page and "trec-dl-2019" in page
         print(f"rehearsal grid on SLURM: {seconds:.0f} s")
     finally:
         cluster.stop()
