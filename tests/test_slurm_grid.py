@@ -1,8 +1,9 @@
 """The rehearsal grid on a real one-node SLURM cluster, through `cerepro grid --slurm --book` and
-the shipped profile (partition overridden, plugin told to poll squeue: the test cluster keeps no
-accounting): a training job is scancelled midway, resubmitted by Snakemake and resumes from its
-checkpoint; every job completes, the book builds from the grid's results (a copy of book/, as a
-SLURM job too); the daemons are stopped."""
+the shipped profile (partition overridden; the plugin told to poll squeue, as the test cluster
+keeps no accounting, and every few seconds, as its jobs take seconds): a training job is
+scancelled midway, resubmitted by Snakemake and resumes from its checkpoint; every job completes;
+the book builds from the grid's results (a copy of book/, as a SLURM job too); the daemons are
+stopped."""
 
 import json
 import os
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_rehearsal_grid_on_slurm_survives_scancel_and_completes(tmp_path):
     rehearsal.write_rehearsal_inputs(tmp_path / "irds", tmp_path / "cache")
     shutil.copytree(ROOT / "book", tmp_path / "book", ignore=shutil.ignore_patterns("_build"))
@@ -36,9 +38,9 @@ def test_rehearsal_grid_on_slurm_survives_scancel_and_completes(tmp_path):
         started = time.time()
         proc = subprocess.Popen([sys.executable, "-m", "cerepro.cli", "grid", "rehearsal", "--slurm", "--book",
                                  "--partition", PARTITION, "--", "--slurm-status-command", "squeue",
-                                 "--slurm-no-account"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                 "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         cancelled = None
-        deadline = time.time() + 900
+        deadline = time.time() + 1400
         while time.time() < deadline and proc.poll() is None and cancelled is None:
             for latest in grid.glob("*/train/checkpoints/latest"):
                 run_id = latest.parents[2].name
