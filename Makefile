@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install test report browser clean-venv
+.PHONY: install test report browser slurm clean-venv
 
 install: $(STAMP)
 
@@ -27,13 +27,17 @@ $(STAMP): pyproject.toml $(LAB_SETTING)
 	install -D -m 644 jupyter/lab/settings/overrides.d/cerepro.json $(VENV)/share/jupyter/lab/settings/overrides.d/cerepro.json
 	touch $(STAMP)
 
-test: install browser
+test: install browser slurm
 	$(BIN)/python -m pytest -q
 
 # Headless Chromium (Debian package) for the book's browser check; sudo when not root.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+# Debian's SLURM and munge for the one-node test cluster (tests/slurm_cluster.py); sudo when not root.
+slurm:
+	@command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; }
 
 report: install
 	$(BIN)/cerepro report

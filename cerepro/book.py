@@ -26,17 +26,13 @@ import pandas as pd
 
 from cerepro import claims as claims_audit
 from cerepro import provenance, tables, verdicts, vocab
-from cerepro.paths import project_root, runs_dir, write_text_atomic
+from cerepro.paths import book_dir, runs_dir, write_text_atomic
 
 GENERATED = "generated"
 RESULTS_FILE = "results.pkl"
 RELEASED_GRID = "released"  # the authors' checkpoints, shown beside any trained grid on the scoreboard
 # Pages of the book that may be written by others; a placeholder stands in until they exist.
 INCLUDES = {"setup-data.md": "# Data\n\nThe data page (`book/setup-data.md`) is not written yet.\n"}
-
-
-def book_dir() -> Path:
-    return project_root() / "book"
 
 
 def build_book(log: str | None = None, done: str | None = None, *, grid: str | None = None,

@@ -30,7 +30,7 @@ CHECKPOINT_FORMAT = 1
 KEEP_CHECKPOINTS = 2
 # Config keys that do not change the trained weights: a run may resume with other values.
 OPERATIONAL_KEYS = {"profile", "log_every", "checkpoint_every", "eval_datasets", "first_stage",
-                    "candidate_depth", "gpus", "cpus", "mem_gb", "runtime_min", "compile",
+                    "candidate_depth", "gpus", "processes", "cpus", "mem_gb", "runtime_min", "compile",
                     "gradient_checkpointing"}
 
 

@@ -2,6 +2,7 @@
 
     cerepro run train --param backbone=tiny-bert --param objective=bce   one notebook
     cerepro grid demo                                                    a grid through Snakemake
+    cerepro grid paper --slurm --partition gpu -- --slurm-no-account     on a SLURM cluster
     cerepro plan paper                                                   jobs, data, GPU-hours
     cerepro book                                                         build the report
     cerepro report                                                       demo grid + book (make report)
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--slurm", action="store_true", help="submit jobs with the shipped SLURM profile")
     grid.add_argument("--dry-run", "-n", action="store_true", help="list the jobs without running them")
     grid.add_argument("--book", action="store_true", help="build the book after the grid")
+    grid.add_argument("--partition", help="with --slurm: the SLURM partition (default: the profile's)")
+    grid.add_argument("--account", help="with --slurm: the SLURM account to charge")
+    grid.epilog = ("Options after -- go to Snakemake and its SLURM plugin unchanged, e.g. "
+                   "cerepro grid paper --slurm -- --slurm-status-command squeue --slurm-no-account")
 
     plan = sub.add_parser("plan", help="jobs, data and estimated GPU-hours of a grid")
     plan.add_argument("name")
@@ -50,7 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--grid", default="demo")
     report.add_argument("--cores", type=int)
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    argv, passed = argv[:cut], argv[cut + 1:]  # after --: for Snakemake, unparsed
     args = parser.parse_args(argv)
+    if passed and args.command != "grid":
+        parser.error("options after -- are for `cerepro grid` only")
+    args.snakemake_args = passed
     try:
         return _dispatch(args)
     except (ParamsError, RunnerError, InputError, DataFormatError) as exc:
@@ -89,8 +100,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"executed {args.notebook} -> {folder}")
         return 0
     if args.command == "grid":
+        if (args.partition or args.account) and not args.slurm:
+            raise RunnerError("--partition and --account need --slurm")
         return engine.run_grid(args.name, cores=args.cores, dry_run=args.dry_run, slurm=args.slurm,
-                               book=args.book)
+                               book=args.book, partition=args.partition, account=args.account,
+                               extra=args.snakemake_args)
     if args.command == "plan":
         p = engine.plan(args.name)
         print(json.dumps(p, indent=2) if args.json else engine.format_plan(p))

@@ -92,6 +92,9 @@ class RunConfig:
     candidate_depth: int = 1000
     # resources a scheduler requests for the training job
     gpus: int = 1
+    # training processes (DDP through accelerate launch): 0 = one per GPU (gpus), one on CPU;
+    # with gpus 0 and processes > 1, that many CPU processes synchronise over gloo
+    processes: int = 0
     cpus: int = 16
     mem_gb: int = 64
     runtime_min: int = 1200
@@ -290,9 +293,11 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
                 "mem_gb", "runtime_min"):
         if getattr(c, key) <= 0:
             fail(key, "must be > 0")
-    for key in ("warmup_steps", "gpus", "seed"):
+    for key in ("warmup_steps", "gpus", "processes", "seed"):
         if getattr(c, key) < 0:
             fail(key, "must be >= 0")
+    if c.gpus and c.processes not in (0, c.gpus):
+        fail("processes", f"GPU runs train one process per GPU: set 0 or gpus ({c.gpus})")
     if c.warmup_steps >= c.max_steps:
         fail("warmup_steps", f"must be smaller than max_steps ({c.max_steps})")
     for key in ("query_max_length", "passage_max_length"):

@@ -78,7 +78,11 @@ class IrdsDocs:
             yield doc.doc_id, doc.default_text()
 
     def __len__(self) -> int:
-        return self.dataset.docs_count()
+        # what the files hold: the docs store counts its records (it is built on first use, and
+        # re-ranking needs it anyway); ir_datasets' own docs_count() is the count the release
+        # announces, whatever was downloaded
+        count = getattr(self.store, "count", None)
+        return count() if callable(count) else self.dataset.docs_count()
 
 
 # ---------------------------------------------------------------------------------------------

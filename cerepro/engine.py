@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cerepro import preflight
 from cerepro.config import Grid, RunConfig, effective_settings, load_grid, scoring_precision
 from cerepro.datasets import InputError
 from cerepro.lock import FolderLock, LockedError
-from cerepro.paths import cache_dir, params_dir, project_root, runs_dir
+from cerepro.paths import book_dir, cache_dir, params_dir, project_root, runs_dir
 from cerepro.runner import RunnerError, declared_parameters, notebook_path, run_notebook
 from cerepro.vocab import dataset_registry, produced_run
 
@@ -153,7 +154,12 @@ def check_inputs(grid: Grid) -> None:
 
 
 def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = False,
-                      slurm: bool = False, book: bool = False, extra: list[str] | None = None) -> list[str]:
+                      slurm: bool = False, book: bool = False, partition: str | None = None,
+                      account: str | None = None, extra: list[str] | None = None) -> list[str]:
+    """The Snakemake argument list of ``cerepro grid``. With ``slurm``: the shipped profile, its
+    partition (and account) replaced by ``partition`` / ``account`` when given, so a site never
+    edits the shipped file; ``extra`` (plugin options such as ``--slurm-status-command squeue``)
+    goes last, unchanged."""
     root = project_root()
     out = runs_dir() / Path(grid).stem
     out.mkdir(parents=True, exist_ok=True)
@@ -162,6 +168,11 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
            "--show-failed-logs"]
     if slurm:
         cmd += ["--workflow-profile", str(root / SLURM_PROFILE)]
+        if partition or account:
+            # replaces the profile's default-resources, which set only the partition
+            resources = [f"slurm_partition={partition or _profile_partition(root)}"]
+            resources += [f"slurm_account={account}"] if account else []
+            cmd += ["--default-resources", *resources]
     else:
         # Locally, a SIGKILLed run leaves Snakemake's lock behind; run_grid holds cerepro's
         # folder lock instead (it detects a dead holder), and each job its run folder's.
@@ -171,14 +182,33 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
     return cmd + list(extra or [])
 
 
+def check_grid_inputs(grid: Grid) -> None:
+    """Refuse to start a grid whose ids, first-stage runs or training files are missing or broken
+    (``cerepro.preflight``), naming each, before any job is submitted."""
+    problems = preflight.check_inputs(grid)
+    if problems:
+        raise RunnerError(f"grid {grid.name!r} cannot start; its inputs are missing or broken:\n  - "
+                          + "\n  - ".join(problems))
+
+
+def _profile_partition(root: Path) -> str:
+    import yaml
+
+    profile = yaml.safe_load((root / SLURM_PROFILE / "config.yaml").read_text())
+    return profile["default-resources"]["slurm_partition"]
+
+
 def run_grid(grid: str, **kwargs) -> int:
     """Run a grid through Snakemake, as the only writer of ``runs/<grid>/``: locally Snakemake's
     own lock is off (a SIGKILLed run would leave it behind), so cerepro's folder lock, which
     detects a killed holder, refuses a second ``cerepro grid`` into the same folder instead."""
-    name = check_grid(grid).name
+    checked = check_grid(grid)
+    name = checked.name
     env = {**os.environ, "CEREPRO_ROOT": str(project_root().resolve()), "CEREPRO_PARAMS": str(params_dir().resolve()),
            "CEREPRO_RUNS": str(runs_dir().resolve()), "CEREPRO_CACHE": str(cache_dir().resolve()),
-           "PYTHONUNBUFFERED": "1"}
+           "CEREPRO_BOOK": str(book_dir().resolve()), "PYTHONUNBUFFERED": "1"}
+    if not kwargs.get("dry_run"):
+        check_grid_inputs(checked)  # before anything is made in runs/<grid>/
     command = snakemake_command(grid, **kwargs)
     if kwargs.get("dry_run"):
         return subprocess.call(command, env=env)
@@ -248,7 +278,8 @@ def plan(name: str) -> dict[str, Any]:
     first = first_stage_plan(grid)
     return {"grid": grid.name, "profile": grid.profile, "runs": rows, "data": data,
             "first_stage": first, "first_stage_jobs": len(first_stage_jobs(grid)),
-            "eval_datasets": list(grid.eval_datasets), "settings": effective_settings(grid),
+            "eval_datasets": list(grid.eval_datasets), "input_problems": preflight.check_inputs(grid),
+            "settings": effective_settings(grid),
             "assumptions": {"mfu": PLAN_MFU, "gpu": PLAN_GPU, "gpu_peak_tflops": dict(PLAN_PEAK_TFLOPS),
                             "train_pair_tokens": TRAIN_PAIR_TOKENS, "eval_pair_tokens": EVAL_PAIR_TOKENS},
             "total_gpu_h": sum(r["train_gpu_h"] + r["eval_gpu_h"] for r in rows if r["gpus"])
@@ -308,6 +339,11 @@ def format_plan(p: dict[str, Any]) -> str:
         for d in p["data"]:
             lines.append("  " + ", ".join(f"{k}={v}" for k, v in d.items()))
     lines.append("evaluation datasets: " + ", ".join(p["eval_datasets"]))
+    if p["input_problems"]:
+        lines.append("inputs missing or broken (`cerepro grid` will not start until they are fixed):")
+        lines += [f"  - {problem}" for problem in p["input_problems"]]
+    else:
+        lines.append("inputs: every dataset id, first-stage run and training file is in place")
     a = p["assumptions"]
     peaks = ", ".join(f"{v:g} TFLOP/s in {k}" for k, v in a["gpu_peak_tflops"].items())
     lines.append(f"estimate: {p['total_gpu_h']:,.0f} GPU-hours on GPU jobs, assuming {a['mfu']:.0%} MFU of "

@@ -389,6 +389,9 @@ def encode_passages(passages: Iterable[tuple[str, str]], total: int, model, toke
                                precision=precision, progress=bar)
         _write_shard(path, ids, quantise(weights))
     bar.close()
+    if next(iterator, None) is not None:
+        raise FirstStageError(f"{folder}: the collection yields more than the {total} passages it "
+                              f"counts (duplicate doc ids?); nothing past them would be indexed")
     if done:
         log.info("%s: %d of %d shards were already encoded", folder, done, n_shards)
     return paths

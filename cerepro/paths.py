@@ -6,7 +6,9 @@ moves a whole installation (a cluster's scratch disk, a test's temporary folder)
 - ``CEREPRO_CACHE``: downloaded files, the demo world, tokenized inputs, BM25 indexes.
 - ``CEREPRO_RUNS``: executed notebooks, checkpoints, run files, result tables.
 - ``CEREPRO_PARAMS``: the params folder; ``CEREPRO_ROOT``: the checkout (notebooks, workflow).
-Unset, both live inside the project (``cache/`` and ``runs/`` next to ``params/``).
+- ``CEREPRO_BOOK``: the book's sources, where it is built (a copy of ``book/``: a grid's book
+  built without touching the checkout's).
+Unset, they live inside the project (``cache/``, ``runs/`` and ``book/`` next to ``params/``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ def runs_dir() -> Path:
     path = Path(os.environ.get("CEREPRO_RUNS", project_root() / "runs"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def book_dir() -> Path:
+    return Path(os.environ.get("CEREPRO_BOOK") or project_root() / "book")
 
 
 def notebook_run_dir(run_dir: str | os.PathLike, notebook: str, run: str = "") -> Path:

@@ -153,7 +153,9 @@ def available_columns(results: pd.DataFrame) -> list[str]:
             groups.append(name)
     for group in dict.fromkeys(dataset_group(d) for d in datasets):
         members = [d for d in datasets if dataset_group(d) == group]
-        if group not in groups and len(members) > 1:
+        # a paper aggregate is never a mean of part of its sets: a grid that evaluates only some
+        # of them (the rehearsal) shows those sets, each in its own column
+        if group not in groups and group not in registry["aggregates"] and len(members) > 1:
             groups.append(group)
     return datasets + groups
 
@@ -164,7 +166,13 @@ def table_columns(results: pd.DataFrame) -> list[str]:
     available_ = available_columns(results)
     paper = [*dataset_registry()["paper_table_columns"], IN_DOMAIN, OOD]
     shown = [c for c in paper if c in available_]
-    return shown or available_
+    if not shown:
+        return available_
+    # sets of a paper column the grid evaluates only in part (scifact without the rest of
+    # BEIR-13): shown each in its own column, after the paper's
+    datasets = list(dict.fromkeys(results["dataset"]))
+    covered = {d for c in shown for d in _members(c, datasets)}
+    return shown + [c for c in available_ if c in datasets and c not in covered]
 
 
 def _members(column: str, datasets) -> list[str]:
@@ -212,9 +220,12 @@ def cell_means(results: pd.DataFrame, columns=None, measure: str = MEASURE) -> p
 
 
 def group_column(results: pd.DataFrame, group: str) -> str:
-    """The table column of a group: the group itself, or its only dataset."""
-    datasets = sorted(set(results.loc[results["group"] == group, "dataset"]))
-    return group if len(datasets) > 1 else datasets[0]
+    """The table column that stands for a group in figures: the group's own column where the grid
+    has one (:func:`available_columns`), else its first dataset's."""
+    available = available_columns(results)
+    if group in available:
+        return group
+    return next(d for d in available if d in set(results.loc[results["group"] == group, "dataset"]))
 
 
 def placeholder(what: str) -> pd.DataFrame:

@@ -12,7 +12,8 @@ resume, loop (forward, loss, backward, clip, step), validation, checkpoint. What
   and ``manifest.json`` (sha256 of each file and the config fingerprint), written to a temporary
   folder and renamed into place; ``checkpoints/latest`` names the newest; two are kept;
 - ``log.jsonl`` (step, loss, lr, grad norm, pairs/s, memory; validation results), ``ledger.json``
-  (the compute ledger: wall time, device, steps, pairs/s, estimated FLOPs, MFU on GPU) and
+  (the compute ledger: wall time, device, steps, pairs/s, estimated FLOPs, MFU on GPU, the
+  checkpoint steps it resumed at) and
   ``summary.json`` (returned by ``fit``).
 
 Batches follow the objective: each optimiser step scores ``config.groups_per_step`` groups of
@@ -165,6 +166,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
         schedule.load_state_dict(state["scheduler"])
         set_rng(state["rng"], rank)
         step, best, totals = state["step"], state["best"], state["totals"]
+        totals["resumed_from"] = [*totals.get("resumed_from", []), step]  # in the ledger
         if main:
             _truncate_log(output_dir / "log.jsonl", step)
             note = {"step": step, "resumed_from": str(checkpoint.relative_to(output_dir)),
@@ -734,6 +736,7 @@ def run_ledger(config: RunConfig, totals: dict, model, device, world: int) -> di
         "flops": totals["flops"] * world, "flops_per_s": flops_per_s,
         "peak_flops_per_device": peak, "mfu": flops_per_s / (peak * world) if peak else None,
         "flops_method": "cerepro.backbones.pair_flops: 3 x forward matmul FLOPs on unpadded tokens",
+        "resumed_from": list(totals.get("resumed_from", [])),  # checkpoint steps this run resumed at
     }
 
 
@@ -751,26 +754,67 @@ def _cpu_name() -> str:
 # Entry point for accelerate launch / torchrun, and a launcher for notebooks
 
 
+def training_processes(config: RunConfig) -> int:
+    """How many processes train ``config``: ``processes`` when set, else one per GPU (one on CPU)."""
+    return config.processes or max(1, config.gpus)
+
+
 def launch(config: RunConfig, output_dir: str | os.PathLike, *, num_processes: int | None = None,
            resume: bool = True, extra_args: list[str] | None = None) -> dict[str, Any]:
-    """Run ``fit`` in a child process under ``accelerate launch`` (DDP over ``num_processes``
-    GPUs, default: all visible) and return its summary. Safe from a papermill-executed notebook:
-    the kernel never initialises CUDA or forks workers itself."""
+    """Run ``fit`` in child processes under ``accelerate launch`` and return the run's summary.
+
+    ``num_processes`` (default: ``training_processes(config)``, else all visible GPUs): DDP over
+    that many GPUs, or, for a CPU run (``gpus: 0``), that many CPU processes over gloo with the
+    GPUs hidden. Safe from a papermill-executed notebook: the kernel never initialises CUDA or
+    forks workers itself.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     spec = output_dir / "launch-config.json"
     write_text_atomic(spec, json.dumps(config.to_dict(), indent=1))
     if num_processes is None:
-        num_processes = max(1, _visible_gpus())
+        num_processes = training_processes(config) if config.gpus or config.processes else max(1, _visible_gpus())
+    # `accelerate launch --cpu` always starts ONE process (its simple launcher); N processes come
+    # from its torchrun path (--multi_gpu), which on a machine without visible GPUs gives gloo
+    # CPU processes. Port 0: a free port, so jobs sharing a node do not race for 29500.
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
-               *(["--multi_gpu"] if num_processes > 1 else []), *(extra_args or []),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               *(["--multi_gpu", "--main_process_port", "0"] if num_processes > 1 else []),
+               *(extra_args or []),
                "-m", "cerepro.train", "--config-json", str(spec), "--output", str(output_dir)]
     if not resume:
         command.append("--no-resume")
-    done = subprocess.run(command, stdout=sys.stdout, stderr=sys.stderr)
-    if done.returncode:
-        raise TrainingError(f"training process failed with exit code {done.returncode}: {' '.join(command)}")
+    env = dict(os.environ)
+    if not config.gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run stays on CPU on a GPU node too
+    try:  # a kernel's stdout may have no file descriptor (a notebook run by a SLURM job step)
+        streams = {"stdout": sys.stdout.fileno(), "stderr": sys.stderr.fileno()}
+    except (AttributeError, OSError, ValueError):
+        streams = None
+    if streams is not None:
+        returncode = subprocess.run(command, env=env, **streams).returncode
+    else:  # relay the children's output line by line
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, errors="replace") as child:
+            for line in child.stdout:
+                sys.stdout.write(line)
+        returncode = child.returncode
+    if returncode:
+        raise TrainingError(f"training process failed with exit code {returncode}: {' '.join(command)}")
     return json.loads((output_dir / "summary.json").read_text())
+
+
+def check_launch_environment(environ=os.environ) -> None:
+    """Refuse ``accelerate launch --cpu --num_processes N``: accelerate then starts one process
+    (and sets MASTER_ADDR for N), so the run would silently train alone."""
+    cpu = environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    world = any(k in environ for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
+    if cpu and "MASTER_ADDR" in environ and not world:
+        raise TrainingError(
+            "`accelerate launch --cpu --num_processes N` starts a single process; for N CPU "
+            "processes use `accelerate launch --multi_gpu --num_processes N` on a machine without "
+            "visible GPUs (CUDA_VISIBLE_DEVICES=), or set processes: N with gpus: 0 in params "
+            "(cerepro.train.launch)")
 
 
 def _visible_gpus() -> int:
@@ -793,6 +837,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="the run's output folder")
     parser.add_argument("--no-resume", action="store_true")
     args = parser.parse_args(argv)
+    check_launch_environment()
     if args.config_json:
         config = build_config([(args.config_json, json.loads(Path(args.config_json).read_text()))])
     else:

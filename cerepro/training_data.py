@@ -45,6 +45,7 @@ import itertools
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -345,11 +346,15 @@ def msmarco_triples_path() -> Path:
     if target.is_file():
         return target
     source = Path(ir_datasets.load(MSMARCO_TRIPLES).docpairs_handler().docpairs_path())
-    with gzip.open(source, "rb") as f, atomic_path(target) as tmp, tmp.open("wb") as out, \
-            tqdm(unit="B", unit_scale=True, desc=f"unpack {source.name}") as bar:
-        while chunk := f.read(1 << 20):
-            out.write(chunk)
-            bar.update(len(chunk))
+    try:
+        with gzip.open(source, "rb") as f, atomic_path(target) as tmp, tmp.open("wb") as out, \
+                tqdm(unit="B", unit_scale=True, desc=f"unpack {source.name}") as bar:
+            while chunk := f.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+    except (EOFError, OSError, zlib.error) as exc:  # a broken download: nothing is kept
+        raise DataFormatError(f"{source}: not a complete gzip ({exc}); delete it so that ir_datasets "
+                              f"downloads it again, or place a complete copy there") from None
     return target
 
 

@@ -34,7 +34,7 @@ import pandas as pd
 from cerepro import figures
 from cerepro.config import load_config
 from cerepro.paths import notebook_run_dir
-from cerepro.train import fit, launch
+from cerepro.train import fit, launch, training_processes
 
 config = load_config(backbone, objective, seed, profile, overrides)
 folder = notebook_run_dir(run_dir, "train", config.run_id)  # empty run_dir: runs/interactive/...
@@ -44,10 +44,11 @@ pd.Series(config.to_dict(), name=config.run_id).to_frame()
 # ## Training
 # Checkpoints, the JSONL log and the compute ledger go to `model/`, `log.jsonl` and
 # `ledger.json` in this run's folder; an interrupted run resumes from its last checkpoint.
-# With more than one GPU the run goes through `accelerate launch` (DDP) in a child process.
+# With more than one process (GPUs, or `processes` CPU processes) the run goes through
+# `accelerate launch` (DDP) in child processes.
 
 # %%
-summary = launch(config, folder, num_processes=config.gpus) if config.gpus > 1 else fit(config, folder)
+summary = launch(config, folder) if training_processes(config) > 1 else fit(config, folder)
 summary
 
 # %% [markdown]

@@ -191,6 +191,27 @@ def test_aggregates_are_the_papers_unweighted_means(paper_runs, monkeypatch):
     assert tables.evaluation_groups(results) == ["in-domain", "beir-13", "lotte-search-5", "robust04"]
 
 
+def test_a_grid_with_part_of_an_aggregate_shows_its_sets_never_a_partial_mean(tmp_path, monkeypatch):
+    """The rehearsal evaluates MS MARCO dev and TREC DL 2019 but not 2020: no "in-domain" column
+    (the paper's is the mean of all three), each set in its own column, and every figure draws."""
+    sets = ("msmarco-passage/dev/small", "msmarco-passage/trec-dl-2019/judged", "beir/scifact/test",
+            "lotte/writing/test/search")
+    write_grid(tmp_path, "paper", backbones=("ettin-17m",), objectives=("bce", "margin-mse"), seeds=1,
+               datasets=sets, queries=4, notebooks=False)
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
+    results = tables.grid_results("paper")
+    assert tables.available_columns(results) == ["msmarco-dev-small", "trec-dl-2019", "scifact", "lotte-writing"]
+    cells = tables.cell_means(results)
+    assert set(cells["column"]) == {"msmarco-dev-small", "trec-dl-2019", "scifact", "lotte-writing"}
+    heat = figures.heatmaps(results)
+    assert [ax.get_title() for ax in heat.axes if ax.has_data()] == [
+        f"{c} ({tables.MEASURE})" for c in ("msmarco-dev-small", "trec-dl-2019", "scifact", "lotte-writing")]
+    scatter = figures.id_ood_scatter(results)
+    assert [ax.get_xlabel() for ax in scatter.axes if ax.has_data()] == [f"msmarco-dev-small ({tables.MEASURE})"] * 2
+    for draw in (figures.gain_vs_scaling, figures.seed_spread):
+        assert any(ax.has_data() for ax in draw(results).axes), draw.__name__
+
+
 def test_significance_markers_follow_the_tests(demo):
     tests = tables.significance(demo, baseline="bce")
     # infonce is +0.10 over bce with sd 0.02 noise on 24 queries: significant under both tests
