@@ -27,8 +27,10 @@ $(STAMP): pyproject.toml $(LAB_SETTING)
 	install -D -m 644 jupyter/lab/settings/overrides.d/cerepro.json $(VENV)/share/jupyter/lab/settings/overrides.d/cerepro.json
 	touch $(STAMP)
 
+# Test files run in parallel, one file per worker (pytest-xdist); TEST_WORKERS=1 runs them in turn.
+TEST_WORKERS ?= 2
 test: install browser slurm
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # Headless Chromium (Debian package) for the book's browser check; sudo when not root.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
