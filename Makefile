@@ -27,10 +27,12 @@ $(STAMP): pyproject.toml $(LAB_SETTING)
 	install -D -m 644 jupyter/lab/settings/overrides.d/cerepro.json $(VENV)/share/jupyter/lab/settings/overrides.d/cerepro.json
 	touch $(STAMP)
 
-# Test files run in parallel, one file per worker (pytest-xdist); TEST_WORKERS=1 runs them in turn.
+# Test files run in parallel, one file per worker, longest first (pytest-xdist; tests/conftest.py
+# orders them); TEST_WORKERS=1 runs them in turn. One math thread per process unless set.
 TEST_WORKERS ?= 2
 test: install browser slurm
-	$(BIN)/python -m pytest -q $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} $(BIN)/python -m pytest -q \
+		$(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 # Headless Chromium (Debian package) for the book's browser check; sudo when not root.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)

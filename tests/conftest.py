@@ -1,7 +1,7 @@
 """Test-session settings shared by every test file.
 
-`make test` runs the files in parallel (pytest-xdist, ``--dist loadfile``: each file on one
-worker, in the order collected). The longest files are collected first, so that no worker starts
+`make test` runs the files in parallel (pytest-xdist, ``--dist loadfile --no-loadscope-reorder``:
+each file on one worker, in the order collected). The longest files are collected first, so that no worker starts
 one of them when the others are nearly done.
 """
 
