@@ -1,8 +1,8 @@
 """Test-session settings shared by every test file.
 
-`make test` runs the files in parallel (pytest-xdist, ``--dist loadfile --no-loadscope-reorder``:
-each file on one worker, in the order collected). The longest files are collected first, so that no worker starts
-one of them when the others are nearly done.
+`make test` runs the files in parallel (pytest-xdist, ``--dist loadfile
+--no-loadscope-reorder``: each file on one worker, in the order collected). The longest files are
+collected first, so that no worker starts one of them when the others are nearly done.
 """
 
 LONGEST_FIRST = ("test_slurm.py", "test_grid_smoke.py", "test_book.py", "test_resume.py", "test_released.py")
