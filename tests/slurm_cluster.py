@@ -8,6 +8,10 @@ plugin), starts the three daemons as root on free ports and waits until the node
 daemon that does not come up raises ``ClusterError`` with the daemon's log: the caller fails,
 never skips.
 
+Sockets (munge's, slurmd's per job step) live in a short private folder under the system's
+temporary folder, whatever ``folder`` is: a Unix socket path holds at most 108 bytes, and
+pytest-xdist's temporary folders are deeper than that allows.
+
 The configuration is also linked at ``/etc/slurm/slurm.conf``, where ``srun`` looks: the SLURM
 plugin's job step removes ``SLURM_*`` variables, ``SLURM_CONF`` included, before calling ``srun``
 inside a job. An existing configuration there that is not one of ours is never replaced.
@@ -20,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,6 +58,7 @@ class SlurmCluster:
         self.conf = self.folder / "slurm.conf"
         self.started: list[tuple[str, Path]] = []  # (daemon, pid file)
         self.linked = False
+        self.sockets: Path | None = None  # short private folder: munge's socket, slurmd's spool
 
     @property
     def env(self) -> dict[str, str]:
@@ -74,8 +80,9 @@ class SlurmCluster:
                                "tests as root (CI does)")
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)  # munged refuses a key or socket in a folder others can write
-        for sub in ("state", "spool"):
-            (self.folder / sub).mkdir(exist_ok=True)
+        (self.folder / "state").mkdir(exist_ok=True)
+        self.sockets = Path(tempfile.mkdtemp(prefix="cerepro-slurm-"))  # mode 0700, as munged wants
+        (self.sockets / "spool").mkdir()
         key = self.folder / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o600)
@@ -83,7 +90,7 @@ class SlurmCluster:
         self._link_conf()
         try:
             self._daemon("munged", self.folder / "munged.pid", [
-                "munged", "--force", f"--key-file={key}", f"--socket={self.folder / 'munge.sock'}",
+                "munged", "--force", f"--key-file={key}", f"--socket={self.sockets / 'munge.sock'}",
                 f"--pid-file={self.folder / 'munged.pid'}", f"--log-file={self.folder / 'munged.log'}",
                 f"--seed-file={self.folder / 'munged.seed'}"])
             self._daemon("slurmctld", self.folder / "slurmctld.pid", ["slurmctld", "-f", str(self.conf)])
@@ -98,10 +105,10 @@ class SlurmCluster:
         f = self.folder
         lines = {
             "ClusterName": "cerepro", "SlurmctldHost": self.node,
-            "AuthType": "auth/munge", "CredType": "cred/munge", "AuthInfo": f"socket={f / 'munge.sock'}",
+            "AuthType": "auth/munge", "CredType": "cred/munge", "AuthInfo": f"socket={self.sockets / 'munge.sock'}",
             "SlurmUser": "root", "SlurmdUser": "root",
             "SlurmctldPort": _free_port(), "SlurmdPort": _free_port(),
-            "StateSaveLocation": f / "state", "SlurmdSpoolDir": f / "spool",
+            "StateSaveLocation": f / "state", "SlurmdSpoolDir": self.sockets / "spool",
             "SlurmctldPidFile": f / "slurmctld.pid", "SlurmdPidFile": f / "slurmd.pid",
             "SlurmctldLogFile": f / "slurmctld.log", "SlurmdLogFile": f / "slurmd.log",
             "ProctrackType": "proctrack/linuxproc", "TaskPlugin": "task/none", "MpiDefault": "none",
@@ -170,6 +177,9 @@ class SlurmCluster:
         if self.linked and SYSTEM_CONF.is_symlink():
             SYSTEM_CONF.unlink()
         self.linked = False
+        if self.sockets is not None:
+            shutil.rmtree(self.sockets, ignore_errors=True)
+            self.sockets = None
 
 
 def _stop_pid(pid: int, grace: float = 15) -> None:
