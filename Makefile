@@ -28,8 +28,9 @@ $(STAMP): pyproject.toml $(LAB_SETTING)
 	touch $(STAMP)
 
 # Test files run in parallel, one file per worker, longest first (pytest-xdist; tests/conftest.py
-# orders them); TEST_WORKERS=1 runs them in turn. One math thread per process unless set.
-TEST_WORKERS ?= 2
+# orders them): three workers on two cores, as the longest (SLURM, kill-and-resume) mostly wait;
+# TEST_WORKERS=1 runs them in turn. One math thread per process unless set.
+TEST_WORKERS ?= 3
 test: install browser slurm
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} $(BIN)/python -m pytest -q \
 		$(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)

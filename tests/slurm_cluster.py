@@ -1,6 +1,7 @@
 """Not a test: a real one-node SLURM cluster (munged, slurmctld, slurmd) for the SLURM tests.
 
-``SlurmCluster(folder).start()`` writes a one-node ``slurm.conf`` into ``folder`` (accounting
+``SlurmCluster(folder).start()`` writes a one-node ``slurm.conf`` into ``folder`` (at least four
+CPUs announced, so that the rehearsal's 2-CPU jobs overlap where their waits allow; accounting
 off, ``MinJobAge`` one day so that ``squeue`` still reports finished jobs to Snakemake's SLURM
 plugin), starts the three daemons as root on free ports and waits until the node is idle;
 ``stop()`` cancels the cluster's jobs and stops exactly the daemons it started. Anything missing
@@ -116,11 +117,14 @@ class SlurmCluster:
             "SelectTypeParameters": "CR_Core_Memory",
             "AccountingStorageType": "accounting_storage/none", "JobAcctGatherType": "jobacct_gather/none",
             "JobCompType": "jobcomp/none", "MinJobAge": 86400, "ReturnToService": 2, "KillWait": 5,
+            # the node may announce more CPUs than it has (below), so that two jobs overlap
+            "SlurmdParameters": "config_overrides",
         }
         text = f"# {MARKER}: written by tests/slurm_cluster.py\n"
         text += "".join(f"{k}={v}\n" for k, v in lines.items())
         memory = int(_memory_mb() * 0.9)
-        text += (f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={memory} "
+        cpus = max(4, os.cpu_count() or 1)  # two 2-CPU jobs at once even on a 2-core machine
+        text += (f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} "
                  "State=UNKNOWN\n")
         text += f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n"
         self.conf.write_text(text)
