@@ -15,6 +15,7 @@ This module only looks at files; it never downloads, trains or evaluates.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import zlib
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def _check_triples_gzip() -> list[str]:
     """A truncated ``qidpidtriples`` gzip (a broken download), when it is not unpacked yet."""
     import ir_datasets
 
-    from cerepro.paths import cache_dir
+    from cerepro.paths import cache_dir, write_text_atomic
 
     if (cache_dir() / "msmarco-passage" / "qidpidtriples.train.full.2.tsv").is_file():
         return []
@@ -106,10 +107,18 @@ def _check_triples_gzip() -> list[str]:
     path = Path(ir_datasets.util.home_path()) / "msmarco-passage" / TRIPLES_GZ
     if not path.is_file():
         return [f"training file {path} (ir_datasets {MSMARCO_TRIPLES}) is missing"]
+    # reading the whole gzip takes a minute at full size: a complete one is remembered, keyed by
+    # path, size and mtime, so `cerepro plan` and each grid start do not read it again
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|complete-gzip"
+    marker = cache_dir() / "verified" / f"{hashlib.md5(key.encode()).hexdigest()}.json"
+    if marker.is_file():
+        return []
     try:
         with gzip.open(path, "rb") as f:
             while f.read(1 << 22):
                 pass
     except (EOFError, OSError, zlib.error) as exc:
         return [f"training file {path} is not a complete gzip ({exc}); download it again"]
+    write_text_atomic(marker, key + "\n")
     return []
