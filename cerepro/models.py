@@ -32,7 +32,7 @@ from cerepro.backbones import (BUILTIN_ARCHS, DEMO_VOCAB_SIZE, BackboneError, as
                                attention_implementation, backbone_of, pypi_model_path, shipped_config, tiny_config)
 from cerepro.paths import cache_dir
 
-TOKENIZER_VERSION = 2  # bump when train_tokenizer changes, so cached tokenizers are rebuilt
+TOKENIZER_VERSION = 3  # bump when train_tokenizer changes, so cached tokenizers are rebuilt
 # sentence-transformers reads this from config.json: predict() then returns raw logits, the
 # scores cerepro trains and ranks with (its default for one label would be a sigmoid).
 ST_RAW_LOGITS = {"activation_fn": "torch.nn.modules.linear.Identity"}
@@ -78,8 +78,19 @@ def train_tokenizer(arch: str, texts: Iterable[str], *, vocab_size: int = DEMO_V
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special_list,
-                                             show_progress=False)
+        # The trainer numbers the word-continuing letters ("##a") in hash order, which differs
+        # per process, and breaks ties between merges by those numbers: trained on a scratch
+        # tokenizer whose first ids are the special tokens and then those letters, sorted, the
+        # vocabulary (and so every demo model and number) is the same in every process.
+        continuing = sorted({f"##{c}" for text in texts for word, _ in
+                             tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))
+                             for c in word[1:]})
+        scratch = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        scratch.normalizer, scratch.pre_tokenizer = tok.normalizer, tok.pre_tokenizer
+        scratch.train_from_iterator(texts, length=len(texts), trainer=trainers.WordPieceTrainer(
+            vocab_size=vocab_size, special_tokens=special_list + continuing, show_progress=False))
+        tok.model = models.WordPiece(vocab=scratch.get_vocab(), unk_token="[UNK]")
+        tok.add_special_tokens(special_list)
     else:  # roberta, modernbert
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=arch == "modernbert")
@@ -87,7 +98,7 @@ def train_tokenizer(arch: str, texts: Iterable[str], *, vocab_size: int = DEMO_V
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_list,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                       show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+        tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
 
     cls, sep = specials["cls_token"], specials["sep_token"]
     ids = {t: tok.token_to_id(t) for t in (cls, sep)}

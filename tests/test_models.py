@@ -3,6 +3,8 @@
 Models are tiny and built in code (2 layers, hidden 64), tokenizers trained on a few sentences.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -91,6 +93,23 @@ def test_demo_tokenizer_is_cached_and_deterministic():
     a = models.demo_tokenizer("bert", max_length=64, texts=TEXTS)
     b = models.demo_tokenizer("bert", max_length=64, texts=TEXTS)
     assert a.get_vocab() == b.get_vocab() and a.model_max_length == 64
+
+
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_trained_tokenizer_ids_are_the_same_in_every_process(arch):
+    """The tokenizers trainers count in hash maps seeded per process: each fresh process must
+    still give every token the same id (WordPiece is renumbered after training)."""
+    import subprocess
+    import sys
+
+    program = ("import json, sys; from cerepro import models; "
+               f"t = models.train_tokenizer({arch!r}, sys.stdin.read().splitlines()); "
+               "print(json.dumps(sorted(t.get_vocab().items())))")
+    corpus = "\n".join(TEXTS * 3 + [f"{a} {b}" for a in TEXTS for b in TEXTS])
+    vocabs = [subprocess.run([sys.executable, "-c", program], input=corpus, capture_output=True,
+                             text=True, check=True).stdout for _ in range(3)]
+    assert vocabs[0] == vocabs[1] == vocabs[2]
+    assert len(json.loads(vocabs[0])) > 50
 
 
 def test_build_cross_encoder_is_seeded():
