@@ -41,9 +41,7 @@ class Job:
         intra-op threads: jobs running side by side on one machine must not oversubscribe it
         (two 2-thread jobs on 2 cores run an order of magnitude slower than two 1-thread jobs)."""
         run_dir = Path(done_path).parent
-        if threads:
-            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ[var] = str(threads)
+        kernel_env = {var: str(threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} if threads else {}
         try:
             if self.notebook == "evaluate":  # training checks its own inputs (cerepro.train.fit)
                 from cerepro.datasets import check_dataset
@@ -54,7 +52,7 @@ class Job:
                     from cerepro.models import check_scorer, resolve_scorer
 
                     check_scorer(resolve_scorer(self.parameters["model"], self.parameters["revision"]))
-            return run_notebook(self.notebook, run_dir, self.parameters)
+            return run_notebook(self.notebook, run_dir, self.parameters, kernel_env=kernel_env)
         except (RunnerError, InputError, ValueError) as exc:
             if log_path:
                 Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +174,10 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
     else:
         # Locally, a SIGKILLed run leaves Snakemake's lock behind; run_grid holds cerepro's
         # folder lock instead (it detects a dead holder), and each job its run folder's.
-        cmd += ["--cores", str(cores or os.cpu_count() or 1), "--nolock"]
+        # Jobs run as threads of this Snakemake process: a spawned job would start a second
+        # Snakemake that parses the Snakefile and builds the DAG again (seconds of CPU per job);
+        # each notebook still runs in its own kernel, with its own environment (cerepro.kernel).
+        cmd += ["--cores", str(cores or os.cpu_count() or 1), "--nolock", "--force-use-threads"]
     if dry_run:
         cmd += ["--dry-run", "--quiet", "rules"] if not slurm else ["--dry-run"]
     return cmd + list(extra or [])

@@ -13,7 +13,6 @@ This module runs notebooks; it never trains or evaluates by itself.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -72,8 +71,10 @@ def run_notebook(
     *,
     force: bool = False,
     progress: bool = False,
+    kernel_env: Mapping[str, str] | None = None,
 ) -> Path:
     """Execute ``notebooks/<name>.py`` with ``parameters`` into ``run_dir``; return the folder.
+    ``kernel_env`` is added to the kernel's environment (this process's own is never changed).
 
     Unknown parameter names fail before anything runs. A finished folder (``DONE``) is kept as
     is unless ``force``; an unfinished one is run again in place, keeping what it holds (training
@@ -104,14 +105,15 @@ def run_notebook(
         if resumed:
             print(f"cerepro: {run_dir} is unfinished: running {name} again in place (resuming; "
                   f"--force starts over)", file=sys.stderr)
-        _execute_into(name, run_dir, declared, parameters, resumed=resumed, progress=progress)
+        _execute_into(name, run_dir, declared, parameters, resumed=resumed, progress=progress,
+                      kernel_env=kernel_env)
     finally:
         lock.release()
     return run_dir
 
 
 def _execute_into(name: str, run_dir: Path, declared: Mapping[str, Any], parameters: Mapping[str, Any],
-                  *, resumed: bool, progress: bool) -> None:
+                  *, resumed: bool, progress: bool, kernel_env: Mapping[str, str] | None) -> None:
     import jupytext
 
     source = run_dir / f".{name}.source.ipynb"
@@ -122,7 +124,7 @@ def _execute_into(name: str, run_dir: Path, declared: Mapping[str, Any], paramet
         else {**declared, **parameters}
     started = time.time()
     try:
-        execute(source, partial, params, cwd=run_dir, progress=progress)
+        execute(source, partial, params, cwd=run_dir, progress=progress, kernel_env=kernel_env)
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
         raise RunnerError(f"notebook {name!r} failed in {run_dir} (executed copy: {partial.name}): {exc}") from exc
     finally:
@@ -178,7 +180,8 @@ def kernel_environment() -> dict[str, str]:
             "CEREPRO_CACHE": str(cache_dir().resolve()), "CEREPRO_RUNS": str(runs_dir().resolve())}
 
 
-def execute(source: Path, output: Path, params: Mapping[str, Any], *, cwd: Path, progress: bool = False) -> None:
+def execute(source: Path, output: Path, params: Mapping[str, Any], *, cwd: Path, progress: bool = False,
+            kernel_env: Mapping[str, str] | None = None) -> None:
     """papermill ``source`` -> ``output`` with a kernel reached over Unix sockets in a private folder.
 
     Over TCP, jupyter_client picks free ports, releases them and hands them to the kernel; a
@@ -187,9 +190,15 @@ def execute(source: Path, output: Path, params: Mapping[str, Any], *, cwd: Path,
     Grids start kernels in parallel, so cerepro uses IPC sockets under a fresh temporary folder,
     which no other kernel can name. Where Unix sockets are unavailable (Windows) or the folder's
     path would be too long for one, the kernel uses TCP as usual.
+
+    The kernel's environment is this process's plus the folders it resolved and ``kernel_env``,
+    given to that kernel alone: Snakemake runs a grid's local jobs as threads of one process,
+    where changing ``os.environ`` for one job would change it for every other.
     """
     import papermill
     from traitlets.config import Config
+
+    from cerepro.kernel import JobKernelManager
 
     with tempfile.TemporaryDirectory(prefix="cerepro-kernel-") as sockets:
         ip = os.path.join(sockets, "k")
@@ -197,25 +206,12 @@ def execute(source: Path, output: Path, params: Mapping[str, Any], *, cwd: Path,
         if os.name == "posix" and len(os.fsencode(ip)) <= _MAX_SOCKET_PREFIX:
             config.KernelManager.transport = "ipc"
             config.KernelManager.ip = ip
-        with _environ(kernel_environment()):  # the kernel inherits this process's environment
-            papermill.execute_notebook(
-                str(source), str(output), parameters=dict(params), kernel_name="python3",
-                cwd=str(cwd), progress_bar=progress, log_output=False, config=config,
-            )
-
-
-@contextlib.contextmanager
-def _environ(values: Mapping[str, str]):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        config.JobKernelManager.job_environment = {**kernel_environment(), **(kernel_env or {})}
+        papermill.execute_notebook(
+            str(source), str(output), parameters=dict(params), kernel_name="python3",
+            cwd=str(cwd), progress_bar=progress, log_output=False, config=config,
+            kernel_manager_class=JobKernelManager,
+        )
 
 
 def environment() -> dict[str, Any]:

@@ -56,3 +56,32 @@ def test_too_long_a_socket_path_falls_back_to_tcp(tmp_path, monkeypatch):
     deep.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(deep))
     assert run_probe(tmp_path / "run", 1)["transport"] == "tcp"
+
+
+ENV_PROBE = """import json, os
+print(json.dumps({k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CEREPRO_TEST_JOB", "CEREPRO_RUNS")}))"""
+
+
+def run_env_probe(folder, job):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = probe_notebook(folder)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[-1].source = ENV_PROBE
+    nbformat.write(nb, path)
+    execute(path, folder / "out.ipynb", {}, cwd=folder,
+            kernel_env={"OMP_NUM_THREADS": str(job), "CEREPRO_TEST_JOB": f"job {job}"})
+    return json.loads(nbformat.read(folder / "out.ipynb", as_version=4).cells[-1].outputs[0]["text"])
+
+
+def test_jobs_running_as_threads_of_one_process_give_each_kernel_its_own_environment(tmp_path):
+    """Snakemake runs local jobs as threads (--force-use-threads): each kernel gets its job's
+    variables, and the process's own environment is left as it was."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = dict(os.environ)
+    with ThreadPoolExecutor(3) as pool:
+        seen = list(pool.map(run_env_probe, [tmp_path / f"run{i}" for i in range(3)], [1, 2, 3]))
+    assert [(s["OMP_NUM_THREADS"], s["CEREPRO_TEST_JOB"]) for s in seen] == \
+        [("1", "job 1"), ("2", "job 2"), ("3", "job 3")]
+    assert all(s["CEREPRO_RUNS"] for s in seen)  # the folders this process resolved
+    assert dict(os.environ) == before
