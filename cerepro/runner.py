@@ -191,9 +191,10 @@ def execute(source: Path, output: Path, params: Mapping[str, Any], *, cwd: Path,
     which no other kernel can name. Where Unix sockets are unavailable (Windows) or the folder's
     path would be too long for one, the kernel uses TCP as usual.
 
-    The kernel's environment is this process's plus the folders it resolved and ``kernel_env``,
-    given to that kernel alone: Snakemake runs a grid's local jobs as threads of one process,
-    where changing ``os.environ`` for one job would change it for every other.
+    The kernel starts in ``cwd``, its environment this process's plus the folders it resolved and
+    ``kernel_env``, given to that kernel alone: Snakemake runs a grid's local jobs as threads of
+    one process, where changing ``os.environ`` or the working directory for one job would change
+    it for every other (``cerepro.kernel``).
     """
     import papermill
     from traitlets.config import Config
@@ -207,9 +208,11 @@ def execute(source: Path, output: Path, params: Mapping[str, Any], *, cwd: Path,
             config.KernelManager.transport = "ipc"
             config.KernelManager.ip = ip
         config.JobKernelManager.job_environment = {**kernel_environment(), **(kernel_env or {})}
+        config.JobKernelManager.job_cwd = str(Path(cwd).resolve())
+        # no papermill cwd: it would os.chdir this whole process (every job thread) for the run
         papermill.execute_notebook(
-            str(source), str(output), parameters=dict(params), kernel_name="python3",
-            cwd=str(cwd), progress_bar=progress, log_output=False, config=config,
+            str(Path(source).resolve()), str(Path(output).resolve()), parameters=dict(params),
+            kernel_name="python3", progress_bar=progress, log_output=False, config=config,
             kernel_manager_class=JobKernelManager,
         )
 

@@ -59,7 +59,8 @@ def test_too_long_a_socket_path_falls_back_to_tcp(tmp_path, monkeypatch):
 
 
 ENV_PROBE = """import json, os
-print(json.dumps({k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CEREPRO_TEST_JOB", "CEREPRO_RUNS")}))"""
+print(json.dumps({"cwd": os.getcwd(),
+                  **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CEREPRO_TEST_JOB", "CEREPRO_RUNS")}}))"""
 
 
 def run_env_probe(folder, job):
@@ -75,12 +76,31 @@ def run_env_probe(folder, job):
 
 def test_jobs_running_as_threads_of_one_process_give_each_kernel_its_own_environment(tmp_path):
     """Snakemake runs local jobs as threads (--force-use-threads): each kernel gets its job's
-    variables, and the process's own environment is left as it was."""
+    folder and variables, and the process's own environment and working directory (Snakemake's
+    paths are relative to it) stay as they were, while the jobs run and after."""
+    import threading
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
-    before = dict(os.environ)
-    with ThreadPoolExecutor(3) as pool:
-        seen = list(pool.map(run_env_probe, [tmp_path / f"run{i}" for i in range(3)], [1, 2, 3]))
+    before, here = dict(os.environ), os.getcwd()
+    moved, running = [], True
+
+    def watch():
+        while running:
+            if os.getcwd() != here:
+                moved.append(os.getcwd())
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            seen = list(pool.map(run_env_probe, [tmp_path / f"run{i}" for i in range(3)], [1, 2, 3]))
+    finally:
+        running = False
+        watcher.join()
+    assert not moved, f"the process's working directory moved to {moved[0]}"
+    assert [s["cwd"] for s in seen] == [str(tmp_path / f"run{i}") for i in range(3)]
     assert [(s["OMP_NUM_THREADS"], s["CEREPRO_TEST_JOB"]) for s in seen] == \
         [("1", "job 1"), ("2", "job 2"), ("3", "job 3")]
     assert all(s["CEREPRO_RUNS"] for s in seen)  # the folders this process resolved
