@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 from cerepro.datasets import check_run_manifest, load_collection, run_manifest_path
 from cerepro.trec import RUN_COLUMNS, write_run
 from cerepro.paths import atomic_dir, atomic_path, cache_dir, file_sha256
-from cerepro.tokenize import PairEncoding, collate, token_budget_batches
+from cerepro.tokenize import PairEncoding, padded_batch, token_budget_batches
 from cerepro.vocab import FirstStageError, first_stage_models, produced_run
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def encode_texts(model, tokenizer, texts: Sequence[str], *, max_length: int,
     with torch.inference_mode(), autocast:
         for indices in token_budget_batches(encoding.lengths, max_tokens):
             batch = {k: v.to(device, non_blocking=True)
-                     for k, v in collate(encoding, indices, tokenizer.pad_token_id).items()}
+                     for k, v in padded_batch(encoding, indices, tokenizer.pad_token_id).items()}
             weights = splade_pool(model(**batch).logits, batch["attention_mask"])  # (B, V)
             nz = weights.nonzero()  # (nnz, 2): row within batch, term
             rows.append(torch.as_tensor(indices, device=device)[nz[:, 0]].cpu().numpy())

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from cerepro.trec import rank_by_score
 from cerepro.models import last_layer_first_token_only, supports_first_token_last_layer
 from cerepro.paths import atomic_path
-from cerepro.tokenize import PairEncoding, cached_encode_pairs, collate, encode_pairs, token_budget_batches
+from cerepro.tokenize import PairEncoding, cached_encode_pairs, encode_pairs, padded_batch, token_budget_batches
 from cerepro.vocab import SCORING_PRECISIONS
 
 # torch.set_float32_matmul_precision while scoring at each precision ("bf16": left as it is)
@@ -121,7 +121,7 @@ def score_pairs(
     try:
         with torch.inference_mode(), autocast, matmul, shortcut:
             for indices in batches:
-                batch = collate(encoding, indices, pad_token_id)
+                batch = padded_batch(encoding, indices, pad_token_id)
                 if not takes_types:
                     batch.pop("token_type_ids", None)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -14,7 +14,7 @@ cannot drift apart:
 - ``cached_encode_pairs`` keeps encodings on disk under ``cache_dir()/tokenized/``, keyed by the
   candidates' identity, the tokenizer's content and the length limits, so every model sharing a
   tokenizer reuses them.
-- ``token_budget_batches`` and ``collate`` turn an encoding into length-sorted batches padded only
+- ``token_budget_batches`` and ``padded_batch`` turn an encoding into length-sorted batches padded only
   to their own longest pair.
 
 This module never runs a model and never reads a dataset: callers pass texts in.
@@ -333,7 +333,7 @@ def token_budget_batches(
     return batches
 
 
-def collate(encoding: PairEncoding, indices: np.ndarray, pad_token_id: int) -> dict[str, torch.Tensor]:
+def padded_batch(encoding: PairEncoding, indices: np.ndarray, pad_token_id: int) -> dict[str, torch.Tensor]:
     """Model inputs for the pairs at ``indices``, right-padded to the longest of them.
 
     Returns ``input_ids`` and ``attention_mask`` (B, L) int64, plus ``token_type_ids`` (B, L)

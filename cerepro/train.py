@@ -20,7 +20,7 @@ Batches follow the objective: each optimiser step scores ``config.groups_per_ste
 ``config.group_size`` passages (triples, 1 + 7 groups, one 50-passage list), split evenly over
 processes (DDP) and ``grad_accum`` micro-batches, so the effective batch is always the protocol's.
 Training groups are tokenized in blocks ahead of the loop (``cerepro.tokenize``, cached on disk when
-the source names itself); the loop itself only slices arrays and pads each forward pass to its
+the source names itself: :mod:`cerepro.training_blocks`); the loop itself only slices arrays and pads each forward pass to its
 longest pair. On one process, a step's pairs are sorted by length and scored in a few
 length-homogeneous chunks before one loss and one backward: same loss, less padding.
 
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import hashlib
 import inspect
 import json
 import math
@@ -46,20 +45,20 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from cerepro import backbones, losses, models, rerank
+from cerepro import backbones, losses, models, rerank, training_data
 from cerepro.checkpoints import (TrainingError, config_fingerprint, finished, latest_checkpoint, load_weights,
                                  resume_point, save_checkpoint, set_rng)
 from cerepro.config import RunConfig, build_config, load_config, scoring_precision
-from cerepro.paths import atomic_path, cache_dir, write_text_atomic
-from cerepro.tokenize import PairEncoding, collate, encode_pairs, tokenizer_fingerprint
+from cerepro.paths import write_text_atomic
+from cerepro.tokenize import PairEncoding, encode_pairs, padded_batch
+from cerepro.training_blocks import TokenizedBlocks
 from cerepro.vocab import MATMUL_PRECISION, SOURCE_PROVIDES
 
-BLOCK_PAIRS = 8192  # pairs tokenized per block ahead of the loop
 # Dense bf16 / TF32 / fp32 (no TF32) peak TFLOP/s per GPU, for MFU; matched on the device name.
 PEAK_TFLOPS = [("H100 PCIe", 756, 378, 51), ("H100 NVL", 835, 418, 60), ("H100", 989, 495, 67),
                ("GH200", 989, 495, 67), ("H200", 989, 495, 67), ("B200", 2250, 1125, 80),
@@ -97,7 +96,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     ``resume``: continue from the newest checkpoint in ``output_dir`` (a finished run returns its
     summary at once). With ``resume=False`` an ``output_dir`` that holds checkpoints is refused.
     ``data``: a training source to use instead of ``config``'s (tests, benchmarks): an object
-    whose ``groups(start)`` yields groups from position ``start`` (see ``read_groups``).
+    whose ``groups(start)`` yields groups from position ``start`` (see :func:`cerepro.training_blocks.read_groups`).
     ``tokenizer_texts``: texts to train a ``builtin:`` backbone's tokenizer on (default: demo world).
     """
     from accelerate import Accelerator
@@ -149,7 +148,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     bf16 = _mixed_precision(config) == "bf16"
 
     # ---- data: training blocks, validation candidates ---------------------------------------
-    source = data if data is not None else open_training_source(config)
+    source = data if data is not None else training_data.open_source(config)
     blocks = TokenizedBlocks(source, tokenizer, config)
     validation = [ValidationSet.load(d, config, tokenizer) for d in config.validation_datasets]
 
@@ -292,10 +291,10 @@ def score_pairs_train(model, encoding: PairEncoding, pairs: np.ndarray, lengths:
     on the data only, so a run stays deterministic.
     """
     if overhead_tokens is None or len(pairs) < 8:
-        batch = collate(encoding, pairs, pad_id)
+        batch = padded_batch(encoding, pairs, pad_id)
         return model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}).logits[:, 0]
     order = np.argsort(lengths, kind="stable")
-    batches = [collate(encoding, pairs[idx], pad_id) for idx in np.split(order, length_cuts(
+    batches = [padded_batch(encoding, pairs[idx], pad_id) for idx in np.split(order, length_cuts(
         lengths[order], overhead_tokens=overhead_tokens))]
     # One word-embedding lookup for all chunks: its backward then builds the dense (vocab, hidden)
     # gradient once per step, not once per chunk (47 MB of zeros and adds per chunk for MiniLM).
@@ -424,147 +423,6 @@ def _check_finite(step: int, values: torch.Tensor, event, lr: float, output_dir:
             f"loss is {loss} at step {step} (lr {lr:.3g}, grad norm {grad_norm:.3g}); "
             f"training stopped and {kept}. Lower lr, raise warmup_steps, use precision fp32, or "
             f"check the training data for empty or degenerate groups")
-
-
-# ---------------------------------------------------------------------------------------------
-# Training data: groups -> tokenized blocks
-
-
-@dataclass
-class Block:
-    """Consecutive training groups, tokenized: pair ``slots[g, d]`` of group ``g`` (-1: none)."""
-
-    start: int  # position of the first group in the source
-    encoding: PairEncoding
-    slots: np.ndarray  # (G, D) int64
-    mask: np.ndarray  # (G, D) bool
-    labels: np.ndarray | None  # (G, D) float32
-    teacher: np.ndarray | None  # (G, D) float32
-
-
-def open_training_source(config: RunConfig):
-    """The training source ``config`` names (``cerepro.training_data``)."""
-    from cerepro import training_data
-
-    return training_data.open_source(config)
-
-
-def read_groups(groups: Iterator, n: int, width: int) -> tuple[list[str], list[list[str]], dict]:
-    """The next ``n`` groups as (queries, passages per group, arrays of labels/teacher/mask).
-
-    A group has ``query`` (str), ``passages`` (list of str) and optional ``labels``, ``teacher``
-    (numbers per passage) and ``mask`` (bool per passage); attributes or mapping keys.
-    """
-    queries, passages = [], []
-    labels = np.zeros((n, width), np.float32)
-    teacher = np.zeros((n, width), np.float32)
-    mask = np.zeros((n, width), bool)
-    has = {"labels": False, "teacher": False}
-    for g in range(n):
-        try:
-            group = next(groups)
-        except StopIteration:
-            raise TrainingError(f"the training source ran out after {g} groups of a block of {n}; "
-                                "lower max_steps or use more training data") from None
-        get = group.get if isinstance(group, dict) else (lambda k, d=None, _g=group: getattr(_g, k, d))
-        texts = list(get("passages"))
-        if len(texts) > width:
-            raise TrainingError(f"a training group has {len(texts)} passages, more than group_size {width}")
-        queries.append(str(get("query")))
-        group_mask = get("mask")
-        group_mask = np.ones(len(texts), bool) if group_mask is None else np.asarray(group_mask, bool)
-        mask[g, : len(texts)] = group_mask
-        passages.append([t if m else None for t, m in zip(texts, group_mask)])
-        for key, array in (("labels", labels), ("teacher", teacher)):
-            values = get(key)
-            if values is not None:
-                array[g, : len(texts)] = np.asarray(values, np.float32)
-                has[key] = True
-    return queries, passages, {"labels": labels if has["labels"] else None,
-                               "teacher": teacher if has["teacher"] else None, "mask": mask}
-
-
-class TokenizedBlocks:
-    """Training groups in blocks of whole steps, tokenized once (batched, fast tokenizer) and
-    kept on disk when the source has a ``cache_key``; step ``s`` reads rows of one block."""
-
-    def __init__(self, source, tokenizer, config: RunConfig):
-        self.source, self.tokenizer, self.config = source, tokenizer, config
-        self.groups_per_step = config.groups_per_step
-        self.steps_per_block = max(1, min(BLOCK_PAIRS // config.pairs_per_step, config.max_steps))
-        self.block_groups = self.steps_per_block * self.groups_per_step
-        self.current: Block | None = None
-        self._iterator, self._position = None, None
-        key = getattr(source, "cache_key", None)
-        self.cache_key = None if key is None else json.dumps(
-            {"source": key, "tokenizer": tokenizer_fingerprint(tokenizer), "group_size": config.group_size,
-             "limits": [config.max_length, config.query_max_length, config.passage_max_length,
-                        config.truncation],
-             "block_groups": self.block_groups})
-
-    def step_rows(self, step: int) -> tuple[Block, np.ndarray]:
-        index, within = divmod(step, self.steps_per_block)
-        start = index * self.block_groups
-        if self.current is None or self.current.start != start:
-            self.current = self._block(start)
-        first = within * self.groups_per_step
-        return self.current, np.arange(first, first + self.groups_per_step)
-
-    def _block(self, start: int) -> Block:
-        path = None
-        if self.cache_key is not None:
-            digest = hashlib.sha256(self.cache_key.encode()).hexdigest()[:20]
-            path = cache_dir() / "train-blocks" / digest / f"{start:012d}.npz"
-            if path.is_file():
-                try:
-                    return _load_block(path, start)
-                except Exception:  # noqa: BLE001 - a broken cache file is rebuilt, never trusted
-                    pass
-        if self._position != start:  # sources resume from an integer position
-            self._iterator = iter(self.source.groups(start))
-        queries, passages, arrays = read_groups(self._iterator, self.block_groups, self.config.group_size)
-        self._position = start + self.block_groups
-        needed = losses.REQUIRES[self.config.objective]
-        absent = sorted(k for k in needed if arrays[k] is None)
-        if absent:
-            raise TrainingError(f"the training data gives no {', '.join(absent)} scores, which objective "
-                                f"{self.config.objective!r} needs")
-        mask = arrays["mask"]
-        flat_q = np.repeat(np.asarray(queries, dtype=object), mask.sum(axis=1))
-        flat_p = [p for row in passages for p in row if p is not None]
-        c = self.config
-        encoding = encode_pairs(self.tokenizer, flat_q, flat_p, max_length=c.max_length,
-                                query_max_length=c.query_max_length,
-                                passage_max_length=c.passage_max_length, truncation=c.truncation)
-        slots = np.full(mask.shape, -1, np.int64)
-        slots[mask] = np.arange(int(mask.sum()))
-        block = Block(start, encoding, slots, mask, arrays["labels"], arrays["teacher"])
-        if path is not None:
-            _save_block(block, path)
-        return block
-
-
-def _save_block(block: Block, path: Path) -> None:
-    arrays = {"slots": block.slots, "mask": block.mask}
-    for key in ("labels", "teacher"):
-        if getattr(block, key) is not None:
-            arrays[key] = getattr(block, key)
-    enc = block.encoding
-    arrays.update(input_ids=enc.input_ids, offsets=enc.offsets)
-    if enc.type_split is not None:
-        arrays.update(type_split=enc.type_split, token_types=np.asarray(enc.token_types))
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def _load_block(path: Path, start: int) -> Block:
-    with np.load(path, allow_pickle=False) as z:
-        types = tuple(int(t) for t in z["token_types"]) if "token_types" in z.files else None
-        encoding = PairEncoding(z["input_ids"], z["offsets"],
-                                z["type_split"] if types else None, types)
-        return Block(start, encoding, z["slots"], z["mask"],
-                     z["labels"] if "labels" in z.files else None,
-                     z["teacher"] if "teacher" in z.files else None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerFast
 from cerepro.tokenize import (
     PairEncoding,
     cached_encode_pairs,
-    collate,
+    padded_batch,
     encode_pairs,
     longest_first,
     pair_template,
@@ -77,7 +77,7 @@ def test_hand_checked_bert_pair():
     enc = encode_pairs(bert_tokenizer(), ["what is a dog"], ["a dog barks"], max_length=32)
     #                    [CLS] what is a  dog [SEP] a  dog barks [SEP]
     assert enc.pair_ids(0) == [2, 13, 8, 5, 6, 3, 5, 6, 11, 3]
-    batch = collate(enc, np.array([0]), pad_token_id=0)
+    batch = padded_batch(enc, np.array([0]), pad_token_id=0)
     assert batch["token_type_ids"].tolist() == [[0] * 6 + [1] * 4]
 
 
@@ -120,11 +120,11 @@ def test_segment_limits_apply_first(tokenizer, q_max, p_max, max_length):
     assert enc.lengths.max() <= max_length
 
 
-def test_collate_pads_to_the_longest_like_the_tokenizer(tokenizer):
+def test_padded_batch_pads_to_the_longest_like_the_tokenizer(tokenizer):
     queries, passages = random_texts(30, 6, seed=5), random_texts(30, 20, seed=6)
     enc = encode_pairs(tokenizer, queries, passages, max_length=24, truncation="longest_first")
     order = np.array([7, 3, 29, 0, 12])
-    batch = collate(enc, order, pad_token_id=tokenizer.pad_token_id)
+    batch = padded_batch(enc, order, pad_token_id=tokenizer.pad_token_id)
     expected = tokenizer(
         [queries[i] for i in order],
         [passages[i] for i in order],
@@ -269,7 +269,7 @@ def test_pair_encoding_matches_the_authors_template_and_truncation(family):
     q_ids = tokenizer(query, add_special_tokens=False)["input_ids"]
     max_length = len(q_ids) + 20
     enc = encode_pairs(tokenizer, [query] * 2, passages, max_length=max_length)
-    batch = collate(enc, np.array([0, 1]), pad_token_id=tokenizer.pad_token_id)
+    batch = padded_batch(enc, np.array([0, 1]), pad_token_id=tokenizer.pad_token_id)
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     for i, passage in enumerate(passages):
         got = enc.pair_ids(i)

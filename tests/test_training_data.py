@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from cerepro.datasets import MissingTextError
-from cerepro.train import read_groups
+from cerepro.training_blocks import read_groups
 from cerepro.trec import DataFormatError
 from cerepro.training_data import (Permutation, RecordFile, open_source, source_counts,
                                    source_requirements, training_source)
@@ -145,7 +145,7 @@ def test_llm_lists_follow_the_teacher_order_mask_missing_texts_and_pad(tmp_path)
     assert q2.doc_ids[:2] == ("d8", "d4") and q2.teacher[:2] == (6.0, 5.0) and q2.labels[:2] == (0.0, 2.0)
     by_rank = {g.query_id: g for g in take("llm-lists", data, 2, group_size=4, list_teacher="rank")}
     assert by_rank["q2"].teacher[:2] == (-1.0, -2.0)
-    # as the training loop reads them (cerepro.train.read_groups): padding is 0, never nan
+    # as the training loop reads them (cerepro.training_blocks.read_groups): padding is 0, never nan
     queries, passages, arrays = read_groups(iter([q1, q2]), 2, 4)
     assert arrays["labels"].shape == arrays["teacher"].shape == arrays["mask"].shape == (2, 4)
     assert arrays["mask"].sum() == 4 and arrays["teacher"][0, 2] == 0.0
