@@ -31,8 +31,6 @@ from cerepro.paths import book_dir, runs_dir, write_text_atomic
 GENERATED = "generated"
 RESULTS_FILE = "results.pkl"
 RELEASED_GRID = "released"  # the authors' checkpoints, shown beside any trained grid on the scoreboard
-# Pages of the book that may be written by others; a placeholder stands in until they exist.
-INCLUDES = {"setup-data.md": "# Data\n\nThe data page (`book/setup-data.md`) is not written yet.\n"}
 
 
 def build_book(log: str | None = None, done: str | None = None, *, grid: str | None = None,
@@ -76,7 +74,7 @@ def _jupyter_book() -> str:
 
 
 def prepare(grid: str, folder: Path) -> Path:
-    """Write ``<folder>/generated/``: results, grid file, included pages, executed notebooks
+    """Write ``<folder>/generated/``: results, grid file, executed notebooks
     and the run index. Everything there is rewritten from ``runs/`` on every build."""
     generated = folder / GENERATED
     if generated.exists():
@@ -85,10 +83,6 @@ def prepare(grid: str, folder: Path) -> Path:
     info = tables.grid_info(grid)
     tables.grid_results(grid).to_pickle(generated / RESULTS_FILE)
     shutil.copyfile(info.file, generated / "grid.yaml")
-    for name, placeholder in INCLUDES.items():
-        source = folder / name
-        text = source.read_text(encoding="utf-8") if source.is_file() else placeholder
-        (generated / name).write_text(text, encoding="utf-8")
     index = provenance.run_index(grid)
     pages = [_copy_notebook(runs_dir() / grid / row.notebook, generated / "runs", row.kind, row.run)
              for row in index.itertuples()]

@@ -24,8 +24,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import yaml
 
-from cerepro.paths import params_dir
-from cerepro.vocab import (BASELINE, MATMUL_PRECISION, PRECISIONS, RELEASED, SCORING_PRECISION, TRAIN_DATA,
+from cerepro.paths import params_dir, runs_dir
+from cerepro.vocab import (BASELINE, FIRST_STAGE, MATMUL_PRECISION, PRECISIONS, RELEASED, SCORING_PRECISION, TRAIN_DATA,
                            TRAINING_SOURCES, TRUNCATIONS, is_known_dataset, run_id)
 
 LAYER_ORDER = ("base", "backbone", "objective", "profile", "overrides")
@@ -431,6 +431,51 @@ class Grid:
             if job.run_id == run_id:
                 return job
         raise ParamsError(f"run id {run_id!r} is not in grid {self.name!r}")
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What one evaluation scores and how, read from its run's config (never copied by hand):
+    the model (empty: the first stage alone), the datasets, their candidates and the scoring."""
+
+    run_id: str
+    model: str
+    revision: str | None
+    datasets: tuple[str, ...]
+    first_stage: str
+    depth: int
+    max_length: int
+    query_max_length: int | None
+    passage_max_length: int | None
+    truncation: str
+    precision: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def evaluation_settings(grid: Grid, run_id: str, *, model: str = "", revision: str | None = None,
+                        overrides: Mapping[str, Any] | None = None) -> EvaluationSettings:
+    """The settings of ``grid``'s evaluation ``run_id``: a trained run scores its ``train/model``
+    folder, a released checkpoint its hub id at its revision, ``first-stage`` the candidates
+    alone (at fp32), each with its run's config. An ad hoc ``model`` (a folder or a hub id at
+    ``revision``) is scored with the settings of the grid's first run; ``overrides`` replaces
+    run-config keys (``eval_datasets``, ``candidate_depth``, ...), checked as params are."""
+    if model or run_id == FIRST_STAGE:
+        config = grid.first_config
+    else:
+        job = grid.evaluation(run_id)
+        config, revision = job.config, job.revision
+        model = str(runs_dir() / grid.name / run_id / "train" / "model") if job.trained else job.model
+    if overrides:
+        config = build_config([(f"grid {grid.name!r}, run {config.run_id}", config.to_dict()),
+                               ("the evaluation's overrides", overrides)])
+    return EvaluationSettings(
+        run_id=run_id, model=model, revision=revision if model else None,
+        datasets=tuple(config.eval_datasets), first_stage=config.first_stage,
+        depth=config.candidate_depth, max_length=config.max_length,
+        query_max_length=config.query_max_length, passage_max_length=config.passage_max_length,
+        truncation=config.truncation, precision=scoring_precision(config) if model else "fp32")
 
 
 def load_grid(name_or_path: str | Path, root: Path | None = None) -> Grid:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cerepro import preflight
-from cerepro.config import Grid, RunConfig, effective_settings, load_grid, scoring_precision
+from cerepro.config import (EvaluationSettings, Grid, RunConfig, effective_settings, evaluation_settings,
+                            load_grid)
 from cerepro.datasets import InputError
 from cerepro.lock import FolderLock, LockedError
 from cerepro.paths import book_dir, cache_dir, params_dir, project_root, runs_dir
@@ -35,6 +36,7 @@ class Job:
 
     notebook: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    settings: EvaluationSettings | None = None  # an evaluation's, checked before its kernel starts
 
     def execute(self, done_path: str, log_path: str | None = None, threads: int | None = None) -> Path:
         """Run the notebook into the folder of ``done_path``. ``threads`` caps the kernel's
@@ -43,15 +45,15 @@ class Job:
         run_dir = Path(done_path).parent
         kernel_env = {var: str(threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} if threads else {}
         try:
-            if self.notebook == "evaluate":  # training checks its own inputs (cerepro.train.fit)
+            if self.settings:  # an evaluation; training checks its own inputs (cerepro.train.fit)
                 from cerepro.datasets import check_dataset
 
-                for dataset in self.parameters["datasets"]:
+                for dataset in self.settings.datasets:
                     check_dataset(dataset, "eval_datasets")
-                if self.parameters["model"]:  # a trained folder or a hub checkpoint: refused before scoring
+                if self.settings.model:  # a trained folder or a hub checkpoint: refused before scoring
                     from cerepro.models import check_scorer, resolve_scorer
 
-                    check_scorer(resolve_scorer(self.parameters["model"], self.parameters["revision"]))
+                    check_scorer(resolve_scorer(self.settings.model, self.settings.revision))
             return run_notebook(self.notebook, run_dir, self.parameters, kernel_env=kernel_env)
         except (RunnerError, InputError, ValueError) as exc:
             if log_path:
@@ -70,19 +72,9 @@ def job_parameters(grid: Grid, notebook: str, *, run_id: str | None = None, sour
     if notebook == "train":
         run = _run(grid, run_id)
         params = {**base, "backbone": run.backbone, "objective": run.objective, "seed": run.seed}
-    elif notebook == "evaluate":
-        if run_id == "first-stage":
-            run, model, revision = grid.first_config, "", None
-        else:
-            job = grid.evaluation(run_id)
-            run, revision = job.config, job.revision
-            model = str(grid_dir(grid) / run_id / "train" / "model") if job.trained else job.model
-        params = {**base, "run_name": run_id, "model": model, "revision": revision,
-                  "datasets": list(run.eval_datasets),
-                  "first_stage": run.first_stage, "depth": run.candidate_depth,
-                  "max_length": run.max_length, "query_max_length": run.query_max_length,
-                  "passage_max_length": run.passage_max_length, "truncation": run.truncation,
-                  "precision": "fp32" if run_id == "first-stage" else scoring_precision(run)}
+    elif notebook == "evaluate":  # the run's identity; the notebook reads its settings
+        settings = evaluation_settings(grid, run_id)
+        params = {**base, "run_name": run_id}
     elif notebook == "data":
         run = next(r for r in grid.runs if r.training_source == source) if source else grid.runs[0]
         params = {**base, "source": source, "train_data": run.train_data, "llm_list": run.llm_list}
@@ -90,7 +82,7 @@ def job_parameters(grid: Grid, notebook: str, *, run_id: str | None = None, sour
         params = dict(base)
     else:
         raise RunnerError(f"no job kind for notebook {notebook!r}")
-    return Job(notebook, params)
+    return Job(notebook, params, settings if notebook == "evaluate" else None)
 
 
 def _run(grid: Grid, run_id: str | None) -> RunConfig:

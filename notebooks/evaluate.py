@@ -14,28 +14,24 @@
 
 # %% [markdown]
 # # Evaluate one model
-# Re-rank each dataset's first-stage candidates with one cross-encoder (or, with an empty
-# `model`, score the first stage itself) and measure the run with ir_measures, at the scoring
-# precision of the run (`precision`: fp32, or fp32 weights with TF32 matmuls for runs trained
-# so; never bf16). `model` is a folder (a trained run's `train/model`, any transformers folder)
-# or a hub id at `revision` (a released checkpoint). Every result is saved with its metric
-# contract, which records the precision and the weights actually loaded. With the defaults: the
-# demo world's BM25 candidates (synthetic numbers).
+# Re-rank each dataset's first-stage candidates with one cross-encoder (or, for the run
+# `first-stage`, score the first stage itself) and measure the run with ir_measures. The run's
+# identity (`grid`, `run_name`) decides everything else, read from its config: the model (a
+# trained run's `train/model`, a released checkpoint's hub id at its revision), the datasets,
+# first stage, depth, max lengths and the scoring precision (fp32, or fp32 weights with TF32
+# matmuls for runs trained so; never bf16). Ad hoc, `model` (a folder or a hub id at `revision`)
+# is scored with the grid's settings, and `overrides` replaces run-config keys, e.g.
+# `{"candidate_depth": 10}`. Every result is saved with its metric contract, which records the
+# precision and the weights actually loaded. With the defaults: the demo world's BM25
+# candidates (synthetic numbers).
 
 # %% tags=["parameters"]
-grid = "adhoc"
+grid = "demo"
 profile = "demo"
 run_name = "first-stage"
 model = ""
 revision = None
-datasets = ["demo:in-domain", "demo:out-of-domain"]
-first_stage = "bm25"
-depth = 30
-max_length = 96
-query_max_length = None
-passage_max_length = None
-truncation = "passage"
-precision = "fp32"
+overrides = {}
 run_dir = ""
 
 # %%
@@ -44,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from cerepro import figures
+from cerepro.config import evaluation_settings, load_grid
 from cerepro.datasets import load_collection, load_candidates
 from cerepro.evaluate import evaluate, folder_name, save_result
 from cerepro.models import load_scorer
@@ -51,24 +48,27 @@ from cerepro.paths import notebook_run_dir
 from cerepro.rerank import rerank
 from cerepro.trec import write_run
 
-scorer, tokenizer, source = load_scorer(model, revision) if model else (None, None, None)
-contract = {"first_stage": f"{first_stage} top-{depth}", "scoring_precision": precision if scorer else None,
+settings = evaluation_settings(load_grid(grid), run_name, model=model, revision=revision, overrides=overrides)
+scorer, tokenizer, source = load_scorer(settings.model, settings.revision) if settings.model else (None, None, None)
+contract = {"first_stage": f"{settings.first_stage} top-{settings.depth}",
+            "scoring_precision": settings.precision if scorer else None,
             **(source.describe() if source else {})}
-contract
+pd.Series(settings.to_dict(), name=run_name, dtype=object).to_frame()
 
 # %% [markdown]
 # ## Re-rank and measure
 
 # %%
 results = []
-for dataset in datasets:
+for dataset in settings.datasets:
     collection = load_collection(dataset)
-    run = load_candidates(dataset, first_stage, depth)
+    run = load_candidates(dataset, settings.first_stage, settings.depth)
     if scorer is not None:
         texts = collection.docs.get_many(run["doc_id"].unique())  # missing texts: counted by rerank
-        run = rerank(scorer, tokenizer, run, collection.queries, texts, max_length=max_length,
-                     query_max_length=query_max_length, passage_max_length=passage_max_length,
-                     truncation=truncation, precision=precision)
+        run = rerank(scorer, tokenizer, run, collection.queries, texts, max_length=settings.max_length,
+                     query_max_length=settings.query_max_length,
+                     passage_max_length=settings.passage_max_length, truncation=settings.truncation,
+                     precision=settings.precision)
     folder = notebook_run_dir(run_dir, "evaluate", run_name) / "results" / folder_name(dataset)
     write_run(run, folder / "run.trec", run_name)
     result = evaluate(run, collection.qrels, dataset=dataset, run_name=run_name,

@@ -9,7 +9,7 @@ import pytest
 
 from cerepro import engine
 from cerepro.cli import main
-from cerepro.config import ParamsError, load_grid
+from cerepro.config import ParamsError, evaluation_settings, load_grid
 from cerepro.runner import RunnerError, declared_parameters, run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,9 +99,29 @@ def test_evaluation_jobs_score_at_the_run_precision_never_bf16():
     for grid in (paper, demo):
         for run in grid.runs[:: max(1, len(grid.runs) // 10)]:
             job = engine.job_parameters(grid, "evaluate", run_id=run.run_id)
-            assert job.parameters["precision"] == {"tf32": "tf32", "fp32": "fp32", "bf16-mixed": "fp32"}[run.precision]
-    assert engine.job_parameters(paper, "evaluate", run_id="first-stage").parameters["precision"] == "fp32"
-    assert "precision" in declared_parameters("evaluate")
+            assert job.settings.precision == {"tf32": "tf32", "fp32": "fp32", "bf16-mixed": "fp32"}[run.precision]
+    assert engine.job_parameters(paper, "evaluate", run_id="first-stage").settings.precision == "fp32"
+
+
+def test_an_evaluation_job_passes_the_runs_identity_and_the_notebook_reads_the_rest():
+    """The evaluate notebook is given which run it evaluates, never copies of its config."""
+    demo = load_grid("demo")
+    run = demo.runs[5]
+    job = engine.job_parameters(demo, "evaluate", run_id=run.run_id)
+    assert job.parameters == {"grid": "demo", "profile": "demo", "run_name": run.run_id}
+    assert set(job.parameters) <= set(declared_parameters("evaluate"))
+    settings = evaluation_settings(demo, run.run_id)
+    assert settings == job.settings
+    assert settings.model.endswith(f"demo/{run.run_id}/train/model")
+    assert (settings.datasets, settings.first_stage, settings.depth, settings.max_length, settings.truncation) == (
+        run.eval_datasets, run.first_stage, run.candidate_depth, run.max_length, run.truncation)
+    first = evaluation_settings(demo, "first-stage")
+    assert (first.model, first.precision, first.datasets) == ("", "fp32", run.eval_datasets)
+    adhoc = evaluation_settings(demo, "mine", model="org/name", revision="abc",
+                                overrides={"candidate_depth": 10, "eval_datasets": ["demo:in-domain"]})
+    assert (adhoc.model, adhoc.revision, adhoc.depth, adhoc.datasets) == ("org/name", "abc", 10, ("demo:in-domain",))
+    with pytest.raises(ParamsError, match="the evaluation's overrides: unknown key 'depth'"):
+        evaluation_settings(demo, "first-stage", overrides={"depth": 10})
 
 
 def test_every_notebook_declares_the_parameters_the_engine_passes():

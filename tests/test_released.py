@@ -179,9 +179,11 @@ def test_released_grid_has_one_evaluation_per_checkpoint_and_trains_nothing():
     # scored exactly as the paper profile scores a trained run of the same backbone and objective
     for key in ("first_stage", "candidate_depth", "eval_datasets", "max_length", "precision"):
         assert getattr(job.config, key) == getattr(paper, key), key
-    params = engine.job_parameters(grid, "evaluate", run_id="bert-base.bce.released").parameters
-    assert params["model"] == "xpmir/cross-encoder-bert-base-BCE" and params["revision"] == "main"
-    assert params["first_stage"] == paper.first_stage and params["depth"] == paper.candidate_depth
+    job = engine.job_parameters(grid, "evaluate", run_id="bert-base.bce.released")
+    assert job.parameters == {"grid": "released", "profile": grid.profile, "run_name": "bert-base.bce.released"}
+    settings = job.settings  # what the notebook reads from the run's identity
+    assert settings.model == "xpmir/cross-encoder-bert-base-BCE" and settings.revision == "main"
+    assert settings.first_stage == paper.first_stage and settings.depth == paper.candidate_depth
 
 
 def test_plan_and_dry_run_of_the_released_grid_list_every_checkpoint():
@@ -273,7 +275,8 @@ def test_cerepro_run_evaluate_takes_a_hub_id_at_a_revision(tmp_path, offline_hub
     env = {**os.environ, "CEREPRO_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "cerepro.cli", "run", "evaluate", "-p", "model=xpmir/cross-encoder-tiny-bert-BCE",
-         "-p", "revision=main", "-p", "datasets=[demo:in-domain]", "-p", "depth=10", "--out", str(out)],
+         "-p", "revision=main", "-p", "overrides={eval_datasets: [demo:in-domain], candidate_depth: 10}",
+         "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     contract = json.loads(next(out.glob("results/*/contract.json")).read_text())

@@ -293,7 +293,7 @@ def test_an_evaluation_at_the_runs_precision_is_not_bf16_rounded(world):
     tokenizer = bert_tokenizer()
     model = tiny_model(tokenizer)
     grid = load_grid("demo")
-    precision = engine.job_parameters(grid, "evaluate", run_id=grid.runs[0].run_id).parameters["precision"]
+    precision = engine.job_parameters(grid, "evaluate", run_id=grid.runs[0].run_id).settings.precision
     assert precision == "fp32"
     kwargs = dict(max_length=32, progress=False)
     scored = rerank(model, tokenizer, candidates, queries, docs, precision=precision, **kwargs)
