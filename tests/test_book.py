@@ -173,6 +173,45 @@ def test_browser_sees_the_figures(smoke):
     assert (smoke["html"].parent / "screenshots" / "published.png").is_file()
 
 
+def test_the_build_uses_every_page_as_executed_side_by_side(smoke):
+    """Every page of the table of contents was executed before Sphinx (in parallel) and found
+    in that build's cache: none is executed again one at a time."""
+    log = smoke["log"].read_text()
+    assert log.count("Using cached notebook") == len(_toc_pages()), log[-3000:]
+    assert "Executing notebook" not in log
+    config = yaml.safe_load((smoke["book"] / "generated" / "_config.yml").read_text())
+    assert config["execute"]["execute_notebooks"] == "cache"
+    assert yaml.safe_load((smoke["book"] / "_config.yml").read_text())["execute"]["execute_notebooks"] == "force"
+
+
+TIMED_CELL = """import time, json, pathlib
+start = time.time(); time.sleep(1.5)
+pathlib.Path("%s.json").write_text(json.dumps([start, time.time()]))"""
+
+
+def test_pages_execute_side_by_side_into_a_fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
+    folder = _tiny_book(tmp_path, NOTEBOOK_PAGE % (TIMED_CELL % "intro"))
+    (folder / "other.md").write_text(NOTEBOOK_PAGE % (TIMED_CELL % "other"))
+    (folder / "failing.md").write_text(NOTEBOOK_PAGE % "raise RuntimeError('left to jupyter-book')")
+    (folder / "not-in-the-toc.md").write_text(NOTEBOOK_PAGE % "raise RuntimeError('never run')")
+    (folder / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n- file: other\n- file: failing\n")
+    stale = folder / book.CACHE / "stale"
+    stale.mkdir(parents=True)
+    (folder / "generated").mkdir()
+    config = book.pre_execute(folder, folder / "generated", {}, workers=3)
+    import json
+
+    from jupyter_cache import get_cache
+
+    (a0, a1), (b0, b1) = (json.loads((folder / f"{n}.json").read_text()) for n in ("intro", "other"))
+    assert a0 < b1 and b0 < a1  # the two pages ran at the same time
+    assert not stale.exists()  # every build starts from an empty cache
+    cached = {Path(r.uri).name for r in get_cache(str(folder / book.CACHE)).list_cache_records()}
+    assert cached == {"intro.md", "other.md"}  # the failing page is executed (and reported) by the build
+    assert yaml.safe_load(config.read_text())["execute"]["cache"] == str((folder / book.CACHE).resolve())
+
+
 def test_a_failing_cell_fails_the_build(tmp_path, monkeypatch):
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
     folder = _tiny_book(tmp_path, NOTEBOOK_PAGE % "raise RuntimeError('cell failed on purpose')")
