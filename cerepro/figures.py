@@ -13,7 +13,6 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from cerepro import claims as claims_audit
 from cerepro.backbones import backbone_facts, millions
@@ -22,6 +21,14 @@ from cerepro.tables import (MEASURE, backbone_order, cell_means, column_scores, 
                             models_only, training_logs)
 from cerepro.verdicts import cell_table
 from cerepro.vocab import FIRST_STAGE, IN_DOMAIN, objective_colours, objective_order
+
+
+def _seaborn():
+    """seaborn, imported when a figure first draws with it: the run notebooks' figures (training
+    curves, per-query boxes) are plain matplotlib, and their kernels skip its second of imports."""
+    import seaborn
+
+    return seaborn
 
 
 def _empty_figure(text: str):
@@ -80,7 +87,7 @@ def heatmaps(source, measure: str = MEASURE):
                         height=0.95 + 0.27 * len(backbones), ncols=ncols)
     for i, (ax, column) in enumerate(zip(axes, columns)):
         wide = table.values[column].unstack("objective").reindex(index=backbones, columns=objectives)
-        sns.heatmap(wide, annot=True, fmt=".3f", cmap="viridis", cbar=False, ax=ax, annot_kws={"fontsize": 7},
+        _seaborn().heatmap(wide, annot=True, fmt=".3f", cmap="viridis", cbar=False, ax=ax, annot_kws={"fontsize": 7},
                     xticklabels=objectives, yticklabels=backbones)
         ax.set_title(f"{column} ({measure})", fontsize=8)
         ax.set_xlabel("")
@@ -155,7 +162,7 @@ def id_ood_scatter(results: pd.DataFrame, measure: str = MEASURE):
         y_column = group_column(results, group)
         wide = cells[cells["column"].isin([x_column, y_column])].pivot(
             index=["backbone", "objective"], columns="column", values="value").dropna().reset_index()
-        sns.scatterplot(data=wide, x=x_column, y=y_column, hue="objective", style="backbone",
+        _seaborn().scatterplot(data=wide, x=x_column, y=y_column, hue="objective", style="backbone",
                         hue_order=objective_order(wide["objective"]), style_order=backbones,
                         palette=objective_colours(), s=70, ax=ax, legend=i == len(groups) - 1)
         ax.set_xlabel(f"{x_column} ({measure})")
@@ -163,7 +170,7 @@ def id_ood_scatter(results: pd.DataFrame, measure: str = MEASURE):
         ax.set_title(f"in-domain vs {y_column}")
     legend = axes[-1].get_legend()
     if legend is not None:
-        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
+        _seaborn().move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
     return fig
 
 
@@ -180,17 +187,17 @@ def seed_spread(results: pd.DataFrame, measure: str = MEASURE):
     dodge = 0.8 * (len(objectives) - 1) / len(objectives)  # pointplot's offsets match stripplot's
     for ax, group in zip(axes, groups):
         part = table[table["column"] == group_column(results, group)]
-        sns.pointplot(data=part, x="backbone", y="value", hue="objective", order=backbones, hue_order=objectives,
+        _seaborn().pointplot(data=part, x="backbone", y="value", hue="objective", order=backbones, hue_order=objectives,
                       palette=objective_colours(), dodge=dodge, linestyle="none", markers="_", markersize=10,
                       errorbar=None, ax=ax, legend=False)
-        sns.stripplot(data=part, x="backbone", y="value", hue="objective", order=backbones, hue_order=objectives,
+        _seaborn().stripplot(data=part, x="backbone", y="value", hue="objective", order=backbones, hue_order=objectives,
                       palette=objective_colours(), dodge=True, size=4, alpha=0.8, ax=ax, legend=ax is axes[-1])
         ax.set_title(group_column(results, group))
         ax.set_xlabel("backbone, by parameter count")
         ax.set_ylabel(f"{measure}, one point per seed")
         ax.tick_params(axis="x", labelsize=7, rotation=45 if len(backbones) > 4 else 0)
     if axes[-1].get_legend() is not None:
-        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title="objective",
+        _seaborn().move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title="objective",
                         title_fontsize=7)
     return fig
 
@@ -202,8 +209,12 @@ def per_query_distribution(per_query: pd.DataFrame):
     measures = list(dict.fromkeys(per_query["measure"]))
     fig, axes = _panels(len(measures), width=3.6, height=3.2)
     for ax, measure in zip(axes, measures):
-        sns.boxplot(data=per_query[per_query["measure"] == measure], x="dataset", y="value", ax=ax,
-                    color="0.8", fliersize=2)
+        part = per_query[per_query["measure"] == measure]
+        datasets = list(dict.fromkeys(part["dataset"]))
+        ax.boxplot([part.loc[part["dataset"] == d, "value"] for d in datasets], tick_labels=datasets,
+                   patch_artist=True, boxprops={"facecolor": "0.8"}, medianprops={"color": "0.2"},
+                   flierprops={"markersize": 2})
+        ax.set_ylabel("value")
         ax.set_title(measure)
         ax.set_xlabel("")
         ax.tick_params(axis="x", rotation=30)
@@ -226,7 +237,7 @@ def source_distributions(sample: pd.DataFrame):
         return _empty_figure("no numeric or text column to show")
     fig, axes = _panels(len(panels), width=3.2, height=2.8)
     for ax, (name, values) in zip(axes, panels.items()):
-        sns.histplot(values, ax=ax, bins=30, color="0.45")
+        _seaborn().histplot(values, ax=ax, bins=30, color="0.45")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("")
     return fig
@@ -270,7 +281,7 @@ def loss_figure(curves: pd.DataFrame):
     # MarginMSE's parabola would flatten every other curve: the frame follows the others.
     for ax, y, limits in zip(axes, ("value", "gradient"), ((-0.3, 7.5), (-2.2, 2.2))):
         # on two passages InfoNCE and DistillRankNet are the same function: dash one of them
-        sns.lineplot(data=curves, x="margin", y=y, hue="objective", hue_order=order, palette=objective_colours(), ax=ax,
+        _seaborn().lineplot(data=curves, x="margin", y=y, hue="objective", hue_order=order, palette=objective_colours(), ax=ax,
                      style="objective", style_order=order, dashes={o: (3, 3) if o == "distill-ranknet" else "" for o in order},
                      legend=y == "gradient")
         ax.set_ylim(*limits)
@@ -278,5 +289,5 @@ def loss_figure(curves: pd.DataFrame):
         ax.axhline(0, color="0.7", linewidth=0.8)
         ax.set_xlabel("student margin s₁ − s₂")
         ax.set_ylabel("loss" if y == "value" else "d loss / d margin")
-    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
+    _seaborn().move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
     return fig

@@ -28,8 +28,6 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
-from statsmodels.stats.multitest import multipletests
 
 from cerepro.vocab import system_of
 
@@ -123,6 +121,8 @@ def compare(
             table["p_adjusted"] = table["p_value"]
             table["significant"] = table["p_value"] < alpha
         else:
+            from statsmodels.stats.multitest import multipletests
+
             reject, adjusted, _, _ = multipletests(table["p_value"], alpha=alpha, method=correction)
             table["p_adjusted"], table["significant"] = adjusted, reject
         tables.append(table)
@@ -239,6 +239,8 @@ def _coverage(query_sets: pd.Series, what: str) -> list[str]:
 
 
 def _test(test: str, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    from scipy import stats as scipy_stats  # on first use: the run notebooks import this module, never test
+
     if np.array_equal(x, y):
         return 0.0, 1.0
     if test == "paired-t":
