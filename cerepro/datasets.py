@@ -24,6 +24,7 @@ a neural model.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -68,12 +69,26 @@ class IrdsDocs:
 
     @cached_property
     def store(self):
-        return self.dataset.docs_store()
+        """The docs store, built by one process at a time. ir_datasets checks whether a store is
+        built before it takes the store's lock, so two jobs opening a fresh collection together
+        (the first-stage jobs of MS MARCO dev and TREC DL) both wrote every passage into it, and
+        every passage was then read twice. The build is serialised here, checked again under
+        the lock."""
+        store = self.dataset.docs_store()
+        built, build, path = (getattr(store, name, None) for name in ("built", "build", "path"))
+        if callable(built) and callable(build) and isinstance(path, str) and not built():
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            with open(f"{path}.cerepro.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not built():
+                    build()
+        return store
 
     def get_many(self, doc_ids: Iterable[str]) -> dict[str, str]:
         return {doc.doc_id: doc.default_text() for doc in self.store.get_many_iter(list(doc_ids))}
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
+        self.store  # noqa: B018 - built (once, under the lock) before ir_datasets reads it
         for doc in self.dataset.docs_iter():
             yield doc.doc_id, doc.default_text()
 

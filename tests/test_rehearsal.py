@@ -133,3 +133,38 @@ def test_a_malformed_checksum_override_names_its_line(tmp_path, monkeypatch):
     override.write_text("nonsense\n")
     with pytest.raises(downloads.ChecksumError, match=r"CHECKSUMS:1: expected 'md5  filename'"):
         downloads.checksum_overrides()
+
+
+RACE = """
+import json, sys, time
+from pathlib import Path
+from cerepro import datasets
+go = Path(sys.argv[1])
+while not go.exists():  # every process opens the fresh collection at the same moment
+    time.sleep(0.001)
+docs = datasets.load_collection("msmarco-passage/dev/small").docs
+ids = [doc_id for doc_id, _ in docs]
+print(json.dumps([len(docs), len(ids), len(set(ids))]))
+"""
+
+
+def test_jobs_opening_a_fresh_collection_together_build_its_docs_store_once(tmp_path):
+    """The first-stage jobs of MS MARCO dev and TREC DL open the same passages together; the
+    docs store (built on first use) must hold each passage once, not once per job."""
+    rehearsal.write_rehearsal_inputs(tmp_path / "irds", tmp_path / "cache")
+    env = {**os.environ, "IR_DATASETS_HOME": str(tmp_path / "irds"), "CEREPRO_CACHE": str(tmp_path / "cache"),
+           "IR_DATASETS_SKIP_DISK_FREE": "true", "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)}
+    go = tmp_path / "go"
+    jobs = [subprocess.Popen([sys.executable, "-c", RACE, str(go)], env=env, cwd=ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    import time
+
+    time.sleep(8)  # all three imported and waiting
+    go.touch()
+    seen = []
+    for job in jobs:
+        out, err = job.communicate(timeout=300)
+        assert job.returncode == 0, err[-3000:]
+        seen.append(json.loads(out.strip().splitlines()[-1]))
+    count = seen[0][2]
+    assert count > 0 and all(s == [count, count, count] for s in seen), seen
