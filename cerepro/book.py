@@ -4,7 +4,7 @@
 ``DONE``) into ``book/generated/`` (git-ignored): the executed notebooks, a run index page that
 links each of them, the grid file, and the grid's per-query results, which every page reads
 through :func:`page`. It then executes the pages of the table of contents side by side, one
-kernel per CPU (:func:`pre_execute`: jupyter-book runs them one at a time), and runs
+kernel per usable CPU (:func:`pre_execute`: jupyter-book runs them one at a time), and runs
 ``jupyter-book build -W -n --keep-going --all --config generated/_config.yml book/`` with this
 environment's jupyter-book, as an argument list; that config reads the pages' outputs from the
 fresh cache. The pages execute at build time and call
@@ -123,8 +123,8 @@ def _usable_cpus() -> int:
 
 
 def _toc_pages(folder: Path) -> list[Path]:
-    """The Markdown pages the table of contents names (``root`` and every ``file``), in order,
-    but the grid's executed notebooks (``generated/runs/``), which are shown as they ran."""
+    """The Markdown pages the table of contents names (``root`` and every ``file``), in order
+    (the grid's executed notebooks are ``.ipynb`` files, shown as they ran)."""
     import yaml
 
     names = []
@@ -139,8 +139,7 @@ def _toc_pages(folder: Path) -> list[Path]:
                 walk(value)
 
     walk(yaml.safe_load((folder / "_toc.yml").read_text(encoding="utf-8")))
-    return [folder / f"{name}.md" for name in names
-            if (folder / f"{name}.md").is_file() and not name.startswith(f"{GENERATED}/runs/")]
+    return [folder / f"{name}.md" for name in names if (folder / f"{name}.md").is_file()]
 
 
 def _execute_page(path: Path, notebook, kernel_env: dict[str, str]):

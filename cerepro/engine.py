@@ -69,6 +69,7 @@ def grid_dir(grid: Grid) -> Path:
 def job_parameters(grid: Grid, notebook: str, *, run_id: str | None = None, source: str | None = None) -> Job:
     """The parameters each notebook receives for a grid job (all literal values)."""
     base = {"grid": grid.name, "profile": grid.profile}
+    settings = None
     if notebook == "train":
         run = _run(grid, run_id)
         params = {**base, "backbone": run.backbone, "objective": run.objective, "seed": run.seed}
@@ -82,7 +83,7 @@ def job_parameters(grid: Grid, notebook: str, *, run_id: str | None = None, sour
         params = dict(base)
     else:
         raise RunnerError(f"no job kind for notebook {notebook!r}")
-    return Job(notebook, params, settings if notebook == "evaluate" else None)
+    return Job(notebook, params, settings)
 
 
 def _run(grid: Grid, run_id: str | None) -> RunConfig:
