@@ -55,6 +55,8 @@ class RunConfig:
     query_max_length: int | None = None
     passage_max_length: int | None = None
     truncation: str = "passage"
+    # load the tokenizer with do_lower_case=True (the authors' MiniLM-L12 tokenizer, 2 Feb 2026)
+    lower_case: bool = False
     gradient_checkpointing: bool = False
     # objective (params/objectives/<slug>.yaml)
     training_source: str = "triples"
@@ -86,6 +88,11 @@ class RunConfig:
     # the authors' validation listener: aggregated nDCG (no cutoff) over the top-100 re-ranked
     validation_measure: str = "nDCG"
     validation_queries: int = 500  # at most this many topics per validation set (validation.size)
+    # the aggregate over the validation sets (cerepro.selection): "best-so-far" (each set's best
+    # value so far, averaged: the table's xpmir aggregator) or "current" (this validation's values)
+    validation_aggregate: str = "current"
+    # stop when the aggregate has not risen for this many steps (0: never; the table's learner: 10000)
+    early_stopping_steps: int = 0
     # evaluation
     eval_datasets: tuple[str, ...] = ()
     first_stage: str = "bm25"
@@ -302,7 +309,11 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         fail("warmup_steps", f"must be smaller than max_steps ({c.max_steps})")
     for key in ("query_max_length", "passage_max_length"):
         value = getattr(c, key)
-        if value is not None and not 0 < value < c.max_length:
+        # the retokenize rule cuts the pair to the smaller of max_length and the sum of the limits,
+        # so a side limit above max_length is meaningful there (256 for a 96-token demo model)
+        if value is not None and not 0 < value and c.truncation == "retokenize":
+            fail(key, "must be >= 1")
+        if value is not None and c.truncation != "retokenize" and not 0 < value < c.max_length:
             fail(key, f"must be between 1 and max_length - 1 ({c.max_length - 1})")
     from cerepro.evaluate import parse_measures
 
@@ -316,6 +327,12 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         fail("training_source", f"must be one of {TRAINING_SOURCES}")
     if c.train_data not in TRAIN_DATA and not c.train_data.startswith("local:"):
         fail("train_data", f"must be one of {TRAIN_DATA} or 'local:<folder>'")
+    from cerepro.selection import AGGREGATES
+
+    if c.validation_aggregate not in AGGREGATES:
+        fail("validation_aggregate", f"must be one of {AGGREGATES}")
+    if c.early_stopping_steps < 0:
+        fail("early_stopping_steps", "must be >= 0 (0: no early stopping)")
     if c.truncation not in TRUNCATIONS:
         fail("truncation", f"must be one of {TRUNCATIONS}")
     if c.batch_unit not in BATCH_UNITS:

@@ -193,9 +193,11 @@ SOURCE_PROVIDES = {
 }
 TRAIN_DATA = ("msmarco-passage", "demo")
 LLM_LISTS = ("sampled-50", "sampled-100")
-# How a pair longer than max_length is cut: "passage" keeps the query whole and cuts the passage
-# (the authors' xpmir HFQueryDocTokenizer); "longest_first" is the tokenizers library's rule.
-TRUNCATIONS = ("passage", "longest_first")
+# How a pair is cut: "retokenize" cuts each side to its limit, decodes it and re-tokenizes the
+# pair longest-first to the sum of the limits (xpmir's HFCrossScorer of 1-19 Feb 2026: the code
+# that produced the paper's table); "passage" keeps the query whole and cuts the passage (xpmir's
+# HFQueryDocTokenizer, March 2026 on); "longest_first" is the tokenizers library's rule.
+TRUNCATIONS = ("retokenize", "passage", "longest_first")
 
 # ---------------------------------------------------------------------------------------------
 # Precisions

@@ -203,6 +203,46 @@ def test_validation_selects_the_best_checkpoint(tmp_path):
     assert f"Selected at step {summary['best_step']} of 8" in card
 
 
+def validation_folder(tmp_path, name, seed):
+    folder = tmp_path / name
+    (folder / "runs").mkdir(parents=True)
+    docs = {f"d{i}": " ".join(np.random.default_rng(seed + i).choice(WORDS, 8)) for i in range(6)}
+    (folder / "queries.tsv").write_text("q1\triver city ocean\nq2\talpha beta gamma\n")
+    (folder / "docs.tsv").write_text("".join(f"{d}\t{t}\n" for d, t in docs.items()))
+    (folder / "qrels.txt").write_text("q1 0 d0 1\nq2 0 d3 2\n")
+    (folder / "runs/first.trec").write_text("".join(
+        f"{q} Q0 d{i} {r + 1} {10 - r} first\n" for q in ("q1", "q2") for r, i in enumerate(range(6))))
+    return f"local:{folder}"
+
+
+def test_table_selection_keeps_each_sets_best_so_far_and_stops_early(tmp_path):
+    from cerepro.selection import Selection
+
+    sets = [validation_folder(tmp_path, "va", 100), validation_folder(tmp_path, "vb", 200)]
+    cfg = config("bce", validation_datasets=sets, validation_first_stage="run:first", validation_depth=6,
+                 validate_every=2, validation_measure="RR@10", validation_aggregate="best-so-far",
+                 max_steps=12, checkpoint_every=100)
+    summary = train(cfg, tmp_path / "run")
+    log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    validated = [r for r in log if "validation" in r]
+    replay = Selection("best-so-far")
+    for record in validated:  # the loop's choices are the rule's on the values it logged
+        assert record["selected"] == replay.update(record["step"], record["validation"])
+        assert record["RR@10"] == pytest.approx(replay.value, rel=1e-12)
+    assert summary["best_step"] == replay.best_step and summary["best_value"] == replay.best_value
+    assert summary["validation_aggregate"] == "best-so-far" and not summary["stopped_early"]
+
+    # a model that cannot move (lr 1e-30): the aggregate never rises after the first validation,
+    # so with a patience of one validation the run stops at the second, its checkpoint written
+    still = config("bce", validation_datasets=sets, validation_first_stage="run:first", validation_depth=6,
+                   validate_every=2, validation_measure="RR@10", validation_aggregate="best-so-far",
+                   early_stopping_steps=2, lr=1e-30, max_steps=12, checkpoint_every=100)
+    stopped = train(still, tmp_path / "still")
+    assert (stopped["steps"], stopped["best_step"], stopped["stopped_early"]) == (4, 2, True)
+    assert (tmp_path / "still/checkpoints/step-0000004").is_dir()
+    assert train(still, tmp_path / "still")["steps"] == 4  # a finished early-stopped run is done
+
+
 def test_selection_measure_is_ndcg_over_the_whole_top_100_by_default_ndcg10_as_an_option(monkeypatch):
     import pandas as pd
 
