@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install test report browser slurm clean-venv
+.PHONY: install test report browser slurm clean-venv parity
 
 install: $(STAMP)
 
@@ -46,6 +46,11 @@ slurm:
 
 report: install
 	$(BIN)/cerepro report
+
+# The authors' own libraries (experimaestro-ir, xpm-torch) run against cerepro on the same inputs,
+# in environments of their own (.venv-parity-*; parity/README.md). Not part of make test.
+parity:
+	TORCH_SPEC="$(TORCH_SPEC)" TORCH_INDEX="$(TORCH_INDEX)" $(PYTHON) parity/run.py
 
 clean-venv:
 	rm -rf $(VENV)

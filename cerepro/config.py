@@ -396,7 +396,10 @@ def differences_markdown(root: Path | None = None) -> str:
 GRID_KEYS = {"name", "description", "profile", "backbones", "objectives", "seeds", "reproduces",
              "eval_datasets", "notebook", "checkpoints"}
 CHECKPOINT_KEYS = {"backbone", "objective", "hub_id", "revision", "repetition", "verified", "published",
-                   "name", "note"}
+                   "name", "note", "card"}
+# How a released checkpoint's hub id is known: its card was read, it follows the naming rule only
+# (it may not exist), or no card was found (not scheduled).
+CHECKPOINT_CARDS = ("seen", "derived", "not-found")
 
 
 @dataclass(frozen=True)
@@ -542,6 +545,8 @@ def _checkpoint_grid(spec: dict[str, Any], path: Path, root: Path) -> Grid:
     jobs = []
     for i, entry in enumerate(entries):
         where = f"{source}: checkpoints[{i}]"
+        if entry.get("card") == "not-found":  # listed with its provenance, never scheduled
+            continue
         if entry.get("objective"):
             run = f"{entry['backbone']}.{entry['objective']}.{RELEASED}"
             objective = entry["objective"]
@@ -587,6 +592,9 @@ def read_checkpoints(path: Path) -> list[dict[str, Any]]:
                 raise ParamsError(f"{where}: key {key!r} is required (a string)")
         if bool(entry.get("objective")) == bool(entry.get("name")):
             raise ParamsError(f"{where}: give either 'objective' (a paper checkpoint) or 'name' (a baseline)")
+        if entry.get("objective") and entry.get("card") not in CHECKPOINT_CARDS:
+            raise ParamsError(f"{where}: key 'card' = {entry.get('card')!r}: a paper checkpoint says how its hub id "
+                              f"is known, one of {CHECKPOINT_CARDS}")
         revision = entry.get("revision")
         if revision is not None and (not isinstance(revision, str) or not revision):
             raise ParamsError(f"{where}: key 'revision' = {revision!r}: a branch, tag or commit hash")

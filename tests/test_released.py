@@ -171,7 +171,9 @@ def test_released_grid_has_one_evaluation_per_checkpoint_and_trains_nothing():
     grid = load_grid("released")
     assert grid.runs == ()
     ids = [job.run_id for job in grid.evaluations]
-    assert len(ids) == 9 * 6 + 2 and len(set(ids)) == len(ids)
+    # MarginMSE and ADR-MSE have no card for any backbone: listed, not scheduled
+    assert len(ids) == 9 * 4 + 2 and len(set(ids)) == len(ids)
+    assert not any(".margin-mse." in i or ".adr-mse." in i for i in ids)
     assert "ettin-150m.infonce.released" in ids and "baseline.ms-marco-minilm-l6-v2" in ids
     job = grid.evaluation("ettin-150m.infonce.released")
     assert job.model == "xpmir/cross-encoder-ettin-150m-infoNCE" and job.revision == "main"
@@ -190,11 +192,12 @@ def test_plan_and_dry_run_of_the_released_grid_list_every_checkpoint():
     plan = subprocess.run([sys.executable, "-m", "cerepro.cli", "plan", "released"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert plan.returncode == 0, plan.stderr
-    assert "0 training jobs, 56 evaluation jobs over 22 datasets" in plan.stdout
+    assert "0 training jobs, 38 evaluation jobs over 22 datasets" in plan.stdout
     assert "xpmir/cross-encoder-deberta-v3-base" not in plan.stdout  # hub ids, not slugs
-    assert "xpmir/cross-encoder-DeBERTav3-ADR-MSE@main" in plan.stdout
+    assert "xpmir/cross-encoder-DeBERTav3-DistillRankNET@main" in plan.stdout
+    assert "ADR-MSE" not in plan.stdout and "MarginMSE" not in plan.stdout  # no card found: not scheduled
     rows = [line for line in plan.stdout.splitlines() if ".released " in line or line.startswith("baseline.")]
-    assert len(rows) == 56 and all(" 0.00 " in row for row in rows)  # no training GPU-hours
+    assert len(rows) == 38 and all(" 0.00 " in row for row in rows)  # no training GPU-hours
     dry = subprocess.run([sys.executable, "-m", "cerepro.cli", "grid", "released", "--dry-run"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
@@ -203,7 +206,7 @@ def test_plan_and_dry_run_of_the_released_grid_list_every_checkpoint():
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
-    assert counts.get("evaluate") == 56 and counts.get("first_stage") == 1 and "train" not in counts, dry.stdout
+    assert counts.get("evaluate") == 38 and counts.get("first_stage") == 1 and "train" not in counts, dry.stdout
 
 
 def test_a_checkpoints_file_with_bad_entries_is_refused_naming_the_entry(tmp_path):
@@ -216,7 +219,10 @@ def test_a_checkpoints_file_with_bad_entries_is_refused_naming_the_entry(tmp_pat
     bad.write_text("checkpoints:\n  - {backbone: bert-base, hub_id: a/b}\n")
     with pytest.raises(ParamsError, match=r"checkpoints\[0\]: give either 'objective'"):
         load_grid("released", root=params)
-    bad.write_text("checkpoints:\n  - {backbone: bert-huge, objective: bce, hub_id: a/b}\n")
+    bad.write_text("checkpoints:\n  - {backbone: bert-base, objective: bce, hub_id: a/b, card: maybe}\n")
+    with pytest.raises(ParamsError, match=r"checkpoints\[0\]: key 'card' = 'maybe'"):
+        load_grid("released", root=params)
+    bad.write_text("checkpoints:\n  - {backbone: bert-huge, objective: bce, hub_id: a/b, card: derived}\n")
     with pytest.raises(ParamsError, match=r"checkpoints\[0\]: unknown backbone 'bert-huge'"):
         load_grid("released", root=params)
     (params / "grids" / "released.yaml").write_text("profile: paper\ncheckpoints: released\nbackbones: [bert-base]\n")
@@ -236,7 +242,7 @@ def test_a_hub_checkpoint_through_the_released_grid_lands_on_the_scoreboard_as_r
     shutil.copytree(ROOT / "params", params)
     (params / "checkpoints" / "released-demo.yaml").write_text(
         "checkpoints:\n  - {backbone: tiny-bert, objective: bce, hub_id: xpmir/cross-encoder-tiny-bert-BCE, "
-        "revision: main, verified: test}\n")
+        "revision: main, card: seen, verified: test}\n")
     (params / "grids" / "released-demo.yaml").write_text(
         "name: released-demo\nprofile: smoke\ncheckpoints: released-demo\n")
     monkeypatch.setenv("CEREPRO_PARAMS", str(params))
