@@ -452,7 +452,7 @@ class ValidationSet:
 
         run = datasets.load_candidates(dataset, config.validation_first_stage, config.validation_depth)
         run = validation_topics(run, config.validation_queries)
-        collection = datasets.load_collection(dataset)
+        collection = datasets.load_collection(dataset, config.document_text)
         queries = collection.queries
         texts = dict(zip(run["doc_id"].unique(), collection.doc_text(run["doc_id"].unique())))
         encoding = encode_pairs(tokenizer, run["query_id"].map(queries).tolist(),

@@ -193,6 +193,16 @@ SOURCE_PROVIDES = {
 }
 TRAIN_DATA = ("msmarco-passage", "demo")
 LLM_LISTS = ("sampled-50", "sampled-100")
+# How an evaluation collection's documents become text (cerepro.datasets.document_text):
+# "datamaestro" as the authors' pipeline read them (Touche-2020 and SciDocs without title,
+# TREC-COVID text then title), "ir-datasets" as ir_datasets' default_text (title then text)
+DOCUMENT_TEXTS = ("datamaestro", "ir-datasets")
+# The order a training file's records are read in (cerepro.training_data): "file" as the table's
+# code read them, "shuffled" per epoch with the run's seed
+DATA_ORDERS = ("file", "shuffled")
+# InfoNCE groups of the hard-negatives source: one per judged positive (the table's code) or the
+# query's first positive (the authors' later code)
+HARD_NEGATIVE_GROUPS = ("per-positive", "first-positive")
 # How a pair is cut: "retokenize" cuts each side to its limit, decodes it and re-tokenizes the
 # pair longest-first to the sum of the limits (xpmir's HFCrossScorer of 1-19 Feb 2026: the code
 # that produced the paper's table); "passage" keeps the query whole and cuts the passage (xpmir's

@@ -196,7 +196,7 @@ def test_validation_selects_the_best_checkpoint(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     validated = [r for r in log if "validation" in r]
     assert [r["step"] for r in validated] == [4, 8]
-    values = [r["nDCG"] for r in validated]  # the authors' measure: nDCG over the top-100, no cutoff
+    values = [r["RR@10"] for r in validated]  # the table's measure: RR@10 over the re-ranked candidates
     assert summary["best_value"] == max(values)
     assert summary["best_step"] == [4, 8][values.index(max(values))]
     card = (tmp_path / "run/model/README.md").read_text()
@@ -243,13 +243,13 @@ def test_table_selection_keeps_each_sets_best_so_far_and_stops_early(tmp_path):
     assert train(still, tmp_path / "still")["steps"] == 4  # a finished early-stopped run is done
 
 
-def test_selection_measure_is_ndcg_over_the_whole_top_100_by_default_ndcg10_as_an_option(monkeypatch):
+def test_selection_measure_is_rr10_by_default_ndcg_over_the_whole_top_100_as_an_option(monkeypatch):
     import pandas as pd
 
     from cerepro import rerank
     from cerepro.train import ValidationSet, validation_topics
 
-    assert config().validation_measure == "nDCG" and config().validation_queries == 500
+    assert config().validation_measure == "RR@10" and config().validation_queries == 500  # the table's
     assert config(validation_measure="nDCG@10").validation_measure == "nDCG@10"
     # one query, 20 candidates, the only relevant one ranked 12th: nDCG@10 sees nothing, nDCG does
     run = pd.DataFrame({"query_id": ["q"] * 20, "doc_id": [f"d{i}" for i in range(20)]})
