@@ -247,8 +247,10 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
                 # so close candidates would tie and the measure would follow the tie-break order.
                 values = {v.dataset: v.score(bare, scoring_precision(config)) for v in validation}
                 selected = selection.update(step, values)
+                # "selection": the aggregate the model is kept on, whatever the measure
                 _append_jsonl(output_dir / "log.jsonl", {"step": step, "validation": values,
                                                          config.validation_measure: selection.value,
+                                                         "selection": selection.value,
                                                          "aggregate": config.validation_aggregate,
                                                          "selected": selected})
                 if selected:
