@@ -107,6 +107,11 @@ def test_plan_prints_the_tables_settings_per_backbone_and_costs_full_fp32(capsys
     assert re.search(r"bert-base\s+bert-base-uncased\s+fp32\s+highest\s+fp32\s+512\s+32 / 256\s+retokenize", out)
     assert f"the same runs with TF32 matmuls would cost {p['total_tf32_gpu_h']:,.0f}" in out
     assert "these are upper bounds" in out
+    # the README and the book's Protocol page quote these two totals
+    quoted = f"{p['total_gpu_h']:,.0f} GPU-hours", f"{p['total_tf32_gpu_h']:,.0f}"
+    for doc in ("README.md", "book/setup/protocol.md"):
+        text = " ".join((engine.project_root() / doc).read_text(encoding="utf-8").split())
+        assert all(q in text for q in quoted), doc
     # the authors' later code: whole query, passages to the model's positions, nDCG, TF32
     later = {row["backbone"]: row for row in engine.plan("authors-head")["settings"]}
     assert (later["bert-base"]["precision"], later["bert-base"]["truncation"]) == ("tf32", "passage")
