@@ -247,8 +247,10 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
                 # so close candidates would tie and the measure would follow the tie-break order.
                 values = {v.dataset: v.score(bare, scoring_precision(config)) for v in validation}
                 selected = selection.update(step, values)
+                # "selection": the aggregate the model is kept on, whatever the measure
                 _append_jsonl(output_dir / "log.jsonl", {"step": step, "validation": values,
                                                          config.validation_measure: selection.value,
+                                                         "selection": selection.value,
                                                          "aggregate": config.validation_aggregate,
                                                          "selected": selected})
                 if selected:
@@ -452,7 +454,7 @@ class ValidationSet:
 
         run = datasets.load_candidates(dataset, config.validation_first_stage, config.validation_depth)
         run = validation_topics(run, config.validation_queries)
-        collection = datasets.load_collection(dataset)
+        collection = datasets.load_collection(dataset, config.document_text)
         queries = collection.queries
         texts = dict(zip(run["doc_id"].unique(), collection.doc_text(run["doc_id"].unique())))
         encoding = encode_pairs(tokenizer, run["query_id"].map(queries).tolist(),
