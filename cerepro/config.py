@@ -378,8 +378,11 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Known differences from the authors' code (params/expected/differences.yaml)
 
-DIFFERENCE_KEYS = ("point", "authors", "source", "cerepro", "status", "effect")
+DIFFERENCE_KEYS = ("point", "code", "authors", "source", "cerepro", "status", "effect")
 DIFFERENCE_STATUSES = ("fixed", "variant", "unconfirmed")
+# which version of the authors' code a row describes: the one that produced the paper's table
+# (February 2026), their later code (March 2026 on, cerepro's profile authors-head), or both
+DIFFERENCE_CODES = ("table", "later", "both")
 
 
 def differences(root: Path | None = None) -> list[dict[str, str]]:
@@ -392,6 +395,9 @@ def differences(root: Path | None = None) -> list[dict[str, str]]:
         if entry["status"] not in DIFFERENCE_STATUSES:
             raise ParamsError(f"{path}: entry {i} ({entry['point']!r}): status {entry['status']!r} "
                               f"is not one of {DIFFERENCE_STATUSES}")
+        if entry["code"] not in DIFFERENCE_CODES:
+            raise ParamsError(f"{path}: entry {i} ({entry['point']!r}): code {entry['code']!r} "
+                              f"is not one of {DIFFERENCE_CODES}")
     return entries
 
 
@@ -401,7 +407,7 @@ def differences_markdown(root: Path | None = None) -> str:
         text = " ".join(str(text).split()).replace("|", "\\|")
         return text.replace("<", "&lt;").replace(">", "&gt;")  # <s> is RoBERTa's, not HTML
 
-    header = ["What", "The authors' code", "Read in", "cerepro", "Status", "Expected effect"]
+    header = ["What", "Their code", "The authors' code", "Read in", "cerepro", "Status", "Expected effect"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for d in differences(root):
         lines.append("| " + " | ".join(cell(d[k]) for k in DIFFERENCE_KEYS) + " |")

@@ -117,6 +117,12 @@ def scoreboard_long(results: pd.DataFrame, measure: str = MEASURE, *, extra_colu
     return pd.concat(boards, ignore_index=True)
 
 
+# What a released cell is: the authors release per (backbone, objective) the seed that scored best
+# on the test sets, so the cell is one picked seed and must not be read as the table's seed mean.
+RELEASED_NOTE = (f"{RELEASED} = the authors' checkpoint, the best of 3 seeds on the mean test nDCG@10: "
+                 "one seed picked on test, not a seed mean")
+
+
 def scoreboard_table(results: pd.DataFrame, grid: str | None = None, measure: str = MEASURE, *,
                      extra_columns: bool = False) -> pd.DataFrame:
     """The scoreboard as the authors' table: one row per (backbone, objective), and per source
@@ -131,6 +137,8 @@ def scoreboard_table(results: pd.DataFrame, grid: str | None = None, measure: st
     columns = dataset_registry()["paper_table_columns"]
     wide = ordered_rows(wide)[[c for c in columns if c in wide.columns] + sorted(set(wide.columns) - set(columns))]
     wide.columns.name = f"{measure}{f' ({grid})' if grid else ''}: paper / ours (diff) verdict"
+    if (board["source"] == RELEASED).any():
+        wide.columns.name += f"; {RELEASED_NOTE}"
     return wide
 
 

@@ -257,26 +257,44 @@ def test_bad_grid_files(params):
 # --- differences from the authors' code ------------------------------------------------------------
 
 
-def test_differences_table_covers_the_six_points_and_the_readme_is_in_step():
+# The points of issue 25 (the code that produced the table), each of which must be listed with the
+# version of the authors' code it describes and a status.
+TABLE_POINTS = ("Query and document lengths", "Model-selection measure", "Aggregate over the validation sets",
+                "Early stopping", "Training order of the teacher files", "MiniLM lower-casing", "InfoNCE groups",
+                "Document text (titles)", "Training precision", "DeBERTa-v3 rows", "Released checkpoints")
+
+
+def test_differences_table_covers_the_tables_code_and_the_readme_is_in_step():
     entries = cfg.differences(PARAMS)
     points = {e["point"]: e for e in entries}
-    for point in ("Test-time scoring precision", "Training precision per backbone",
-                  "InfoNCE positive and skip rule", "Model-selection measure",
-                  "Training order of the triples", "Input template and truncation"):
-        assert point in points and points[point]["status"] in ("fixed", "variant")
+    assert len(points) == len(entries)  # one row per point
+    for point in TABLE_POINTS:
+        assert point in points, point
+        assert points[point]["status"] in cfg.DIFFERENCE_STATUSES
         assert "(" in points[point]["source"]  # every fact names its file and repository
+    # the table's code and the later code are told apart, row by row
+    assert {e["code"] for e in entries} == set(cfg.DIFFERENCE_CODES)
+    assert points["Query and document lengths"]["code"] == "table"
+    assert points["Query and document lengths (later code)"]["code"] == "later"
+    assert points["Query and document lengths (later code)"]["status"] == "variant"
     readme = (PARAMS / "expected" / "README.md").read_text()
     table = readme.split("<!-- differences:start -->\n")[1].split("\n<!-- differences:end -->")[0]
     assert table == cfg.differences_markdown(PARAMS), \
         "params/expected/README.md is out of step: paste cerepro.config.differences_markdown() in"
+    assert table.splitlines()[0].startswith("| What | Their code |")
+    assert len(table.splitlines()) == 2 + len(entries)
     assert "&lt;s&gt;" in table and "<s>" not in table  # RoBERTa's tokens, not HTML
 
 
 def test_a_malformed_difference_entry_is_refused(tmp_path):
     (tmp_path / "expected").mkdir()
     (tmp_path / "expected" / "differences.yaml").write_text(
-        "differences:\n- {point: x, authors: a, source: s, cerepro: c, status: maybe, effect: e}\n")
+        "differences:\n- {point: x, code: table, authors: a, source: s, cerepro: c, status: maybe, effect: e}\n")
     with pytest.raises(cfg.ParamsError, match=r"entry 1 \('x'\): status 'maybe' is not one of"):
+        cfg.differences(tmp_path)
+    (tmp_path / "expected" / "differences.yaml").write_text(
+        "differences:\n- {point: x, code: head, authors: a, source: s, cerepro: c, status: fixed, effect: e}\n")
+    with pytest.raises(cfg.ParamsError, match=r"entry 1 \('x'\): code 'head' is not one of"):
         cfg.differences(tmp_path)
     (tmp_path / "expected" / "differences.yaml").write_text("differences:\n- {point: x}\n")
     with pytest.raises(cfg.ParamsError, match="entry 1 must have exactly the keys"):

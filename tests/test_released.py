@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cerepro import engine, models, provenance, tables, verdicts
-from cerepro.config import ParamsError, load_config, load_grid
+from cerepro.config import ParamsError, evaluation_settings, load_config, load_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -177,6 +177,12 @@ def test_released_grid_has_one_evaluation_per_checkpoint_and_trains_nothing():
     assert "ettin-150m.infonce.released" in ids and "baseline.ms-marco-minilm-l6-v2" in ids
     job = grid.evaluation("ettin-150m.infonce.released")
     assert job.model == "xpmir/cross-encoder-ettin-150m-infoNCE" and job.revision == "main"
+    # scored with the 32 / 256 rule they were trained with (not the cards' default truncation)
+    assert (job.config.truncation, job.config.query_max_length, job.config.passage_max_length) == (
+        "retokenize", 32, 256)
+    settings = evaluation_settings(grid, "bert-base.infonce.released")
+    assert settings.model == "xpmir/cross-encoder-bert-base-infoNCE"  # the card's spelling, lower-case i
+    assert (settings.truncation, settings.query_max_length, settings.passage_max_length) == ("retokenize", 32, 256)
     paper = load_config("ettin-150m", "infonce", 0, "paper")
     # scored exactly as the paper profile scores a trained run of the same backbone and objective
     for key in ("first_stage", "candidate_depth", "eval_datasets", "max_length", "precision"):
@@ -266,6 +272,8 @@ def test_a_hub_checkpoint_through_the_released_grid_lands_on_the_scoreboard_as_r
     trained = released.assign(run="tiny-bert.bce.s1", seed=1, value=released["value"] * 0.5)
     table = verdicts.scoreboard_table(pd.concat([trained, released]), extra_columns=True)
     assert ("tiny-bert", "bce", "released") in table.index and ("tiny-bert", "bce", "trained") in table.index
+    assert "best of 3 seeds on the mean test nDCG@10" in table.columns.name  # not to be read as a seed mean
+    assert "best of 3" not in verdicts.scoreboard_table(trained).columns.name
     assert table.loc[("bert-base", "bce", "released"), "trec-dl-2019"].endswith("/ not run")  # the paper's cells, per source
     cells = table.loc[("tiny-bert", "bce", "released")]
     ours = released[released["measure"] == "nDCG@10"].groupby("dataset")["value"].mean()
