@@ -365,14 +365,20 @@ def compare_infonce(authors_groups, authors, note):
                 except ValueError:
                     ours = None
                     break
-            theirs = authors_groups(run_path, qrels_path, top_k, len(ours) if ours else 0)
+            # one pass and one more group: theirs loops over the file, so the group after a full
+            # pass is the first again; a pass that meets a block it cannot sample raises
+            relevant = sum(len(r) for _, r in runs.values())
+            theirs = authors_groups(run_path, qrels_path, top_k, (len(ours) if ours is not None else relevant) + 1)
             cases += 1
             if ours is None or theirs is None:
                 ok = ours is None and theirs is None  # both refuse a block with fewer than 7 negatives
             else:
-                ok = [(q, p) for q, p, _ in ours] == [(q, p) for q, p, _ in theirs] and all(
-                    len(n) == 7 and len(set(n)) == 7 and set(n) <= set(runs[q][0]) - runs[q][1]
-                    for q, _, n in ours + theirs)
+                wrapped = theirs[len(ours):]
+                theirs = theirs[:len(ours)]
+                ok = ([(q, p) for q, p, _ in ours] == [(q, p) for q, p, _ in theirs]
+                      and (not ours or [(q, p) for q, p, _ in wrapped] == [(q, p) for q, p, _ in ours[:1]])
+                      and all(len(n) == 7 and len(set(n)) == 7 and set(n) <= set(runs[q][0]) - runs[q][1]
+                              for q, _, n in ours + theirs))
             same += ok
             if not ok and not first:
                 first = (f"fixture {seed}: authors {None if theirs is None else theirs[:2]}; "
@@ -509,7 +515,8 @@ def february_infonce():
     def authors_groups(run_path, qrels_path, top_k, n):
         random.seed(0)  # their sampler draws with Python's global random module, seeded by nobody
         samples = ListwiseDistillationSamplesTSVWithAnnotations.C(
-            path=run_path, qrels=TrecAdhocAssessments.C(path=qrels_path), top_k=top_k,
+            id=f"parity.{run_path.stem}", path=run_path,
+            qrels=TrecAdhocAssessments.C(id=f"parity.{qrels_path.stem}", path=qrels_path), top_k=top_k,
             with_docid=True, with_queryid=True, sampling_k=8).instance()
         it = iter(samples.iter())
         out = []
@@ -518,8 +525,10 @@ def february_infonce():
                 sample = next(it)
                 docs = [d[IDItem].id for d in sample.documents]
                 out.append((sample.query[IDItem].id, docs[0], tuple(docs[1:])))
-        except ValueError:
+        except ValueError:  # random.sample: fewer non-relevant passages than negatives
             return None
+        except StopIteration:  # a file without any group
+            pass
         return out
 
     return compare_infonce(
