@@ -134,7 +134,8 @@ def compare(name: str, python: Path) -> list[dict]:
     if not out.is_file():
         sys.stderr.write(done.stderr[-6000:])
         raise ParityError(f"parity/compare.py --side {name} wrote no result (exit {done.returncode})")
-    return json.loads(out.read_text())
+    # the project speaks of itself only: paths inside the repository are written relative to it
+    return json.loads(out.read_text().replace(str(ROOT) + "/", ""))
 
 
 def outcome(r: dict) -> str:
