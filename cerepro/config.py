@@ -420,7 +420,7 @@ def differences_markdown(root: Path | None = None) -> str:
 GRID_KEYS = {"name", "description", "profile", "backbones", "objectives", "seeds", "reproduces",
              "eval_datasets", "notebook", "checkpoints"}
 CHECKPOINT_KEYS = {"backbone", "objective", "hub_id", "revision", "repetition", "verified", "published",
-                   "name", "note", "card"}
+                   "name", "note", "card", "settings"}
 # How a released checkpoint's hub id is known: its card was read, it follows the naming rule only
 # (it may not exist), or no card was found (not scheduled).
 CHECKPOINT_CARDS = ("seen", "derived", "not-found")
@@ -578,8 +578,9 @@ def _checkpoint_grid(spec: dict[str, Any], path: Path, root: Path) -> Grid:
             objective = entry["objective"]
         else:  # a baseline: scored like the paper's runs of its backbone's size
             run, objective = f"{BASELINE}.{entry['name']}", "bce"
-        try:
-            config = load_config(entry["backbone"], objective, 0, spec["profile"], overrides, root)
+        try:  # ``settings``: how this checkpoint was trained where the profile's backbone differs
+            config = load_config(entry["backbone"], objective, 0, spec["profile"],
+                                 {**(entry.get("settings") or {}), **overrides}, root)
         except ParamsError as exc:
             raise ParamsError(f"{where}: {exc}") from exc
         jobs.append(Evaluation(run, config, model=entry["hub_id"], revision=entry.get("revision")))
@@ -624,6 +625,8 @@ def read_checkpoints(path: Path) -> list[dict[str, Any]]:
         revision = entry.get("revision")
         if revision is not None and (not isinstance(revision, str) or not revision):
             raise ParamsError(f"{where}: key 'revision' = {revision!r}: a branch, tag or commit hash")
+        if not isinstance(entry.get("settings") or {}, dict):
+            raise ParamsError(f"{where}: key 'settings' must map run-config keys to values")
         published = entry.get("published") or {}
         if not isinstance(published, dict) or not all(
                 isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)

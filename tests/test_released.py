@@ -183,6 +183,10 @@ def test_released_grid_has_one_evaluation_per_checkpoint_and_trains_nothing():
     settings = evaluation_settings(grid, "bert-base.infonce.released")
     assert settings.model == "xpmir/cross-encoder-bert-base-infoNCE"  # the card's spelling, lower-case i
     assert (settings.truncation, settings.query_max_length, settings.passage_max_length) == ("retokenize", 32, 256)
+    # DeBERTa-v3: its profile follows the rerun (whole query); the released model is the first run's
+    deberta = evaluation_settings(grid, "deberta-v3-base.distill-ranknet.released")
+    assert (deberta.truncation, deberta.query_max_length, deberta.passage_max_length) == ("retokenize", 32, 256)
+    assert load_config("deberta-v3-base", "distill-ranknet", 0, "paper").truncation != "retokenize"
     paper = load_config("ettin-150m", "infonce", 0, "paper")
     # scored exactly as the paper profile scores a trained run of the same backbone and objective
     for key in ("first_stage", "candidate_depth", "eval_datasets", "max_length", "precision"):
@@ -227,6 +231,10 @@ def test_a_checkpoints_file_with_bad_entries_is_refused_naming_the_entry(tmp_pat
         load_grid("released", root=params)
     bad.write_text("checkpoints:\n  - {backbone: bert-base, objective: bce, hub_id: a/b, card: maybe}\n")
     with pytest.raises(ParamsError, match=r"checkpoints\[0\]: key 'card' = 'maybe'"):
+        load_grid("released", root=params)
+    bad.write_text("checkpoints:\n  - {backbone: bert-base, objective: bce, hub_id: a/b, card: seen, "
+                   "settings: {truncate: retokenize}}\n")
+    with pytest.raises(ParamsError, match=r"checkpoints\[0\]: .*truncate"):
         load_grid("released", root=params)
     bad.write_text("checkpoints:\n  - {backbone: bert-huge, objective: bce, hub_id: a/b, card: derived}\n")
     with pytest.raises(ParamsError, match=r"checkpoints\[0\]: unknown backbone 'bert-huge'"):
