@@ -630,12 +630,17 @@ def produce_run(dataset_id: str, name: str, *, engine: str = DEFAULT_ENGINE,
     if not queries:
         raise FirstStageError(f"{dataset_id}: the collection has no queries to retrieve for")
     queries_key = hashlib.sha256(json.dumps(queries, sort_keys=True).encode()).hexdigest()
+    # a produced run is reused only when everything it was made from is the same: the encoder as
+    # params/first_stage.yaml names it (hf_id, revision, max_length), passages, queries, engine
+    encoder = {"hf_id": spec.hf_id, "revision": spec.revision, "max_length": spec.max_length}
     if path.is_file() and run_manifest_path(path).is_file():
         found = json.loads(run_manifest_path(path).read_text())
         if found.get("queries") == queries_key and found.get("docs") == collection.docs.key \
-                and found.get("engine") == engine:
+                and found.get("engine") == engine and found.get("encoder") == encoder:
             check_run_manifest(path)
             return path
+        log.info("%s: %s was made from other inputs than params/first_stage.yaml now names; "
+                 "producing it again", dataset_id, path)
     # bad passages fail here, before a model is downloaded or a GPU is used
     _count_passages(collection, getattr(collection.docs, "path", None) or dataset_id)
     if device is None:
@@ -654,7 +659,7 @@ def produce_run(dataset_id: str, name: str, *, engine: str = DEFAULT_ENGINE,
     search_seconds = time.perf_counter() - started
     run = run_frame(index, qids, docs, scores)
     manifest = {
-        "run": name, "dataset": dataset_id, "depth": depth, "engine": engine, **identity,
+        "run": name, "dataset": dataset_id, "depth": depth, "engine": engine, **identity, "encoder": encoder,
         "docs": collection.docs.key, "queries": queries_key, "quantisation": index.manifest["quantisation"],
         "index": str(index.folder), "index_bytes": index.manifest["index_bytes"],
         "postings": index.manifest["postings"], "docs_count": index.manifest["docs_count"],

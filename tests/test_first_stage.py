@@ -321,3 +321,38 @@ def test_a_produced_run_shallower_than_the_depth_read_from_it_is_refused_in_para
     with pytest.raises(ParamsError, match=r"key 'first_stage' = 'run:splade-v3-distilbert-top100': a "
                                           r"top-100 run cannot give candidate_depth = 1000"):
         load_config("bert-base", "bce", 0, "paper", {"first_stage": "run:splade-v3-distilbert-top100"})
+
+
+@pytest.mark.parametrize("change", ["max_length", "revision", "hf_id"])
+def test_a_produced_run_is_made_again_when_its_encoder_in_params_changed(real_text, tmp_path, monkeypatch,
+                                                                          change):
+    """The reuse check covers what the run is made from: the SPLADE model, its revision and its
+    max length (params/first_stage.yaml), besides passages, queries and engine."""
+    params = tmp_path / "params"
+    shutil.copytree(ROOT / "params", params)
+    monkeypatch.setenv("CEREPRO_PARAMS", str(params))
+    dataset = f"local:{real_text}"
+    path = fs.produce_run(dataset, "tiny-splade-top5", progress=False)
+    before = json.loads(path.with_suffix(".json").read_text())
+    assert before["encoder"] == {"hf_id": "builtin:splade", "revision": None, "max_length": 128}
+    facts = {"hf_id": "builtin:splade", "revision": None, "max_length": 128}
+    if change == "max_length":
+        facts["max_length"] = 4  # passages cut to 2 words: another run
+    elif change == "revision":
+        facts["revision"] = "v2"  # the builtin model ignores it; the key must not
+    else:
+        model, tokenizer = fs.tiny_mlm(seed=1)  # other weights, the same shape
+        model.save_pretrained(tmp_path / "other-splade")
+        tokenizer.save_pretrained(tmp_path / "other-splade")
+        facts["hf_id"] = str(tmp_path / "other-splade")
+    (params / "first_stage.yaml").write_text(
+        "models:\n  tiny-splade: " + json.dumps(facts) + "\n")
+    again = fs.produce_run(dataset, "tiny-splade-top5", progress=False)
+    after = json.loads(again.with_suffix(".json").read_text())
+    assert again == path and after["encoder"] == facts
+    if change != "revision":
+        assert after["sha256"] != before["sha256"]  # another encoder ranks otherwise
+    # and the same params again reuse the new run
+    mtime = path.stat().st_mtime_ns
+    assert fs.produce_run(dataset, "tiny-splade-top5", progress=False) == path
+    assert path.stat().st_mtime_ns == mtime
