@@ -108,6 +108,25 @@ def test_bm25_candidates_match_terms_and_reuse_the_cached_index(tmp_path, monkey
     pd.testing.assert_frame_equal(run, again)
 
 
+@pytest.mark.parametrize("damage", ["cut", "emptied", "removed"])
+def test_a_damaged_bm25_index_is_built_again(tmp_path, caplog, damage):
+    """An index whose files differ from its CONTENTS.json (a copy cut short, a full disk) is built
+    again with a warning, never loaded into a raw error that every rerun repeats."""
+    folder = make_folder(tmp_path / "ds")
+    run = load_candidates(f"local:{folder}", "bm25", depth=3)
+    [index] = (tmp_path / "cache" / "bm25").iterdir()
+    victim = max((p for p in index.iterdir() if p.suffix == ".npy"), key=lambda p: p.stat().st_size)
+    data = victim.read_bytes()
+    if damage == "removed":
+        victim.unlink()
+    else:
+        victim.write_bytes(data[: len(data) // 2] if damage == "cut" else b"")
+    again = load_candidates(f"local:{folder}", "bm25", depth=3)
+    pd.testing.assert_frame_equal(run, again)
+    assert victim.read_bytes() == data
+    assert f"{victim.name} has" in caplog.text and "building it again" in caplog.text
+
+
 # --- each bad input fails with file, line and what was expected -----------------------------
 
 
