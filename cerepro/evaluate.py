@@ -29,6 +29,7 @@ Choices, each recorded in the contract:
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ import pandas as pd
 
 import cerepro
 from cerepro.vocab import dataset_id, dataset_registry, short_name
-from cerepro.paths import atomic_path, write_text_atomic
+from cerepro.paths import atomic_path, file_sha256, write_text_atomic
 
 MEASURES = ("nDCG@10", "RR@10", "AP")
 MISSING_QUERIES = ("zero", "skip", "error")
@@ -210,19 +211,43 @@ def save_result(result: Result, folder) -> Path:
     """Write ``per_query.csv``, ``means.csv`` and ``contract.json`` into ``folder``, each file
     atomically and the contract last: a folder with a contract holds a complete result."""
     folder = Path(folder)
+    files = {}
     for name, table in (("per_query.csv", result.per_query), ("means.csv", result.means)):
         with atomic_path(folder / name) as tmp:
             table.to_csv(tmp, index=False)  # floats as repr: they read back bit for bit
-    write_text_atomic(folder / "contract.json", json.dumps(result.contract, indent=2) + "\n")
+            files[name] = {"rows": len(table), "bytes": tmp.stat().st_size, "sha256": file_sha256(tmp)}
+    # the contract lists the tables' sizes and checksums: a table cut at a line's end (fewer
+    # queries, still a valid CSV) is refused when read, never averaged over what is left
+    write_text_atomic(folder / "contract.json", json.dumps({**result.contract, "files": files}, indent=2) + "\n")
     return folder
+
+
+class ResultError(ValueError):
+    """A saved result whose files differ from what its contract records."""
+
+
+def check_result(folder) -> None:
+    """Refuse a saved result whose ``per_query.csv`` or ``means.csv`` differs from the size and
+    sha256 its ``contract.json`` records (results saved before contracts listed them pass)."""
+    folder = Path(folder)
+    files = json.loads((folder / "contract.json").read_text(encoding="utf-8")).get("files") or {}
+    for name, facts in files.items():
+        path = folder / name
+        size = path.stat().st_size if path.is_file() else None
+        if size != facts["bytes"] or file_sha256(path) != facts["sha256"]:
+            raise ResultError(
+                f"{path}: {'missing' if size is None else f'{size} bytes'}, but {folder / 'contract.json'} "
+                f"records {facts['bytes']} bytes ({facts['rows']} rows) and their sha256: the file was "
+                f"cut or changed after it was saved; delete {folder} and evaluate again")
 
 
 def load_results(folder_glob) -> pd.DataFrame:
     """Read every saved result matching ``folder_glob`` into one tidy per-query table."""
-    tables = [
-        pd.read_csv(folder / "per_query.csv", dtype={c: str for c in PER_QUERY_COLUMNS if c != "value"})
-        for folder in _result_folders(folder_glob)
-    ]
+    tables = []
+    for folder in _result_folders(folder_glob):
+        check_result(folder)
+        tables.append(pd.read_csv(folder / "per_query.csv",
+                                  dtype={c: str for c in PER_QUERY_COLUMNS if c != "value"}))
     return pd.concat(tables, ignore_index=True)[PER_QUERY_COLUMNS]
 
 
@@ -245,11 +270,16 @@ def _result_folders(folder_glob) -> list[Path]:
 
 def folder_name(dataset: str) -> str:
     """A file-system name for a dataset's result folder: its short name when params/datasets.yaml
-    knows it, else the id with ``:`` and ``/`` replaced (``demo:in-domain`` -> ``demo-in-domain``)."""
+    knows it, else the id with ``:`` and ``/`` replaced (``demo:in-domain`` -> ``demo-in-domain``)
+    and, but for the demo splits, 8 hex digits of the id's sha256 so two ids never share one."""
     canonical = dataset_id(dataset, strict=False)
     if canonical in dataset_registry()["datasets"]:
         return short_name(canonical)
-    return dataset.replace(":", "-").replace("/", "-")
+    name = dataset.replace(":", "-").replace("/", "-")
+    if dataset.startswith("demo:"):  # the demo splits: fixed names without '/', none collides
+        return name
+    # ``local:a/x-y`` and ``local:a/x/y`` would share a name: a digest of the id tells them apart
+    return f"{name}-{hashlib.sha256(dataset.encode()).hexdigest()[:8]}"
 
 
 def aggregate_table(means: pd.DataFrame, *, measure: str = "nDCG@10") -> pd.DataFrame:

@@ -11,8 +11,10 @@ import pytest
 import pytrec_eval
 
 from cerepro.evaluate import (
+    ResultError,
     aggregate_table,
     evaluate,
+    folder_name,
     load_contracts,
     load_results,
     query_means,
@@ -230,11 +232,39 @@ def test_save_and_load_round_trip(tmp_path):
     table = load_results(tmp_path / "*")
     pd.testing.assert_frame_equal(table, pd.concat([first.per_query, second.per_query], ignore_index=True))
     assert (tmp_path / "a" / "means.csv").is_file()
-    assert json.loads((tmp_path / "a" / "contract.json").read_text()) == first.contract
+    saved = json.loads((tmp_path / "a" / "contract.json").read_text())
+    assert {k: v for k, v in saved.items() if k != "files"} == first.contract
+    assert saved["files"]["per_query.csv"]["rows"] == len(first.per_query)
     assert list(load_contracts(tmp_path / "*")["run"]) == ["a", "b"]
     pd.testing.assert_frame_equal(query_means(table).iloc[:3], first.means)
     with pytest.raises(FileNotFoundError, match="no saved result"):
         load_results(tmp_path / "nothing-*")
+
+
+@pytest.mark.parametrize("damage", ["cut at a line's end", "a value changed", "removed"])
+def test_a_saved_result_that_differs_from_its_contract_is_refused(tmp_path, damage):
+    """per_query.csv cut at a line boundary is still a valid CSV of fewer queries: the contract's
+    size and sha256 refuse it, naming the file, instead of averaging what is left."""
+    save_result(evaluate(RUN, QRELS, dataset="toy", run_name="a"), tmp_path / "a")
+    path = tmp_path / "a" / "per_query.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    if damage == "removed":
+        path.unlink()
+    else:
+        path.write_text("".join(lines[:-2]) if damage.startswith("cut") else
+                        "".join(lines).replace(",q1,nDCG@10,", ",q1,nDCG@10,1", 1))
+    with pytest.raises(ResultError, match=rf"{path}: .*records \d+ bytes \({len(lines) - 1} rows\).*"
+                                          r"delete .* and evaluate again"):
+        load_results(tmp_path / "*")
+
+
+def test_two_dataset_ids_never_share_a_result_folder():
+    """``local:<dir>/x-y`` and ``local:<dir>/x/y`` once both became ``local-<dir>-x-y``: the second
+    evaluation overwrote the first's results."""
+    names = {folder_name(d) for d in ("local:data/x-y", "local:data/x/y", "local:data:x/y", "local:data-x-y")}
+    assert len(names) == 4 and all(n.startswith("local-data-x-y-") for n in names)
+    assert folder_name("demo:in-domain") == "demo-in-domain"
+    assert folder_name("msmarco-passage/trec-dl-2019/judged") == "trec-dl-2019"
 
 
 # --- datasets and aggregates ------------------------------------------------------------------
