@@ -270,6 +270,33 @@ def test_cache_key_reuses_tokenized_pairs(tmp_path, world, monkeypatch):
     assert len(list((tmp_path / "tokenized").glob("*.npz"))) == 2
 
 
+def test_shards_of_other_texts_under_the_same_ids_are_refused(tmp_path, world):
+    """The shard manifest holds a digest of the token ids: a passage edited under the same doc id
+    (or another tokenizer of the same name) is not scored from the old shards."""
+    queries, docs, candidates = world
+    tokenizer = bert_tokenizer()
+    model = tiny_model(tokenizer)
+    kwargs = dict(max_length=32, shard_dir=tmp_path / "shards", shard_size=7, precision="fp32", progress=False)
+    rerank(model, tokenizer, candidates, queries, docs, **kwargs)
+    edited = {**docs, candidates.doc_id[0]: "an edited passage " + docs[candidates.doc_id[0]]}
+    with pytest.raises(ValueError, match=r"holds shards of another job \(differs in: encoding\)"):
+        rerank(model, tokenizer, candidates, queries, edited, **kwargs)
+
+
+def test_a_cut_tokenized_cache_file_is_rebuilt(tmp_path, world, monkeypatch):
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path))
+    queries, docs, candidates = world
+    tokenizer = bert_tokenizer()
+    model = tiny_model(tokenizer)
+    kwargs = dict(max_length=32, cache_key="demo/test", progress=False)
+    first = rerank(model, tokenizer, candidates, queries, docs, **kwargs)
+    [cached] = (tmp_path / "tokenized").glob("*.npz")
+    data = cached.read_bytes()
+    cached.write_bytes(data[: len(data) // 2])
+    pd.testing.assert_frame_equal(rerank(model, tokenizer, candidates, queries, docs, **kwargs), first)
+    assert cached.read_bytes() == data
+
+
 def test_bf16_scores_are_close_to_fp32(world):
     queries, docs, candidates = world
     tokenizer = bert_tokenizer()
