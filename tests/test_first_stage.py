@@ -15,6 +15,7 @@ from cerepro import vocab
 from cerepro.config import load_config
 from cerepro.datasets import load_candidates, load_collection
 from cerepro.trec import DataFormatError
+from tolerance import assert_float_close
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_TEXT = Path(__file__).parent / "fixtures" / "real-text"
@@ -62,7 +63,7 @@ def test_weights_equal_a_plain_transformers_forward(encoder, real_text, source):
     got = fs.encode_texts(model, tokenizer, texts, max_length=48, max_tokens=200, precision="fp32").toarray()
     want = np.stack([plain_splade(model, tokenizer, t, 48) for t in texts])
     assert got.shape == want.shape and (want > 0).sum(1).min() > 0
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    assert_float_close(got, want)
 
 
 def dense_oracle(doc_q, query_q, doc_ids, depth):
