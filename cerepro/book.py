@@ -35,6 +35,7 @@ from cerepro.paths import book_dir, runs_dir, write_text_atomic
 
 GENERATED = "generated"
 RESULTS_FILE = "results.pkl"
+SHOWN_WARNINGS = 20  # evaluation warnings listed on a page; the rest are counted
 RELEASED_GRID = "released"  # the authors' checkpoints, shown beside any trained grid on the scoreboard
 
 
@@ -319,7 +320,15 @@ class Page:
         kind = "warning" if self.grid.synthetic else "note"
         missing = "" if not tables.models_only(self.results).empty else \
             f" **Not yet run**: no finished evaluation in `runs/{self.grid.name}/`."
-        return Markdown(f":::{{{kind}}}\n{self.grid.provenance}{missing}\n:::\n")
+        note = f":::{{{kind}}}\n{self.grid.provenance}{missing}\n:::\n"
+        warned = tables.grid_warnings(self.grid.name)
+        if warned:  # results quietly wrong or hard to compare: said on every page that shows them
+            shown = "".join(f"- {w}\n" for w in warned[:SHOWN_WARNINGS])
+            more = f"- and {len(warned) - SHOWN_WARNINGS} more (each evaluation's `contract.json`)\n" \
+                if len(warned) > SHOWN_WARNINGS else ""
+            note += (f"\n:::{{warning}}\n**{len(warned)} evaluation warnings** in `runs/{self.grid.name}/`:"
+                     f"\n\n{shown}{more}:::\n")
+        return Markdown(note)
 
     @functools.cached_property
     def released_results(self) -> pd.DataFrame:

@@ -459,8 +459,19 @@ def evaluation_settings(grid: Grid, run_id: str, *, model: str = "", revision: s
     """The settings of ``grid``'s evaluation ``run_id``: a trained run scores its ``train/model``
     folder, a released checkpoint its hub id at its revision, ``first-stage`` the candidates
     alone (at fp32), each with its run's config. An ad hoc ``model`` (a folder or a hub id at
-    ``revision``) is scored with the settings of the grid's first run; ``overrides`` replaces
-    run-config keys (``eval_datasets``, ``candidate_depth``, ...), checked as params are."""
+    ``revision``) is scored with the settings of the grid's first run and labelled with the
+    ``run_id`` given, or with the model's name when that is the default ``first-stage`` (never
+    with a run id of the grid); ``overrides`` replaces run-config keys (``eval_datasets``,
+    ``candidate_depth``, ...), checked as params are."""
+    if model and run_id in {e.run_id for e in grid.evaluations}:
+        # its results would be labelled as that run's in every table
+        raise ParamsError(
+            f"run_name: {run_id!r} names a run of grid {grid.name!r}, but model={model!r} is scored "
+            f"ad hoc; give the evaluation a name of its own (-p run_name=<name>) or leave it out")
+    if model and run_id == FIRST_STAGE:
+        # the notebook's default run_name: an ad hoc model's results carry its name (one word:
+        # a TREC run's tag column)
+        run_id = "_".join(model.split())
     if model or run_id == FIRST_STAGE:
         config = grid.first_config
     else:

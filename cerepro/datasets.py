@@ -286,6 +286,26 @@ def load_local(folder: Path, dataset_id: str | None = None) -> Collection:
     return collection
 
 
+def collection_facts(collection: Collection, run: pd.DataFrame, texts: dict[str, str] | None = None) -> dict:
+    """What the collection says about an evaluation, for its metric contract (and the warnings
+    :func:`cerepro.evaluate.result_warnings` words): judged documents that are not in the
+    collection, the run's queries with empty text, and (given the candidates' ``texts``) empty
+    passages among the candidates."""
+    judged = list(dict.fromkeys(collection.qrels["doc_id"]))
+    present = collection.has_text(judged) if judged else set()
+    absent = [d for d in judged if d not in present]
+    queries = collection.queries
+    empty_queries = [q for q in dict.fromkeys(run["query_id"]) if not str(queries.get(q, "")).strip()]
+    empty_passages = [d for d, t in (texts or {}).items() if not str(t).strip()]
+    facts = {"judged_docs_absent": len(absent), "empty_queries": len(empty_queries),
+             "empty_passages": len(empty_passages)}
+    for key, ids in (("judged_docs_absent", absent), ("empty_queries", empty_queries),
+                     ("empty_passages", empty_passages)):
+        if ids:
+            facts[f"{key}_examples"] = ids[:5]
+    return facts
+
+
 def _first_existing(folder: Path, names: list[str], dataset_id: str) -> Path:
     for name in names:
         if (folder / name).is_file():

@@ -26,7 +26,7 @@ import pandas as pd
 from cerepro import stats
 from cerepro.backbones import backbone_facts
 from cerepro.config import fragment_path, read_checkpoints, read_fragment, read_grid_file
-from cerepro.evaluate import load_results
+from cerepro.evaluate import load_results, result_warnings
 from cerepro.paths import project_root, runs_dir
 from cerepro.vocab import (BASELINE, FIRST_STAGE, IN_DOMAIN, OOD, dataset_group, dataset_registry, objective_order,
                            parse_run_id, short_name)
@@ -122,6 +122,16 @@ def grid_results(grid: str, measure: str | None = None) -> pd.DataFrame:
     table["dataset"] = table["dataset"].map(shorts)
     table["group"] = table["dataset"].map(dataset_group)
     return table[RESULT_COLUMNS].reset_index(drop=True)
+
+
+def grid_warnings(grid: str) -> list[str]:
+    """The warnings of every finished evaluation of ``grid`` (``result_warnings`` of each metric
+    contract, as its notebook printed them), for the book's pages."""
+    out = []
+    for done in sorted((runs_dir() / grid).glob("*/evaluate/DONE")):
+        for path in sorted((done.parent / "results").glob("*/contract.json")):
+            out.extend(result_warnings(json.loads(path.read_text(encoding="utf-8"))))
+    return out
 
 
 def models_only(results: pd.DataFrame) -> pd.DataFrame:

@@ -124,6 +124,19 @@ def test_an_evaluation_job_passes_the_runs_identity_and_the_notebook_reads_the_r
         evaluation_settings(demo, "first-stage", overrides={"depth": 10})
 
 
+def test_an_ad_hoc_model_is_never_labelled_as_the_first_stage_or_a_grid_run():
+    """`cerepro run evaluate -p model=...` keeps the notebook's default run_name `first-stage`:
+    its results once carried that label, read in every table as the candidates' own scores."""
+    demo = load_grid("demo")
+    assert evaluation_settings(demo, "first-stage", model="org/name").run_id == "org/name"
+    assert evaluation_settings(demo, "first-stage", model="my models/a").run_id == "my_models/a"
+    assert evaluation_settings(demo, "mine", model="org/name").run_id == "mine"
+    assert evaluation_settings(demo, "first-stage").run_id == "first-stage"
+    with pytest.raises(ParamsError, match=rf"run_name: '{demo.runs[0].run_id}' names a run of grid 'demo', "
+                                          r"but model='org/name' is scored ad hoc"):
+        evaluation_settings(demo, demo.runs[0].run_id, model="org/name")
+
+
 def test_every_notebook_declares_the_parameters_the_engine_passes():
     for name in ("smoke", "demo", "paper"):
         engine.check_grid(name)
