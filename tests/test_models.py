@@ -11,7 +11,7 @@ import torch
 
 from cerepro import backbones, models
 from cerepro.config import ParamsError, load_config
-from tolerance import assert_float_close
+from tolerance import assert_scores_close
 
 WORDS = "river mountain city ocean forest desert alpha beta gamma delta kappa lambda".split()
 TEXTS = [" ".join(np.random.default_rng(i).choice(WORDS, 10)) for i in range(120)]
@@ -164,8 +164,8 @@ def test_saved_model_scores_the_same_in_transformers_and_crossencoder(arch, tmp_
                                               truncation=True, return_tensors="pt")).logits[:, 0].numpy()
     scores = CrossEncoder(str(folder), device="cpu").predict(PAIRS)  # raw logits: Identity activation
     # not bit for bit: the reloaded model may take other kernels (observed: 1 ulp apart)
-    assert_float_close(again, expected)
-    assert_float_close(scores, expected)  # sentence-transformers batches and pads its own way
+    assert_scores_close(again, expected)
+    assert_scores_close(scores, expected)  # sentence-transformers batches and pads its own way
     assert np.ptp(expected) > 1e-3
 
 

@@ -15,7 +15,7 @@ import torch
 
 from cerepro import engine, models, provenance, tables, verdicts
 from cerepro.config import ParamsError, load_config, load_grid
-from tolerance import assert_float_close
+from tolerance import assert_scores_close
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -149,7 +149,7 @@ def test_a_two_label_head_ranks_as_its_softmax_and_a_sigmoid_head_as_its_logit(t
         logits = two(**batch).logits
     relevant = dict(zip(texts, logits.softmax(-1)[:, 1].tolist()))
     by_doc = ranked.set_index("doc_id")["score"]
-    assert_float_close(by_doc[list(texts)].to_numpy(), (logits[:, 1] - logits[:, 0]).numpy())
+    assert_scores_close(by_doc[list(texts)].to_numpy(), (logits[:, 1] - logits[:, 0]).numpy())
     assert_orders_as(ranked, relevant)
     one, tokenizer, _ = models.load_scorer(tiny_checkpoint(tmp_path / "one", seed=4))
     ranked = rerank(one, tokenizer, run, queries, texts, max_length=64, precision="fp32")

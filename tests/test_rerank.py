@@ -18,7 +18,7 @@ from cerepro.rerank import rank_scores, rerank, score_pairs
 from cerepro.tokenize import encode_pairs
 from cerepro.trec import read_run, write_run
 from test_tokenize import bert_tokenizer, random_texts, roberta_tokenizer
-from tolerance import TF32_REL, assert_float_close
+from tolerance import TF32_REL, assert_scores_close
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +95,7 @@ def test_scores_equal_one_pair_at_a_time(kind, max_tokens, batch_size):
     )
     assert scores.dtype == np.float32
     expected = one_at_a_time(model, tokenizer, queries, passages, 40)
-    assert_float_close(scores, expected)
+    assert_scores_close(scores, expected)
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
@@ -110,7 +110,7 @@ def test_first_token_last_layer_gives_the_same_scores(kind, attn_implementation)
     kwargs = dict(pad_token_id=tokenizer.pad_token_id, max_tokens=100, precision="fp32")
     full = score_pairs(model, encoding, first_token_last_layer=False, **kwargs)
     short = score_pairs(model, encoding, first_token_last_layer=True, **kwargs)
-    assert_float_close(short, full)
+    assert_scores_close(short, full)
     assert model.base_model.encoder.layer[-1] is last  # the model is given back unchanged
 
 
@@ -133,7 +133,7 @@ def test_models_without_the_shortcut_score_plainly():
         )
         del batch["token_type_ids"]
         expected = model(**batch).logits[:, 0].numpy()
-    assert_float_close(scores, expected)
+    assert_scores_close(scores, expected)
 
 
 def test_rerank_ranks_by_score_then_doc_id(world):
@@ -149,7 +149,7 @@ def test_rerank_ranks_by_score_then_doc_id(world):
     expected = one_at_a_time(
         model, tokenizer, [queries[q] for q in run.query_id], [docs[d] for d in run.doc_id], 32
     )
-    assert_float_close(run.score, expected)
+    assert_scores_close(run.score, expected)
     for _, group in run.groupby("query_id"):
         assert group["rank"].tolist() == list(range(1, len(group) + 1))
         assert (np.diff(group.score) <= 0).all()
@@ -244,7 +244,7 @@ def test_shards_resume_only_what_is_missing(tmp_path, world, monkeypatch):
     unsharded = rerank(
         model, tokenizer, candidates, queries, docs, max_length=32, precision="fp32", progress=False
     )
-    assert_float_close(first.score, unsharded.score)  # other batches
+    assert_scores_close(first.score, unsharded.score)  # other batches
 
     with pytest.raises(ValueError, match="holds shards of another job.*model"):
         rerank(tiny_model(tokenizer, seed=1), tokenizer, candidates, queries, docs, **kwargs)
@@ -351,7 +351,7 @@ def test_fp32_and_tf32_scoring_set_the_matmul_precision_and_restore_it(world, mo
         assert set(seen) == {"highest"} and torch.get_float32_matmul_precision() == "medium"
     finally:
         torch.set_float32_matmul_precision("highest")
-    assert_float_close(tf32, fp32, rel=TF32_REL)  # TF32 exists on GPUs only: equal on CPU
+    assert_scores_close(tf32, fp32, rel=TF32_REL)  # TF32 exists on GPUs only: equal on CPU
 
 
 def test_missing_texts_are_counted_with_examples(world):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tolerance import FLOAT32_REL, assert_float_close, float_tolerance
+from tolerance import FLOAT32_REL, assert_float_close, assert_scores_close, float_tolerance
 
 TESTS = Path(__file__).parent
 
@@ -27,6 +27,18 @@ def test_scores_of_magnitude_4_differing_as_another_cpus_kernels_do_pass():
     got[5] += np.float32(1e-3)  # a shortcut that changed a score
     with pytest.raises(AssertionError):
         assert_float_close(got, want)
+
+
+def test_small_scores_carry_the_rounding_of_activations_of_magnitude_1():
+    """A two-label head's scores of 0.11 moved by 2e-6 (relative 2e-5 of themselves) when
+    scored in other batches: compared on the activations' scale, 1, they pass; 1e-4 fails."""
+    want = np.array([0.10904789, 0.10961699, 0.105243], dtype=np.float32)
+    got = want + np.array([-1.4e-6, 2.1e-6, 0.0], dtype=np.float32)
+    with pytest.raises(AssertionError):
+        assert_float_close(got, want)
+    assert_scores_close(got, want)
+    with pytest.raises(AssertionError):
+        assert_scores_close(got + np.float32(1e-4), want)
 
 
 def test_a_zero_entry_takes_the_tolerance_of_its_scale():

@@ -26,7 +26,7 @@ from cerepro.train import check_launch_environment
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402
 import test_train  # noqa: E402
-from tolerance import assert_float_close, float_tolerance  # noqa: E402
+from tolerance import assert_scores_close, float_tolerance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -65,7 +65,7 @@ def test_two_cpu_processes_train_like_one_and_resume_after_a_rank_is_killed(tmp_
     assert ledger["processes"] == 2 and ledger["pairs"] == steps * 4 * 2
     one, two = losses_of(tmp_path / "one"), losses_of(tmp_path / "two")
     assert len(one) == len(two) == steps
-    assert_float_close(two, one)  # the same groups, summed across two processes
+    assert_scores_close(two, one)  # the same groups, summed across two processes
     a = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
     # margin-mse sees only score differences: the classifier bias's gradient is zero up to rounding,
