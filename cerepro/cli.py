@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--book", action="store_true", help="build the book after the grid")
     grid.add_argument("--partition", help="with --slurm: the SLURM partition (default: the profile's)")
     grid.add_argument("--account", help="with --slurm: the SLURM account to charge")
+    grid.add_argument("--rerun-changed", action="store_true",
+                      help="rerun the finished runs whose params changed since they ran (their old "
+                           "folders are kept under runs/<grid>/.replaced/); without it they are listed")
     grid.epilog = ("Options after -- go to Snakemake and its SLURM plugin unchanged, e.g. "
                    "cerepro grid paper --slurm -- --slurm-status-command squeue --slurm-no-account")
 
@@ -104,7 +107,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise RunnerError("--partition and --account need --slurm")
         return engine.run_grid(args.name, cores=args.cores, dry_run=args.dry_run, slurm=args.slurm,
                                book=args.book, partition=args.partition, account=args.account,
-                               extra=args.snakemake_args)
+                               extra=args.snakemake_args, rerun_changed=args.rerun_changed)
     if args.command == "plan":
         p = engine.plan(args.name)
         print(json.dumps(p, indent=2) if args.json else engine.format_plan(p))

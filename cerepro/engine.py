@@ -203,6 +203,13 @@ def run_grid(grid: str, **kwargs) -> int:
            "CEREPRO_BOOK": str(book_dir().resolve()), "PYTHONUNBUFFERED": "1"}
     if not kwargs.get("dry_run"):
         check_grid_inputs(checked)  # before anything is made in runs/<grid>/
+    rerun_changed = kwargs.pop("rerun_changed", False)
+    changed = changed_runs(checked)
+    if changed and rerun_changed and not kwargs.get("dry_run"):
+        for moved in set_aside_changed(checked, changed):
+            print(f"cerepro: params changed: set aside {moved} to run it again", file=sys.stderr)
+    elif changed:
+        print("cerepro: " + "\n".join(format_changed(grid, changed)), file=sys.stderr)
     command = snakemake_command(grid, **kwargs)
     if kwargs.get("dry_run"):
         return subprocess.call(command, env=env)
@@ -273,7 +280,7 @@ def plan(name: str) -> dict[str, Any]:
     return {"grid": grid.name, "profile": grid.profile, "runs": rows, "data": data,
             "first_stage": first, "first_stage_jobs": len(first_stage_jobs(grid)),
             "eval_datasets": list(grid.eval_datasets), "input_problems": preflight.check_inputs(grid),
-            "settings": effective_settings(grid),
+            "settings": effective_settings(grid), "changed_runs": changed_runs(grid),
             "assumptions": {"mfu": PLAN_MFU, "gpu": PLAN_GPU, "gpu_peak_tflops": dict(PLAN_PEAK_TFLOPS),
                             "train_pair_tokens": TRAIN_PAIR_TOKENS, "eval_pair_tokens": EVAL_PAIR_TOKENS},
             "total_gpu_h": sum(r["train_gpu_h"] + r["eval_gpu_h"] for r in rows if r["gpus"])
@@ -338,6 +345,7 @@ def format_plan(p: dict[str, Any]) -> str:
         lines += [f"  - {problem}" for problem in p["input_problems"]]
     else:
         lines.append("inputs: every dataset id, first-stage run and training file is in place")
+    lines += format_changed(p["grid"], p.get("changed_runs") or [])
     a = p["assumptions"]
     peaks = ", ".join(f"{v:g} TFLOP/s in {k}" for k, v in a["gpu_peak_tflops"].items())
     lines.append(f"estimate: {p['total_gpu_h']:,.0f} GPU-hours on GPU jobs, assuming {a['mfu']:.0%} MFU of "
@@ -466,3 +474,71 @@ def _encoder_params(slug: str) -> float:
     # DistilBERT (66M, the MLM head tied to the embeddings) for the paper's encoder; the tiny
     # offline MLM is negligible
     return 66e6 if "distilbert" in slug else 1e6
+
+
+# ---------------------------------------------------------------------------------------------
+# Finished runs whose params changed since they ran
+
+# Keys that change neither a trained model nor its results: resources and logging.
+RESOURCE_KEYS = {"log_every", "checkpoint_every", "gpus", "processes", "cpus", "mem_gb", "runtime_min",
+                 "compile", "gradient_checkpointing", "profile"}
+# Keys an evaluation reads and training does not (cerepro.checkpoints.OPERATIONAL_KEYS minus resources).
+EVALUATION_KEYS = {"eval_datasets", "first_stage", "candidate_depth"}
+
+
+def changed_runs(grid: Grid) -> list[dict[str, Any]]:
+    """The grid's finished training runs whose params now say something else than the config they
+    trained with (``train/config.json``): ``{run_id, redo, changes}``, ``redo`` being ``train``
+    (a key that changes the model: the run and its evaluation are stale) or ``evaluate`` (only
+    what the evaluation reads). Snakemake sees only the DONE files, so without this a changed
+    profile reruns nothing while ``cerepro plan`` shows the new values."""
+    import json
+
+    out = []
+    for run in grid.runs:
+        folder = grid_dir(grid) / run.run_id / "train"
+        if not (folder / "DONE").is_file() or not (folder / "config.json").is_file():
+            continue
+        try:
+            held = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        now = run.to_dict()
+        keys = sorted(k for k in set(now) | set(held) if k not in RESOURCE_KEYS and held.get(k) != now.get(k))
+        if keys:
+            out.append({"run_id": run.run_id,
+                        "redo": "evaluate" if set(keys) <= EVALUATION_KEYS else "train",
+                        "changes": [f"{k}: {held.get(k)!r} -> {now.get(k)!r}" for k in keys]})
+    return out
+
+
+def format_changed(grid: str, changed: list[dict[str, Any]]) -> list[str]:
+    if not changed:
+        return []
+    lines = [f"finished runs whose params changed since they ran ({len(changed)}; kept as they are, "
+             f"`cerepro grid {grid} --rerun-changed` reruns them):"]
+    for c in changed:
+        lines.append(f"  {c['run_id']} ({'retrain and evaluate' if c['redo'] == 'train' else 'evaluate again'}): "
+                     + "; ".join(c["changes"]))
+    return lines
+
+
+def set_aside_changed(grid: Grid, changed: list[dict[str, Any]]) -> list[Path]:
+    """Move each changed run's stale folder (the run, or only its evaluation) under
+    ``runs/<grid>/.replaced/`` (never deleted: the old model stays readable), so the grid's
+    Snakemake finds its outputs missing and runs them again."""
+    import time
+
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    moved = []
+    for c in changed:
+        source = grid_dir(grid) / c["run_id"]
+        if c["redo"] == "evaluate":
+            source = source / "evaluate"
+        if not source.exists():
+            continue
+        target = grid_dir(grid) / ".replaced" / stamp / source.relative_to(grid_dir(grid))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(source, target)
+        moved.append(target)
+    return moved

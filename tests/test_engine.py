@@ -170,3 +170,75 @@ def test_cli_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "cerepro.cli", "--help"], capture_output=True, text=True)
     for command in ("run", "grid", "plan", "book", "report"):
         assert command in out.stdout
+
+
+# --- finished work whose params changed ------------------------------------------------------
+
+
+def finished_like(grid, run_id: str) -> Path:
+    """What a finished training run leaves that the check reads: its config and DONE."""
+    import json
+
+    folder = engine.grid_dir(grid) / run_id / "train"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(next(r for r in grid.runs if r.run_id == run_id).to_dict()))
+    (folder / "DONE").write_text("")
+    (folder.parent / "evaluate").mkdir()
+    (folder.parent / "evaluate" / "DONE").write_text("")
+    return folder.parent
+
+
+def test_finished_runs_whose_profile_changed_are_named_and_rerun_on_request(tmp_path, monkeypatch, capsys):
+    """A finished grid whose profile then changed (steps, learning rate) once said "Nothing to be
+    done" while `cerepro plan` showed the new values. `cerepro plan` names each stale run and
+    what changed; `--rerun-changed` sets the stale folders aside so the grid runs them again."""
+    import shutil
+
+    params = tmp_path / "params"
+    shutil.copytree(ROOT / "params", params)
+    monkeypatch.setenv("CEREPRO_PARAMS", str(params))
+    (params / "grids" / "mini.yaml").write_text(
+        "name: mini\nprofile: demo\nbackbones: [tiny-bert]\nobjectives: [bce, hinge]\nseeds: 1\n")
+    grid = load_grid("mini")
+    bce, hinge = (r.run_id for r in grid.runs)
+    bce_folder, hinge_folder = finished_like(grid, bce), finished_like(grid, hinge)
+    assert engine.changed_runs(grid) == []
+
+    profile = params / "profiles" / "demo.yaml"
+    profile.write_text(profile.read_text().replace("max_steps: 300", "max_steps: 400")
+                       .replace("log_every: 10", "log_every: 20"))  # logging alone changes nothing
+    with (params / "profiles" / "demo.yaml").open("a") as f:
+        f.write("lr: 0.0005\n")
+    assert main(["plan", "mini"]) == 0
+    out = capsys.readouterr().out
+    assert "finished runs whose params changed since they ran (2; kept as they are, " \
+           "`cerepro grid mini --rerun-changed` reruns them):" in out
+    assert re.search(rf"  {re.escape(bce)} \(retrain and evaluate\): lr: .* -> 0\.0005; "
+                     r"max_steps: 300 -> 400\n", out)
+    assert "log_every" not in out
+
+    grid = load_grid("mini")
+    moved = engine.set_aside_changed(grid, engine.changed_runs(grid))
+    assert not bce_folder.exists() and not hinge_folder.exists()
+    assert sorted(p.name for p in moved) == sorted([bce, hinge])
+    assert all((p / "train" / "config.json").is_file() for p in moved)  # kept, not deleted
+    assert engine.changed_runs(grid) == []
+
+
+def test_a_changed_evaluation_setting_reruns_only_the_evaluation(tmp_path, monkeypatch):
+    import shutil
+
+    params = tmp_path / "params"
+    shutil.copytree(ROOT / "params", params)
+    monkeypatch.setenv("CEREPRO_PARAMS", str(params))
+    (params / "grids" / "mini.yaml").write_text(
+        "name: mini\nprofile: demo\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 1\n")
+    grid = load_grid("mini")
+    folder = finished_like(grid, grid.runs[0].run_id)
+    profile = params / "profiles" / "demo.yaml"
+    profile.write_text(profile.read_text().replace("candidate_depth: 30", "candidate_depth: 20"))
+    grid = load_grid("mini")
+    [changed] = engine.changed_runs(grid)
+    assert changed["redo"] == "evaluate" and changed["changes"] == ["candidate_depth: 30 -> 20"]
+    engine.set_aside_changed(grid, [changed])
+    assert (folder / "train" / "DONE").is_file() and not (folder / "evaluate").exists()

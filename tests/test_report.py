@@ -94,6 +94,25 @@ def write_grid(runs: Path, grid: str = "demo", *, backbones=DEMO_BACKBONES, obje
 
 
 @pytest.fixture(scope="module")
+def fixture_params(tmp_path_factory):
+    """params/ with the demo grid naming the fixture's three backbones (tables read only the runs
+    a grid names; the fixture adds tiny-electra to show a third size)."""
+    import shutil
+
+    params = tmp_path_factory.mktemp("params") / "params"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "params", params)
+    grid = params / "grids" / "demo.yaml"
+    grid.write_text(grid.read_text().replace("backbones: [tiny-bert, tiny-modernbert]",
+                                             f"backbones: [{', '.join(DEMO_BACKBONES)}]"))
+    return params
+
+
+@pytest.fixture(autouse=True)
+def _fixture_params(fixture_params, monkeypatch):
+    monkeypatch.setenv("CEREPRO_PARAMS", str(fixture_params))
+
+
+@pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     write_grid(runs)
@@ -135,6 +154,25 @@ def test_only_done_folders_count(tmp_path, monkeypatch):
     (tmp_path / "demo" / f"tiny-bert.infonce.s{paper_seeds(1)[0]}" / "evaluate" / "DONE").unlink()
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
     assert set(tables.grid_results("demo")["objective"]) == {"first-stage", "bce"}
+
+
+def test_only_the_runs_the_grid_names_count(tmp_path, monkeypatch, fixture_params):
+    """An objective removed from the grid file leaves its finished runs on disk but in no table:
+    the book once said "evaluated runs 2 of 1"."""
+    from cerepro import book
+
+    write_grid(tmp_path, backbones=("tiny-bert",), objectives=("bce", "infonce"), seeds=1, notebooks=False)
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
+    grid = fixture_params / "grids" / "one.yaml"
+    grid.write_text("name: one\nprofile: demo\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 1\n")
+    (tmp_path / "one").symlink_to(tmp_path / "demo")  # the same finished runs, read as grid `one`
+    try:
+        results = tables.grid_results("one")
+        assert set(results["objective"]) == {"first-stage", "bce"}
+        page = book.Page(tables.grid_info("one"), results)
+        assert page.runs().loc["evaluated runs", "one"] == "1 of 1"
+    finally:
+        grid.unlink()
 
 
 def test_no_results_give_empty_tables_and_placeholders(tmp_path, monkeypatch):

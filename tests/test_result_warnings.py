@@ -62,7 +62,7 @@ def test_collection_facts_count_absent_judged_docs_and_empty_texts(tmp_path, mon
 def test_cerepro_run_evaluate_prints_each_warning_and_the_book_shows_them(tmp_path, monkeypatch):
     data = folder(tmp_path / "data")
     runs = tmp_path / "runs"
-    out = runs / "demo" / "adhoc" / "evaluate"  # where the book's pages of grid demo look
+    out = runs / "demo" / "first-stage" / "evaluate"  # where the book's pages of grid demo look
     env = {**os.environ, "CEREPRO_RUNS": str(runs), "CEREPRO_CACHE": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1"}
     overrides = json.dumps({"eval_datasets": [f"local:{data}"], "first_stage": "run:flat",
