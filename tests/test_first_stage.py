@@ -95,24 +95,42 @@ def index_matrix(index):
                          shape=(len(index.doc_ids), index.vocab_size)).tocsr()
 
 
+@pytest.fixture(scope="module")
+def indexed(encoder, tmp_path_factory):
+    """Per source, built once for both engines (the demo world alone takes seconds to generate):
+    the index, its quantised passage matrix, the queries' quantised weights and the depth."""
+    built = {}
+
+    def get(source):
+        if source not in built:
+            model, tokenizer, _ = encoder
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("CEREPRO_CACHE", str(tmp_path_factory.mktemp("cache")))
+                folder = tmp_path_factory.mktemp("real") / "real-text"
+                shutil.copytree(REAL_TEXT, folder)
+                dataset = f"local:{folder}" if source == "real" else "demo:in-domain"
+                collection, docs, queries = texts_of(dataset)
+                if source == "demo":
+                    queries = queries[:15]
+                index = build(dataset, encoder)
+                assert list(index.doc_ids) == [d for d, _ in collection.docs]
+                # the index holds the quantised encoder weights of every passage (fp32 here: bf16
+                # would round differently in other batch shapes)
+                doc_q = index_matrix(index)
+                fresh = fs.quantise(fs.encode_texts(model, tokenizer, docs, max_length=64, precision="fp32"))
+                assert index.manifest["postings"] == doc_q.nnz
+                assert abs(doc_q.astype(np.int64) - fresh.astype(np.int64)).max() <= 1  # rounding at .5 only
+                query_q = fs.quantise(fs.encode_texts(model, tokenizer, queries, max_length=64))
+            built[source] = index, doc_q, query_q, 10 if source == "real" else 50
+        return built[source]
+
+    return get
+
+
 @pytest.mark.parametrize("source", ["real", "demo"])
 @pytest.mark.parametrize("engine", fs.ENGINES)
-def test_top_k_equals_the_exhaustive_product_of_the_same_quantised_weights(encoder, real_text, source, engine):
-    model, tokenizer, _ = encoder
-    dataset = f"local:{real_text}" if source == "real" else "demo:in-domain"
-    collection, docs, queries = texts_of(dataset)
-    if source == "demo":
-        queries = queries[:15]
-    depth = 10 if source == "real" else 50
-    index = build(dataset, encoder)
-    assert list(index.doc_ids) == [d for d, _ in collection.docs]
-    # the index holds the quantised encoder weights of every passage (fp32 here: bf16 would round
-    # differently in other batch shapes)
-    doc_q = index_matrix(index)
-    fresh = fs.quantise(fs.encode_texts(model, tokenizer, docs, max_length=64, precision="fp32"))
-    assert index.manifest["postings"] == doc_q.nnz
-    assert abs(doc_q.astype(np.int64) - fresh.astype(np.int64)).max() <= 1  # rounding at .5 only
-    query_q = fs.quantise(fs.encode_texts(model, tokenizer, queries, max_length=64))
+def test_top_k_equals_the_exhaustive_product_of_the_same_quantised_weights(indexed, source, engine):
+    index, doc_q, query_q, depth = indexed(source)
     found_docs, found_scores = fs.search(index, query_q, depth, engine=engine)
     for (want_docs, want_scores), got_docs, got_scores in zip(
             dense_oracle(doc_q, query_q, list(index.doc_ids), depth), found_docs, found_scores):
