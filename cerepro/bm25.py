@@ -55,8 +55,8 @@ def bm25_index(docs, name: str):
     if (folder / "doc_ids.json").is_file():
         damage = contents_damage(folder)  # sizes only: an index of MS MARCO is gigabytes
         if damage is not None:
-            logging.getLogger(__name__).warning("%s: BM25 index damaged (%s); building it again",
-                                                folder, damage)
+            logging.getLogger(__name__).warning(
+                "%s: BM25 index damaged or from an older cerepro (%s); building it again", folder, damage)
             set_aside(folder)
     if not (folder / "doc_ids.json").is_file():
         _build_index(docs, name, folder)

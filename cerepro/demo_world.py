@@ -218,8 +218,8 @@ def ensure(seed: int = DEFAULT_SEED) -> Path:
         if damage is None:
             _CHECKED.add(folder)
             return folder
-        logging.getLogger(__name__).warning("%s: demo world damaged (%s); generating it again",
-                                            folder, damage)
+        logging.getLogger(__name__).warning(
+            "%s: demo world damaged (%s); generating it again", folder, damage)
         set_aside(folder)
     with atomic_dir(folder, "README.md") as tmp:
         generate(tmp, seed)

@@ -137,15 +137,24 @@ def grid_results(grid: str, measure: str | None = None) -> pd.DataFrame:
 
 
 def grid_warnings(grid: str) -> list[str]:
-    """The warnings of every finished evaluation of ``grid`` (``result_warnings`` of each metric
-    contract, as its notebook printed them), for the book's pages."""
-    out = []
+    """The warnings of the finished evaluations of ``grid`` (``result_warnings`` of each metric
+    contract, as its notebook printed them), for the book's pages: one line per dataset and
+    warning, naming the runs it concerns (runs re-ranking the same candidates share theirs)."""
     named = grid_info(grid).run_ids
+    runs: dict[tuple[str, str], list[str]] = {}
     for done in sorted((runs_dir() / grid).glob("*/evaluate/DONE")):
         if done.parent.parent.name not in named:
             continue
         for path in sorted((done.parent / "results").glob("*/contract.json")):
-            out.extend(result_warnings(json.loads(path.read_text(encoding="utf-8"))))
+            contract = json.loads(path.read_text(encoding="utf-8"))
+            prefix = f"{contract.get('run')} on {contract.get('dataset')}: "
+            for warning in result_warnings(contract):
+                key = (str(contract.get("dataset")), warning.removeprefix(prefix))
+                runs.setdefault(key, []).append(str(contract.get("run")))
+    out = []
+    for (dataset, text), names in runs.items():
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        out.append(f"{dataset}: {text} ({len(names)} evaluation{'s' if len(names) > 1 else ''}: {shown})")
     return out
 
 

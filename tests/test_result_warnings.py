@@ -85,4 +85,5 @@ def test_cerepro_run_evaluate_prints_each_warning_and_the_book_shows_them(tmp_pa
     shown = page.provenance().data
     assert ":::{warning}\n**5 evaluation warnings** in `runs/demo/`" in shown
     for expected in EXPECTED:
-        assert expected in shown, expected
+        assert f"- local:{data}: {expected}" in shown, expected
+    assert "(1 evaluation: first-stage)" in shown
