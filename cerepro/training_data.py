@@ -68,8 +68,6 @@ TRIPLES_SEED = 123
 DEFAULT_GROUP_SIZE = {"triples": 2, "teacher-pairs": 2, "hard-negatives": 8, "llm-lists": 50}
 MSMARCO_TRIPLES = "msmarco-passage/train/triples-v2"
 # The training files of a local train folder (the demo world's train/ is one), by source
-# The files of a local train folder that a group's texts and positives come from.
-TEXT_FILES = ("queries.tsv", "queries.jsonl", "docs.tsv", "corpus.jsonl", "qrels.txt")
 LOCAL_FILES = {"triples": "triples.tsv", "teacher-pairs": "teacher-pairs.tsv",
               "hard-negatives": "hard-negatives.run",
               "llm-lists/sampled-50": "llm-lists-sampled-50.run",
@@ -119,6 +117,10 @@ class TrainingSource:
         return (f"{self.kind}|{self.train_data}|{self.llm_list}|seed={order_seed(self.kind, self.seed)}|"
                 f"D={self.group_size}|"
                 f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{FORMAT_VERSION}|{texts_key(data)}")
+
+
+# The files of a local train folder that a group's texts and positives come from.
+TEXT_FILES = ("queries.tsv", "queries.jsonl", "docs.tsv", "corpus.jsonl", "qrels.txt")
 
 
 def texts_key(data: "TrainData") -> str:

@@ -250,27 +250,6 @@ def test_shards_resume_only_what_is_missing(tmp_path, world, monkeypatch):
         rerank(tiny_model(tokenizer, seed=1), tokenizer, candidates, queries, docs, **kwargs)
 
 
-def test_cache_key_reuses_tokenized_pairs(tmp_path, world, monkeypatch):
-    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path))
-    queries, docs, candidates = world
-    tokenizer = bert_tokenizer()
-    model = tiny_model(tokenizer)
-    kwargs = dict(max_length=32, cache_key="demo/test", progress=False)
-    first = rerank(model, tokenizer, candidates, queries, docs, **kwargs)
-    lookups = []
-
-    def doc_text(doc_id):
-        lookups.append(doc_id)
-        return docs[doc_id]
-
-    second = rerank(model, tokenizer, candidates, queries, doc_text, **kwargs)
-    assert lookups == []  # a cache hit never reads the collection
-    pd.testing.assert_frame_equal(first, second)
-    rerank(model, tokenizer, candidates.iloc[:-1], queries, doc_text, **kwargs)
-    assert lookups  # other candidates: another cache entry
-    assert len(list((tmp_path / "tokenized").glob("*.npz"))) == 2
-
-
 def test_shards_of_other_texts_under_the_same_ids_are_refused(tmp_path, world):
     """The shard manifest holds a digest of the token ids: a passage edited under the same doc id
     (or another tokenizer of the same name) is not scored from the old shards."""
@@ -296,6 +275,27 @@ def test_a_cut_tokenized_cache_file_is_rebuilt(tmp_path, world, monkeypatch):
     cached.write_bytes(data[: len(data) // 2])
     pd.testing.assert_frame_equal(rerank(model, tokenizer, candidates, queries, docs, **kwargs), first)
     assert cached.read_bytes() == data
+
+
+def test_cache_key_reuses_tokenized_pairs(tmp_path, world, monkeypatch):
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path))
+    queries, docs, candidates = world
+    tokenizer = bert_tokenizer()
+    model = tiny_model(tokenizer)
+    kwargs = dict(max_length=32, cache_key="demo/test", progress=False)
+    first = rerank(model, tokenizer, candidates, queries, docs, **kwargs)
+    lookups = []
+
+    def doc_text(doc_id):
+        lookups.append(doc_id)
+        return docs[doc_id]
+
+    second = rerank(model, tokenizer, candidates, queries, doc_text, **kwargs)
+    assert lookups == []  # a cache hit never reads the collection
+    pd.testing.assert_frame_equal(first, second)
+    rerank(model, tokenizer, candidates.iloc[:-1], queries, doc_text, **kwargs)
+    assert lookups  # other candidates: another cache entry
+    assert len(list((tmp_path / "tokenized").glob("*.npz"))) == 2
 
 
 def test_bf16_scores_are_close_to_fp32(world):
