@@ -205,7 +205,7 @@ def result_warnings(contract: dict) -> list[str]:
     if c.get("queries_shorter_than_depth"):
         out.append(f"{where}: {c['queries_shorter_than_depth']} of {c['queries_in_run']} queries have "
                    f"fewer than the {c['requested_depth']} candidates asked for (shortest: "
-                   f"{c['candidate_depth_min']}); their relevant documents beyond count as not retrieved")
+                   f"{c['candidate_depth_min']}); relevant documents beyond their lists count as not retrieved")
     if c.get("queries_missing_from_run"):
         rule = {"zero": "they score 0 and count in the means", "skip": "they are left out of the means"}
         out.append(f"{where}: {len(c['queries_missing_from_run'])} judged queries have no candidates "
