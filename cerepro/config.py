@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from cerepro.paths import params_dir, runs_dir
-from cerepro.vocab import (BASELINE, FIRST_STAGE, MATMUL_PRECISION, PRECISIONS, RELEASED, SCORING_PRECISION, TRAIN_DATA,
+from cerepro.vocab import (BASELINE, DATA_ORDERS, DOCUMENT_TEXTS, FIRST_STAGE, HARD_NEGATIVE_GROUPS, MATMUL_PRECISION, PRECISIONS, RELEASED, SCORING_PRECISION, TRAIN_DATA,
                            TRAINING_SOURCES, TRUNCATIONS, is_known_dataset, run_id)
 
 LAYER_ORDER = ("base", "backbone", "objective", "profile", "overrides")
@@ -55,6 +55,8 @@ class RunConfig:
     query_max_length: int | None = None
     passage_max_length: int | None = None
     truncation: str = "passage"
+    # load the tokenizer with do_lower_case=True (the authors' MiniLM-L12 tokenizer, 2 Feb 2026)
+    lower_case: bool = False
     gradient_checkpointing: bool = False
     # objective (params/objectives/<slug>.yaml)
     training_source: str = "triples"
@@ -65,6 +67,13 @@ class RunConfig:
     margin: float = 1.0
     temperature: float = 1.0
     llm_list: str = "sampled-50"
+    # hard-negatives groups: "per-positive" (one per judged positive, negatives drawn without
+    # replacement: the table's xpmir of Feb 2026) or "first-positive" (the authors' later code)
+    hard_negative_groups: str = "first-positive"
+    # the order a training file's records are read in: "file" (the table's, the same for every
+    # seed) or "shuffled" (reshuffled each epoch with the run's seed); the MS MARCO triples are
+    # shuffled once with seed 123 either way
+    data_order: str = "shuffled"
     # training data (profile)
     train_data: str = "msmarco-passage"
     # optimisation (params/base.yaml)
@@ -86,8 +95,16 @@ class RunConfig:
     # the authors' validation listener: aggregated nDCG (no cutoff) over the top-100 re-ranked
     validation_measure: str = "nDCG"
     validation_queries: int = 500  # at most this many topics per validation set (validation.size)
+    # the aggregate over the validation sets (cerepro.selection): "best-so-far" (each set's best
+    # value so far, averaged: the table's xpmir aggregator) or "current" (this validation's values)
+    validation_aggregate: str = "current"
+    # stop when the aggregate has not risen for this many steps (0: never; the table's learner: 10000)
+    early_stopping_steps: int = 0
     # evaluation
     eval_datasets: tuple[str, ...] = ()
+    # how documents become text: "datamaestro" (the authors': Touche and SciDocs without title,
+    # TREC-COVID text then title) or "ir-datasets" (title then text); validation and evaluation
+    document_text: str = "ir-datasets"
     first_stage: str = "bm25"
     candidate_depth: int = 1000
     # resources a scheduler requests for the training job
@@ -300,9 +317,15 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         fail("processes", f"GPU runs train one process per GPU: set 0 or gpus ({c.gpus})")
     if c.warmup_steps >= c.max_steps:
         fail("warmup_steps", f"must be smaller than max_steps ({c.max_steps})")
+    if c.truncation not in TRUNCATIONS:
+        fail("truncation", f"must be one of {TRUNCATIONS}")
     for key in ("query_max_length", "passage_max_length"):
         value = getattr(c, key)
-        if value is not None and not 0 < value < c.max_length:
+        # the retokenize rule cuts the pair to the smaller of max_length and the sum of the limits,
+        # so a side limit above max_length is meaningful there (256 for a 96-token demo model)
+        if value is not None and not 0 < value and c.truncation == "retokenize":
+            fail(key, "must be >= 1")
+        if value is not None and c.truncation != "retokenize" and not 0 < value < c.max_length:
             fail(key, f"must be between 1 and max_length - 1 ({c.max_length - 1})")
     from cerepro.evaluate import parse_measures
 
@@ -316,6 +339,18 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         fail("training_source", f"must be one of {TRAINING_SOURCES}")
     if c.train_data not in TRAIN_DATA and not c.train_data.startswith("local:"):
         fail("train_data", f"must be one of {TRAIN_DATA} or 'local:<folder>'")
+    from cerepro.selection import AGGREGATES
+
+    if c.validation_aggregate not in AGGREGATES:
+        fail("validation_aggregate", f"must be one of {AGGREGATES}")
+    if c.early_stopping_steps < 0:
+        fail("early_stopping_steps", "must be >= 0 (0: no early stopping)")
+    if c.document_text not in DOCUMENT_TEXTS:
+        fail("document_text", f"must be one of {DOCUMENT_TEXTS}")
+    if c.data_order not in DATA_ORDERS:
+        fail("data_order", f"must be one of {DATA_ORDERS}")
+    if c.hard_negative_groups not in HARD_NEGATIVE_GROUPS:
+        fail("hard_negative_groups", f"must be one of {HARD_NEGATIVE_GROUPS}")
     if c.truncation not in TRUNCATIONS:
         fail("truncation", f"must be one of {TRUNCATIONS}")
     if c.batch_unit not in BATCH_UNITS:
@@ -449,6 +484,7 @@ class EvaluationSettings:
     passage_max_length: int | None
     truncation: str
     precision: str
+    document_text: str = "ir-datasets"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -486,7 +522,8 @@ def evaluation_settings(grid: Grid, run_id: str, *, model: str = "", revision: s
         datasets=tuple(config.eval_datasets), first_stage=config.first_stage,
         depth=config.candidate_depth, max_length=config.max_length,
         query_max_length=config.query_max_length, passage_max_length=config.passage_max_length,
-        truncation=config.truncation, precision=scoring_precision(config) if model else "fp32")
+        truncation=config.truncation, precision=scoring_precision(config) if model else "fp32",
+        document_text=config.document_text)
 
 
 def load_grid(name_or_path: str | Path, root: Path | None = None) -> Grid:
@@ -610,9 +647,20 @@ def effective_settings(grid: Grid) -> list[dict[str, Any]]:
             "lr": first.lr, "batch_size": first.batch_size,
             "per step": ", ".join(f"{o} {r.groups_per_step}x{r.group_size}" for o, r in runs.items()),
             "warmup / steps": f"{first.warmup_steps} / {first.max_steps}",
-            "selection": f"{first.validation_measure} @ top-{first.validation_depth}",
+            "selection": f"{first.validation_measure} {first.validation_aggregate} @ top-{first.validation_depth}",
+            "early stop": f"{first.early_stopping_steps} steps" if first.early_stopping_steps else "off",
+            "data": f"{first.data_order} order, infonce {first.hard_negative_groups}",
+            "lower case": "yes" if first.lower_case else "-",
         })
     return rows
+
+
+def pair_limit(config: RunConfig) -> int:
+    """The most tokens a (query, passage) pair of ``config`` holds, special tokens included: the
+    sum of the side limits under the table's ``retokenize`` rule (288), else ``max_length``."""
+    if config.truncation == "retokenize" and config.query_max_length and config.passage_max_length:
+        return min(config.max_length, config.query_max_length + config.passage_max_length)
+    return config.max_length
 
 
 def read_grid_file(path: Path) -> dict[str, Any]:

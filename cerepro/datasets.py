@@ -41,7 +41,7 @@ from cerepro.bm25 import bm25_run
 from cerepro.paths import cache_dir, file_sha256, project_root
 from cerepro.trec import (QRELS_COLUMNS, RUN_COLUMNS, DataFormatError, LocalDocs, iter_lines, read_id_text,
                           read_jsonl_texts, read_qrels, read_run)
-from cerepro.vocab import DEMO_PREFIX, LOCAL_PREFIX
+from cerepro.vocab import DEMO_PREFIX, DOCUMENT_TEXTS, LOCAL_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,35 @@ class MissingTextError(ValueError):
 # Passage stores: a dict for local folders, ir_datasets' docs store for everything else
 
 
-class IrdsDocs:
-    """Passages of an ir_datasets collection, looked up in its docs store (built on first use)."""
+def document_text(doc, rule: str = "ir-datasets") -> str:
+    """The text of an ir_datasets document under ``rule``: ``"ir-datasets"`` is its
+    ``default_text()`` (title then text where it has a title); ``"datamaestro"`` is the text the
+    authors' pipeline read, through datamaestro_text's formats of Feb 2026 (commit b9d1d6b, 3 Feb
+    2026; unchanged in that file since 28 Jan): Touche-2020 and SciDocs documents without their
+    title (their formats expose the ``text`` field alone), TREC-COVID's as text then title (its
+    format builds the title-body text from (text, title) in that order); every other collection
+    of the paper as ``default_text()``."""
+    if rule == "datamaestro":
+        kind = type(doc).__name__
+        if kind in ("BeirToucheDoc", "BeirSciDoc"):
+            return doc.text
+        if kind == "BeirCordDoc":
+            return f"{doc.text} {doc.title}"
+    elif rule != "ir-datasets":
+        raise ValueError(f"document_text must be one of {DOCUMENT_TEXTS}, got {rule!r}")
+    return doc.default_text()
 
-    def __init__(self, dataset, docs_id: str):
+
+class IrdsDocs:
+    """Passages of an ir_datasets collection, looked up in its docs store (built on first use),
+    their texts read by a :func:`document_text` rule."""
+
+    def __init__(self, dataset, docs_id: str, text: str = "ir-datasets"):
+        if text not in DOCUMENT_TEXTS:
+            raise ValueError(f"document_text must be one of {DOCUMENT_TEXTS}, got {text!r}")
         self.dataset = dataset
         self.key = docs_id
+        self.text = text
 
     @cached_property
     def store(self):
@@ -85,12 +108,12 @@ class IrdsDocs:
         return store
 
     def get_many(self, doc_ids: Iterable[str]) -> dict[str, str]:
-        return {doc.doc_id: doc.default_text() for doc in self.store.get_many_iter(list(doc_ids))}
+        return {doc.doc_id: document_text(doc, self.text) for doc in self.store.get_many_iter(list(doc_ids))}
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         self.store  # noqa: B018 - built (once, under the lock) before ir_datasets reads it
         for doc in self.dataset.docs_iter():
-            yield doc.doc_id, doc.default_text()
+            yield doc.doc_id, document_text(doc, self.text)
 
     def __len__(self) -> int:
         # what the files hold: the docs store counts its records (it is built on first use, and
@@ -237,7 +260,9 @@ def check_run_manifest(run_path: str | os.PathLike) -> None:
             "changed; delete both files to recompute it")
 
 
-def load_collection(dataset_id: str) -> Collection:
+def load_collection(dataset_id: str, document_text: str = "ir-datasets") -> Collection:
+    """The collection of ``dataset_id``; ``document_text``: how an ir_datasets collection's
+    documents are read (:func:`document_text`; local and demo collections have one text)."""
     if dataset_id.startswith(LOCAL_PREFIX):
         return load_local(local_folder(dataset_id), dataset_id)
     if dataset_id.startswith(DEMO_PREFIX):
@@ -245,7 +270,7 @@ def load_collection(dataset_id: str) -> Collection:
 
         split = dataset_id[len(DEMO_PREFIX):]
         return load_local(demo_world.split_folder(split), dataset_id)
-    return load_irds(dataset_id)
+    return load_irds(dataset_id, document_text)
 
 
 def local_folder(dataset_id: str) -> Path:
@@ -326,7 +351,7 @@ def _check_qrels_queries(qrels: pd.DataFrame, queries: dict[str, str], path: Pat
         )
 
 
-def load_irds(dataset_id: str) -> Collection:
+def load_irds(dataset_id: str, document_text: str = "ir-datasets") -> Collection:
     import ir_datasets
 
     try:
@@ -344,7 +369,7 @@ def load_irds(dataset_id: str) -> Collection:
         return table.astype({"relevance": "int64"})
 
     docs_id = ir_datasets.docs_parent_id(dataset_id)
-    return Collection(dataset_id, queries=queries, qrels=qrels, docs=IrdsDocs(dataset, docs_id),
+    return Collection(dataset_id, queries=queries, qrels=qrels, docs=IrdsDocs(dataset, docs_id, document_text),
                       runs_dirs=[first_stage_dir(dataset_id)], irds=dataset)
 
 

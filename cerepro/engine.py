@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cerepro import preflight
-from cerepro.config import (EvaluationSettings, Grid, RunConfig, effective_settings, evaluation_settings,
+from cerepro.config import (EvaluationSettings, Grid, RunConfig, effective_settings, pair_limit, evaluation_settings,
                             load_grid)
 from cerepro.datasets import InputError
 from cerepro.lock import FolderLock, LockedError
@@ -263,26 +263,36 @@ def plan(name: str) -> dict[str, Any]:
     for job in grid.evaluations:
         run = job.config
         rate = PLAN_MFU * PLAN_PEAK_TFLOPS[run.precision] * 1e12
+        # the same FLOPs with TF32 matmuls: what full fp32 (the table's "32-true") costs more
+        tf32_rate = PLAN_MFU * PLAN_PEAK_TFLOPS["tf32" if run.precision == "fp32" else run.precision] * 1e12
         n = backbone_params(run)
         steps = run.max_steps if job.trained else 0
-        train_flops = 6 * n * run.pairs_per_step * steps * min(TRAIN_PAIR_TOKENS, run.max_length)
+        longest = pair_limit(run)  # 288 tokens under the table's 32 / 256 rule
+        train_flops = 6 * n * run.pairs_per_step * steps * min(TRAIN_PAIR_TOKENS, longest)
         val_pairs = len(run.validation_datasets) * 50 * run.validation_depth * (steps // run.validate_every)
         pairs = sum(registry.get(d, {}).get("queries", 0) * run.candidate_depth for d in run.eval_datasets)
-        eval_flops = 2 * n * (pairs + val_pairs) * min(EVAL_PAIR_TOKENS, run.max_length)
+        eval_flops = 2 * n * (pairs + val_pairs) * min(EVAL_PAIR_TOKENS, longest)
         rows.append({"run_id": job.run_id, "model": "" if job.trained else f"{job.model}@{job.revision or 'main'}",
                      "precision": run.precision, "peak_tflops": PLAN_PEAK_TFLOPS[run.precision],
                      "params_m": round(n / 1e6, 1), "steps": steps,
                      "pairs_per_step": run.pairs_per_step if job.trained else 0, "eval_pairs": pairs,
                      "train_gpu_h": train_flops / rate / 3600, "eval_gpu_h": eval_flops / rate / 3600,
+                     "tf32_gpu_h": (train_flops + eval_flops) / tf32_rate / 3600,
                      "gpus": run.gpus, "mem_gb": run.mem_gb, "runtime_min": run.runtime_min})
+    settings = effective_settings(grid)
+    for row in settings:  # GPU-hours per backbone, its runs' training and evaluation
+        mine = [r for r in rows if r["run_id"].split(".", 1)[0] == row["backbone"] and r["gpus"]]
+        row["GPU-h"] = round(sum(r["train_gpu_h"] + r["eval_gpu_h"] for r in mine), 1)
     data = training_data_needs(grid)
     first = first_stage_plan(grid)
     return {"grid": grid.name, "profile": grid.profile, "runs": rows, "data": data,
             "first_stage": first, "first_stage_jobs": len(first_stage_jobs(grid)),
             "eval_datasets": list(grid.eval_datasets), "input_problems": preflight.check_inputs(grid),
-            "settings": effective_settings(grid), "changed_runs": changed_runs(grid),
+            "settings": settings, "changed_runs": changed_runs(grid),
             "assumptions": {"mfu": PLAN_MFU, "gpu": PLAN_GPU, "gpu_peak_tflops": dict(PLAN_PEAK_TFLOPS),
                             "train_pair_tokens": TRAIN_PAIR_TOKENS, "eval_pair_tokens": EVAL_PAIR_TOKENS},
+            "total_tf32_gpu_h": sum(r["tf32_gpu_h"] for r in rows if r["gpus"]),
+            "early_stopping": any(j.config.early_stopping_steps for j in grid.evaluations if j.trained),
             "total_gpu_h": sum(r["train_gpu_h"] + r["eval_gpu_h"] for r in rows if r["gpus"])
             + (sum(f["encode_gpu_h"] for f in first) if grid.first_config.gpus else 0)}
 
@@ -351,6 +361,12 @@ def format_plan(p: dict[str, Any]) -> str:
     lines.append(f"estimate: {p['total_gpu_h']:,.0f} GPU-hours on GPU jobs, assuming {a['mfu']:.0%} MFU of "
                  f"the {a['gpu']} dense peak ({peaks}), {a['train_pair_tokens']} tokens per training pair and "
                  f"{a['eval_pair_tokens']} per evaluation pair (FLOPs = 6·N·tokens to train, 2·N·tokens to score)")
+    if p["total_tf32_gpu_h"] < p["total_gpu_h"] * 0.999:
+        lines.append(f"  full fp32 (\"32-true\" with no TF32, as the table's runs trained before 19 Feb 2026) "
+                     f"costs {p['total_gpu_h']:,.0f} GPU-hours; the same runs with TF32 matmuls would cost "
+                     f"{p['total_tf32_gpu_h']:,.0f} ({p['total_gpu_h'] / p['total_tf32_gpu_h']:.1f}x less)")
+    if p["early_stopping"]:
+        lines.append("  with early stopping a run may end before its last step: these are upper bounds")
     return "\n".join(lines)
 
 

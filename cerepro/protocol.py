@@ -42,9 +42,12 @@ def objectives_table() -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("objective")
 
 
-PROTOCOL_KEYS = ("backbone", "objective", "lr", "batch_size", "pairs_per_step", "max_length", "precision",
-                 "optimizer", "warmup_steps", "max_steps", "grad_clip", "train_data", "validate_every",
-                 "validation_datasets", "validation_depth", "first_stage", "candidate_depth", "eval_datasets")
+PROTOCOL_KEYS = ("backbone", "objective", "lr", "batch_size", "pairs_per_step", "max_length",
+                 "query_max_length", "passage_max_length", "truncation", "lower_case", "precision",
+                 "optimizer", "warmup_steps", "max_steps", "grad_clip", "train_data", "data_order",
+                 "hard_negative_groups", "validate_every", "validation_datasets", "validation_depth",
+                 "validation_measure", "validation_aggregate", "early_stopping_steps", "first_stage",
+                 "candidate_depth", "eval_datasets", "document_text")
 
 
 def protocol_table(grid: str) -> pd.DataFrame:

@@ -5,10 +5,14 @@ cannot drift apart:
 
 - ``encode_pairs`` tokenizes every pair with the backbone's own pair template (``[CLS] q [SEP] p
   [SEP]`` for BERT, ELECTRA, DeBERTa-v3 and ModernBERT, ``<s> q </s></s> p </s>`` for RoBERTa),
-  applying the query and passage limits first and then the total ``max_length``: by default as
-  the authors' xpmir tokenizer does (the query kept whole, the passage cut), or exactly as the
-  tokenizer's own ``longest_first`` truncation would. Unique queries and unique passages are tokenized once, in batches, by the
-  fast tokenizer; pairs are then assembled with array operations, never a Python loop per pair.
+  applying the query and passage limits first and then the total ``max_length``, by one of three
+  rules (``truncation``): ``"retokenize"``, the rule of the code that produced the paper's table
+  (xpmir's ``HFCrossScorer`` of 1-19 Feb 2026: each side cut to its limit, decoded back to text and
+  the pair re-tokenized with ``longest_first`` to the sum of the limits); ``"passage"``, the
+  authors' later rule (xpmir's ``HFQueryDocTokenizer``, March 2026 on: the query kept whole, the
+  passage cut); or ``"longest_first"``, exactly the tokenizer's own truncation. Unique queries and
+  unique passages are tokenized once, in batches, by the fast tokenizer; pairs are then assembled
+  with array operations, never a Python loop per pair.
 - ``PairEncoding`` holds the result as flat numpy arrays (token ids + offsets), cheap to save,
   load and slice.
 - ``cached_encode_pairs`` keeps encodings on disk under ``cache_dir()/tokenized/``, keyed by the
@@ -37,7 +41,7 @@ from cerepro.paths import atomic_path, cache_dir
 from cerepro.vocab import TRUNCATIONS
 
 # Bump when the arrays' meaning changes, so old cache files are never read as new ones.
-FORMAT_VERSION = 2  # 2: passage-first truncation by default
+FORMAT_VERSION = 3  # 2: passage-first truncation by default; 3: the retokenize rule
 _TOKENIZE_CHUNK = 16_384  # texts per tokenizer call: bounds the Python lists alive at once
 _ASSEMBLE_CHUNK = 1 << 20  # pairs per vectorised assembly step: bounds the index arrays
 
@@ -188,6 +192,42 @@ def passage_first(a: np.ndarray, b: np.ndarray, budget: int) -> tuple[np.ndarray
     return a, np.minimum(np.asarray(b, dtype=np.int64), budget - a)
 
 
+def retokenized_texts(tokenizer, texts: Sequence[str], limit: int) -> list[str]:
+    """Each text cut to its first ``limit`` tokens (no special tokens) and decoded back to a
+    string, special tokens skipped and tokenization spaces cleaned up: the side cut of the code
+    that produced the paper's table (xpmir ``HFCrossScorer.batch_tokenize``, 1-19 Feb 2026).
+
+    Every text goes through the round trip, short ones too: decoding drops what the tokenizer
+    marks unknown and applies its normalizer (lower-casing, accents) and spacing rules, so the
+    text the pair is built from may differ from the original even when nothing is cut.
+    """
+    from tokenizers import Tokenizer
+
+    if limit < 1:
+        raise ValueError(f"limit must be positive, got {limit}")
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    out: list[str] = []
+    for start in range(0, len(texts), _TOKENIZE_CHUNK):
+        chunk = [str(t) for t in texts[start : start + _TOKENIZE_CHUNK]]
+        ids = [e.ids[:limit] for e in encode(chunk, add_special_tokens=False)]
+        out.extend(tokenizer.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True))
+    return out
+
+
+def retokenize_limit(tokenizer, max_length: int, query_max_length: int | None,
+                     passage_max_length: int | None) -> int:
+    """The pair limit of the ``retokenize`` rule: the smallest of ``max_length``, the tokenizer's
+    ``model_max_length`` and, when both sides have a limit, their sum (special tokens counted
+    inside it, as the authors' call does: 32 + 256 = 288 tokens in all)."""
+    limit = min(max_length, int(min(tokenizer.model_max_length, 2**31)))
+    if query_max_length is not None and passage_max_length is not None:
+        limit = min(limit, query_max_length + passage_max_length)
+    return limit
+
+
 def encode_pairs(
     tokenizer,
     queries: Sequence[str],
@@ -203,9 +243,12 @@ def encode_pairs(
     Limits, in this order: the query keeps at most ``query_max_length`` tokens and the passage at
     most ``passage_max_length`` (special tokens not counted), then the pair is cut to
     ``max_length`` tokens in total (special tokens counted): ``truncation="passage"`` keeps the
-    query and cuts the passage (the authors' rule); ``"longest_first"`` cuts the longer segment
-    first, so with no segment limits the result equals ``tokenizer(q, p, truncation=True,
-    max_length=...)``.
+    query and cuts the passage (the authors' rule from March 2026); ``"longest_first"`` cuts the
+    longer segment first, so with no segment limits the result equals ``tokenizer(q, p,
+    truncation=True, max_length=...)``. ``"retokenize"`` (the rule of the paper's table) cuts each
+    side to its limit through :func:`retokenized_texts` and encodes the decoded pair with
+    ``longest_first`` to :func:`retokenize_limit`; the result equals ``tokenizer(q', p',
+    truncation=True, max_length=limit)`` on the decoded texts ``q'``, ``p'``.
     """
     if len(queries) != len(passages):
         raise ValueError(f"{len(queries)} queries but {len(passages)} passages")
@@ -213,6 +256,8 @@ def encode_pairs(
         raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
     cut = passage_first if truncation == "passage" else longest_first
     template = pair_template(tokenizer)
+    if truncation == "retokenize":
+        max_length = retokenize_limit(tokenizer, max_length, query_max_length, passage_max_length)
     budget = max_length - template.n_special
     if budget < 1:
         raise ValueError(f"max_length={max_length} leaves no room for text")
@@ -220,6 +265,12 @@ def encode_pairs(
     # the true lengths still decide which segment longest_first cuts.
     q_codes, q_unique = _factorize(queries, "query")
     p_codes, p_unique = _factorize(passages, "passage")
+    if truncation == "retokenize":  # each side cut and decoded, then the pair cut longest-first
+        if query_max_length is not None:
+            q_unique = retokenized_texts(tokenizer, q_unique, query_max_length)
+        if passage_max_length is not None:
+            p_unique = retokenized_texts(tokenizer, p_unique, passage_max_length)
+        query_max_length = passage_max_length = None
     q_flat, q_offsets, q_len = _tokenize_flat(tokenizer, q_unique, budget, query_max_length)
     p_flat, p_offsets, p_len = _tokenize_flat(tokenizer, p_unique, budget, passage_max_length)
 

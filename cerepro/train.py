@@ -57,6 +57,7 @@ from cerepro.config import RunConfig, build_config, load_config, scoring_precisi
 from cerepro.paths import write_text_atomic
 from cerepro.tokenize import PairEncoding, encode_pairs, padded_batch
 from cerepro.training_blocks import TokenizedBlocks
+from cerepro.selection import Selection
 from cerepro.vocab import MATMUL_PRECISION, SOURCE_PROVIDES
 
 # Dense bf16 / TF32 / fp32 (no TF32) peak TFLOP/s per GPU, for MFU; matched on the device name.
@@ -136,7 +137,7 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     # ---- model and tokenizer --------------------------------------------------------------
     model, tokenizer = models.build_cross_encoder(
         config.hf_id, config.revision, max_length=config.max_length, seed=config.seed,
-        texts=tokenizer_texts)
+        texts=tokenizer_texts, lower_case=config.lower_case)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if state is not None:
@@ -159,12 +160,13 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_linear_decay(config))
 
     # ---- resume -----------------------------------------------------------------------------
-    step, best, totals = 0, {"step": None, "value": None, "per_dataset": {}}, _zero_totals()
+    step, totals = 0, _zero_totals()
+    selection = Selection(config.validation_aggregate, config.early_stopping_steps)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
         set_rng(state["rng"], rank)
-        step, best, totals = state["step"], state["best"], state["totals"]
+        step, selection, totals = state["step"], Selection.from_state(state["best"]), state["totals"]
         totals["resumed_from"] = [*totals.get("resumed_from", []), step]  # in the ledger
         if main:
             _truncate_log(output_dir / "log.jsonl", step)
@@ -188,7 +190,8 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
     # BERT-style heads read only the first token: the last layer computes only that position
     # (same loss and gradients; about 1/layers of the work saved). Checkpoints see the plain model.
     first_token = models.supports_first_token_last_layer(bare)
-    while step < config.max_steps:
+    # early stopping (the table's learner): no improvement of the aggregate for patience steps
+    while step < config.max_steps and not selection.should_stop(step):
         block, rows = blocks.step_rows(step)  # rows: (groups_per_step,) into the block
         rows = rows.reshape(world, config.grad_accum, groups_per_rank)[rank]  # (accum, G)
         step_loss = torch.zeros((), device=device)
@@ -224,8 +227,10 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
         window["grad_norms"].append(grad_norm)
         bar.update(1)
 
+        # early stopping ends the run after this step's validation (if one is due), as the
+        # authors' learner checked after its listeners; the step's checkpoint is then written
         last = step == config.max_steps
-        if step % config.log_every == 0 or last:
+        if step % config.log_every == 0 or last or selection.should_stop(step):
             _check_finite(*pending, output_dir)
             record = _log_record(step, window, window_start, schedule, accelerator, device)
             _accumulate(totals, window, time.perf_counter() - window_start)
@@ -241,35 +246,40 @@ def fit(config: RunConfig, output_dir: str | os.PathLike, *, resume: bool = True
                 # authors' validation inside their learner): a bf16 logit has 8 significant bits,
                 # so close candidates would tie and the measure would follow the tie-break order.
                 values = {v.dataset: v.score(bare, scoring_precision(config)) for v in validation}
-                value = float(np.mean(list(values.values())))
+                selected = selection.update(step, values)
+                # "selection": the aggregate the model is kept on, whatever the measure
                 _append_jsonl(output_dir / "log.jsonl", {"step": step, "validation": values,
-                                                         config.validation_measure: value})
-                if best["value"] is None or value > best["value"]:
-                    best = {"step": step, "value": value, "per_dataset": values}
-                    _save_model(bare, tokenizer, output_dir / "model", config, step, best)
+                                                         config.validation_measure: selection.value,
+                                                         "selection": selection.value,
+                                                         "aggregate": config.validation_aggregate,
+                                                         "selected": selected})
+                if selected:
+                    _save_model(bare, tokenizer, output_dir / "model", config, step, selection)
             accelerator.wait_for_everyone()
-            best = _broadcast(best, accelerator)
+            selection = Selection.from_state(_broadcast(selection.state(), accelerator))
             totals["validation_s"] += time.perf_counter() - started
             window_start = time.perf_counter()  # validation time is not training throughput
             window["cpu_start"] = time.process_time()
-        if step % config.checkpoint_every == 0 or last:
+        if step % config.checkpoint_every == 0 or last or selection.should_stop(step):
             _check_finite(*pending, output_dir)
             totals["wall_s"] += time.perf_counter() - session_start
             session_start = time.perf_counter()
-            save_checkpoint(output_dir, step, bare, optimizer, schedule, config, best, totals,
-                            accelerator)
+            save_checkpoint(output_dir, step, bare, optimizer, schedule, config, selection.state(),
+                            totals, accelerator)
     bar.close()
 
     # ---- finish: selected model, ledger, summary --------------------------------------------
     if main:
         if not validation:
-            _save_model(bare, tokenizer, output_dir / "model", config, step, best)
+            _save_model(bare, tokenizer, output_dir / "model", config, step, selection)
         ledger = run_ledger(config, totals, bare, device, world)
         write_text_atomic(output_dir / "ledger.json", json.dumps(ledger, indent=1))
         summary = {"run_id": config.run_id, "complete": True, "fingerprint": fingerprint,
                    "steps": step, "model_dir": str(output_dir / "model"),
-                   "validation_measure": config.validation_measure, "best_step": best["step"],
-                   "best_value": best["value"], "best_per_dataset": best["per_dataset"],
+                   "validation_measure": config.validation_measure,
+                   "validation_aggregate": config.validation_aggregate,
+                   "stopped_early": step < config.max_steps, "best_step": selection.best_step,
+                   "best_value": selection.best_value, "best_per_dataset": selection.best_per_dataset,
                    "final_loss": _last_logged_loss(output_dir / "log.jsonl"), "compute": ledger}
         write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=1))
     accelerator.wait_for_everyone()
@@ -444,7 +454,7 @@ class ValidationSet:
 
         run = datasets.load_candidates(dataset, config.validation_first_stage, config.validation_depth)
         run = validation_topics(run, config.validation_queries)
-        collection = datasets.load_collection(dataset)
+        collection = datasets.load_collection(dataset, config.document_text)
         queries = collection.queries
         texts = dict(zip(run["doc_id"].unique(), collection.doc_text(run["doc_id"].unique())))
         encoding = encode_pairs(tokenizer, run["query_id"].map(queries).tolist(),
@@ -480,14 +490,15 @@ def validation_topics(run, limit: int, seed: int = 123):
 # The selected model, saved with its card
 
 
-def _save_model(model, tokenizer, folder: Path, config: RunConfig, step: int, best: dict) -> None:
-    metrics = {f"{d} {config.validation_measure}": v for d, v in (best.get("per_dataset") or {}).items()}
+def _save_model(model, tokenizer, folder: Path, config: RunConfig, step: int, selection: Selection) -> None:
+    metrics = {f"{d} {config.validation_measure}": v for d, v in selection.best_per_dataset.items()}
     card = models.model_card(
         base_model=config.hf_id, objective=config.objective, run_id=config.run_id, steps=step,
         training_data=f"{config.train_data} ({config.training_source}, group size {config.group_size})",
         metrics=metrics,
-        extra=(f"\nSelected at step {step} of {config.max_steps} by mean {config.validation_measure} "
-               f"on {', '.join(config.validation_datasets)}.\n" if config.validation_datasets
+        extra=(f"\nSelected at step {step} of {config.max_steps} by the mean {config.validation_measure} "
+               f"({config.validation_aggregate} per set) on {', '.join(config.validation_datasets)}.\n"
+               if config.validation_datasets
                else f"\nFinal weights after {step} steps (no validation set configured).\n")
         + f"\nMax length {config.max_length} (query {config.query_max_length}, passage "
           f"{config.passage_max_length}); lr {config.lr}; {config.pairs_per_step} pairs per step; "

@@ -11,10 +11,14 @@ kind                file (``train_data="msmarco-passage"``)                group
 ``teacher-pairs``   Hofstaetter et al.'s T2 ensemble scores (Zenodo        1 pos + 1 neg,
                     4068216): ``pos_score neg_score qid pos_pid neg_pid``  teacher scores
 ``hard-negatives``  Rank-DistiLLM's ColBERTv2 run joined with the train      1 judged pos + 7
-                    qrels: the first qrels-positive passage in the run's   negatives
-                    order; negatives drawn with replacement from the
-                    run's other passages; a query whose run holds no
-                    positive is skipped (counted: ``source_counts``)
+                    qrels. ``per-positive`` (the table's code, xpmir of    negatives
+                    7 Feb 2026): one group per judged-positive row, its
+                    7 negatives drawn without replacement from the
+                    non-relevant rows of its block (top-500 non-relevant
+                    rows); ``first-positive`` (the authors' later code):
+                    the first positive of the query, negatives drawn with
+                    replacement. A query whose run holds no positive is
+                    skipped (counted: ``source_counts``)
 ``llm-lists``       Rank-DistiLLM's RankZephyr lists (``sampled-50``, the   one list of up to
                     paper's; ``sampled-100``, the original's), TREC runs;  ``group_size``
                     teacher = score column (or ``-rank``); labels from the  passages
@@ -27,9 +31,12 @@ Query and passage texts come from the train collection (ir_datasets ``msmarco-pa
 its queries and the passage docs store, looked up per chunk of groups, never loaded whole).
 
 Order: a file is indexed once (byte offsets of its lines, or of its query blocks for runs, cached
-on disk) and each epoch visits its records in a seeded pseudo-random permutation (a Feistel
-network), so shuffling costs constant memory whatever the file size, the stream is the same for
-the same seed, and ``start=n`` resumes after ``n`` consumed groups without reading them again.
+on disk). With ``order="file"`` (the table's code: xpmir's samplers of Feb 2026 read the teacher
+pairs, the ColBERTv2 run and the RankZephyr lists from the top, again and again) every epoch visits
+the records in file order, the same for every seed; with ``order="shuffled"`` each epoch visits
+them in a seeded pseudo-random permutation (a Feistel network), so shuffling costs constant memory
+whatever the file size and the stream is the same for the same seed. Either way ``start=n``
+resumes after ``n`` consumed groups without reading them again.
 The MS MARCO triples are shuffled once with the fixed seed ``TRIPLES_SEED`` (123) whatever the
 run's seed, as the authors' ``ShuffledTrainingTripletsLines(seed=123)`` does: repetitions of a
 ``triples`` run see the same data in the same order and differ only in initialisation and dropout.
@@ -59,13 +66,15 @@ from cerepro.datasets import Collection, InputError, MissingTextError, load_coll
 from cerepro.trec import LARGE_FILE, DataFormatError, parse_float, parse_int, split_columns
 from cerepro.vocab import LOCAL_PREFIX
 from cerepro.paths import atomic_path, cache_dir, file_sha256
-from cerepro.vocab import LLM_LISTS, TRAIN_DATA, TRAINING_SOURCES
+from cerepro.vocab import DATA_ORDERS, HARD_NEGATIVE_GROUPS, LLM_LISTS, TRAIN_DATA, TRAINING_SOURCES
 
-FORMAT_VERSION = 2  # bump when the groups a file gives change for the same seed
+FORMAT_VERSION = 3  # bump when the groups a file gives change for the same seed (3: order, groups)
 # The authors shuffle the triples once with seed 123 for every run (xpmir's
 # msmarco_v1_docpairs_efficient_sampler -> ShuffledTrainingTripletsLines(seed=123)).
 TRIPLES_SEED = 123
 DEFAULT_GROUP_SIZE = {"triples": 2, "teacher-pairs": 2, "hard-negatives": 8, "llm-lists": 50}
+# The non-relevant rows of one block of a query's run (xpmir's top_k of the ColBERTv2 dataset)
+HARD_NEGATIVE_TOP_K = 500
 MSMARCO_TRIPLES = "msmarco-passage/train/triples-v2"
 # The training files of a local train folder (the demo world's train/ is one), by source
 LOCAL_FILES = {"triples": "triples.tsv", "teacher-pairs": "teacher-pairs.tsv",
@@ -102,10 +111,13 @@ class TrainingSource:
     seed: int
     group_size: int
     llm_list: str = "sampled-50"
+    order: str = "shuffled"
+    hard_negative_groups: str = "first-positive"
 
     def groups(self, start: int = 0) -> Iterator[Group]:
         return training_source(self.kind, self.train_data, seed=self.seed, group_size=self.group_size,
-                               start=start, llm_list=self.llm_list)
+                               start=start, llm_list=self.llm_list, order=self.order,
+                               hard_negative_groups=self.hard_negative_groups)
 
     @cached_property
     def cache_key(self) -> str:
@@ -115,7 +127,7 @@ class TrainingSource:
         path = data.path(self.kind, self.llm_list)
         stat = path.stat()
         return (f"{self.kind}|{self.train_data}|{self.llm_list}|seed={order_seed(self.kind, self.seed)}|"
-                f"D={self.group_size}|"
+                f"D={self.group_size}|order={self.order}|groups={self.hard_negative_groups}|"
                 f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{FORMAT_VERSION}|{texts_key(data)}")
 
 
@@ -137,9 +149,10 @@ def texts_key(data: "TrainData") -> str:
 
 def open_source(config) -> TrainingSource:
     """The training source a RunConfig names (keys training_source, train_data, seed,
-    group_size, llm_list)."""
+    group_size, llm_list, data_order, hard_negative_groups)."""
     return TrainingSource(config.training_source, config.train_data, config.seed,
-                          config.group_size, config.llm_list)
+                          config.group_size, config.llm_list, config.data_order,
+                          config.hard_negative_groups)
 
 
 def source_requirements(kind: str, train_data_name: str, *, llm_list: str = "sampled-50") -> list[dict[str, str]]:
@@ -434,14 +447,22 @@ def _run_block(path: Path, record: list[tuple[int, str]]) -> list[tuple[int, str
 
 def training_source(kind: str, train_data_name: str = "msmarco-passage", *, seed: int,
                     group_size: int | None = None, start: int = 0, llm_list: str = "sampled-50",
-                    list_teacher: str = "score", chunk: int = 256) -> Iterator[Group]:
+                    list_teacher: str = "score", chunk: int = 256, order: str = "shuffled",
+                    hard_negative_groups: str = "first-positive") -> Iterator[Group]:
     """Groups for ``kind`` from ``train_data_name``, forever; the same stream for the same seed.
 
     ``start``: groups already consumed (a checkpoint's data position); the stream resumes there.
     ``group_size``: passages per group (2 for pairs; 1 + negatives for hard-negatives; the list
     length for llm-lists, shorter lists padded with mask False). ``list_teacher``: ``"score"``
     takes the run's score column as the teacher score, ``"rank"`` takes minus the rank.
+    ``order``: ``"file"`` or ``"shuffled"`` (see the module docstring; the triples are always
+    shuffled once with TRIPLES_SEED). ``hard_negative_groups``: ``"per-positive"`` or
+    ``"first-positive"`` (hard-negatives only).
     """
+    if order not in DATA_ORDERS:
+        raise ValueError(f"order must be one of {DATA_ORDERS}, got {order!r}")
+    if hard_negative_groups not in HARD_NEGATIVE_GROUPS:
+        raise ValueError(f"hard_negative_groups must be one of {HARD_NEGATIVE_GROUPS}, got {hard_negative_groups!r}")
     if kind not in TRAINING_SOURCES:
         raise ValueError(f"unknown training source {kind!r}; known: {', '.join(TRAINING_SOURCES)}")
     if llm_list not in LLM_LISTS:
@@ -459,7 +480,7 @@ def training_source(kind: str, train_data_name: str = "msmarco-passage", *, seed
     path = data.path(kind, llm_list)
     records = RecordFile(path, "query" if kind in ("hard-negatives", "llm-lists") else "line")
     rows = _rows(kind, records, data, seed=seed, start=start, group_size=group_size,
-                 list_teacher=list_teacher)
+                 list_teacher=list_teacher, order=order, hard_negative_groups=hard_negative_groups)
     while pending := list(itertools.islice(rows, chunk)):
         yield from _join_texts(pending, data.collection, masked=kind == "llm-lists",
                                group_size=group_size)
@@ -470,11 +491,14 @@ def order_seed(kind: str, seed: int) -> int:
     return TRIPLES_SEED if kind == "triples" else seed
 
 
-def _order(kind: str, n: int, seed: int, epoch: int) -> Permutation:
+def _order(kind: str, n: int, seed: int, epoch: int, order: str = "shuffled") -> Permutation | range:
     # The triples are shuffled once: the same order every epoch and every run (the authors
-    # iterate one shuffled file); the other sources are reshuffled per epoch with the run's seed.
+    # iterate one shuffled file); the other sources in file order (the table's code) or
+    # reshuffled per epoch with the run's seed.
     if kind == "triples":
         return Permutation(n, (TRIPLES_SEED, 0))
+    if order == "file":
+        return range(n)
     return Permutation(n, (seed, epoch))
 
 
@@ -546,49 +570,153 @@ def source_counts(kind: str, train_data_name: str = "msmarco-passage", *,
 
 
 def _rows(kind: str, records: RecordFile, data: TrainData, *, seed: int, start: int,
-          group_size: int, list_teacher: str) -> Iterator[tuple[int, Row]]:
-    """``(position, row)`` pairs in the seeded order of each epoch, from group ``start`` on."""
+          group_size: int, list_teacher: str, order: str = "shuffled",
+          hard_negative_groups: str = "first-positive") -> Iterator[tuple[int, Row]]:
+    """``(position, row)`` pairs in each epoch's order of records, from group ``start`` on."""
     n = len(records)
+    per_positive = kind == "hard-negatives" and hard_negative_groups == "per-positive"
+    counts = None  # groups per record where a record gives other than one (hard-negatives)
     if kind == "hard-negatives":  # queries whose run holds no judged positive give no group
-        keep = retrieved_positive(records, data)
+        counts = (positive_group_counts(records, data) if per_positive
+                  else retrieved_positive(records, data).astype(np.int64))
         positives = _positives(data.judged)
-
-        def eligible(index: int) -> bool:
-            return bool(keep[index])
-
-        per_epoch = int(keep.sum())
+        per_epoch = int(counts.sum())
         if per_epoch == 0:
             raise DataFormatError(f"{records.path}: no query's run holds a passage judged relevant in "
                                   f"{data.collection.id}")
     else:
-        def eligible(index: int) -> bool:
-            return True
-
         per_epoch = n
     first_epoch, position = divmod(start, per_epoch)[0], start - start % per_epoch
     for epoch in itertools.count(first_epoch):
-        order = _order(kind, n, seed, epoch)
-        # a source without skipped records jumps straight to the resume point
-        first = start - position if kind != "hard-negatives" and position < start else 0
+        visit = _order(kind, n, seed, epoch, order)
+        # a source of one group per record jumps straight to the resume point
+        first = start - position if counts is None and position < start else 0
         position += first
         for i in range(first, n):
-            index = order[i]
-            if not eligible(index):
+            index = visit[i]
+            weight = 1 if counts is None else int(counts[index])
+            if weight == 0:
                 continue
-            position += 1
-            if position <= start:
+            if position + weight <= start:  # every group of this record was consumed: not read
+                position += weight
                 continue
             record = records.read(index)
             if kind == "triples":
-                row = _pair_row(records.path, record)
+                rows = [_pair_row(records.path, record)]
             elif kind == "teacher-pairs":
-                row = _teacher_row(records.path, record)
-            elif kind == "hard-negatives":
-                row = _hard_negatives_row(records.path, record, positives, group_size,
+                rows = [_teacher_row(records.path, record)]
+            elif per_positive:
+                rows = _per_positive_rows(records.path, record, positives, group_size,
                                           np.random.default_rng([seed, epoch, index]))
+                if len(rows) != weight:
+                    raise DataFormatError(f"{records.path}:{record[0][0]}: the file changed since its "
+                                          "record index was built; delete the cache's record-index folder")
+            elif kind == "hard-negatives":
+                rows = [_hard_negatives_row(records.path, record, positives, group_size,
+                                            np.random.default_rng([seed, epoch, index]))]
             else:
-                row = _list_row(records.path, record, data, group_size, list_teacher)
-            yield position - 1, row
+                rows = [_list_row(records.path, record, data, group_size, list_teacher)]
+            for row in rows:
+                position += 1
+                if position > start:
+                    yield position - 1, row
+
+
+def infonce_groups(doc_ids: Sequence[str], relevant, *, negatives: int = 7,
+                   top_k: int = HARD_NEGATIVE_TOP_K, rng: np.random.Generator) -> list[tuple[str, tuple[str, ...]]]:
+    """``(positive, negatives)`` groups of one query's run rows (``doc_ids`` in file order), as
+    the code that produced the paper's table builds InfoNCE groups (xpmir
+    ``ListwiseDistillationSamplesTSVWithAnnotations``, 7 Feb 2026, on Rank-DistiLLM's ColBERTv2 run).
+
+    The rows are read in blocks: a block ends when it holds ``top_k`` rows not in ``relevant``
+    and another row follows. In each block that holds a non-relevant row, every relevant row gives
+    one group: itself and ``negatives`` ids drawn without replacement from the block's
+    non-relevant rows. Fewer non-relevant rows than ``negatives`` raises ValueError (the authors'
+    ``random.sample`` raises too). ``rng``: the draws (the authors' were Python's unseeded ``random``).
+    """
+    return [(doc_ids[p], tuple(doc_ids[i] for i in negs))
+            for p, negs in _infonce_group_indices(doc_ids, relevant, negatives, top_k, rng)]
+
+
+def _infonce_group_indices(doc_ids, relevant, negatives, top_k, rng):
+    if negatives < 1:
+        raise ValueError(f"negatives must be >= 1, got {negatives}")
+    groups, rel, neg = [], [], []
+
+    def flush():
+        if not neg:
+            return
+        if len(neg) < negatives:
+            raise ValueError(f"a block of {len(neg)} non-relevant passages (row {neg[0] + 1}) cannot give "
+                             f"{negatives} negatives without replacement")
+        for p in rel:
+            groups.append((p, tuple(neg[j] for j in rng.choice(len(neg), size=negatives, replace=False))))
+
+    for i, doc_id in enumerate(doc_ids):
+        if len(neg) >= top_k:
+            flush()
+            rel, neg = [], []
+        (rel if doc_id in relevant else neg).append(i)
+    flush()
+    return groups
+
+
+def _per_positive_rows(path: Path, record, positives: dict[str, set[str]], group_size: int, rng) -> list[Row]:
+    block = _run_block(path, record)
+    qid = record[0][1].split(None, 1)[0]
+    ids = [did for _, did, _, _ in block]
+    try:
+        found = _infonce_group_indices(ids, positives.get(qid, set()), group_size - 1,
+                                       HARD_NEGATIVE_TOP_K, rng)
+    except ValueError as exc:
+        raise DataFormatError(f"{path}:{record[0][0]}: query {qid!r}: {exc}") from None
+    return [Row(path, record[0][0], qid, (ids[p], *(ids[i] for i in negs)),
+                (block[p][0], *(block[i][0] for i in negs)), (1.0,) + (0.0,) * (group_size - 1), None)
+            for p, negs in found]
+
+
+def positive_group_counts(records: RecordFile, data: TrainData, top_k: int = HARD_NEGATIVE_TOP_K) -> np.ndarray:
+    """(records,) int64: how many per-positive InfoNCE groups each query block of a run gives
+    (:func:`infonce_groups`' count, without drawing), in one streaming pass cached next to the
+    record index, keyed by the file, the qrels and ``top_k``."""
+    positives = _positives(data.judged)
+    qrels_digest = hashlib.sha256(repr(sorted((q, sorted(d)) for q, d in positives.items() if d))
+                                  .encode()).hexdigest()[:12]
+    stat = records.path.stat()
+    key = f"{records.path.resolve()} {stat.st_size} {stat.st_mtime_ns} {qrels_digest} top{top_k}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", records.path.name)[:60]
+    path = cache_dir() / "record-index" / f"{stem}-{hashlib.md5(key.encode()).hexdigest()[:12]}.groups.npy"
+    if path.is_file():
+        found = np.load(path, allow_pickle=False)
+        if found.shape == (len(records),):
+            return found
+    out = np.zeros(len(records), dtype=np.int64)
+    block, current, rel, neg = -1, None, 0, 0
+    with records.path.open("rb") as f, tqdm(total=stat.st_size, unit="B", unit_scale=True, leave=False,
+                                            desc=f"positives in {records.path.name}",
+                                            disable=stat.st_size < LARGE_FILE) as bar:
+        for line in f:
+            bar.update(len(line))
+            fields = line.split()
+            if not fields:
+                continue
+            qid = fields[0].decode("utf-8", "replace")
+            if qid != current or neg >= top_k:  # a new query, or a new block of the same query
+                if neg:
+                    out[block] += rel
+                rel, neg = 0, 0
+                if qid != current:
+                    block, current = block + 1, qid
+                    wanted = positives.get(qid, ())
+            if len(fields) > 2 and fields[2].decode("utf-8", "replace") in wanted:
+                rel += 1
+            else:
+                neg += 1
+    if neg:
+        out[block] += rel
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, out)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

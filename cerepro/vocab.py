@@ -193,21 +193,34 @@ SOURCE_PROVIDES = {
 }
 TRAIN_DATA = ("msmarco-passage", "demo")
 LLM_LISTS = ("sampled-50", "sampled-100")
-# How a pair longer than max_length is cut: "passage" keeps the query whole and cuts the passage
-# (the authors' xpmir HFQueryDocTokenizer); "longest_first" is the tokenizers library's rule.
-TRUNCATIONS = ("passage", "longest_first")
+# How an evaluation collection's documents become text (cerepro.datasets.document_text):
+# "datamaestro" as the authors' pipeline read them (Touche-2020 and SciDocs without title,
+# TREC-COVID text then title), "ir-datasets" as ir_datasets' default_text (title then text)
+DOCUMENT_TEXTS = ("datamaestro", "ir-datasets")
+# The order a training file's records are read in (cerepro.training_data): "file" as the table's
+# code read them, "shuffled" per epoch with the run's seed
+DATA_ORDERS = ("file", "shuffled")
+# InfoNCE groups of the hard-negatives source: one per judged positive (the table's code) or the
+# query's first positive (the authors' later code)
+HARD_NEGATIVE_GROUPS = ("per-positive", "first-positive")
+# How a pair is cut: "retokenize" cuts each side to its limit, decodes it and re-tokenizes the
+# pair longest-first to the sum of the limits (xpmir's HFCrossScorer of 1-19 Feb 2026: the code
+# that produced the paper's table); "passage" keeps the query whole and cuts the passage (xpmir's
+# HFQueryDocTokenizer, March 2026 on); "longest_first" is the tokenizers library's rule.
+TRUNCATIONS = ("retokenize", "passage", "longest_first")
 
 # ---------------------------------------------------------------------------------------------
 # Precisions
 
-# Training. fp32: weights, activations and matmuls in fp32; tf32: fp32 weights and activations,
-# matmuls in TF32 (torch.set_float32_matmul_precision("high")), the authors' default (xpm-torch's
-# Fabric "32-true" with torch_fp32_precision "high"); bf16-mixed: bf16 autocast over fp32 weights.
+# Training. fp32: weights, activations and matmuls in fp32 (xpm-torch's "32-true" before 19 Feb
+# 2026: the table's runs); tf32: fp32 weights and activations, matmuls in TF32
+# (torch.set_float32_matmul_precision("high"), xpm-torch's "32-true" from 19 Feb 2026: the authors'
+# later code); bf16-mixed: bf16 autocast over fp32 weights (the DeBERTa rerun).
 PRECISIONS = ("fp32", "tf32", "bf16-mixed")
 # torch.set_float32_matmul_precision per training precision. "high" (TF32) is what xpm-torch's
-# learner sets for the authors' default "32-true" runs. For bf16-mixed its newer Fabric
-# configuration sets "medium" (bf16 inside fp32 matmuls); "high" here keeps the fp32 validation
-# scores of a bf16 run free of bf16 rounding (the difference is listed in the book).
+# learner sets for "32-true" runs from 19 Feb 2026 (the table's ran before, at "highest"). For
+# bf16-mixed its newer Fabric configuration sets "medium" (bf16 inside fp32 matmuls); "high" here
+# keeps the fp32 validation scores of a bf16 run free of bf16 rounding (listed in the book).
 MATMUL_PRECISION = {"fp32": "highest", "tf32": "high", "bf16-mixed": "high"}
 # Re-ranking (cerepro.rerank): "auto" is bf16 on a GPU that supports it, else fp32; bf16 is the
 # whole forward pass in bf16 (scoring has no fp32 master weights to mix with).

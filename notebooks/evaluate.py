@@ -52,6 +52,7 @@ settings = evaluation_settings(load_grid(grid), run_name, model=model, revision=
 scorer, tokenizer, source = load_scorer(settings.model, settings.revision) if settings.model else (None, None, None)
 contract = {"first_stage": f"{settings.first_stage} top-{settings.depth}",
             "scoring_precision": settings.precision if scorer else None,
+            "document_text": settings.document_text,
             **(source.describe() if source else {})}
 pd.Series(settings.to_dict(), name=run_name, dtype=object).to_frame()
 
@@ -61,7 +62,7 @@ pd.Series(settings.to_dict(), name=run_name, dtype=object).to_frame()
 # %%
 results = []
 for dataset in settings.datasets:
-    collection = load_collection(dataset)
+    collection = load_collection(dataset, settings.document_text)
     run = load_candidates(dataset, settings.first_stage, settings.depth)
     texts = None
     if scorer is not None:

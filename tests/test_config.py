@@ -74,10 +74,31 @@ def test_paper_protocol_values_per_backbone_and_objective():
         c = cfg.load_config(b, "hinge", 1, "paper", root=PARAMS)
         assert c.lr == (7e-6 if b in small else 1e-5)
         assert c.groups_per_step == (64 if b in small else 32)
-        # the authors' main grids (core_mini, core_base_paper) set no precision: the learner's
-        # default, fp32 weights with TF32 matmuls, for every backbone, Ettin and DeBERTa included
-        assert c.precision == "tf32" and c.validation_measure == "nDCG"
         assert c.max_length == (8192 if b.startswith("ettin") else 512)
+        assert c.lower_case == (b == "minilm-l12")  # xpmir forces do_lower_case for MiniLM-L12 only
+        if b == "deberta-v3-base":
+            # the DeBERTa rows: the authors' core_base_deberta rerun (bf16-mixed, max_doc_len 1024
+            # under 512 positions, read by their code of March 2026: query whole, nDCG, no early stop)
+            assert (c.precision, c.truncation, c.query_max_length, c.passage_max_length) == \
+                ("bf16-mixed", "passage", None, None)
+            assert (c.validation_measure, c.early_stopping_steps) == ("nDCG", 0)
+            continue
+        # the code that produced the table (xpmir / xpm-torch of 7-19 Feb 2026): "32-true" with no
+        # TF32, query 32 / document 256 tokens re-tokenized, RR@10 on each set's best so far,
+        # early stop after 100 epochs of 100 steps, files in order, InfoNCE per retrieved positive
+        assert c.precision == "fp32"
+        assert (c.truncation, c.query_max_length, c.passage_max_length) == ("retokenize", 32, 256)
+        assert (c.validation_measure, c.validation_aggregate, c.early_stopping_steps) == \
+            ("RR@10", "best-so-far", 10000)
+        assert (c.data_order, c.hard_negative_groups, c.document_text) == \
+            ("file", "per-positive", "datamaestro")
+    for b in ["bert-base", "deberta-v3-base", "ettin-17m"]:  # the authors' later code: a variant
+        c = cfg.load_config(b, "infonce", 1, "authors-head", root=PARAMS)
+        assert (c.truncation, c.query_max_length, c.passage_max_length, c.precision) == \
+            ("passage", None, None, "tf32")
+        assert (c.validation_measure, c.validation_aggregate, c.early_stopping_steps) == ("nDCG", "best-so-far", 0)
+        assert (c.data_order, c.hard_negative_groups) == ("shuffled", "first-positive")
+    assert len(cfg.load_grid("authors-head", PARAMS).run_ids) == 162
     nce = cfg.load_config("bert-base", "infonce", 1, "paper", root=PARAMS)
     assert (nce.group_size, nce.groups_per_step, nce.pairs_per_step) == (8, 4, 32)
     lst = cfg.load_config("minilm-l12", "adr-mse", 1, "paper", root=PARAMS)
@@ -183,7 +204,16 @@ def test_objective_slug_inside_a_fragment_must_exist(params):
     ({"precision": "fp8"}, r"key 'precision' = 'fp8': must be one of"),
     ({"training_source": "clicks"}, r"key 'training_source' = 'clicks'"),
     ({"eval_datasets": ["beir/imaginary"]}, r"unknown dataset 'beir/imaginary'"),
-    ({"query_max_length": 500}, r"key 'query_max_length' = 500: must be between 1 and max_length - 1"),
+    ({"query_max_length": 500, "truncation": "passage"},
+     r"key 'query_max_length' = 500: must be between 1 and max_length - 1"),
+    ({"query_max_length": 0}, r"key 'query_max_length' = 0: must be >= 1"),
+    ({"validation_aggregate": "max"}, r"key 'validation_aggregate' = 'max': must be one of \('best-so-far', 'current'\)"),
+    ({"early_stopping_steps": -1}, r"key 'early_stopping_steps' = -1: must be >= 0"),
+    ({"data_order": "random"}, r"key 'data_order' = 'random': must be one of \('file', 'shuffled'\)"),
+    ({"hard_negative_groups": "all"}, r"key 'hard_negative_groups' = 'all': must be one of"),
+    ({"document_text": "title"}, r"key 'document_text' = 'title': must be one of \('datamaestro', 'ir-datasets'\)"),
+    ({"truncation": "decode"}, r"key 'truncation' = 'decode': must be one of \('retokenize', 'passage'"),
+    ({"lower_case": "yes"}, r"key 'lower_case' expects bool, got 'yes'"),
 ])
 def test_impossible_values(override, message):
     with pytest.raises(cfg.ParamsError, match=message):

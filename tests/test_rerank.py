@@ -298,6 +298,33 @@ def test_cache_key_reuses_tokenized_pairs(tmp_path, world, monkeypatch):
     assert len(list((tmp_path / "tokenized").glob("*.npz"))) == 2
 
 
+def test_cached_pairs_are_rebuilt_when_lengths_rule_or_lower_casing_change(tmp_path, world, monkeypatch):
+    """Evaluation pairs cached under one cache_key are keyed by every input setting too: the
+    side limits, the truncation rule (the table's retokenize) and the tokenizer (lower-casing)."""
+    from transformers import BertTokenizerFast
+
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path))
+    queries, docs, candidates = world
+    words = sorted({w for t in [*queries.values(), *docs.values()] for w in t.split()})
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words,
+                                         *(w.upper() for w in words)])}
+    cased = BertTokenizerFast(vocab=vocab, do_lower_case=False)
+    folded = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    model = tiny_model(cased)
+    shouting = {q: t.upper() for q, t in queries.items()}  # lower-casing changes their tokens
+    base = dict(max_length=48, cache_key="demo/test", progress=False, precision="fp32")
+    settings = [dict(), dict(query_max_length=4, passage_max_length=8),
+                dict(query_max_length=4, passage_max_length=8, truncation="retokenize"),
+                dict(query_max_length=4, passage_max_length=16, truncation="retokenize")]
+    scores = [rerank(model, cased, candidates, shouting, docs, **base, **extra).score for extra in settings]
+    scores.append(rerank(model, folded, candidates, shouting, docs, **base, **settings[2]).score)
+    assert len(list((tmp_path / "tokenized").glob("*.npz"))) == 5  # one entry each, none reused
+    assert not np.allclose(scores[2], scores[4])  # the folded queries are other tokens
+    again = rerank(model, folded, candidates, shouting, docs, **base, **settings[2]).score
+    np.testing.assert_array_equal(again, scores[4])  # the same settings: the entry is reused
+    assert len(list((tmp_path / "tokenized").glob("*.npz"))) == 5
+
+
 def test_bf16_scores_are_close_to_fp32(world):
     queries, docs, candidates = world
     tokenizer = bert_tokenizer()

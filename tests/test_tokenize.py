@@ -7,7 +7,7 @@ reference for every encoding is the tokenizer's own pair call.
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 from cerepro.tokenize import (
@@ -16,6 +16,8 @@ from cerepro.tokenize import (
     padded_batch,
     encode_pairs,
     longest_first,
+    retokenize_limit,
+    retokenized_texts,
     pair_template,
     token_budget_batches,
 )
@@ -236,6 +238,7 @@ def family_tokenizer(family):
             [(t, 0.0) for t in ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")]
             + [("\u2581" + w, -1.0) for w in FAMILY_WORDS], unk_id=3))
         unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+        unigram.decoder = decoders.Metaspace()  # as DeBERTa-v3's tokenizer.json has
         return DebertaV2TokenizerFast(tokenizer_object=unigram, bos_token="[CLS]", eos_token="[SEP]",
                                       unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
                                       cls_token="[CLS]", mask_token="[MASK]")
@@ -295,5 +298,77 @@ def test_pair_encoding_matches_the_authors_template_and_truncation(family):
 
 
 def test_unknown_truncation_rule_is_refused():
-    with pytest.raises(ValueError, match=r"truncation must be one of \('passage', 'longest_first'\)"):
+    with pytest.raises(ValueError, match=r"truncation must be one of \('retokenize', 'passage', 'longest_first'\)"):
         encode_pairs(bert_tokenizer(), ["a"], ["b"], max_length=8, truncation="left")
+
+
+# --- the table's rule: 32 / 256 tokens, decoded and re-tokenized -------------------------------
+# The code that produced the paper's table (xpmir HFCrossScorer.batch_tokenize, 1-19 Feb 2026;
+# experiment.py passes max_query_length=32, max_doc_length=256, max_length=max_position_embeddings)
+# cuts each side to its first 32 / 256 tokens, decodes them and encodes the decoded pair with the
+# tokenizer's own template, longest_first, to min(max_length, model_max_length, 32 + 256).
+
+
+def table_encoding(tokenizer, query, passage, max_length):
+    """The reference, written with the tokenizer's own calls, one pair at a time."""
+    def side(text, limit):
+        ids = tokenizer(text, add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
+        return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
+
+    limit = min(max_length, tokenizer.model_max_length, 32 + 256)
+    enc = tokenizer(side(query, 32), side(passage, 256), truncation=True, max_length=limit,
+                    return_token_type_ids=True)
+    return enc["input_ids"], enc["token_type_ids"]
+
+
+def demo_family_tokenizer(arch):
+    from cerepro.models import train_tokenizer
+
+    return train_tokenizer(arch, [" ".join(FAMILY_WORDS)] * 20 + ["Rivers, don't run: the cat's pet."] * 5,
+                           max_length=96)
+
+
+@pytest.mark.parametrize("family", ["bert", "electra", "minilm", "deberta-v3", "modernbert", "roberta",
+                                    "tiny-bert", "tiny-electra", "tiny-deberta", "tiny-roberta",
+                                    "tiny-modernbert"])
+def test_table_rule_cuts_query_to_32_and_passage_to_256_through_the_template(family):
+    tokenizer = (demo_family_tokenizer(family.removeprefix("tiny-").replace("deberta", "deberta-v2"))
+                 if family.startswith("tiny-") else family_tokenizer(family))
+    max_length = 96 if family.startswith("tiny-") else 512
+    tokenizer.model_max_length = max_length
+    rng = np.random.default_rng(3)
+    long_query = " ".join(rng.choice(FAMILY_WORDS, size=60))  # over 32 tokens in every family
+    long_passage = " ".join(rng.choice(FAMILY_WORDS, size=400))  # over 256 tokens
+    odd = "Rivers , don ' t run : the cat ' s pet ."  # cleanup of spaces changes the text
+    queries = [long_query, "what is a dog", odd, long_query]
+    passages = [long_passage, long_passage, odd, "rivers run to the sea"]
+    enc = encode_pairs(tokenizer, queries, passages, max_length=max_length, query_max_length=32,
+                       passage_max_length=256, truncation="retokenize")
+    batch = padded_batch(enc, np.arange(len(queries)), pad_token_id=tokenizer.pad_token_id)
+    for i, (q, p) in enumerate(zip(queries, passages)):
+        ids, types = table_encoding(tokenizer, q, p, max_length)
+        assert enc.pair_ids(i) == ids, (family, i)
+        if "token_type_ids" in batch:
+            assert batch["token_type_ids"][i, : len(ids)].tolist() == types, (family, i)
+    assert len(tokenizer(long_query, add_special_tokens=False)["input_ids"]) > 32
+    assert enc.lengths[0] == min(max_length, 288)  # both sides long: the pair limit is reached
+    assert enc.lengths[3] < enc.lengths[0]  # a short passage: nothing to cut
+    if not family.startswith("tiny-"):
+        # the query keeps at most 32 of its tokens (re-tokenized, its 32 tokens come back)
+        q_ids = tokenizer(long_query, add_special_tokens=False)["input_ids"][:32]
+        assert enc.pair_ids(3)[1: 33] == q_ids
+        # the later rule (query whole, passage cut to max_length) gives a longer pair
+        later = encode_pairs(tokenizer, [long_query], [long_passage], max_length=max_length)
+        assert later.lengths[0] > enc.lengths[0] == 288
+
+
+def test_retokenized_texts_hand_case():
+    tok = family_tokenizer("bert")
+    # 3 tokens kept (the, big, [UNK]); the unknown word vanishes in the round trip, case is folded
+    assert retokenized_texts(tok, ["The BIG zebra dog barks", "a"], 3) == ["the big", "a"]
+    assert retokenized_texts(tok, ["The BIG dog barks"], 3) == ["the big dog"]
+    assert retokenize_limit(tok, 512, 32, 256) == 288
+    assert retokenize_limit(tok, 96, 32, 256) == 96
+    assert retokenize_limit(tok, 512, None, 256) == 512
+    with pytest.raises(ValueError, match="limit must be positive"):
+        retokenized_texts(tok, ["a"], 0)

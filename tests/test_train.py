@@ -177,6 +177,37 @@ def test_outputs_log_ledger_checkpoint_and_finished_run(tmp_path):
         train(cfg, tmp_path, resume=False)
 
 
+def test_training_blocks_are_rebuilt_when_an_input_setting_changes(tmp_path):
+    """The tokenized training blocks' cache is keyed by the source (file order, InfoNCE groups),
+    the tokenizer (lower-casing), the side limits and the truncation rule."""
+    from transformers import BertTokenizerFast
+
+    from cerepro.training_blocks import TokenizedBlocks
+
+    class Named(Source):
+        cache_key = "demo-source"
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
+    cased, folded = BertTokenizerFast(vocab=vocab, do_lower_case=False), BertTokenizerFast(vocab=vocab)
+    table = config("bce", max_length=32, truncation="retokenize", query_max_length=2, passage_max_length=8)
+    variants = [table, config("bce", max_length=32, truncation="passage", query_max_length=None,
+                              passage_max_length=None),
+                config("bce", max_length=32, truncation="retokenize", query_max_length=2, passage_max_length=4),
+                config("bce", max_length=32, truncation="retokenize", query_max_length=3, passage_max_length=8)]
+    keys = {TokenizedBlocks(Named(), folded, c).cache_key for c in variants}
+    keys.add(TokenizedBlocks(Named(), cased, table).cache_key)
+
+    class Reordered(Named):
+        cache_key = "demo-source|order=shuffled"
+
+    keys.add(TokenizedBlocks(Reordered(), folded, table).cache_key)
+    assert len(keys) == 6
+    # and a block built under one setting is never read under another
+    lengths = [TokenizedBlocks(Named(), folded, c).step_rows(0)[0].encoding.lengths.max() for c in variants[:3]]
+    assert lengths[0] <= 2 + 8 + 3 and lengths[2] <= 2 + 4 + 3 < lengths[1]
+    assert len(list((tmp_path / "cache" / "train-blocks").iterdir())) == 3
+
+
 def test_schedule_warmup_then_linear_decay_to_zero():
     factor = warmup_then_linear_decay(config(max_steps=10, warmup_steps=4))
     assert [factor(s) for s in range(11)] == [0, 0.25, 0.5, 0.75, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0]
@@ -197,20 +228,60 @@ def test_validation_selects_the_best_checkpoint(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     validated = [r for r in log if "validation" in r]
     assert [r["step"] for r in validated] == [4, 8]
-    values = [r["nDCG"] for r in validated]  # the authors' measure: nDCG over the top-100, no cutoff
+    values = [r["RR@10"] for r in validated]  # the table's measure: RR@10 over the re-ranked candidates
     assert summary["best_value"] == max(values)
     assert summary["best_step"] == [4, 8][values.index(max(values))]
     card = (tmp_path / "run/model/README.md").read_text()
     assert f"Selected at step {summary['best_step']} of 8" in card
 
 
-def test_selection_measure_is_ndcg_over_the_whole_top_100_by_default_ndcg10_as_an_option(monkeypatch):
+def validation_folder(tmp_path, name, seed):
+    folder = tmp_path / name
+    (folder / "runs").mkdir(parents=True)
+    docs = {f"d{i}": " ".join(np.random.default_rng(seed + i).choice(WORDS, 8)) for i in range(6)}
+    (folder / "queries.tsv").write_text("q1\triver city ocean\nq2\talpha beta gamma\n")
+    (folder / "docs.tsv").write_text("".join(f"{d}\t{t}\n" for d, t in docs.items()))
+    (folder / "qrels.txt").write_text("q1 0 d0 1\nq2 0 d3 2\n")
+    (folder / "runs/first.trec").write_text("".join(
+        f"{q} Q0 d{i} {r + 1} {10 - r} first\n" for q in ("q1", "q2") for r, i in enumerate(range(6))))
+    return f"local:{folder}"
+
+
+def test_table_selection_keeps_each_sets_best_so_far_and_stops_early(tmp_path):
+    from cerepro.selection import Selection
+
+    sets = [validation_folder(tmp_path, "va", 100), validation_folder(tmp_path, "vb", 200)]
+    cfg = config("bce", validation_datasets=sets, validation_first_stage="run:first", validation_depth=6,
+                 validate_every=2, validation_measure="RR@10", validation_aggregate="best-so-far",
+                 max_steps=12, checkpoint_every=100)
+    summary = train(cfg, tmp_path / "run")
+    log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    validated = [r for r in log if "validation" in r]
+    replay = Selection("best-so-far")
+    for record in validated:  # the loop's choices are the rule's on the values it logged
+        assert record["selected"] == replay.update(record["step"], record["validation"])
+        assert record["RR@10"] == pytest.approx(replay.value, rel=1e-12)
+    assert summary["best_step"] == replay.best_step and summary["best_value"] == replay.best_value
+    assert summary["validation_aggregate"] == "best-so-far" and not summary["stopped_early"]
+
+    # a model that cannot move (lr 1e-30): the aggregate never rises after the first validation,
+    # so with a patience of one validation the run stops at the second, its checkpoint written
+    still = config("bce", validation_datasets=sets, validation_first_stage="run:first", validation_depth=6,
+                   validate_every=2, validation_measure="RR@10", validation_aggregate="best-so-far",
+                   early_stopping_steps=2, lr=1e-30, max_steps=12, checkpoint_every=100)
+    stopped = train(still, tmp_path / "still")
+    assert (stopped["steps"], stopped["best_step"], stopped["stopped_early"]) == (4, 2, True)
+    assert (tmp_path / "still/checkpoints/step-0000004").is_dir()
+    assert train(still, tmp_path / "still")["steps"] == 4  # a finished early-stopped run is done
+
+
+def test_selection_measure_is_rr10_by_default_ndcg_over_the_whole_top_100_as_an_option(monkeypatch):
     import pandas as pd
 
     from cerepro import rerank
     from cerepro.train import ValidationSet, validation_topics
 
-    assert config().validation_measure == "nDCG" and config().validation_queries == 500
+    assert config().validation_measure == "RR@10" and config().validation_queries == 500  # the table's
     assert config(validation_measure="nDCG@10").validation_measure == "nDCG@10"
     # one query, 20 candidates, the only relevant one ranked 12th: nDCG@10 sees nothing, nDCG does
     run = pd.DataFrame({"query_id": ["q"] * 20, "doc_id": [f"d{i}" for i in range(20)]})

@@ -9,12 +9,13 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from cerepro.datasets import MissingTextError
 from cerepro.training_blocks import read_groups
 from cerepro.trec import DataFormatError
-from cerepro.training_data import (Permutation, RecordFile, open_source, source_counts,
+from cerepro.training_data import (Permutation, RecordFile, infonce_groups, open_source, source_counts,
                                    source_requirements, training_source)
 
 from test_data_offline import place_msmarco, run_offline
@@ -96,7 +97,8 @@ def test_two_seeds_of_a_triples_run_see_the_same_first_100_triples(tmp_path):
     in_file = [tuple(line.split("\t")[1:]) for line in lines.splitlines()[:100]]
     assert [g.doc_ids for g in a] != in_file  # shuffled, not in file order
     config = SimpleNamespace(training_source="triples", train_data=data, seed=1, group_size=2,
-                             llm_list="sampled-50")
+                             llm_list="sampled-50", data_order="shuffled",
+                             hard_negative_groups="first-positive")
     assert open_source(config).cache_key == open_source(SimpleNamespace(**{**vars(config), "seed": 2})).cache_key
 
 
@@ -135,6 +137,56 @@ def test_hard_negatives_first_judged_positive_and_seven_unjudged_negatives(tmp_p
             assert positive == "d4" and negatives <= {"d5", "d8"}  # d5 judged 0: a negative
 
 
+def test_infonce_groups_one_per_positive_negatives_without_replacement_hand_case():
+    rng = np.random.default_rng(0)
+    #          block 1: 3 non-relevant rows, then a new block   | block 2
+    ids = ["n1", "r1", "n2", "n3", "r2", "n4"]
+    groups = infonce_groups(ids, {"r1", "r2"}, negatives=1, top_k=3, rng=rng)
+    assert [p for p, _ in groups] == ["r1", "r2"]
+    assert set(groups[0][1]) <= {"n1", "n2", "n3"} and groups[1][1] == ("n4",)
+    for _ in range(50):  # never the same negative twice in a group
+        (_, negs), = infonce_groups(["r", "a", "b", "c"], {"r"}, negatives=3, top_k=500, rng=rng)
+        assert sorted(negs) == ["a", "b", "c"]
+    # a block without a non-relevant row gives nothing; one with too few raises
+    assert infonce_groups(["r1", "r2"], {"r1", "r2"}, negatives=1, rng=rng) == []
+    with pytest.raises(ValueError, match="a block of 1 non-relevant passages .* cannot give 2 negatives"):
+        infonce_groups(ids, {"r1", "r2"}, negatives=2, top_k=3, rng=rng)
+
+
+def test_table_infonce_groups_per_retrieved_positive_in_file_order(tmp_path):
+    # q1 retrieves two judged positives (d1, d6) and one other passage (d3): one group each
+    qrels = "q1 0 d1 1\nq1 0 d6 1\nq2 0 d4 1\n"
+    run = ("q1 Q0 d3 1 30 c\nq1 Q0 d1 2 29 c\nq1 Q0 d6 3 28 c\n"
+           "q2 Q0 d5 1 20 c\nq2 Q0 d8 2 19 c\nq2 Q0 d4 3 18 c\n")
+    data = train_folder(tmp_path / "train", qrels_txt=qrels, hard_negatives_run=run)
+    table = dict(group_size=2, order="file", hard_negative_groups="per-positive")
+    groups = take("hard-negatives", data, 6, **table)
+    assert [g.doc_ids[0] for g in groups] == ["d1", "d6", "d4"] * 2  # file order, every epoch
+    assert [g.doc_ids[1] for g in groups[:2]] == ["d3", "d3"]
+    assert all(g.doc_ids[1] in {"d5", "d8"} for g in groups[2::3])
+    assert [g.position for g in groups] == list(range(6))
+    # resumable from any position, the same stream
+    for start in range(6):
+        assert take("hard-negatives", data, 6 - start, start=start, **table) == groups[start:]
+    # the later rule: the query's first positive only
+    later = take("hard-negatives", data, 4, group_size=2, order="file")
+    assert [g.doc_ids[0] for g in later] == ["d1", "d4"] * 2
+
+
+def test_table_order_reads_each_file_from_the_top_for_every_seed(tmp_path):
+    data = train_folder(tmp_path / "train")
+    for kind, first_ids in (("teacher-pairs", [("d1", "d3"), ("d2", "d6"), ("d4", "d7")]),
+                            ("llm-lists", [("d3", "d1", "", ""), ("d8", "d4", "", "")])):
+        size = 2 if kind == "teacher-pairs" else 4
+        n = len(first_ids)
+        streams = [take(kind, data, 2 * n, seed=seed, group_size=size, order="file") for seed in (7, 8, 9)]
+        assert [g.doc_ids for g in streams[0]] == first_ids * 2, kind
+        assert streams[0] == streams[1] == streams[2], kind
+    # shuffled (the later rule): the seed decides the order
+    shuffled = {tuple(g.doc_ids for g in take("teacher-pairs", data, 3, seed=seed)) for seed in range(6)}
+    assert len(shuffled) > 1
+
+
 def test_llm_lists_follow_the_teacher_order_mask_missing_texts_and_pad(tmp_path):
     data = train_folder(tmp_path / "train")
     groups = {g.query_id: g for g in take("llm-lists", data, 2, group_size=4)}
@@ -156,10 +208,14 @@ def test_llm_lists_follow_the_teacher_order_mask_missing_texts_and_pad(tmp_path)
 def test_open_source_follows_the_run_config_and_names_its_files(tmp_path):
     data = train_folder(tmp_path / "train")
     config = SimpleNamespace(training_source="teacher-pairs", train_data=data, seed=7, group_size=2,
-                             llm_list="sampled-50")
+                             llm_list="sampled-50", data_order="shuffled", hard_negative_groups="first-positive")
     source = open_source(config)
     assert list(itertools.islice(source.groups(1), 2)) == take("teacher-pairs", data, 3)[1:]
     assert "teacher-pairs.tsv" in source.cache_key and "seed=7" in source.cache_key
+    # the tokenized training blocks are keyed by the source: a change of order or of groups misses
+    keys = {open_source(SimpleNamespace(**{**vars(config), **change})).cache_key for change in
+            ({}, {"data_order": "file"}, {"hard_negative_groups": "per-positive"})}
+    assert len(keys) == 3
     needs = source_requirements("llm-lists", "msmarco-passage", llm_list="sampled-100")
     assert needs[-1]["md5"] == "49f8dbf2c1ee7a2ca1fe517eda528af6"
     assert {n.get("ir_datasets") for n in source_requirements("triples", "msmarco-passage")} >= {
