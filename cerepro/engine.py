@@ -211,7 +211,7 @@ def run_grid(grid: str, *, offline: bool = False, **kwargs) -> int:
     inputs = fetch.grid_inputs(checked)
     if any(i.state == "missing" for i in inputs) and not offline:
         print(f"downloads the grid's jobs will make (or `cerepro fetch {name}` ahead of the run):\n"
-              + fetch.format_inputs([i for i in inputs if i.state == "missing"]), flush=True)
+              + fetch.format_inputs([i for i in inputs if i.state == "missing"], compact=True), flush=True)
     if not kwargs.get("dry_run"):
         check_grid_inputs(checked, offline=offline, inputs=inputs)  # before anything is made in runs/<grid>/
     else:
@@ -357,7 +357,7 @@ def format_plan(p: dict[str, Any]) -> str:
     if items:
         lines.append(f"downloaded inputs ({sum(i.state == 'present' for i in items)} of {len(items)} in place; "
                      f"`cerepro fetch {p['grid']}` brings the others ahead of the run, else the jobs do):")
-        lines.append(fetch.format_inputs(items))
+        lines.append(fetch.format_inputs(items, compact=True))
     if p["input_problems"]:
         lines.append("inputs broken or not provided (`cerepro grid` will not start until they are fixed):")
         lines += [f"  - {problem}" for problem in p["input_problems"]]

@@ -396,14 +396,16 @@ def offline_problems(grid: str, inputs: list[Input]) -> list[str]:
 
 
 def licensed_steps(item: Input) -> str:
-    steps = f"provide it at {item.where}"
-    if ROBUST04 in " ".join(item.needed_by):
-        steps = (f"Robust04's documents are TREC disks 4 and 5 (licensed by NIST, "
-                 f"https://trec.nist.gov/data/cd45/index.html): order them, then copy or link the "
-                 f"folder holding FBIS, FR94, FT and LATIMES to {item.where}; or run without Robust04 by "
-                 f"listing the other evaluation datasets under `eval_datasets:` in the grid file "
-                 f"(the book then shows the robust04 column as missing)")
-    return steps + (f" (ir_datasets: {item.detail})" if item.detail else "")
+    """How to provide an input that cannot be downloaded, or run without it."""
+    if any(user.startswith(ROBUST04) for user in item.needed_by):
+        return (f"Robust04's documents are TREC disks 4 and 5, licensed by NIST: file the agreement "
+                f"(https://trec.nist.gov/data/cd45/index.html; ir_datasets' steps: "
+                f"https://ir-datasets.com/trec-robust04.html#DataAccess), then place the uncompressed "
+                f"source at {item.where} (it holds NEWS_data/FBIS, NEWS_data/FR94, ...); or run without "
+                f"Robust04: list the other evaluation datasets under `eval_datasets:` in the grid file "
+                f"(the book then shows the robust04 column as missing)")
+    detail = " ".join(item.detail.split())
+    return f"provide it at {item.where}" + (f" (ir_datasets: {detail})" if detail else "")
 
 
 def download_volume(items: list[Input]) -> tuple[int, list[Input]]:
@@ -412,16 +414,19 @@ def download_volume(items: list[Input]) -> tuple[int, list[Input]]:
     return sum(i.size for i in missing if i.size), [i for i in missing if i.size is None]
 
 
-def format_inputs(items: list[Input], *, done: bool = False) -> str:
-    """One line per input: what it is, its state (or what fetch did), its size and where it is."""
+def format_inputs(items: list[Input], *, done: bool = False, compact: bool = False) -> str:
+    """One line per input: what it is, its state (or what fetch did), its size and where it is
+    (``compact``: its size and URL only), then the volume to download."""
     lines = []
     for item in items:
-        state = item.action if done else {"missing": "to download", "present": "present",
-                                           "broken": "BROKEN", "manual": "NOT DOWNLOADABLE"}[item.state]
+        if compact:
+            lines.append(f"  {item.kind:<12} {item.name:<56} {item.size_text():>22}  {item.url or item.where}")
+            continue
+        state = item.action if done else {"missing": "to download", "present": "present", "broken": "BROKEN",
+                                           "manual": "NOT DOWNLOADABLE", "failed": "FAILED"}[item.state]
         lines.append(f"  {item.kind:<12} {item.name}: {state}, {item.size_text()}, {item.where}"
-                     + (f" [{item.detail}]" if item.detail and item.state != "manual" else ""))
-        if item.state == "missing" and not done:
-            lines.append(f"  {'':<12}   from {item.url}")
+                     + (f" [{item.detail}]" if item.detail and item.state not in ("manual", "broken") else "")
+                     + (f" from {item.url}" if item.state == "missing" and not done else ""))
     if done:
         got = [i for i in items if i.action == "downloaded"]
         failed = [i for i in items if i.state == "failed"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -275,3 +276,31 @@ def test_the_rehearsal_path_runs_offline_from_what_fetch_brought(tmp_path):
     for meta in metas:
         assert json.loads(meta.read_text())["offline"] == list(
             ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "CEREPRO_OFFLINE")), meta
+
+
+def test_the_paper_grid_dry_run_without_any_file_prints_the_download_plan_and_refuses_nothing_it_downloads(tmp_path):
+    """A fresh account: no teacher file, no ir_datasets file, no hub model. The dry run lists each
+    download with its size and URL and the volume; the only thing the real run would refuse is
+    Robust04's licensed documents, named with the steps to provide them or run without them."""
+    env = {**os.environ, "IR_DATASETS_HOME": str(tmp_path / "irds"), "CEREPRO_CACHE": str(tmp_path / "cache"),
+           "CEREPRO_RUNS": str(tmp_path / "runs"), "HF_HUB_CACHE": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT),
+           "TQDM_DISABLE": "1"}
+    for var in ("CEREPRO_CHECKSUMS", "CEREPRO_OFFLINE", "CEREPRO_DOWNLOAD_MIRROR", "CEREPRO_PARAMS"):
+        env.pop(var, None)
+    done = cerepro(env, "grid", "paper", "--dry-run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert out.startswith("downloads the grid's jobs will make (or `cerepro fetch paper` ahead of the run):")
+    lines = {m[2]: m[0] for m in re.finditer(r"^  (teacher file|ir_datasets|hub model)\s+(\S+)\s.*$", out, re.M)}
+    assert lines["hofstaetter-t2-teacher"].endswith(downloads.REGISTRY["hofstaetter-t2-teacher"].url)
+    assert "1.8 GB" in lines["msmarco-passage/train/qidpidtriples.train.full.2.tsv.gz"]
+    assert "3.6 GB  https://downloads.cs.stanford.edu/nlp/data/colbert/colbertv2/lotte.tar.gz" in lines["lotte/lotte.tar.gz"]
+    assert "~264.0 MB  https://huggingface.co/naver/splade-v3-distilbert" in lines["naver/splade-v3-distilbert@main"]
+    assert sum(line.startswith("  hub model") for line in out.splitlines()) == 10  # 9 backbones + SPLADE
+    assert re.search(r"^to download: \d+\.\d GB plus rank-distillm-colbert-train \(several GB\)", out, re.M)
+    assert "cannot start" not in out + done.stderr and "training file" not in out
+    refusals = out.split("`cerepro grid paper` would refuse to start until these are fixed:\n", 1)[1]
+    assert refusals.startswith("  - disks45/corpus (for disks45/nocr/trec-robust-2004 (docs)) cannot be "
+                               "downloaded: Robust04's documents are TREC disks 4 and 5, licensed by NIST")
+    assert refusals.count("\n  - ") == 0  # nothing else
+    assert "train                162" in out  # Snakemake's dry run followed
