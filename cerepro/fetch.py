@@ -403,7 +403,7 @@ def licensed_steps(item: Input) -> str:
                 f"https://ir-datasets.com/trec-robust04.html#DataAccess), then place the uncompressed "
                 f"source at {item.where} (it holds NEWS_data/FBIS, NEWS_data/FR94, ...); or run without "
                 f"Robust04: list the other evaluation datasets under `eval_datasets:` in the grid file "
-                f"(the book then shows the robust04 column as missing)")
+                f"(the book's scoreboard then marks the robust04 cells 'not run')")
     detail = " ".join(item.detail.split())
     return f"provide it at {item.where}" + (f" (ir_datasets: {detail})" if detail else "")
 

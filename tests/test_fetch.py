@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cerepro import downloads, rehearsal
 
@@ -304,3 +305,14 @@ def test_the_paper_grid_dry_run_without_any_file_prints_the_download_plan_and_re
                                "downloaded: Robust04's documents are TREC disks 4 and 5, licensed by NIST")
     assert refusals.count("\n  - ") == 0  # nothing else
     assert "train                162" in out  # Snakemake's dry run followed
+    # the user says so: the grid file lists the other 21 datasets, and Robust04 is no longer asked for
+    params = tmp_path / "params"
+    shutil.copytree(ROOT / "params", params)
+    paper = (params / "grids" / "paper.yaml").read_text()
+    others = [d for d in yaml.safe_load((params / "profiles" / "paper.yaml").read_text())["eval_datasets"]
+              if d != "disks45/nocr/trec-robust-2004"]
+    (params / "grids" / "paper.yaml").write_text(paper + f"eval_datasets: {json.dumps(others)}\n")
+    env["CEREPRO_PARAMS"] = str(params)
+    listed = cerepro(env, "fetch", "paper", "--dry-run")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert "disks45" not in listed.stdout and "hofstaetter-t2-teacher: to download" in listed.stdout
