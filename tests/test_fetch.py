@@ -180,7 +180,9 @@ def test_an_offline_grid_refuses_before_any_job_when_a_fetched_file_is_removed(t
     # with network access a missing file is no refusal: the data job downloads it (dry run, plan)
     plan = cerepro(env, "plan", "rehearsal")
     assert plan.returncode == 0, plan.stderr
-    assert f"teacher file hofstaetter-t2-teacher: to download, {TEACHER.size_hint}, {target}" in plan.stdout
+    assert re.search(rf"^  teacher file hofstaetter-t2-teacher +{TEACHER.size_hint}  "
+                     rf"{re.escape(env['CEREPRO_DOWNLOAD_MIRROR'])}/record/4068216/files/", plan.stdout, re.M)
+    assert "downloaded inputs (13 of 14 in place; `cerepro fetch rehearsal` brings the others" in plan.stdout
     assert "inputs: no dataset id, first-stage run or training file is broken or unobtainable" in plan.stdout
     # offline, it is an error naming the file and the fetch command, and nothing is submitted
     done = cerepro(env, "grid", "rehearsal", "--offline", "--cores", "1")
