@@ -8,7 +8,9 @@ download on first use, each as an :class:`Input` with its state:
 - **ir_datasets files** of the training, validation and evaluation ids: ir_datasets' own
   download objects, found by walking the handlers the grid reads (docs, queries, qrels and the
   training triples), with ir_datasets' URL, md5 and size hint; a file counts as present when
-  ir_datasets' copy, or what it unpacks from it, is on disk;
+  ir_datasets' copy, or what it unpacks from it, is on disk. The walk reads the attributes of
+  ir_datasets 0.6.3's source objects (``Cache``, ``Download``, ...; the version pyproject pins);
+  the tests of the rehearsal and paper grids fail if they change;
 - **hub models** (backbones, first-stage encoders, released checkpoints) in the Hugging Face
   cache, at the revision the params pin;
 - **licensed** inputs that cannot be downloaded (Robust04's documents, TREC disks 4-5), with the
@@ -221,11 +223,10 @@ def _sources(node, seen: set[int]) -> list[Input]:
     else missing (what ir_datasets would download for them) or licensed (no URL)."""
     if id(node) in seen:
         return []
+    seen.add(id(node))
     target = _target(node)
     if target is None:
-        seen.add(id(node))
         return [item for child in _children(node) for item in _sources(child, seen)]
-    seen.add(id(node))
     if target.exists():
         return [Input("ir_datasets", _irds_name(target), str(target), "present", size=_disk_size(target))]
     missing = _downloads_below(node, set())
