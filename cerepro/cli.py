@@ -4,6 +4,8 @@
     cerepro grid demo                                                    a grid through Snakemake
     cerepro grid paper --slurm --partition gpu -- --slurm-no-account     on a SLURM cluster
     cerepro plan paper                                                   jobs, data, GPU-hours
+    cerepro fetch paper                                                  download its inputs ahead
+    cerepro grid paper --slurm --offline                                 compute nodes without internet
     cerepro book                                                         build the report
     cerepro report                                                       demo grid + book (make report)
 """
@@ -46,8 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--rerun-changed", action="store_true",
                       help="rerun the finished runs whose params changed since they ran (their old "
                            "folders are kept under runs/<grid>/.replaced/); without it they are listed")
+    grid.add_argument("--offline", action="store_true",
+                      help="run every job without network access (Hugging Face hub offline, no downloads); "
+                           "refused before any job is submitted if an input was not brought by `cerepro fetch`")
     grid.epilog = ("Options after -- go to Snakemake and its SLURM plugin unchanged, e.g. "
                    "cerepro grid paper --slurm -- --slurm-status-command squeue --slurm-no-account")
+
+    fetch = sub.add_parser("fetch", help="download everything a grid reads ahead of the run (teacher files, "
+                                         "ir_datasets files, hub models), e.g. on a login node")
+    fetch.add_argument("name")
+    fetch.add_argument("--dry-run", "-n", action="store_true", help="list the inputs and their state; download nothing")
 
     plan = sub.add_parser("plan", help="jobs, data and estimated GPU-hours of a grid")
     plan.add_argument("name")
@@ -107,7 +117,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise RunnerError("--partition and --account need --slurm")
         return engine.run_grid(args.name, cores=args.cores, dry_run=args.dry_run, slurm=args.slurm,
                                book=args.book, partition=args.partition, account=args.account,
-                               extra=args.snakemake_args, rerun_changed=args.rerun_changed)
+                               extra=args.snakemake_args, rerun_changed=args.rerun_changed,
+                               offline=args.offline)
+    if args.command == "fetch":
+        return _fetch(args.name, dry_run=args.dry_run)
     if args.command == "plan":
         p = engine.plan(args.name)
         print(json.dumps(p, indent=2) if args.json else engine.format_plan(p))
@@ -120,6 +133,29 @@ def _dispatch(args: argparse.Namespace) -> int:
         code = engine.run_grid(args.grid, cores=args.cores, book=True)
         return code
     raise AssertionError(args.command)
+
+
+def _fetch(name: str, *, dry_run: bool) -> int:
+    """``cerepro fetch``: each input with what was done, its size and where it is; exit 1 while
+    an input is broken or cannot be downloaded (the steps to provide it are printed)."""
+    from cerepro import engine, fetch
+    from cerepro.config import load_grid
+
+    grid = load_grid(name)
+    engine.check_inputs(grid)  # unknown dataset ids and local folders, before any download
+    if dry_run:
+        items = fetch.grid_inputs(grid)
+        print(f"grid {grid.name}: {len(items)} downloadable or licensed inputs\n" + fetch.format_inputs(items))
+        return 0
+    items = fetch.fetch_inputs(grid)
+    print(f"grid {grid.name}: {len(items)} downloadable or licensed inputs\n" + fetch.format_inputs(items, done=True))
+    left = [i for i in items if i.state in ("broken", "manual", "failed")]
+    if left:
+        print(f"cerepro: {len(left)} input(s) still not usable: {', '.join(i.name for i in left)}", file=sys.stderr)
+        return 1
+    print(f"every downloadable input of {grid.name} is in place: `cerepro grid {grid.name} --offline` "
+          f"needs no network access")
+    return 0
 
 
 if __name__ == "__main__":

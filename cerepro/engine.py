@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cerepro import preflight
+from cerepro import fetch, preflight
 from cerepro.config import (EvaluationSettings, Grid, RunConfig, effective_settings, pair_limit, evaluation_settings,
                             load_grid)
 from cerepro.datasets import InputError
@@ -176,10 +176,11 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
     return cmd + list(extra or [])
 
 
-def check_grid_inputs(grid: Grid) -> None:
-    """Refuse to start a grid whose ids, first-stage runs or training files are missing or broken
+def check_grid_inputs(grid: Grid, *, offline: bool = False, inputs: list | None = None) -> None:
+    """Refuse to start a grid whose first-stage runs or training files are broken, whose licensed
+    inputs are not provided, or (``offline``) whose downloads are not fetched
     (``cerepro.preflight``), naming each, before any job is submitted."""
-    problems = preflight.check_inputs(grid)
+    problems = preflight.check_inputs(grid, offline=offline, inputs=inputs)
     if problems:
         raise RunnerError(f"grid {grid.name!r} cannot start; its inputs are missing or broken:\n  - "
                           + "\n  - ".join(problems))
@@ -192,17 +193,32 @@ def _profile_partition(root: Path) -> str:
     return profile["default-resources"]["slurm_partition"]
 
 
-def run_grid(grid: str, **kwargs) -> int:
+def run_grid(grid: str, *, offline: bool = False, **kwargs) -> int:
     """Run a grid through Snakemake, as the only writer of ``runs/<grid>/``: locally Snakemake's
     own lock is off (a SIGKILLed run would leave it behind), so cerepro's folder lock, which
-    detects a killed holder, refuses a second ``cerepro grid`` into the same folder instead."""
+    detects a killed holder, refuses a second ``cerepro grid`` into the same folder instead.
+
+    What the jobs will download is printed first (``cerepro.fetch``). ``offline``: every job runs
+    with the hub and cerepro's downloads off (``fetch.offline_environment``), and an input that
+    ``cerepro fetch`` did not bring is an error before any job is submitted."""
     checked = check_grid(grid)
     name = checked.name
+    offline = offline or fetch.offline_requested()
     env = {**os.environ, "CEREPRO_ROOT": str(project_root().resolve()), "CEREPRO_PARAMS": str(params_dir().resolve()),
            "CEREPRO_RUNS": str(runs_dir().resolve()), "CEREPRO_CACHE": str(cache_dir().resolve()),
-           "CEREPRO_BOOK": str(book_dir().resolve()), "PYTHONUNBUFFERED": "1"}
+           "CEREPRO_BOOK": str(book_dir().resolve()), "PYTHONUNBUFFERED": "1",
+           **(fetch.offline_environment() if offline else {})}
+    inputs = fetch.grid_inputs(checked)
+    if any(i.state == "missing" for i in inputs) and not offline:
+        print(f"downloads the grid's jobs will make (or `cerepro fetch {name}` ahead of the run):\n"
+              + fetch.format_inputs([i for i in inputs if i.state == "missing"], compact=True), flush=True)
     if not kwargs.get("dry_run"):
-        check_grid_inputs(checked)  # before anything is made in runs/<grid>/
+        check_grid_inputs(checked, offline=offline, inputs=inputs)  # before anything is made in runs/<grid>/
+    else:
+        problems = preflight.check_inputs(checked, offline=offline, inputs=inputs)
+        if problems:
+            print(f"`cerepro grid {name}` would refuse to start until these are fixed:\n  - "
+                  + "\n  - ".join(problems), flush=True)
     rerun_changed = kwargs.pop("rerun_changed", False)
     changed = changed_runs(checked)
     if changed and rerun_changed and not kwargs.get("dry_run"):
@@ -285,9 +301,13 @@ def plan(name: str) -> dict[str, Any]:
         row["GPU-h"] = round(sum(r["train_gpu_h"] + r["eval_gpu_h"] for r in mine), 1)
     data = training_data_needs(grid)
     first = first_stage_plan(grid)
+    inputs = fetch.grid_inputs(grid)
+    volume, unknown = fetch.download_volume(inputs)
     return {"grid": grid.name, "profile": grid.profile, "runs": rows, "data": data,
             "first_stage": first, "first_stage_jobs": len(first_stage_jobs(grid)),
-            "eval_datasets": list(grid.eval_datasets), "input_problems": preflight.check_inputs(grid),
+            "eval_datasets": list(grid.eval_datasets), "input_problems": preflight.check_inputs(grid, inputs=inputs),
+            "downloads": [{k: v for k, v in vars(i).items() if k not in ("handle", "action")} for i in inputs],
+            "download_bytes": volume, "download_unknown": [i.name for i in unknown],
             "settings": settings, "changed_runs": changed_runs(grid),
             "assumptions": {"mfu": PLAN_MFU, "gpu": PLAN_GPU, "gpu_peak_tflops": dict(PLAN_PEAK_TFLOPS),
                             "train_pair_tokens": TRAIN_PAIR_TOKENS, "eval_pair_tokens": EVAL_PAIR_TOKENS},
@@ -350,11 +370,16 @@ def format_plan(p: dict[str, Any]) -> str:
         for d in p["data"]:
             lines.append("  " + ", ".join(f"{k}={v}" for k, v in d.items()))
     lines.append("evaluation datasets: " + ", ".join(p["eval_datasets"]))
+    items = [fetch.Input(**d) for d in p["downloads"]]
+    if items:
+        lines.append(f"downloaded inputs ({sum(i.state == 'present' for i in items)} of {len(items)} in place; "
+                     f"`cerepro fetch {p['grid']}` brings the others ahead of the run, else the jobs do):")
+        lines.append(fetch.format_inputs(items, compact=True))
     if p["input_problems"]:
-        lines.append("inputs missing or broken (`cerepro grid` will not start until they are fixed):")
+        lines.append("inputs broken or not provided (`cerepro grid` will not start until they are fixed):")
         lines += [f"  - {problem}" for problem in p["input_problems"]]
     else:
-        lines.append("inputs: every dataset id, first-stage run and training file is in place")
+        lines.append("inputs: no dataset id, first-stage run or training file is broken or unobtainable")
     lines += format_changed(p["grid"], p.get("changed_runs") or [])
     a = p["assumptions"]
     peaks = ", ".join(f"{v:g} TFLOP/s in {k}" for k, v in a["gpu_peak_tflops"].items())

@@ -217,8 +217,13 @@ def execute(source: Path, output: Path, params: Mapping[str, Any], *, cwd: Path,
         )
 
 
+# Variables that keep a job off the network (`cerepro grid --offline`), recorded when set
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "CEREPRO_OFFLINE")
+
+
 def environment() -> dict[str, Any]:
-    """What a result needs to be traced back: versions, commit, hardware."""
+    """What a result needs to be traced back: versions, commit, hardware, and whether the job ran
+    offline (the offline variables that were set)."""
     versions = {}
     for package in PACKAGES:
         try:
@@ -230,6 +235,7 @@ def environment() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "git_commit": git_commit(),
         "hardware": hardware(),
+        "offline": [v for v in OFFLINE_VARIABLES if os.environ.get(v, "") not in ("", "0")],
     }
 
 

@@ -218,7 +218,7 @@ def test_a_download_is_checked_and_written_atomically(tmp_path, monkeypatch):
         downloads.fetch(bad.name)
     # nothing half-written is left behind: only the first download's md5 stamp remains
     assert [p.name for p in entry.path.parent.iterdir()] == [entry.path.name + ".md5"]
-    with pytest.raises(FileNotFoundError, match="is missing; download"):
+    with pytest.raises(FileNotFoundError, match="is missing; run `cerepro fetch <grid>`"):
         downloads.fetch(bad.name, download=False)
 
 
