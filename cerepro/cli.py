@@ -68,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamsError, RunnerError, InputError, DataFormatError) as exc:
         print(f"cerepro: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a folder that cannot be written (read-only, full, a size limit)
+        if exc.filename is None:
+            raise
+        print(f"cerepro: error: {exc.filename}: {exc.strerror}; nothing was changed there: make it writable "
+              "(or free space), or point CEREPRO_RUNS / CEREPRO_CACHE to a folder that is", file=sys.stderr)
+        return 2
 
 
 def parse_params(items: list[str]) -> dict:

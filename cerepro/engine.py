@@ -267,6 +267,21 @@ def check_grid_inputs(grid: Grid) -> None:
                           + "\n  - ".join(problems))
 
 
+def check_writable(folder: Path) -> None:
+    """The grid's folder can be written: cerepro grid takes its lock there and Snakemake keeps its
+    records there, even when every job is done; refused with what to do, not an OSError."""
+    import tempfile
+
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise RunnerError(f"{existing}: cannot write there ({exc.strerror}); `cerepro grid` writes its lock and "
+                          f"Snakemake its records in {folder}, even when every job is done: make it writable, "
+                          "or set CEREPRO_RUNS to a writable folder") from None
+
+
 def outputs_to_redo(grid: Grid, *, book: bool = False) -> list[str]:
     """Finished jobs whose own DONE stands but whose inputs are gone, to be run again: Snakemake
     reruns a job whose output is missing only when something downstream needs it, and the
@@ -307,6 +322,7 @@ def run_grid(grid: str, **kwargs) -> int:
     detects a killed holder, refuses a second ``cerepro grid`` into the same folder instead."""
     checked = check_grid(grid)
     name = checked.name
+    check_writable(runs_dir() / name)
     env = {**os.environ, "CEREPRO_ROOT": str(project_root().resolve()), "CEREPRO_PARAMS": str(params_dir().resolve()),
            "CEREPRO_RUNS": str(runs_dir().resolve()), "CEREPRO_CACHE": str(cache_dir().resolve()),
            "CEREPRO_BOOK": str(book_dir().resolve()), "PYTHONUNBUFFERED": "1"}
