@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from cerepro.config import RunConfig
 from cerepro.paths import file_sha256, write_text_atomic
@@ -115,7 +116,7 @@ def _writing(path: Path):
     naming the file, the bytes written and the limits, and the unfinished folder is removed."""
     try:
         yield path
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, SafetensorError) as exc:
         try:
             import resource  # POSIX only
 

@@ -10,7 +10,6 @@ This module schedules; it never trains or evaluates in-process.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -204,10 +203,8 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
             check_site_name(option, value)
     out = runs_dir() / Path(grid).stem
     out.mkdir(parents=True, exist_ok=True)
-    # --config values are read by Snakemake as numbers or YAML: a JSON string keeps a grid named
-    # `007` the string '007'
     cmd = [sys.executable, "-m", "snakemake", "-s", str(root / SNAKEFILE), "-d", str(out),
-           "--config", f"grid={json.dumps(str(grid))}", f"book={book}", "--rerun-incomplete", "--keep-going",
+           "--config", f"grid={GRID_PREFIX}{grid}", f"book={book}", "--rerun-incomplete", "--keep-going",
            "--show-failed-logs"]
     if slurm:
         cmd += ["--workflow-profile", str(root / SLURM_PROFILE)]
@@ -256,6 +253,17 @@ def check_site_options(extra: list[str]) -> list[str]:
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in item):
             raise RunnerError(f"-- {item!r}: holds a control character (a newline?); nothing was submitted")
     return extra
+
+
+# Snakemake reads a --config value as a number where it can, quotes or not (and its SLURM jobs
+# pass the config on the same way): a prefix keeps a grid named `007` the string '007'
+GRID_PREFIX = "grid:"
+
+
+def config_grid(value: Any) -> str:
+    """The grid name of Snakemake's ``config["grid"]`` (``grid:<name>``, or a name by hand)."""
+    value = str(value)
+    return value[len(GRID_PREFIX):] if value.startswith(GRID_PREFIX) else value
 
 
 def check_grid_inputs(grid: Grid) -> None:
