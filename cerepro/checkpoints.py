@@ -113,7 +113,7 @@ def save_checkpoint(output_dir: Path, step: int, model, optimizer, schedule, con
 def _writing(path: Path):
     """A checkpoint file being written; a failed write (a full disk, the process's file size
     limit: torch reports either as 'basic_ios::clear: iostream error') is a CheckpointError
-    naming the file, the bytes written and the limits, and the unfinished folder is removed."""
+    naming the file and the limit, and the unfinished folder is removed."""
     try:
         yield path
     except (OSError, RuntimeError, SafetensorError) as exc:
@@ -124,12 +124,10 @@ def _writing(path: Path):
             shown = "unlimited" if limit == resource.RLIM_INFINITY else f"{limit:,} bytes"
         except ImportError:
             shown = "unknown"
-        written = path.stat().st_size if path.exists() else 0
-        free = shutil.disk_usage(path.parent).free
         shutil.rmtree(path.parent, ignore_errors=True)
         raise CheckpointError(
-            f"{path}: writing the checkpoint failed after {written:,} bytes ({exc}); the process's file size "
-            f"limit (ulimit -f) is {shown}, the disk has {free:,} bytes free: raise the limit or free space, "
+            f"{path}: writing the checkpoint failed ({exc}); the process's file size limit (ulimit -f) is "
+            f"{shown}: raise it, or free disk space if the disk is full, "
             "then run again (it resumes from the previous checkpoint)") from None
 
 

@@ -46,7 +46,22 @@ class PlainLoader(yaml.SafeLoader):
     scalar keys. Every other tag (``!!binary``, ``!!set``, ``!!omap``, ``!!python/...``, any
     local ``!tag``) is refused: params reach notebooks and Snakemake, and a value that is not
     plain data could be rendered there as something other than itself. An unquoted date reads
-    as its text."""
+    as its text. A key given twice in one mapping is refused (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice (line {seen[key] + 1} and line "
+                        f"{key_node.start_mark.line + 1}); YAML would keep the last one silently",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
 
 
 PlainLoader.yaml_constructors = {tag: fn for tag, fn in yaml.SafeLoader.yaml_constructors.items()

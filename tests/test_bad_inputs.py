@@ -12,6 +12,8 @@ import importlib
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 
 import bad_inputs
 from bad_inputs import ROOT, Refused, case, cerepro, plan_error
+from cerepro.checkpoints import CheckpointError
 from cerepro.cli import parse_params
 from cerepro.config import ParamsError, load_grid, read_fragment
 from cerepro.datasets import InputError, load_local
@@ -170,6 +173,14 @@ def fragment_tag(tmp_path):
     read_fragment(tmp_path / "fragment.yaml")
 
 
+@case("params fragment with a duplicated key (YAML would keep the last silently)", ParamsError,
+      r"profiles/bad\.yaml: not valid YAML: key 'max_steps' appears twice \(line 1 and line 3\)")
+def duplicated_key(tmp_path):
+    params = bad_inputs.params_copy(tmp_path)
+    (params / "profiles" / "bad.yaml").write_text("max_steps: 10\nlr: 1e-5\nmax_steps: 20\n")
+    read_fragment(params / "profiles" / "bad.yaml")
+
+
 @case("SLURM partition that Snakemake would evaluate as Python: `cerepro grid smoke --slurm --partition "
       "'__import__(\"os\").system(...) or \"gpu\"'`", Refused,
       r"--partition '__import__.*': not a SLURM name .*nothing was submitted")
@@ -299,6 +310,79 @@ def smoke_alone(tmp_path):
     cerepro("run", "train", "-p", "profile=smoke")
 
 
+def without_root_override(command: list[str]) -> list[str]:
+    """``command`` as a process that folder permissions bind: root writes anywhere, unless it
+    drops the capabilities that override them (setpriv, util-linux)."""
+    if os.getuid() != 0:
+        return command
+    assert shutil.which("setpriv"), "running as root, this case needs setpriv (util-linux) to drop DAC override"
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", "--bounding-set", caps, "--inh-caps", caps, *command]
+
+
+def read_only_runs(tmp_path: Path, *command: str) -> None:
+    """`cerepro <command>` with a read-only runs folder (and grid folder), in a child process."""
+    runs = tmp_path / "runs"
+    (runs / "smoke").mkdir(parents=True)
+    for folder in (runs / "smoke", runs):
+        os.chmod(folder, 0o555)
+    env = {**os.environ, "CEREPRO_RUNS": str(runs), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(without_root_override([sys.executable, "-m", "cerepro.cli", *command]), cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.returncode == 2, done.stderr[-3000:]
+    raise Refused(done.stderr.strip().split("cerepro: error: ", 1)[-1])
+
+
+@case("read-only runs folder: `cerepro grid smoke`", Refused,
+      r"runs/smoke: cannot write there \(Permission denied\); `cerepro grid` writes its lock and Snakemake its "
+      r"records in .*runs/smoke, even when every job is done: make it writable, or set CEREPRO_RUNS")
+def read_only_grid(tmp_path):
+    read_only_runs(tmp_path, "grid", "smoke")
+
+
+@case("read-only runs folder: `cerepro run data`", Refused,
+      r"runs/adhoc: Permission denied; nothing was changed there: make it writable .*CEREPRO_RUNS")
+def read_only_run(tmp_path):
+    read_only_runs(tmp_path, "run", "data", "-p", "groups=2")
+
+
+CHECKPOINT_UNDER_LIMIT = r"""
+import resource, signal, sys
+from pathlib import Path
+import torch
+from accelerate import Accelerator
+from cerepro import models
+from cerepro.checkpoints import CheckpointError, save_checkpoint
+from cerepro.config import load_config
+
+out = Path(sys.argv[1])
+config = load_config("tiny-bert", "bce", 1, "demo")
+model, _ = models.build_cross_encoder("builtin:bert", max_length=16, texts=["a b c", "d e f"])
+optimizer = torch.optim.AdamW(model.parameters())
+schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as a batch system or shell may: writes then fail with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    save_checkpoint(out, 3, model, optimizer, schedule, config, {}, {}, Accelerator(cpu=True))
+except CheckpointError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+@case("file size limit (`ulimit -f`, 64 KiB) hit while a training checkpoint is written", CheckpointError,
+      r"checkpoints/\.step-0000003\.tmp/model\.safetensors: writing the checkpoint failed \(.*File too large.*\); "
+      r"the process's file size limit \(ulimit -f\) is 65,536 bytes: raise it")
+def checkpoint_size_limit(tmp_path):
+    done = subprocess.run([sys.executable, "-c", CHECKPOINT_UNDER_LIMIT, str(tmp_path / "run"), str(64 * 1024)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-3000:]
+    assert not list((tmp_path / "run" / "checkpoints").glob("*step-0000003*"))  # nothing half-written kept
+    raise CheckpointError(done.stdout.strip())
+
+
 # --- the cases, and the book's table -----------------------------------------------------------------
 
 test_bad_input_is_refused_with_a_message_naming_it = bad_inputs.cases_test(__name__)
@@ -338,9 +422,10 @@ def table(tmp_path_factory, monkeypatch) -> str:
         "naming the folder and the holder's process and host (`tests/test_resume.py`); a checkpoint\n"
         "that does not verify is skipped for the previous one, and when none verifies the run stops\n"
         "naming each (`tests/test_train.py`); files with a UTF-8 byte-order mark read as without it;\n"
-        "hostile `-p` values (quotes, newlines, triple quotes) reach the notebook as themselves, a truncated\n"
-        "first-stage shard is named and encoded again, and a grid rerun redoes a deleted run\n"
-        "(`tests/test_plain_params.py`, `tests/test_grid_smoke.py`).\n\n"
+        "hostile `-p` values (quotes, newlines, triple quotes) reach the notebook as themselves, a grid\n"
+        "named like a number (`007`) runs as that grid, a truncated first-stage shard is named and\n"
+        "encoded again (`tests/test_honest_commands.py`), a grid rerun redoes a deleted run\n"
+        "(`tests/test_grid_smoke.py`) and a book not built in this checkout (`tests/test_book.py`).\n\n"
         + "\n".join(sections))
 
 

@@ -1,16 +1,14 @@
 """Parameters stay plain data on their way into a notebook, and a command that cannot do what it
 was asked says so: hostile `-p` values reach the kernel as themselves, `cerepro run` without
-`--out` gives each run its own folder, a grid named like a number stays a string, a read-only runs
-folder and a file size limit hit while a checkpoint is written are named with what to do, and a
-truncated first-stage shard is named and encoded again."""
+`--out` gives each run its own folder, a grid named like a number stays a string, and a truncated
+first-stage shard is named and encoded again. (A read-only runs folder and a file size limit hit
+while a checkpoint is written are cases of the book's bad-input page, tests/test_bad_inputs.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -91,67 +89,6 @@ def test_a_grid_named_like_a_number_stays_a_string(tmp_path, monkeypatch):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "train" in done.stdout and "compare" in done.stdout
     assert (tmp_path / "runs" / "007").is_dir()
-
-
-def without_root_override(command: list[str]) -> list[str]:
-    """``command`` as a process that folder permissions bind: root writes anywhere, unless it
-    drops the capabilities that override them (setpriv, util-linux)."""
-    if os.getuid() != 0:
-        return command
-    assert shutil.which("setpriv"), "running as root, this test needs setpriv (util-linux) to drop DAC override"
-    caps = "-dac_override,-dac_read_search"
-    return ["setpriv", "--bounding-set", caps, "--inh-caps", caps, *command]
-
-
-def test_a_read_only_runs_folder_is_named_with_what_to_do(tmp_path):
-    runs = tmp_path / "runs"
-    (runs / "smoke").mkdir(parents=True)
-    for folder in (runs / "smoke", runs):
-        os.chmod(folder, 0o555)
-    env = {**os.environ, "CEREPRO_RUNS": str(runs), "CEREPRO_CACHE": str(tmp_path / "cache"),
-           "PYTHONPATH": str(ROOT), "CEREPRO_PARAMS": str(ROOT / "params")}
-    for command in (["grid", "smoke"], ["run", "data", "-p", "groups=2"]):
-        done = subprocess.run(without_root_override([sys.executable, "-m", "cerepro.cli", *command]), cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 2, done.stderr[-3000:]
-        assert "Traceback" not in done.stderr, done.stderr[-3000:]
-        assert f"cerepro: error: {runs}" in done.stderr and "CEREPRO_RUNS" in done.stderr, done.stderr
-
-
-CHECKPOINT_UNDER_LIMIT = r"""
-import resource, signal, sys
-from pathlib import Path
-import torch
-from accelerate import Accelerator
-from cerepro import models
-from cerepro.checkpoints import CheckpointError, save_checkpoint
-from cerepro.config import load_config
-
-out = Path(sys.argv[1])
-config = load_config("tiny-bert", "bce", 1, "demo")
-model, _ = models.build_cross_encoder("builtin:bert", max_length=16, texts=["a b c", "d e f"])
-optimizer = torch.optim.AdamW(model.parameters())
-schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as a batch system or shell does: writes fail with EFBIG
-resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-try:
-    save_checkpoint(out, 3, model, optimizer, schedule, config, {}, {}, Accelerator(cpu=True))
-except CheckpointError as exc:
-    print(exc)
-    sys.exit(3)
-"""
-
-
-def test_a_file_size_limit_while_a_checkpoint_is_written_names_the_file_and_the_limit(tmp_path):
-    limit = 64 * 1024
-    done = subprocess.run([sys.executable, "-c", CHECKPOINT_UNDER_LIMIT, str(tmp_path / "run"), str(limit)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "CEREPRO_PARAMS": str(ROOT / "params"),
-                               "CEREPRO_CACHE": str(tmp_path / "cache")})
-    assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-3000:]
-    assert "writing the checkpoint failed" in done.stdout and f"ulimit -f) is {limit:,} bytes" in done.stdout
-    assert "model.safetensors" in done.stdout or "training_state.pt" in done.stdout
-    assert not list((tmp_path / "run" / "checkpoints").glob("*step-0000003*"))  # nothing half-written kept
 
 
 def test_a_truncated_first_stage_shard_is_named_and_encoded_again(tmp_path, monkeypatch, capsys):
