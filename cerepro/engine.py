@@ -73,6 +73,9 @@ def check_notebook_parameters(notebook: str, parameters: dict[str, Any]) -> None
     parameters describe (slugs, profile, overrides, seed) is a valid one, its evaluation's
     datasets exist, and a first-stage run it validates on is in place (else how to produce it)."""
     given = {**declared_parameters(notebook), **parameters}
+    if not isinstance(given.get("overrides", {}), dict):
+        raise RunnerError(f"--param overrides: {given['overrides']!r} is not a mapping of params keys to "
+                          "values, e.g. -p 'overrides={max_steps: 10}'")
     if notebook == "train":
         from cerepro.config import load_config
 
