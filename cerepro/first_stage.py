@@ -373,7 +373,7 @@ def _intact_shard(path: Path, size: int) -> bool:
         if len(shard["doc_ids"]) != size:
             raise FirstStageError(f"{path}: {len(shard['doc_ids'])} passages, {size} expected")
     except FirstStageError as exc:
-        print(f"cerepro: {exc}: encoding it again", file=sys.stderr)
+        print(f"cerepro: {str(exc).replace('; delete it to re-encode', '')}: encoding it again", file=sys.stderr)
         return False
     return True
 
