@@ -185,11 +185,11 @@ def _jupyter_book() -> str:
 def prepare(grid: str, folder: Path) -> Path:
     """Write ``<folder>/generated/``: results, grid file, executed notebooks
     and the run index. Everything there is rewritten from ``runs/`` on every build."""
+    info = tables.grid_info(grid)  # a grid of params/grids/ (a slug, no path), before anything is cleared
     generated = folder / GENERATED
     if generated.exists():
         shutil.rmtree(generated)
     (generated / "runs").mkdir(parents=True)
-    info = tables.grid_info(grid)
     tables.grid_results(grid).to_pickle(generated / RESULTS_FILE)
     shutil.copyfile(info.file, generated / "grid.yaml")
     index = provenance.run_index(grid)

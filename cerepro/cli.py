@@ -18,7 +18,7 @@ import sys
 
 import yaml
 
-from cerepro.config import ParamsError
+from cerepro.config import ParamsError, load_yaml
 from cerepro.datasets import InputError
 from cerepro.trec import DataFormatError
 from cerepro.runner import RunnerError
@@ -32,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("notebook", help="data | train | evaluate | compare")
     run.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                      help="a notebook parameter; VALUE is read as YAML (numbers, lists, strings)")
-    run.add_argument("--out", help="run folder (default runs/adhoc/<notebook>)")
+    run.add_argument("--out", help="run folder (default runs/adhoc/<run>-<digest of the parameters>/<notebook>)")
     run.add_argument("--force", action="store_true",
                      help="start over: clear the run folder (checkpoints included) and rerun; without it "
-                          "a DONE folder is kept and an unfinished one resumes")
+                          "a DONE folder is kept and an unfinished one resumes. Only a folder of this "
+                          "notebook's runs is cleared; any other is refused")
 
     grid = sub.add_parser("grid", help="run a grid file (params/grids/<name>.yaml) through Snakemake")
     grid.add_argument("name")
@@ -80,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamsError, RunnerError, InputError, DataFormatError) as exc:
         print(f"cerepro: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a folder that cannot be written (read-only, full, a size limit)
+        if exc.filename is None:
+            raise
+        print(f"cerepro: error: {exc.filename}: {exc.strerror}; nothing was changed there: make it writable "
+              "(or free space), or point CEREPRO_RUNS / CEREPRO_CACHE to a folder that is", file=sys.stderr)
+        return 2
 
 
 def parse_params(items: list[str]) -> dict:
@@ -90,7 +97,10 @@ def parse_params(items: list[str]) -> dict:
         if not sep or not key.strip():
             raise RunnerError(f"--param {item!r}: expected KEY=VALUE")
         try:
-            params[key.strip()] = yaml.safe_load(value)
+            params[key.strip()] = load_yaml(value)
+        except yaml.constructor.ConstructorError as exc:
+            raise RunnerError(f"--param {key.strip()}: value {value!r}: {exc.problem}; a parameter is "
+                              "a string, number, boolean, list or mapping") from None
         except yaml.YAMLError as exc:
             where = getattr(exc, "problem_mark", None)
             at = f" at column {where.column + 1}" if where is not None else ""
@@ -104,17 +114,24 @@ def _dispatch(args: argparse.Namespace) -> int:
     from cerepro import engine
 
     if args.command == "run":
-        from cerepro.paths import runs_dir
-        from cerepro.runner import run_notebook
+        from cerepro.runner import default_run_dir, is_done, run_notebook
 
         params = parse_params(args.param)
-        out = args.out or runs_dir() / "adhoc" / args.notebook
+        # the run the parameters describe is checked before a kernel starts or a folder is made
+        engine.check_notebook_parameters(args.notebook, params)
+        out = args.out or default_run_dir(args.notebook, params)
+        finished = is_done(out) and not args.force
         folder = run_notebook(args.notebook, out, params, force=args.force, progress=True)
-        print(f"executed {args.notebook} -> {folder}")
+        print(f"{args.notebook} already finished in {folder} (--force runs it again)" if finished
+              else f"executed {args.notebook} -> {folder}")
         return 0
     if args.command == "grid":
         if (args.partition or args.account) and not args.slurm:
             raise RunnerError("--partition and --account need --slurm")
+        for option, value in (("--partition", args.partition), ("--account", args.account)):
+            if value is not None:
+                engine.check_site_name(option, value)
+        engine.check_site_options(args.snakemake_args)
         return engine.run_grid(args.name, cores=args.cores, dry_run=args.dry_run, slurm=args.slurm,
                                book=args.book, partition=args.partition, account=args.account,
                                extra=args.snakemake_args, rerun_changed=args.rerun_changed,

@@ -204,9 +204,10 @@ def check_dataset(dataset_id: str, key: str = "dataset") -> None:
         folder = local_folder(dataset_id)
         if not folder.is_dir():
             raise InputError(f"{key}: {dataset_id!r}: no folder {folder}")
-        for names in (["queries.tsv", "queries.jsonl"], ["docs.tsv", "corpus.jsonl"]):
+        for names in (["queries.tsv", "queries.jsonl"], ["docs.tsv", "corpus.jsonl"], ["qrels.txt"]):
             if not any((folder / n).is_file() for n in names):
-                raise InputError(f"{key}: {dataset_id!r}: {folder} has none of {', '.join(names)}")
+                why = " (TREC qrels: an evaluation measures against them)" if names == ["qrels.txt"] else ""
+                raise InputError(f"{key}: {dataset_id!r}: {folder} has none of {', '.join(names)}{why}")
         return
     if dataset_id.startswith(DEMO_PREFIX):
         from cerepro.demo_world import SPLITS

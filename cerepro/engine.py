@@ -11,6 +11,7 @@ This module schedules; it never trains or evaluates in-process.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -46,20 +47,67 @@ class Job:
         kernel_env = {var: str(threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} if threads else {}
         try:
             if self.settings:  # an evaluation; training checks its own inputs (cerepro.train.fit)
-                from cerepro.datasets import check_dataset
-
-                for dataset in self.settings.datasets:
-                    check_dataset(dataset, "eval_datasets")
-                if self.settings.model:  # a trained folder or a hub checkpoint: refused before scoring
-                    from cerepro.models import check_scorer, resolve_scorer
-
-                    check_scorer(resolve_scorer(self.settings.model, self.settings.revision))
+                check_evaluation(self.settings)
             return run_notebook(self.notebook, run_dir, self.parameters, kernel_env=kernel_env)
         except (RunnerError, InputError, ValueError) as exc:
             if log_path:
                 Path(log_path).parent.mkdir(parents=True, exist_ok=True)
                 Path(log_path).write_text(str(exc), encoding="utf-8")
             raise
+
+
+def check_evaluation(settings: EvaluationSettings) -> None:
+    """An evaluation's datasets and model, checked before its kernel starts."""
+    from cerepro.datasets import check_dataset
+
+    for dataset in settings.datasets:
+        check_dataset(dataset, "eval_datasets")
+    if settings.model:  # a trained folder or a hub checkpoint: refused before scoring
+        from cerepro.models import check_scorer, resolve_scorer
+
+        check_scorer(resolve_scorer(settings.model, settings.revision))
+
+
+def check_notebook_parameters(notebook: str, parameters: dict[str, Any]) -> None:
+    """What ``cerepro run`` checks before a kernel starts or a folder is made: the run the
+    parameters describe (slugs, profile, overrides, seed) is a valid one, its evaluation's
+    datasets exist, and a first-stage run it validates on is in place (else how to produce it)."""
+    given = {**declared_parameters(notebook), **parameters}
+    if not isinstance(given.get("overrides", {}), dict):
+        raise RunnerError(f"--param overrides: {given['overrides']!r} is not a mapping of params keys to "
+                          "values, e.g. -p 'overrides={max_steps: 10}'")
+    if notebook == "train":
+        from cerepro.config import load_config
+
+        config = load_config(given["backbone"], given["objective"], given["seed"], given["profile"],
+                             given.get("overrides") or {})
+        check_first_stage_runs(config.validation_first_stage, config.validation_datasets,
+                               f"profile {config.profile!r} validates")
+    elif notebook == "evaluate":
+        settings = evaluation_settings(load_grid(given["grid"]), given["run_name"], model=given["model"],
+                                       revision=given["revision"], overrides=given.get("overrides") or {})
+        check_evaluation(settings)
+        check_first_stage_runs(settings.first_stage, settings.datasets, "this evaluation re-ranks")
+    elif notebook == "compare":
+        load_grid(given["grid"])
+
+
+def check_first_stage_runs(source: str | None, datasets, what: str) -> None:
+    """A first-stage run the grid would produce (``run:<slug>-top<depth>``) must exist when a
+    notebook is run alone; if not, say how to produce it."""
+    if source is None or produced_run(source) is None:
+        return
+    from cerepro.datasets import load_collection
+
+    name = source[len("run:"):]
+    for dataset in datasets:
+        try:
+            load_collection(dataset).run_path(name)
+        except FileNotFoundError:
+            raise RunnerError(
+                f"{what} on the first-stage run {name!r} of {dataset!r}, which does not exist yet: "
+                f"produce it with `python -m cerepro.first_stage {dataset} {name}` (or run a grid with "
+                "this profile, `cerepro grid <grid>`, which produces it first)") from None
 
 
 def grid_dir(grid: Grid) -> Path:
@@ -152,17 +200,22 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
     edits the shipped file; ``extra`` (plugin options such as ``--slurm-status-command squeue``)
     goes last, unchanged."""
     root = project_root()
+    extra = check_site_options(list(extra or []))
+    for option, value in (("--partition", partition), ("--account", account)):
+        if value is not None:
+            check_site_name(option, value)
     out = runs_dir() / Path(grid).stem
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(root / SNAKEFILE), "-d", str(out),
-           "--config", f"grid={grid}", f"book={book}", "--rerun-incomplete", "--keep-going",
+           "--config", f"grid={GRID_PREFIX}{grid}", f"book={book}", "--rerun-incomplete", "--keep-going",
            "--show-failed-logs"]
     if slurm:
         cmd += ["--workflow-profile", str(root / SLURM_PROFILE)]
         if partition or account:
-            # replaces the profile's default-resources, which set only the partition
-            resources = [f"slurm_partition={partition or _profile_partition(root)}"]
-            resources += [f"slurm_account={account}"] if account else []
+            # replaces the profile's default-resources, which set only the partition. Snakemake
+            # evaluates a resource value as Python: each goes as a quoted string literal
+            resources = [f"slurm_partition={partition or _profile_partition(root)!r}"]
+            resources += [f"slurm_account={account!r}"] if account else []
             cmd += ["--default-resources", *resources]
     else:
         # Locally, a SIGKILLed run leaves Snakemake's lock behind; run_grid holds cerepro's
@@ -176,6 +229,46 @@ def snakemake_command(grid: str, *, cores: int | None = None, dry_run: bool = Fa
     return cmd + list(extra or [])
 
 
+# A SLURM partition or account name (a partition list is comma-separated); nothing Python or a
+# shell could read as anything but this text
+SITE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*(,[A-Za-z0-9_][A-Za-z0-9_.+-]*)*")
+# Snakemake options whose values it evaluates as Python expressions
+EVALUATED_OPTIONS = ("--default-resources", "--set-resources", "--set-threads", "--resources")
+
+
+def check_site_name(option: str, value: str) -> None:
+    if not isinstance(value, str) or not SITE_NAME.fullmatch(value):
+        raise RunnerError(f"{option} {value!r}: not a SLURM name (letters, digits, '_', '.', '+', '-', "
+                          "comma-separated for a list); nothing was submitted")
+
+
+def check_site_options(extra: list[str]) -> list[str]:
+    """Options after ``--`` go to Snakemake and its SLURM plugin as strings. Those whose values
+    Snakemake evaluates as Python (resources, threads) are refused: --partition and --account
+    pass the site's names, params/ the jobs' resources. No value may hold a control character."""
+    for item in extra:
+        option = item.split("=", 1)[0]
+        # argparse takes an unambiguous prefix for the whole option (--default-res)
+        if len(option) > 4 and option.startswith("--") and any(o.startswith(option) for o in EVALUATED_OPTIONS):
+            raise RunnerError(f"-- {option}: Snakemake evaluates its values as Python; cerepro does not pass "
+                              "it: set the partition and account with --partition/--account, and the "
+                              "jobs' resources in params/")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in item):
+            raise RunnerError(f"-- {item!r}: holds a control character (a newline?); nothing was submitted")
+    return extra
+
+
+# Snakemake reads a --config value as a number where it can, quotes or not (and its SLURM jobs
+# pass the config on the same way): a prefix keeps a grid named `007` the string '007'
+GRID_PREFIX = "grid:"
+
+
+def config_grid(value: Any) -> str:
+    """The grid name of Snakemake's ``config["grid"]`` (``grid:<name>``, or a name by hand)."""
+    value = str(value)
+    return value[len(GRID_PREFIX):] if value.startswith(GRID_PREFIX) else value
+
+
 def check_grid_inputs(grid: Grid, *, offline: bool = False, inputs: list | None = None) -> None:
     """Refuse to start a grid whose first-stage runs or training files are broken, whose licensed
     inputs are not provided, or (``offline``) whose downloads are not fetched
@@ -184,6 +277,48 @@ def check_grid_inputs(grid: Grid, *, offline: bool = False, inputs: list | None 
     if problems:
         raise RunnerError(f"grid {grid.name!r} cannot start; its inputs are missing or broken:\n  - "
                           + "\n  - ".join(problems))
+
+
+def check_writable(folder: Path) -> None:
+    """The grid's folder can be written: cerepro grid takes its lock there and Snakemake keeps its
+    records there, even when every job is done; refused with what to do, not an OSError."""
+    import tempfile
+
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise RunnerError(f"{existing}: cannot write there ({exc.strerror}); `cerepro grid` writes its lock and "
+                          f"Snakemake its records in {folder}, even when every job is done: make it writable, "
+                          "or set CEREPRO_RUNS to a writable folder") from None
+
+
+def outputs_to_redo(grid: Grid, *, book: bool = False) -> list[str]:
+    """Finished jobs whose own DONE stands but whose inputs are gone, to be run again: Snakemake
+    reruns a job whose output is missing only when something downstream needs it, and the
+    compare job's DONE would otherwise hide a deleted run (a grid rerun said "Nothing to be
+    done"). A deleted train run makes its evaluation stale; any missing job output, the compare
+    job (and the book); a book requested but not built in this checkout, the book job."""
+    folder = grid_dir(grid)
+    done = lambda path: (folder / path).is_file()  # noqa: E731
+    if not done("compare/DONE"):
+        return []  # nothing finished downstream to hide what is missing
+    outputs = [f"data/{source}/DONE" for source in sorted({run.training_source for run in grid.runs})]
+    outputs += [f"first-stage-runs/{key}/DONE" for key in first_stage_jobs(grid)]
+    outputs += [f"{run.run_id}/train/DONE" for run in grid.runs]
+    outputs += [f"{job.run_id}/evaluate/DONE" for job in grid.evaluations] + ["first-stage/evaluate/DONE"]
+    missing = [path for path in outputs if not done(path)]
+    redo = [f"{run.run_id}/evaluate/DONE" for run in grid.runs
+            if not done(f"{run.run_id}/train/DONE") and done(f"{run.run_id}/evaluate/DONE")]
+    if missing:
+        redo.append("compare/DONE")
+        print(f"cerepro: {folder}: {len(missing)} job output(s) missing ({', '.join(missing[:5])}"
+              f"{', ...' if len(missing) > 5 else ''}): redoing them and what read them", file=sys.stderr)
+    if book and done("book/DONE") and not (book_dir() / "_build" / "html" / "index.html").is_file():
+        print(f"cerepro: the book of {grid.name!r} is not built in {book_dir()}: building it", file=sys.stderr)
+        redo.append("book/DONE")
+    return redo
 
 
 def _profile_partition(root: Path) -> str:
@@ -204,6 +339,7 @@ def run_grid(grid: str, *, offline: bool = False, **kwargs) -> int:
     checked = check_grid(grid)
     name = checked.name
     offline = offline or fetch.offline_requested()
+    check_writable(runs_dir() / name)
     env = {**os.environ, "CEREPRO_ROOT": str(project_root().resolve()), "CEREPRO_PARAMS": str(params_dir().resolve()),
            "CEREPRO_RUNS": str(runs_dir().resolve()), "CEREPRO_CACHE": str(cache_dir().resolve()),
            "CEREPRO_BOOK": str(book_dir().resolve()), "PYTHONUNBUFFERED": "1",
@@ -227,6 +363,10 @@ def run_grid(grid: str, *, offline: bool = False, **kwargs) -> int:
     elif changed:
         print("cerepro: " + "\n".join(format_changed(grid, changed)), file=sys.stderr)
     command = snakemake_command(grid, **kwargs)
+    redo = outputs_to_redo(checked, book=kwargs.get("book", False))
+    if redo:
+        at = command.index("--show-failed-logs") + 1
+        command[at:at] = ["--forcerun", *redo]
     if kwargs.get("dry_run"):
         return subprocess.call(command, env=env)
     try:

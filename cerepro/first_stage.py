@@ -44,7 +44,9 @@ import hashlib
 import json
 import logging
 import re
+import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -356,11 +358,24 @@ def _read_shard(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             shard = {k: npz[k] for k in ("doc_ids", "offsets", "terms", "impacts")}
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise FirstStageError(f"{path}: unreadable passage shard ({exc}); delete it to re-encode") from None
     if shard["offsets"][-1] != len(shard["terms"]) or len(shard["offsets"]) != len(shard["doc_ids"]) + 1:
         raise FirstStageError(f"{path}: inconsistent passage shard; delete it to re-encode")
     return shard
+
+
+def _intact_shard(path: Path, size: int) -> bool:
+    """A shard on disk that reads whole and holds ``size`` passages; one that does not (cut by
+    a copy, a full disk) is named and encoded again, not trusted on its name."""
+    try:
+        shard = _read_shard(path)
+        if len(shard["doc_ids"]) != size:
+            raise FirstStageError(f"{path}: {len(shard['doc_ids'])} passages, {size} expected")
+    except FirstStageError as exc:
+        print(f"cerepro: {str(exc).replace('; delete it to re-encode', '')}: encoding it again", file=sys.stderr)
+        return False
+    return True
 
 
 def encode_passages(passages: Iterable[tuple[str, str]], total: int, model, tokenizer, folder: Path, *,
@@ -376,7 +391,7 @@ def encode_passages(passages: Iterable[tuple[str, str]], total: int, model, toke
     iterator = iter(passages)
     for k, path in enumerate(paths):
         size = min(shard_size, total - k * shard_size)
-        if path.is_file():
+        if path.is_file() and _intact_shard(path, size):
             next(islice(iterator, size - 1, size), None)  # skip its passages without encoding
             bar.update(size)
             continue

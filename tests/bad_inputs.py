@@ -100,6 +100,10 @@ def message(c: Case, tmp_path: Path) -> str:
     return str(info.value)
 
 
+# (module, case) -> (message, the folder it ran in): the page reuses what this session's tests saw
+SEEN: dict[tuple[str, str], tuple[str, Path]] = {}
+
+
 def cases_test(module: str):
     """The test that runs every case registered by ``module``."""
     mine = cases_of(module)
@@ -109,5 +113,6 @@ def cases_test(module: str):
         isolate(monkeypatch, tmp_path)
         text = message(c, tmp_path)
         assert re.search(c.match, text), text
+        SEEN[c.module, c.name] = (text, tmp_path)
 
     return test

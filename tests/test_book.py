@@ -228,3 +228,24 @@ def test_a_broken_cross_reference_fails_the_build(tmp_path, monkeypatch):
     log = (tmp_path / "build.log").read_text()
     assert code != 0
     assert "a-label-that-does-not-exist" in log and "no-such-page" in log
+
+
+def test_a_finished_grid_whose_book_is_not_built_in_this_checkout_has_its_book_job_redone(smoke, tmp_path,
+                                                                                          monkeypatch, capsys):
+    """`make report` (`cerepro grid demo --book`) after the grid finished, in a checkout whose book
+    is not built: the book job's DONE (in runs/) does not stand for a book here, so it is redone."""
+    from cerepro import engine
+    from cerepro.config import load_grid
+
+    runs = tmp_path / "runs"
+    write_grid(runs)
+    monkeypatch.setenv("CEREPRO_RUNS", str(runs))
+    (runs / "demo" / "book").mkdir()
+    shutil.copy(smoke["done"], runs / "demo" / "book" / "DONE")  # the marker the successful build wrote
+    grid = load_grid("demo")
+    monkeypatch.setenv("CEREPRO_BOOK", str(smoke["book"]))  # the checkout that built it
+    assert "book/DONE" not in engine.outputs_to_redo(grid, book=True)
+    monkeypatch.setenv("CEREPRO_BOOK", str(_copy_book(tmp_path / "fresh-checkout")))
+    assert "book/DONE" in engine.outputs_to_redo(grid, book=True)
+    assert "is not built in" in capsys.readouterr().err
+    assert "book/DONE" not in engine.outputs_to_redo(grid, book=False)
