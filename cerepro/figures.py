@@ -291,3 +291,28 @@ def loss_figure(curves: pd.DataFrame):
         ax.set_ylabel("loss" if y == "value" else "d loss / d margin")
     _seaborn().move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
     return fig
+
+
+def paired_queries(pair: pd.DataFrame):
+    """Two runs query by query (:func:`cerepro.explore.paired`): each query's value under both
+    (a point per query, on or off the diagonal), and the per-query differences sorted, wins of
+    ``b`` above zero and losses below."""
+    a, b, measure = pair.attrs["a"], pair.attrs["b"], pair.attrs["measure"]
+    if pair.empty:
+        return _empty_figure("no query in common")
+    fig, (scatter, bars) = _panels(2, width=3.8, height=3.2)
+    scatter.scatter(pair[a], pair[b], s=12, color="0.25", alpha=0.7)
+    low, high = min(pair[a].min(), pair[b].min()), max(pair[a].max(), pair[b].max())
+    scatter.plot([low, high], [low, high], color="0.6", linewidth=0.8, linestyle="--")
+    scatter.set_xlabel(a, fontsize=8)
+    scatter.set_ylabel(b, fontsize=8)
+    scatter.set_title(f"{measure} per query", fontsize=9)
+    diff = pair["diff"].sort_values(ascending=False).to_numpy()
+    colours = np.where(diff > 0, "#1b7837", np.where(diff < 0, "#b2182b", "0.6"))
+    bars.bar(np.arange(len(diff)), diff, color=colours, width=1.0)
+    bars.axhline(0, color="0.3", linewidth=0.8)
+    bars.set_xlabel(f"queries, sorted ({int((diff > 0).sum())} wins, {int((diff < 0).sum())} losses of b)", fontsize=8)
+    bars.set_ylabel(f"{measure}: b - a", fontsize=8)
+    bars.set_xticks([])
+    bars.set_title(f"b = {b}\na = {a}", fontsize=8)
+    return fig

@@ -46,7 +46,7 @@ def request(url: str, method: str = "GET", body: dict | None = None) -> dict:
 class Lab:
     """A JupyterLab server over a copy of notebooks/, with its own home and settings."""
 
-    def __init__(self, tmp: Path, settings: Path | None):
+    def __init__(self, tmp: Path, settings: Path | None, extra: list[str] | None = None):
         self.root = tmp / "root"
         shutil.copytree(ROOT / "notebooks", self.root / "notebooks")
         app_settings = tmp / "settings"
@@ -63,7 +63,7 @@ class Lab:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
              "--allow-root", f"--ServerApp.root_dir={self.root}", f"--IdentityProvider.token={TOKEN}",
-             f"--LabApp.app_settings_dir={app_settings}"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+             f"--LabApp.app_settings_dir={app_settings}", *(extra or [])], env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while True:
             try:
