@@ -152,7 +152,7 @@ def test_make_install_puts_the_setting_where_jupyterlab_reads_it():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["data", "train", "evaluate", "compare"])
+@pytest.mark.parametrize("name", ["data", "train", "evaluate", "compare", "explore"])
 def test_saving_an_unchanged_notebook_leaves_its_file_byte_identical(lab, name):
     """A save as JupyterLab does it: the notebook model back through the server's (jupytext)
     contents manager, with the running kernel's spec and language info in its metadata."""
