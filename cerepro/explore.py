@@ -188,8 +188,9 @@ def wins_losses(results: pd.DataFrame, *, baseline: str = "bce", measure: str = 
                 _, p_value = stats.paired_test(matrix[system].to_numpy(), matrix[base].to_numpy())
                 rows.append({"dataset": dataset, "backbone": backbone, "objective": objective, "baseline": baseline,
                              "queries": len(diff), "wins": int((diff > 0).sum()), "losses": int((diff < 0).sum()),
-                             "ties": int((diff == 0).sum()), "mean diff": diff.mean(),
-                             "largest gain": diff.max(), "largest loss": diff.min(), "p (paired t)": p_value})
+                             "ties": int((diff == 0).sum()), "mean diff": round(diff.mean(), 4),
+                             "largest gain": round(diff.max(), 4), "largest loss": round(diff.min(), 4),
+                             "p (paired t)": float(f"{p_value:.3g}")})
     return pd.DataFrame(rows, columns=["dataset", "backbone", "objective", "baseline", "queries", "wins", "losses",
                                        "ties", "mean diff", "largest gain", "largest loss", "p (paired t)"])
 
@@ -426,3 +427,48 @@ def explorer(grid: str = "demo", *, dataset: str | None = None, a: str | None = 
     show_pair()
     show_query()
     return widgets.VBox([widgets.HBox([pick_dataset, pick_a, pick_b]), summary, pick_query, passages])
+
+
+def most_changed_views(grid: str, results: pd.DataFrame, *, baseline: str = "bce", queries: int = 2,
+                       k: int = 5, measure: str = MEASURE, index: pd.DataFrame | None = None) -> list:
+    """For the book: per dataset, the objective whose first-seed run differs most from the
+    baseline's on the first backbone, and its ``queries`` most-changed queries with both
+    rankings' top ``k`` (IPython display objects, headed in Markdown)."""
+    from IPython.display import Markdown
+
+    index = rankings(grid) if index is None else index
+    if index.empty:
+        return [Markdown(f"**Not yet run**: no finished evaluation with a ranking (`run.trec`) in `runs/{grid}/`.")]
+    shown = []
+    for dataset in dict.fromkeys(index["dataset"]):
+        try:
+            a, b = default_pair(results, dataset, measure, baseline)
+        except ExploreError as exc:
+            shown.append(Markdown(f"*{dataset}: {exc}*"))
+            continue
+        pair = paired(results, a, b, dataset, measure)
+        test = paired_test(pair)
+        shown.append(Markdown(f"### {dataset}: `{b}` against `{a}`\n\n{test['wins of b']} queries won, "
+                              f"{test['losses of b']} lost, {test['ties']} tied; mean {measure} difference "
+                              f"{test['diff (b - a)']:+.3f} (paired t-test p = {test['p (paired t)']})."))
+        for query_id in most_changed(pair, queries)["query_id"]:
+            shown.extend(query_view(grid, [a, b], dataset, query_id, k=k, index=index))
+    return shown
+
+
+def wins_losses_table(results: pd.DataFrame, *, baseline: str = "bce", objectives=None, datasets=None,
+                      measure: str = MEASURE) -> pd.DataFrame:
+    """:func:`wins_losses` as a compact table: one row per (backbone, objective), one column per
+    dataset, each cell ``wins–losses (mean diff)`` over the queries."""
+    table = wins_losses(results, baseline=baseline, measure=measure)
+    if objectives is not None:
+        table = table[table["objective"].isin(objectives)]
+    if datasets is not None:
+        table = table[table["dataset"].isin(datasets)]
+    if table.empty:
+        return tables.placeholder(f"no objective with per-query results against {baseline}")
+    cells = table.assign(cell=[f"{w}–{l} ({d:+.3f})" for w, l, d in zip(table["wins"], table["losses"], table["mean diff"])])
+    wide = cells.pivot(index=["backbone", "objective"], columns="dataset", values="cell")
+    wide = tables.ordered_rows(wide)[list(dict.fromkeys(table["dataset"]))]
+    wide.columns.name = f"queries won–lost against {baseline} ({measure}, mean diff)"
+    return wide

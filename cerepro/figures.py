@@ -195,7 +195,8 @@ def seed_spread(results: pd.DataFrame, measure: str = MEASURE):
         ax.set_title(group_column(results, group))
         ax.set_xlabel("backbone, by parameter count")
         ax.set_ylabel(f"{measure}, one point per seed")
-        ax.tick_params(axis="x", labelsize=7, rotation=45 if len(backbones) > 4 else 0)
+        # two lines per label (family, size) instead of rotated labels running into each other
+        ax.set_xticks(range(len(backbones)), [b.replace("-", "-\n", 1) for b in backbones], fontsize=7)
     if axes[-1].get_legend() is not None:
         _seaborn().move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title="objective",
                         title_fontsize=7)
@@ -207,17 +208,18 @@ def per_query_distribution(per_query: pd.DataFrame):
     if per_query.empty:
         return _empty_figure("no per-query values")
     measures = list(dict.fromkeys(per_query["measure"]))
-    fig, axes = _panels(len(measures), width=3.6, height=3.2)
+    datasets = list(dict.fromkeys(per_query["dataset"]))
+    # horizontal boxes: dataset names read across, never rotated into each other
+    fig, axes = _panels(len(measures), width=3.6, height=max(1.6, 0.8 + 0.28 * len(datasets)))
     for ax, measure in zip(axes, measures):
         part = per_query[per_query["measure"] == measure]
-        datasets = list(dict.fromkeys(part["dataset"]))
-        ax.boxplot([part.loc[part["dataset"] == d, "value"] for d in datasets], tick_labels=datasets,
-                   patch_artist=True, boxprops={"facecolor": "0.8"}, medianprops={"color": "0.2"},
-                   flierprops={"markersize": 2})
-        ax.set_ylabel("value")
+        shown = [d for d in datasets if d in set(part["dataset"])][::-1]  # the first dataset on top
+        ax.boxplot([part.loc[part["dataset"] == d, "value"] for d in shown], tick_labels=shown,
+                   orientation="horizontal", patch_artist=True, boxprops={"facecolor": "0.8"},
+                   medianprops={"color": "0.2"}, flierprops={"markersize": 2})
+        ax.set_xlabel("value per query")
         ax.set_title(measure)
-        ax.set_xlabel("")
-        ax.tick_params(axis="x", rotation=30)
+        ax.tick_params(axis="y", labelsize=7)
     return fig
 
 

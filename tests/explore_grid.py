@@ -13,6 +13,7 @@ from cerepro.config import paper_seeds
 from cerepro.datasets import load_candidates, load_collection
 from cerepro.evaluate import evaluate, folder_name, save_result
 from cerepro.trec import rank_by_score, write_run
+from test_report import _done
 
 DATASETS = ("demo:in-domain", "demo:out-of-domain")
 # How much each objective's scores follow the judgements, and their noise; margin-mse's are
@@ -39,5 +40,5 @@ def write_ranked_grid(runs: Path, grid: str = "demo", *, backbone: str = "tiny-b
             write_run(ranked, folder / "run.trec", run)
             save_result(evaluate(ranked, collection.qrels, dataset=dataset, run_name=run), folder)
     for run in ["first-stage", *(f"{backbone}.{o}.s{seed}" for o in SCORERS)]:
-        (runs / grid / run / "evaluate" / "DONE").write_text("")
+        _done(runs / grid / run / "evaluate", "evaluate", {"run_name": run})  # notebook, meta.json, DONE
     return runs / grid
