@@ -146,7 +146,8 @@ class Page:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        self._profile = tempfile.TemporaryDirectory(prefix="cerepro-chromium-")
+        # Chromium's helper processes may still write to the profile as it exits
+        self._profile = tempfile.TemporaryDirectory(prefix="cerepro-chromium-", ignore_cleanup_errors=True)
         self._process = subprocess.Popen(
             [browser, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile.name}", f"--remote-debugging-port={port}",
              f"--window-size={width},{height}", "--allow-file-access-from-files", "about:blank"],

@@ -222,3 +222,80 @@ def test_cerepro_book_takes_the_grid_as_an_option(capsys):
 
     assert cli.main(["book", "--grid", "no-such-grid"]) == 2
     assert "no-such-grid" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def small_book(grid):
+    """The book's per-query and scoreboard pages (and the run index they link) built from the
+    demo grid with real rankings: a real jupyter-book build, two pages instead of thirty."""
+    from cerepro import book
+    from cerepro.paths import project_root
+
+    source, folder = project_root() / "book", grid["tmp"] / "book"
+    folder.mkdir()
+    shutil.copy(source / "_config.yml", folder)
+    shutil.copytree(source / "_static", folder / "_static")
+    for page in ("queries", "scoreboard"):
+        shutil.copy(source / f"{page}.md", folder / f"{page}.md")
+    (folder / "_toc.yml").write_text("format: jb-book\nroot: queries\nchapters:\n- file: scoreboard\n"
+                                     "- file: generated/run-index\n  sections:\n  - glob: generated/runs/*\n")
+    code = book.build_book(log=str(grid["tmp"] / "book.log"), book=folder)
+    assert code == 0, (grid["tmp"] / "book.log").read_text()[-3000:]
+    return folder / "_build" / "html"
+
+
+def _container(table: int) -> str:
+    """The JavaScript for the page's ``table``-th interactive table (header and body may be two
+    tables of one DataTables container when it scrolls sideways)."""
+    return f"document.querySelectorAll('.dt-container')[{table}]"
+
+
+def _cells(page, table: int, column: int) -> list[str]:
+    return page.evaluate(f"Array.from({_container(table)}.querySelectorAll('.dt-scroll-body tbody tr'))"
+                         f".map(r => r.cells[{column}].textContent)")
+
+
+@pytest.mark.slow
+def test_the_books_tables_sort_and_download_offline_from_file_urls(grid, small_book, tmp_path):
+    """From file:// with no network (the DataTables bundle is inside the page): clicking a
+    column's sort control orders the rows by it, and the CSV button downloads the table's rows."""
+    import csv
+
+    from browser_check import Page, chromium
+
+    assert chromium(install=True), "headless Chromium is needed: apt-get install -y chromium"
+    html = (small_book / "queries.html").read_text()
+    assert "unpkg.com/dt_for_itables" not in html.split("set_or_remove_dark_class")[0]  # no CDN import
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    wins = explore.wins_losses(grid["results"])
+    with Page(width=1300, height=1800) as page:
+        page.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
+        page.open((small_book / "queries.html").as_uri())
+        assert page.wait_for("document.querySelectorAll('.dt-container').length", 60, "the interactive tables") >= 4
+        headers = page.evaluate(f"Array.from({_container(1)}.querySelectorAll('.dt-scroll-head thead th .dt-column-title'))"
+                                ".map(h => h.textContent)")
+        assert headers == list(wins.columns)
+        column = headers.index("losses")
+        before = [int(v) for v in _cells(page, 1, column)]
+        assert before == list(wins["losses"])  # as computed, not sorted
+        page.evaluate(f"{_container(1)}.querySelectorAll('.dt-scroll-head thead th')[{column}]"
+                      ".querySelector('.dt-column-order').click(); true")
+        after = [int(v) for v in _cells(page, 1, column)]
+        assert after == sorted(before) and after != before
+        if SHOTS:
+            page.screenshot(Path(SHOTS) / "queries-page.png", full_page=True)
+        page.evaluate(f"{_container(1)}.querySelector('.dt-buttons button').click(); true")
+        page.wait_for("true", 1)
+        target = downloads / "wins-losses-demo.csv"
+        import time
+
+        deadline = time.time() + 30
+        while not target.is_file() and time.time() < deadline:
+            time.sleep(0.3)
+        with target.open(encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r]  # a blank line ends the file
+    assert rows[0] == list(wins.columns)
+    assert [int(r[column]) for r in rows[1:]] == sorted(wins["losses"]), rows  # the rows, in the order shown
+    assert {(r[0], r[2]) for r in rows[1:]} == set(zip(wins["dataset"], wins["objective"]))
+    assert len(rows) - 1 == len(wins)
