@@ -299,3 +299,14 @@ def test_the_books_tables_sort_and_download_offline_from_file_urls(grid, small_b
     assert [int(r[column]) for r in rows[1:]] == sorted(wins["losses"]), rows  # the rows, in the order shown
     assert {(r[0], r[2]) for r in rows[1:]} == set(zip(wins["dataset"], wins["objective"]))
     assert len(rows) - 1 == len(wins)
+
+
+def test_the_readmes_exploring_snippet_runs_on_a_demo_grid(grid):
+    from cerepro.paths import project_root
+
+    readme = (project_root() / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Exploring the results", 1)[1].split("\n## ", 1)[0]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    assert scope["pair"].attrs["b"] == "tiny-bert.infonce.s662124363" and len(scope["pair"]) == 80
