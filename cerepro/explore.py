@@ -377,7 +377,6 @@ def explorer(grid: str = "demo", *, dataset: str | None = None, a: str | None = 
     """The interactive explorer (ipywidgets): pick a dataset, two runs and a query; see the
     per-query differences and the two rankings of that query side by side."""
     import ipywidgets as widgets
-    from IPython.display import display
 
     from cerepro import figures
 
@@ -400,19 +399,19 @@ def explorer(grid: str = "demo", *, dataset: str | None = None, a: str | None = 
         queries = list(most_changed(pair, len(pair))["query_id"])
         pick_query.options = [(f"{q}  ({d:+.3f})", q) for q, d in zip(queries, pair.set_index("query_id").loc[queries, "diff"])]
         pick_query.value = queries[0]
-        summary.clear_output(wait=True)
-        with summary:
-            display(paired_test(pair).to_frame())
-            display(figures.paired_queries(pair))
+        # outputs set from the kernel side (not captured with ``with output:``): the same in
+        # JupyterLab, and nothing for a headless run (papermill) to route
+        summary.outputs = ()
+        summary.append_display_data(paired_test(pair).to_frame())
+        summary.append_display_data(figures.paired_queries(pair))
 
     def show_query(*_):
         if pick_query.value is None:
             return
-        passages.clear_output(wait=True)
-        with passages:
-            for shown in query_view(grid, [pick_a.value, pick_b.value], pick_dataset.value, pick_query.value,
-                                    k=k, index=index):
-                display(shown)
+        passages.outputs = ()
+        for shown in query_view(grid, [pick_a.value, pick_b.value], pick_dataset.value, pick_query.value,
+                                k=k, index=index):
+            passages.append_display_data(shown)
 
     def change_dataset(*_):
         options = runs_of(pick_dataset.value)
