@@ -6,7 +6,8 @@
     cerepro plan paper                                                   jobs, data, GPU-hours
     cerepro fetch paper                                                  download its inputs ahead
     cerepro grid paper --slurm --offline                                 compute nodes without internet
-    cerepro book                                                         build the report
+    cerepro runs demo                                                    a grid's run ids and what finished
+    cerepro book --grid demo                                             build the report
     cerepro report                                                       demo grid + book (make report)
 """
 
@@ -28,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cerepro", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="execute one notebook with papermill into runs/<grid>/<name>/")
-    run.add_argument("notebook", help="data | train | evaluate | compare")
+    run = sub.add_parser("run", help="execute one notebook with papermill into one run folder (--out, "
+                                     "default under runs/adhoc/; a grid's jobs write runs/<grid>/<run id>/)")
+    run.add_argument("notebook", help="data | train | evaluate | compare | explore")
     run.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                      help="a notebook parameter; VALUE is read as YAML (numbers, lists, strings)")
     run.add_argument("--out", help="run folder (default runs/adhoc/<run>-<digest of the parameters>/<notebook>)")
@@ -64,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("name")
     plan.add_argument("--json", action="store_true")
 
-    sub.add_parser("book", help="build the jupyter-book report from existing results (no training)")
+    runs = sub.add_parser("runs", help="a grid's run ids (the values of -p run_name=) and which of their jobs finished")
+    runs.add_argument("name")
+
+    book = sub.add_parser("book", help="build the jupyter-book report from existing results (no training)")
+    book.add_argument("--grid", help="the grid whose results the book shows (default: $CEREPRO_BOOK_GRID, else demo)")
     report = sub.add_parser("report", help="run the offline demo grid, then build the book")
     report.add_argument("--grid", default="demo")
     report.add_argument("--cores", type=int)
@@ -145,7 +151,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "book":
         from cerepro.book import build_book
 
-        return build_book()
+        return build_book(grid=args.grid)
+    if args.command == "runs":
+        print(engine.format_runs(engine.run_status(args.name)))
+        return 0
     if args.command == "report":
         code = engine.run_grid(args.grid, cores=args.cores, book=True)
         return code

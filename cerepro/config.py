@@ -533,7 +533,10 @@ class Grid:
         for job in self.evaluations:
             if job.run_id == run_id:
                 return job
-        raise ParamsError(f"run id {run_id!r} is not in grid {self.name!r}")
+        known = [job.run_id for job in self.evaluations]
+        shown = ", ".join(known[:4]) + (f", ... ({len(known)} in all)" if len(known) > 4 else "")
+        raise ParamsError(f"run id {run_id!r} is not in grid {self.name!r} (its run ids: {shown}; "
+                          f"`cerepro runs {self.name}` lists them all)")
 
 
 @dataclass(frozen=True)

@@ -151,8 +151,12 @@ class Collection:
     def qrels(self) -> pd.DataFrame:
         return self._load_qrels()
 
-    def doc_text(self, doc_ids: Iterable[str]) -> list[str]:
-        """Texts in the order of ``doc_ids``; any id without text raises MissingTextError."""
+    def doc_text(self, doc_ids: str | Iterable[str]) -> str | list[str]:
+        """One passage's text for one id (``doc_text("p00632")``), else the texts in the order of
+        ``doc_ids``; any id without text raises MissingTextError. (A string is one id, never
+        iterated letter by letter.)"""
+        if isinstance(doc_ids, str):
+            return self.doc_text([doc_ids])[0]
         doc_ids = list(doc_ids)
         found = self.docs.get_many(dict.fromkeys(doc_ids))
         missing = [d for d in dict.fromkeys(doc_ids) if d not in found]

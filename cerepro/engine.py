@@ -138,7 +138,25 @@ def _run(grid: Grid, run_id: str | None) -> RunConfig:
     for run in grid.runs:
         if run.run_id == run_id:
             return run
-    raise RunnerError(f"run id {run_id!r} is not in grid {grid.name!r}")
+    raise RunnerError(f"run id {run_id!r} is not in grid {grid.name!r}; `cerepro runs {grid.name}` lists its run ids")
+
+
+def run_status(name: str) -> list[dict[str, Any]]:
+    """Each run id of grid ``name`` (the first stage's too: what ``-p run_name=`` takes) and
+    whether its training and its evaluation finished (a ``DONE`` in its folder)."""
+    grid = check_grid(name)
+    trained = {run.run_id for run in grid.runs}
+    rows = []
+    for run_id in ["first-stage", *(job.run_id for job in grid.evaluations)]:
+        folder = grid_dir(grid) / run_id
+        rows.append({"run id": run_id,
+                     "train": ("done" if (folder / "train" / "DONE").is_file() else "not run") if run_id in trained else "—",
+                     "evaluate": "done" if (folder / "evaluate" / "DONE").is_file() else "not run"})
+    return rows
+
+
+def format_runs(rows: list[dict[str, Any]]) -> str:
+    return "\n".join(_table(rows))
 
 
 def job_resources(grid: Grid, kind: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 from cerepro.lock import LOCK_NAME, FolderLock, LockedError
 from cerepro.paths import cache_dir, params_dir, project_root, runs_dir, write_text_atomic
 
-NOTEBOOKS = ("data", "train", "evaluate", "compare")
+NOTEBOOKS = ("data", "train", "evaluate", "compare", "explore")
 PACKAGES = ("cerepro", "torch", "transformers", "accelerate", "ir_datasets", "ir_measures",
             "pandas", "scipy", "statsmodels", "papermill", "jupytext", "snakemake", "bm25s")
 DONE = "DONE"

@@ -55,6 +55,7 @@ def test_local_folder_reads_queries_qrels_docs_and_runs(tmp_path):
     assert list(c.qrels.columns) == ["query_id", "doc_id", "relevance"]
     assert c.qrels.values.tolist()[:2] == [["q1", "d1", 2], ["q1", "d2", 1]]
     assert c.doc_text(["d3", "d1"]) == ["water boils at one hundred degrees", "cheap flights to paris from london"]
+    assert c.doc_text("d3") == "water boils at one hundred degrees"  # one id, not its letters
     assert c.run_names() == ["first"]
     with pytest.raises(MissingTextError, match=r"1 of 2 doc ids have no text, e.g. \['d9'\]"):
         c.doc_text(["d1", "d9"])

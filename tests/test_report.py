@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cerepro import backbones, claims, figures, losses, provenance, tables, verdicts, vocab
+from cerepro import backbones, claims, figures, losses, protocol, provenance, tables, verdicts, vocab
 from cerepro.config import paper_seeds
 from cerepro.evaluate import Result, query_means, save_result
 
@@ -275,6 +275,10 @@ def test_each_objective_keeps_its_colour():
     colours = vocab.objective_colours()
     assert list(colours)[:6] == list(PAPER_OBJECTIVES)
     assert len(set(colours.values())) == len(colours)
+    # the paper's six objectives far apart in hue or lightness: no two within 0.25 in RGB
+    # (hinge, margin-mse and adr-mse were three oranges; the closest pair was 0.2 apart)
+    paper = [np.array(colours[o]) for o in PAPER_OBJECTIVES]
+    assert min(np.linalg.norm(x - y) for i, x in enumerate(paper) for y in paper[i + 1:]) > 0.25
 
 
 def test_claims_get_verdicts_from_results(demo):
@@ -298,7 +302,7 @@ def test_claims_get_verdicts_from_results(demo):
     published = verdicts.published_claims()
     assert list(table[verdicts.PUBLISHED_VERDICT]) == [c.verdict for c in published.values()]
     assert table.loc[1, verdicts.PUBLISHED_VERDICT] == claims.UNTESTABLE
-    assert table.loc[0, "cells as claimed (authors')"] == "54 of 54"
+    assert table.loc[0, "cells as claimed (authors')"] == "54 of 54 (100%)"
 
 
 def test_a_claim_fails_when_the_results_contradict_it(tmp_path, monkeypatch):
@@ -391,3 +395,24 @@ def test_loss_curves_match_hand_values():
     assert at.loc[("hinge", 1.0), "value"] == pytest.approx(0.0)
     assert at.loc[("infonce", 0.0), "gradient"] == pytest.approx(-0.5)  # d/dm -log σ(m) at 0
     assert at.loc[("margin-mse", 0.0), "gradient"] == pytest.approx(-4.0)  # d/dm (m - 2)² at 0
+
+
+def test_the_differences_read_as_blocks_not_a_wide_table():
+    from cerepro.config import differences
+
+    text = protocol.differences_blocks()
+    assert "|" not in text.replace("\\|", "")  # no table row
+    for d in differences():
+        assert f"**{' '.join(d['point'].split())}** · *{d['status']}*" in text
+
+
+def test_no_figure_rotates_its_tick_labels(tmp_path, monkeypatch):
+    """Seed spread with many backbones (two-line labels) and the per-query boxes (horizontal)."""
+    write_grid(tmp_path / "runs", backbones=("tiny-bert", "tiny-electra", "tiny-modernbert", "tiny-roberta",
+                                             "tiny-deberta"), seeds=2, queries=6)
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
+    results = tables.grid_results("demo")
+    for fig in (figures.seed_spread(results), figures.per_query_distribution(results[results["run"] == "first-stage"])):
+        for ax in fig.axes:
+            if ax.get_visible():
+                assert all(t.get_rotation() == 0 for t in ax.get_xticklabels() + ax.get_yticklabels())
