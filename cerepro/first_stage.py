@@ -402,21 +402,43 @@ def encode_passages(passages: Iterable[tuple[str, str]], total: int, model, toke
 
 
 def search(index: ImpactIndex, queries, depth: int, *, engine: str = DEFAULT_ENGINE,
-           progress: bool = False, block_postings: int = BLOCK_POSTINGS) -> tuple[list[np.ndarray], list[np.ndarray]]:
+           progress: bool = False, block_postings: int = BLOCK_POSTINGS,
+           threads: int = 1) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Exact top-``depth`` of each row of ``queries`` (a CSR matrix (Q, V) of integer impacts):
-    per query, doc numbers and integer scores, ranked by the module's tie rule."""
+    per query, doc numbers and integer scores, ranked by the module's tie rule.
+
+    ``threads`` > 1 searches queries side by side in a thread pool (scipy's sparse product and
+    numpy's sorts release the GIL; the postings are shared, not copied). Each query's result is
+    computed exactly as on one thread and returned in the queries' order, so the run is
+    identical. impact-index's engine is searched on one thread (its thread safety is not
+    documented)."""
     if engine not in ENGINES:
         raise FirstStageError(f"unknown search engine {engine!r}; known: {', '.join(ENGINES)}")
     if queries.shape[1] != index.vocab_size:
         raise FirstStageError(f"queries have {queries.shape[1]} terms, the index {index.vocab_size}")
+    if threads < 1:
+        raise FirstStageError(f"threads must be at least 1, got {threads}")
     search_one = _scipy(index, block_postings) if engine == "scipy" else _impact_index(index)
-    docs, scores = [], []
-    for q in tqdm(range(queries.shape[0]), desc=f"search ({engine})", unit="query", disable=not progress):
+
+    def one(q):
         lo, hi = queries.indptr[q], queries.indptr[q + 1]
-        d, s = search_one(queries.indices[lo:hi], queries.data[lo:hi].astype(np.int64), depth)
-        docs.append(d)
-        scores.append(s)
-    return docs, scores
+        return search_one(queries.indices[lo:hi], queries.data[lo:hi].astype(np.int64), depth)
+
+    bar = tqdm(total=queries.shape[0], desc=f"search ({engine})", unit="query", disable=not progress)
+    found = []
+    if threads == 1 or engine != "scipy" or queries.shape[0] < 2:
+        for q in range(queries.shape[0]):
+            found.append(one(q))
+            bar.update()
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for result in pool.map(one, range(queries.shape[0])):  # results in the queries' order
+                found.append(result)
+                bar.update()
+    bar.close()
+    return [d for d, _ in found], [s for _, s in found]
 
 
 def _rank(index: ImpactIndex, docs: np.ndarray, scores: np.ndarray, depth: int):
@@ -435,14 +457,18 @@ def _scipy(index: ImpactIndex, block_postings: int = BLOCK_POSTINGS):
     12 bytes); each block's hits are merged before the top-k cut."""
     import scipy.sparse as sp
 
+    import threading
+
     max_impact = index.max_impact
     blocks = _doc_blocks(index, block_postings)
     matrices = {}
+    building = threading.Lock()  # threads share one copy of the postings, built once
 
     def postings(dtype):  # int32 impacts unless a query's score bound says otherwise
-        if dtype not in matrices:
-            matrices[dtype] = [(first, _block_matrix(index, first, last, dtype)) for first, last in blocks]
-        return matrices[dtype]
+        with building:
+            if dtype not in matrices:
+                matrices[dtype] = [(first, _block_matrix(index, first, last, dtype)) for first, last in blocks]
+            return matrices[dtype]
 
     def one(terms, weights, depth):
         bound = int((weights * max_impact[terms]).sum()) if len(terms) else 0

@@ -131,6 +131,57 @@ def test_top_k_equals_the_exhaustive_product_of_the_same_quantised_weights(encod
         assert all((a == b).all() for a, b in zip(blocked_scores, found_scores))
 
 
+def random_index(tmp_path, n_docs=600, n_queries=120, vocab=300, seed=0):
+    """A built index of random integer impacts (few distinct values: many exact ties), in three
+    shards, and random queries: the search's input without an encoder."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+
+    def vectors(n, terms):
+        rows = np.repeat(np.arange(n), terms)
+        cols = rng.integers(0, vocab, n * terms)
+        m = sp.csr_matrix((rng.integers(1, 4, n * terms).astype(np.float32), (rows, cols)), shape=(n, vocab))
+        m.sum_duplicates()
+        m.data = np.minimum(m.data, 3).astype(np.uint16)
+        return m
+
+    doc_q, query_q = vectors(n_docs, 12), vectors(n_queries, 4)
+    ids = [f"d{i:04d}" for i in rng.permutation(n_docs)]
+    shards = []
+    for k, (lo, hi) in enumerate([(0, 200), (200, 450), (450, n_docs)]):
+        shards.append(tmp_path / "shards" / f"passages-{k:05d}.npz")
+        shards[-1].parent.mkdir(exist_ok=True)
+        fs._write_shard(shards[-1], ids[lo:hi], doc_q[lo:hi])
+    index = fs.build_index(shards, tmp_path / "index", {"model": "random", "revision": "-"}, vocab_size=vocab)
+    return index, doc_q, query_q, ids
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_search_on_several_threads_returns_exactly_the_one_thread_top_k(tmp_path, threads):
+    index, doc_q, query_q, ids = random_index(tmp_path)
+    depth = 25
+    one_docs, one_scores = fs.search(index, query_q, depth, threads=1)
+    many_docs, many_scores = fs.search(index, query_q, depth, threads=threads)
+    assert len(many_docs) == len(one_docs) == query_q.shape[0]
+    for a, b, sa, sb in zip(one_docs, many_docs, one_scores, many_scores):
+        assert a.tolist() == b.tolist() and sa.tolist() == sb.tolist()
+    # and both are the exhaustive product's top-k under the tie rule (ties abound here)
+    for (want_docs, want_scores), got_docs, got_scores in zip(
+            dense_oracle(doc_q, query_q, ids, depth), many_docs, many_scores):
+        assert [index.doc_ids[d] for d in got_docs] == want_docs and got_scores.tolist() == want_scores
+    # cut into document blocks too: still the same lists
+    blocked_docs, _ = fs.search(index, query_q, depth, threads=threads,
+                                block_postings=index.manifest["postings"] // 4)
+    assert all(a.tolist() == b.tolist() for a, b in zip(one_docs, blocked_docs))
+
+
+def test_search_with_fewer_than_one_thread_is_refused(tmp_path):
+    index, _, query_q, _ = random_index(tmp_path, n_docs=20, n_queries=2)
+    with pytest.raises(vocab.FirstStageError, match="threads must be at least 1, got 0"):
+        fs.search(index, query_q, 5, threads=0)
+
+
 def test_search_breaks_exact_ties_by_doc_id_descending():
     import scipy.sparse as sp
 
