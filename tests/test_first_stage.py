@@ -212,6 +212,30 @@ def test_produced_run_is_read_by_load_candidates_and_reused(real_text):
     assert path.stat().st_mtime_ns == mtime  # nothing recomputed
 
 
+def test_the_grid_stages_encode_index_and_search_make_the_run_of_one_process(real_text, tmp_path, monkeypatch):
+    """encode (GPU job) -> index (CPU job, never encodes) -> search (CPU job, threads): the same
+    run as every stage in one process, and no stage encodes what the one before must have."""
+    dataset, name = f"local:{real_text}", "tiny-splade-top5"
+    with pytest.raises(vocab.FirstStageError, match=r"passages-00000.npz: passage shard missing \(1 of 1\); "
+                                                    r"the collection's encode job"):
+        fs.prepare_index(dataset, name, "index", progress=False)
+    shards = fs.prepare_index(dataset, name, "encode", progress=False)
+    assert [p.name for p in shards.iterdir()] == ["passages-00000.npz"]
+    assert not (shards.parent / "index").exists()  # the GPU job builds no index
+    index = fs.prepare_index(dataset, name, "index", progress=False)
+    assert (index / "manifest.json").is_file()
+    staged = fs.produce_run(dataset, name, progress=False, threads=2, encode=False, device="cpu")
+    assert json.loads(staged.with_suffix(".json").read_text())["threads"] == 2
+    # every stage in one process, in a fresh cache: the same run, row for row
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path / "other-cache"))
+    fresh = tmp_path / "fresh"
+    shutil.copytree(REAL_TEXT, fresh)
+    whole = fs.produce_run(f"local:{fresh}", name, progress=False)
+    assert staged.read_text() == whole.read_text()
+    with pytest.raises(vocab.FirstStageError, match="unknown index stage 'search'"):
+        fs.prepare_index(dataset, name, "search", progress=False)
+
+
 def test_a_user_placed_run_under_the_produced_name_is_used_as_it_is(real_text):
     (real_text / "runs").mkdir()
     placed = real_text / "runs" / "tiny-splade-top5.trec"
