@@ -22,7 +22,8 @@ these are the shapes of ``benchmarks/first_stage_search.py`` (the search engines
 chosen from published figures for SPLADE models on MS MARCO passage: Bruch et al., "Efficient
 Inverted Indexes for Approximate Retrieval over Learned Sparse Representations" (SIGIR 2024,
 arXiv:2404.18812), whose dataset table gives on the order of 120 non-zeros per passage and 40
-per query for SPLADE (CoCondenser-EnsembleDistil) embeddings of MS MARCO; and Mackenzie et al.,
+per query for SPLADE (CoCondenser-EnsembleDistil) embeddings of MS MARCO (as recalled: the paper
+could not be re-read offline when this was written); and Mackenzie et al.,
 "Exploring the Representation Power of SPLADE Models" (ICTIR 2023, arXiv:2306.16680) on SPLADE's
 heavy use of common (head) posting lists. No SPLADE-v3 encoding of MS MARCO could be made here
 (no hub access); the passage length is set above the published SPLADE++ figure so that time and
@@ -251,14 +252,17 @@ def draw(rows: list[dict], path: Path) -> None:
                        ("search_setup_s", "load index for search")):
         line, = axes[1].plot(n / 1e6, [r[key] for r in rows], "o", label=label)
         axes[1].plot(grid / 1e6, fits[key](grid), "-", color=line.get_color(), lw=1)
-    axes[1].set(title="time of a stage", xlabel="passages (millions)", ylabel="seconds")
+    axes[1].set(title="time of a stage", xlabel="passages (millions)", ylabel="CPU seconds")
     axes[1].legend(fontsize=8)
+    line, = axes[2].plot(n / 1e6, [1000 / r["query_cpu_ms"] for r in rows], "o", label="1 thread, CPU time")
+    span = np.linspace(n.min() * 0.8, n.max() * 1.1, 50)
+    axes[2].plot(span / 1e6, 1000 / fits["query_cpu_ms"](span), "-", color=line.get_color(), lw=1)
     for t in (1, 2):
-        line, = axes[2].plot(n / 1e6, [r[f"qps_{t}"] for r in rows], "o", label=f"{t} thread{'s' * (t > 1)}")
-        positive = grid[grid > 0]
-        axes[2].plot(positive / 1e6, 1000 / fits[f"query_ms_{t}"](positive), "-", color=line.get_color(), lw=1)
-    axes[2].set(title="exact top-1000 search", xlabel="passages (millions)", ylabel="queries/s", yscale="log")
-    axes[2].legend(fontsize=8)
+        axes[2].plot(n / 1e6, [r[f"qps_{t}"] for r in rows], "s" if t == 1 else "^", mfc="none",
+                     label=f"{t} thread{'s' * (t > 1)}, wall (shared machine)")
+    axes[2].set(title="exact top-1000 search", xlabel="passages (millions)", ylabel="queries/s",
+                xscale="log", yscale="log")
+    axes[2].legend(fontsize=7, loc="upper right")
     fig.suptitle("First stage at growing sizes (synthetic SPLADE-like vectors; points measured, lines fitted)",
                  fontsize=10)
     fig.tight_layout()
@@ -276,12 +280,18 @@ def main() -> None:
                         help="scratch folder for shards and indexes (deleted size by size)")
     parser.add_argument("--table", type=Path, default=ROOT / "benchmarks" / "out" / "first-stage-scale.csv")
     parser.add_argument("--figure", type=Path, default=ROOT / "benchmarks" / "out" / "first-stage-scale.png")
+    parser.add_argument("--redraw", action="store_true", help="only draw --figure from --table")
     parser.add_argument("--stage", choices=list(STAGES), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--n-queries", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:  # a child: one stage, its result as JSON on stdout
         print(json.dumps(STAGES[args.stage](args.work, args.size, 1, args.n_queries)))
+        return
+    if args.redraw:  # the figure again from a table already measured
+        from cerepro import sizing
+
+        draw(sizing.read_table(args.table), args.figure)
         return
     if len(args.queries) != len(args.sizes):
         parser.error(f"--queries needs one count per size ({len(args.sizes)}), got {len(args.queries)}")

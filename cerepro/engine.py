@@ -225,6 +225,10 @@ PLAN_GPU = "H100 SXM"
 # Dense peak TFLOP/s of PLAN_GPU at each training precision: a tf32 run (fp32 weights, TF32
 # matmuls, the authors' default) runs at half the bf16 rate; a strict fp32 one on CUDA cores.
 PLAN_PEAK_TFLOPS = {"bf16-mixed": 989.0, "tf32": 494.7, "fp32": 66.9}
+# The paper's inputs: a query cut at 32 tokens, a document at 256 (the authors' HFCrossScorer),
+# so a pair holds at most 32 + 256 tokens and its special tokens; the means below are assumed.
+PAPER_QUERY_TOKENS = 32
+PAPER_DOCUMENT_TOKENS = 256
 TRAIN_PAIR_TOKENS = 128       # mean tokens of an MS MARCO (query, passage) pair
 EVAL_PAIR_TOKENS = 256        # mean tokens of an evaluation pair (longer BEIR/Robust04 documents)
 
@@ -277,7 +281,8 @@ def plan(name: str) -> dict[str, Any]:
             "eval_datasets": list(grid.eval_datasets), "input_problems": preflight.check_inputs(grid),
             "settings": effective_settings(grid),
             "assumptions": {"mfu": PLAN_MFU, "gpu": PLAN_GPU, "gpu_peak_tflops": dict(PLAN_PEAK_TFLOPS),
-                            "train_pair_tokens": TRAIN_PAIR_TOKENS, "eval_pair_tokens": EVAL_PAIR_TOKENS},
+                            "train_pair_tokens": TRAIN_PAIR_TOKENS, "eval_pair_tokens": EVAL_PAIR_TOKENS,
+                            "query_tokens": PAPER_QUERY_TOKENS, "document_tokens": PAPER_DOCUMENT_TOKENS},
             "total_gpu_h": sum(r["train_gpu_h"] + r["eval_gpu_h"] for r in rows if r["gpus"])
             + (sum(f["encode_gpu_h"] for f in first) if grid.first_config.gpus else 0)}
 
@@ -372,7 +377,10 @@ def format_plan(p: dict[str, Any]) -> str:
     peaks = ", ".join(f"{v:g} TFLOP/s in {k}" for k, v in a["gpu_peak_tflops"].items())
     lines.append(f"estimate: {p['total_gpu_h']:,.0f} GPU-hours on GPU jobs, assuming {a['mfu']:.0%} MFU of "
                  f"the {a['gpu']} dense peak ({peaks}), {a['train_pair_tokens']} tokens per training pair and "
-                 f"{a['eval_pair_tokens']} per evaluation pair (FLOPs = 6·N·tokens to train, 2·N·tokens to score)")
+                 f"{a['eval_pair_tokens']} per evaluation pair on average (assumed; the paper's inputs are cut at "
+                 f"{a['query_tokens']} query + {a['document_tokens']} document tokens), FLOPs = 6·N·tokens to "
+                 f"train, 2·N·tokens to score"
+                 + ("; the first stage's encoding: see its assumptions above" if p.get("first_stage") else ""))
     return "\n".join(lines)
 
 
@@ -491,12 +499,12 @@ def first_stage_resources(grid: Grid, stage: str) -> dict[str, Any]:
     """Snakemake resources of a first-stage rule, sized from its collection (callables of the
     job's wildcards: ``corpus`` for ``encode`` and ``index``, ``key`` for ``search``). Only the
     encode job holds a GPU; indexing and searching are CPU work."""
-    if grid.name not in _SIZES:
-        _SIZES[grid.name] = first_stage_sizes(grid)
-    sizes = _SIZES[grid.name]
+    key = f"{params_dir()}:{grid.name}"
 
-    def pick(wc):
-        return sizes[wc.corpus if stage != "search" else wc.key][stage]
+    def pick(wc):  # sized on first use: a job that is no first-stage job never reads the table
+        if key not in _SIZES:
+            _SIZES[key] = first_stage_sizes(grid)
+        return _SIZES[key][wc.corpus if stage != "search" else wc.key][stage]
 
     return {"gpu": lambda wc: pick(wc)["gpus"],
             "cpus_per_task": lambda wc: pick(wc).get("threads", pick(wc)["cpus"]),
@@ -562,6 +570,28 @@ def first_stage_plan(grid: Grid) -> list[dict[str, Any]]:
                                 "peak_gb": search.get("need", {}).get("mem_mb", 0) / 1024,
                                 "basis": search["basis"], "request": _request(search)})
     return list(rows.values())
+
+
+def first_stage_requests(grid: Grid):
+    """Every first-stage job of a grid and what it asks for, one row a job (the book's table)."""
+    import pandas as pd
+
+    sizes = first_stage_sizes(grid)
+    rows = []
+    for corpus, (dataset, _) in first_stage_corpora(grid).items():
+        for stage in ("encode", "index"):
+            rows.append({"job": stage, "collection": _passages(dataset)[0], **_request_row(sizes[corpus][stage]),
+                         "passages": sizes[corpus].get("passages"), "queries": None})
+    for key, (dataset, name) in first_stage_jobs(grid).items():
+        rows.append({"job": f"search top-{produced_run(f'run:{name}')[1]}", "collection": dataset,
+                     **_request_row(sizes[key]["search"]), "passages": _passages(dataset)[1],
+                     "queries": _queries(dataset)})
+    return pd.DataFrame(rows)
+
+
+def _request_row(job: dict[str, Any]) -> dict[str, Any]:
+    return {"GPUs": job["gpus"], "CPUs": job.get("threads", job["cpus"]), "memory GB": job["mem_mb"] / 1024,
+            "runtime min": job["runtime_min"], "disk GB": job.get("disk_mb", 0) / 1024, "basis": job["basis"]}
 
 
 def _request(job: dict[str, Any]) -> str:

@@ -29,6 +29,10 @@ name)`` is that one call: ``name`` is ``<model slug>-top<depth>`` with the slug 
   (seconds), not cached.
 - **Run**: written atomically as ``<name>.trec`` with ``<name>.json`` beside it (what produced
   it, its rows and checksum); ``cerepro.datasets`` refuses a run that no longer matches it.
+- **Stages**: the grid runs them as separate jobs so that no GPU waits on a CPU:
+  ``prepare_index(..., "encode")`` (the shards, on the GPU), ``prepare_index(..., "index")`` (the
+  index from the shards, one CPU; a missing shard is refused, never encoded there) and
+  ``produce_run(..., encode=False, threads=N)`` (queries, search and run on N CPU threads).
 
 Bad input fails before encoding with :class:`FirstStageError` naming the file: a checkpoint that
 is not a masked LM, a collection without passages or queries, an index built by another model

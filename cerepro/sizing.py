@@ -209,3 +209,29 @@ def assumptions_text() -> str:
             f"token read and written {ENCODE_LOGIT_PASSES} times at {ENCODE_BANDWIDTH_TBS:g} TB/s; "
             f"queries encoded on the CPU at {CPU_QUERY_ENCODE_PER_S:g}/s per core; past 2 threads the "
             f"search keeps the measured 2-thread efficiency")
+
+
+def measured_table(rows=None):
+    """The benchmark's table as the book shows it: one row per size."""
+    import pandas as pd
+
+    rows = rows if rows is not None else read_table()
+    return pd.DataFrame([{
+        "passages": int(r["passages"]), "postings / passage": r["postings"] / r["passages"],
+        "terms / query": r["query_terms"],
+        "peak GB: shards": r["shards_peak_mb"] / 1024, "index build": r["index_peak_mb"] / 1024,
+        "search": r["search_peak_mb"] / 1024, "run writing": r["run_peak_mb"] / 1024,
+        "index build s (CPU)": r["index_s"], "index GB on disk": r["index_mb"] / 1024,
+        "search: CPU ms / query": r["query_cpu_ms"], "queries/s, 1 thread": r["qps_1"],
+        "queries/s, 2 threads": r["qps_2"], "speed-up": r["speedup_2"]} for r in rows])
+
+
+def fit_table(rows=None):
+    """Each fit: ``a + b * passages`` (b per million passages; run writing per million rows) and
+    its relative error at the largest size, held out of the fit."""
+    import pandas as pd
+
+    rows = rows if rows is not None else read_table()
+    return pd.DataFrame([{"quantity": name, "a": fit.a, "b (per million)": fit.b * 1e6,
+                          "held-out error at the largest size": fit.held_out}
+                         for name, fit in fits(rows).items()])
