@@ -456,9 +456,11 @@ def first_stage_index_input(grid: Grid, key: str) -> str:
 
 def first_stage_sizes(grid: Grid) -> dict[str, dict[str, Any]]:
     """What each first-stage job needs and requests (:func:`cerepro.sizing.requests`): per corpus
-    key its ``encode`` and ``index`` jobs, per run key its ``search`` job. A grid that trains on
-    the CPU encodes on the CPU (no GPU requested). A collection whose size is unknown offline
-    gets the profile's resources, labelled assumed."""
+    key its ``encode`` and ``index`` jobs, per run key its ``search`` job. A collection whose
+    size is unknown offline gets the profile's resources, labelled assumed. A grid that trains
+    on the CPU (the offline smoke and rehearsal grids: their ir_datasets ids announce the real
+    collections' sizes while their files are small stand-ins) encodes on the CPU and asks at
+    most its profile's memory, runtime and CPUs."""
     from cerepro import sizing
 
     run = grid.first_config
@@ -489,6 +491,15 @@ def first_stage_sizes(grid: Grid) -> dict[str, dict[str, Any]]:
         if not run.gpus:  # a CPU grid encodes on one CPU thread, as before
             encode.update(gpus=0, cpus=1)
         sizes[corpus] = {"passages": passages, "encode": encode, "index": first["index"]}
+    if not run.gpus:
+        cap = {"mem_mb": run.mem_gb * 1024, "runtime_min": max(10, run.runtime_min // 2)}
+        for size in sizes.values():
+            for stage, job in size.items():
+                if isinstance(job, dict) and "mem_mb" in job:
+                    size[stage] = {**job, **{k: min(job[k], v) for k, v in cap.items()},
+                                   "cpus": min(job["cpus"], run.cpus),
+                                   **({"threads": min(job["threads"], run.cpus)} if "threads" in job else {}),
+                                   "basis": f"{job['basis']}, capped by the profile (a CPU grid)"}
     return sizes
 
 

@@ -183,3 +183,19 @@ def test_cli_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "cerepro.cli", "--help"], capture_output=True, text=True)
     for command in ("run", "grid", "plan", "book", "report"):
         assert command in out.stdout
+
+
+def test_a_cpu_grid_asks_at_most_its_profile_for_its_first_stage_jobs():
+    """The rehearsal's ir_datasets ids announce MS MARCO's 8.8M passages while its files are small
+    stand-ins: its jobs stay within the profile (2 GB, 15 min, 2 CPUs), none asks for a GPU, so a
+    one-node test cluster can run them; the paper grid's are sized from the collections."""
+    grid = load_grid("rehearsal")
+    sizes = engine.first_stage_sizes(grid)
+    corpora, runs = engine.first_stage_corpora(grid), engine.first_stage_jobs(grid)
+    jobs = [sizes[c][s] for c in corpora for s in ("encode", "index")] + [sizes[k]["search"] for k in runs]
+    assert len(jobs) == 2 * len(corpora) + len(runs) and "msmarco-passage.tiny-splade" in corpora
+    assert all(j["gpus"] == 0 for j in jobs)  # the encode jobs too: this grid trains on the CPU
+    assert all(j["mem_mb"] <= 2048 and j["runtime_min"] <= 15 and j.get("threads", j["cpus"]) <= 2 for j in jobs)
+    assert all("capped by the profile" in j["basis"] for j in jobs)
+    paper = engine.first_stage_sizes(load_grid("paper"))
+    assert paper["msmarco-passage.splade-v3-distilbert"]["index"]["mem_mb"] > 4 * 1024
