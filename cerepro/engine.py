@@ -10,6 +10,7 @@ This module schedules; it never trains or evaluates in-process.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -405,6 +406,10 @@ PLAN_GPU = "H100 SXM"
 # Dense peak TFLOP/s of PLAN_GPU at each training precision: a tf32 run (fp32 weights, TF32
 # matmuls, the authors' default) runs at half the bf16 rate; a strict fp32 one on CUDA cores.
 PLAN_PEAK_TFLOPS = {"bf16-mixed": 989.0, "tf32": 494.7, "fp32": 66.9}
+# The paper's inputs: a query cut at 32 tokens, a document at 256 (the authors' HFCrossScorer),
+# so a pair holds at most 32 + 256 tokens and its special tokens; the means below are assumed.
+PAPER_QUERY_TOKENS = 32
+PAPER_DOCUMENT_TOKENS = 256
 TRAIN_PAIR_TOKENS = 128       # mean tokens of an MS MARCO (query, passage) pair
 EVAL_PAIR_TOKENS = 256        # mean tokens of an evaluation pair (longer BEIR/Robust04 documents)
 
@@ -463,16 +468,31 @@ def plan(name: str) -> dict[str, Any]:
     volume, unknown = fetch.download_volume(inputs)
     return {"grid": grid.name, "profile": grid.profile, "runs": rows, "data": data,
             "first_stage": first, "first_stage_jobs": len(first_stage_jobs(grid)),
+            "first_stage_facts": _scale_facts() if first else {},
             "eval_datasets": list(grid.eval_datasets), "input_problems": preflight.check_inputs(grid, inputs=inputs),
             "downloads": [{k: v for k, v in vars(i).items() if k not in ("handle", "action")} for i in inputs],
             "download_bytes": volume, "download_unknown": [i.name for i in unknown],
             "settings": settings, "changed_runs": changed_runs(grid),
             "assumptions": {"mfu": PLAN_MFU, "gpu": PLAN_GPU, "gpu_peak_tflops": dict(PLAN_PEAK_TFLOPS),
-                            "train_pair_tokens": TRAIN_PAIR_TOKENS, "eval_pair_tokens": EVAL_PAIR_TOKENS},
+                            "train_pair_tokens": TRAIN_PAIR_TOKENS, "eval_pair_tokens": EVAL_PAIR_TOKENS,
+                            "query_tokens": PAPER_QUERY_TOKENS, "document_tokens": PAPER_DOCUMENT_TOKENS},
             "total_tf32_gpu_h": sum(r["tf32_gpu_h"] for r in rows if r["gpus"]),
             "early_stopping": any(j.config.early_stopping_steps for j in grid.evaluations if j.trained),
             "total_gpu_h": sum(r["train_gpu_h"] + r["eval_gpu_h"] for r in rows if r["gpus"])
             + (sum(f["encode_gpu_h"] for f in first) if grid.first_config.gpus else 0)}
+
+
+def _scale_facts() -> dict[str, Any]:
+    """Where the first stage's sizes come from: the scale benchmark's date, commit, sizes and the
+    held-out error of the fits the requests use."""
+    from cerepro import sizing
+
+    facts, rows = sizing.read_facts(), sizing.read_table()
+    errors = sizing.held_out_errors(rows)
+    used = ("index_peak_mb", "index_s", "search_peak_mb", "query_cpu_ms")
+    return {"date": facts.get("date"), "commit": facts.get("commit"),
+            "sizes": ", ".join(f"{r['passages'] / 1e6:g}M" for r in rows),
+            "held_out": ", ".join(f"{k} {errors[k]:.1%}" for k in used if errors.get(k) is not None)}
 
 
 def training_data_needs(grid: Grid) -> list[dict[str, Any]]:
@@ -515,14 +535,29 @@ def format_plan(p: dict[str, Any]) -> str:
                      f"{r['pairs_per_step']:>10} {r['eval_pairs']:>11,} {r['train_gpu_h']:>11.2f} "
                      f"{r['eval_gpu_h']:>10.2f}" + (f"  {r['model']}" if r["model"] else ""))
     if p.get("first_stage"):
-        lines.append(f"first stage: {p['first_stage_jobs']} retrieval jobs over {len(p['first_stage'])} passage sets")
+        from cerepro import sizing
+
+        lines.append(f"first stage: {p['first_stage_jobs']} retrieval jobs over {len(p['first_stage'])} passage sets "
+                     "(per passage set one encode job on the GPU and one index job on a CPU; per run one "
+                     "search job on CPUs)")
         for f in p["first_stage"]:
             count = f"{f['passages']:,}" if f["passages"] is not None else "unknown"
             lines.append(f"  {f['model']} over {f['passages_of']}: {count} passages, "
-                         f"{f['encode_gpu_h']:.2f} GPU-h to encode, ~{f['index_gb']:.1f} GB index; "
-                         f"runs: {', '.join(f['runs'])}")
-        lines.append(f"  (assuming {PLAN_PASSAGE_TOKENS} tokens and {PLAN_POSTINGS_PER_PASSAGE} postings of "
-                     f"{PLAN_POSTING_BYTES} bytes per passage)")
+                         f"{f['encode_gpu_h']:.2f} GPU-h to encode (assumed rate), ~{f['index_gb']:.1f} GB index "
+                         f"({f['basis']})")
+            lines.append(f"    encode: {f['encode']}; index: {f['index']}")
+            for r in f["searches"]:
+                cpu_h = f"{r['cpu_h']:.2f} CPU-h" if r["cpu_h"] is not None else "unknown CPU-h"
+                lines.append(f"    search {r['dataset']} top-{r['depth']} ({r['queries'] or 0:,} queries): "
+                             f"{cpu_h} on one thread, peak {r['peak_gb']:.1f} GB ({r['basis']}); "
+                             f"request {r['request']}")
+        facts = p.get("first_stage_facts") or {}
+        if facts:
+            lines.append(f"  measured: params/{sizing.TABLE} ({facts.get('date')}, commit {facts.get('commit')}, "
+                         f"sizes {facts.get('sizes')}); fitted: a + b * passages, largest size held out: "
+                         f"relative error {facts.get('held_out')}")
+        lines.append(f"  {sizing.margin_text()}")
+        lines.append(f"  {sizing.assumptions_text()}")
     if p["data"]:
         lines.append("data:")
         for d in p["data"]:
@@ -543,7 +578,10 @@ def format_plan(p: dict[str, Any]) -> str:
     peaks = ", ".join(f"{v:g} TFLOP/s in {k}" for k, v in a["gpu_peak_tflops"].items())
     lines.append(f"estimate: {p['total_gpu_h']:,.0f} GPU-hours on GPU jobs, assuming {a['mfu']:.0%} MFU of "
                  f"the {a['gpu']} dense peak ({peaks}), {a['train_pair_tokens']} tokens per training pair and "
-                 f"{a['eval_pair_tokens']} per evaluation pair (FLOPs = 6·N·tokens to train, 2·N·tokens to score)")
+                 f"{a['eval_pair_tokens']} per evaluation pair on average (assumed; the paper's inputs are cut at "
+                 f"{a['query_tokens']} query + {a['document_tokens']} document tokens), FLOPs = 6·N·tokens to "
+                 f"train, 2·N·tokens to score"
+                 + ("; the first stage's encoding: see its assumptions above" if p.get("first_stage") else ""))
     if p["total_tf32_gpu_h"] < p["total_gpu_h"] * 0.999:
         lines.append(f"  full fp32 (\"32-true\" with no TF32, as the table's runs trained before 19 Feb 2026) "
                      f"costs {p['total_gpu_h']:,.0f} GPU-hours; the same runs with TF32 matmuls would cost "
@@ -553,15 +591,8 @@ def format_plan(p: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # The first stage: one job per (collection, produced run), before any model reads it
-
-# Assumptions of the first-stage cost model (printed with every plan).
-PLAN_PASSAGE_TOKENS = 128       # mean tokens of an encoded passage (MS MARCO ~80, BEIR longer, cap 256)
-PLAN_POSTINGS_PER_PASSAGE = 200  # mean non-zero SPLADE-v3 terms of a passage after quantisation
-PLAN_POSTING_BYTES = 6           # int32 doc number + uint16 impact (cerepro.first_stage's index)
-
 
 def first_stage_jobs(grid: Grid) -> dict[str, tuple[str, str]]:
     """``{job key: (dataset id, run name)}`` for every run the grid's first stages produce: the
@@ -603,55 +634,206 @@ def first_stage_inputs(grid: Grid, run_id: str, kind: str) -> list[str]:
     return [f"first-stage-runs/{first_stage_key(d, name)}/DONE" for d in datasets]
 
 
-def first_stage_resources(grid: Grid) -> dict[str, Any]:
-    """A first-stage job encodes a whole collection (GPU where the grid trains on GPUs) and holds
-    its index in memory: the memory and CPUs of a training job, half its runtime."""
+def first_stage_corpora(grid: Grid) -> dict[str, tuple[str, str]]:
+    """``{corpus key: (dataset id, run name)}``: one encode job and one index job per (model,
+    passage set) the grid's first stages search. Collections that share passages in ir_datasets
+    (``docs_parent_id``: MS MARCO dev, TREC DL 2019 and 2020) share them; FEVER and Climate-FEVER
+    are separate passage sets there (5,416,568 and 5,416,593 passages, two downloads), so each is
+    encoded and indexed. The dataset named is the first of its set (any of them reads the same
+    passages)."""
+    corpora: dict[str, tuple[str, str]] = {}
+    for dataset, name in first_stage_jobs(grid).values():
+        corpora.setdefault(first_stage_corpus(dataset, name), (dataset, name))
+    return corpora
+
+
+def first_stage_corpus(dataset: str, name: str) -> str:
+    """The corpus key of a first-stage run: ``msmarco-passage.splade-v3-distilbert``."""
+    model, _ = produced_run(f"run:{name}")
+    docs_id, _ = _passages(dataset)
+    return f"{docs_id.replace('/', '~').replace(':', '=')}.{model.slug}"
+
+
+def first_stage_index_input(grid: Grid, key: str) -> str:
+    """The index job's DONE marker a search job (``key`` of :func:`first_stage_jobs`) waits for."""
+    dataset, name = first_stage_jobs(grid)[key]
+    return f"first-stage-corpora/{first_stage_corpus(dataset, name)}/DONE"
+
+
+def first_stage_sizes(grid: Grid) -> dict[str, dict[str, Any]]:
+    """What each first-stage job needs and requests (:func:`cerepro.sizing.requests`): per corpus
+    key its ``encode`` and ``index`` jobs, per run key its ``search`` job. A collection whose
+    size is unknown offline gets the profile's resources, labelled assumed. A grid that trains
+    on the CPU (the offline smoke and rehearsal grids: their ir_datasets ids announce the real
+    collections' sizes while their files are small stand-ins) encodes on the CPU and asks at
+    most its profile's memory, runtime and CPUs."""
+    from cerepro import sizing
+
     run = grid.first_config
-    return {"gpu": run.gpus, "cpus_per_task": run.cpus, "mem_mb": run.mem_gb * 1024,
-            "runtime": max(10, run.runtime_min // 2)}
+    table = sizing.read_table()
+    jobs = first_stage_jobs(grid)
+    by_corpus: dict[str, list[str]] = {}
+    for key, (dataset, name) in jobs.items():
+        by_corpus.setdefault(first_stage_corpus(dataset, name), []).append(key)
+    sizes: dict[str, dict[str, Any]] = {}
+    fallback = {"gpus": run.gpus, "cpus": run.cpus, "mem_mb": run.mem_gb * 1024,
+                "runtime_min": max(10, run.runtime_min // 2), "disk_mb": 0, "basis": "assumed (size unknown)"}
+    for corpus, keys in by_corpus.items():
+        dataset, name = jobs[keys[0]]
+        _, passages = _passages(dataset)
+        for key in keys:
+            d, n = jobs[key]
+            depth = produced_run(f"run:{n}")[1]
+            queries = _queries(d)
+            if passages is None or queries is None:
+                sizes[key] = {"search": {**fallback, "gpus": 0, "threads": 1}}
+                continue
+            sizes[key] = sizing.requests(passages, queries, depth, rows=table)
+        if passages is None:
+            sizes[corpus] = {"encode": dict(fallback), "index": {**fallback, "gpus": 0, "cpus": 1}}
+            continue
+        first = sizing.requests(passages, 0, 1, rows=table)
+        encode = dict(first["encode"])
+        if not run.gpus:  # a CPU grid encodes on one CPU thread, as before
+            encode.update(gpus=0, cpus=1)
+        sizes[corpus] = {"passages": passages, "encode": encode, "index": first["index"]}
+    if not run.gpus:
+        cap = {"mem_mb": run.mem_gb * 1024, "runtime_min": max(10, run.runtime_min // 2)}
+        for size in sizes.values():
+            for stage, job in size.items():
+                if isinstance(job, dict) and "mem_mb" in job:
+                    size[stage] = {**job, **{k: min(job[k], v) for k, v in cap.items()},
+                                   "cpus": min(job["cpus"], run.cpus),
+                                   **({"threads": min(job["threads"], run.cpus)} if "threads" in job else {}),
+                                   "basis": f"{job['basis']}, capped by the profile (a CPU grid)"}
+    return sizes
 
 
-def produce_first_stage(grid: Grid, key: str, done_path: str, log_path: str, threads: int = 1) -> Path:
+_SIZES: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+def first_stage_resources(grid: Grid, stage: str) -> dict[str, Any]:
+    """Snakemake resources of a first-stage rule, sized from its collection (callables of the
+    job's wildcards: ``corpus`` for ``encode`` and ``index``, ``key`` for ``search``). Only the
+    encode job holds a GPU; indexing and searching are CPU work."""
+    key = f"{params_dir()}:{grid.name}"
+
+    def pick(wc):  # sized on first use: a job that is no first-stage job never reads the table
+        if key not in _SIZES:
+            _SIZES[key] = first_stage_sizes(grid)
+        return _SIZES[key][wc.corpus if stage != "search" else wc.key][stage]
+
+    return {"gpu": lambda wc: pick(wc)["gpus"],
+            "cpus_per_task": lambda wc: pick(wc).get("threads", pick(wc)["cpus"]),
+            "mem_mb": lambda wc: pick(wc)["mem_mb"],
+            "runtime": lambda wc: pick(wc)["runtime_min"],
+            "disk_mb": lambda wc: pick(wc)["disk_mb"]}
+
+
+def first_stage_threads(grid: Grid, stage: str):
+    """A first-stage rule's threads, as a callable of its wildcards (the CPUs it requests)."""
+    resources = first_stage_resources(grid, stage)
+    return lambda wc: resources["cpus_per_task"](wc)
+
+
+def produce_first_stage(grid: Grid, key: str, done_path: str, log_path: str, threads: int = 1,
+                        stage: str = "all") -> Path:
     """Run ``python -m cerepro.first_stage`` for one job in its own process (a crash or an
     out-of-memory kill takes that process only; finished shards stay for the rerun), then write
-    the DONE marker."""
+    the DONE marker. ``stage``: ``encode`` or ``index`` for a corpus key of
+    :func:`first_stage_corpora`, ``search`` (or ``all``: every stage in one process) for a run
+    key of :func:`first_stage_jobs`."""
     import json
 
     from cerepro.paths import write_text_atomic
 
-    dataset, name = first_stage_jobs(grid)[key]
+    dataset, name = (first_stage_corpora(grid) if stage in ("encode", "index") else first_stage_jobs(grid))[key]
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "cerepro.first_stage", dataset, name, "--stage", stage,
+               "--threads", str(threads if stage in ("search", "all") else 1)]
     with open(log_path, "w", encoding="utf-8") as log:
-        code = subprocess.call([sys.executable, "-m", "cerepro.first_stage", dataset, name],
-                               stdout=log, stderr=subprocess.STDOUT, env=env)
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     if code != 0:
-        raise RunnerError(f"first stage {name} of {dataset} failed (exit {code}); see {log_path}")
-    return write_text_atomic(done_path, json.dumps({"dataset": dataset, "run": name}) + "\n")
+        raise RunnerError(f"first stage {name} of {dataset} ({stage}) failed (exit {code}); see {log_path}")
+    return write_text_atomic(done_path, json.dumps({"dataset": dataset, "run": name, "stage": stage}) + "\n")
 
 
 def first_stage_plan(grid: Grid) -> list[dict[str, Any]]:
-    """Per passage set the grid's first stages index: passages, GPU-hours to encode, index disk.
+    """Per passage set the grid's first stages index: passages, encode GPU-hours, index size, and
+    per run its search CPU-hours, threads and peak memory, each figure labelled measured, fitted
+    or assumed (:mod:`cerepro.sizing`), with every job's request.
 
     Collections sharing passages (MS MARCO dev and TREC DL) share one index; passage counts
     come from ir_datasets' metadata (no download), local and demo folders are counted.
     """
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    sizes = first_stage_sizes(grid)
+    rows: dict[str, dict[str, Any]] = {}
     for key, (dataset, name) in first_stage_jobs(grid).items():
         model, depth = produced_run(f"run:{name}")
         docs_id, passages = _passages(dataset)
-        row = rows.setdefault((model.slug, docs_id), {
-            "model": model.hf_id, "passages_of": docs_id, "passages": passages, "runs": []})
+        corpus = first_stage_corpus(dataset, name)
+        size = sizes[corpus]
+        row = rows.setdefault(corpus, {
+            "model": model.hf_id, "passages_of": docs_id, "passages": passages, "runs": [],
+            "encode_gpu_h": size["encode"].get("gpu_h", 0.0),
+            "index_gb": size["index"].get("index_mb", 0) / 1024,
+            "basis": size["index"]["basis"], "encode": _request(size["encode"]), "index": _request(size["index"]),
+            "searches": []})
         row["runs"].append(f"{dataset} top-{depth}")
-    rate = PLAN_MFU * PLAN_PEAK_TFLOPS["bf16-mixed"] * 1e12  # SPLADE encodes in bf16
-    for (slug, _), row in rows.items():
-        n = _encoder_params(slug)
-        tokens = (row["passages"] or 0) * PLAN_PASSAGE_TOKENS
-        row["encode_gpu_h"] = 2 * n * tokens / rate / 3600
-        row["index_gb"] = (row["passages"] or 0) * PLAN_POSTINGS_PER_PASSAGE * PLAN_POSTING_BYTES / 1e9
+        search = sizes[key]["search"]
+        row["searches"].append({"dataset": dataset, "depth": depth, "queries": _queries(dataset),
+                                "cpu_h": search.get("cpu_h"), "threads": search.get("threads", 1),
+                                "peak_gb": search.get("need", {}).get("mem_mb", 0) / 1024,
+                                "basis": search["basis"], "request": _request(search)})
     return list(rows.values())
 
 
+def first_stage_requests(grid: Grid):
+    """Every first-stage job of a grid and what it asks for, one row a job (the book's table)."""
+    import pandas as pd
+
+    sizes = first_stage_sizes(grid)
+    rows = []
+    for corpus, (dataset, _) in first_stage_corpora(grid).items():
+        for stage in ("encode", "index"):
+            rows.append({"job": stage, "collection": _passages(dataset)[0], **_request_row(sizes[corpus][stage]),
+                         "passages": sizes[corpus].get("passages"), "queries": None})
+    for key, (dataset, name) in first_stage_jobs(grid).items():
+        rows.append({"job": f"search top-{produced_run(f'run:{name}')[1]}", "collection": dataset,
+                     **_request_row(sizes[key]["search"]), "passages": _passages(dataset)[1],
+                     "queries": _queries(dataset)})
+    return pd.DataFrame(rows)
+
+
+def _request_row(job: dict[str, Any]) -> dict[str, Any]:
+    return {"GPUs": job["gpus"], "CPUs": job.get("threads", job["cpus"]), "memory GB": job["mem_mb"] / 1024,
+            "runtime min": job["runtime_min"], "disk GB": job.get("disk_mb", 0) / 1024, "basis": job["basis"]}
+
+
+def _request(job: dict[str, Any]) -> str:
+    return (f"{job['gpus']} GPU, {job.get('threads', job['cpus'])} CPU, {job['mem_mb'] / 1024:.0f} GB, "
+            f"{job['runtime_min']} min" + (f", {job['disk_mb'] / 1024:.0f} GB disk" if job.get("disk_mb") else ""))
+
+
+def _queries(dataset: str) -> int | None:
+    """Queries of a collection: params/datasets.yaml, else ir_datasets' metadata, else counted."""
+    known = dataset_registry()["datasets"].get(dataset, {}).get("queries")
+    if known:
+        return int(known)
+    try:
+        if dataset.startswith(("local:", "demo:")):
+            from cerepro.datasets import load_collection
+
+            return len(load_collection(dataset).queries)
+        import ir_datasets
+
+        return int(ir_datasets.load(dataset).queries_count())
+    except Exception:  # an id ir_datasets does not know offline: counted as unknown
+        return None
+
+
+@functools.lru_cache(maxsize=None)
 def _passages(dataset: str) -> tuple[str, int | None]:
     if dataset.startswith(("local:", "demo:")):
         try:
@@ -667,12 +849,6 @@ def _passages(dataset: str) -> tuple[str, int | None]:
         return ir_datasets.docs_parent_id(dataset), int(ir_datasets.load(dataset).docs_count())
     except Exception:  # an id ir_datasets does not know offline: counted as unknown
         return dataset, None
-
-
-def _encoder_params(slug: str) -> float:
-    # DistilBERT (66M, the MLM head tied to the embeddings) for the paper's encoder; the tiny
-    # offline MLM is negligible
-    return 66e6 if "distilbert" in slug else 1e6
 
 
 # ---------------------------------------------------------------------------------------------

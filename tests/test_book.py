@@ -120,7 +120,7 @@ def test_smoke_book_builds_from_a_synthetic_grid(smoke):
     html = smoke["html"]
     for page in ["intro", "setup/data", "setup/objectives", "setup/backbones", "setup/protocol", "metric-contract",
                  "published", *RQ_PAGES, "scoreboard", "queries", "generated/run-index", "appendix/training", "appendix/compute",
-                 "appendix/environment", "appendix/limits", "appendix/bad-inputs", "appendix/log"]:
+                 "appendix/first-stage-scale", "appendix/environment", "appendix/limits", "appendix/bad-inputs", "appendix/log"]:
         assert (html / f"{page}.html").is_file(), page
     for page in ["intro", *RQ_PAGES, "scoreboard"]:
         text = (html / f"{page}.html").read_text()

@@ -150,6 +150,57 @@ def test_top_k_equals_the_exhaustive_product_of_the_same_quantised_weights(index
         assert all((a == b).all() for a, b in zip(blocked_scores, found_scores))
 
 
+def random_index(tmp_path, n_docs=600, n_queries=120, vocab=300, seed=0):
+    """A built index of random integer impacts (few distinct values: many exact ties), in three
+    shards, and random queries: the search's input without an encoder."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+
+    def vectors(n, terms):
+        rows = np.repeat(np.arange(n), terms)
+        cols = rng.integers(0, vocab, n * terms)
+        m = sp.csr_matrix((rng.integers(1, 4, n * terms).astype(np.float32), (rows, cols)), shape=(n, vocab))
+        m.sum_duplicates()
+        m.data = np.minimum(m.data, 3).astype(np.uint16)
+        return m
+
+    doc_q, query_q = vectors(n_docs, 12), vectors(n_queries, 4)
+    ids = [f"d{i:04d}" for i in rng.permutation(n_docs)]
+    shards = []
+    for k, (lo, hi) in enumerate([(0, 200), (200, 450), (450, n_docs)]):
+        shards.append(tmp_path / "shards" / f"passages-{k:05d}.npz")
+        shards[-1].parent.mkdir(exist_ok=True)
+        fs._write_shard(shards[-1], ids[lo:hi], doc_q[lo:hi])
+    index = fs.build_index(shards, tmp_path / "index", {"model": "random", "revision": "-"}, vocab_size=vocab)
+    return index, doc_q, query_q, ids
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_search_on_several_threads_returns_exactly_the_one_thread_top_k(tmp_path, threads):
+    index, doc_q, query_q, ids = random_index(tmp_path)
+    depth = 25
+    one_docs, one_scores = fs.search(index, query_q, depth, threads=1)
+    many_docs, many_scores = fs.search(index, query_q, depth, threads=threads)
+    assert len(many_docs) == len(one_docs) == query_q.shape[0]
+    for a, b, sa, sb in zip(one_docs, many_docs, one_scores, many_scores):
+        assert a.tolist() == b.tolist() and sa.tolist() == sb.tolist()
+    # and both are the exhaustive product's top-k under the tie rule (ties abound here)
+    for (want_docs, want_scores), got_docs, got_scores in zip(
+            dense_oracle(doc_q, query_q, ids, depth), many_docs, many_scores):
+        assert [index.doc_ids[d] for d in got_docs] == want_docs and got_scores.tolist() == want_scores
+    # cut into document blocks too: still the same lists
+    blocked_docs, _ = fs.search(index, query_q, depth, threads=threads,
+                                block_postings=index.manifest["postings"] // 4)
+    assert all(a.tolist() == b.tolist() for a, b in zip(one_docs, blocked_docs))
+
+
+def test_search_with_fewer_than_one_thread_is_refused(tmp_path):
+    index, _, query_q, _ = random_index(tmp_path, n_docs=20, n_queries=2)
+    with pytest.raises(vocab.FirstStageError, match="threads must be at least 1, got 0"):
+        fs.search(index, query_q, 5, threads=0)
+
+
 def test_search_breaks_exact_ties_by_doc_id_descending():
     import scipy.sparse as sp
 
@@ -178,6 +229,30 @@ def test_produced_run_is_read_by_load_candidates_and_reused(real_text):
     mtime = path.stat().st_mtime_ns
     assert fs.produce_run(dataset, "tiny-splade-top5", progress=False) == path
     assert path.stat().st_mtime_ns == mtime  # nothing recomputed
+
+
+def test_the_grid_stages_encode_index_and_search_make_the_run_of_one_process(real_text, tmp_path, monkeypatch):
+    """encode (GPU job) -> index (CPU job, never encodes) -> search (CPU job, threads): the same
+    run as every stage in one process, and no stage encodes what the one before must have."""
+    dataset, name = f"local:{real_text}", "tiny-splade-top5"
+    with pytest.raises(vocab.FirstStageError, match=r"passages-00000.npz: passage shard missing \(1 of 1\); "
+                                                    r"the collection's encode job"):
+        fs.prepare_index(dataset, name, "index", progress=False)
+    shards = fs.prepare_index(dataset, name, "encode", progress=False)
+    assert [p.name for p in shards.iterdir()] == ["passages-00000.npz"]
+    assert not (shards.parent / "index").exists()  # the GPU job builds no index
+    index = fs.prepare_index(dataset, name, "index", progress=False)
+    assert (index / "manifest.json").is_file()
+    staged = fs.produce_run(dataset, name, progress=False, threads=2, encode=False, device="cpu")
+    assert json.loads(staged.with_suffix(".json").read_text())["threads"] == 2
+    # every stage in one process, in a fresh cache: the same run, row for row
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path / "other-cache"))
+    fresh = tmp_path / "fresh"
+    shutil.copytree(REAL_TEXT, fresh)
+    whole = fs.produce_run(f"local:{fresh}", name, progress=False)
+    assert staged.read_text() == whole.read_text()
+    with pytest.raises(vocab.FirstStageError, match="unknown index stage 'search'"):
+        fs.prepare_index(dataset, name, "search", progress=False)
 
 
 def test_a_user_placed_run_under_the_produced_name_is_used_as_it_is(real_text):
