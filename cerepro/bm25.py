@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cerepro.paths import atomic_dir, cache_dir
+from cerepro.paths import atomic_dir, cache_dir, contents_damage, set_aside, write_contents
 from cerepro.trec import RUN_COLUMNS, LocalDocs, rank_by_score
 
 # Pyserini's BM25 parameters for MS MARCO passage (k1=0.9, b=0.4), Lucene's scoring variant, and
@@ -51,6 +52,12 @@ def bm25_index(docs, name: str):
     import bm25s
 
     folder = bm25_index_dir(docs, name)
+    if (folder / "doc_ids.json").is_file():
+        damage = contents_damage(folder)  # sizes only: an index of MS MARCO is gigabytes
+        if damage is not None:
+            logging.getLogger(__name__).warning(
+                "%s: BM25 index damaged or from an older cerepro (%s); building it again", folder, damage)
+            set_aside(folder)
     if not (folder / "doc_ids.json").is_file():
         _build_index(docs, name, folder)
     retriever = bm25s.BM25.load(folder, show_progress=False)
@@ -80,6 +87,7 @@ def _build_index(docs, name: str, folder: Path) -> None:
         tokenizer.save_vocab(tmp)
         tokenizer.save_stopwords(tmp)
         (tmp / "doc_ids.json").write_text(json.dumps(doc_ids), encoding="utf-8")
+        write_contents(tmp, checksums=False)
 
 
 def bm25_run(docs, queries: dict[str, str], depth: int, *, name: str) -> pd.DataFrame:

@@ -35,6 +35,7 @@ from cerepro.paths import book_dir, runs_dir, write_text_atomic
 
 GENERATED = "generated"
 RESULTS_FILE = "results.pkl"
+SHOWN_WARNINGS = 20  # evaluation warnings listed on a page; the rest are counted
 RELEASED_GRID = "released"  # the authors' checkpoints, shown beside any trained grid on the scoreboard
 
 
@@ -184,11 +185,11 @@ def _jupyter_book() -> str:
 def prepare(grid: str, folder: Path) -> Path:
     """Write ``<folder>/generated/``: results, grid file, executed notebooks
     and the run index. Everything there is rewritten from ``runs/`` on every build."""
+    info = tables.grid_info(grid)  # a grid of params/grids/ (a slug, no path), before anything is cleared
     generated = folder / GENERATED
     if generated.exists():
         shutil.rmtree(generated)
     (generated / "runs").mkdir(parents=True)
-    info = tables.grid_info(grid)
     tables.grid_results(grid).to_pickle(generated / RESULTS_FILE)
     shutil.copyfile(info.file, generated / "grid.yaml")
     index = provenance.run_index(grid)
@@ -310,6 +311,7 @@ class Page:
         _glue(f"{prefix}verdict", claim.verdict)
         _glue(f"{prefix}evidence", claim.evidence)
         _glue(f"{prefix}support", claim.support or "n/a")
+        _glue(f"{prefix}share", claim.share or "n/a")
         _glue(f"{prefix}exceptions", str(len(claim.exceptions)))
 
     def provenance(self):
@@ -319,7 +321,15 @@ class Page:
         kind = "warning" if self.grid.synthetic else "note"
         missing = "" if not tables.models_only(self.results).empty else \
             f" **Not yet run**: no finished evaluation in `runs/{self.grid.name}/`."
-        return Markdown(f":::{{{kind}}}\n{self.grid.provenance}{missing}\n:::\n")
+        note = f":::{{{kind}}}\n{self.grid.provenance}{missing}\n:::\n"
+        warned = tables.grid_warnings(self.grid.name)
+        if warned:  # results quietly wrong or hard to compare: said on every page that shows them
+            shown = "".join(f"- {w}\n" for w in warned[:SHOWN_WARNINGS])
+            more = f"- and {len(warned) - SHOWN_WARNINGS} more (each evaluation's `contract.json`)\n" \
+                if len(warned) > SHOWN_WARNINGS else ""
+            note += (f"\n:::{{warning}}\n**{len(warned)} evaluation warnings** in `runs/{self.grid.name}/`:"
+                     f"\n\n{shown}{more}:::\n")
+        return Markdown(note)
 
     @functools.cached_property
     def released_results(self) -> pd.DataFrame:
@@ -369,6 +379,90 @@ class Page:
 
     def glue(self, name: str, value) -> None:
         _glue(name, _text(name, value))
+
+    def interactive(self, table: pd.DataFrame, name: str, *, page_length: int = 10):
+        """``table`` as a sortable, searchable table with a CSV button (itables, offline)."""
+        return interactive(table, name, page_length=page_length)
+
+    def every_cell(self):
+        """The scoreboard's cells, sortable and filterable by backbone, objective, column and
+        verdict, with a CSV download; a grid that runs none of the authors' cells says so in one
+        line."""
+        from IPython.display import Markdown
+
+        board = verdicts.scoreboard_long(self.results)
+        if (board["verdict"] == "not run").all():
+            return Markdown(f"**Not run**: grid `{self.grid.name}` evaluates none of the {len(board)} cells of the "
+                            "authors' table (" + (
+                                "its datasets are the demo world's splits" if self.grid.synthetic else
+                                "no finished evaluation on their datasets") + ").")
+        return self.interactive(board, f"scoreboard-{self.grid.name}")
+
+    def wins_losses(self, baseline: str = "bce", *, in_domain: bool | None = None, objectives=None):
+        """Queries won and lost against ``baseline`` per backbone, objective and dataset (only the
+        in-domain ones, or only the others, when ``in_domain`` is given):
+        :func:`cerepro.explore.wins_losses_table`."""
+        from cerepro import explore
+
+        datasets = None
+        if in_domain is not None:
+            inside = self.results["group"] == vocab.IN_DOMAIN
+            datasets = list(dict.fromkeys(self.results.loc[inside if in_domain else ~inside, "dataset"]))
+            if not datasets:
+                return tables.placeholder(f"no {'in-domain' if in_domain else 'out-of-domain'} dataset in this grid")
+        return explore.wins_losses_table(self.results, baseline=baseline, objectives=objectives, datasets=datasets)
+
+    def every_cell_wide(self):
+        """The scoreboard as the authors' table, in verdict colours; one line when nothing is run."""
+        from IPython.display import Markdown
+
+        board = verdicts.scoreboard_long(self.results)
+        if (board["verdict"] == "not run").all():
+            return Markdown("")  # every_cell said it in one line
+        return verdicts.styled(verdicts.scoreboard_table(self.results, self.grid.name))
+
+    def run_results(self):
+        """One row per finished run: its identity and its mean nDCG@10 per table column."""
+        scores = tables.column_scores(self.results, tables.table_columns(self.results))
+        if scores.empty:
+            return tables.placeholder("no finished evaluation in this grid")
+        scores = scores.assign(seed=scores["seed"].astype("string").fillna(""))  # the first stage has none
+        wide = scores.pivot_table(index=["run", "backbone", "objective", "seed"], columns="column",
+                                  values="value", sort=False)
+        wide = wide[[c for c in tables.table_columns(self.results) if c in wide.columns]]
+        wide.columns.name = None
+        return wide.round(4).reset_index()
+
+    def per_query(self, baseline: str = "bce"):
+        """One row per (dataset, query): each system's nDCG@10 (mean over seeds)."""
+        rows = self.results[self.results["measure"] == tables.MEASURE]
+        if rows.empty:
+            return tables.placeholder("no finished evaluation in this grid")
+        rows = rows.assign(system=rows["backbone"] + "." + rows["objective"])
+        rows.loc[rows["run"] == vocab.FIRST_STAGE, "system"] = vocab.FIRST_STAGE
+        wide = rows.pivot_table(index=["dataset", "query_id"], columns="system", values="value", sort=False)
+        wide.columns.name = None
+        return wide.round(4).reset_index()
+
+
+_ITABLES_READY = False
+
+
+def interactive(table: pd.DataFrame, name: str, *, page_length: int = 10):
+    """A table a static page can sort, search and download as CSV: itables in its offline mode
+    (``init_notebook_mode(connected=False)`` puts the DataTables bundle in the page, once per
+    kernel, so the table works from ``file://`` with no network). ``name``: the CSV file's name."""
+    import itables
+    from IPython.display import HTML
+
+    global _ITABLES_READY
+    if not _ITABLES_READY:
+        itables.init_notebook_mode(all_interactive=False, connected=False)
+        _ITABLES_READY = True
+    return HTML(itables.to_html_datatable(
+        table, connected=False, buttons=[{"extend": "csvHtml5", "text": "CSV", "filename": name, "title": None}],
+        pageLength=page_length, classes="display compact cell-border", maxBytes=0, showIndex=False, scrollX=True,
+        display_logo_when_loading=False))
 
 
 def _text(name: str, value) -> str:

@@ -18,10 +18,12 @@ import json
 import os
 import random
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from cerepro.config import RunConfig
 from cerepro.paths import file_sha256, write_text_atomic
@@ -79,20 +81,24 @@ def save_checkpoint(output_dir: Path, step: int, model, optimizer, schedule, con
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     rank = accelerator.process_index
-    torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")  # every process keeps its own dropout RNG
+    with _writing(tmp / f"rng-rank{rank}.pt") as path:
+        torch.save(rng_state(), path)  # every process keeps its own dropout RNG
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_model(model, str(tmp / "model.safetensors"))
-        torch.save({"format": CHECKPOINT_FORMAT, "step": step,
-                    "data_position": step * config.groups_per_step,
-                    "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
-                    "best": best, "totals": totals, "fingerprint": config_fingerprint(config),
-                    "config": json.dumps(config.to_dict()), "world_size": accelerator.num_processes},
-                   tmp / "training_state.pt")
+        with _writing(tmp / "model.safetensors") as path:
+            save_model(model, str(path))
+        with _writing(tmp / "training_state.pt") as path:
+            torch.save({"format": CHECKPOINT_FORMAT, "step": step,
+                        "data_position": step * config.groups_per_step,
+                        "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
+                        "best": best, "totals": totals, "fingerprint": config_fingerprint(config),
+                        "config": json.dumps(config.to_dict()), "world_size": accelerator.num_processes},
+                       path)
         files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
         manifest = {"format": CHECKPOINT_FORMAT, "step": step, "fingerprint": config_fingerprint(config),
                     "files": files}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        with _writing(tmp / "manifest.json") as path:
+            path.write_text(json.dumps(manifest, indent=1))
         if final.exists():  # a rerun of the same step after a crash: replace it whole
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -101,6 +107,28 @@ def save_checkpoint(output_dir: Path, step: int, model, optimizer, schedule, con
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+@contextmanager
+def _writing(path: Path):
+    """A checkpoint file being written; a failed write (a full disk, the process's file size
+    limit: torch reports either as 'basic_ios::clear: iostream error') is a CheckpointError
+    naming the file and the limit, and the unfinished folder is removed."""
+    try:
+        yield path
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        try:
+            import resource  # POSIX only
+
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            shown = "unlimited" if limit == resource.RLIM_INFINITY else f"{limit:,} bytes"
+        except ImportError:
+            shown = "unknown"
+        shutil.rmtree(path.parent, ignore_errors=True)
+        raise CheckpointError(
+            f"{path}: writing the checkpoint failed ({exc}); the process's file size limit (ulimit -f) is "
+            f"{shown}: raise it, or free disk space if the disk is full, "
+            "then run again (it resumes from the previous checkpoint)") from None
 
 
 def resume_point(output_dir: Path, config: RunConfig) -> tuple[Path | None, dict | None, list]:

@@ -268,6 +268,13 @@ class Claim:
             return ""
         return f"{int(self.checks['holds'].sum())} of {len(self.checks)}"
 
+    @property
+    def share(self) -> str:
+        """How close the claim comes: ``50 of 54 (93%)`` where checked cell by cell, else ""."""
+        if self.checks.empty:
+            return ""
+        return f"{self.support} ({100 * self.checks['holds'].mean():.0f}%)"
+
 
 def _claim(key: str, verdict: str, evidence: str, numbers: dict | None = None,
            checks: pd.DataFrame | None = None, exceptions=()) -> Claim:
@@ -489,10 +496,11 @@ def audit(table: CellTable, tests: pd.DataFrame | None = None) -> dict[str, Clai
 
 
 def audit_table(found: dict[str, Claim], sep: str = "; ") -> pd.DataFrame:
-    """One row per claim: RQ, claim, verdict, cells that hold, exceptions (joined by ``sep``)."""
-    rows = [{"RQ": c.rq, "claim": c.claim, "verdict": c.verdict, "cells as claimed": c.support or "—",
+    """One row per claim: RQ, claim, the cells that hold (how close it comes), the exceptions
+    (joined by ``sep``), then the strict verdict (every cell as claimed)."""
+    rows = [{"RQ": c.rq, "claim": c.claim, "cells as claimed": c.share or "—",
              "exceptions": (sep.join(c.exceptions) or "none") if c.verdict in (SUPPORTED, NOT_SUPPORTED)
-             else c.evidence} for c in found.values()]
+             else c.evidence, "verdict": c.verdict} for c in found.values()]
     return pd.DataFrame(rows)
 
 

@@ -15,6 +15,7 @@ This module reads params; it never trains, downloads or touches data.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,6 +35,64 @@ BATCH_UNITS = ("group", "pair")
 
 class ParamsError(ValueError):
     """A params file or override that cannot describe a run."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain data: what a params file, a grid file or a `-p` value may hold
+
+
+class PlainLoader(yaml.SafeLoader):
+    """YAML limited to plain data: strings, numbers, booleans, null, lists and mappings with
+    scalar keys. Every other tag (``!!binary``, ``!!set``, ``!!omap``, ``!!python/...``, any
+    local ``!tag``) is refused: params reach notebooks and Snakemake, and a value that is not
+    plain data could be rendered there as something other than itself. An unquoted date reads
+    as its text. A key given twice in one mapping is refused (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice (line {seen[key] + 1} and line "
+                        f"{key_node.start_mark.line + 1}); YAML would keep the last one silently",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+PlainLoader.yaml_constructors = {tag: fn for tag, fn in yaml.SafeLoader.yaml_constructors.items()
+                                 if tag and tag.rsplit(":", 1)[-1] in ("null", "bool", "int", "float", "str", "seq", "map")}
+PlainLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+
+
+def _refuse_tag(loader: PlainLoader, node: yaml.Node):
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    raise yaml.constructor.ConstructorError(None, None, f"tag {tag} is not plain data", node.start_mark)
+
+
+PlainLoader.add_constructor(None, _refuse_tag)
+
+
+def load_yaml(text: str) -> Any:
+    """``text`` read by :class:`PlainLoader`; a ``yaml.YAMLError`` when it is not plain data."""
+    data = yaml.load(text, Loader=PlainLoader)  # noqa: S506 (PlainLoader is a restricted SafeLoader)
+    _check_keys(data)
+    return data
+
+
+def _check_keys(data: Any) -> None:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is not a plain scalar", None)
+            _check_keys(value)
+    elif isinstance(data, list):
+        for value in data:
+            _check_keys(value)
 
 
 @dataclass(frozen=True)
@@ -163,7 +222,7 @@ def read_fragment(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        data = load_yaml(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
@@ -192,12 +251,19 @@ def available(kind: str, root: Path | None = None) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
+SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 def fragment_path(kind: str, slug: str, root: Path | None = None) -> Path:
     root = root or params_dir()
+    singular = kind.rstrip("s")
+    if not isinstance(slug, str) or not SLUG.fullmatch(slug) or ".." in slug:
+        known = ", ".join(available(kind, root)) or "none"
+        raise ParamsError(f"{singular} {slug!r} is not a slug (a name of params/{kind}/: letters, digits, "
+                          f"'.', '_' and '-', no path); known: {known}")
     path = root / kind / f"{slug}.yaml"
     if not path.is_file():
         known = ", ".join(available(kind, root)) or "none"
-        singular = kind.rstrip("s")
         raise ParamsError(f"unknown {singular} {slug!r}: no {path}; known: {known}")
     return path
 
@@ -313,6 +379,8 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
     for key in ("warmup_steps", "gpus", "processes", "seed"):
         if getattr(c, key) < 0:
             fail(key, "must be >= 0")
+    if c.seed >= 2**32:
+        fail("seed", "must be below 2**32 = 4294967296 (numpy's and the data order's seeds are 32-bit)")
     if c.gpus and c.processes not in (0, c.gpus):
         fail("processes", f"GPU runs train one process per GPU: set 0 or gpus ({c.gpus})")
     if c.warmup_steps >= c.max_steps:
@@ -474,7 +542,10 @@ class Grid:
         for job in self.evaluations:
             if job.run_id == run_id:
                 return job
-        raise ParamsError(f"run id {run_id!r} is not in grid {self.name!r}")
+        known = [job.run_id for job in self.evaluations]
+        shown = ", ".join(known[:4]) + (f", ... ({len(known)} in all)" if len(known) > 4 else "")
+        raise ParamsError(f"run id {run_id!r} is not in grid {self.name!r} (its run ids: {shown}; "
+                          f"`cerepro runs {self.name}` lists them all)")
 
 
 @dataclass(frozen=True)
@@ -504,8 +575,19 @@ def evaluation_settings(grid: Grid, run_id: str, *, model: str = "", revision: s
     """The settings of ``grid``'s evaluation ``run_id``: a trained run scores its ``train/model``
     folder, a released checkpoint its hub id at its revision, ``first-stage`` the candidates
     alone (at fp32), each with its run's config. An ad hoc ``model`` (a folder or a hub id at
-    ``revision``) is scored with the settings of the grid's first run; ``overrides`` replaces
-    run-config keys (``eval_datasets``, ``candidate_depth``, ...), checked as params are."""
+    ``revision``) is scored with the settings of the grid's first run and labelled with the
+    ``run_id`` given, or with the model's name when that is the default ``first-stage`` (never
+    with a run id of the grid); ``overrides`` replaces run-config keys (``eval_datasets``,
+    ``candidate_depth``, ...), checked as params are."""
+    if model and run_id in {e.run_id for e in grid.evaluations}:
+        # its results would be labelled as that run's in every table
+        raise ParamsError(
+            f"run_name: {run_id!r} names a run of grid {grid.name!r}, but model={model!r} is scored "
+            f"ad hoc; give the evaluation a name of its own (-p run_name=<name>) or leave it out")
+    if model and run_id == FIRST_STAGE:
+        # the notebook's default run_name: an ad hoc model's results carry its name (one word:
+        # a TREC run's tag column)
+        run_id = "_".join(model.split())
     if model or run_id == FIRST_STAGE:
         config = grid.first_config
     else:
@@ -601,9 +683,9 @@ def read_checkpoints(path: Path) -> list[dict[str, Any]]:
     """The ``checkpoints:`` list of a checkpoints file, each entry checked: a paper checkpoint
     names its backbone and objective, a baseline its name and the backbone it is sized like."""
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        spec = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+        raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     entries = spec.get("checkpoints") if isinstance(spec, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ParamsError(f"{path}: expected a non-empty list under 'checkpoints'")
@@ -675,7 +757,7 @@ def read_grid_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"grid file not found: {path}")
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        spec = load_yaml(path.read_text(encoding="utf-8-sig")) or {}
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(spec, dict):

@@ -151,8 +151,12 @@ class Collection:
     def qrels(self) -> pd.DataFrame:
         return self._load_qrels()
 
-    def doc_text(self, doc_ids: Iterable[str]) -> list[str]:
-        """Texts in the order of ``doc_ids``; any id without text raises MissingTextError."""
+    def doc_text(self, doc_ids: str | Iterable[str]) -> str | list[str]:
+        """One passage's text for one id (``doc_text("p00632")``), else the texts in the order of
+        ``doc_ids``; any id without text raises MissingTextError. (A string is one id, never
+        iterated letter by letter.)"""
+        if isinstance(doc_ids, str):
+            return self.doc_text([doc_ids])[0]
         doc_ids = list(doc_ids)
         found = self.docs.get_many(dict.fromkeys(doc_ids))
         missing = [d for d in dict.fromkeys(doc_ids) if d not in found]
@@ -204,9 +208,10 @@ def check_dataset(dataset_id: str, key: str = "dataset") -> None:
         folder = local_folder(dataset_id)
         if not folder.is_dir():
             raise InputError(f"{key}: {dataset_id!r}: no folder {folder}")
-        for names in (["queries.tsv", "queries.jsonl"], ["docs.tsv", "corpus.jsonl"]):
+        for names in (["queries.tsv", "queries.jsonl"], ["docs.tsv", "corpus.jsonl"], ["qrels.txt"]):
             if not any((folder / n).is_file() for n in names):
-                raise InputError(f"{key}: {dataset_id!r}: {folder} has none of {', '.join(names)}")
+                why = " (TREC qrels: an evaluation measures against them)" if names == ["qrels.txt"] else ""
+                raise InputError(f"{key}: {dataset_id!r}: {folder} has none of {', '.join(names)}{why}")
         return
     if dataset_id.startswith(DEMO_PREFIX):
         from cerepro.demo_world import SPLITS
@@ -309,6 +314,26 @@ def load_local(folder: Path, dataset_id: str | None = None) -> Collection:
     collection = Collection(dataset_id, queries=queries, qrels=qrels, docs=LocalDocs(docs_path),
                             runs_dirs=[folder / "runs", first_stage_dir(dataset_id)])
     return collection
+
+
+def collection_facts(collection: Collection, run: pd.DataFrame, texts: dict[str, str] | None = None) -> dict:
+    """What the collection says about an evaluation, for its metric contract (and the warnings
+    :func:`cerepro.evaluate.result_warnings` words): judged documents that are not in the
+    collection, the run's queries with empty text, and (given the candidates' ``texts``) empty
+    passages among the candidates."""
+    judged = list(dict.fromkeys(collection.qrels["doc_id"]))
+    present = collection.has_text(judged) if judged else set()
+    absent = [d for d in judged if d not in present]
+    queries = collection.queries
+    empty_queries = [q for q in dict.fromkeys(run["query_id"]) if not str(queries.get(q, "")).strip()]
+    empty_passages = [d for d, t in (texts or {}).items() if not str(t).strip()]
+    facts = {"judged_docs_absent": len(absent), "empty_queries": len(empty_queries),
+             "empty_passages": len(empty_passages)}
+    for key, ids in (("judged_docs_absent", absent), ("empty_queries", empty_queries),
+                     ("empty_passages", empty_passages)):
+        if ids:
+            facts[f"{key}_examples"] = ids[:5]
+    return facts
 
 
 def _first_existing(folder: Path, names: list[str], dataset_id: str) -> Path:

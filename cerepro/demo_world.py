@@ -39,6 +39,7 @@ Same seed, same version: a byte-identical folder. This module generates files; i
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from cerepro.bm25 import bm25_run
-from cerepro.paths import atomic_dir, cache_dir, write_text_atomic
+from cerepro.paths import atomic_dir, cache_dir, contents_damage, set_aside, write_contents, write_text_atomic
 from cerepro.trec import RUN_COLUMNS, LocalDocs, read_id_text, write_id_text, write_qrels, write_run
 
 VERSION = "v1"  # the world's layout; world_id() adds a digest of this module's source
@@ -204,13 +205,25 @@ def split_folder(split: str, seed: int = DEFAULT_SEED) -> Path:
     return ensure(seed) / split
 
 
+_CHECKED: set[Path] = set()  # worlds whose every file's sha256 this process checked
+
+
 def ensure(seed: int = DEFAULT_SEED) -> Path:
-    """The world's folder, generated on first use into a temporary folder renamed into place."""
+    """The world's folder, generated on first use into a temporary folder renamed into place;
+    a world whose files differ from its CONTENTS.json (a file cut short, edited) is generated
+    again, never read: half a line would be taken for a passage."""
     folder = world_folder(seed)
     if (folder / "README.md").is_file():
-        return folder
+        damage = contents_damage(folder, checksums=folder not in _CHECKED)  # sizes on every call
+        if damage is None:
+            _CHECKED.add(folder)
+            return folder
+        logging.getLogger(__name__).warning(
+            "%s: demo world damaged (%s); generating it again", folder, damage)
+        set_aside(folder)
     with atomic_dir(folder, "README.md") as tmp:
         generate(tmp, seed)
+    _CHECKED.add(folder)
     return folder
 
 
@@ -240,6 +253,7 @@ def generate(folder: str | os.PathLike, seed: int = DEFAULT_SEED, sizes: Sizes =
     bm25 = _write_folder(folder / "train", inside, train, sizes.depth)
     write_training_files(folder / "train", inside, train, bm25, sizes, rng)
     write_text_atomic(folder / "README.md", _readme(seed, sizes))
+    write_contents(folder)  # every file's size and sha256, which ensure() checks
     return folder
 
 

@@ -7,10 +7,20 @@ modification time, so a 2 GB file is hashed once); a missing file is downloaded 
 file, hashed on the way and renamed into place only if its md5 matches. A wrong md5 raises
 :class:`ChecksumError` naming the file, the expected and the actual md5.
 
-Users without network access place the files there themselves (``book/setup-data.md`` lists them).
+A download is resumable: bytes arrive in ``<filename>.part`` next to the final file (never under
+the final name); a connection that drops midway is resumed with an HTTP ``Range`` request where
+the server honours it (``206``), else restarted from the first byte, a few times; a ``.part`` left
+by a killed process is resumed by the next call. The md5 of the whole file is checked before it is
+renamed into place; a wrong md5 removes the ``.part`` and names the URL and both md5s.
+
+Users without network access place the files there themselves (``book/setup-data.md`` lists them),
+or run ``cerepro fetch <grid>`` on a machine that has it (``cerepro.fetch``).
 ``CEREPRO_CHECKSUMS`` names a file of ``md5  filename`` lines (``md5sum``'s output) whose md5s
 replace the registered ones for those files: a mirror's re-packed copy, or the rehearsal's
 generated inputs (``cerepro.rehearsal``). The check itself stays on.
+``CEREPRO_DOWNLOAD_MIRROR`` (a base URL such as ``http://127.0.0.1:8000``) fetches every registered
+file from that server at the registered URL's path and query instead of the registered host: a
+site mirror, or the test suite's local server. The registry itself is never edited.
 This module only finds, checks and downloads files; it never parses them.
 """
 
@@ -18,8 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import os
 import shutil
+import sys
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +181,31 @@ def verify(file: ExternalFile, path: Path | None = None) -> Path:
     return path
 
 
+def download_url(file: ExternalFile) -> str:
+    """Where ``file`` is downloaded from: its registered URL, or the same path and query on the
+    ``CEREPRO_DOWNLOAD_MIRROR`` server."""
+    mirror = os.environ.get("CEREPRO_DOWNLOAD_MIRROR", "").strip()
+    if not mirror:
+        return file.url
+    base = urllib.parse.urlsplit(mirror)
+    if base.scheme not in ("http", "https", "file") or (base.scheme != "file" and not base.netloc):
+        raise ValueError(f"CEREPRO_DOWNLOAD_MIRROR={mirror!r}: expected a base URL such as "
+                         f"http://host:port or https://host/prefix")
+    url = urllib.parse.urlsplit(file.url)
+    return urllib.parse.urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + url.path,
+                                    url.query, ""))
+
+
+def offline() -> bool:
+    """Whether downloads are off (``CEREPRO_OFFLINE``, set by ``cerepro grid --offline``)."""
+    return os.environ.get("CEREPRO_OFFLINE", "") not in ("", "0")
+
+
+def partial_path(file: ExternalFile) -> Path:
+    """Where a download in progress keeps its bytes (never the final name)."""
+    return file.path.with_name(file.path.name + ".part")
+
+
 def fetch(name: str, *, download: bool = True) -> Path:
     """The checked local path of the registered file ``name``, downloading it if it is missing."""
     if name not in REGISTRY:
@@ -175,38 +214,88 @@ def fetch(name: str, *, download: bool = True) -> Path:
     if file.path.is_file():
         return verify(file)
     file = dataclasses.replace(file, md5=expected_md5(file))
-    if not download:
+    if not download or offline():
+        why = " and CEREPRO_OFFLINE is set" if download else ""
         raise FileNotFoundError(
-            f"{file.name}: {file.path} is missing; download {file.url} (md5 {file.md5}) there"
+            f"{file.name}: {file.path} is missing{why}; run `cerepro fetch <grid>` on a machine with "
+            f"network access, or download {download_url(file)} (md5 {file.md5}) there"
         )
     _download(file)
     return file.path
 
 
+TRIES = 5  # connections per download: a dropped one is resumed (or restarted) this many times
+
+
 def _download(file: ExternalFile) -> None:
-    digest = hashlib.md5()
-    try:
-        response = urllib.request.urlopen(file.url, timeout=60)
-    except OSError as exc:
-        raise ConnectionError(
-            f"cannot download {file.name} from {file.url} ({exc}); without network access, "
-            f"place the file at {file.path} (md5 {file.md5})"
-        ) from exc
-    with response, atomic_path(file.path) as tmp, tmp.open("wb") as out:
-        total = int(response.headers.get("content-length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {file.filename}") as bar:
-            while chunk := response.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                bar.update(len(chunk))
-        out.flush()
-        if digest.hexdigest() != file.md5:
-            # atomic_path removes the temporary file: nothing half-written stays in the cache
-            raise ChecksumError(
-                f"{file.url}: downloaded md5 {digest.hexdigest()} does not match the expected "
-                f"{file.md5} of {file.name!r}"
-            )
+    """Download ``file`` into its ``.part``, resuming where it stopped; check the md5 of the whole
+    file, then rename it into place. A ``.part`` left by an earlier try is resumed; if the
+    resumed file's md5 is wrong, it is downloaded once more from the first byte."""
+    url = download_url(file)
+    part = partial_path(file)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    resumed = part.is_file() and part.stat().st_size > 0
+    _receive(url, part, file)
+    actual = md5sum(part, desc=f"md5 {file.filename}")
+    if actual != file.md5 and resumed:
+        part.unlink()
+        _receive(url, part, file)
+        actual = md5sum(part, desc=f"md5 {file.filename}")
+    if actual != file.md5:
+        part.unlink()  # nothing half-written or wrong stays in the cache
+        raise ChecksumError(f"{url}: downloaded md5 {actual} does not match the expected "
+                            f"{file.md5} of {file.name!r}")
+    os.replace(part, file.path)
     write_text_atomic(_stamp(file.path), f"{file.md5} {_signature(file.path)}\n")
+
+
+def _receive(url: str, part: Path, file: ExternalFile) -> None:
+    """Append the missing bytes of ``url`` to ``part``: a ``Range`` request from its size, or the
+    whole file again when the server answers with all of it; up to TRIES connections."""
+    problem = None
+    for _ in range(TRIES):
+        have = part.stat().st_size if part.is_file() else 0
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            response = urllib.request.urlopen(request, timeout=60)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and have:  # the .part is not a prefix the server knows: start over
+                part.unlink()
+                problem = exc
+                continue
+            raise ConnectionError(f"cannot download {file.name} from {url}: HTTP {exc.code} {exc.reason}") from None
+        except OSError as exc:
+            if have and problem is not None:  # the server went away after sending some bytes
+                problem = exc
+                continue
+            raise ConnectionError(
+                f"cannot download {file.name} from {url} ({getattr(exc, 'reason', exc)}); without network "
+                f"access, run `cerepro fetch` on a machine that has it, or place the file at "
+                f"{file.path} (md5 {file.md5})") from None
+        with response:
+            if have and getattr(response, "status", None) != 206:  # Range ignored: all of it again
+                have = 0
+            length = response.headers.get("content-length")
+            total = have + int(length) if length else None
+            try:
+                with part.open("ab" if have else "wb") as out, \
+                        tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                             desc=f"download {file.filename}") as bar:
+                    while chunk := response.read(CHUNK):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+                    received = out.tell()
+                if total is None or received >= total:
+                    return
+                # http.client ends a read quietly when the server closes the connection early
+                raise http.client.IncompleteRead(b"", total - received)
+            except (http.client.HTTPException, OSError) as exc:  # dropped midway: resume
+                problem = exc
+                print(f"{url}: connection lost after {part.stat().st_size} bytes ({type(exc).__name__}); "
+                      f"resuming", file=sys.stderr)
+    raise ConnectionError(f"cannot download {file.name} from {url}: {TRIES} connections failed, the "
+                          f"last with {type(problem).__name__}: {problem}; run the command again to resume "
+                          f"from {part}")
 
 
 def place(name: str, source: str | os.PathLike) -> Path:

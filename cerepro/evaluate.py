@@ -29,6 +29,7 @@ Choices, each recorded in the contract:
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ import pandas as pd
 
 import cerepro
 from cerepro.vocab import dataset_id, dataset_registry, short_name
-from cerepro.paths import atomic_path, write_text_atomic
+from cerepro.paths import atomic_path, file_sha256, write_text_atomic
 
 MEASURES = ("nDCG@10", "RR@10", "AP")
 MISSING_QUERIES = ("zero", "skip", "error")
@@ -81,6 +82,7 @@ def evaluate(
     rel_threshold: int | None = None,
     judged_only: bool = False,
     missing_queries: str = "zero",
+    candidate_depth: int | None = None,
     contract_extra: dict | None = None,
 ) -> Result:
     """Evaluate ``run`` against ``qrels`` with ir_measures.
@@ -91,6 +93,7 @@ def evaluate(
     ``dataset``: an ir_datasets id (or its short name); it selects the default ``rel_threshold``.
     ``judged_only``: drop unjudged documents from the run before evaluation (trec_eval ``-J``).
     ``missing_queries``: ``"zero"``, ``"skip"`` or ``"error"`` for judged queries absent from the run.
+    ``candidate_depth``: the depth the run was asked for; queries with fewer candidates are counted.
     ``contract_extra``: more facts for the contract (``first_stage``, ``qrels_source``, ...).
     """
     if missing_queries not in MISSING_QUERIES:
@@ -112,6 +115,7 @@ def evaluate(
             raise ValueError(f"judged_only: run {run_name!r} has no judged document on {dataset}")
         codes, doc_ids, scores = codes[keep], doc_ids[keep], scores[keep]
 
+    shape = _run_shape(codes, scores, len(queries), candidate_depth)
     ranked = _rank(codes, np.asarray(queries, dtype=object), doc_ids, scores)
     missing = sorted(set(qrels_dict) - set(ranked.query_ids))
     if missing and missing_queries == "error":
@@ -155,6 +159,10 @@ def evaluate(
         "queries_missing_from_run": missing,
         "queries_without_judgments": len(run_queries - set(qrels_dict)),
         "queries_with_tied_scores": ranked.tied_queries,
+        "queries_all_tied": shape["all_tied"],
+        "queries_judged_all_zero": sum(1 for grades in qrels_dict.values() if max(grades.values()) <= 0),
+        "requested_depth": candidate_depth,
+        "queries_shorter_than_depth": shape["shorter"],
         "candidate_depth": ranked.depth_max,
         "candidate_depth_min": ranked.depth_min,
         "run_source": run_source,
@@ -168,7 +176,55 @@ def evaluate(
         if key in contract and key not in _CALLER_KEYS:
             raise ValueError(f"contract_extra cannot set {key!r}: cerepro measures it ({contract[key]!r})")
         contract[key] = value
+    contract["warnings"] = result_warnings(contract)
     return Result(per_query, query_means(per_query), contract)
+
+
+def _run_shape(codes: np.ndarray, scores: np.ndarray, n_queries: int, depth: int | None) -> dict:
+    """Queries whose candidates (two or more) all share one score, and queries with fewer than
+    ``depth`` candidates."""
+    counts = np.bincount(codes, minlength=n_queries)
+    low = np.full(n_queries, np.inf)
+    high = np.full(n_queries, -np.inf)
+    np.minimum.at(low, codes, scores)
+    np.maximum.at(high, codes, scores)
+    return {"all_tied": int(((counts > 1) & (low == high)).sum()),
+            "shorter": int((counts < depth).sum()) if depth else 0}
+
+
+def result_warnings(contract: dict) -> list[str]:
+    """What makes a result quietly wrong or hard to compare, in words, from its contract: said
+    in the evaluate notebook's output and on the book's pages, not only in ``contract.json``."""
+    c = contract
+    where = f"{c.get('run')} on {c.get('dataset')}"
+    out = []
+    if c.get("queries_all_tied"):
+        out.append(f"{where}: {c['queries_all_tied']} of {c['queries_in_run']} queries have every "
+                   "candidate at one score; they are ranked by doc id (trec_eval's tie rule), not by "
+                   "the run's rank column, so their values say nothing about the run")
+    if c.get("queries_shorter_than_depth"):
+        out.append(f"{where}: {c['queries_shorter_than_depth']} of {c['queries_in_run']} queries have "
+                   f"fewer than the {c['requested_depth']} candidates asked for (shortest: "
+                   f"{c['candidate_depth_min']}); relevant documents beyond their lists count as not retrieved")
+    if c.get("queries_missing_from_run"):
+        rule = {"zero": "they score 0 and count in the means", "skip": "they are left out of the means"}
+        out.append(f"{where}: {len(c['queries_missing_from_run'])} judged queries have no candidates "
+                   f"({_examples(c['queries_missing_from_run'])}); {rule.get(c['missing_queries'], 'refused')}")
+    if c.get("queries_judged_all_zero"):
+        out.append(f"{where}: {c['queries_judged_all_zero']} of {c['queries_in_qrels']} judged queries "
+                   "have only grade-0 judgements: every measure is 0 for them and they count in the "
+                   "means, as in the authors' evaluation (ir_measures)")
+    if c.get("judged_docs_absent"):
+        out.append(f"{where}: the qrels judge {c['judged_docs_absent']} documents that are not in the "
+                   f"collection (e.g. {c.get('judged_docs_absent_examples')}); relevant ones count as "
+                   "never retrieved, lowering every recall-sensitive measure")
+    if c.get("empty_queries"):
+        out.append(f"{where}: {c['empty_queries']} queries have empty text "
+                   f"(e.g. {c.get('empty_queries_examples')}); a model scores them on the passage alone")
+    if c.get("empty_passages"):
+        out.append(f"{where}: {c['empty_passages']} candidate passages have empty text "
+                   f"(e.g. {c.get('empty_passages_examples')})")
+    return out
 
 
 def parse_measures(measures) -> dict[str, "ir_measures.Measure"]:
@@ -210,19 +266,43 @@ def save_result(result: Result, folder) -> Path:
     """Write ``per_query.csv``, ``means.csv`` and ``contract.json`` into ``folder``, each file
     atomically and the contract last: a folder with a contract holds a complete result."""
     folder = Path(folder)
+    files = {}
     for name, table in (("per_query.csv", result.per_query), ("means.csv", result.means)):
         with atomic_path(folder / name) as tmp:
             table.to_csv(tmp, index=False)  # floats as repr: they read back bit for bit
-    write_text_atomic(folder / "contract.json", json.dumps(result.contract, indent=2) + "\n")
+            files[name] = {"rows": len(table), "bytes": tmp.stat().st_size, "sha256": file_sha256(tmp)}
+    # the contract lists the tables' sizes and checksums: a table cut at a line's end (fewer
+    # queries, still a valid CSV) is refused when read, never averaged over what is left
+    write_text_atomic(folder / "contract.json", json.dumps({**result.contract, "files": files}, indent=2) + "\n")
     return folder
+
+
+class ResultError(ValueError):
+    """A saved result whose files differ from what its contract records."""
+
+
+def check_result(folder) -> None:
+    """Refuse a saved result whose ``per_query.csv`` or ``means.csv`` differs from the size and
+    sha256 its ``contract.json`` records (results saved before contracts listed them pass)."""
+    folder = Path(folder)
+    files = json.loads((folder / "contract.json").read_text(encoding="utf-8")).get("files") or {}
+    for name, facts in files.items():
+        path = folder / name
+        size = path.stat().st_size if path.is_file() else None
+        if size != facts["bytes"] or file_sha256(path) != facts["sha256"]:
+            raise ResultError(
+                f"{path}: {'missing' if size is None else f'{size} bytes'}, but {folder / 'contract.json'} "
+                f"records {facts['bytes']} bytes ({facts['rows']} rows) and their sha256: the file was "
+                f"cut or changed after it was saved; delete {folder} and evaluate again")
 
 
 def load_results(folder_glob) -> pd.DataFrame:
     """Read every saved result matching ``folder_glob`` into one tidy per-query table."""
-    tables = [
-        pd.read_csv(folder / "per_query.csv", dtype={c: str for c in PER_QUERY_COLUMNS if c != "value"})
-        for folder in _result_folders(folder_glob)
-    ]
+    tables = []
+    for folder in _result_folders(folder_glob):
+        check_result(folder)
+        tables.append(pd.read_csv(folder / "per_query.csv",
+                                  dtype={c: str for c in PER_QUERY_COLUMNS if c != "value"}))
     return pd.concat(tables, ignore_index=True)[PER_QUERY_COLUMNS]
 
 
@@ -245,11 +325,16 @@ def _result_folders(folder_glob) -> list[Path]:
 
 def folder_name(dataset: str) -> str:
     """A file-system name for a dataset's result folder: its short name when params/datasets.yaml
-    knows it, else the id with ``:`` and ``/`` replaced (``demo:in-domain`` -> ``demo-in-domain``)."""
+    knows it, else the id with ``:`` and ``/`` replaced (``demo:in-domain`` -> ``demo-in-domain``)
+    and, but for the demo splits, 8 hex digits of the id's sha256 so two ids never share one."""
     canonical = dataset_id(dataset, strict=False)
     if canonical in dataset_registry()["datasets"]:
         return short_name(canonical)
-    return dataset.replace(":", "-").replace("/", "-")
+    name = dataset.replace(":", "-").replace("/", "-")
+    if dataset.startswith("demo:"):  # the demo splits: fixed names without '/', none collides
+        return name
+    # ``local:a/x-y`` and ``local:a/x/y`` would share a name: a digest of the id tells them apart
+    return f"{name}-{hashlib.sha256(dataset.encode()).hexdigest()[:8]}"
 
 
 def aggregate_table(means: pd.DataFrame, *, measure: str = "nDCG@10") -> pd.DataFrame:

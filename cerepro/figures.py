@@ -195,7 +195,8 @@ def seed_spread(results: pd.DataFrame, measure: str = MEASURE):
         ax.set_title(group_column(results, group))
         ax.set_xlabel("backbone, by parameter count")
         ax.set_ylabel(f"{measure}, one point per seed")
-        ax.tick_params(axis="x", labelsize=7, rotation=45 if len(backbones) > 4 else 0)
+        # two lines per label (family, size) instead of rotated labels running into each other
+        ax.set_xticks(range(len(backbones)), [b.replace("-", "-\n", 1) for b in backbones], fontsize=7)
     if axes[-1].get_legend() is not None:
         _seaborn().move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title="objective",
                         title_fontsize=7)
@@ -207,17 +208,18 @@ def per_query_distribution(per_query: pd.DataFrame):
     if per_query.empty:
         return _empty_figure("no per-query values")
     measures = list(dict.fromkeys(per_query["measure"]))
-    fig, axes = _panels(len(measures), width=3.6, height=3.2)
+    datasets = list(dict.fromkeys(per_query["dataset"]))
+    # horizontal boxes: dataset names read across, never rotated into each other
+    fig, axes = _panels(len(measures), width=3.6, height=max(1.6, 0.8 + 0.28 * len(datasets)))
     for ax, measure in zip(axes, measures):
         part = per_query[per_query["measure"] == measure]
-        datasets = list(dict.fromkeys(part["dataset"]))
-        ax.boxplot([part.loc[part["dataset"] == d, "value"] for d in datasets], tick_labels=datasets,
-                   patch_artist=True, boxprops={"facecolor": "0.8"}, medianprops={"color": "0.2"},
-                   flierprops={"markersize": 2})
-        ax.set_ylabel("value")
+        shown = [d for d in datasets if d in set(part["dataset"])][::-1]  # the first dataset on top
+        ax.boxplot([part.loc[part["dataset"] == d, "value"] for d in shown], tick_labels=shown,
+                   orientation="horizontal", patch_artist=True, boxprops={"facecolor": "0.8"},
+                   medianprops={"color": "0.2"}, flierprops={"markersize": 2})
+        ax.set_xlabel("value per query")
         ax.set_title(measure)
-        ax.set_xlabel("")
-        ax.tick_params(axis="x", rotation=30)
+        ax.tick_params(axis="y", labelsize=7)
     return fig
 
 
@@ -290,4 +292,29 @@ def loss_figure(curves: pd.DataFrame):
         ax.set_xlabel("student margin s₁ − s₂")
         ax.set_ylabel("loss" if y == "value" else "d loss / d margin")
     _seaborn().move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
+    return fig
+
+
+def paired_queries(pair: pd.DataFrame):
+    """Two runs query by query (:func:`cerepro.explore.paired`): each query's value under both
+    (a point per query, on or off the diagonal), and the per-query differences sorted, wins of
+    ``b`` above zero and losses below."""
+    a, b, measure = pair.attrs["a"], pair.attrs["b"], pair.attrs["measure"]
+    if pair.empty:
+        return _empty_figure("no query in common")
+    fig, (scatter, bars) = _panels(2, width=3.8, height=3.2)
+    scatter.scatter(pair[a], pair[b], s=12, color="0.25", alpha=0.7)
+    low, high = min(pair[a].min(), pair[b].min()), max(pair[a].max(), pair[b].max())
+    scatter.plot([low, high], [low, high], color="0.6", linewidth=0.8, linestyle="--")
+    scatter.set_xlabel(a, fontsize=8)
+    scatter.set_ylabel(b, fontsize=8)
+    scatter.set_title(f"{measure} per query", fontsize=9)
+    diff = pair["diff"].sort_values(ascending=False).to_numpy()
+    colours = np.where(diff > 0, "#1b7837", np.where(diff < 0, "#b2182b", "0.6"))
+    bars.bar(np.arange(len(diff)), diff, color=colours, width=1.0)
+    bars.axhline(0, color="0.3", linewidth=0.8)
+    bars.set_xlabel(f"queries, sorted ({int((diff > 0).sum())} wins, {int((diff < 0).sum())} losses of b)", fontsize=8)
+    bars.set_ylabel(f"{measure}: b - a", fontsize=8)
+    bars.set_xticks([])
+    bars.set_title(f"b = {b}\na = {a}", fontsize=8)
     return fig

@@ -29,6 +29,10 @@ name)`` is that one call: ``name`` is ``<model slug>-top<depth>`` with the slug 
   (seconds), not cached.
 - **Run**: written atomically as ``<name>.trec`` with ``<name>.json`` beside it (what produced
   it, its rows and checksum); ``cerepro.datasets`` refuses a run that no longer matches it.
+- **Stages**: the grid runs them as separate jobs so that no GPU waits on a CPU:
+  ``prepare_index(..., "encode")`` (the shards, on the GPU), ``prepare_index(..., "index")`` (the
+  index from the shards, one CPU; a missing shard is refused, never encoded there) and
+  ``produce_run(..., encode=False, threads=N)`` (queries, search and run on N CPU threads).
 
 Bad input fails before encoding with :class:`FirstStageError` naming the file: a checkpoint that
 is not a masked LM, a collection without passages or queries, an index built by another model
@@ -44,7 +48,9 @@ import hashlib
 import json
 import logging
 import re
+import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -356,27 +362,48 @@ def _read_shard(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             shard = {k: npz[k] for k in ("doc_ids", "offsets", "terms", "impacts")}
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise FirstStageError(f"{path}: unreadable passage shard ({exc}); delete it to re-encode") from None
     if shard["offsets"][-1] != len(shard["terms"]) or len(shard["offsets"]) != len(shard["doc_ids"]) + 1:
         raise FirstStageError(f"{path}: inconsistent passage shard; delete it to re-encode")
     return shard
 
 
+def _intact_shard(path: Path, size: int) -> bool:
+    """A shard on disk that reads whole and holds ``size`` passages; one that does not (cut by
+    a copy, a full disk) is named and encoded again, not trusted on its name."""
+    try:
+        shard = _read_shard(path)
+        if len(shard["doc_ids"]) != size:
+            raise FirstStageError(f"{path}: {len(shard['doc_ids'])} passages, {size} expected")
+    except FirstStageError as exc:
+        print(f"cerepro: {str(exc).replace('; delete it to re-encode', '')}: encoding it again", file=sys.stderr)
+        return False
+    return True
+
+
 def encode_passages(passages: Iterable[tuple[str, str]], total: int, model, tokenizer, folder: Path, *,
                     max_length: int, shard_size: int = DEFAULT_SHARD_SIZE, max_tokens: int | None = None,
-                    precision: str = "auto", progress: bool = True) -> list[Path]:
+                    precision: str = "auto", progress: bool = True, encode: bool = True) -> list[Path]:
     """Encode ``(doc id, text)`` pairs into quantised shards of ``shard_size`` passages in
-    ``folder``; shards already on disk are kept (a killed job resumes at the first missing one)."""
+    ``folder``; shards already on disk are kept (a killed job resumes at the first missing one).
+    With ``encode=False`` every shard must be on disk already (else FirstStageError)."""
     folder.mkdir(parents=True, exist_ok=True)
     n_shards = -(-total // shard_size)
     paths = [_shard_path(folder, k) for k in range(n_shards)]
     done = sum(1 for p in paths if p.is_file())
+    if not encode:
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise FirstStageError(f"{missing[0]}: passage shard missing ({len(missing)} of {n_shards}); "
+                                  "the collection's encode job (python -m cerepro.first_stage --stage "
+                                  "encode) writes the shards before the index is built")
+        return paths  # encoded and checked against the collection when they were written
     bar = tqdm(total=total, unit="passage", desc="encode passages", disable=not progress)
     iterator = iter(passages)
     for k, path in enumerate(paths):
         size = min(shard_size, total - k * shard_size)
-        if path.is_file():
+        if path.is_file() and _intact_shard(path, size):
             next(islice(iterator, size - 1, size), None)  # skip its passages without encoding
             bar.update(size)
             continue
@@ -402,21 +429,43 @@ def encode_passages(passages: Iterable[tuple[str, str]], total: int, model, toke
 
 
 def search(index: ImpactIndex, queries, depth: int, *, engine: str = DEFAULT_ENGINE,
-           progress: bool = False, block_postings: int = BLOCK_POSTINGS) -> tuple[list[np.ndarray], list[np.ndarray]]:
+           progress: bool = False, block_postings: int = BLOCK_POSTINGS,
+           threads: int = 1) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Exact top-``depth`` of each row of ``queries`` (a CSR matrix (Q, V) of integer impacts):
-    per query, doc numbers and integer scores, ranked by the module's tie rule."""
+    per query, doc numbers and integer scores, ranked by the module's tie rule.
+
+    ``threads`` > 1 searches queries side by side in a thread pool (scipy's sparse product and
+    numpy's sorts release the GIL; the postings are shared, not copied). Each query's result is
+    computed exactly as on one thread and returned in the queries' order, so the run is
+    identical. impact-index's engine is searched on one thread (its thread safety is not
+    documented)."""
     if engine not in ENGINES:
         raise FirstStageError(f"unknown search engine {engine!r}; known: {', '.join(ENGINES)}")
     if queries.shape[1] != index.vocab_size:
         raise FirstStageError(f"queries have {queries.shape[1]} terms, the index {index.vocab_size}")
+    if threads < 1:
+        raise FirstStageError(f"threads must be at least 1, got {threads}")
     search_one = _scipy(index, block_postings) if engine == "scipy" else _impact_index(index)
-    docs, scores = [], []
-    for q in tqdm(range(queries.shape[0]), desc=f"search ({engine})", unit="query", disable=not progress):
+
+    def one(q):
         lo, hi = queries.indptr[q], queries.indptr[q + 1]
-        d, s = search_one(queries.indices[lo:hi], queries.data[lo:hi].astype(np.int64), depth)
-        docs.append(d)
-        scores.append(s)
-    return docs, scores
+        return search_one(queries.indices[lo:hi], queries.data[lo:hi].astype(np.int64), depth)
+
+    bar = tqdm(total=queries.shape[0], desc=f"search ({engine})", unit="query", disable=not progress)
+    found = []
+    if threads == 1 or engine != "scipy" or queries.shape[0] < 2:
+        for q in range(queries.shape[0]):
+            found.append(one(q))
+            bar.update()
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for result in pool.map(one, range(queries.shape[0])):  # results in the queries' order
+                found.append(result)
+                bar.update()
+    bar.close()
+    return [d for d, _ in found], [s for _, s in found]
 
 
 def _rank(index: ImpactIndex, docs: np.ndarray, scores: np.ndarray, depth: int):
@@ -435,14 +484,18 @@ def _scipy(index: ImpactIndex, block_postings: int = BLOCK_POSTINGS):
     12 bytes); each block's hits are merged before the top-k cut."""
     import scipy.sparse as sp
 
+    import threading
+
     max_impact = index.max_impact
     blocks = _doc_blocks(index, block_postings)
     matrices = {}
+    building = threading.Lock()  # threads share one copy of the postings, built once
 
     def postings(dtype):  # int32 impacts unless a query's score bound says otherwise
-        if dtype not in matrices:
-            matrices[dtype] = [(first, _block_matrix(index, first, last, dtype)) for first, last in blocks]
-        return matrices[dtype]
+        with building:
+            if dtype not in matrices:
+                matrices[dtype] = [(first, _block_matrix(index, first, last, dtype)) for first, last in blocks]
+            return matrices[dtype]
 
     def one(terms, weights, depth):
         bound = int((weights * max_impact[terms]).sum()) if len(terms) else 0
@@ -557,8 +610,12 @@ def run_frame(index: ImpactIndex, query_ids: Sequence[str], docs, scores) -> pd.
 
 def index_collection(dataset_id: str, model, tokenizer, identity: dict, *, max_length: int,
                      shard_size: int = DEFAULT_SHARD_SIZE, max_tokens: int | None = None,
-                     precision: str = "auto", progress: bool = True) -> ImpactIndex:
-    """The impact index of a collection's passages for this encoder, built on first use."""
+                     precision: str = "auto", progress: bool = True, encode: bool = True) -> ImpactIndex:
+    """The impact index of a collection's passages for this encoder, built on first use.
+
+    ``encode=False`` (a CPU job after the GPU's encode job) builds it from the shards on disk
+    and refuses to encode a missing one: no passage is ever encoded on a job without the GPU
+    the grid planned for it."""
     collection = load_collection(dataset_id)
     docs = collection.docs
     where = getattr(docs, "path", None) or dataset_id
@@ -574,15 +631,32 @@ def index_collection(dataset_id: str, model, tokenizer, identity: dict, *, max_l
             return load_index(root / "index", identity)
         return _build_collection_index(docs, total, root, model, tokenizer, identity, max_length=max_length,
                                        shard_size=shard_size, max_tokens=max_tokens, precision=precision,
-                                       progress=progress)
+                                       progress=progress, encode=encode)
+
+
+def encode_collection(dataset_id: str, model, tokenizer, identity: dict, *, max_length: int,
+                      shard_size: int = DEFAULT_SHARD_SIZE, max_tokens: int | None = None,
+                      precision: str = "auto", progress: bool = True) -> list[Path]:
+    """The encoded passage shards of a collection (the GPU's part), written on first use; the
+    index is left to a CPU job (:func:`index_collection` with ``encode=False``)."""
+    collection = load_collection(dataset_id)
+    docs = collection.docs
+    total = _count_passages(collection, getattr(docs, "path", None) or dataset_id)
+    root = cache_dir() / "splade" / index_key(identity, docs.key, max_length)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return encode_passages(iter(docs), total, model, tokenizer, root / "shards", max_length=max_length,
+                               shard_size=shard_size, max_tokens=max_tokens, precision=precision,
+                               progress=progress)
 
 
 def _build_collection_index(docs, total, root, model, tokenizer, identity, *, max_length, shard_size,
-                            max_tokens, precision, progress) -> ImpactIndex:
+                            max_tokens, precision, progress, encode=True) -> ImpactIndex:
     started = time.perf_counter()
     shards = encode_passages(iter(docs), total, model, tokenizer, root / "shards", max_length=max_length,
                              shard_size=shard_size, max_tokens=max_tokens, precision=precision,
-                             progress=progress)
+                             progress=progress, encode=encode)
     encode_seconds = time.perf_counter() - started
     meta = {**identity, "docs": docs.key, "max_length": max_length, "shard_size": shard_size,
             "quantisation": f"round({SCALE} * weight) as uint16", "encode_seconds": round(encode_seconds, 3),
@@ -606,11 +680,13 @@ def _count_passages(collection, where) -> int:
 def produce_run(dataset_id: str, name: str, *, engine: str = DEFAULT_ENGINE,
                 shard_size: int = DEFAULT_SHARD_SIZE, max_tokens: int | None = None,
                 precision: str = "auto", device: str | None = None, progress: bool = True,
-                root: Path | None = None) -> Path:
+                root: Path | None = None, threads: int = 1, encode: bool = True) -> Path:
     """Make ``run:<name>`` (``<model slug>-top<depth>``) of ``dataset_id`` exist; returns its path.
 
     A run already produced for the same passages, queries and model is kept; a run the user
     placed under that name (no manifest beside it) is used as it is, never overwritten.
+    ``threads``: the search's threads (the run is the same on any number); ``encode=False``: the
+    index must be built or its shards encoded already (a CPU search job after the GPU's).
     """
     produced = produced_run(f"run:{name}", root)
     if produced is None:
@@ -630,12 +706,17 @@ def produce_run(dataset_id: str, name: str, *, engine: str = DEFAULT_ENGINE,
     if not queries:
         raise FirstStageError(f"{dataset_id}: the collection has no queries to retrieve for")
     queries_key = hashlib.sha256(json.dumps(queries, sort_keys=True).encode()).hexdigest()
+    # a produced run is reused only when everything it was made from is the same: the encoder as
+    # params/first_stage.yaml names it (hf_id, revision, max_length), passages, queries, engine
+    encoder = {"hf_id": spec.hf_id, "revision": spec.revision, "max_length": spec.max_length}
     if path.is_file() and run_manifest_path(path).is_file():
         found = json.loads(run_manifest_path(path).read_text())
         if found.get("queries") == queries_key and found.get("docs") == collection.docs.key \
-                and found.get("engine") == engine:
+                and found.get("engine") == engine and found.get("encoder") == encoder:
             check_run_manifest(path)
             return path
+        log.info("%s: %s was made from other inputs than params/first_stage.yaml now names; "
+                 "producing it again", dataset_id, path)
     # bad passages fail here, before a model is downloaded or a GPU is used
     _count_passages(collection, getattr(collection.docs, "path", None) or dataset_id)
     if device is None:
@@ -643,28 +724,55 @@ def produce_run(dataset_id: str, name: str, *, engine: str = DEFAULT_ENGINE,
     model, tokenizer, identity = load_encoder(spec.hf_id, spec.revision, device=device)
     index = index_collection(dataset_id, model, tokenizer, identity, max_length=spec.max_length,
                              shard_size=shard_size, max_tokens=max_tokens, precision=precision,
-                             progress=progress)
+                             progress=progress, encode=encode)
     qids = list(queries)
     started = time.perf_counter()
     q = quantise(encode_texts(model, tokenizer, [queries[i] for i in qids], max_length=spec.max_length,
                               max_tokens=max_tokens, precision=precision, progress=progress))
     encode_queries = time.perf_counter() - started
     started = time.perf_counter()
-    docs, scores = search(index, q, depth, engine=engine, progress=progress)
+    docs, scores = search(index, q, depth, engine=engine, progress=progress, threads=threads)
     search_seconds = time.perf_counter() - started
     run = run_frame(index, qids, docs, scores)
     manifest = {
-        "run": name, "dataset": dataset_id, "depth": depth, "engine": engine, **identity,
+        "run": name, "dataset": dataset_id, "depth": depth, "engine": engine, **identity, "encoder": encoder,
         "docs": collection.docs.key, "queries": queries_key, "quantisation": index.manifest["quantisation"],
         "index": str(index.folder), "index_bytes": index.manifest["index_bytes"],
         "postings": index.manifest["postings"], "docs_count": index.manifest["docs_count"],
         "encode_passages_seconds": index.manifest["encode_seconds"],
         "encode_queries_seconds": round(encode_queries, 3), "search_seconds": round(search_seconds, 3),
-        "queries_per_second": round(len(qids) / max(search_seconds, 1e-9), 2),
+        "queries_per_second": round(len(qids) / max(search_seconds, 1e-9), 2), "threads": threads,
         "rows": len(run), "queries_without_candidates": int(sum(len(d) == 0 for d in docs)),
     }
     write_produced_run(run, path, name, manifest)
     return path
+
+
+def prepare_index(dataset_id: str, name: str, stage: str, *, shard_size: int = DEFAULT_SHARD_SIZE,
+                  max_tokens: int | None = None, precision: str = "auto", device: str | None = None,
+                  progress: bool = True) -> Path:
+    """One stage of the collection's index for ``run:<name>``'s model, as the grid's jobs split
+    it: ``encode`` writes the passage shards (the GPU's work), ``index`` inverts them into the
+    impact index (the CPU's; a missing shard is refused, never encoded here). Collections that
+    share passages share both. Returns the shards' or the index's folder."""
+    produced = produced_run(f"run:{name}")
+    if produced is None:
+        known = ", ".join(first_stage_models()) or "none"
+        raise FirstStageError(f"run name {name!r} is not <model>-top<depth> with a model of "
+                              f"params/first_stage.yaml (known: {known})")
+    if stage not in ("encode", "index"):
+        raise FirstStageError(f"unknown index stage {stage!r}; known: encode, index")
+    spec, _ = produced
+    collection = load_collection(dataset_id)
+    _count_passages(collection, getattr(collection.docs, "path", None) or dataset_id)
+    if device is None:
+        device = "cuda" if stage == "encode" and torch.cuda.is_available() else "cpu"
+    model, tokenizer, identity = load_encoder(spec.hf_id, spec.revision, device=device)
+    settings = dict(max_length=spec.max_length, shard_size=shard_size, max_tokens=max_tokens,
+                    precision=precision, progress=progress)
+    if stage == "encode":
+        return encode_collection(dataset_id, model, tokenizer, identity, **settings)[0].parent
+    return index_collection(dataset_id, model, tokenizer, identity, encode=False, **settings).folder
 
 
 def write_produced_run(run: pd.DataFrame, path: Path, name: str, manifest: dict) -> Path:
@@ -688,10 +796,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("name", help="<model slug>-top<depth>, e.g. splade-v3-distilbert-top1000")
     parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE)
     parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE)
+    parser.add_argument("--stage", choices=("all", "encode", "index", "search"), default="all",
+                        help="all: encode, index and search in this process; encode: the passage shards "
+                             "(GPU); index: the impact index from the shards (CPU); search: the run from "
+                             "the index (CPU), encoding nothing but the queries")
+    parser.add_argument("--threads", type=int, default=1, help="search threads (the run is the same)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        path = produce_run(args.dataset, args.name, engine=args.engine, shard_size=args.shard_size)
+        if args.stage in ("encode", "index"):
+            path = prepare_index(args.dataset, args.name, args.stage, shard_size=args.shard_size)
+        else:
+            path = produce_run(args.dataset, args.name, engine=args.engine, shard_size=args.shard_size,
+                               threads=args.threads, encode=args.stage == "all",
+                               device="cpu" if args.stage == "search" else None)
     except (FirstStageError, ValueError, FileNotFoundError) as exc:
         print(f"cerepro.first_stage: error: {exc}", file=sys.stderr)
         return 2

@@ -118,3 +118,55 @@ def file_sha256(path: str | os.PathLike) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# A folder's contents, written last into the folder a cache builds: its marker says the folder
+# is whole only together with each file's size (and, where asked, its sha256).
+CONTENTS = "CONTENTS.json"
+
+
+def write_contents(folder: str | os.PathLike, *, checksums: bool = True) -> Path:
+    """Record every file under ``folder`` (sizes, and sha256 unless ``checksums`` is False) in
+    ``folder/CONTENTS.json``, written atomically; call it when the folder is complete."""
+    import json
+
+    folder = Path(folder)
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CONTENTS):
+        facts = {"bytes": path.stat().st_size}
+        if checksums:
+            facts["sha256"] = file_sha256(path)
+        files[path.relative_to(folder).as_posix()] = facts
+    return write_text_atomic(folder / CONTENTS, json.dumps(files, indent=1, sort_keys=True))
+
+
+def contents_damage(folder: str | os.PathLike, *, checksums: bool = True) -> str | None:
+    """What differs between ``folder`` and its ``CONTENTS.json`` (a file missing, cut short,
+    grown or, with ``checksums``, changed), or None when every listed file is as recorded."""
+    import json
+
+    folder = Path(folder)
+    try:
+        files = json.loads((folder / CONTENTS).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"no readable {CONTENTS} ({exc.__class__.__name__})"
+    for name, facts in files.items():
+        path = folder / name
+        size = path.stat().st_size if path.is_file() else None
+        if size != facts["bytes"]:
+            return f"{name} has {size} bytes, {CONTENTS} says {facts['bytes']}"
+        if checksums and "sha256" in facts and file_sha256(path) != facts["sha256"]:
+            return f"{name} differs from its sha256 in {CONTENTS}"
+    return None
+
+
+def set_aside(folder: str | os.PathLike) -> None:
+    """Remove a damaged cache folder so it can be built again: renamed first (one rename, so a
+    reader sees the whole folder or none), then deleted; another process may have done it."""
+    folder = Path(folder)
+    aside = folder.with_name(f".{folder.name}.damaged-{os.getpid()}")
+    try:
+        os.rename(folder, aside)
+    except OSError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)

@@ -1,13 +1,17 @@
 """What a grid reads, checked before any job starts: ids, first-stage runs and teacher files.
 
-``check_inputs(grid)`` returns one message per problem (empty: all present), each naming the
+``check_inputs(grid)`` returns one message per problem (empty: all in place), each naming the
 dataset id or the file: a ``run:<name>`` first stage that the grid does not produce
 (``params/first_stage.yaml``) and whose run file is not in place for a validation or evaluation
-set, a training id ir_datasets does not know, a registered training file that is missing or whose
-md5 differs (``cerepro.downloads``; hashed once, then remembered), a gzip that ends early.
-``cerepro plan`` prints them and ``cerepro grid`` refuses to start while any remain, so no GPU time
-is spent on a grid that would stop at its first missing file. Dataset ids themselves are checked
-before this, by ``cerepro.engine.check_inputs`` (an unknown id is an error at once).
+set, a training id ir_datasets does not know, a registered training file whose md5 differs
+(``cerepro.downloads``; hashed once, then remembered), a gzip that ends early, an input that
+cannot be downloaded and is not provided (Robust04's documents). ``cerepro plan`` prints them and
+``cerepro grid`` refuses to start while any remain, so no GPU time is spent on a grid that would
+stop at its first broken file. A file that is only missing is no problem: the grid's jobs
+download it (``cerepro.fetch`` lists them, with sizes and URLs), unless the grid runs
+``offline``, where every missing input is a problem naming the ``cerepro fetch`` command. Dataset
+ids themselves are checked before this, by ``cerepro.engine.check_inputs`` (an unknown id is an
+error at once).
 
 This module only looks at files; it never downloads, trains or evaluates.
 """
@@ -25,7 +29,12 @@ MSMARCO_TRIPLES = "msmarco-passage/train/triples-v2"
 TRIPLES_GZ = "train/qidpidtriples.train.full.2.tsv.gz"
 
 
-def check_inputs(grid: Grid) -> list[str]:
+def check_inputs(grid: Grid, *, offline: bool = False, inputs: list | None = None) -> list[str]:
+    """Problems that refuse the grid: broken inputs, licensed ones not provided, and with
+    ``offline`` every input not fetched. ``inputs``: ``cerepro.fetch.grid_inputs(grid)`` when the
+    caller has it already."""
+    from cerepro import fetch
+
     problems: list[str] = []
     sets = {}
     for run in grid.runs:
@@ -42,6 +51,10 @@ def check_inputs(grid: Grid) -> list[str]:
         if key not in seen:
             seen.add(key)
             problems += _check_training(run)
+    inputs = fetch.grid_inputs(grid) if inputs is None else inputs
+    # broken teacher files are reported above, by _check_training
+    problems += fetch.offline_problems(grid.name, [i for i in inputs if i.state == "manual"
+                                                  or (offline and i.state == "missing")])
     return list(dict.fromkeys(problems))
 
 
@@ -81,9 +94,7 @@ def _check_training(run) -> list[str]:
             problems.append(f"training data {need['ir_datasets']!r} is not an ir_datasets id")
         if "file" in need:
             file = downloads.REGISTRY[need["file"]]
-            if not file.path.is_file():
-                problems.append(f"training file {file.name}: {file.path} is missing; download "
-                                f"{file.url} (md5 {downloads.expected_md5(file)}) there")
+            if not file.path.is_file():  # not broken: the data job downloads it (cerepro.fetch)
                 continue
             try:
                 downloads.verify(file)
@@ -105,8 +116,8 @@ def _check_triples_gzip() -> list[str]:
     # where ir_datasets keeps its download (etc/downloads.json: train/docpairs/v2), read without
     # asking it, which would start a download
     path = Path(ir_datasets.util.home_path()) / "msmarco-passage" / TRIPLES_GZ
-    if not path.is_file():
-        return [f"training file {path} (ir_datasets {MSMARCO_TRIPLES}) is missing"]
+    if not path.is_file():  # not broken: the data job has ir_datasets download it (cerepro.fetch)
+        return []
     # reading the whole gzip takes a minute at full size: a complete one is remembered, keyed by
     # path, size and mtime, so `cerepro plan` and each grid start do not read it again
     stat = path.stat()

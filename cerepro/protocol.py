@@ -79,3 +79,22 @@ def datasets_table() -> pd.DataFrame:
         rows.append({"dataset": name, "short": name, "group": dataset_group(name), "queries": "",
                      "rel_threshold": 1})
     return pd.DataFrame(rows).set_index("dataset")
+
+
+def differences_blocks(root=None) -> str:
+    """The differences from the authors' code as Markdown, one block per difference (its point
+    and status, then what their code does and where, what cerepro does, the expected effect):
+    a six-column table of paragraphs does not fit a book's column."""
+    from cerepro.config import differences
+
+    def text(value) -> str:
+        value = " ".join(str(value).split())
+        return value.replace("<", "&lt;").replace(">", "&gt;")  # <s> is RoBERTa's, not HTML
+
+    blocks = []
+    for d in differences(root):
+        blocks.append(f"**{text(d['point'])}** · *{text(d['status'])}*\n\n"
+                      f"- **The authors' code**: {text(d['authors'])} *(read in {text(d['source'])})*\n"
+                      f"- **cerepro**: {text(d['cerepro'])}\n"
+                      f"- **Expected effect**: {text(d['effect'])}\n")
+    return "\n".join(blocks)

@@ -207,6 +207,9 @@ def rerank(
             manifest = {
                 "candidates": digest,
                 "pairs": len(encoding),
+                # the token ids themselves: edited texts, another tokenizer or other limits
+                # give other pairs under the same query and doc ids
+                "encoding": encoding_digest(encoding),
                 "shard_size": shard_size,
                 "model": model_fingerprint(model),
                 "precision": resolve_precision(precision, next(model.parameters()).device),
@@ -230,6 +233,15 @@ def rank_scores(candidates: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
         }
     )
     return rank_by_score(run)
+
+
+def encoding_digest(encoding: PairEncoding) -> str:
+    """sha256 of the pairs' token ids, offsets and token-type splits."""
+    h = hashlib.sha256()
+    for array in (encoding.input_ids, encoding.offsets, encoding.type_split):
+        if array is not None:
+            h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()[:32]
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

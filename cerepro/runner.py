@@ -13,9 +13,12 @@ This module runs notebooks; it never trains or evaluates by itself.
 
 from __future__ import annotations
 
+import ast
 import json
+import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +31,7 @@ from typing import Any, Mapping
 from cerepro.lock import LOCK_NAME, FolderLock, LockedError
 from cerepro.paths import cache_dir, params_dir, project_root, runs_dir, write_text_atomic
 
-NOTEBOOKS = ("data", "train", "evaluate", "compare")
+NOTEBOOKS = ("data", "train", "evaluate", "compare", "explore")
 PACKAGES = ("cerepro", "torch", "transformers", "accelerate", "ir_datasets", "ir_measures",
             "pandas", "scipy", "statsmodels", "papermill", "jupytext", "snakemake", "bm25s")
 DONE = "DONE"
@@ -85,7 +88,10 @@ def run_notebook(
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
         raise RunnerError(f"notebook {name!r} has no parameter(s) {unknown}; it declares {sorted(declared)}")
+    parameters = plain_parameters(parameters)
+    check_own_folder(name, run_dir)
     if is_done(run_dir) and not force:
+        check_finished_params(name, run_dir, {**declared, **parameters})
         return run_dir
     lock = FolderLock(run_dir, command=f"cerepro run {name} --out {run_dir}")
     try:
@@ -93,7 +99,9 @@ def run_notebook(
     except LockedError as exc:
         raise RunnerError(str(exc)) from None
     try:
+        check_own_folder(name, run_dir)
         if is_done(run_dir) and not force:  # finished by the writer before us
+            check_finished_params(name, run_dir, {**declared, **parameters})
             return run_dir
         if force:  # everything but our own lock
             for child in run_dir.iterdir():
@@ -110,6 +118,119 @@ def run_notebook(
     finally:
         lock.release()
     return run_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters are plain data; a run folder belongs to one notebook and one set of parameters
+
+
+def plain_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """``parameters`` checked to be plain data (strings, finite numbers, booleans, None, lists,
+    mappings with string keys; tuples become lists) and rendered into the notebook's code as
+    literals that read back as themselves; a RunnerError naming the parameter otherwise. No
+    value, whatever it holds (quotes, newlines, triple quotes), can become code."""
+    from papermill.translators import PythonTranslator
+
+    def plain(value: Any, where: str) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    raise RunnerError(f"parameter {where}: key {key!r} is not a string")
+            return {k: plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RunnerError(f"parameter {where} = {value!r}: not a finite number")
+        if value is None or isinstance(value, (str, bool, int, float)):
+            return value
+        raise RunnerError(f"parameter {where} = {value!r} is a {type(value).__name__}, not plain data "
+                          "(a string, number, boolean, list or mapping)")
+
+    out = {key: plain(value, key) for key, value in parameters.items()}
+    for key, value in out.items():
+        code = PythonTranslator.translate(value)
+        try:
+            same = ast.literal_eval(code) == value and type(ast.literal_eval(code)) is type(value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            same = False
+        if not same:
+            raise RunnerError(f"parameter {key} = {value!r} does not render as a literal of itself ({code!r})")
+    return out
+
+
+META = "meta.json"
+
+
+def check_own_folder(name: str, run_dir: Path) -> None:
+    """Refuse a folder that holds something other than a run of notebook ``name``: another
+    notebook's run, a grid, a results folder. A run folder starts empty and holds this notebook's
+    files: its executed copies (``<name>.ipynb``, ``.<name>.*``) and ``meta.json`` naming it."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise RunnerError(f"{run_dir} is a file, not a run folder")
+    entries = [c for c in run_dir.iterdir() if not c.name.startswith(LOCK_NAME)]
+    if not entries:
+        return
+    meta = _meta(run_dir)
+    if meta is not None:
+        if meta.get("notebook") == name:
+            return
+        raise RunnerError(f"{run_dir} holds a run of the {meta.get('notebook')!r} notebook, not {name!r}: "
+                          f"give {name} its own folder (--out), or leave --out out for a default one")
+    if any(c.name == f"{name}.ipynb" or c.name.startswith(f".{name}.") for c in entries):
+        return  # an unfinished run of this notebook: resumed in place, or cleared by --force
+    shown = sorted(c.name + ("/" if c.is_dir() else "") for c in entries)
+    more = f" and {len(shown) - 8} more" if len(shown) > 8 else ""
+    raise RunnerError(f"{run_dir} is not a run folder of the {name!r} notebook (nothing in it was written "
+                      f"by {name}); it holds {', '.join(shown[:8])}{more}: nothing was run or removed. "
+                      "Give the run an empty folder of its own (--out)")
+
+
+def _meta(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((run_dir / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def check_finished_params(name: str, run_dir: Path, requested: Mapping[str, Any]) -> None:
+    """A finished folder answers only the parameters it ran with: any that differ from
+    ``requested`` (``run_dir`` aside) are refused, naming both values."""
+    meta = _meta(run_dir)
+    if meta is None:
+        return
+    held = meta.get("parameters") or {}
+    differ = [key for key in requested if key != "run_dir" and key in held and held[key] != requested[key]]
+    if differ:
+        both = "; ".join(f"{key}: the folder ran with {held[key]!r}, this run asks {requested[key]!r}"
+                         for key in differ)
+        raise RunnerError(f"{run_dir} holds a finished {name} run with other parameters ({both}): nothing "
+                          "was run. Give this run its own folder (--out, or leave --out out for one named "
+                          "after its parameters), or start that folder over with --force")
+
+
+def default_run_dir(name: str, parameters: Mapping[str, Any]) -> Path:
+    """``runs/adhoc/<identity>-<digest>/<name>/`` for ``cerepro run`` without ``--out``: the
+    identity readable (a train run's id, an evaluation's run name, a data source, a grid), the
+    digest over every parameter given and declared, so two runs that differ in anything get two
+    folders, and the same run finds its own."""
+    import hashlib
+
+    merged = {**declared_parameters(name), **plain_parameters(parameters)}
+    merged.pop("run_dir", None)
+    if name == "train":
+        label = f"{merged.get('backbone')}.{merged.get('objective')}.s{merged.get('seed')}"
+    elif name == "evaluate":
+        label = str(merged.get("model") or merged.get("run_name"))
+    elif name == "data":
+        label = str(merged.get("source"))
+    else:
+        label = str(merged.get("grid"))
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._")[:60] or name
+    digest = hashlib.sha256(json.dumps(merged, sort_keys=True).encode()).hexdigest()[:10]
+    return runs_dir() / "adhoc" / f"{label}-{digest}" / name
 
 
 def _execute_into(name: str, run_dir: Path, declared: Mapping[str, Any], parameters: Mapping[str, Any],
@@ -133,7 +254,7 @@ def _execute_into(name: str, run_dir: Path, declared: Mapping[str, Any], paramet
     os.replace(partial, executed)
     meta = {"notebook": name, "parameters": params, "seconds": round(time.time() - started, 2),
             "resumed": resumed, **environment()}
-    write_text_atomic(run_dir / "meta.json", json.dumps(meta, indent=2, default=str))
+    write_text_atomic(run_dir / META, json.dumps(meta, indent=2, default=str))
     write_text_atomic(run_dir / DONE, "")
 
 
@@ -217,8 +338,13 @@ def execute(source: Path, output: Path, params: Mapping[str, Any], *, cwd: Path,
         )
 
 
+# Variables that keep a job off the network (`cerepro grid --offline`), recorded when set
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "CEREPRO_OFFLINE")
+
+
 def environment() -> dict[str, Any]:
-    """What a result needs to be traced back: versions, commit, hardware."""
+    """What a result needs to be traced back: versions, commit, hardware, and whether the job ran
+    offline (the offline variables that were set)."""
     versions = {}
     for package in PACKAGES:
         try:
@@ -230,6 +356,7 @@ def environment() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "git_commit": git_commit(),
         "hardware": hardware(),
+        "offline": [v for v in OFFLINE_VARIABLES if os.environ.get(v, "") not in ("", "0")],
     }
 
 

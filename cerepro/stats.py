@@ -238,6 +238,17 @@ def _coverage(query_sets: pd.Series, what: str) -> list[str]:
     return problems
 
 
+def paired_test(x, y, *, test: str = "paired-t") -> tuple[float, float]:
+    """(statistic, p) of two per-query vectors aligned by query: scipy's paired t-test or
+    Wilcoxon signed-rank; identical vectors give (0, 1)."""
+    if test not in ("paired-t", "wilcoxon"):
+        raise ValueError(f"a paired test is 'paired-t' or 'wilcoxon', got {test!r}")
+    x, y = _vector(x, "x"), _vector(y, "y")
+    if len(x) != len(y):
+        raise ValueError(f"paired vectors differ in length: {len(x)} and {len(y)}")
+    return _test(test, x, y)
+
+
 def _test(test: str, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     from scipy import stats as scipy_stats  # on first use: the run notebooks import this module, never test
 

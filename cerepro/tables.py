@@ -25,10 +25,10 @@ import pandas as pd
 
 from cerepro import stats
 from cerepro.backbones import backbone_facts
-from cerepro.config import fragment_path, read_checkpoints, read_fragment, read_grid_file
-from cerepro.evaluate import load_results
+from cerepro.config import fragment_path, paper_seeds, read_checkpoints, read_fragment, read_grid_file
+from cerepro.evaluate import load_results, result_warnings
 from cerepro.paths import project_root, runs_dir
-from cerepro.vocab import (BASELINE, FIRST_STAGE, IN_DOMAIN, OOD, dataset_group, dataset_registry, objective_order,
+from cerepro.vocab import (BASELINE, FIRST_STAGE, IN_DOMAIN, OOD, RELEASED, dataset_group, dataset_registry, objective_order,
                            parse_run_id, short_name)
 
 BOOK_GRID_ENV = "CEREPRO_BOOK_GRID"
@@ -60,6 +60,7 @@ class GridInfo:
     description: str
     synthetic: bool
     reproduces: str | None
+    run_ids: frozenset[str] = frozenset()  # the runs the grid names now (and the first stage)
 
     @property
     def provenance(self) -> str:
@@ -81,10 +82,16 @@ def grid_info(grid: str) -> GridInfo:
     profile = read_fragment(fragment_path("profiles", spec["profile"]))
     seeds = spec.get("seeds", 3)
     if "checkpoints" in spec:  # released checkpoints: one repetition per (backbone, objective)
-        entries = [e for e in read_checkpoints(fragment_path("checkpoints", spec["checkpoints"])) if e.get("objective")]
+        every = read_checkpoints(fragment_path("checkpoints", spec["checkpoints"]))
+        entries = [e for e in every if e.get("objective")]
         spec = {**spec, "backbones": list(dict.fromkeys(e["backbone"] for e in entries)),
                 "objectives": list(dict.fromkeys(e["objective"] for e in entries))}
         seeds = 1
+        run_ids = {f"{e['backbone']}.{e['objective']}.{RELEASED}" if e.get("objective") else f"{BASELINE}.{e['name']}"
+                   for e in every}
+    else:
+        listed = paper_seeds(seeds) if isinstance(seeds, int) else seeds
+        run_ids = {f"{b}.{o}.s{s}" for b in spec["backbones"] for o in spec["objectives"] for s in listed}
     try:
         shown = path.relative_to(project_root()).as_posix()
     except ValueError:
@@ -94,6 +101,7 @@ def grid_info(grid: str) -> GridInfo:
         objectives=tuple(spec["objectives"]), seeds=seeds if isinstance(seeds, int) else len(seeds),
         path=shown, file=path, description=spec.get("description", ""),
         synthetic=profile.get("train_data") == "demo", reproduces=spec.get("reproduces"),
+        run_ids=frozenset(run_ids | {FIRST_STAGE}),
     )
 
 
@@ -102,10 +110,14 @@ def grid_results(grid: str, measure: str | None = None) -> pd.DataFrame:
 
     ``dataset`` holds short names, ``group`` the evaluation group; the first stage's rows have
     run, backbone and objective ``first-stage`` and no seed. Only evaluate folders with ``DONE``
-    count. No results: an empty table with the same columns."""
+    count, and only those of runs the grid names now: a run of an objective since removed from the
+    grid file stays on disk but not in its tables. No results: an empty table with the same columns."""
     folder = runs_dir() / grid
+    named = grid_info(grid).run_ids
     tables = []
     for done in sorted(folder.glob("*/evaluate/DONE")):
+        if done.parent.parent.name not in named:
+            continue
         results = done.parent / "results"
         if any(results.glob("*/contract.json")):
             tables.append(load_results(results / "*"))
@@ -122,6 +134,28 @@ def grid_results(grid: str, measure: str | None = None) -> pd.DataFrame:
     table["dataset"] = table["dataset"].map(shorts)
     table["group"] = table["dataset"].map(dataset_group)
     return table[RESULT_COLUMNS].reset_index(drop=True)
+
+
+def grid_warnings(grid: str) -> list[str]:
+    """The warnings of the finished evaluations of ``grid`` (``result_warnings`` of each metric
+    contract, as its notebook printed them), for the book's pages: one line per dataset and
+    warning, naming the runs it concerns (runs re-ranking the same candidates share theirs)."""
+    named = grid_info(grid).run_ids
+    runs: dict[tuple[str, str], list[str]] = {}
+    for done in sorted((runs_dir() / grid).glob("*/evaluate/DONE")):
+        if done.parent.parent.name not in named:
+            continue
+        for path in sorted((done.parent / "results").glob("*/contract.json")):
+            contract = json.loads(path.read_text(encoding="utf-8"))
+            prefix = f"{contract.get('run')} on {contract.get('dataset')}: "
+            for warning in result_warnings(contract):
+                key = (str(contract.get("dataset")), warning.removeprefix(prefix))
+                runs.setdefault(key, []).append(str(contract.get("run")))
+    out = []
+    for (dataset, text), names in runs.items():
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        out.append(f"{dataset}: {text} ({len(names)} evaluation{'s' if len(names) > 1 else ''}: {shown})")
+    return out
 
 
 def models_only(results: pd.DataFrame) -> pd.DataFrame:

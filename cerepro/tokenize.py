@@ -344,8 +344,11 @@ def cached_encode_pairs(
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", cache_key)[:80]
     path = cache_dir() / "tokenized" / f"{slug}.{digest}.npz"
     if path.is_file():
-        encoding, meta = PairEncoding.load(path)
-        if all(meta.get(k) == v for k, v in key.items()):
+        try:
+            encoding, meta = PairEncoding.load(path)
+        except Exception:  # noqa: BLE001 - a cut or damaged cache file is rebuilt, never trusted
+            meta = {}
+        if meta and all(meta.get(k) == v for k, v in key.items()):
             return encoding
     queries, passages = texts() if callable(texts) else texts
     encoding = encode_pairs(

@@ -712,12 +712,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not (args.backbone and args.objective):
             parser.error("give --backbone and --objective, or --config-json")
-        import yaml
+        from cerepro.config import load_yaml
 
         overrides = {}
         for item in args.set:
             key, _, value = item.partition("=")
-            overrides[key] = yaml.safe_load(value)
+            overrides[key] = load_yaml(value)  # plain data only
         config = load_config(args.backbone, args.objective, args.seed, args.profile, overrides)
     summary = fit(config, args.output, resume=not args.no_resume)
     print(json.dumps({k: summary[k] for k in ("run_id", "steps", "best_step", "best_value", "model_dir")}))

@@ -65,7 +65,7 @@ from cerepro import downloads
 from cerepro.datasets import Collection, InputError, MissingTextError, load_collection, load_local, local_folder
 from cerepro.trec import LARGE_FILE, DataFormatError, parse_float, parse_int, split_columns
 from cerepro.vocab import LOCAL_PREFIX
-from cerepro.paths import atomic_path, cache_dir
+from cerepro.paths import atomic_path, cache_dir, file_sha256
 from cerepro.vocab import DATA_ORDERS, HARD_NEGATIVE_GROUPS, LLM_LISTS, TRAIN_DATA, TRAINING_SOURCES
 
 FORMAT_VERSION = 3  # bump when the groups a file gives change for the same seed (3: order, groups)
@@ -121,12 +121,30 @@ class TrainingSource:
 
     @cached_property
     def cache_key(self) -> str:
-        """Identifies the stream (the file by path, size and mtime) for caches of tokenized groups."""
-        path = train_data(self.train_data).path(self.kind, self.llm_list)
+        """Identifies the stream for caches of tokenized groups: the training file (path, size,
+        mtime) and, for a local train folder, the content of the texts and judgements it joins."""
+        data = train_data(self.train_data)
+        path = data.path(self.kind, self.llm_list)
         stat = path.stat()
         return (f"{self.kind}|{self.train_data}|{self.llm_list}|seed={order_seed(self.kind, self.seed)}|"
                 f"D={self.group_size}|order={self.order}|groups={self.hard_negative_groups}|"
-                f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{FORMAT_VERSION}")
+                f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{FORMAT_VERSION}|{texts_key(data)}")
+
+
+# The files of a local train folder that a group's texts and positives come from.
+TEXT_FILES = ("queries.tsv", "queries.jsonl", "docs.tsv", "corpus.jsonl", "qrels.txt")
+
+
+def texts_key(data: "TrainData") -> str:
+    """sha256 over a local train folder's queries, passages and qrels files (the groups' texts
+    and positives come from them); an ir_datasets collection is named by its id, which fixes them."""
+    if data.folder is None:
+        return data.collection.id
+    digest = hashlib.sha256()
+    for name in TEXT_FILES:
+        if (data.folder / name).is_file():
+            digest.update(f"{name}:{file_sha256(data.folder / name)}\n".encode())
+    return digest.hexdigest()
 
 
 def open_source(config) -> TrainingSource:
@@ -226,10 +244,24 @@ class RecordFile:
         name = f"{stem}-{hashlib.md5(key.encode()).hexdigest()[:12]}"
         folder = cache_dir() / "record-index"
         offsets, numbers = folder / f"{name}.offsets.u64", folder / f"{name}.lines.u64"
-        if not numbers.is_file():
+        if not numbers.is_file() or not self._whole(offsets, numbers, stat.st_size):
             self._build(offsets, numbers)
         return (np.memmap(offsets, dtype=np.uint64, mode="r"),
                 np.memmap(numbers, dtype=np.uint64, mode="r"))
+
+    @staticmethod
+    def _whole(offsets: Path, numbers: Path, size: int) -> bool:
+        """Whether a cached index is the one ``_build`` wrote: one offset per record plus the end
+        of the file, which is the file's size (a cut or emptied cache file is rebuilt, not read)."""
+        try:
+            n_numbers, n_offsets = numbers.stat().st_size, offsets.stat().st_size
+        except OSError:
+            return False
+        if n_numbers == 0 or n_numbers % 8 or n_offsets != n_numbers + 8:
+            return False
+        with offsets.open("rb") as f:
+            f.seek(n_offsets - 8)
+            return int(np.frombuffer(f.read(8), dtype=np.uint64)[0]) == size
 
     def _build(self, offsets_path: Path, numbers_path: Path) -> None:
         """Offsets of each record's first byte (plus the end of file) and its first line number."""

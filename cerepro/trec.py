@@ -62,10 +62,30 @@ def iter_lines(path: str | os.PathLike, *, desc: str | None = None) -> Iterator[
     with open_text(path) as f:
         large = desc is not None and path.stat().st_size > LARGE_FILE
         lines = tqdm(f, desc=desc, unit=" lines", unit_scale=True, leave=False) if large else f
-        for number, line in enumerate(lines, start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield number, line
+        try:
+            for number, line in enumerate(lines, start=1):
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield number, line
+        except UnicodeDecodeError as exc:
+            raise DataFormatError(undecodable(path, exc)) from None
+
+
+def undecodable(path: Path, exc: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8: 'file:line: ...', found by decoding it line by line (the
+    text reader fails on a buffer, not a line)."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return (f"{path}:{number}: not UTF-8 text (byte 0x{raw[bad.start]:02x} at column "
+                        f"{bad.start + 1}: {raw[max(0, bad.start - 20):bad.start + 10]!r}); "
+                        "convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8")
+    return f"{path}: not UTF-8 text ({exc.reason}); convert the file to UTF-8"
 
 
 def split_columns(path, number: int, line: str, names: list[str], sep: str | None = "\t",

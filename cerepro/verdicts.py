@@ -97,8 +97,9 @@ def claims_table(results: pd.DataFrame, grid: str, measure: str = MEASURE,
         there = ("none" if not p.exceptions else f"{len(p.exceptions)}: " +
                  "; ".join(e.split(":")[0] for e in p.exceptions)) if p.verdict in (SUPPORTED, NOT_SUPPORTED) \
             else p.evidence
-        rows.append({"RQ": c.rq, "claim": c.claim, "test": c.test, PUBLISHED_VERDICT: p.verdict,
-                     "cells as claimed (authors')": p.support or "—", "exceptions (authors' table)": there,
+        rows.append({"RQ": c.rq, "claim": c.claim, "test": c.test,
+                     "cells as claimed (authors')": p.share or "—", "exceptions (authors' table)": there,
+                     PUBLISHED_VERDICT: p.verdict,
                      "this grid": c.verdict, "evidence (this grid)": c.evidence,
                      "profile (this grid)": profile if c.verdict not in (NOT_RUN, UNTESTABLE) else "—"})
     return pd.DataFrame(rows)

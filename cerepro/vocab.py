@@ -262,7 +262,10 @@ def objective_colours() -> dict[str, tuple[float, float, float]]:
 def _palette(slugs: tuple[str, ...]) -> dict[str, tuple[float, float, float]]:
     import seaborn as sns  # figures only: the rest of the package never needs matplotlib
 
-    # seaborn's colorblind palette, skipping its light pink (too close to distill-ranknet's) and
-    # yellow (unreadable on white).
-    colours = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i not in (6, 8)]
+    # seaborn's colorblind palette, hues picked apart: blue, sky blue, green, orange, purple,
+    # black, grey (in its own order, hinge, margin-mse and adr-mse were orange, vermillion and
+    # tan: three oranges side by side). Its light pink and yellow are unreadable on white.
+    palette = sns.color_palette("colorblind", 10)
+    colours = [palette[0], palette[9], palette[2], palette[1], palette[4], (0.0, 0.0, 0.0), palette[7],
+               palette[3], palette[5]]
     return dict(zip(slugs, colours * 2))

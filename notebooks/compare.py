@@ -14,7 +14,8 @@
 
 # %% [markdown]
 # # Compare a grid
-# All runs of one grid side by side: mean nDCG@10 per backbone and objective with paired
+# All runs of one grid side by side: the mean of `measure` (nDCG@10) per backbone and objective
+# over seeds, on every dataset and group of the grid, then the same with paired
 # significance tests (Holm-corrected) against a baseline objective, heatmaps per evaluation
 # group, and the scoreboard against the authors' table. With the defaults: the demo grid
 # (synthetic numbers, not comparable with the paper).
@@ -32,7 +33,7 @@ from pathlib import Path
 from cerepro import figures, tables, verdicts
 
 results = tables.grid_results(grid)
-results.groupby(["backbone", "objective", "dataset"])["value"].mean().unstack("dataset")
+tables.seed_mean_table(results, measure, columns=tables.available_columns(results)).rename_axis(columns=f"{measure}, mean over seeds")
 
 # %% [markdown]
 # ## Significance against the baseline objective

@@ -41,7 +41,7 @@ import pandas as pd
 
 from cerepro import figures
 from cerepro.config import evaluation_settings, load_grid
-from cerepro.datasets import load_collection, load_candidates
+from cerepro.datasets import collection_facts, load_collection, load_candidates
 from cerepro.evaluate import evaluate, folder_name, save_result
 from cerepro.models import load_scorer
 from cerepro.paths import notebook_run_dir
@@ -64,6 +64,7 @@ results = []
 for dataset in settings.datasets:
     collection = load_collection(dataset, settings.document_text)
     run = load_candidates(dataset, settings.first_stage, settings.depth)
+    texts = None
     if scorer is not None:
         texts = collection.docs.get_many(run["doc_id"].unique())  # missing texts: counted by rerank
         run = rerank(scorer, tokenizer, run, collection.queries, texts, max_length=settings.max_length,
@@ -71,10 +72,13 @@ for dataset in settings.datasets:
                      passage_max_length=settings.passage_max_length, truncation=settings.truncation,
                      precision=settings.precision)
     folder = notebook_run_dir(run_dir, "evaluate", run_name) / "results" / folder_name(dataset)
-    write_run(run, folder / "run.trec", run_name)
-    result = evaluate(run, collection.qrels, dataset=dataset, run_name=run_name,
-                      contract_extra=contract)
+    write_run(run, folder / "run.trec", settings.run_id)
+    result = evaluate(run, collection.qrels, dataset=dataset, run_name=settings.run_id,
+                      candidate_depth=settings.depth,
+                      contract_extra={**contract, **collection_facts(collection, run, texts)})
     results.append(save_result(result, folder) and result)
+    for warning in result.contract["warnings"]:  # said here, where the numbers are read
+        print(f"WARNING: {warning}")
 
 means = pd.concat([r.means for r in results])
 means.pivot(index="dataset", columns="measure", values="value")

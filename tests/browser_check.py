@@ -124,3 +124,118 @@ class _Assets(HTMLParser):
 
     def handle_endtag(self, tag):
         self._in_title = False
+
+
+class Page:
+    """One headless Chromium tab driven over the DevTools protocol (websocket-client): open a
+    URL, evaluate JavaScript, wait for a condition. For checks a DOM dump cannot make (click a
+    table header, pick a widget's option, catch a download)."""
+
+    def __init__(self, browser: str | None = None, *, width: int = 1400, height: int = 1600):
+        import json
+        import socket
+        import tempfile
+        import time
+        import urllib.request
+
+        import websocket
+
+        browser = browser or chromium()
+        if not browser:
+            raise FileNotFoundError("no Chromium: apt-get install -y chromium")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        # Chromium's helper processes may still write to the profile as it exits
+        self._profile = tempfile.TemporaryDirectory(prefix="cerepro-chromium-", ignore_cleanup_errors=True)
+        self._process = subprocess.Popen(
+            [browser, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile.name}", f"--remote-debugging-port={port}",
+             f"--window-size={width},{height}", "--allow-file-access-from-files", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as response:
+                    targets = [t for t in json.loads(response.read()) if t.get("type") == "page"]
+                if targets:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                self.close()
+                raise RuntimeError("Chromium's DevTools endpoint did not answer")
+            time.sleep(0.3)
+        self._socket = websocket.create_connection(targets[0]["webSocketDebuggerUrl"], timeout=60,
+                                                   suppress_origin=True)
+        self._id = 0
+
+    def send(self, method: str, **params) -> dict:
+        import json
+
+        self._id += 1
+        self._socket.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self._socket.recv())
+            if message.get("id") == self._id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+
+    def evaluate(self, expression: str):
+        """The value of a JavaScript expression (awaited if it is a promise)."""
+        result = self.send("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression[:80]}...: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def open(self, url: str) -> None:
+        self.send("Page.enable")
+        self.send("Page.navigate", url=url)
+
+    def wait_for(self, expression: str, timeout: float = 60, what: str = "") -> object:
+        """Evaluate ``expression`` until it is truthy; its value, or TimeoutError."""
+        import time
+
+        deadline = time.time() + timeout
+        while True:
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError:
+                value = None
+            if value:
+                return value
+            if time.time() > deadline:
+                raise TimeoutError(f"waited {timeout:.0f} s for {what or expression}")
+            time.sleep(0.5)
+
+    def screenshot(self, path: str | os.PathLike, *, full_page: bool = False) -> Path:
+        import base64
+
+        params = {"format": "png"}
+        if full_page:
+            metrics = self.send("Page.getLayoutMetrics")["cssContentSize"]
+            params["clip"] = {"x": 0, "y": 0, "width": metrics["width"], "height": metrics["height"], "scale": 1}
+            params["captureBeyondViewport"] = True
+        data = self.send("Page.captureScreenshot", **params)["data"]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(base64.b64decode(data))
+        return Path(path)
+
+    def close(self) -> None:
+        try:
+            if getattr(self, "_socket", None) is not None:
+                self._socket.close()
+        finally:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._profile.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

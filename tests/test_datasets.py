@@ -55,6 +55,7 @@ def test_local_folder_reads_queries_qrels_docs_and_runs(tmp_path):
     assert list(c.qrels.columns) == ["query_id", "doc_id", "relevance"]
     assert c.qrels.values.tolist()[:2] == [["q1", "d1", 2], ["q1", "d2", 1]]
     assert c.doc_text(["d3", "d1"]) == ["water boils at one hundred degrees", "cheap flights to paris from london"]
+    assert c.doc_text("d3") == "water boils at one hundred degrees"  # one id, not its letters
     assert c.run_names() == ["first"]
     with pytest.raises(MissingTextError, match=r"1 of 2 doc ids have no text, e.g. \['d9'\]"):
         c.doc_text(["d1", "d9"])
@@ -106,6 +107,25 @@ def test_bm25_candidates_match_terms_and_reuse_the_cached_index(tmp_path, monkey
     monkeypatch.setattr(bm25, "_build_index", lambda *a: pytest.fail("index rebuilt"))
     again = load_candidates(f"local:{folder}", "bm25", depth=3)
     pd.testing.assert_frame_equal(run, again)
+
+
+@pytest.mark.parametrize("damage", ["cut", "emptied", "removed"])
+def test_a_damaged_bm25_index_is_built_again(tmp_path, caplog, damage):
+    """An index whose files differ from its CONTENTS.json (a copy cut short, a full disk) is built
+    again with a warning, never loaded into a raw error that every rerun repeats."""
+    folder = make_folder(tmp_path / "ds")
+    run = load_candidates(f"local:{folder}", "bm25", depth=3)
+    [index] = (tmp_path / "cache" / "bm25").iterdir()
+    victim = max((p for p in index.iterdir() if p.suffix == ".npy"), key=lambda p: p.stat().st_size)
+    data = victim.read_bytes()
+    if damage == "removed":
+        victim.unlink()
+    else:
+        victim.write_bytes(data[: len(data) // 2] if damage == "cut" else b"")
+    again = load_candidates(f"local:{folder}", "bm25", depth=3)
+    pd.testing.assert_frame_equal(run, again)
+    assert victim.read_bytes() == data
+    assert f"{victim.name} has" in caplog.text and "building it again" in caplog.text
 
 
 # --- each bad input fails with file, line and what was expected -----------------------------
@@ -199,7 +219,7 @@ def test_a_download_is_checked_and_written_atomically(tmp_path, monkeypatch):
         downloads.fetch(bad.name)
     # nothing half-written is left behind: only the first download's md5 stamp remains
     assert [p.name for p in entry.path.parent.iterdir()] == [entry.path.name + ".md5"]
-    with pytest.raises(FileNotFoundError, match="is missing; download"):
+    with pytest.raises(FileNotFoundError, match="is missing; run `cerepro fetch <grid>`"):
         downloads.fetch(bad.name, download=False)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import shutil
 from pathlib import Path
 
 import ir_measures
@@ -105,3 +106,21 @@ def test_query_words_never_occur_in_passage_templates():
 def test_unknown_split_is_named():
     with pytest.raises(KeyError, match="unknown demo split 'test'"):
         demo_world.split_folder("test")
+
+
+def test_a_damaged_world_is_generated_again(world, tmp_path, monkeypatch, caplog):
+    """World files cut short (half a line would be read as a passage, a cut at a line's end as
+    fewer queries) are found by their sizes in CONTENTS.json and the world generated again."""
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path / "cache"))
+    folder = demo_world.world_folder(demo_world.DEFAULT_SEED)
+    shutil.copytree(world, folder)
+    whole = {}
+    for name, cut in (("in-domain/docs.tsv", -5), ("validation/queries.tsv", 1)):
+        path = folder / name
+        whole[name] = data = path.read_bytes()
+        end = data.index(b"\n", len(data) // 2)
+        path.write_bytes(data[: end + cut])
+    assert demo_world.ensure() == folder
+    assert {name: (folder / name).read_bytes() for name in whole} == whole
+    assert digest(folder) == digest(world)
+    assert ".tsv has" in caplog.text and "generating it again" in caplog.text

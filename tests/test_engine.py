@@ -30,10 +30,31 @@ def test_paper_grid_dry_run_with_slurm_profile_lists_162_training_jobs_and_their
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text, flags=re.M))
     assert counts["train"] == "162" and counts["evaluate"] == "162"
     assert counts["first_stage"] == "1" and counts["compare"] == "1"
-    # the SPLADE first stage: 22 test collections at top-1000 + 13 NanoBEIR sets at top-100
+    # the SPLADE first stage: 22 test collections at top-1000 + 13 NanoBEIR sets at top-100, over
+    # 33 passage sets (MS MARCO dev and TREC DL 2019/2020 share theirs): each passage set encoded
+    # once (the only first-stage job with a GPU) and indexed once on a CPU, each run searched on CPUs
     assert counts["first_stage_run"] == "35"
-    first = re.findall(r"rule first_stage_run:.*?resources: ([^\n]+)", text, flags=re.S)
-    assert len(first) == 35 and all("gpu=1" in r and "mem_mb=65536" in r for r in first)
+    assert counts["first_stage_encode"] == "33" and counts["first_stage_index"] == "33"
+
+    def jobs(rule):  # {output: resources} of a rule's jobs
+        found = re.findall(rf"rule {rule}:\n(?:\s+input: [^\n]+\n)?\s+output: ([^\n]+)\n.*?resources: ([^\n]+)",
+                           text, flags=re.S)
+        return {out: dict(kv.split("=", 1) for kv in res.split(", ")) for out, res in found}
+
+    encode, index, search = jobs("first_stage_encode"), jobs("first_stage_index"), jobs("first_stage_run")
+    assert (len(encode), len(index), len(search)) == (33, 33, 35)
+    assert all(r["gpu"] == "1" for r in encode.values())
+    assert all(r["gpu"] == "0" for r in [*index.values(), *search.values()])  # no GPU waits on a CPU
+    marco = search["first-stage-runs/msmarco-passage~dev~small.splade-v3-distilbert-top1000/DONE"]
+    nano = search["first-stage-runs/nano-beir~scifact.splade-v3-distilbert-top100/DONE"]
+    assert int(marco["mem_mb"]) > 4 * int(nano["mem_mb"]) and int(marco["runtime"]) > int(nano["runtime"])
+    assert int(marco["cpus_per_task"]) >= int(nano["cpus_per_task"]) == 1
+    marco_index = index["first-stage-corpora/msmarco-passage.splade-v3-distilbert/DONE"]
+    fever_index = index["first-stage-corpora/beir~fever.splade-v3-distilbert/DONE"]
+    assert int(marco_index["mem_mb"]) > int(fever_index["mem_mb"]) > int(
+        index["first-stage-corpora/nano-beir~fever.splade-v3-distilbert/DONE"]["mem_mb"])
+    # FEVER and Climate-FEVER are two passage sets in ir_datasets: each is encoded
+    assert "first-stage-corpora/beir~climate-fever.splade-v3-distilbert/encoded/DONE" in encode
     # every training job reads the data job's files and the 13 validation runs, never fetches them
     train_inputs = re.findall(r"rule train:\n\s+input: ([^\n]+)", text)
     assert len(train_inputs) == 162
@@ -57,6 +78,11 @@ def test_plan_estimates_gpu_hours_for_every_run(capsys):
     assert "first stage: 35 retrieval jobs over 33 passage sets" in out
     marco = next(f for f in p["first_stage"] if f["passages_of"] == "msmarco-passage")
     assert marco["passages"] == 8_841_823 and len(marco["runs"]) == 3 and marco["index_gb"] > 1
+    # each figure says where it comes from, and the fit's held-out error is printed
+    assert marco["basis"] == "fitted" and "(assumed rate)" in out and "largest size held out" in out
+    dev = next(r for r in marco["searches"] if r["dataset"] == "msmarco-passage/dev/small")
+    assert dev["queries"] == 6980 and dev["cpu_h"] > 0 and dev["request"].startswith("0 GPU")
+    assert marco["encode"].startswith("1 GPU") and marco["index"].startswith("0 GPU")
 
 
 def test_train_and_evaluate_jobs_wait_for_the_data_and_first_stage_jobs_they_read():
@@ -150,6 +176,19 @@ def test_an_evaluation_job_passes_the_runs_identity_and_the_notebook_reads_the_r
         evaluation_settings(demo, "first-stage", overrides={"depth": 10})
 
 
+def test_an_ad_hoc_model_is_never_labelled_as_the_first_stage_or_a_grid_run():
+    """`cerepro run evaluate -p model=...` keeps the notebook's default run_name `first-stage`:
+    its results once carried that label, read in every table as the candidates' own scores."""
+    demo = load_grid("demo")
+    assert evaluation_settings(demo, "first-stage", model="org/name").run_id == "org/name"
+    assert evaluation_settings(demo, "first-stage", model="my models/a").run_id == "my_models/a"
+    assert evaluation_settings(demo, "mine", model="org/name").run_id == "mine"
+    assert evaluation_settings(demo, "first-stage").run_id == "first-stage"
+    with pytest.raises(ParamsError, match=rf"run_name: '{demo.runs[0].run_id}' names a run of grid 'demo', "
+                                          r"but model='org/name' is scored ad hoc"):
+        evaluation_settings(demo, demo.runs[0].run_id, model="org/name")
+
+
 def test_every_notebook_declares_the_parameters_the_engine_passes():
     for name in ("smoke", "demo", "paper"):
         engine.check_grid(name)
@@ -183,3 +222,91 @@ def test_cli_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "cerepro.cli", "--help"], capture_output=True, text=True)
     for command in ("run", "grid", "plan", "book", "report"):
         assert command in out.stdout
+
+
+# --- finished work whose params changed ------------------------------------------------------
+
+
+def finished_like(grid, run_id: str) -> Path:
+    """What a finished training run leaves that the check reads: its config and DONE."""
+    import json
+
+    folder = engine.grid_dir(grid) / run_id / "train"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(next(r for r in grid.runs if r.run_id == run_id).to_dict()))
+    (folder / "DONE").write_text("")
+    (folder.parent / "evaluate").mkdir()
+    (folder.parent / "evaluate" / "DONE").write_text("")
+    return folder.parent
+
+
+def test_finished_runs_whose_profile_changed_are_named_and_rerun_on_request(tmp_path, monkeypatch, capsys):
+    """A finished grid whose profile then changed (steps, learning rate) once said "Nothing to be
+    done" while `cerepro plan` showed the new values. `cerepro plan` names each stale run and
+    what changed; `--rerun-changed` sets the stale folders aside so the grid runs them again."""
+    import shutil
+
+    params = tmp_path / "params"
+    shutil.copytree(ROOT / "params", params)
+    monkeypatch.setenv("CEREPRO_PARAMS", str(params))
+    (params / "grids" / "mini.yaml").write_text(
+        "name: mini\nprofile: demo\nbackbones: [tiny-bert]\nobjectives: [bce, hinge]\nseeds: 1\n")
+    grid = load_grid("mini")
+    bce, hinge = (r.run_id for r in grid.runs)
+    bce_folder, hinge_folder = finished_like(grid, bce), finished_like(grid, hinge)
+    assert engine.changed_runs(grid) == []
+
+    profile = params / "profiles" / "demo.yaml"
+    profile.write_text(profile.read_text().replace("max_steps: 300", "max_steps: 400")
+                       .replace("log_every: 10", "log_every: 20"))  # logging alone changes nothing
+    with (params / "profiles" / "demo.yaml").open("a") as f:
+        f.write("lr: 0.0005\n")
+    assert main(["plan", "mini"]) == 0
+    out = capsys.readouterr().out
+    assert "finished runs whose params changed since they ran (2; kept as they are, " \
+           "`cerepro grid mini --rerun-changed` reruns them):" in out
+    assert re.search(rf"  {re.escape(bce)} \(retrain and evaluate\): lr: .* -> 0\.0005; "
+                     r"max_steps: 300 -> 400\n", out)
+    assert "log_every" not in out
+
+    grid = load_grid("mini")
+    moved = engine.set_aside_changed(grid, engine.changed_runs(grid))
+    assert not bce_folder.exists() and not hinge_folder.exists()
+    assert sorted(p.name for p in moved) == sorted([bce, hinge])
+    assert all((p / "train" / "config.json").is_file() for p in moved)  # kept, not deleted
+    assert engine.changed_runs(grid) == []
+
+
+def test_a_changed_evaluation_setting_reruns_only_the_evaluation(tmp_path, monkeypatch):
+    import shutil
+
+    params = tmp_path / "params"
+    shutil.copytree(ROOT / "params", params)
+    monkeypatch.setenv("CEREPRO_PARAMS", str(params))
+    (params / "grids" / "mini.yaml").write_text(
+        "name: mini\nprofile: demo\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 1\n")
+    grid = load_grid("mini")
+    folder = finished_like(grid, grid.runs[0].run_id)
+    profile = params / "profiles" / "demo.yaml"
+    profile.write_text(profile.read_text().replace("candidate_depth: 30", "candidate_depth: 20"))
+    grid = load_grid("mini")
+    [changed] = engine.changed_runs(grid)
+    assert changed["redo"] == "evaluate" and changed["changes"] == ["candidate_depth: 30 -> 20"]
+    engine.set_aside_changed(grid, [changed])
+    assert (folder / "train" / "DONE").is_file() and not (folder / "evaluate").exists()
+
+
+def test_a_cpu_grid_asks_at_most_its_profile_for_its_first_stage_jobs():
+    """The rehearsal's ir_datasets ids announce MS MARCO's 8.8M passages while its files are small
+    stand-ins: its jobs stay within the profile (2 GB, 15 min, 2 CPUs), none asks for a GPU, so a
+    one-node test cluster can run them; the paper grid's are sized from the collections."""
+    grid = load_grid("rehearsal")
+    sizes = engine.first_stage_sizes(grid)
+    corpora, runs = engine.first_stage_corpora(grid), engine.first_stage_jobs(grid)
+    jobs = [sizes[c][s] for c in corpora for s in ("encode", "index")] + [sizes[k]["search"] for k in runs]
+    assert len(jobs) == 2 * len(corpora) + len(runs) and "msmarco-passage.tiny-splade" in corpora
+    assert all(j["gpus"] == 0 for j in jobs)  # the encode jobs too: this grid trains on the CPU
+    assert all(j["mem_mb"] <= 2048 and j["runtime_min"] <= 15 and j.get("threads", j["cpus"]) <= 2 for j in jobs)
+    assert all("capped by the profile" in j["basis"] for j in jobs)
+    paper = engine.first_stage_sizes(load_grid("paper"))
+    assert paper["msmarco-passage.splade-v3-distilbert"]["index"]["mem_mb"] > 4 * 1024

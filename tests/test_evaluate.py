@@ -11,8 +11,10 @@ import pytest
 import pytrec_eval
 
 from cerepro.evaluate import (
+    ResultError,
     aggregate_table,
     evaluate,
+    folder_name,
     load_contracts,
     load_results,
     query_means,
@@ -230,11 +232,84 @@ def test_save_and_load_round_trip(tmp_path):
     table = load_results(tmp_path / "*")
     pd.testing.assert_frame_equal(table, pd.concat([first.per_query, second.per_query], ignore_index=True))
     assert (tmp_path / "a" / "means.csv").is_file()
-    assert json.loads((tmp_path / "a" / "contract.json").read_text()) == first.contract
+    saved = json.loads((tmp_path / "a" / "contract.json").read_text())
+    assert {k: v for k, v in saved.items() if k != "files"} == first.contract
+    assert saved["files"]["per_query.csv"]["rows"] == len(first.per_query)
     assert list(load_contracts(tmp_path / "*")["run"]) == ["a", "b"]
     pd.testing.assert_frame_equal(query_means(table).iloc[:3], first.means)
     with pytest.raises(FileNotFoundError, match="no saved result"):
         load_results(tmp_path / "nothing-*")
+
+
+@pytest.mark.parametrize("damage", ["cut at a line's end", "a value changed", "removed"])
+def test_a_saved_result_that_differs_from_its_contract_is_refused(tmp_path, damage):
+    """per_query.csv cut at a line boundary is still a valid CSV of fewer queries: the contract's
+    size and sha256 refuse it, naming the file, instead of averaging what is left."""
+    save_result(evaluate(RUN, QRELS, dataset="toy", run_name="a"), tmp_path / "a")
+    path = tmp_path / "a" / "per_query.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    if damage == "removed":
+        path.unlink()
+    else:
+        path.write_text("".join(lines[:-2]) if damage.startswith("cut") else
+                        "".join(lines).replace(",q1,nDCG@10,", ",q1,nDCG@10,1", 1))
+    with pytest.raises(ResultError, match=rf"{path}: .*records \d+ bytes \({len(lines) - 1} rows\).*"
+                                          r"delete .* and evaluate again"):
+        load_results(tmp_path / "*")
+
+
+def test_two_dataset_ids_never_share_a_result_folder():
+    """``local:<dir>/x-y`` and ``local:<dir>/x/y`` once both became ``local-<dir>-x-y``: the second
+    evaluation overwrote the first's results."""
+    names = {folder_name(d) for d in ("local:data/x-y", "local:data/x/y", "local:data:x/y", "local:data-x-y")}
+    assert len(names) == 4 and all(n.startswith("local-data-x-y-") for n in names)
+    assert folder_name("demo:in-domain") == "demo-in-domain"
+    assert folder_name("msmarco-passage/trec-dl-2019/judged") == "trec-dl-2019"
+
+
+# --- results quietly wrong or hard to compare: said in words ---------------------------------
+
+
+def test_a_run_whose_scores_are_all_tied_is_said_to_be_ordered_by_doc_id():
+    """A run with one score everywhere is ranked by doc id (trec_eval's rule), its rank column
+    ignored: nDCG falls with no error. The contract counts such queries and the warning says it."""
+    tied = RUN.assign(score=1.0)
+    result = evaluate(tied, QRELS, dataset="toy", run_name="flat")
+    assert result.contract["queries_all_tied"] == 2
+    [warning] = result.contract["warnings"]
+    assert warning.startswith("flat on toy: 2 of 2 queries have every candidate at one score")
+    assert "ranked by doc id" in warning and "not by the run's rank column" in warning
+    assert evaluate(RUN, QRELS, dataset="toy", run_name="a").contract["warnings"] == []
+
+
+def test_queries_shorter_than_the_candidate_depth_are_counted_and_said():
+    result = evaluate(RUN[RUN["doc_id"] != "d6"], QRELS, dataset="toy", run_name="a", candidate_depth=3)
+    assert (result.contract["queries_shorter_than_depth"], result.contract["requested_depth"]) == (1, 3)
+    assert any("1 of 2 queries have fewer than the 3 candidates asked for (shortest: 2)" in w
+               for w in result.contract["warnings"])
+    assert evaluate(RUN, QRELS, dataset="toy", run_name="a", candidate_depth=3).contract["warnings"] == []
+
+
+def test_queries_judged_all_zero_count_as_zero_in_the_means_and_are_said():
+    """As ir_measures (the authors' evaluation) counts them: every measure 0, in the mean."""
+    qrels = pd.concat([QRELS, pd.DataFrame([("q3", "d7", 0)], columns=QRELS.columns)], ignore_index=True)
+    run = pd.concat([RUN, pd.DataFrame([("q3", "d7", 1.0)], columns=RUN.columns)], ignore_index=True)
+    result = evaluate(run, qrels, dataset="toy", run_name="a")
+    assert result.contract["queries_judged_all_zero"] == 1
+    assert values(result, "nDCG@10")["q3"] == 0.0
+    assert result.mean("nDCG@10") == pytest.approx((NDCG_Q1 + NDCG_Q2) / 3, abs=1e-12)
+    assert any("1 of 3 judged queries have only grade-0 judgements: every measure is 0 for them "
+               "and they count in the means" in w for w in result.contract["warnings"])
+
+
+def test_facts_from_the_collection_become_warnings():
+    extra = {"judged_docs_absent": 2, "judged_docs_absent_examples": ["d8", "d9"],
+             "empty_queries": 1, "empty_queries_examples": ["q2"], "empty_passages": 0}
+    warnings = evaluate(RUN, QRELS, dataset="toy", run_name="a", contract_extra=extra).contract["warnings"]
+    assert warnings == [
+        "a on toy: the qrels judge 2 documents that are not in the collection (e.g. ['d8', 'd9']); "
+        "relevant ones count as never retrieved, lowering every recall-sensitive measure",
+        "a on toy: 1 queries have empty text (e.g. ['q2']); a model scores them on the passage alone"]
 
 
 # --- datasets and aggregates ------------------------------------------------------------------

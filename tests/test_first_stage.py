@@ -15,6 +15,7 @@ from cerepro import vocab
 from cerepro.config import load_config
 from cerepro.datasets import load_candidates, load_collection
 from cerepro.trec import DataFormatError
+from tolerance import assert_scores_close
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_TEXT = Path(__file__).parent / "fixtures" / "real-text"
@@ -62,7 +63,7 @@ def test_weights_equal_a_plain_transformers_forward(encoder, real_text, source):
     got = fs.encode_texts(model, tokenizer, texts, max_length=48, max_tokens=200, precision="fp32").toarray()
     want = np.stack([plain_splade(model, tokenizer, t, 48) for t in texts])
     assert got.shape == want.shape and (want > 0).sum(1).min() > 0
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    assert_scores_close(got, want)
 
 
 def dense_oracle(doc_q, query_q, doc_ids, depth):
@@ -94,24 +95,42 @@ def index_matrix(index):
                          shape=(len(index.doc_ids), index.vocab_size)).tocsr()
 
 
+@pytest.fixture(scope="module")
+def indexed(encoder, tmp_path_factory):
+    """Per source, built once for both engines (the demo world alone takes seconds to generate):
+    the index, its quantised passage matrix, the queries' quantised weights and the depth."""
+    built = {}
+
+    def get(source):
+        if source not in built:
+            model, tokenizer, _ = encoder
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("CEREPRO_CACHE", str(tmp_path_factory.mktemp("cache")))
+                folder = tmp_path_factory.mktemp("real") / "real-text"
+                shutil.copytree(REAL_TEXT, folder)
+                dataset = f"local:{folder}" if source == "real" else "demo:in-domain"
+                collection, docs, queries = texts_of(dataset)
+                if source == "demo":
+                    queries = queries[:15]
+                index = build(dataset, encoder)
+                assert list(index.doc_ids) == [d for d, _ in collection.docs]
+                # the index holds the quantised encoder weights of every passage (fp32 here: bf16
+                # would round differently in other batch shapes)
+                doc_q = index_matrix(index)
+                fresh = fs.quantise(fs.encode_texts(model, tokenizer, docs, max_length=64, precision="fp32"))
+                assert index.manifest["postings"] == doc_q.nnz
+                assert abs(doc_q.astype(np.int64) - fresh.astype(np.int64)).max() <= 1  # rounding at .5 only
+                query_q = fs.quantise(fs.encode_texts(model, tokenizer, queries, max_length=64))
+            built[source] = index, doc_q, query_q, 10 if source == "real" else 50
+        return built[source]
+
+    return get
+
+
 @pytest.mark.parametrize("source", ["real", "demo"])
 @pytest.mark.parametrize("engine", fs.ENGINES)
-def test_top_k_equals_the_exhaustive_product_of_the_same_quantised_weights(encoder, real_text, source, engine):
-    model, tokenizer, _ = encoder
-    dataset = f"local:{real_text}" if source == "real" else "demo:in-domain"
-    collection, docs, queries = texts_of(dataset)
-    if source == "demo":
-        queries = queries[:15]
-    depth = 10 if source == "real" else 50
-    index = build(dataset, encoder)
-    assert list(index.doc_ids) == [d for d, _ in collection.docs]
-    # the index holds the quantised encoder weights of every passage (fp32 here: bf16 would round
-    # differently in other batch shapes)
-    doc_q = index_matrix(index)
-    fresh = fs.quantise(fs.encode_texts(model, tokenizer, docs, max_length=64, precision="fp32"))
-    assert index.manifest["postings"] == doc_q.nnz
-    assert abs(doc_q.astype(np.int64) - fresh.astype(np.int64)).max() <= 1  # rounding at .5 only
-    query_q = fs.quantise(fs.encode_texts(model, tokenizer, queries, max_length=64))
+def test_top_k_equals_the_exhaustive_product_of_the_same_quantised_weights(indexed, source, engine):
+    index, doc_q, query_q, depth = indexed(source)
     found_docs, found_scores = fs.search(index, query_q, depth, engine=engine)
     for (want_docs, want_scores), got_docs, got_scores in zip(
             dense_oracle(doc_q, query_q, list(index.doc_ids), depth), found_docs, found_scores):
@@ -129,6 +148,57 @@ def test_top_k_equals_the_exhaustive_product_of_the_same_quantised_weights(encod
         assert len(fs._doc_blocks(index, index.manifest["postings"] // 5)) >= 5
         assert all((a == b).all() for a, b in zip(blocked_docs, found_docs))
         assert all((a == b).all() for a, b in zip(blocked_scores, found_scores))
+
+
+def random_index(tmp_path, n_docs=600, n_queries=120, vocab=300, seed=0):
+    """A built index of random integer impacts (few distinct values: many exact ties), in three
+    shards, and random queries: the search's input without an encoder."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+
+    def vectors(n, terms):
+        rows = np.repeat(np.arange(n), terms)
+        cols = rng.integers(0, vocab, n * terms)
+        m = sp.csr_matrix((rng.integers(1, 4, n * terms).astype(np.float32), (rows, cols)), shape=(n, vocab))
+        m.sum_duplicates()
+        m.data = np.minimum(m.data, 3).astype(np.uint16)
+        return m
+
+    doc_q, query_q = vectors(n_docs, 12), vectors(n_queries, 4)
+    ids = [f"d{i:04d}" for i in rng.permutation(n_docs)]
+    shards = []
+    for k, (lo, hi) in enumerate([(0, 200), (200, 450), (450, n_docs)]):
+        shards.append(tmp_path / "shards" / f"passages-{k:05d}.npz")
+        shards[-1].parent.mkdir(exist_ok=True)
+        fs._write_shard(shards[-1], ids[lo:hi], doc_q[lo:hi])
+    index = fs.build_index(shards, tmp_path / "index", {"model": "random", "revision": "-"}, vocab_size=vocab)
+    return index, doc_q, query_q, ids
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_search_on_several_threads_returns_exactly_the_one_thread_top_k(tmp_path, threads):
+    index, doc_q, query_q, ids = random_index(tmp_path)
+    depth = 25
+    one_docs, one_scores = fs.search(index, query_q, depth, threads=1)
+    many_docs, many_scores = fs.search(index, query_q, depth, threads=threads)
+    assert len(many_docs) == len(one_docs) == query_q.shape[0]
+    for a, b, sa, sb in zip(one_docs, many_docs, one_scores, many_scores):
+        assert a.tolist() == b.tolist() and sa.tolist() == sb.tolist()
+    # and both are the exhaustive product's top-k under the tie rule (ties abound here)
+    for (want_docs, want_scores), got_docs, got_scores in zip(
+            dense_oracle(doc_q, query_q, ids, depth), many_docs, many_scores):
+        assert [index.doc_ids[d] for d in got_docs] == want_docs and got_scores.tolist() == want_scores
+    # cut into document blocks too: still the same lists
+    blocked_docs, _ = fs.search(index, query_q, depth, threads=threads,
+                                block_postings=index.manifest["postings"] // 4)
+    assert all(a.tolist() == b.tolist() for a, b in zip(one_docs, blocked_docs))
+
+
+def test_search_with_fewer_than_one_thread_is_refused(tmp_path):
+    index, _, query_q, _ = random_index(tmp_path, n_docs=20, n_queries=2)
+    with pytest.raises(vocab.FirstStageError, match="threads must be at least 1, got 0"):
+        fs.search(index, query_q, 5, threads=0)
 
 
 def test_search_breaks_exact_ties_by_doc_id_descending():
@@ -159,6 +229,30 @@ def test_produced_run_is_read_by_load_candidates_and_reused(real_text):
     mtime = path.stat().st_mtime_ns
     assert fs.produce_run(dataset, "tiny-splade-top5", progress=False) == path
     assert path.stat().st_mtime_ns == mtime  # nothing recomputed
+
+
+def test_the_grid_stages_encode_index_and_search_make_the_run_of_one_process(real_text, tmp_path, monkeypatch):
+    """encode (GPU job) -> index (CPU job, never encodes) -> search (CPU job, threads): the same
+    run as every stage in one process, and no stage encodes what the one before must have."""
+    dataset, name = f"local:{real_text}", "tiny-splade-top5"
+    with pytest.raises(vocab.FirstStageError, match=r"passages-00000.npz: passage shard missing \(1 of 1\); "
+                                                    r"the collection's encode job"):
+        fs.prepare_index(dataset, name, "index", progress=False)
+    shards = fs.prepare_index(dataset, name, "encode", progress=False)
+    assert [p.name for p in shards.iterdir()] == ["passages-00000.npz"]
+    assert not (shards.parent / "index").exists()  # the GPU job builds no index
+    index = fs.prepare_index(dataset, name, "index", progress=False)
+    assert (index / "manifest.json").is_file()
+    staged = fs.produce_run(dataset, name, progress=False, threads=2, encode=False, device="cpu")
+    assert json.loads(staged.with_suffix(".json").read_text())["threads"] == 2
+    # every stage in one process, in a fresh cache: the same run, row for row
+    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path / "other-cache"))
+    fresh = tmp_path / "fresh"
+    shutil.copytree(REAL_TEXT, fresh)
+    whole = fs.produce_run(f"local:{fresh}", name, progress=False)
+    assert staged.read_text() == whole.read_text()
+    with pytest.raises(vocab.FirstStageError, match="unknown index stage 'search'"):
+        fs.prepare_index(dataset, name, "search", progress=False)
 
 
 def test_a_user_placed_run_under_the_produced_name_is_used_as_it_is(real_text):
@@ -321,3 +415,34 @@ def test_a_produced_run_shallower_than_the_depth_read_from_it_is_refused_in_para
     with pytest.raises(ParamsError, match=r"key 'first_stage' = 'run:splade-v3-distilbert-top100': a "
                                           r"top-100 run cannot give candidate_depth = 1000"):
         load_config("bert-base", "bce", 0, "paper", {"first_stage": "run:splade-v3-distilbert-top100"})
+
+
+def test_a_produced_run_is_made_again_when_its_encoder_in_params_changed(real_text, tmp_path, monkeypatch):
+    """The reuse check covers what the run is made from: the SPLADE model, its revision and its
+    max length (params/first_stage.yaml), besides passages, queries and engine. Each is changed in
+    turn and the run made again; the same params then reuse it."""
+    params = tmp_path / "params"
+    shutil.copytree(ROOT / "params", params)
+    monkeypatch.setenv("CEREPRO_PARAMS", str(params))
+    dataset = f"local:{real_text}"
+    path = fs.produce_run(dataset, "tiny-splade-top5", progress=False)
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    facts = {"hf_id": "builtin:splade", "revision": None, "max_length": 128}
+    assert manifest["encoder"] == facts
+    model, tokenizer = fs.tiny_mlm(seed=1)  # other weights, the same shape
+    model.save_pretrained(tmp_path / "other-splade")
+    tokenizer.save_pretrained(tmp_path / "other-splade")
+    for key, value in (("max_length", 4),               # passages cut to two words: another run
+                       ("revision", "v2"),              # the builtin model ignores it; the key must not
+                       ("hf_id", str(tmp_path / "other-splade"))):
+        facts = {**facts, key: value}
+        (params / "first_stage.yaml").write_text("models:\n  tiny-splade: " + json.dumps(facts) + "\n")
+        before = manifest
+        assert fs.produce_run(dataset, "tiny-splade-top5", progress=False) == path
+        manifest = json.loads(path.with_suffix(".json").read_text())
+        assert manifest["encoder"] == facts, key
+        if key != "revision":
+            assert manifest["sha256"] != before["sha256"], key  # another encoder ranks otherwise
+    mtime = path.stat().st_mtime_ns
+    assert fs.produce_run(dataset, "tiny-splade-top5", progress=False) == path
+    assert path.stat().st_mtime_ns == mtime  # the same params: reused

@@ -1,7 +1,8 @@
 """The production path end to end: the smoke grid through `cerepro grid` (Snakemake -> papermill
 -> notebooks -> cerepro), killed with SIGKILL while a training job is midway, resumed (that job
 from its checkpoint, bit-identical to an uninterrupted run), and rerun with nothing to do; a
-second `cerepro grid` into the same folder is refused meanwhile."""
+second `cerepro grid` into the same folder is refused meanwhile; a run's evaluation deleted
+afterwards is redone by the next `cerepro grid`."""
 
 import json
 import os
@@ -112,3 +113,17 @@ def test_smoke_grid_survives_sigkill_resumes_and_reruns_nothing(tmp_path):
     assert third.returncode == 0
     assert "Nothing to be done" in third.stdout + third.stderr
     assert time.time() - started < 60
+
+    # 4. a deleted run's evaluation is redone by the next run, and the compare job reads it again
+    #    (its DONE once hid the missing folder: "Nothing to be done")
+    gone = grid / "tiny-bert.bce.s662124363" / "evaluate"
+    shutil.rmtree(gone)
+    compared = (grid / "compare" / "DONE").stat().st_mtime_ns
+    trained = {p: p.stat().st_mtime_ns for p in grid.glob("*/train/DONE")}
+    fourth = subprocess.run(grid_command(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert fourth.returncode == 0, fourth.stdout[-3000:] + fourth.stderr[-3000:]
+    assert "Nothing to be done" not in fourth.stdout + fourth.stderr
+    assert f"{gone.relative_to(grid)}/DONE" in fourth.stderr  # named as missing
+    assert (gone / "DONE").is_file() and list((gone / "results").glob("*/contract.json"))
+    assert (grid / "compare" / "DONE").stat().st_mtime_ns > compared
+    assert {p: p.stat().st_mtime_ns for p in grid.glob("*/train/DONE")} == trained  # nothing retrained

@@ -46,7 +46,7 @@ def request(url: str, method: str = "GET", body: dict | None = None) -> dict:
 class Lab:
     """A JupyterLab server over a copy of notebooks/, with its own home and settings."""
 
-    def __init__(self, tmp: Path, settings: Path | None):
+    def __init__(self, tmp: Path, settings: Path | None, extra: list[str] | None = None):
         self.root = tmp / "root"
         shutil.copytree(ROOT / "notebooks", self.root / "notebooks")
         app_settings = tmp / "settings"
@@ -63,7 +63,7 @@ class Lab:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
              "--allow-root", f"--ServerApp.root_dir={self.root}", f"--IdentityProvider.token={TOKEN}",
-             f"--LabApp.app_settings_dir={app_settings}"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+             f"--LabApp.app_settings_dir={app_settings}", *(extra or [])], env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while True:
             try:
@@ -152,7 +152,7 @@ def test_make_install_puts_the_setting_where_jupyterlab_reads_it():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["data", "train", "evaluate", "compare"])
+@pytest.mark.parametrize("name", ["data", "train", "evaluate", "compare", "explore"])
 def test_saving_an_unchanged_notebook_leaves_its_file_byte_identical(lab, name):
     """A save as JupyterLab does it: the notebook model back through the server's (jupytext)
     contents manager, with the running kernel's spec and language info in its metadata."""

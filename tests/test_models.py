@@ -11,6 +11,7 @@ import torch
 
 from cerepro import backbones, models
 from cerepro.config import ParamsError, load_config
+from tolerance import assert_scores_close
 
 WORDS = "river mountain city ocean forest desert alpha beta gamma delta kappa lambda".split()
 TEXTS = [" ".join(np.random.default_rng(i).choice(WORDS, 10)) for i in range(120)]
@@ -180,8 +181,9 @@ def test_saved_model_scores_the_same_in_transformers_and_crossencoder(arch, tmp_
         again = reloaded(**reloaded_tokenizer([q for q, _ in PAIRS], [p for _, p in PAIRS], padding=True,
                                               truncation=True, return_tensors="pt")).logits[:, 0].numpy()
     scores = CrossEncoder(str(folder), device="cpu").predict(PAIRS)  # raw logits: Identity activation
-    np.testing.assert_allclose(again, expected, atol=1e-5)
-    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    # not bit for bit: the reloaded model may take other kernels (observed: 1 ulp apart)
+    assert_scores_close(again, expected)
+    assert_scores_close(scores, expected)  # sentence-transformers batches and pads its own way
     assert np.ptp(expected) > 1e-3
 
 

@@ -15,6 +15,7 @@ import torch
 
 from cerepro import engine, models, provenance, tables, verdicts
 from cerepro.config import ParamsError, evaluation_settings, load_config, load_grid
+from tolerance import assert_scores_close
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -147,8 +148,8 @@ def test_a_two_label_head_ranks_as_its_softmax_and_a_sigmoid_head_as_its_logit(t
     with torch.no_grad():
         logits = two(**batch).logits
     relevant = dict(zip(texts, logits.softmax(-1)[:, 1].tolist()))
-    assert ranked.set_index("doc_id")["score"].to_dict() == pytest.approx(
-        dict(zip(texts, (logits[:, 1] - logits[:, 0]).tolist())), abs=1e-5)
+    by_doc = ranked.set_index("doc_id")["score"]
+    assert_scores_close(by_doc[list(texts)].to_numpy(), (logits[:, 1] - logits[:, 0]).numpy())
     assert_orders_as(ranked, relevant)
     one, tokenizer, _ = models.load_scorer(tiny_checkpoint(tmp_path / "one", seed=4))
     ranked = rerank(one, tokenizer, run, queries, texts, max_length=64, precision="fp32")
@@ -304,3 +305,5 @@ def test_cerepro_run_evaluate_takes_a_hub_id_at_a_revision(tmp_path, offline_hub
     contract = json.loads(next(out.glob("results/*/contract.json")).read_text())
     assert (contract["model"], contract["revision"], contract["commit"]) == (
         "xpmir/cross-encoder-tiny-bert-BCE", "main", COMMIT)
+    # labelled with the model, never as the first stage (the notebook's default run_name)
+    assert contract["run"] == "xpmir/cross-encoder-tiny-bert-BCE"

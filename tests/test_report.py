@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cerepro import backbones, claims, figures, losses, provenance, tables, verdicts, vocab
+from cerepro import backbones, claims, figures, losses, protocol, provenance, tables, verdicts, vocab
 from cerepro.config import paper_seeds
 from cerepro.evaluate import Result, query_means, save_result
 
@@ -94,6 +94,25 @@ def write_grid(runs: Path, grid: str = "demo", *, backbones=DEMO_BACKBONES, obje
 
 
 @pytest.fixture(scope="module")
+def fixture_params(tmp_path_factory):
+    """params/ with the demo grid naming the fixture's three backbones (tables read only the runs
+    a grid names; the fixture adds tiny-electra to show a third size)."""
+    import shutil
+
+    params = tmp_path_factory.mktemp("params") / "params"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "params", params)
+    grid = params / "grids" / "demo.yaml"
+    grid.write_text(grid.read_text().replace("backbones: [tiny-bert, tiny-modernbert]",
+                                             f"backbones: [{', '.join(DEMO_BACKBONES)}]"))
+    return params
+
+
+@pytest.fixture(autouse=True)
+def _fixture_params(fixture_params, monkeypatch):
+    monkeypatch.setenv("CEREPRO_PARAMS", str(fixture_params))
+
+
+@pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     write_grid(runs)
@@ -135,6 +154,25 @@ def test_only_done_folders_count(tmp_path, monkeypatch):
     (tmp_path / "demo" / f"tiny-bert.infonce.s{paper_seeds(1)[0]}" / "evaluate" / "DONE").unlink()
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
     assert set(tables.grid_results("demo")["objective"]) == {"first-stage", "bce"}
+
+
+def test_only_the_runs_the_grid_names_count(tmp_path, monkeypatch, fixture_params):
+    """An objective removed from the grid file leaves its finished runs on disk but in no table:
+    the book once said "evaluated runs 2 of 1"."""
+    from cerepro import book
+
+    write_grid(tmp_path, backbones=("tiny-bert",), objectives=("bce", "infonce"), seeds=1, notebooks=False)
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
+    grid = fixture_params / "grids" / "one.yaml"
+    grid.write_text("name: one\nprofile: demo\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 1\n")
+    (tmp_path / "one").symlink_to(tmp_path / "demo")  # the same finished runs, read as grid `one`
+    try:
+        results = tables.grid_results("one")
+        assert set(results["objective"]) == {"first-stage", "bce"}
+        page = book.Page(tables.grid_info("one"), results)
+        assert page.runs().loc["evaluated runs", "one"] == "1 of 1"
+    finally:
+        grid.unlink()
 
 
 def test_no_results_give_empty_tables_and_placeholders(tmp_path, monkeypatch):
@@ -237,6 +275,10 @@ def test_each_objective_keeps_its_colour():
     colours = vocab.objective_colours()
     assert list(colours)[:6] == list(PAPER_OBJECTIVES)
     assert len(set(colours.values())) == len(colours)
+    # the paper's six objectives far apart in hue or lightness: no two within 0.25 in RGB
+    # (hinge, margin-mse and adr-mse were three oranges; the closest pair was 0.2 apart)
+    paper = [np.array(colours[o]) for o in PAPER_OBJECTIVES]
+    assert min(np.linalg.norm(x - y) for i, x in enumerate(paper) for y in paper[i + 1:]) > 0.25
 
 
 def test_claims_get_verdicts_from_results(demo):
@@ -260,7 +302,7 @@ def test_claims_get_verdicts_from_results(demo):
     published = verdicts.published_claims()
     assert list(table[verdicts.PUBLISHED_VERDICT]) == [c.verdict for c in published.values()]
     assert table.loc[1, verdicts.PUBLISHED_VERDICT] == claims.UNTESTABLE
-    assert table.loc[0, "cells as claimed (authors')"] == "54 of 54"
+    assert table.loc[0, "cells as claimed (authors')"] == "54 of 54 (100%)"
 
 
 def test_a_claim_fails_when_the_results_contradict_it(tmp_path, monkeypatch):
@@ -353,3 +395,24 @@ def test_loss_curves_match_hand_values():
     assert at.loc[("hinge", 1.0), "value"] == pytest.approx(0.0)
     assert at.loc[("infonce", 0.0), "gradient"] == pytest.approx(-0.5)  # d/dm -log σ(m) at 0
     assert at.loc[("margin-mse", 0.0), "gradient"] == pytest.approx(-4.0)  # d/dm (m - 2)² at 0
+
+
+def test_the_differences_read_as_blocks_not_a_wide_table():
+    from cerepro.config import differences
+
+    text = protocol.differences_blocks()
+    assert "|" not in text.replace("\\|", "")  # no table row
+    for d in differences():
+        assert f"**{' '.join(d['point'].split())}** · *{d['status']}*" in text
+
+
+def test_no_figure_rotates_its_tick_labels(tmp_path, monkeypatch):
+    """Seed spread with many backbones (two-line labels) and the per-query boxes (horizontal)."""
+    write_grid(tmp_path / "runs", backbones=("tiny-bert", "tiny-electra", "tiny-modernbert", "tiny-roberta",
+                                             "tiny-deberta"), seeds=2, queries=6)
+    monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
+    results = tables.grid_results("demo")
+    for fig in (figures.seed_spread(results), figures.per_query_distribution(results[results["run"] == "first-stage"])):
+        for ax in fig.axes:
+            if ax.get_visible():
+                assert all(t.get_rotation() == 0 for t in ax.get_xticklabels() + ax.get_yticklabels())

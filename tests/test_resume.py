@@ -182,8 +182,9 @@ def test_a_run_from_a_checkout_copy_with_runs_outside_reads_the_copys_params(tmp
     copy = tmp_path / "copy"
     for folder in ("params", "notebooks"):
         shutil.copytree(ROOT / folder, copy / folder)
-    profile = (copy / "params/profiles/smoke.yaml").read_text()
-    (copy / "params/profiles/copy-only.yaml").write_text(profile + "max_steps: 4\nvalidation_datasets: []\n")
+    kept = [line for line in (copy / "params/profiles/smoke.yaml").read_text().splitlines()
+            if line.split(":")[0] not in ("max_steps", "validation_datasets")]  # a key given twice is refused
+    (copy / "params/profiles/copy-only.yaml").write_text("\n".join(kept) + "\nmax_steps: 4\nvalidation_datasets: []\n")
     env = {**os.environ, "CEREPRO_RUNS": str(tmp_path / "elsewhere"), "CEREPRO_CACHE": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("CEREPRO_PARAMS", None)
@@ -191,7 +192,7 @@ def test_a_run_from_a_checkout_copy_with_runs_outside_reads_the_copys_params(tmp
     done = subprocess.run([sys.executable, "-m", "cerepro.cli", "run", "train", "-p", "profile=copy-only"],
                           cwd=copy, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    folder = tmp_path / "elsewhere" / "adhoc" / "train"
+    folder, = (tmp_path / "elsewhere" / "adhoc").glob("tiny-bert.infonce.s1-*/train")  # the run's identity
     config = json.loads((folder / "config.json").read_text())
     assert config["profile"] == "copy-only" and config["max_steps"] == 4
     meta = json.loads((folder / "meta.json").read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -311,3 +312,60 @@ print(json.dumps({"triples": sorted([g.query, *g.passages] for g in triples), "e
         ["paris flights", "passage number 1 about paris flights", "passage number 2 about boiling water"]]
     assert out["error"].startswith("MissingTextError: ")
     assert "bert_cat_ensemble_msmarcopassage_train_scores_ids.tsv:2: passage '42' has no text in msmarco-passage/train" in out["error"]
+
+
+# --- caches follow what they hold (issue 26) --------------------------------------------------
+
+def _blocks(data: str):
+    from cerepro.config import load_config
+    from cerepro.models import demo_tokenizer
+    from cerepro.training_blocks import TokenizedBlocks
+
+    cfg = load_config("tiny-bert", "bce", 0, "smoke", {
+        "train_data": data, "training_source": "triples", "max_steps": 2, "batch_size": 2,
+        "warmup_steps": 0, "validation_datasets": [], "max_length": 32})
+    tokenizer = demo_tokenizer("bert", max_length=32, texts=["cheap flights boiling water passage"])
+    blocks = TokenizedBlocks(open_source(cfg), tokenizer, cfg)
+    block, _ = blocks.step_rows(0)
+    texts = [tokenizer.decode(block.encoding.pair_ids(i), skip_special_tokens=True)
+             for i in range(len(block.encoding))]
+    return blocks.cache_key, texts
+
+
+@pytest.mark.parametrize("changed", ["docs.tsv", "queries.tsv", "qrels.txt"])
+def test_tokenized_blocks_of_a_local_train_folder_follow_its_texts(tmp_path, changed):
+    """The blocks' cache key covers the passages, queries and qrels of a local train folder, not
+    only the training file's path, size and mtime: an edited text is tokenized again."""
+    folder = tmp_path / "train"
+    data = train_folder(folder)
+    key, texts = _blocks(data)
+    triples = folder / "triples.tsv"
+    stat = triples.stat()
+    edits = {"docs.tsv": DOCS.replace("passage", "water"),
+             "queries.tsv": QUERIES.replace("cheap flights", "water water"),
+             "qrels.txt": QRELS.replace("q2 0 d5 0", "q2 0 d5 1")}
+    (folder / changed).write_text(edits[changed], encoding="utf-8")
+    os.utime(triples, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the training file untouched
+    key_after, texts_after = _blocks(data)
+    assert key_after != key
+    if changed == "docs.tsv":
+        assert "cheap flights passage" in texts and "cheap flights passage" not in texts_after
+        assert "cheap flights water" in texts_after
+    if changed == "queries.tsv":
+        assert any(t.startswith("water water") for t in texts_after)
+        assert not any(t.startswith("water water") for t in texts)
+
+
+@pytest.mark.parametrize("cut", ["offsets", "lines"])
+def test_a_record_index_cut_in_half_is_rebuilt(tmp_path, cut):
+    """A record-index cache file cut short (disk full, a copy interrupted) is rebuilt, never read
+    as an index of fewer records, which would train on other groups without a word."""
+    path = tmp_path / "t.tsv"
+    path.write_text("".join(f"q{i}\td{i}\td{i + 1}\n" for i in range(40)))
+    assert len(RecordFile(path)) == 40
+    [cached] = (tmp_path / "cache" / "record-index").glob(f"*.{cut}.u64")
+    data = cached.read_bytes()
+    cached.write_bytes(data[: len(data) // 2])
+    records = RecordFile(path)
+    assert len(records) == 40 and records.read(39) == [(40, "q39\td39\td40")]
+    assert cached.stat().st_size == len(data)

@@ -1,0 +1,44 @@
+"""A finished demo grid with real rankings, for the explorer's tests: the demo world's BM25
+candidates re-scored by simple functions of the judgements (one per objective), each ranking
+written as the evaluate notebook writes it (run.trec) and measured with cerepro.evaluate, in the
+engine's layout (results with contract.json, DONE). Seconds, no model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cerepro.config import paper_seeds
+from cerepro.datasets import load_candidates, load_collection
+from cerepro.evaluate import evaluate, folder_name, save_result
+from cerepro.trec import rank_by_score, write_run
+from test_report import _done
+
+DATASETS = ("demo:in-domain", "demo:out-of-domain")
+# How much each objective's scores follow the judgements, and their noise; margin-mse's are
+# nearly constant (a collapsed scorer: its top-k tie to three decimals).
+SCORERS = {"bce": (1.0, 1.0), "infonce": (1.6, 0.8), "margin-mse": (0.0004, 0.0003)}
+
+
+def write_ranked_grid(runs: Path, grid: str = "demo", *, backbone: str = "tiny-bert", depth: int = 30) -> Path:
+    """``runs/<grid>/`` with the first stage and one seed of each objective of ``SCORERS``."""
+    rng = np.random.default_rng(27)
+    seed = paper_seeds(1)[0]
+    for dataset in DATASETS:
+        collection = load_collection(dataset)
+        candidates = load_candidates(dataset, "bm25", depth)
+        grades = {(q, d): g for q, d, g in collection.qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False)}
+        grade = np.array([grades.get((q, d), 0) for q, d in zip(candidates["query_id"], candidates["doc_id"])], float)
+        scored = {"first-stage": candidates["score"].to_numpy()}
+        for objective, (signal, noise) in SCORERS.items():
+            base = 3.215 if objective == "margin-mse" else 0.0
+            scored[f"{backbone}.{objective}.s{seed}"] = base + signal * grade + rng.normal(0, noise, len(grade))
+        for run, scores in scored.items():
+            ranked = rank_by_score(candidates[["query_id", "doc_id"]].assign(score=scores))
+            folder = runs / grid / run / "evaluate" / "results" / folder_name(dataset)
+            write_run(ranked, folder / "run.trec", run)
+            save_result(evaluate(ranked, collection.qrels, dataset=dataset, run_name=run), folder)
+    for run in ["first-stage", *(f"{backbone}.{o}.s{seed}" for o in SCORERS)]:
+        _done(runs / grid / run / "evaluate", "evaluate", {"run_name": run})  # notebook, meta.json, DONE
+    return runs / grid
