@@ -16,7 +16,7 @@ stops early. Two aggregates:
 
 Early stopping (``patience_steps`` > 0): training stops after the first step at which
 ``patience_steps`` steps have passed since the selected model's step, as xpm-torch's learner
-(commit 8847b91, 12 Feb 2026, until 24 Feb 2026) did with ``early_stop_epochs=100`` epochs of 100
+(commit 8847b91, 12 Feb 2026, until f0cb12a, 19 Feb 2026, which also turned TF32 on) did with ``early_stop_epochs=100`` epochs of 100
 steps on the ``aggregated_validation`` listener: checked after every epoch, after the listeners,
 never before the first validation. ``patience_steps=0`` never stops.
 

@@ -644,11 +644,13 @@ def _infonce_group_indices(doc_ids, relevant, negatives, top_k, rng):
     groups, rel, neg = [], [], []
 
     def flush():
-        if not neg:
+        # as the authors' reader, which draws only for a block's positives: a block without one
+        # gives nothing, whatever its length; a positive with too few negatives cannot be drawn
+        if not rel:
             return
         if len(neg) < negatives:
-            raise ValueError(f"a block of {len(neg)} non-relevant passages (row {neg[0] + 1}) cannot give "
-                             f"{negatives} negatives without replacement")
+            raise ValueError(f"a block of {len(neg)} non-relevant passages (row {rel[0] + 1}, judged relevant) "
+                             f"cannot give {negatives} negatives without replacement")
         for p in rel:
             groups.append((p, tuple(neg[j] for j in rng.choice(len(neg), size=negatives, replace=False))))
 

@@ -383,14 +383,10 @@ def compare_infonce(authors_groups, authors, note):
             if not ok and not first:
                 first = (f"fixture {seed}: authors {None if theirs is None else theirs[:2]}; "
                          f"cerepro {None if ours is None else ours[:2]}")
-    # Known difference, found by this comparison and reported to the training-data change: cerepro
-    # refuses a block with fewer than 7 non-relevant rows even when it holds no positive; the
-    # authors' reader samples only for positives, so such a block gives nothing and no error.
+    # This comparison found that cerepro once refused a block of fewer than 7 non-relevant rows
+    # even without a positive, where the authors' reader goes on; cerepro now does the same.
     return row("InfoNCE groups from the annotated ColBERTv2 run (one group per retrieved positive)",
-               authors, "cerepro.training_data.infonce_groups", cases, same, first,
-               note + "; known difference: cerepro refuses a block of fewer than 7 non-relevant rows even "
-               "without a positive (the authors' reader skips it), a fix pending in cerepro.training_data",
-               expected="differs")
+               authors, "cerepro.training_data.infonce_groups", cases, same, first, note)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -147,10 +147,15 @@ def test_infonce_groups_one_per_positive_negatives_without_replacement_hand_case
     for _ in range(50):  # never the same negative twice in a group
         (_, negs), = infonce_groups(["r", "a", "b", "c"], {"r"}, negatives=3, top_k=500, rng=rng)
         assert sorted(negs) == ["a", "b", "c"]
-    # a block without a non-relevant row gives nothing; one with too few raises
-    assert infonce_groups(["r1", "r2"], {"r1", "r2"}, negatives=1, rng=rng) == []
+    # a positive whose block has too few non-relevant rows (none, or fewer than asked) raises, as the
+    # authors' random.sample does; a block without a positive gives nothing whatever its length
+    # (the trailing block of a query's run, here 2 rows after a first block of 3)
+    with pytest.raises(ValueError, match="a block of 0 non-relevant passages .* cannot give 1 negatives"):
+        infonce_groups(["r1", "r2"], {"r1", "r2"}, negatives=1, rng=rng)
     with pytest.raises(ValueError, match="a block of 1 non-relevant passages .* cannot give 2 negatives"):
         infonce_groups(ids, {"r1", "r2"}, negatives=2, top_k=3, rng=rng)
+    tail = infonce_groups(["r1", "n1", "n2", "n3", "n4", "n5"], {"r1"}, negatives=2, top_k=3, rng=rng)
+    assert [p for p, _ in tail] == ["r1"] and set(tail[0][1]) <= {"n1", "n2", "n3"}
 
 
 def test_table_infonce_groups_per_retrieved_positive_in_file_order(tmp_path):
