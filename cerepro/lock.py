@@ -126,6 +126,21 @@ def describe(holder: dict[str, Any] | None) -> str:
             f"({holder.get('command', '?')})")
 
 
+def busy_message(folder: Path, holder: dict[str, Any] | None) -> str:
+    return (f"{folder} is being written by {describe(holder)}; one writer per folder: wait for it "
+            f"to finish or stop it (a killed writer's lock is taken over automatically)")
+
+
+def check_free(folder: str | os.PathLike) -> None:
+    """Raise LockedError when a live writer holds ``folder`` (nothing is written): a command can
+    refuse a busy folder before its slower checks, while that writer is still at work."""
+    path = Path(folder) / LOCK_NAME
+    if path.exists():
+        holder = read_holder(path)
+        if stale_reason(path, holder) is None:
+            raise LockedError(busy_message(Path(folder), holder))
+
+
 class FolderLock:
     """``with FolderLock(folder, command=...):`` the block is the folder's only writer."""
 
@@ -161,10 +176,7 @@ class FolderLock:
                     holder = read_holder(self.path)
                     why = stale_reason(self.path, holder)
                     if why is None:
-                        raise LockedError(
-                            f"{self.folder} is being written by {describe(holder)}; one writer per "
-                            f"folder: wait for it to finish or stop it (a killed writer's lock is "
-                            f"taken over automatically)") from None
+                        raise LockedError(busy_message(self.folder, holder)) from None
                     self._break(holder, why)
             else:
                 raise LockedError(f"{self.folder}: could not take the lock {self.path} (contended)")

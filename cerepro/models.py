@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,11 @@ import torch
 from cerepro.backbones import (BUILTIN_ARCHS, DEMO_VOCAB_SIZE, BackboneError, as_cross_encoder,
                                attention_implementation, backbone_of, pypi_model_path, shipped_config, tiny_config)
 from cerepro.paths import cache_dir
+
+# transformers resolves its classes lazily, and two threads resolving them for the first time at
+# once can fail ("cannot import name 'AutoConfig'"): a grid's local jobs are threads of one
+# Snakemake process, each checking its model before it starts
+_TRANSFORMERS_FIRST_USE = threading.Lock()
 
 TOKENIZER_VERSION = 3  # bump when train_tokenizer changes, so cached tokenizers are rebuilt
 # sentence-transformers reads this from config.json: predict() then returns raw logits, the
@@ -410,7 +416,8 @@ def check_scorer(source: ScorerSource):
     sequence-classification model, a head of other than 1 or 2 labels, a folder without whole
     safetensors weights (``check_model_folder``), or a tokenizer without a pair template.
     Returns ``(config, tokenizer)``."""
-    from transformers import AutoConfig, AutoTokenizer
+    with _TRANSFORMERS_FIRST_USE:
+        from transformers import AutoConfig, AutoTokenizer
 
     name = source.hub_id or str(source.folder)
     check_model_folder(source.folder)  # config.json, whole safetensors weights, never a pickle
