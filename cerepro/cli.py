@@ -125,13 +125,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from cerepro.lock import LockedError, check_free
 
         params = parse_params(args.param)
-        out = args.out or default_run_dir(args.notebook, params)
         try:  # a folder another writer holds is refused at once, before the slower checks
-            check_free(out)
+            if args.out:
+                check_free(args.out)
         except LockedError as exc:
             raise RunnerError(str(exc)) from None
         # the run the parameters describe is checked before a kernel starts or a folder is made
         engine.check_notebook_parameters(args.notebook, params)
+        out = args.out or default_run_dir(args.notebook, params)
         finished = is_done(out) and not args.force
         folder = run_notebook(args.notebook, out, params, force=args.force, progress=True)
         print(f"{args.notebook} already finished in {folder} (--force runs it again)" if finished

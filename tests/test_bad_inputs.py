@@ -300,7 +300,10 @@ def backbone_typo(tmp_path):
       r"grid '../profiles/demo' is not a slug")
 def book_grid_path(tmp_path):
     os.environ["CEREPRO_BOOK_GRID"] = "../profiles/demo"
-    cerepro("book")
+    try:
+        cerepro("book")
+    finally:  # never left to the next test of this process (its book would read this name)
+        del os.environ["CEREPRO_BOOK_GRID"]
 
 
 @case("smoke profile run alone before its first-stage run exists: `cerepro run train -p profile=smoke`", Refused,
