@@ -507,6 +507,24 @@ def _positives(judged: dict[str, dict[str, int]]) -> dict[str, set[str]]:
     return {qid: {did for did, rel in docs.items() if rel > 0} for qid, docs in judged.items()}
 
 
+def _block_cache(records: RecordFile, positives: dict[str, set[str]], kind: str,
+                 extra: str = "") -> tuple[Path, np.ndarray | None]:
+    """The cache file of one value per query block of ``records`` (next to the record index,
+    keyed by the file's path, size and mtime, the positives and ``extra``) and what it holds, or
+    None when it holds no array of that length."""
+    qrels_digest = hashlib.sha256(repr(sorted((q, sorted(d)) for q, d in positives.items() if d))
+                                  .encode()).hexdigest()[:12]
+    stat = records.path.stat()
+    key = f"{records.path.resolve()} {stat.st_size} {stat.st_mtime_ns} {qrels_digest}{extra}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", records.path.name)[:60]
+    path = cache_dir() / "record-index" / f"{stem}-{hashlib.md5(key.encode()).hexdigest()[:12]}.{kind}.npy"
+    if path.is_file():
+        found = np.load(path, allow_pickle=False)
+        if found.shape == (len(records),):
+            return path, found
+    return path, None
+
+
 def retrieved_positive(records: RecordFile, data: TrainData) -> np.ndarray:
     """(records,) bool: whether each query block of a run holds a judged-relevant passage.
 
@@ -515,16 +533,10 @@ def retrieved_positive(records: RecordFile, data: TrainData) -> np.ndarray:
     ``DistillationNegativesSampler``: no positive among the retrieved passages).
     """
     positives = _positives(data.judged)
-    qrels_digest = hashlib.sha256(repr(sorted((q, sorted(d)) for q, d in positives.items() if d))
-                                  .encode()).hexdigest()[:12]
+    path, found = _block_cache(records, positives, "positive")
+    if found is not None:
+        return found
     stat = records.path.stat()
-    key = f"{records.path.resolve()} {stat.st_size} {stat.st_mtime_ns} {qrels_digest}"
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", records.path.name)[:60]
-    path = cache_dir() / "record-index" / f"{stem}-{hashlib.md5(key.encode()).hexdigest()[:12]}.positive.npy"
-    if path.is_file():
-        found = np.load(path, allow_pickle=False)
-        if found.shape == (len(records),):
-            return found
     out = np.zeros(len(records), dtype=bool)
     block, current = -1, None
     with records.path.open("rb") as f, tqdm(total=stat.st_size, unit="B", unit_scale=True, leave=False,
@@ -682,16 +694,10 @@ def positive_group_counts(records: RecordFile, data: TrainData, top_k: int = HAR
     (:func:`infonce_groups`' count, without drawing), in one streaming pass cached next to the
     record index, keyed by the file, the qrels and ``top_k``."""
     positives = _positives(data.judged)
-    qrels_digest = hashlib.sha256(repr(sorted((q, sorted(d)) for q, d in positives.items() if d))
-                                  .encode()).hexdigest()[:12]
+    path, found = _block_cache(records, positives, "groups", f" top{top_k}")
+    if found is not None:
+        return found
     stat = records.path.stat()
-    key = f"{records.path.resolve()} {stat.st_size} {stat.st_mtime_ns} {qrels_digest} top{top_k}"
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", records.path.name)[:60]
-    path = cache_dir() / "record-index" / f"{stem}-{hashlib.md5(key.encode()).hexdigest()[:12]}.groups.npy"
-    if path.is_file():
-        found = np.load(path, allow_pickle=False)
-        if found.shape == (len(records),):
-            return found
     out = np.zeros(len(records), dtype=np.int64)
     block, current, rel, neg = -1, None, 0, 0
     with records.path.open("rb") as f, tqdm(total=stat.st_size, unit="B", unit_scale=True, leave=False,
