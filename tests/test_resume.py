@@ -132,13 +132,17 @@ def test_a_takeover_waits_for_the_killed_writers_kernel_and_refuses_one_that_sta
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     # stands in for the orphaned kernel: a python process named like one, working in the folder
-    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)", "ipykernel"], cwd=tmp_path)
+    # for 3 s after it starts (the setup below takes far less, even on a loaded machine)
+    born = time.time()
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)", "ipykernel"], cwd=tmp_path)
     time.sleep(0.2)
     write_lock(tmp_path, pid=dead.pid)
-    started = time.time()
     with FolderLock(tmp_path) as lock:
-        assert lock.taken_over and orphan.poll() is not None  # it waited for the orphan to exit
-    assert time.time() - started >= 1.0
+        assert lock.taken_over
+        # it waited for the orphan: the lock is held only once the orphan is gone or in its exit
+        # (a process in its exit has already let go of its working folder, before it is reaped)
+        assert time.time() - born >= 3.0
+        orphan.wait(timeout=5)
     stays = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "ipykernel"], cwd=tmp_path)
     try:
         time.sleep(0.2)
