@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install test report browser slurm clean-venv parity
+.PHONY: install test lint report browser slurm clean-venv parity
 
 install: $(STAMP)
 
@@ -31,9 +31,15 @@ $(STAMP): pyproject.toml $(LAB_SETTING)
 # orders them): three workers on two cores, as the longest (SLURM, kill-and-resume) mostly wait;
 # TEST_WORKERS=1 runs them in turn. One math thread per process unless set.
 TEST_WORKERS ?= 3
-test: install browser slurm
+test: install browser slurm lint
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} $(BIN)/python -m pytest -q \
 		$(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+
+# Style is kept by a tool: ruff's formatter and linter, configured in pyproject.toml ([tool.ruff]);
+# `.venv/bin/ruff format . && .venv/bin/ruff check --fix .` applies them.
+lint: install
+	$(BIN)/ruff format --check --quiet .
+	$(BIN)/ruff check --quiet .
 
 # Headless Chromium (Debian package) for the book's browser check; sudo when not root.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)

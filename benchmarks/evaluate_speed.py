@@ -1,4 +1,4 @@
-"""How long ``cerepro.evaluate`` takes on a 1,000-query x 1,000-document run, three measures.
+"""How long ``cerepro.evaluation.evaluate`` takes on a 1,000-query x 1,000-document run, three measures.
 
 Random scores without ties; the qrels judge 50 documents per query on grades 0-3; the measures
 are evaluate's defaults (nDCG@10, RR@10, AP) at the TREC DL threshold (rel >= 2). Two row
@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from cerepro.evaluate import evaluate
+from cerepro.evaluation.evaluate import evaluate
 
 GOAL_S = 2.0
 
@@ -50,8 +50,10 @@ def main() -> int:
         "as written": run.sort_values(["query_id", "score"], ascending=[True, False], ignore_index=True),
         "shuffled": run.sample(frac=1.0, random_state=0, ignore_index=True),
     }
-    print(f"run: {args.queries} queries x {args.docs} documents = {len(run):,} rows; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"run: {args.queries} queries x {args.docs} documents = {len(run):,} rows; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     best = {}
     for order, frame in orders.items():
         times, cpu = [], []
@@ -61,8 +63,10 @@ def main() -> int:
             times.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
         best[order] = min(cpu)
-        print(f"{order:>10s}: wall first {times[0]:.3f} s, best of {args.repeats} {min(times):.3f} s, "
-              f"median {np.median(times):.3f} s; CPU best {min(cpu):.3f} s (goal < {GOAL_S} s)")
+        print(
+            f"{order:>10s}: wall first {times[0]:.3f} s, best of {args.repeats} {min(times):.3f} s, "
+            f"median {np.median(times):.3f} s; CPU best {min(cpu):.3f} s (goal < {GOAL_S} s)"
+        )
     passed = result.contract["measures"].values()
     print("measures:", ", ".join(f"{m} {v:.4f}" for m, v in zip(passed, result.means["value"])))
     return 0 if best["shuffled"] < GOAL_S else 1

@@ -5,7 +5,7 @@
         --figure book/appendix/first-stage-scale.png
 
 For each size: synthetic SPLADE-like passage vectors are written as the grid's encoded shards
-(``cerepro.first_stage._write_shard``, 100,000 passages a shard), inverted into the impact index
+(``cerepro.retrieval.first_stage._write_shard``, 100,000 passages a shard), inverted into the impact index
 (``build_index``), searched exactly for the top-1000 of synthetic queries on one thread and on
 two (``search(threads=...)``; the two must agree exactly), and the run is written
 (``run_frame`` + ``write_produced_run``). Each stage runs in its own child process, so its peak
@@ -31,7 +31,7 @@ memory are not under-estimated. The measured postings per passage and terms per 
 written with the table, and time and memory scale with postings: a real index's manifest
 (``postings``) rescales the fit.
 
-The fit (``cerepro.sizing``): each stage's time and memory as ``a + b * passages``, its relative
+The fit (``cerepro.retrieval.sizing``): each stage's time and memory as ``a + b * passages``, its relative
 error at the largest size held out of a fit on the others; ``cerepro plan`` and the grid's job
 requests read the table written here.
 """
@@ -46,7 +46,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +73,7 @@ def synthetic(n: int, seed: int, *, median_terms: float, sigma: float, weight_mu
     built directly in CSR order; a term drawn twice in a row sums its weights."""
     import scipy.sparse as sp
 
-    from cerepro import first_stage as fs
+    from cerepro.retrieval import first_stage as fs
 
     cdf, perm = popularity()
     boost = np.ones(VOCAB, dtype=np.float32)
@@ -102,7 +102,7 @@ def queries(n: int, seed: int):
 
 
 def stage_shards(work: Path, size: int, threads: int, n_queries: int) -> dict:
-    from cerepro import first_stage as fs
+    from cerepro.retrieval import first_stage as fs
 
     folder = work / "shards"
     folder.mkdir(parents=True, exist_ok=True)
@@ -120,24 +120,31 @@ def stage_shards(work: Path, size: int, threads: int, n_queries: int) -> dict:
 
 
 def stage_index(work: Path, size: int, threads: int, n_queries: int) -> dict:
-    from cerepro import first_stage as fs
+    from cerepro.retrieval import first_stage as fs
 
     shards = sorted((work / "shards").glob("passages-*.npz"))
     started, cpu = time.perf_counter(), time.process_time()
     index = fs.build_index(shards, work / "index", {"model": "synthetic", "revision": "-"}, vocab_size=VOCAB)
-    return {"index_wall_s": time.perf_counter() - started, "index_s": time.process_time() - cpu,
-            "index_mb": index.manifest["index_bytes"] / 2**20}
+    return {
+        "index_wall_s": time.perf_counter() - started,
+        "index_s": time.process_time() - cpu,
+        "index_mb": index.manifest["index_bytes"] / 2**20,
+    }
 
 
 def stage_search(work: Path, size: int, threads: int, n_queries: int) -> dict:
-    from cerepro import first_stage as fs
+    from cerepro.retrieval import first_stage as fs
 
     index = fs.load_index(work / "index")
     q = queries(n_queries, seed=7)
     started, cpu = time.perf_counter(), time.process_time()
     fs.search(index, q[:1], DEPTH)  # loads the postings and builds the product's matrix once
-    out = {"search_setup_wall_s": time.perf_counter() - started, "search_setup_s": time.process_time() - cpu,
-           "queries": n_queries, "query_terms": q.nnz / n_queries}
+    out = {
+        "search_setup_wall_s": time.perf_counter() - started,
+        "search_setup_s": time.process_time() - cpu,
+        "queries": n_queries,
+        "query_terms": q.nnz / n_queries,
+    }
     results = {}
     for t in (1, 2, 1, 2):  # alternated, the faster of two tries each: the machine is shared
         started, cpu = time.perf_counter(), time.process_time()
@@ -146,19 +153,24 @@ def stage_search(work: Path, size: int, threads: int, n_queries: int) -> dict:
         out[f"query_ms_{t}"] = min(out.get(f"query_ms_{t}", np.inf), 1000 * wall / n_queries)
         if t == 1:  # one thread's CPU time: its cost on a core of its own
             out["query_cpu_ms"] = min(out.get("query_cpu_ms", np.inf), 1000 * cpu / n_queries)
-    same = all((a == b).all() for a, b in zip(results[1][0], results[2][0])) and \
-        all((a == b).all() for a, b in zip(results[1][1], results[2][1]))
+    same = all((a == b).all() for a, b in zip(results[1][0], results[2][0])) and all(
+        (a == b).all() for a, b in zip(results[1][1], results[2][1])
+    )
     if not same:
         raise SystemExit("search on two threads differs from one thread")
     docs, scores = results[1]
-    np.savez(work / "found.npz", lengths=np.array([len(d) for d in docs]), docs=np.concatenate(docs),
-             scores=np.concatenate(scores))
+    np.savez(
+        work / "found.npz",
+        lengths=np.array([len(d) for d in docs]),
+        docs=np.concatenate(docs),
+        scores=np.concatenate(scores),
+    )
     out["hits_per_query"] = float(np.mean([len(d) for d in docs]))
     return out
 
 
 def stage_run(work: Path, size: int, threads: int, n_queries: int) -> dict:
-    from cerepro import first_stage as fs
+    from cerepro.retrieval import first_stage as fs
 
     index = fs.load_index(work / "index")
     with np.load(work / "found.npz") as found:
@@ -166,11 +178,15 @@ def stage_run(work: Path, size: int, threads: int, n_queries: int) -> dict:
         docs, scores = np.split(found["docs"], cuts), np.split(found["scores"], cuts)
     started, cpu = time.perf_counter(), time.process_time()
     run = fs.run_frame(index, [f"q{i}" for i in range(len(docs))], docs, scores)
-    path = fs.write_produced_run(run, work / "run" / "synthetic-top1000.trec", "synthetic-top1000",
-                                 {"dataset": "synthetic"})
-    return {"run_write_wall_s": time.perf_counter() - started, "run_write_s": time.process_time() - cpu,
-            "run_rows": len(run),
-            "run_mb": path.stat().st_size / 2**20}
+    path = fs.write_produced_run(
+        run, work / "run" / "synthetic-top1000.trec", "synthetic-top1000", {"dataset": "synthetic"}
+    )
+    return {
+        "run_write_wall_s": time.perf_counter() - started,
+        "run_write_s": time.process_time() - cpu,
+        "run_rows": len(run),
+        "run_mb": path.stat().st_size / 2**20,
+    }
 
 
 STAGES = {"shards": stage_shards, "index": stage_index, "search": stage_search, "run": stage_run}
@@ -183,8 +199,18 @@ def _mb(folder: Path) -> float:
 def child(stage: str, work: Path, size: int, n_queries: int) -> dict:
     """Run one stage in a fresh process; its result and its peak resident memory (MB)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    cmd = [sys.executable, __file__, "--stage", stage, "--work", str(work), "--size", str(size),
-           "--n-queries", str(n_queries)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--stage",
+        stage,
+        "--work",
+        str(work),
+        "--size",
+        str(size),
+        "--n-queries",
+        str(n_queries),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -196,10 +222,34 @@ def child(stage: str, work: Path, size: int, n_queries: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-COLUMNS = ["passages", "postings", "queries", "query_terms", "shards_s", "shards_wall_s", "shards_peak_mb",
-           "shards_mb", "index_s", "index_wall_s", "index_peak_mb", "index_mb", "search_setup_s",
-           "search_setup_wall_s", "search_peak_mb", "query_cpu_ms", "query_ms_1", "query_ms_2", "qps_1",
-           "qps_2", "speedup_2", "run_rows", "run_write_s", "run_write_wall_s", "run_peak_mb", "run_mb"]
+COLUMNS = [
+    "passages",
+    "postings",
+    "queries",
+    "query_terms",
+    "shards_s",
+    "shards_wall_s",
+    "shards_peak_mb",
+    "shards_mb",
+    "index_s",
+    "index_wall_s",
+    "index_peak_mb",
+    "index_mb",
+    "search_setup_s",
+    "search_setup_wall_s",
+    "search_peak_mb",
+    "query_cpu_ms",
+    "query_ms_1",
+    "query_ms_2",
+    "qps_1",
+    "qps_2",
+    "speedup_2",
+    "run_rows",
+    "run_write_s",
+    "run_write_wall_s",
+    "run_peak_mb",
+    "run_mb",
+]
 
 
 def measure(sizes: list[int], n_queries: list[int], work: Path) -> list[dict]:
@@ -211,8 +261,11 @@ def measure(sizes: list[int], n_queries: list[int], work: Path) -> list[dict]:
         for stage in STAGES:
             started = time.perf_counter()
             row.update(child(stage, folder, size, nq))
-            print(f"{size:>10,} {stage:<7} {time.perf_counter() - started:7.1f} s wall, "
-                  f"peak {row[f'{stage}_peak_mb']:8.0f} MB", flush=True)
+            print(
+                f"{size:>10,} {stage:<7} {time.perf_counter() - started:7.1f} s wall, "
+                f"peak {row[f'{stage}_peak_mb']:8.0f} MB",
+                flush=True,
+            )
         row["qps_1"], row["qps_2"] = 1000 / row["query_ms_1"], 1000 / row["query_ms_2"]
         row["speedup_2"] = row["query_ms_1"] / row["query_ms_2"]
         rows.append({k: row[k] for k in COLUMNS})
@@ -235,36 +288,50 @@ def draw(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cerepro import sizing
+    from cerepro.retrieval import sizing
 
     fits = sizing.fits(rows)
     n = np.array([r["passages"] for r in rows])
     grid = np.linspace(0, n.max() * 1.1, 50)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    for key, label in (("index_peak_mb", "index build"), ("search_peak_mb", "search"),
-                       ("shards_peak_mb", "shard writing"), ("run_peak_mb", "run writing")):
-        line, = axes[0].plot(n / 1e6, [r[key] / 1024 for r in rows], "o", label=label)
+    for key, label in (
+        ("index_peak_mb", "index build"),
+        ("search_peak_mb", "search"),
+        ("shards_peak_mb", "shard writing"),
+        ("run_peak_mb", "run writing"),
+    ):
+        (line,) = axes[0].plot(n / 1e6, [r[key] / 1024 for r in rows], "o", label=label)
         if key in fits:
             axes[0].plot(grid / 1e6, fits[key](grid) / 1024, "-", color=line.get_color(), lw=1)
     axes[0].set(title="peak memory", xlabel="passages (millions)", ylabel="GiB")
     axes[0].legend(fontsize=8)
-    for key, label in (("index_s", "build impact index"), ("shards_s", "write shards"),
-                       ("search_setup_s", "load index for search")):
-        line, = axes[1].plot(n / 1e6, [r[key] for r in rows], "o", label=label)
+    for key, label in (
+        ("index_s", "build impact index"),
+        ("shards_s", "write shards"),
+        ("search_setup_s", "load index for search"),
+    ):
+        (line,) = axes[1].plot(n / 1e6, [r[key] for r in rows], "o", label=label)
         axes[1].plot(grid / 1e6, fits[key](grid), "-", color=line.get_color(), lw=1)
     axes[1].set(title="time of a stage", xlabel="passages (millions)", ylabel="CPU seconds")
     axes[1].legend(fontsize=8)
-    line, = axes[2].plot(n / 1e6, [1000 / r["query_cpu_ms"] for r in rows], "o", label="1 thread, CPU time")
+    (line,) = axes[2].plot(n / 1e6, [1000 / r["query_cpu_ms"] for r in rows], "o", label="1 thread, CPU time")
     span = np.linspace(n.min() * 0.8, n.max() * 1.1, 50)
     axes[2].plot(span / 1e6, 1000 / fits["query_cpu_ms"](span), "-", color=line.get_color(), lw=1)
     for t in (1, 2):
-        axes[2].plot(n / 1e6, [r[f"qps_{t}"] for r in rows], "s" if t == 1 else "^", mfc="none",
-                     label=f"{t} thread{'s' * (t > 1)}, wall (shared machine)")
-    axes[2].set(title="exact top-1000 search", xlabel="passages (millions)", ylabel="queries/s",
-                xscale="log", yscale="log")
+        axes[2].plot(
+            n / 1e6,
+            [r[f"qps_{t}"] for r in rows],
+            "s" if t == 1 else "^",
+            mfc="none",
+            label=f"{t} thread{'s' * (t > 1)}, wall (shared machine)",
+        )
+    axes[2].set(
+        title="exact top-1000 search", xlabel="passages (millions)", ylabel="queries/s", xscale="log", yscale="log"
+    )
     axes[2].legend(fontsize=7, loc="upper right")
-    fig.suptitle("First stage at growing sizes (synthetic SPLADE-like vectors; points measured, lines fitted)",
-                 fontsize=10)
+    fig.suptitle(
+        "First stage at growing sizes (synthetic SPLADE-like vectors; points measured, lines fitted)", fontsize=10
+    )
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -274,10 +341,19 @@ def draw(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[125_000, 250_000, 500_000, 1_000_000])
-    parser.add_argument("--queries", type=int, nargs="+", default=[100, 80, 60, 40],
-                        help="queries searched at each size (fewer at large sizes)")
-    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "scale",
-                        help="scratch folder for shards and indexes (deleted size by size)")
+    parser.add_argument(
+        "--queries",
+        type=int,
+        nargs="+",
+        default=[100, 80, 60, 40],
+        help="queries searched at each size (fewer at large sizes)",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=ROOT / "benchmarks" / "out" / "scale",
+        help="scratch folder for shards and indexes (deleted size by size)",
+    )
     parser.add_argument("--table", type=Path, default=ROOT / "benchmarks" / "out" / "first-stage-scale.csv")
     parser.add_argument("--figure", type=Path, default=ROOT / "benchmarks" / "out" / "first-stage-scale.png")
     parser.add_argument("--redraw", action="store_true", help="only draw --figure from --table")
@@ -289,7 +365,7 @@ def main() -> None:
         print(json.dumps(STAGES[args.stage](args.work, args.size, 1, args.n_queries)))
         return
     if args.redraw:  # the figure again from a table already measured
-        from cerepro import sizing
+        from cerepro.retrieval import sizing
 
         draw(sizing.read_table(args.table), args.figure)
         return
@@ -297,18 +373,26 @@ def main() -> None:
         parser.error(f"--queries needs one count per size ({len(args.sizes)}), got {len(args.queries)}")
     started = time.perf_counter()
     rows = measure(args.sizes, args.queries, args.work)
-    from cerepro import sizing
+    from cerepro.retrieval import sizing
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    facts = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "commit": commit,
-             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), {platform.python_version()}",
-             "load_average_after": os.getloadavg()[0], "wall_s": round(time.perf_counter() - started, 1),
-             "vocabulary": VOCAB, "depth": DEPTH, "shard_passages": SHARD,
-             "postings_per_passage": [round(r["postings"] / r["passages"], 1) for r in rows],
-             "terms_per_query": [round(r["query_terms"], 1) for r in rows],
-             "held_out_relative_error": {k: (round(v, 4) if v is not None else None)
-                                         for k, v in sizing.held_out_errors(rows).items()}}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    facts = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "commit": commit,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), {platform.python_version()}",
+        "load_average_after": os.getloadavg()[0],
+        "wall_s": round(time.perf_counter() - started, 1),
+        "vocabulary": VOCAB,
+        "depth": DEPTH,
+        "shard_passages": SHARD,
+        "postings_per_passage": [round(r["postings"] / r["passages"], 1) for r in rows],
+        "terms_per_query": [round(r["query_terms"], 1) for r in rows],
+        "held_out_relative_error": {
+            k: (round(v, 4) if v is not None else None) for k, v in sizing.held_out_errors(rows).items()
+        },
+    }
     args.table.parent.mkdir(parents=True, exist_ok=True)
     write_table(rows, args.table, facts)
     args.figure.parent.mkdir(parents=True, exist_ok=True)

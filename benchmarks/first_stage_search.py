@@ -6,7 +6,7 @@
 Search: one synthetic index shaped like SPLADE-v3 passages (vocabulary 30,522; ~180 non-zero
 terms per passage, log-normal; term popularity Zipf-like with a flat head of expansion terms
 nearly every passage carries; skewed weights), queries of ~35 expanded terms, quantised to
-integer impacts round(100 w) exactly as ``cerepro.first_stage`` does. Engines, one thread, same
+integer impacts round(100 w) exactly as ``cerepro.retrieval.first_stage`` does. Engines, one thread, same
 impacts, same k: cerepro's scipy sparse product (exact), impact-index MaxScore and WAND (exact),
 PISA block-max WAND through pyterrier-pisa's compiled engine (exact) when its wheel is
 available (``PISA_PKGS``: a folder where ``pip install --no-deps --target`` put pyterrier-pisa,
@@ -15,7 +15,7 @@ layer needs ``python-terrier[all]``, which is not installed, so the engine is dr
 Every engine's top-k scores are checked equal to scipy's. Memory: bytes per million passages of
 each engine's index.
 
-Encode: ``cerepro.first_stage.encode_texts`` (length-sorted token-budget batches, max pooled
+Encode: ``cerepro.retrieval.first_stage.encode_texts`` (length-sorted token-budget batches, max pooled
 before the activation) against a plain per-batch transformers loop (fixed batches in input
 order, padded to the batch's longest text, log(1 + relu) on every token then a masked max), on
 a DistilBERT-base-shaped masked LM with random weights and passages of MS MARCO-like lengths.
@@ -40,8 +40,8 @@ import scipy.sparse as sp
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cerepro import first_stage as fs  # noqa: E402
-from cerepro.train import PEAK_TFLOPS  # noqa: E402
+from cerepro.retrieval import first_stage as fs  # noqa: E402
+from cerepro.training.train import PEAK_TFLOPS  # noqa: E402
 
 VOCAB = 30_522
 
@@ -73,8 +73,7 @@ def scipy_engine(docs_q, folder):
     shard = folder / "shards" / "passages-00000.npz"
     shard.parent.mkdir(parents=True)
     fs._write_shard(shard, [f"d{i}" for i in range(docs_q.shape[0])], docs_q)
-    return fs.build_index([shard], folder / "index", {"model": "synthetic", "revision": "-"},
-                          vocab_size=VOCAB)
+    return fs.build_index([shard], folder / "index", {"model": "synthetic", "revision": "-"}, vocab_size=VOCAB)
 
 
 def impact_index_engine(index, folder):
@@ -96,6 +95,7 @@ def load_pisa():
         return None, f"no _pisathon extension under {pkgs}"
     if lib:
         import ctypes
+
         ctypes.CDLL(str(Path(lib) / "libtbb.so.2"), mode=ctypes.RTLD_GLOBAL)
     loader = importlib.machinery.ExtensionFileLoader("_pisathon", str(so))
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader("_pisathon", loader))
@@ -117,8 +117,9 @@ def pisa_engine(pisa, index, folder):
             lo, hi = index.indptr[t], index.indptr[t + 1]
             f_docs.write(np.r_[hi - lo, np.asarray(index.docs[lo:hi])].astype(np.uint32).tobytes())
             f_freqs.write(np.r_[hi - lo, np.asarray(index.impacts[lo:hi])].astype(np.uint32).tobytes())
-    csc = sp.csc_matrix((np.asarray(index.impacts, np.int64), np.asarray(index.docs), index.indptr),
-                        shape=(n_docs, index.vocab_size))
+    csc = sp.csc_matrix(
+        (np.asarray(index.impacts, np.int64), np.asarray(index.docs), index.indptr), shape=(n_docs, index.vocab_size)
+    )
     lengths = np.asarray(csc.sum(axis=1)).ravel()
     (folder / "inv.sizes").write_bytes(np.r_[n_docs, lengths].astype(np.uint32).tobytes())
     (folder / "fwd.documents").write_text("".join(f"{d}\n" for d in range(n_docs)))
@@ -136,10 +137,13 @@ def pisa_search(pisa, context, queries_q, k):
         lo, hi = queries_q.indptr[q], queries_q.indptr[q + 1]
         queries.append((q, {f"t{t}": float(w) for t, w in zip(queries_q.indices[lo:hi], queries_q.data[lo:hi])}))
     shape = (len(queries) * k,)
-    out = dict(result_qidxs=np.empty(shape, np.int32), result_docnos=np.empty(shape, object),
-               result_ranks=np.empty(shape, np.int32), result_scores=np.empty(shape, np.float32))
-    size = pisa.retrieve(context, "block_max_wand", queries, k=k, threads=1, query_weighted=1,
-                         pretokenised=True, **out)
+    out = dict(
+        result_qidxs=np.empty(shape, np.int32),
+        result_docnos=np.empty(shape, object),
+        result_ranks=np.empty(shape, np.int32),
+        result_scores=np.empty(shape, np.float32),
+    )
+    size = pisa.retrieve(context, "block_max_wand", queries, k=k, threads=1, query_weighted=1, pretokenised=True, **out)
     per_query = [[] for _ in queries]
     for q, s in zip(out["result_qidxs"][:size], out["result_scores"][:size]):
         per_query[q].append(int(round(float(s))))
@@ -153,9 +157,15 @@ def folder_bytes(folder: Path) -> int:
 def bench_search(args) -> dict:
     docs_q, queries_q = synthetic(args.docs, args.queries)
     work = Path(tempfile.mkdtemp(prefix="first-stage-bench-"))
-    out = {"docs": args.docs, "queries": args.queries, "k": args.k, "postings": int(docs_q.nnz),
-           "terms_per_doc": round(docs_q.nnz / args.docs, 1),
-           "terms_per_query": round(queries_q.nnz / args.queries, 1), "engines": {}}
+    out = {
+        "docs": args.docs,
+        "queries": args.queries,
+        "k": args.k,
+        "postings": int(docs_q.nnz),
+        "terms_per_doc": round(docs_q.nnz / args.docs, 1),
+        "terms_per_query": round(queries_q.nnz / args.queries, 1),
+        "engines": {},
+    }
     try:
         index = scipy_engine(docs_q, work / "cerepro")
         per_million = 1e6 / args.docs
@@ -166,23 +176,32 @@ def bench_search(args) -> dict:
         # in memory: doc numbers + int32 impacts + indptr (the uint16 file copy is not kept)
         ram = index.docs.nbytes + 4 * len(index.docs) + index.indptr.nbytes
         print(f"scipy: {args.queries / seconds:.1f} q/s", file=sys.stderr, flush=True)
-        out["engines"]["scipy"] = {"qps": args.queries / seconds, "index_bytes_per_million": folder_bytes(
-            work / "cerepro" / "index") * per_million, "ram_bytes_per_million": ram * per_million}
+        out["engines"]["scipy"] = {
+            "qps": args.queries / seconds,
+            "index_bytes_per_million": folder_bytes(work / "cerepro" / "index") * per_million,
+            "ram_bytes_per_million": ram * per_million,
+        }
         try:
             engine = impact_index_engine(index, work / "impact-index")
-            for name, call in (("impact-index maxscore", engine.search_maxscore),
-                               ("impact-index wand", engine.search_wand)):
+            for name, call in (
+                ("impact-index maxscore", engine.search_maxscore),
+                ("impact-index wand", engine.search_wand),
+            ):
                 got, started = [], time.perf_counter()
                 for q in range(queries_q.shape[0]):
                     lo, hi = queries_q.indptr[q], queries_q.indptr[q + 1]
-                    found = call({int(t): float(w) for t, w in zip(queries_q.indices[lo:hi],
-                                                                   queries_q.data[lo:hi])}, top_k=args.k)
+                    found = call(
+                        {int(t): float(w) for t, w in zip(queries_q.indices[lo:hi], queries_q.data[lo:hi])},
+                        top_k=args.k,
+                    )
                     got.append(sorted((round(r.score) for r in found), reverse=True))
                 seconds = time.perf_counter() - started
                 print(f"{name}: {args.queries / seconds:.1f} q/s", file=sys.stderr, flush=True)
-                out["engines"][name] = {"qps": args.queries / seconds, "index_bytes_per_million":
-                                        folder_bytes(work / "impact-index") * per_million,
-                                        "same_top_k_scores": got == want}
+                out["engines"][name] = {
+                    "qps": args.queries / seconds,
+                    "index_bytes_per_million": folder_bytes(work / "impact-index") * per_million,
+                    "same_top_k_scores": got == want,
+                }
         except ImportError as exc:
             out["engines"]["impact-index"] = {"error": f"not installed: {exc}"}
         pisa, origin = load_pisa()
@@ -195,10 +214,16 @@ def bench_search(args) -> dict:
             seconds = time.perf_counter() - started
             print(f"pisa: {args.queries / seconds:.1f} q/s", file=sys.stderr, flush=True)
             out["engines"]["pisa block-max wand"] = {
-                "qps": args.queries / seconds, "origin": origin, "same_top_k_scores": got == want,
-                "index_bytes_per_million": sum(p.stat().st_size for p in (work / "pisa").glob("*")
-                                               if p.suffix in (".block_simdbp", ".bmw", ".termlex", ".doclex"))
-                * per_million}
+                "qps": args.queries / seconds,
+                "origin": origin,
+                "same_top_k_scores": got == want,
+                "index_bytes_per_million": sum(
+                    p.stat().st_size
+                    for p in (work / "pisa").glob("*")
+                    if p.suffix in (".block_simdbp", ".bmw", ".termlex", ".doclex")
+                )
+                * per_million,
+            }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = out["engines"]["scipy"]["qps"]
@@ -238,7 +263,7 @@ def bench_encode(args) -> dict:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     with torch.inference_mode(), autocast:
         for i in range(0, len(texts), args.batch_size):
-            ids = tok(texts[i:i + args.batch_size], max_length=256)["input_ids"]
+            ids = tok(texts[i : i + args.batch_size], max_length=256)["input_ids"]
             width = max(map(len, ids))
             input_ids = torch.tensor([row + [0] * (width - len(row)) for row in ids])
             mask = (torch.arange(width)[None] < torch.tensor([len(r) for r in ids])[:, None]).long()
@@ -251,13 +276,25 @@ def bench_encode(args) -> dict:
     plain = torch.cat(plain).numpy()
     # matmul FLOPs: 2 x parameters (the MLM head tied to the embeddings counts once per token)
     flops = 2 * sum(p.numel() for p in model.parameters()) * float((lengths + 2).sum())
-    peak = next((bf16 if precision == "bf16" else fp32 for name, bf16, fp32 in PEAK_TFLOPS
-                 if device.type == "cuda" and name in torch.cuda.get_device_name()), None)
-    return {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "precision": precision,
-            "mfu": flops / ours_s / (peak * 1e12) if peak else None,
-            "passages": args.passages, "mean_tokens": float(lengths.mean() + 2),
-            "ours_passages_per_s": args.passages / ours_s, "plain_passages_per_s": args.passages / plain_s,
-            "speedup": plain_s / ours_s, "max_abs_diff": float(np.abs(ours.toarray() - plain).max())}
+    peak = next(
+        (
+            bf16 if precision == "bf16" else fp32
+            for name, bf16, fp32 in PEAK_TFLOPS
+            if device.type == "cuda" and name in torch.cuda.get_device_name()
+        ),
+        None,
+    )
+    return {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "precision": precision,
+        "mfu": flops / ours_s / (peak * 1e12) if peak else None,
+        "passages": args.passages,
+        "mean_tokens": float(lengths.mean() + 2),
+        "ours_passages_per_s": args.passages / ours_s,
+        "plain_passages_per_s": args.passages / plain_s,
+        "speedup": plain_s / ours_s,
+        "max_abs_diff": float(np.abs(ours.toarray() - plain).max()),
+    }
 
 
 def main() -> None:
@@ -272,8 +309,10 @@ def main() -> None:
     parser.add_argument("--json", help="also write the report here (PISA logs to stdout)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 thread used",
-              "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    report = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 thread used",
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
     if not args.encode_only:
         report["search"] = bench_search(args)
     if not args.search_only:

@@ -1,17 +1,17 @@
 """GPU check: training and scoring throughput and MFU of paper-sized cross-encoders, no hub access.
 
 Builds randomly initialised ``bert-base``- and ``ettin-150m``-shaped cross-encoders from the configs
-shipped in ``cerepro/backbone_configs/`` and, on synthetic token ids (every pair ``--length``
+shipped in ``cerepro/model/backbone_configs/`` and, on synthetic token ids (every pair ``--length``
 tokens, no padding), measures:
 
 - training: ``--steps`` optimiser steps of cerepro's training step (bf16 autocast, fp32 master
   weights, fused AdamW, gradient clipping at 1.0, InfoNCE over groups of 8: the paper's
   listwise objective) at ``--batch`` pairs per step; steps/s, pairs/s and MFU;
 - scoring (re-ranking): forward passes under ``torch.inference_mode`` at ``--score-batch`` pairs,
-  with bf16 autocast (as ``cerepro.rerank``) and with bf16 weights; pairs/s and MFU.
+  with bf16 autocast (as ``cerepro.evaluation.rerank``) and with bf16 weights; pairs/s and MFU.
 
-MFU = model FLOPs (``cerepro.backbones.pair_flops``: 6 x / 2 x the weight and attention matmul FLOPs
-of the real tokens) per second over the GPU's dense bf16 peak (``cerepro.train.PEAK_TFLOPS``).
+MFU = model FLOPs (``cerepro.model.backbones.pair_flops``: 6 x / 2 x the weight and attention matmul FLOPs
+of the real tokens) per second over the GPU's dense bf16 peak (``cerepro.training.train.PEAK_TFLOPS``).
 Goals on an H100: >= 45% training MFU and >= 55% scoring MFU on the bert-base shape.
 
     python benchmarks/gpu_check.py                  # about 2-4 minutes on one H100
@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from cerepro import backbones, losses, models  # noqa: E402
-from cerepro.train import peak_flops  # noqa: E402
+from cerepro.model import backbones, models  # noqa: E402
+from cerepro.training import losses
+from cerepro.training.train import peak_flops  # noqa: E402
 
 GROUP = 8  # passages per InfoNCE group
 
@@ -53,14 +54,23 @@ def synthetic_batch(config, pairs: int, length: int, device, generator):
     batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
     if getattr(config, "type_vocab_size", 0) > 1:
         types = torch.zeros_like(ids)
-        types[:, length // 4 + 1:] = 1
+        types[:, length // 4 + 1 :] = 1
         batch["token_type_ids"] = types.to(device)
     return batch
 
 
-TINY = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
-        "vocab_size": 1000, "pad_token_id": 0, "cls_token_id": 1, "sep_token_id": 2, "bos_token_id": 1,
-        "eos_token_id": 2}
+TINY = {
+    "num_hidden_layers": 2,
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "vocab_size": 1000,
+    "pad_token_id": 0,
+    "cls_token_id": 1,
+    "sep_token_id": 2,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
 
 
 def build(slug: str, args, device):
@@ -103,8 +113,9 @@ def train_throughput(slug: str, args, device) -> dict:
     if not torch.isfinite(loss):
         raise RuntimeError(f"{slug}: loss is {float(loss)}")
     flops = backbones.pair_flops(model.config, [args.length] * args.batch, training=True) * args.steps
-    return _result("train", slug, args, device, seconds, args.steps, args.batch, flops, warm,
-                   params=backbones.count_params(model))
+    return _result(
+        "train", slug, args, device, seconds, args.steps, args.batch, flops, warm, params=backbones.count_params(model)
+    )
 
 
 @torch.inference_mode()
@@ -134,17 +145,28 @@ def score_throughput(slug: str, args, device, bf16_weights: bool) -> dict:
     assert torch.isfinite(out.float()).all()
     flops = backbones.pair_flops(model.config, [args.length] * args.score_batch) * rounds
     kind = "score (bf16 weights)" if bf16_weights else "score (bf16 autocast)"
-    return _result(kind, slug, args, device, seconds, rounds, args.score_batch, flops, warm,
-                   params=backbones.count_params(model))
+    return _result(
+        kind, slug, args, device, seconds, rounds, args.score_batch, flops, warm, params=backbones.count_params(model)
+    )
 
 
 def _result(kind, slug, args, device, seconds, steps, pairs, flops, warm, params) -> dict:
     peak = peak_flops(device, "bf16-mixed")
-    out = {"what": kind, "model": slug + (" (tiny)" if args.tiny else ""), "params": params,
-           "compiled": args.compile_variant, "length": args.length, "pairs_per_step": pairs,
-           "steps": steps, "seconds": round(seconds, 3), "warmup_s": round(warm, 1),
-           "steps_per_s": steps / seconds, "pairs_per_s": steps * pairs / seconds,
-           "tflops_per_s": flops / seconds / 1e12, "mfu": flops / seconds / peak if peak else None}
+    out = {
+        "what": kind,
+        "model": slug + (" (tiny)" if args.tiny else ""),
+        "params": params,
+        "compiled": args.compile_variant,
+        "length": args.length,
+        "pairs_per_step": pairs,
+        "steps": steps,
+        "seconds": round(seconds, 3),
+        "warmup_s": round(warm, 1),
+        "steps_per_s": steps / seconds,
+        "pairs_per_s": steps * pairs / seconds,
+        "tflops_per_s": flops / seconds / 1e12,
+        "mfu": flops / seconds / peak if peak else None,
+    }
     if device.type == "cuda":
         out["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
     return out
@@ -176,28 +198,36 @@ def main() -> None:
         sys.exit(f"--batch must be a multiple of {GROUP}")
 
     results = []
-    for compiled in ([False, True] if args.compile else [False]):
+    for compiled in [False, True] if args.compile else [False]:
         args.compile_variant = compiled
         for slug in args.models:
-            for run in (lambda: train_throughput(slug, args, device),
-                        lambda: score_throughput(slug, args, device, bf16_weights=False),
-                        lambda: score_throughput(slug, args, device, bf16_weights=True)):
+            for run in (
+                lambda: train_throughput(slug, args, device),
+                lambda: score_throughput(slug, args, device, bf16_weights=False),
+                lambda: score_throughput(slug, args, device, bf16_weights=True),
+            ):
                 results.append(run())
                 print(json.dumps(results[-1]), flush=True)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
 
     peak = peak_flops(device, "bf16-mixed")
-    print(f"\n{name}; torch {torch.__version__}, CUDA {torch.version.cuda}; bf16 dense peak "
-          f"{peak / 1e12 if peak else float('nan'):.0f} TFLOP/s; {args.length} tokens per pair\n")
+    print(
+        f"\n{name}; torch {torch.__version__}, CUDA {torch.version.cuda}; bf16 dense peak "
+        f"{peak / 1e12 if peak else float('nan'):.0f} TFLOP/s; {args.length} tokens per pair\n"
+    )
     print("| what | model | compiled | pairs/step | steps/s | pairs/s | TFLOP/s | MFU |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        print(f"| {r['what']} | {r['model']} | {r['compiled']} | {r['pairs_per_step']} | {r['steps_per_s']:.2f} | "
-              f"{r['pairs_per_s']:.0f} | {r['tflops_per_s']:.1f} | {mfu} |")
+        print(
+            f"| {r['what']} | {r['model']} | {r['compiled']} | {r['pairs_per_step']} | {r['steps_per_s']:.2f} | "
+            f"{r['pairs_per_s']:.0f} | {r['tflops_per_s']:.1f} | {mfu} |"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "results": results}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"device": name, "torch": torch.__version__, "results": results}, indent=1)
+        )
 
 
 if __name__ == "__main__":

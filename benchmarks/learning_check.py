@@ -20,10 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from cerepro import datasets, evaluate, models, rerank  # noqa: E402
 from cerepro.config import load_config  # noqa: E402
-from cerepro.losses import OBJECTIVES  # noqa: E402
-from cerepro.train import fit  # noqa: E402
+from cerepro.data import datasets  # noqa: E402
+from cerepro.evaluation import evaluate, rerank
+from cerepro.model import models
+from cerepro.training.losses import OBJECTIVES  # noqa: E402
+from cerepro.training.train import fit  # noqa: E402
 
 DATASET = "demo:in-domain"
 
@@ -38,8 +40,13 @@ def main() -> None:
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES))
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a params key for every run (YAML value), e.g. --set cpus=1")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a params key for every run (YAML value), e.g. --set cpus=1",
+    )
     parser.add_argument("--output", help="folder for the runs (default: a temporary folder)")
     parser.add_argument("--json", help="write the table here")
     args = parser.parse_args()
@@ -54,32 +61,54 @@ def main() -> None:
         collection = datasets.load_collection(DATASET)
         candidates = datasets.load_candidates(DATASET, config.first_stage, config.candidate_depth)
         if not rows:
-            rows.append({"run": f"{config.first_stage} top-{config.candidate_depth}",
-                         "nDCG@10": ndcg(candidates, collection, "bm25")})
+            rows.append(
+                {
+                    "run": f"{config.first_stage} top-{config.candidate_depth}",
+                    "nDCG@10": ndcg(candidates, collection, "bm25"),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
         started = time.perf_counter()
         summary = fit(config, output / config.run_id)
         model, tokenizer = models.load_cross_encoder(summary["model_dir"])
         docs = dict(zip(candidates["doc_id"].unique(), collection.doc_text(candidates["doc_id"].unique())))
-        run = rerank.rerank(model, tokenizer, candidates, collection.queries, docs, max_length=config.max_length,
-                            query_max_length=config.query_max_length,
-                            passage_max_length=config.passage_max_length, truncation=config.truncation,
-                            precision="fp32",
-                            progress=False)  # fp32: bf16 logits tie close candidates
-        rows.append({"run": config.run_id, "nDCG@10": ndcg(run, collection, config.run_id),
-                     "best_step": summary["best_step"], "validation": summary["best_value"],
-                     "train_s": summary["compute"]["train_s"], "wall_s": time.perf_counter() - started})
+        run = rerank.rerank(
+            model,
+            tokenizer,
+            candidates,
+            collection.queries,
+            docs,
+            max_length=config.max_length,
+            query_max_length=config.query_max_length,
+            passage_max_length=config.passage_max_length,
+            truncation=config.truncation,
+            precision="fp32",
+            progress=False,
+        )  # fp32: bf16 logits tie close candidates
+        rows.append(
+            {
+                "run": config.run_id,
+                "nDCG@10": ndcg(run, collection, config.run_id),
+                "best_step": summary["best_step"],
+                "validation": summary["best_value"],
+                "train_s": summary["compute"]["train_s"],
+                "wall_s": time.perf_counter() - started,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
 
     bm25 = rows[0]["nDCG@10"]
-    print(f"\n{DATASET} nDCG@10 (synthetic demo world), {args.backbone}, profile {args.profile}, seed {args.seed}"
-          f"{', ' + ', '.join(args.set) if args.set else ''}\n")
+    print(
+        f"\n{DATASET} nDCG@10 (synthetic demo world), {args.backbone}, profile {args.profile}, seed {args.seed}"
+        f"{', ' + ', '.join(args.set) if args.set else ''}\n"
+    )
     print(f"| run | nDCG@10 | vs BM25 | best step | validation {config.validation_measure} | train s |")
     print("|---|---|---|---|---|---|")
     for row in rows:
         delta = "" if row is rows[0] else f"{row['nDCG@10'] - bm25:+.4f}"
-        extra = ("| | |" if row is rows[0] else
-                 f"| {row['best_step']} | {row['validation']:.4f} | {row['train_s']:.0f} |")
+        extra = (
+            "| | |" if row is rows[0] else f"| {row['best_step']} | {row['validation']:.4f} | {row['train_s']:.0f} |"
+        )
         print(f"| {row['run']} | {row['nDCG@10']:.4f} | {delta} {extra}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

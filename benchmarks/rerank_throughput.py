@@ -30,7 +30,7 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -43,7 +43,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-from cerepro.rerank import rerank  # noqa: E402
+from cerepro.evaluation.rerank import rerank  # noqa: E402
 
 TARGETS = {"a": 1.6, "b": 1.6, "c": 2.0, "d": 2.5}
 
@@ -117,14 +117,34 @@ def build_models(max_length: int) -> dict[str, Path]:
 def configurations(paths: dict[str, Path]) -> dict[str, dict]:
     fp32, bf16 = torch.float32, torch.bfloat16
     return {
-        "a": dict(model=paths["minilm"], dtype=fp32, st_batch=32, ce=dict(batch_size=32, precision="fp32"),
-                  what="MiniLM-L6, fp32, batch 32 both"),
-        "b": dict(model=paths["minilm"], dtype=bf16, st_batch=32, ce=dict(batch_size=32, precision="bf16"),
-                  what="MiniLM-L6, bf16 weights both, batch 32 both"),
-        "c": dict(model=paths["tiny"], dtype=fp32, st_batch=32, ce=dict(batch_size=32, precision="fp32"),
-                  what="tiny 2-layer BERT (hidden 32), fp32, batch 32 both"),
-        "d": dict(model=paths["minilm"], dtype=fp32, st_batch=32, ce=dict(),
-                  what="MiniLM-L6, defaults: ST batch 32 fp32; cerepro token budget, precision auto"),
+        "a": dict(
+            model=paths["minilm"],
+            dtype=fp32,
+            st_batch=32,
+            ce=dict(batch_size=32, precision="fp32"),
+            what="MiniLM-L6, fp32, batch 32 both",
+        ),
+        "b": dict(
+            model=paths["minilm"],
+            dtype=bf16,
+            st_batch=32,
+            ce=dict(batch_size=32, precision="bf16"),
+            what="MiniLM-L6, bf16 weights both, batch 32 both",
+        ),
+        "c": dict(
+            model=paths["tiny"],
+            dtype=fp32,
+            st_batch=32,
+            ce=dict(batch_size=32, precision="fp32"),
+            what="tiny 2-layer BERT (hidden 32), fp32, batch 32 both",
+        ),
+        "d": dict(
+            model=paths["minilm"],
+            dtype=fp32,
+            st_batch=32,
+            ce=dict(),
+            what="MiniLM-L6, defaults: ST batch 32 fp32; cerepro token budget, precision auto",
+        ),
     }
 
 
@@ -161,8 +181,11 @@ def main(argv=None) -> int:
     st_pairs = [[queries[q], docs[d]] for q, d in zip(candidates.query_id, candidates.doc_id)]
     n = len(candidates)
     source = f"{args.data.name}/{args.run}" if args.data else "synthetic"
-    print(f"{n} pairs ({source}), max length {args.max_length}, torch threads {torch.get_num_threads()}, "
-          f"CPU {cpu_model()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", flush=True)
+    print(
+        f"{n} pairs ({source}), max length {args.max_length}, torch threads {torch.get_num_threads()}, "
+        f"CPU {cpu_model()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        flush=True,
+    )
 
     results = []
     for key in args.configs.split(","):
@@ -170,21 +193,30 @@ def main(argv=None) -> int:
         model = AutoModelForSequenceClassification.from_pretrained(config["model"], dtype=config["dtype"])
         model.eval()
         tok = AutoTokenizer.from_pretrained(config["model"])
-        st = CrossEncoder(str(config["model"]), device="cpu", max_length=args.max_length,
-                          model_kwargs={"dtype": config["dtype"]})
+        st = CrossEncoder(
+            str(config["model"]), device="cpu", max_length=args.max_length, model_kwargs={"dtype": config["dtype"]}
+        )
         cache_key = f"bench/{source}/{n}/{config['model'].name}/{time.time_ns()}"  # fresh: round 1 tokenizes
 
         def run_st():
             return st.predict(st_pairs, batch_size=config["st_batch"], show_progress_bar=False)
 
         def run_cerepro():
-            return rerank(model, tok, candidates, queries, docs, max_length=args.max_length,
-                          cache_key=cache_key, progress=False, **config["ce"])
+            return rerank(
+                model,
+                tok,
+                candidates,
+                queries,
+                docs,
+                max_length=args.max_length,
+                cache_key=cache_key,
+                progress=False,
+                **config["ce"],
+            )
 
         # Warm-up on a few pairs (one-off kernel set-up for both), then check both score alike.
         head = candidates.iloc[:64]
-        warm = rerank(model, tok, head, queries, docs, max_length=args.max_length, progress=False,
-                      **config["ce"])
+        warm = rerank(model, tok, head, queries, docs, max_length=args.max_length, progress=False, **config["ce"])
         st_scores = st.predict(st_pairs[:64], batch_size=config["st_batch"], show_progress_bar=False)
         logits = warm.set_index(["query_id", "doc_id"]).loc[list(zip(head.query_id, head.doc_id)), "score"]
         max_diff = float(np.abs(1 / (1 + np.exp(-logits.to_numpy())) - st_scores).max())  # ST: sigmoid
@@ -202,34 +234,59 @@ def main(argv=None) -> int:
                 times[name].append(time.perf_counter() - start)
                 cpu[name].append(time.process_time() - start_cpu)
                 load.append(os.getloadavg()[0])
-                print(f"  ({key}) round {r + 1} {name:8s} {n / times[name][-1]:8.1f} pairs/s "
-                      f"(CPU time: {n / cpu[name][-1]:8.1f} pairs/CPU-s, load {load[-1]:.1f})", flush=True)
+                print(
+                    f"  ({key}) round {r + 1} {name:8s} {n / times[name][-1]:8.1f} pairs/s "
+                    f"(CPU time: {n / cpu[name][-1]:8.1f} pairs/CPU-s, load {load[-1]:.1f})",
+                    flush=True,
+                )
         st_med = n / statistics.median(times["st"])
         ce_med = n / statistics.median(times["cerepro"])
-        results.append(dict(config=key, what=config["what"], st=st_med, cerepro=ce_med, ratio=ce_med / st_med,
-                            ratio_incl_tokenization=sum(times["st"]) / sum(times["cerepro"]),
-                            ratio_cpu_time=statistics.median(cpu["st"]) / statistics.median(cpu["cerepro"]),
-                            target=TARGETS[key], cerepro_first_round=n / times["cerepro"][0],
-                            max_sigmoid_diff=max_diff, load=statistics.median(load), times=times, cpu=cpu))
-        del model, st
+        results.append(
+            dict(
+                config=key,
+                what=config["what"],
+                st=st_med,
+                cerepro=ce_med,
+                ratio=ce_med / st_med,
+                ratio_incl_tokenization=sum(times["st"]) / sum(times["cerepro"]),
+                ratio_cpu_time=statistics.median(cpu["st"]) / statistics.median(cpu["cerepro"]),
+                target=TARGETS[key],
+                cerepro_first_round=n / times["cerepro"][0],
+                max_sigmoid_diff=max_diff,
+                load=statistics.median(load),
+                times=times,
+                cpu=cpu,
+            )
+        )
+        model = st = None  # free both before the next configuration loads
 
-    print("\n| config | ST pairs/s | cerepro pairs/s | ratio | incl. tok. | CPU-time ratio | load | target "
-          "| verdict |")
+    print("\n| config | ST pairs/s | cerepro pairs/s | ratio | incl. tok. | CPU-time ratio | load | target | verdict |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for res in results:
         verdict = "met" if res["ratio"] >= res["target"] else "MISSED"
-        print(f"| ({res['config']}) {res['what']} | {res['st']:.1f} | {res['cerepro']:.1f} "
-              f"| {res['ratio']:.2f}x "
-              f"| {res['ratio_incl_tokenization']:.2f}x | {res['ratio_cpu_time']:.2f}x | {res['load']:.1f} "
-              f"| {res['target']}x | {verdict} |")
-    print("\nMedian wall-clock pairs/s over rounds; ratio = cerepro / ST. 'incl. tok.': total ST time / "
-          "total "
-          "cerepro time, cerepro's first round tokenizing. CPU-time ratio: median process CPU seconds, ST / "
-          "cerepro. load: median 1-minute load average. Max |sigmoid score difference| ST vs cerepro on 64 "
-          "pairs: " + ", ".join(f"({r['config']}) {r['max_sigmoid_diff']:.1e}" for r in results))
-    meta = dict(pairs=n, source=source, max_length=args.max_length, threads=torch.get_num_threads(),
-                cpu=cpu_model(), date=f"{datetime.now(timezone.utc):%Y-%m-%d}", rounds=args.rounds,
-                torch=torch.__version__)
+        print(
+            f"| ({res['config']}) {res['what']} | {res['st']:.1f} | {res['cerepro']:.1f} "
+            f"| {res['ratio']:.2f}x "
+            f"| {res['ratio_incl_tokenization']:.2f}x | {res['ratio_cpu_time']:.2f}x | {res['load']:.1f} "
+            f"| {res['target']}x | {verdict} |"
+        )
+    print(
+        "\nMedian wall-clock pairs/s over rounds; ratio = cerepro / ST. 'incl. tok.': total ST time / "
+        "total "
+        "cerepro time, cerepro's first round tokenizing. CPU-time ratio: median process CPU seconds, ST / "
+        "cerepro. load: median 1-minute load average. Max |sigmoid score difference| ST vs cerepro on 64 "
+        "pairs: " + ", ".join(f"({r['config']}) {r['max_sigmoid_diff']:.1e}" for r in results)
+    )
+    meta = dict(
+        pairs=n,
+        source=source,
+        max_length=args.max_length,
+        threads=torch.get_num_threads(),
+        cpu=cpu_model(),
+        date=f"{datetime.now(UTC):%Y-%m-%d}",
+        rounds=args.rounds,
+        torch=torch.__version__,
+    )
     result_file = OUT / f"rerank_throughput-t{meta['threads']}-n{n}.json"
     result_file.write_text(json.dumps(dict(meta=meta, results=results), indent=1))
     print(f"results: {result_file}")

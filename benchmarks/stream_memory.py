@@ -33,8 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = ("the of and to in is for on that by with as at from this are be or an was it which "
-         "water heat river city law cell energy market protein signal music data light school").split()
+WORDS = (
+    "the of and to in is for on that by with as at from this are be or an was it which "
+    "water heat river city law cell energy market protein signal music data light school"
+).split()
 
 
 def rss_mb() -> float:
@@ -71,21 +73,22 @@ def generate(workdir: Path, lines: int, passages: int, queries: int) -> dict:
         for start in tqdm(range(0, lines, 100_000), desc="teacher file", unit_scale=100_000):
             n = min(100_000, lines - start)
             scores = rng.normal(size=(n, 2)).round(4)
-            ids = np.stack([rng.integers(queries, size=n), rng.integers(passages, size=n),
-                            rng.integers(passages, size=n)], axis=1)
+            ids = np.stack(
+                [rng.integers(queries, size=n), rng.integers(passages, size=n), rng.integers(passages, size=n)], axis=1
+            )
             f.writelines(f"{a}\t{b}\t{q}\t{p}\t{m}\n" for (a, b), (q, p, m) in zip(scores, ids))
     return {"teacher_bytes": teacher.stat().st_size, "collection_bytes": (base / "collection.tsv").stat().st_size}
 
 
 PHASES = {
     "docs store": """
-from cerepro.datasets import load_collection
+from cerepro.data.datasets import load_collection
 docs = load_collection("msmarco-passage/train").docs
 docs.store.build()
 result = {"items": docs.store.count()}
 """,
     "passages": """
-from cerepro.datasets import load_collection
+from cerepro.data.datasets import load_collection
 n = chars = 0
 for doc_id, text in load_collection("msmarco-passage/train").docs:
     n += 1
@@ -95,11 +98,11 @@ result = {"items": n, "chars": chars}
     "teacher": """
 import dataclasses, itertools
 from tqdm.auto import tqdm
-from cerepro import downloads
-from cerepro.training_data import RecordFile, training_source
+from cerepro.data import downloads
+from cerepro.data.training_data import RecordFile, training_source
 entry = downloads.REGISTRY["hofstaetter-t2-teacher"]
 downloads.REGISTRY[entry.name] = dataclasses.replace(entry, md5=downloads.md5sum(entry.path))
-from cerepro.datasets import load_collection
+from cerepro.data.datasets import load_collection
 load_collection("msmarco-passage/train").queries  # held by training anyway
 lines = len(RecordFile(entry.path))
 start_rss, start_peak = rss_mb(), peak_mb()
@@ -118,21 +121,23 @@ def run_phase(name: str, workdir: Path) -> dict:
         "import json, time, resource, psutil\n"
         "def rss_mb(): return psutil.Process().memory_info().rss / 2**20\n"
         "def peak_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
-        "import ir_datasets, pandas, numpy, cerepro.datasets, cerepro.training_data\n"
+        "import ir_datasets, pandas, numpy, cerepro.data.datasets, cerepro.data.training_data\n"
         "start_rss = rss_mb()\n"
-        "t0 = time.perf_counter()\n"
-        + PHASES[name] +
-        "\nresult.setdefault('start_rss_mb', start_rss)\n"
+        "t0 = time.perf_counter()\n" + PHASES[name] + "\nresult.setdefault('start_rss_mb', start_rss)\n"
         "result.update(seconds=time.perf_counter() - t0, peak_rss_mb=peak_mb())\n"
         "print('RESULT', json.dumps(result))\n"
     )
-    env = {**os.environ, "IR_DATASETS_HOME": str(workdir / "irds"), "CEREPRO_CACHE": str(workdir / "cache"),
-           "IR_DATASETS_SKIP_DISK_FREE": "true"}
+    env = {
+        **os.environ,
+        "IR_DATASETS_HOME": str(workdir / "irds"),
+        "CEREPRO_CACHE": str(workdir / "cache"),
+        "IR_DATASETS_SKIP_DISK_FREE": "true",
+    }
     proc = subprocess.run([sys.executable, "-c", code], env=env, text=True, stdout=subprocess.PIPE)
     if proc.returncode:
         raise SystemExit(f"phase {name!r} failed with exit code {proc.returncode}")
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
+    line = next(out for out in proc.stdout.splitlines() if out.startswith("RESULT "))
+    result = json.loads(line[len("RESULT ") :])
     result["beyond_start_mb"] = result["peak_rss_mb"] - result["start_rss_mb"]
     rate_seconds = result.get("seconds_streaming", result["seconds"])
     result["items_per_s"] = result["items"] / rate_seconds
@@ -150,18 +155,28 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cerepro-stream-"))
     t0 = time.perf_counter()
     sizes = generate(workdir, args.lines, args.passages, args.queries)
-    report = {"lines": args.lines, "passages": args.passages, "queries": args.queries, **sizes,
-              "generate_seconds": time.perf_counter() - t0, "phases": {}}
+    report = {
+        "lines": args.lines,
+        "passages": args.passages,
+        "queries": args.queries,
+        **sizes,
+        "generate_seconds": time.perf_counter() - t0,
+        "phases": {},
+    }
     for name in PHASES:
         report["phases"][name] = run_phase(name, workdir)
     store = sum(p.stat().st_size for p in (workdir / "irds" / "msmarco-passage").glob("collection.tsv.pklz4/*"))
     report["docs_store_bytes"] = store
-    print(f"\n{args.lines:,} teacher lines, {args.passages:,} passages, {args.queries:,} train queries "
-          f"(docs store {store / 2**20:,.0f} MB on disk)")
+    print(
+        f"\n{args.lines:,} teacher lines, {args.passages:,} passages, {args.queries:,} train queries "
+        f"(docs store {store / 2**20:,.0f} MB on disk)"
+    )
     print(f"{'phase':<12} {'items':>11} {'items/s':>10} {'seconds':>8} {'peak RSS MB':>12} {'beyond start MB':>16}")
     for name, r in report["phases"].items():
-        print(f"{name:<12} {r['items']:>11,} {r['items_per_s']:>10,.0f} {r['seconds']:>8.1f} "
-              f"{r['peak_rss_mb']:>12,.0f} {r['beyond_start_mb']:>16,.0f}")
+        print(
+            f"{name:<12} {r['items']:>11,} {r['items_per_s']:>10,.0f} {r['seconds']:>8.1f} "
+            f"{r['peak_rss_mb']:>12,.0f} {r['beyond_start_mb']:>16,.0f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"written {args.out}")

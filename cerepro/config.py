@@ -18,16 +18,34 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import yaml
 
 from cerepro.paths import params_dir, runs_dir
-from cerepro.vocab import (BASELINE, DATA_ORDERS, DOCUMENT_TEXTS, FIRST_STAGE, HARD_NEGATIVE_GROUPS, MATMUL_PRECISION, PRECISIONS, RELEASED, SCORING_PRECISION, TRAIN_DATA,
-                           TRAINING_SOURCES, TRUNCATIONS, is_known_dataset, run_id)
+from cerepro.vocab import (
+    BASELINE,
+    DATA_ORDERS,
+    DOCUMENT_TEXTS,
+    FIRST_STAGE,
+    HARD_NEGATIVE_GROUPS,
+    MATMUL_PRECISION,
+    PRECISIONS,
+    RELEASED,
+    SCORING_PRECISION,
+    TRAIN_DATA,
+    TRAINING_SOURCES,
+    TRUNCATIONS,
+    VALIDATION_AGGREGATES,
+    is_known_dataset,
+    objectives,
+    parse_measures,
+    run_id,
+)
 
 LAYER_ORDER = ("base", "backbone", "objective", "profile", "overrides")
 BATCH_UNITS = ("group", "pair")
@@ -57,15 +75,21 @@ class PlainLoader(yaml.SafeLoader):
             if isinstance(key, (str, int, float, bool)) or key is None:
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} appears twice (line {seen[key] + 1} and line "
+                        None,
+                        None,
+                        f"key {key!r} appears twice (line {seen[key] + 1} and line "
                         f"{key_node.start_mark.line + 1}); YAML would keep the last one silently",
-                        key_node.start_mark)
+                        key_node.start_mark,
+                    )
                 seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
 
 
-PlainLoader.yaml_constructors = {tag: fn for tag, fn in yaml.SafeLoader.yaml_constructors.items()
-                                 if tag and tag.rsplit(":", 1)[-1] in ("null", "bool", "int", "float", "str", "seq", "map")}
+PlainLoader.yaml_constructors = {
+    tag: fn
+    for tag, fn in yaml.SafeLoader.yaml_constructors.items()
+    if tag and tag.rsplit(":", 1)[-1] in ("null", "bool", "int", "float", "str", "seq", "map")
+}
 PlainLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
 
 
@@ -154,7 +178,7 @@ class RunConfig:
     # the authors' validation listener: aggregated nDCG (no cutoff) over the top-100 re-ranked
     validation_measure: str = "nDCG"
     validation_queries: int = 500  # at most this many topics per validation set (validation.size)
-    # the aggregate over the validation sets (cerepro.selection): "best-so-far" (each set's best
+    # the aggregate over the validation sets (cerepro.training.selection): "best-so-far" (each set's best
     # value so far, averaged: the table's xpmir aggregator) or "current" (this validation's values)
     validation_aggregate: str = "current"
     # stop when the aggregate has not risen for this many steps (0: never; the table's learner: 10000)
@@ -259,8 +283,10 @@ def fragment_path(kind: str, slug: str, root: Path | None = None) -> Path:
     singular = kind.rstrip("s")
     if not isinstance(slug, str) or not SLUG.fullmatch(slug) or ".." in slug:
         known = ", ".join(available(kind, root)) or "none"
-        raise ParamsError(f"{singular} {slug!r} is not a slug (a name of params/{kind}/: letters, digits, "
-                          f"'.', '_' and '-', no path); known: {known}")
+        raise ParamsError(
+            f"{singular} {slug!r} is not a slug (a name of params/{kind}/: letters, digits, "
+            f"'.', '_' and '-', no path); known: {known}"
+        )
     path = root / kind / f"{slug}.yaml"
     if not path.is_file():
         known = ", ".join(available(kind, root)) or "none"
@@ -313,8 +339,7 @@ def build_config(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> RunConfig:
         for key, value in mapping.items():
             if key not in FIELDS:
                 raise ParamsError(
-                    f"{source}: unknown key {key!r} (value {value!r}); "
-                    f"known keys: {', '.join(sorted(FIELDS))}"
+                    f"{source}: unknown key {key!r} (value {value!r}); known keys: {', '.join(sorted(FIELDS))}"
                 )
             merged[key] = _coerce(key, value, source)
             origin[key] = source
@@ -352,7 +377,9 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             continue
         if isinstance(kind, type) and isinstance(value, kind):
             return value
-    expected = " or ".join("list of strings" if typing.get_origin(k) is tuple else getattr(k, "__name__", str(k)) for k in allowed)
+    expected = " or ".join(
+        "list of strings" if typing.get_origin(k) is tuple else getattr(k, "__name__", str(k)) for k in allowed
+    )
     raise ParamsError(f"{source}: key {key!r} expects {expected}, got {value!r} ({type(value).__name__})")
 
 
@@ -361,19 +388,29 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         value = getattr(c, key)
         raise ParamsError(f"{origin.get(key, 'defaults')}: key {key!r} = {value!r}: {why}")
 
-    from cerepro.losses import OBJECTIVES
-
-    if c.objective not in OBJECTIVES:
-        fail("objective", f"unknown objective; known: {', '.join(OBJECTIVES)}")
+    if c.objective not in objectives():
+        fail("objective", f"unknown objective; known: {', '.join(objectives())}")
     for key in ("lr", "adam_eps", "grad_clip"):
         if not getattr(c, key) > 0:
             fail(key, "must be > 0")
     if c.weight_decay < 0:
         fail("weight_decay", "must be >= 0")
-    for key in ("batch_size", "max_steps", "max_length", "group_size", "grad_accum", "log_every",
-                "checkpoint_every", "validate_every", "validation_depth", "validation_queries",
-                "candidate_depth", "cpus",
-                "mem_gb", "runtime_min"):
+    for key in (
+        "batch_size",
+        "max_steps",
+        "max_length",
+        "group_size",
+        "grad_accum",
+        "log_every",
+        "checkpoint_every",
+        "validate_every",
+        "validation_depth",
+        "validation_queries",
+        "candidate_depth",
+        "cpus",
+        "mem_gb",
+        "runtime_min",
+    ):
         if getattr(c, key) <= 0:
             fail(key, "must be > 0")
     for key in ("warmup_steps", "gpus", "processes", "seed"):
@@ -395,8 +432,6 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
             fail(key, "must be >= 1")
         if value is not None and c.truncation != "retokenize" and not 0 < value < c.max_length:
             fail(key, f"must be between 1 and max_length - 1 ({c.max_length - 1})")
-    from cerepro.evaluate import parse_measures
-
     try:
         parse_measures([c.validation_measure])
     except ValueError as exc:
@@ -407,10 +442,8 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         fail("training_source", f"must be one of {TRAINING_SOURCES}")
     if c.train_data not in TRAIN_DATA and not c.train_data.startswith("local:"):
         fail("train_data", f"must be one of {TRAIN_DATA} or 'local:<folder>'")
-    from cerepro.selection import AGGREGATES
-
-    if c.validation_aggregate not in AGGREGATES:
-        fail("validation_aggregate", f"must be one of {AGGREGATES}")
+    if c.validation_aggregate not in VALIDATION_AGGREGATES:
+        fail("validation_aggregate", f"must be one of {VALIDATION_AGGREGATES}")
     if c.early_stopping_steps < 0:
         fail("early_stopping_steps", "must be >= 0 (0: no early stopping)")
     if c.document_text not in DOCUMENT_TEXTS:
@@ -434,13 +467,19 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
     for source_key, depth_key in (("first_stage", "candidate_depth"), ("validation_first_stage", "validation_depth")):
         produced = produced_run(getattr(c, source_key))
         if produced is not None and produced[1] < getattr(c, depth_key):
-            fail(source_key, f"a top-{produced[1]} run cannot give {depth_key} = {getattr(c, depth_key)} "
-                             f"candidates; name the run <model>-top{getattr(c, depth_key)}")
+            fail(
+                source_key,
+                f"a top-{produced[1]} run cannot give {depth_key} = {getattr(c, depth_key)} "
+                f"candidates; name the run <model>-top{getattr(c, depth_key)}",
+            )
     for key in ("validation_datasets", "eval_datasets"):
         for dataset in getattr(c, key):
             if not is_known_dataset(dataset):
-                fail(key, f"unknown dataset {dataset!r}: use an id from params/datasets.yaml, "
-                          "'demo:<split>' or 'local:<folder>'")
+                fail(
+                    key,
+                    f"unknown dataset {dataset!r}: use an id from params/datasets.yaml, "
+                    "'demo:<split>' or 'local:<folder>'",
+                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,16 +500,20 @@ def differences(root: Path | None = None) -> list[dict[str, str]]:
         if not isinstance(entry, dict) or set(entry) != set(DIFFERENCE_KEYS):
             raise ParamsError(f"{path}: entry {i} must have exactly the keys {DIFFERENCE_KEYS}")
         if entry["status"] not in DIFFERENCE_STATUSES:
-            raise ParamsError(f"{path}: entry {i} ({entry['point']!r}): status {entry['status']!r} "
-                              f"is not one of {DIFFERENCE_STATUSES}")
+            raise ParamsError(
+                f"{path}: entry {i} ({entry['point']!r}): status {entry['status']!r} "
+                f"is not one of {DIFFERENCE_STATUSES}"
+            )
         if entry["code"] not in DIFFERENCE_CODES:
-            raise ParamsError(f"{path}: entry {i} ({entry['point']!r}): code {entry['code']!r} "
-                              f"is not one of {DIFFERENCE_CODES}")
+            raise ParamsError(
+                f"{path}: entry {i} ({entry['point']!r}): code {entry['code']!r} is not one of {DIFFERENCE_CODES}"
+            )
     return entries
 
 
 def differences_markdown(root: Path | None = None) -> str:
     """The differences as a Markdown table (the README's and the book's)."""
+
     def cell(text: str) -> str:
         text = " ".join(str(text).split()).replace("|", "\\|")
         return text.replace("<", "&lt;").replace(">", "&gt;")  # <s> is RoBERTa's, not HTML
@@ -485,10 +528,31 @@ def differences_markdown(root: Path | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # Grids
 
-GRID_KEYS = {"name", "description", "profile", "backbones", "objectives", "seeds", "reproduces",
-             "eval_datasets", "notebook", "checkpoints"}
-CHECKPOINT_KEYS = {"backbone", "objective", "hub_id", "revision", "repetition", "verified", "published",
-                   "name", "note", "card", "settings"}
+GRID_KEYS = {
+    "name",
+    "description",
+    "profile",
+    "backbones",
+    "objectives",
+    "seeds",
+    "reproduces",
+    "eval_datasets",
+    "notebook",
+    "checkpoints",
+}
+CHECKPOINT_KEYS = {
+    "backbone",
+    "objective",
+    "hub_id",
+    "revision",
+    "repetition",
+    "verified",
+    "published",
+    "name",
+    "note",
+    "card",
+    "settings",
+}
 # How a released checkpoint's hub id is known: its card was read, it follows the naming rule only
 # (it may not exist), or no card was found (not scheduled).
 CHECKPOINT_CARDS = ("seen", "derived", "not-found")
@@ -544,8 +608,10 @@ class Grid:
                 return job
         known = [job.run_id for job in self.evaluations]
         shown = ", ".join(known[:4]) + (f", ... ({len(known)} in all)" if len(known) > 4 else "")
-        raise ParamsError(f"run id {run_id!r} is not in grid {self.name!r} (its run ids: {shown}; "
-                          f"`cerepro runs {self.name}` lists them all)")
+        raise ParamsError(
+            f"run id {run_id!r} is not in grid {self.name!r} (its run ids: {shown}; "
+            f"`cerepro runs {self.name}` lists them all)"
+        )
 
 
 @dataclass(frozen=True)
@@ -570,8 +636,9 @@ class EvaluationSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-def evaluation_settings(grid: Grid, run_id: str, *, model: str = "", revision: str | None = None,
-                        overrides: Mapping[str, Any] | None = None) -> EvaluationSettings:
+def evaluation_settings(
+    grid: Grid, run_id: str, *, model: str = "", revision: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> EvaluationSettings:
     """The settings of ``grid``'s evaluation ``run_id``: a trained run scores its ``train/model``
     folder, a released checkpoint its hub id at its revision, ``first-stage`` the candidates
     alone (at fp32), each with its run's config. An ad hoc ``model`` (a folder or a hub id at
@@ -583,7 +650,8 @@ def evaluation_settings(grid: Grid, run_id: str, *, model: str = "", revision: s
         # its results would be labelled as that run's in every table
         raise ParamsError(
             f"run_name: {run_id!r} names a run of grid {grid.name!r}, but model={model!r} is scored "
-            f"ad hoc; give the evaluation a name of its own (-p run_name=<name>) or leave it out")
+            f"ad hoc; give the evaluation a name of its own (-p run_name=<name>) or leave it out"
+        )
     if model and run_id == FIRST_STAGE:
         # the notebook's default run_name: an ad hoc model's results carry its name (one word:
         # a TREC run's tag column)
@@ -595,15 +663,23 @@ def evaluation_settings(grid: Grid, run_id: str, *, model: str = "", revision: s
         config, revision = job.config, job.revision
         model = str(runs_dir() / grid.name / run_id / "train" / "model") if job.trained else job.model
     if overrides:
-        config = build_config([(f"grid {grid.name!r}, run {config.run_id}", config.to_dict()),
-                               ("the evaluation's overrides", overrides)])
+        config = build_config(
+            [(f"grid {grid.name!r}, run {config.run_id}", config.to_dict()), ("the evaluation's overrides", overrides)]
+        )
     return EvaluationSettings(
-        run_id=run_id, model=model, revision=revision if model else None,
-        datasets=tuple(config.eval_datasets), first_stage=config.first_stage,
-        depth=config.candidate_depth, max_length=config.max_length,
-        query_max_length=config.query_max_length, passage_max_length=config.passage_max_length,
-        truncation=config.truncation, precision=scoring_precision(config) if model else "fp32",
-        document_text=config.document_text)
+        run_id=run_id,
+        model=model,
+        revision=revision if model else None,
+        datasets=tuple(config.eval_datasets),
+        first_stage=config.first_stage,
+        depth=config.candidate_depth,
+        max_length=config.max_length,
+        query_max_length=config.query_max_length,
+        passage_max_length=config.passage_max_length,
+        truncation=config.truncation,
+        precision=scoring_precision(config) if model else "fp32",
+        document_text=config.document_text,
+    )
 
 
 def load_grid(name_or_path: str | Path, root: Path | None = None) -> Grid:
@@ -630,16 +706,24 @@ def load_grid(name_or_path: str | Path, root: Path | None = None) -> Grid:
         overrides["eval_datasets"] = spec["eval_datasets"]
     runs = tuple(
         load_config(b, o, s, spec["profile"], overrides, root)
-        for b in spec["backbones"] for o in spec["objectives"] for s in seeds
+        for b in spec["backbones"]
+        for o in spec["objectives"]
+        for s in seeds
     )
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ParamsError(f"{path}: duplicate run ids in the expanded grid")
     return Grid(
-        name=path.stem, profile=spec["profile"], backbones=tuple(spec["backbones"]),
-        objectives=tuple(spec["objectives"]), seeds=seeds, path=path,
-        description=spec.get("description", ""), reproduces=spec.get("reproduces"),
-        eval_datasets=tuple(spec.get("eval_datasets") or runs[0].eval_datasets), runs=runs,
+        name=path.stem,
+        profile=spec["profile"],
+        backbones=tuple(spec["backbones"]),
+        objectives=tuple(spec["objectives"]),
+        seeds=seeds,
+        path=path,
+        description=spec.get("description", ""),
+        reproduces=spec.get("reproduces"),
+        eval_datasets=tuple(spec.get("eval_datasets") or runs[0].eval_datasets),
+        runs=runs,
         evaluations=tuple(Evaluation(run.run_id, run) for run in runs),
     )
 
@@ -661,21 +745,26 @@ def _checkpoint_grid(spec: dict[str, Any], path: Path, root: Path) -> Grid:
         else:  # a baseline: scored like the paper's runs of its backbone's size
             run, objective = f"{BASELINE}.{entry['name']}", "bce"
         try:  # ``settings``: how this checkpoint was trained where the profile's backbone differs
-            config = load_config(entry["backbone"], objective, 0, spec["profile"],
-                                 {**(entry.get("settings") or {}), **overrides}, root)
+            config = load_config(
+                entry["backbone"], objective, 0, spec["profile"], {**(entry.get("settings") or {}), **overrides}, root
+            )
         except ParamsError as exc:
             raise ParamsError(f"{where}: {exc}") from exc
         jobs.append(Evaluation(run, config, model=entry["hub_id"], revision=entry.get("revision")))
     ids = [job.run_id for job in jobs]
     if len(set(ids)) != len(ids):
-        raise ParamsError(f"{source}: two checkpoints share a run id: "
-                          f"{sorted({i for i in ids if ids.count(i) > 1})}")
+        raise ParamsError(f"{source}: two checkpoints share a run id: {sorted({i for i in ids if ids.count(i) > 1})}")
     return Grid(
-        name=spec.get("name", path.stem), profile=spec["profile"],
+        name=spec.get("name", path.stem),
+        profile=spec["profile"],
         backbones=tuple(dict.fromkeys(j.config.backbone for j in jobs)),
         objectives=tuple(dict.fromkeys(j.config.objective for j in jobs if j.run_id.endswith(RELEASED))),
-        seeds=(), path=path, description=spec.get("description", ""), reproduces=spec.get("reproduces"),
-        eval_datasets=tuple(spec.get("eval_datasets") or jobs[0].config.eval_datasets), evaluations=tuple(jobs),
+        seeds=(),
+        path=path,
+        description=spec.get("description", ""),
+        reproduces=spec.get("reproduces"),
+        eval_datasets=tuple(spec.get("eval_datasets") or jobs[0].config.eval_datasets),
+        evaluations=tuple(jobs),
     )
 
 
@@ -702,8 +791,10 @@ def read_checkpoints(path: Path) -> list[dict[str, Any]]:
         if bool(entry.get("objective")) == bool(entry.get("name")):
             raise ParamsError(f"{where}: give either 'objective' (a paper checkpoint) or 'name' (a baseline)")
         if entry.get("objective") and entry.get("card") not in CHECKPOINT_CARDS:
-            raise ParamsError(f"{where}: key 'card' = {entry.get('card')!r}: a paper checkpoint says how its hub id "
-                              f"is known, one of {CHECKPOINT_CARDS}")
+            raise ParamsError(
+                f"{where}: key 'card' = {entry.get('card')!r}: a paper checkpoint says how its hub id "
+                f"is known, one of {CHECKPOINT_CARDS}"
+            )
         revision = entry.get("revision")
         if revision is not None and (not isinstance(revision, str) or not revision):
             raise ParamsError(f"{where}: key 'revision' = {revision!r}: a branch, tag or commit hash")
@@ -711,8 +802,8 @@ def read_checkpoints(path: Path) -> list[dict[str, Any]]:
             raise ParamsError(f"{where}: key 'settings' must map run-config keys to values")
         published = entry.get("published") or {}
         if not isinstance(published, dict) or not all(
-                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-                for k, v in published.items()):
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in published.items()
+        ):
             raise ParamsError(f"{where}: key 'published' must map '<measure> <dataset>' to a number")
     return entries
 
@@ -726,20 +817,26 @@ def effective_settings(grid: Grid) -> list[dict[str, Any]]:
     for backbone in grid.backbones:
         runs = {j.config.objective: j.config for j in grid.evaluations if j.config.backbone == backbone}
         first = next(iter(runs.values()))
-        rows.append({
-            "backbone": backbone, "hf_id": first.hf_id, "precision": first.precision,
-            "fp32 matmuls": MATMUL_PRECISION[first.precision], "scoring": scoring_precision(first),
-            "max_length": first.max_length,
-            "query / passage max": f"{first.query_max_length or '-'} / {first.passage_max_length or '-'}",
-            "truncation": first.truncation,
-            "lr": first.lr, "batch_size": first.batch_size,
-            "per step": ", ".join(f"{o} {r.groups_per_step}x{r.group_size}" for o, r in runs.items()),
-            "warmup / steps": f"{first.warmup_steps} / {first.max_steps}",
-            "selection": f"{first.validation_measure} {first.validation_aggregate} @ top-{first.validation_depth}",
-            "early stop": f"{first.early_stopping_steps} steps" if first.early_stopping_steps else "off",
-            "data": f"{first.data_order} order, infonce {first.hard_negative_groups}",
-            "lower case": "yes" if first.lower_case else "-",
-        })
+        rows.append(
+            {
+                "backbone": backbone,
+                "hf_id": first.hf_id,
+                "precision": first.precision,
+                "fp32 matmuls": MATMUL_PRECISION[first.precision],
+                "scoring": scoring_precision(first),
+                "max_length": first.max_length,
+                "query / passage max": f"{first.query_max_length or '-'} / {first.passage_max_length or '-'}",
+                "truncation": first.truncation,
+                "lr": first.lr,
+                "batch_size": first.batch_size,
+                "per step": ", ".join(f"{o} {r.groups_per_step}x{r.group_size}" for o, r in runs.items()),
+                "warmup / steps": f"{first.warmup_steps} / {first.max_steps}",
+                "selection": f"{first.validation_measure} {first.validation_aggregate} @ top-{first.validation_depth}",
+                "early stop": f"{first.early_stopping_steps} steps" if first.early_stopping_steps else "off",
+                "data": f"{first.data_order} order, infonce {first.hard_negative_groups}",
+                "lower case": "yes" if first.lower_case else "-",
+            }
+        )
     return rows
 
 
@@ -765,7 +862,8 @@ def read_grid_file(path: Path) -> dict[str, Any]:
     if "name" in spec and spec["name"] != path.stem:
         raise ParamsError(
             f"{path}: key 'name' = {spec['name']!r} differs from the file's name {path.stem!r}; a grid "
-            f"is named by its file (its runs go to runs/{path.stem}/): rename the file or fix the key")
+            f"is named by its file (its runs go to runs/{path.stem}/): rename the file or fix the key"
+        )
     unknown = set(spec) - GRID_KEYS
     if unknown:
         raise ParamsError(f"{path}: unknown grid key(s) {sorted(unknown)}; known: {sorted(GRID_KEYS)}")

@@ -31,7 +31,7 @@ from typing import Any
 LOCK_NAME = ".writer.lock"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0  # ten missed heartbeats: the holder on another host is gone
-ORPHAN_WAIT_S = 30.0   # how long a taken-over folder waits for its killed writer's kernel to exit
+ORPHAN_WAIT_S = 30.0  # how long a taken-over folder waits for its killed writer's kernel to exit
 
 
 # A writer's processes: notebook kernels, cerepro and Snakemake jobs, training processes (not,
@@ -122,13 +122,14 @@ def describe(holder: dict[str, Any] | None) -> str:
     if holder is None:
         return "an unknown writer (unreadable lock file)"
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
-    return (f"process {holder.get('pid')} on host {holder.get('host')} since {since} "
-            f"({holder.get('command', '?')})")
+    return f"process {holder.get('pid')} on host {holder.get('host')} since {since} ({holder.get('command', '?')})"
 
 
 def busy_message(folder: Path, holder: dict[str, Any] | None) -> str:
-    return (f"{folder} is being written by {describe(holder)}; one writer per folder: wait for it "
-            f"to finish or stop it (a killed writer's lock is taken over automatically)")
+    return (
+        f"{folder} is being written by {describe(holder)}; one writer per folder: wait for it "
+        f"to finish or stop it (a killed writer's lock is taken over automatically)"
+    )
 
 
 def check_free(folder: str | os.PathLike) -> None:
@@ -162,9 +163,15 @@ class FolderLock:
 
     def acquire(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                  "process_start": _process_start(os.getpid()), "command": self.command,
-                  "token": self.token, "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "process_start": _process_start(os.getpid()),
+            "command": self.command,
+            "token": self.token,
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        }
         tmp = self.folder / f".writer.lock.{self.token}.tmp"
         tmp.write_text(json.dumps(record), encoding="utf-8")
         try:
@@ -195,8 +202,10 @@ class FolderLock:
         orphans = wait_for_writers(self.folder, ORPHAN_WAIT_S)
         if orphans:
             self.release()
-            raise LockedError(f"{self.folder}: the killed writer left processes working in it "
-                              f"(PID {', '.join(map(str, orphans))}); stop them first")
+            raise LockedError(
+                f"{self.folder}: the killed writer left processes working in it "
+                f"(PID {', '.join(map(str, orphans))}); stop them first"
+            )
 
     def _break(self, holder: dict[str, Any] | None, why: str) -> None:
         """Remove a stale lock, unless another process replaced it meanwhile."""

@@ -7,11 +7,12 @@
     training       the training sources and what each gives an objective; the training data sets
     first stages   run names <slug>-top<depth> and the SPLADE models of params/first_stage.yaml
     precisions     training precisions, the scoring precision of each, re-ranking precisions
+    measures       ir_measures strings parsed once; the validation aggregates  parse_measures()
     objectives     the paper's table order, and one colour per objective for every figure
 
 Every other module imports these names from here instead of spelling them again. This module
 reads params files only (``params/datasets.yaml``, ``params/first_stage.yaml``, the paper grid's
-objectives); it imports neither torch nor pandas, so every layer of the package may import it.
+objectives); it imports neither torch nor pandas (ir_measures for the measure names), so every layer of the package may import it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ir_measures
 import yaml
 
 from cerepro.paths import params_dir
@@ -30,9 +32,9 @@ from cerepro.paths import params_dir
 # Run ids
 
 FIRST_STAGE = "first-stage"  # the run id of a grid's evaluation of its candidates alone
-RELEASED = "released"        # the last part of a released checkpoint's run id, where a seed would be
-BASELINE = "baseline"        # the first part of a public baseline's run id: baseline.<name>
-TRAINED = "trained"          # where a run's model came from: trained here, or released by the authors
+RELEASED = "released"  # the last part of a released checkpoint's run id, where a seed would be
+BASELINE = "baseline"  # the first part of a public baseline's run id: baseline.<name>
+TRAINED = "trained"  # where a run's model came from: trained here, or released by the authors
 # A trained run is {backbone}.{objective}.s{seed}; a released checkpoint {backbone}.{objective}.released.
 RUN_ID = re.compile(r"^(?P<backbone>[^.]+)\.(?P<objective>[^.]+)\.(?:s(?P<seed>\d+)|(?P<released>released))$")
 _SEED = re.compile(r"\.s\d+$")
@@ -52,8 +54,10 @@ def parse_run_id(run: str) -> tuple[str, str, int | None]:
         return BASELINE, run.split(".", 1)[1], None
     match = RUN_ID.match(run)
     if not match:
-        raise ValueError(f"run id {run!r} is not {{backbone}}.{{objective}}.s{{seed}}, "
-                         f"{{backbone}}.{{objective}}.{RELEASED}, {BASELINE}.<name> nor {FIRST_STAGE!r}")
+        raise ValueError(
+            f"run id {run!r} is not {{backbone}}.{{objective}}.s{{seed}}, "
+            f"{{backbone}}.{{objective}}.{RELEASED}, {BASELINE}.<name> nor {FIRST_STAGE!r}"
+        )
     return match["backbone"], match["objective"], int(match["seed"]) if match["seed"] else None
 
 
@@ -125,7 +129,7 @@ def dataset_group(dataset: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # First stages: run names <slug>-top<depth> and the SPLADE models behind the slugs
-# (params/first_stage.yaml); cerepro.first_stage produces the runs.
+# (params/first_stage.yaml); cerepro.retrieval.first_stage produces the runs.
 
 RUN_NAME = re.compile(r"^(?P<slug>[A-Za-z0-9._-]+?)-top(?P<depth>[1-9][0-9]*)$")
 
@@ -136,8 +140,8 @@ class FirstStageError(ValueError):
 
 @dataclass(frozen=True)
 class SpladeModel:
-    slug: str           # as in run names: splade-v3-distilbert
-    hf_id: str          # naver/splade-v3-distilbert, a local folder, or builtin:splade
+    slug: str  # as in run names: splade-v3-distilbert
+    hf_id: str  # naver/splade-v3-distilbert, a local folder, or builtin:splade
     revision: str | None
     max_length: int
 
@@ -155,10 +159,11 @@ def _read_models(path: Path, mtime_ns: int) -> dict[str, SpladeModel]:
     for slug, facts in (raw.get("models") or {}).items():
         unknown = set(facts) - {"hf_id", "revision", "max_length"}
         if unknown or "hf_id" not in facts:
-            raise FirstStageError(f"{path}: model {slug!r} needs hf_id (and optionally revision, "
-                                  f"max_length); unknown keys {sorted(unknown)}")
-        out[slug] = SpladeModel(slug, str(facts["hf_id"]), facts.get("revision"),
-                                int(facts.get("max_length", 256)))
+            raise FirstStageError(
+                f"{path}: model {slug!r} needs hf_id (and optionally revision, "
+                f"max_length); unknown keys {sorted(unknown)}"
+            )
+        out[slug] = SpladeModel(slug, str(facts["hf_id"]), facts.get("revision"), int(facts.get("max_length", 256)))
     return out
 
 
@@ -173,7 +178,7 @@ def produced_run(source: str, root: Path | None = None) -> tuple[SpladeModel, in
     the grid produces; None for every other source (bm25, user-placed runs, paths)."""
     if not source.startswith("run:"):
         return None
-    match = RUN_NAME.match(source[len("run:"):])
+    match = RUN_NAME.match(source[len("run:") :])
     if not match:
         return None
     model = first_stage_models(root).get(match["slug"])
@@ -184,7 +189,7 @@ def produced_run(source: str, root: Path | None = None) -> tuple[SpladeModel, in
 # Training sources and data
 
 TRAINING_SOURCES = ("triples", "teacher-pairs", "hard-negatives", "llm-lists")
-# What each training source gives an objective (cerepro.losses.REQUIRES says what each one needs).
+# What each training source gives an objective (cerepro.training.losses.REQUIRES says what each one needs).
 SOURCE_PROVIDES = {
     "triples": {"labels"},
     "teacher-pairs": {"labels", "teacher"},
@@ -193,11 +198,11 @@ SOURCE_PROVIDES = {
 }
 TRAIN_DATA = ("msmarco-passage", "demo")
 LLM_LISTS = ("sampled-50", "sampled-100")
-# How an evaluation collection's documents become text (cerepro.datasets.document_text):
+# How an evaluation collection's documents become text (cerepro.data.datasets.document_text):
 # "datamaestro" as the authors' pipeline read them (Touche-2020 and SciDocs without title,
 # TREC-COVID text then title), "ir-datasets" as ir_datasets' default_text (title then text)
 DOCUMENT_TEXTS = ("datamaestro", "ir-datasets")
-# The order a training file's records are read in (cerepro.training_data): "file" as the table's
+# The order a training file's records are read in (cerepro.data.training_data): "file" as the table's
 # code read them, "shuffled" per epoch with the run's seed
 DATA_ORDERS = ("file", "shuffled")
 # InfoNCE groups of the hard-negatives source: one per judged positive (the table's code) or the
@@ -222,13 +227,57 @@ PRECISIONS = ("fp32", "tf32", "bf16-mixed")
 # bf16-mixed its newer Fabric configuration sets "medium" (bf16 inside fp32 matmuls); "high" here
 # keeps the fp32 validation scores of a bf16 run free of bf16 rounding (listed in the book).
 MATMUL_PRECISION = {"fp32": "highest", "tf32": "high", "bf16-mixed": "high"}
-# Re-ranking (cerepro.rerank): "auto" is bf16 on a GPU that supports it, else fp32; bf16 is the
+# Re-ranking (cerepro.evaluation.rerank): "auto" is bf16 on a GPU that supports it, else fp32; bf16 is the
 # whole forward pass in bf16 (scoring has no fp32 master weights to mix with).
 SCORING_PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 # Test-time (and validation) scoring precision per training precision: fp32 weights and
 # activations for every run, TF32 matmuls for tf32 runs; never bf16 (a bf16 logit has 8
 # significant bits, so close candidates among 1,000 would tie and follow the doc-id tie-break).
 SCORING_PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-mixed": "fp32"}
+
+# ---------------------------------------------------------------------------------------------
+# Measures: ir_measures strings, and how a run's validation values are aggregated
+
+VALIDATION_AGGREGATES = ("best-so-far", "current")  # over each set's best value so far, or the current
+
+
+def parse_measures(measures) -> dict[str, ir_measures.Measure]:
+    """Parse ir_measures strings; the key is the canonical name (aliases like ``MRR@10`` become
+    ``RR@10``). An unknown or malformed string raises ValueError naming it."""
+    if isinstance(measures, str):
+        measures = [measures]
+    parsed = {}
+    for text in measures:
+        try:
+            measure = ir_measures.parse_measure(text)
+            measure.validate_params()
+        except (NameError, ValueError, AssertionError, SyntaxError) as error:
+            raise ValueError(
+                f"unknown measure string {text!r} ({error}); use ir_measures names such as "
+                f"'nDCG@10', 'RR@10', 'AP', 'R@1000', 'P(rel=2)@10'"
+            ) from None
+        if not ir_measures.DefaultPipeline.supports(measure):
+            raise ValueError(f"measure string {text!r}: no installed ir_measures provider computes it")
+        name = explicit_measure(measure) if "rel" in measure.params else str(measure)
+        if name in parsed:
+            raise ValueError(f"measure {text!r} is listed twice (as {name!r})")
+        parsed[name] = measure
+    if not parsed:
+        raise ValueError("no measures to compute")
+    return parsed
+
+
+def explicit_measure(measure) -> str:
+    """The ir_measures string with its relevance threshold written out, even when it is the
+    default that ir_measures' own repr omits: ``RR(rel=1)@10``, ``AP(rel=2)``, ``nDCG@10``."""
+    text = str(measure)
+    if "rel" not in measure.SUPPORTED_PARAMS or "rel=" in text:
+        return text
+    head, at, cutoff = text.partition("@")
+    rel = f"rel={measure['rel']}"
+    head = f"{head[:-1]},{rel})" if head.endswith(")") else f"{head}({rel})"
+    return head + at + cutoff
+
 
 # ---------------------------------------------------------------------------------------------
 # Objectives: the paper's order and one colour each
@@ -266,6 +315,15 @@ def _palette(slugs: tuple[str, ...]) -> dict[str, tuple[float, float, float]]:
     # black, grey (in its own order, hinge, margin-mse and adr-mse were orange, vermillion and
     # tan: three oranges side by side). Its light pink and yellow are unreadable on white.
     palette = sns.color_palette("colorblind", 10)
-    colours = [palette[0], palette[9], palette[2], palette[1], palette[4], (0.0, 0.0, 0.0), palette[7],
-               palette[3], palette[5]]
+    colours = [
+        palette[0],
+        palette[9],
+        palette[2],
+        palette[1],
+        palette[4],
+        (0.0, 0.0, 0.0),
+        palette[7],
+        palette[3],
+        palette[5],
+    ]
     return dict(zip(slugs, colours * 2))

@@ -28,12 +28,13 @@ baseline = "bce"
 run_dir = "."
 
 # %%
-from pathlib import Path
 
-from cerepro import figures, tables, verdicts
+from cerepro.report import figures, tables, verdicts
 
 results = tables.grid_results(grid)
-tables.seed_mean_table(results, measure, columns=tables.available_columns(results)).rename_axis(columns=f"{measure}, mean over seeds")
+tables.seed_mean_table(results, measure, columns=tables.available_columns(results)).rename_axis(
+    columns=f"{measure}, mean over seeds"
+)
 
 # %% [markdown]
 # ## Significance against the baseline objective

@@ -36,8 +36,8 @@ run_dir = ""
 # %%
 import pandas as pd
 
-from cerepro import figures
-from cerepro.training_data import source_counts, source_sample, verify_training_file
+from cerepro.data.training_data import source_counts, source_sample, verify_training_file
+from cerepro.report import figures
 
 pd.Series(verify_training_file(source, train_data, llm_list)).to_frame("verified")
 
@@ -52,8 +52,12 @@ sample.describe(include="all").T
 
 # %%
 counts = source_counts(source, train_data)
-{"source": counts.kind, "records in the file": counts.records, "records used": counts.used,
- "skipped (no judged positive in the run)": counts.skipped}
+{
+    "source": counts.kind,
+    "records in the file": counts.records,
+    "records used": counts.used,
+    "skipped (no judged positive in the run)": counts.skipped,
+}
 
 # %% [markdown]
 # ## Lengths and teacher scores

@@ -35,25 +35,26 @@ overrides = {}
 run_dir = ""
 
 # %%
-from pathlib import Path
 
 import pandas as pd
 
-from cerepro import figures
 from cerepro.config import evaluation_settings, load_grid
-from cerepro.datasets import collection_facts, load_collection, load_candidates
-from cerepro.evaluate import evaluate, folder_name, save_result
-from cerepro.models import load_scorer
+from cerepro.data.datasets import collection_facts, load_candidates, load_collection
+from cerepro.data.trec import write_run
+from cerepro.evaluation.evaluate import evaluate, folder_name, save_result
+from cerepro.evaluation.rerank import rerank
+from cerepro.model.models import load_scorer
 from cerepro.paths import notebook_run_dir
-from cerepro.rerank import rerank
-from cerepro.trec import write_run
+from cerepro.report import figures
 
 settings = evaluation_settings(load_grid(grid), run_name, model=model, revision=revision, overrides=overrides)
 scorer, tokenizer, source = load_scorer(settings.model, settings.revision) if settings.model else (None, None, None)
-contract = {"first_stage": f"{settings.first_stage} top-{settings.depth}",
-            "scoring_precision": settings.precision if scorer else None,
-            "document_text": settings.document_text,
-            **(source.describe() if source else {})}
+contract = {
+    "first_stage": f"{settings.first_stage} top-{settings.depth}",
+    "scoring_precision": settings.precision if scorer else None,
+    "document_text": settings.document_text,
+    **(source.describe() if source else {}),
+}
 pd.Series(settings.to_dict(), name=run_name, dtype=object).to_frame()
 
 # %% [markdown]
@@ -67,15 +68,28 @@ for dataset in settings.datasets:
     texts = None
     if scorer is not None:
         texts = collection.docs.get_many(run["doc_id"].unique())  # missing texts: counted by rerank
-        run = rerank(scorer, tokenizer, run, collection.queries, texts, max_length=settings.max_length,
-                     query_max_length=settings.query_max_length,
-                     passage_max_length=settings.passage_max_length, truncation=settings.truncation,
-                     precision=settings.precision)
+        run = rerank(
+            scorer,
+            tokenizer,
+            run,
+            collection.queries,
+            texts,
+            max_length=settings.max_length,
+            query_max_length=settings.query_max_length,
+            passage_max_length=settings.passage_max_length,
+            truncation=settings.truncation,
+            precision=settings.precision,
+        )
     folder = notebook_run_dir(run_dir, "evaluate", run_name) / "results" / folder_name(dataset)
     write_run(run, folder / "run.trec", settings.run_id)
-    result = evaluate(run, collection.qrels, dataset=dataset, run_name=settings.run_id,
-                      candidate_depth=settings.depth,
-                      contract_extra={**contract, **collection_facts(collection, run, texts)})
+    result = evaluate(
+        run,
+        collection.qrels,
+        dataset=dataset,
+        run_name=settings.run_id,
+        candidate_depth=settings.depth,
+        contract_extra={**contract, **collection_facts(collection, run, texts)},
+    )
     results.append(save_result(result, folder) and result)
     for warning in result.contract["warnings"]:  # said here, where the numbers are read
         print(f"WARNING: {warning}")

@@ -36,7 +36,7 @@ run_dir = ""
 # %%
 from IPython.display import display
 
-from cerepro import explore, figures, tables
+from cerepro.report import explore, figures, tables
 
 results = tables.grid_results(grid)
 index = explore.rankings(grid)

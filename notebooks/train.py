@@ -31,10 +31,10 @@ run_dir = ""
 # %%
 import pandas as pd
 
-from cerepro import figures
 from cerepro.config import load_config
 from cerepro.paths import notebook_run_dir
-from cerepro.train import fit, launch, training_processes
+from cerepro.report import figures
+from cerepro.training.train import fit, launch, training_processes
 
 config = load_config(backbone, objective, seed, profile, overrides)
 folder = notebook_run_dir(run_dir, "train", config.run_id)  # empty run_dir: runs/interactive/...

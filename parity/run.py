@@ -30,8 +30,17 @@ PINS = ROOT / "parity" / "pins.toml"
 TABLE = ROOT / "book" / "parity-table.md"
 STAMP = ".parity-installed"
 # the packages whose installed versions the table reports
-REPORTED = ("experimaestro-ir", "xpm-torch", "experimaestro", "datamaestro", "datamaestro-text", "lightning",
-            "torch", "transformers", "tokenizers")
+REPORTED = (
+    "experimaestro-ir",
+    "xpm-torch",
+    "experimaestro",
+    "datamaestro",
+    "datamaestro-text",
+    "lightning",
+    "torch",
+    "transformers",
+    "tokenizers",
+)
 
 
 class ParityError(RuntimeError):
@@ -58,9 +67,11 @@ def source_archive(source: dict) -> Path:
     if local:
         path = Path(local) / name
         if not path.is_file():
-            raise ParityError(f"CEREPRO_PARITY_SOURCES={local}: no {name} there "
-                              f"(make it with `git archive --prefix={source['name']}-{source['commit']}/ "
-                              f"-o {name} {source['commit']}` in a clone of {source['repo']})")
+            raise ParityError(
+                f"CEREPRO_PARITY_SOURCES={local}: no {name} there "
+                f"(make it with `git archive --prefix={source['name']}-{source['commit']}/ "
+                f"-o {name} {source['commit']}` in a clone of {source['repo']})"
+            )
     else:
         path = cache_folder() / name
         if not path.is_file():
@@ -72,8 +83,9 @@ def source_archive(source: dict) -> Path:
                     shutil.copyfileobj(response, out)
             except OSError as exc:
                 tmp.unlink(missing_ok=True)
-                raise ParityError(f"could not download {url} ({exc}); set CEREPRO_PARITY_SOURCES to a folder "
-                                  f"holding {name}") from None
+                raise ParityError(
+                    f"could not download {url} ({exc}); set CEREPRO_PARITY_SOURCES to a folder holding {name}"
+                ) from None
             os.replace(tmp, path)
     with tarfile.open(path) as archive:
         tops = {member.name.split("/")[0] for member in archive.getmembers()}
@@ -94,8 +106,9 @@ def build_environment(name: str, spec: dict, cerepro_packages: list[str]) -> Pat
     venv = ROOT / f".venv-parity-{name}"
     python = venv / "bin" / "python"
     torch_spec, torch_index = os.environ.get("TORCH_SPEC", "torch==2.13.0"), os.environ.get("TORCH_INDEX", "")
-    key = hashlib.sha256(json.dumps([spec, cerepro_packages, torch_spec, torch_index],
-                                    sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps([spec, cerepro_packages, torch_spec, torch_index], sort_keys=True).encode()
+    ).hexdigest()
     stamp = venv / STAMP
     if stamp.is_file() and stamp.read_text().strip() == key and python.exists():
         print(f"{venv.name}: up to date", flush=True)
@@ -115,22 +128,33 @@ def build_environment(name: str, spec: dict, cerepro_packages: list[str]) -> Pat
 
 
 def installed_versions(python: Path) -> dict[str, str]:
-    code = ("import importlib.metadata as m, json, sys\n"
-            "out = {}\n"
-            "for name in sys.argv[1:]:\n"
-            "    try: out[name] = m.version(name)\n"
-            "    except m.PackageNotFoundError: pass\n"
-            "print(json.dumps(out))")
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "out = {}\n"
+        "for name in sys.argv[1:]:\n"
+        "    try: out[name] = m.version(name)\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "print(json.dumps(out))"
+    )
     done = subprocess.run([str(python), "-c", code, *REPORTED], check=True, capture_output=True, text=True)
     return json.loads(done.stdout)
 
 
 def compare(name: str, python: Path) -> list[dict]:
     out = cache_folder() / f"results-{name}.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               CEREPRO_CACHE=str(cache_folder() / f"cerepro-{name}"))
-    done = subprocess.run([str(python), str(ROOT / "parity" / "compare.py"), "--side", name, "--out", str(out)],
-                          env=env, capture_output=True, text=True)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        CEREPRO_CACHE=str(cache_folder() / f"cerepro-{name}"),
+    )
+    done = subprocess.run(
+        [str(python), str(ROOT / "parity" / "compare.py"), "--side", name, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if not out.is_file():
         sys.stderr.write(done.stderr[-6000:])
         raise ParityError(f"parity/compare.py --side {name} wrote no result (exit {done.returncode})")
@@ -161,8 +185,9 @@ def table(results: dict, pins: dict) -> str:
         lines.append("|---|---|---|---|---|---|---|")
         for r in rows:
             cells = [r["what"], r["authors"], r["cerepro"], str(r["cases"]), outcome(r), r["expected"], r["note"]]
-            lines.append("| " + " | ".join(c.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-                                           for c in cells) + " |")
+            lines.append(
+                "| " + " | ".join(c.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;") for c in cells) + " |"
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -14,10 +14,10 @@ import io
 import os
 import re
 import shutil
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -40,9 +40,11 @@ CASES: dict[tuple[str, str], Case] = {}
 def case(what: str, error: type, match: str):
     """Register ``fn(tmp_path)`` as a bad input described by ``what`` that must raise ``error``
     with a message matching ``match``."""
+
     def register(fn):
         CASES[fn.__module__, fn.__name__] = Case(fn.__name__, what, error, match, fn, fn.__module__)
         return fn
+
     return register
 
 
@@ -81,7 +83,7 @@ def plan_error(tmp_path: Path, grid_text: str, profile: str | None = None) -> No
     if profile:
         (params / "profiles" / "bad.yaml").write_text(profile)
     os.environ["CEREPRO_PARAMS"] = str(params)
-    from cerepro import engine
+    from cerepro.grid import engine
 
     engine.plan("bad")
 

@@ -7,14 +7,22 @@ with it; the package never needs a browser.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
-import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+)
 # Marks, in the DOM the browser dumps, whether each image decoded (a copy of the page carries it).
 _IMAGE_PROBE = """<script>
 window.addEventListener("load", () => {
@@ -38,8 +46,15 @@ def chromium(install: bool = False) -> str | None:
     return shutil.which("chromium")
 
 
-def browser_check(html: str | os.PathLike, pages=("index.html", "rq/rq1.html"), *, out=None,
-                  browser: str | None = None, width: int = 1280, height: int = 2400) -> dict[str, dict]:
+def browser_check(
+    html: str | os.PathLike,
+    pages=("index.html", "rq/rq1.html"),
+    *,
+    out=None,
+    browser: str | None = None,
+    width: int = 1280,
+    height: int = 2400,
+) -> dict[str, dict]:
     """Open each built page in headless Chromium: dump its DOM after load (images marked as
     decoded or not by a probe in a temporary copy of the page) and save a screenshot in ``out``
     (default ``<html>/../screenshots``). Returns, per page, its images with the browser's
@@ -58,25 +73,37 @@ def browser_check(html: str | os.PathLike, pages=("index.html", "rq/rq1.html"), 
         for page_name in pages:
             page_path = (html / page_name).resolve()
             shot = out / (page_name.replace("/", "_").removesuffix(".html") + ".png")
-            subprocess.run([*flags, f"--window-size={width},{height}", f"--screenshot={shot}", page_path.as_uri()],
-                           check=True, capture_output=True, timeout=120)
+            subprocess.run(
+                [*flags, f"--window-size={width},{height}", f"--screenshot={shot}", page_path.as_uri()],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
             target = _followed(page_path)
             probe = target.with_name(f".probe-{target.name}")
             text = target.read_text(encoding="utf-8")
             probe.write_text(text.replace("</body>", _IMAGE_PROBE + "</body>"), encoding="utf-8")
             try:
-                dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], check=True, capture_output=True,
-                                     text=True, timeout=120).stdout
+                dom = subprocess.run(
+                    [*flags, "--dump-dom", probe.as_uri()], check=True, capture_output=True, text=True, timeout=120
+                ).stdout
             finally:
                 probe.unlink()
             parser = _Assets()
             parser.feed(dom)
-            images = [{"src": src, "loaded": loaded == "true", "png": _valid_png(target.parent / src)}
-                      for src, loaded in parser.images]
+            images = [
+                {"src": src, "loaded": loaded == "true", "png": _valid_png(target.parent / src)}
+                for src, loaded in parser.images
+            ]
             missing = [ref for ref in parser.local if not (target.parent / ref.split("#")[0].split("?")[0]).exists()]
-            report_[page_name] = {"page": target.relative_to(html.resolve()).as_posix(), "probed": parser.probed,
-                                  "images": images, "missing": missing, "screenshot": shot,
-                                  "title": parser.title.strip()}
+            report_[page_name] = {
+                "page": target.relative_to(html.resolve()).as_posix(),
+                "probed": parser.probed,
+                "images": images,
+                "missing": missing,
+                "screenshot": shot,
+                "title": parser.title.strip(),
+            }
     return report_
 
 
@@ -112,8 +139,13 @@ class _Assets(HTMLParser):
             self.images.append((attrs.get("src", ""), attrs.get("data-loaded")))
         elif tag == "body":
             self.probed = attrs.get("data-probed") == "yes"
-        ref = attrs.get("src") if tag == "script" else attrs.get("href") if tag == "link" and \
-            attrs.get("rel") in ("stylesheet", "preload") else None
+        ref = (
+            attrs.get("src")
+            if tag == "script"
+            else attrs.get("href")
+            if tag == "link" and attrs.get("rel") in ("stylesheet", "preload")
+            else None
+        )
         if ref and not ref.startswith(("http:", "https:", "data:", "//")):
             self.local.append(ref)
         self._in_title = tag == "title" and not self.title  # the page's, not an icon's
@@ -149,9 +181,18 @@ class Page:
         # Chromium's helper processes may still write to the profile as it exits
         self._profile = tempfile.TemporaryDirectory(prefix="cerepro-chromium-", ignore_cleanup_errors=True)
         self._process = subprocess.Popen(
-            [browser, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile.name}", f"--remote-debugging-port={port}",
-             f"--window-size={width},{height}", "--allow-file-access-from-files", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                browser,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={self._profile.name}",
+                f"--remote-debugging-port={port}",
+                f"--window-size={width},{height}",
+                "--allow-file-access-from-files",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 60
         while True:
             try:
@@ -165,8 +206,7 @@ class Page:
                 self.close()
                 raise RuntimeError("Chromium's DevTools endpoint did not answer")
             time.sleep(0.3)
-        self._socket = websocket.create_connection(targets[0]["webSocketDebuggerUrl"], timeout=60,
-                                                   suppress_origin=True)
+        self._socket = websocket.create_connection(targets[0]["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)
         self._id = 0
 
     def send(self, method: str, **params) -> dict:

@@ -13,16 +13,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cerepro import backbones, losses  # noqa: E402
-
 import test_train  # noqa: E402
+
+from cerepro.model import backbones  # noqa: E402
+from cerepro.training import losses
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
 def config(max_steps: int):
-    return test_train.config("margin-mse", max_steps=max_steps, batch_size=4, log_every=1,
-                             checkpoint_every=3)
+    return test_train.config("margin-mse", max_steps=max_steps, batch_size=4, log_every=1, checkpoint_every=3)
 
 
 def main() -> None:

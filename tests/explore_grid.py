@@ -1,6 +1,6 @@
 """A finished demo grid with real rankings, for the explorer's tests: the demo world's BM25
 candidates re-scored by simple functions of the judgements (one per objective), each ranking
-written as the evaluate notebook writes it (run.trec) and measured with cerepro.evaluate, in the
+written as the evaluate notebook writes it (run.trec) and measured with cerepro.evaluation.evaluate, in the
 engine's layout (results with contract.json, DONE). Seconds, no model."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from test_report import _done
 
 from cerepro.config import paper_seeds
-from cerepro.datasets import load_candidates, load_collection
-from cerepro.evaluate import evaluate, folder_name, save_result
-from cerepro.trec import rank_by_score, write_run
-from test_report import _done
+from cerepro.data.datasets import load_candidates, load_collection
+from cerepro.data.trec import rank_by_score, write_run
+from cerepro.evaluation.evaluate import evaluate, folder_name, save_result
 
 DATASETS = ("demo:in-domain", "demo:out-of-domain")
 # How much each objective's scores follow the judgements, and their noise; margin-mse's are
@@ -28,7 +28,9 @@ def write_ranked_grid(runs: Path, grid: str = "demo", *, backbone: str = "tiny-b
     for dataset in DATASETS:
         collection = load_collection(dataset)
         candidates = load_candidates(dataset, "bm25", depth)
-        grades = {(q, d): g for q, d, g in collection.qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False)}
+        grades = {
+            (q, d): g for q, d, g in collection.qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False)
+        }
         grade = np.array([grades.get((q, d), 0) for q, d in zip(candidates["query_id"], candidates["doc_id"])], float)
         scored = {"first-stage": candidates["score"].to_numpy()}
         for objective, (signal, noise) in SCORERS.items():

@@ -20,8 +20,9 @@ def _rectangle(text, renderer) -> np.ndarray:
     width, height = width * 1.0, height * 1.0
     centre = np.array([(box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2])
     along, across = np.array([np.cos(angle), np.sin(angle)]), np.array([-np.sin(angle), np.cos(angle)])
-    return np.array([centre + sx * width / 2 * along + sy * height / 2 * across
-                     for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))])
+    return np.array(
+        [centre + sx * width / 2 * along + sy * height / 2 * across for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    )
 
 
 def _overlap(a: np.ndarray, b: np.ndarray, slack: float = 0.5) -> bool:

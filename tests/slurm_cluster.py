@@ -74,11 +74,14 @@ class SlurmCluster:
     def start(self) -> SlurmCluster:
         missing = [b for b in BINARIES if shutil.which(b) is None]
         if missing:
-            raise ClusterError(f"SLURM is not installed ({', '.join(missing)} missing): install the Debian "
-                               "packages slurm-wlm and munge (`make test` does)")
+            raise ClusterError(
+                f"SLURM is not installed ({', '.join(missing)} missing): install the Debian "
+                "packages slurm-wlm and munge (`make test` does)"
+            )
         if os.geteuid() != 0:
-            raise ClusterError("the test cluster runs munged, slurmctld and slurmd as root; run the "
-                               "tests as root (CI does)")
+            raise ClusterError(
+                "the test cluster runs munged, slurmctld and slurmd as root; run the tests as root (CI does)"
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)  # munged refuses a key or socket in a folder others can write
         (self.folder / "state").mkdir(exist_ok=True)
@@ -90,10 +93,19 @@ class SlurmCluster:
         self._write_conf()
         self._link_conf()
         try:
-            self._daemon("munged", self.folder / "munged.pid", [
-                "munged", "--force", f"--key-file={key}", f"--socket={self.sockets / 'munge.sock'}",
-                f"--pid-file={self.folder / 'munged.pid'}", f"--log-file={self.folder / 'munged.log'}",
-                f"--seed-file={self.folder / 'munged.seed'}"])
+            self._daemon(
+                "munged",
+                self.folder / "munged.pid",
+                [
+                    "munged",
+                    "--force",
+                    f"--key-file={key}",
+                    f"--socket={self.sockets / 'munge.sock'}",
+                    f"--pid-file={self.folder / 'munged.pid'}",
+                    f"--log-file={self.folder / 'munged.log'}",
+                    f"--seed-file={self.folder / 'munged.seed'}",
+                ],
+            )
             self._daemon("slurmctld", self.folder / "slurmctld.pid", ["slurmctld", "-f", str(self.conf)])
             self._daemon("slurmd", self.folder / "slurmd.pid", ["slurmd", "-f", str(self.conf), "-N", self.node])
             self._wait_idle()
@@ -105,18 +117,33 @@ class SlurmCluster:
     def _write_conf(self) -> None:
         f = self.folder
         lines = {
-            "ClusterName": "cerepro", "SlurmctldHost": self.node,
-            "AuthType": "auth/munge", "CredType": "cred/munge", "AuthInfo": f"socket={self.sockets / 'munge.sock'}",
-            "SlurmUser": "root", "SlurmdUser": "root",
-            "SlurmctldPort": _free_port(), "SlurmdPort": _free_port(),
-            "StateSaveLocation": f / "state", "SlurmdSpoolDir": self.sockets / "spool",
-            "SlurmctldPidFile": f / "slurmctld.pid", "SlurmdPidFile": f / "slurmd.pid",
-            "SlurmctldLogFile": f / "slurmctld.log", "SlurmdLogFile": f / "slurmd.log",
-            "ProctrackType": "proctrack/linuxproc", "TaskPlugin": "task/none", "MpiDefault": "none",
-            "SchedulerType": "sched/backfill", "SelectType": "select/cons_tres",
+            "ClusterName": "cerepro",
+            "SlurmctldHost": self.node,
+            "AuthType": "auth/munge",
+            "CredType": "cred/munge",
+            "AuthInfo": f"socket={self.sockets / 'munge.sock'}",
+            "SlurmUser": "root",
+            "SlurmdUser": "root",
+            "SlurmctldPort": _free_port(),
+            "SlurmdPort": _free_port(),
+            "StateSaveLocation": f / "state",
+            "SlurmdSpoolDir": self.sockets / "spool",
+            "SlurmctldPidFile": f / "slurmctld.pid",
+            "SlurmdPidFile": f / "slurmd.pid",
+            "SlurmctldLogFile": f / "slurmctld.log",
+            "SlurmdLogFile": f / "slurmd.log",
+            "ProctrackType": "proctrack/linuxproc",
+            "TaskPlugin": "task/none",
+            "MpiDefault": "none",
+            "SchedulerType": "sched/backfill",
+            "SelectType": "select/cons_tres",
             "SelectTypeParameters": "CR_Core_Memory",
-            "AccountingStorageType": "accounting_storage/none", "JobAcctGatherType": "jobacct_gather/none",
-            "JobCompType": "jobcomp/none", "MinJobAge": 86400, "ReturnToService": 2, "KillWait": 5,
+            "AccountingStorageType": "accounting_storage/none",
+            "JobAcctGatherType": "jobacct_gather/none",
+            "JobCompType": "jobcomp/none",
+            "MinJobAge": 86400,
+            "ReturnToService": 2,
+            "KillWait": 5,
             # the node may announce more CPUs than it has (below), so that two jobs overlap
             "SlurmdParameters": "config_overrides",
         }
@@ -124,8 +151,7 @@ class SlurmCluster:
         text += "".join(f"{k}={v}\n" for k, v in lines.items())
         memory = int(_memory_mb() * 0.9)
         cpus = max(4, os.cpu_count() or 1)  # two 2-CPU jobs at once even on a 2-core machine
-        text += (f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} "
-                 "State=UNKNOWN\n")
+        text += f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN\n"
         text += f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n"
         self.conf.write_text(text)
 
@@ -133,8 +159,10 @@ class SlurmCluster:
         if SYSTEM_CONF.is_symlink() or SYSTEM_CONF.exists():
             ours = SYSTEM_CONF.is_symlink() and (not SYSTEM_CONF.exists() or MARKER in SYSTEM_CONF.read_text())
             if not ours:
-                raise ClusterError(f"{SYSTEM_CONF} exists and is not a test cluster's: this machine has a "
-                                   "SLURM configuration, which the test will not replace")
+                raise ClusterError(
+                    f"{SYSTEM_CONF} exists and is not a test cluster's: this machine has a "
+                    "SLURM configuration, which the test will not replace"
+                )
             SYSTEM_CONF.unlink()
         SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
         SYSTEM_CONF.symlink_to(self.conf)
@@ -146,8 +174,9 @@ class SlurmCluster:
         while time.time() < deadline and not pid_file.is_file():
             time.sleep(0.1)
         if done.returncode or not pid_file.is_file():
-            raise ClusterError(f"{name} did not start (exit {done.returncode}): {done.stderr[-1500:]}\n"
-                               f"{self._log_tails()}")
+            raise ClusterError(
+                f"{name} did not start (exit {done.returncode}): {done.stderr[-1500:]}\n{self._log_tails()}"
+            )
         self.started.append((name, pid_file))
 
     def _wait_idle(self, timeout: float = 60) -> None:
@@ -163,15 +192,19 @@ class SlurmCluster:
 
     def jobs(self) -> list[dict[str, str]]:
         """Every job the controller remembers: id, name, state, comment (Snakemake's rule)."""
-        out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%j|%T|%k"], env=self.env,
-                             capture_output=True, text=True, check=True)
-        return [dict(zip(("id", "name", "state", "comment"), line.split("|", 3)))
-                for line in out.stdout.splitlines() if line.strip()]
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-o", "%i|%j|%T|%k"], env=self.env, capture_output=True, text=True, check=True
+        )
+        return [
+            dict(zip(("id", "name", "state", "comment"), line.split("|", 3)))
+            for line in out.stdout.splitlines()
+            if line.strip()
+        ]
 
     def stop(self) -> None:
         if any(name == "slurmctld" for name, _ in self.started):
             subprocess.run(["scancel", "--full", "--user", "root"], env=self.env, capture_output=True)
-        for name, pid_file in reversed(self.started):
+        for _name, pid_file in reversed(self.started):
             try:
                 pid = int(pid_file.read_text().split()[0])
             except (OSError, ValueError, IndexError):

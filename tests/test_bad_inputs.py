@@ -10,31 +10,29 @@ the page and the messages drift apart.
 import base64
 import importlib
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import pytest
-
 import bad_inputs
 from bad_inputs import ROOT, Refused, case, cerepro, plan_error
-from cerepro.checkpoints import CheckpointError
+
 from cerepro.cli import parse_params
 from cerepro.config import ParamsError, load_grid, read_fragment
-from cerepro.datasets import InputError, load_local
-from cerepro.trec import DataFormatError, read_qrels, read_run
-from cerepro.models import ModelFolderError, check_model_folder
-from cerepro.runner import RunnerError
-from cerepro.training_data import RecordFile, verify_training_file
+from cerepro.data.datasets import InputError, load_local
+from cerepro.data.training_data import RecordFile, verify_training_file
+from cerepro.data.trec import DataFormatError, read_qrels, read_run
+from cerepro.grid.runner import RunnerError
+from cerepro.model.models import ModelFolderError, check_model_folder
+from cerepro.training.checkpoints import CheckpointError
 
 TABLE = ROOT / "book" / "appendix" / "bad-inputs.md"
 
 
 def model_folder(tmp_path: Path) -> Path:
-    from cerepro import models
+    from cerepro.model import models
 
     model, tokenizer = models.build_cross_encoder("builtin:bert", max_length=16, texts=["a b c", "d e f"])
     folder = tmp_path / "model"
@@ -45,16 +43,22 @@ def model_folder(tmp_path: Path) -> Path:
 # --- files as people have them ---------------------------------------------------------------------
 
 
-@case("qrels line with an implausible relevance grade (a score in the grade column)", DataFormatError,
-      r"qrels.txt:2: relevance 7 for query 'q1' and doc 'd2' is outside -2..4")
+@case(
+    "qrels line with an implausible relevance grade (a score in the grade column)",
+    DataFormatError,
+    r"qrels.txt:2: relevance 7 for query 'q1' and doc 'd2' is outside -2..4",
+)
 def qrels_grade(tmp_path):
     (tmp_path / "qrels.txt").write_text("q1 0 d1 1\nq1 0 d2 7\n")
     read_qrels(tmp_path / "qrels.txt")
 
 
-@case("grid file with a YAML syntax error", ParamsError,
-      r"broken.yaml: not valid YAML: while parsing a flow sequence \(from line 3, column 13\): expected "
-      r"',' or '\]', but got ':' \(line 4, column 6\)")
+@case(
+    "grid file with a YAML syntax error",
+    ParamsError,
+    r"broken.yaml: not valid YAML: while parsing a flow sequence \(from line 3, column 13\): expected "
+    r"',' or '\]', but got ':' \(line 4, column 6\)",
+)
 def grid_yaml(tmp_path):
     (tmp_path / "broken.yaml").write_text("profile: smoke\nbackbones: [tiny-bert]\nobjectives: [bce\nseeds: 1\n")
     load_grid(tmp_path / "broken.yaml", root=ROOT / "params")
@@ -66,15 +70,21 @@ def fragment_yaml(tmp_path):
     read_fragment(tmp_path / "fragment.yaml")
 
 
-@case("grid file whose `name:` differs from its file name", ParamsError,
-      r"other.yaml: key 'name' = 'demo' differs from the file's name 'other'.*runs/other/")
+@case(
+    "grid file whose `name:` differs from its file name",
+    ParamsError,
+    r"other.yaml: key 'name' = 'demo' differs from the file's name 'other'.*runs/other/",
+)
 def grid_name(tmp_path):
     (tmp_path / "other.yaml").write_text("name: demo\nprofile: smoke\nbackbones: [tiny-bert]\nobjectives: [bce]\n")
     load_grid(tmp_path / "other.yaml", root=ROOT / "params")
 
 
-@case("`-p` value that is not valid YAML: `-p 'overrides={max_steps: 3'`", RunnerError,
-      r"--param overrides: value '\{max_steps: 3' is not valid YAML \(expected ',' or '\}'")
+@case(
+    "`-p` value that is not valid YAML: `-p 'overrides={max_steps: 3'`",
+    RunnerError,
+    r"--param overrides: value '\{max_steps: 3' is not valid YAML \(expected ',' or '\}'",
+)
 def param_yaml(tmp_path):
     parse_params(["overrides={max_steps: 3"])
 
@@ -84,16 +94,22 @@ def param_no_value(tmp_path):
     parse_params(["lr"])
 
 
-@case("model folder with pickled weights only (pytorch_model.bin, no safetensors)", ModelFolderError,
-      r"model folder .*model has no safetensors weights .*pytorch_model.bin, pickled weights")
+@case(
+    "model folder with pickled weights only (pytorch_model.bin, no safetensors)",
+    ModelFolderError,
+    r"model folder .*model has no safetensors weights .*pytorch_model.bin, pickled weights",
+)
 def model_pickle(tmp_path):
     folder = model_folder(tmp_path)
     (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
     check_model_folder(folder)
 
 
-@case("truncated model file (an interrupted copy)", ModelFolderError,
-      r"model file .*model/model.safetensors is truncated or damaged")
+@case(
+    "truncated model file (an interrupted copy)",
+    ModelFolderError,
+    r"model file .*model/model.safetensors is truncated or damaged",
+)
 def model_truncated(tmp_path):
     folder = model_folder(tmp_path)
     path = folder / "model.safetensors"
@@ -104,40 +120,61 @@ def model_truncated(tmp_path):
 # --- inputs checked by `cerepro plan`, at grid start and at job start --------------------------------
 
 
-@case("evaluation dataset that is not an ir_datasets id: `nano-beir/scifactt`", InputError,
-      r"eval_datasets: 'nano-beir/scifactt' is not an ir_datasets id; did you mean 'nano-beir/scifact'")
+@case(
+    "evaluation dataset that is not an ir_datasets id: `nano-beir/scifactt`",
+    InputError,
+    r"eval_datasets: 'nano-beir/scifactt' is not an ir_datasets id; did you mean 'nano-beir/scifact'",
+)
 def unknown_nano_beir(tmp_path):
-    plan_error(tmp_path, "profile: smoke\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 1\n"
-                         "eval_datasets: [nano-beir/scifactt]\n")
+    plan_error(
+        tmp_path,
+        "profile: smoke\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 1\neval_datasets: [nano-beir/scifactt]\n",
+    )
 
 
-@case("`local:` dataset whose folder does not exist", InputError,
-      r"eval_datasets: 'local:.*missing': no folder .*missing")
+@case(
+    "`local:` dataset whose folder does not exist", InputError, r"eval_datasets: 'local:.*missing': no folder .*missing"
+)
 def missing_local(tmp_path):
-    plan_error(tmp_path, "profile: smoke\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 1\n"
-                         f"eval_datasets: ['local:{tmp_path / 'missing'}']\n")
+    plan_error(
+        tmp_path,
+        "profile: smoke\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 1\n"
+        f"eval_datasets: ['local:{tmp_path / 'missing'}']\n",
+    )
 
 
-@case("`local:` training folder without the file the objective's source reads", InputError,
-      r"train_data 'local:.*train': no teacher-pairs.tsv in .*train for training source 'teacher-pairs' "
-      r"\(the folder holds: triples.tsv\)")
+@case(
+    "`local:` training folder without the file the objective's source reads",
+    InputError,
+    r"train_data 'local:.*train': no teacher-pairs.tsv in .*train for training source 'teacher-pairs' "
+    r"\(the folder holds: triples.tsv\)",
+)
 def missing_training_file(tmp_path):
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "triples.tsv").write_text("q1\td1\td2\n")
-    plan_error(tmp_path, "profile: bad\nbackbones: [tiny-bert]\nobjectives: [margin-mse]\nseeds: 1\n",
-               profile=f"train_data: 'local:{tmp_path / 'train'}'\nmax_steps: 10\nwarmup_steps: 1\n"
-                       "validation_datasets: []\neval_datasets: [demo:in-domain]\n")
+    plan_error(
+        tmp_path,
+        "profile: bad\nbackbones: [tiny-bert]\nobjectives: [margin-mse]\nseeds: 1\n",
+        profile=f"train_data: 'local:{tmp_path / 'train'}'\nmax_steps: 10\nwarmup_steps: 1\n"
+        "validation_datasets: []\neval_datasets: [demo:in-domain]\n",
+    )
 
 
-@case("training file with a NaN teacher score (found by the data job's verification pass)", DataFormatError,
-      r"teacher-pairs.tsv:3: negative score must be finite, found 'nan'")
+@case(
+    "training file with a NaN teacher score (found by the data job's verification pass)",
+    DataFormatError,
+    r"teacher-pairs.tsv:3: negative score must be finite, found 'nan'",
+)
 def nan_teacher(tmp_path):
     (tmp_path / "teacher-pairs.tsv").write_text("9.1\t1.2\tq1\td1\td2\n8.0\t0.5\tq2\td3\td4\n7.5\tnan\tq3\td5\td6\n")
     verify_training_file("teacher-pairs", f"local:{tmp_path}")
 
 
-@case("training file with a malformed row (a column missing)", DataFormatError,
-      r"triples.tsv:2: expected 3 tab-separated columns \(query id, positive doc id, negative doc id\), found 2")
+@case(
+    "training file with a malformed row (a column missing)",
+    DataFormatError,
+    r"triples.tsv:2: expected 3 tab-separated columns \(query id, positive doc id, negative doc id\), found 2",
+)
 def malformed_triple(tmp_path):
     (tmp_path / "triples.tsv").write_text("q1\td1\td2\nq2\td3\n")
     verify_training_file("triples", f"local:{tmp_path}")
@@ -149,8 +186,11 @@ def malformed_triple(tmp_path):
 INJECTED = '" + str(__import__("os").system("touch {marker}")) + "'
 
 
-@case("`-p` value with a YAML tag whose bytes hold a quote and code: `-p 'backbone=!!binary <base64>'`", Refused,
-      r"--param backbone: value '!!binary .*': tag !!binary is not plain data; a parameter is a string, number")
+@case(
+    "`-p` value with a YAML tag whose bytes hold a quote and code: `-p 'backbone=!!binary <base64>'`",
+    Refused,
+    r"--param backbone: value '!!binary .*': tag !!binary is not plain data; a parameter is a string, number",
+)
 def param_binary(tmp_path):
     marker = tmp_path / "run" / "ran"  # the kernel runs in the run folder
     payload = base64.b64encode(INJECTED.format(marker="ran").encode()).decode()
@@ -160,51 +200,79 @@ def param_binary(tmp_path):
         assert not marker.exists(), "the parameter ran code"
 
 
-@case("`-p` value with a Python tag: `-p 'seed=!!python/object/apply:os.system [\"true\"]'`", Refused,
-      r"--param seed: .*tag !!python/object/apply:os.system is not plain data")
+@case(
+    "`-p` value with a Python tag: `-p 'seed=!!python/object/apply:os.system [\"true\"]'`",
+    Refused,
+    r"--param seed: .*tag !!python/object/apply:os.system is not plain data",
+)
 def param_python_tag(tmp_path):
     cerepro("run", "train", "-p", 'seed=!!python/object/apply:os.system ["true"]')
 
 
-@case("params fragment with a YAML tag (`lr: !!binary ...`)", ParamsError,
-      r"fragment.yaml: not valid YAML: tag !!binary is not plain data \(line 1, column 5\)")
+@case(
+    "params fragment with a YAML tag (`lr: !!binary ...`)",
+    ParamsError,
+    r"fragment.yaml: not valid YAML: tag !!binary is not plain data \(line 1, column 5\)",
+)
 def fragment_tag(tmp_path):
     (tmp_path / "fragment.yaml").write_text("lr: !!binary MWUtNQ==\n")
     read_fragment(tmp_path / "fragment.yaml")
 
 
-@case("params fragment with a duplicated key (YAML would keep the last silently)", ParamsError,
-      r"profiles/bad\.yaml: not valid YAML: key 'max_steps' appears twice \(line 1 and line 3\)")
+@case(
+    "params fragment with a duplicated key (YAML would keep the last silently)",
+    ParamsError,
+    r"profiles/bad\.yaml: not valid YAML: key 'max_steps' appears twice \(line 1 and line 3\)",
+)
 def duplicated_key(tmp_path):
     params = bad_inputs.params_copy(tmp_path)
     (params / "profiles" / "bad.yaml").write_text("max_steps: 10\nlr: 1e-5\nmax_steps: 20\n")
     read_fragment(params / "profiles" / "bad.yaml")
 
 
-@case("SLURM partition that Snakemake would evaluate as Python: `cerepro grid smoke --slurm --partition "
-      "'__import__(\"os\").system(...) or \"gpu\"'`", Refused,
-      r"--partition '__import__.*': not a SLURM name .*nothing was submitted")
+@case(
+    "SLURM partition that Snakemake would evaluate as Python: `cerepro grid smoke --slurm --partition "
+    '\'__import__("os").system(...) or "gpu"\'`',
+    Refused,
+    r"--partition '__import__.*': not a SLURM name .*nothing was submitted",
+)
 def partition_code(tmp_path):
     marker = tmp_path / "ran"
     try:
-        cerepro("grid", "smoke", "--slurm", "--dry-run", "--partition",
-                f'__import__("os").system("touch {marker}") or "gpu"')
+        cerepro(
+            "grid",
+            "smoke",
+            "--slurm",
+            "--dry-run",
+            "--partition",
+            f'__import__("os").system("touch {marker}") or "gpu"',
+        )
     finally:
         assert not marker.exists(), "the partition ran code"
 
 
-@case("SLURM account with a quote: `--account \"lab'; x\"`", Refused, r"--account \"lab'; x\": not a SLURM name")
+@case('SLURM account with a quote: `--account "lab\'; x"`', Refused, r"--account \"lab'; x\": not a SLURM name")
 def account_quote(tmp_path):
     cerepro("grid", "smoke", "--slurm", "--dry-run", "--account", "lab'; x")
 
 
-@case("Snakemake option after `--` whose values it evaluates as Python: `-- --default-resources 'x=...'`",
-      Refused, r"-- --default-resources: Snakemake evaluates its values as Python; cerepro does not pass it")
+@case(
+    "Snakemake option after `--` whose values it evaluates as Python: `-- --default-resources 'x=...'`",
+    Refused,
+    r"-- --default-resources: Snakemake evaluates its values as Python; cerepro does not pass it",
+)
 def evaluated_snakemake_option(tmp_path):
     marker = tmp_path / "ran"
     try:
-        cerepro("grid", "smoke", "--slurm", "--dry-run", "--", "--default-resources",
-                f'x=__import__("os").system("touch {marker}")')
+        cerepro(
+            "grid",
+            "smoke",
+            "--slurm",
+            "--dry-run",
+            "--",
+            "--default-resources",
+            f'x=__import__("os").system("touch {marker}")',
+        )
     finally:
         assert not marker.exists(), "the resource ran code"
 
@@ -218,7 +286,7 @@ def finished_data_run(tmp_path: Path) -> Path:
     """A real finished folder of `cerepro run data -p groups=2` (run once per session, copied)."""
     if "data" not in FINISHED:
         base = Path(tempfile.mkdtemp(prefix="cerepro-finished-"))
-        from cerepro.runner import run_notebook
+        from cerepro.grid.runner import run_notebook
 
         FINISHED["data"] = run_notebook("data", base / "data", {"groups": 2})
     folder = tmp_path / "finished" / "data"
@@ -226,22 +294,31 @@ def finished_data_run(tmp_path: Path) -> Path:
     return folder
 
 
-@case("`--out` naming a finished run folder whose params differ: `cerepro run data -p groups=3 --out <groups=2 folder>`",
-      Refused, r"finished/data holds a finished data run with other parameters \(groups: the folder ran with 2, this "
-               r"run asks 3\): nothing was run")
+@case(
+    "`--out` naming a finished run folder whose params differ: `cerepro run data -p groups=3 --out <groups=2 folder>`",
+    Refused,
+    r"finished/data holds a finished data run with other parameters \(groups: the folder ran with 2, this "
+    r"run asks 3\): nothing was run",
+)
 def finished_other_params(tmp_path):
     cerepro("run", "data", "-p", "groups=3", "--out", str(finished_data_run(tmp_path)))
 
 
-@case("`--out` naming another notebook's finished folder: `cerepro run compare --out <a data run>`", Refused,
-      r"finished/data holds a run of the 'data' notebook, not 'compare'")
+@case(
+    "`--out` naming another notebook's finished folder: `cerepro run compare --out <a data run>`",
+    Refused,
+    r"finished/data holds a run of the 'data' notebook, not 'compare'",
+)
 def finished_other_notebook(tmp_path):
     cerepro("run", "compare", "--out", str(finished_data_run(tmp_path)))
 
 
-@case("`--force` on a folder that is not this notebook's run folder (a grid's): `cerepro run evaluate --out runs/demo --force`",
-      Refused, r"runs/demo is not a run folder of the 'evaluate' notebook .*it holds \.snakemake/, compare/, logs/, "
-               r"tiny-bert.bce.s1/: nothing was run or removed")
+@case(
+    "`--force` on a folder that is not this notebook's run folder (a grid's): `cerepro run evaluate --out runs/demo --force`",
+    Refused,
+    r"runs/demo is not a run folder of the 'evaluate' notebook .*it holds \.snakemake/, compare/, logs/, "
+    r"tiny-bert.bce.s1/: nothing was run or removed",
+)
 def force_on_a_grid(tmp_path):
     grid = tmp_path / "runs" / "demo"
     for sub in ("tiny-bert.bce.s1/train", "compare", "logs", ".snakemake"):
@@ -256,39 +333,57 @@ def force_on_a_grid(tmp_path):
 # --- errors that say what to fix ---------------------------------------------------------------------
 
 
-@case("docs file that is not UTF-8 (a Latin-1 byte)", DataFormatError,
-      r"docs.tsv:2: not UTF-8 text \(byte 0xe9 at column 10: .*\); convert the file to UTF-8")
+@case(
+    "docs file that is not UTF-8 (a Latin-1 byte)",
+    DataFormatError,
+    r"docs.tsv:2: not UTF-8 text \(byte 0xe9 at column 10: .*\); convert the file to UTF-8",
+)
 def docs_latin1(tmp_path):
     (tmp_path / "queries.tsv").write_text("q1\tcaf\n")
     (tmp_path / "docs.tsv").write_bytes(b"d1\tplain\nd2\tun caf\xe9 noir\n")
     load_local(tmp_path).docs.get_many(["d1"])
 
 
-@case("`local:` evaluation folder without qrels (found before anything is scored)", InputError,
-      r"eval_datasets: 'local:.*nojudge': .*nojudge has none of qrels.txt \(TREC qrels")
+@case(
+    "`local:` evaluation folder without qrels (found before anything is scored)",
+    InputError,
+    r"eval_datasets: 'local:.*nojudge': .*nojudge has none of qrels.txt \(TREC qrels",
+)
 def local_without_qrels(tmp_path):
     folder = tmp_path / "nojudge"
     folder.mkdir()
     (folder / "queries.tsv").write_text("q1\triver\n")
     (folder / "docs.tsv").write_text("d1\tthe river\n")
-    plan_error(tmp_path, "profile: smoke\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 1\n"
-                         f"eval_datasets: ['local:{folder}']\n")
+    plan_error(
+        tmp_path,
+        f"profile: smoke\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 1\neval_datasets: ['local:{folder}']\n",
+    )
 
 
-@case("seed beyond 2^32: `cerepro run train -p seed=4294967296`", Refused,
-      r"overrides: key 'seed' = 4294967296: must be below 2\*\*32")
+@case(
+    "seed beyond 2^32: `cerepro run train -p seed=4294967296`",
+    Refused,
+    r"overrides: key 'seed' = 4294967296: must be below 2\*\*32",
+)
 def seed_too_large(tmp_path):
     cerepro("run", "train", "-p", "seed=4294967296")
 
 
-@case("backbone slug holding a path: `cerepro run train -p backbone=../backbones/tiny-bert`", Refused,
-      r"backbone '../backbones/tiny-bert' is not a slug \(a name of params/backbones/.*no path\); known: .*tiny-bert")
+@case(
+    "backbone slug holding a path: `cerepro run train -p backbone=../backbones/tiny-bert`",
+    Refused,
+    r"backbone '../backbones/tiny-bert' is not a slug \(a name of params/backbones/.*no path\); known: .*tiny-bert",
+)
 def slug_path(tmp_path):
     cerepro("run", "train", "-p", "backbone=../backbones/tiny-bert")
 
 
-@case("typo in a backbone slug: `cerepro run train -p backbone=tiny-bertt` (refused before a kernel starts, no "
-      "folder made)", Refused, r"unknown backbone 'tiny-bertt': no .*tiny-bertt.yaml; known: ")
+@case(
+    "typo in a backbone slug: `cerepro run train -p backbone=tiny-bertt` (refused before a kernel starts, no "
+    "folder made)",
+    Refused,
+    r"unknown backbone 'tiny-bertt': no .*tiny-bertt.yaml; known: ",
+)
 def backbone_typo(tmp_path):
     try:
         cerepro("run", "train", "-p", "backbone=tiny-bertt")
@@ -296,8 +391,11 @@ def backbone_typo(tmp_path):
         assert not (tmp_path / "runs").exists(), "a run folder was made"
 
 
-@case("book grid name with `..`: `CEREPRO_BOOK_GRID=../profiles/demo cerepro book`", Refused,
-      r"grid '../profiles/demo' is not a slug")
+@case(
+    "book grid name with `..`: `CEREPRO_BOOK_GRID=../profiles/demo cerepro book`",
+    Refused,
+    r"grid '../profiles/demo' is not a slug",
+)
 def book_grid_path(tmp_path):
     os.environ["CEREPRO_BOOK_GRID"] = "../profiles/demo"
     try:
@@ -306,9 +404,12 @@ def book_grid_path(tmp_path):
         del os.environ["CEREPRO_BOOK_GRID"]
 
 
-@case("smoke profile run alone before its first-stage run exists: `cerepro run train -p profile=smoke`", Refused,
-      r"profile 'smoke' validates on the first-stage run 'tiny-splade-top20' of 'demo:validation', which does "
-      r"not exist yet: produce it with `python -m cerepro.first_stage demo:validation tiny-splade-top20`")
+@case(
+    "smoke profile run alone before its first-stage run exists: `cerepro run train -p profile=smoke`",
+    Refused,
+    r"profile 'smoke' validates on the first-stage run 'tiny-splade-top20' of 'demo:validation', which does "
+    r"not exist yet: produce it with `python -m cerepro.retrieval.first_stage demo:validation tiny-splade-top20`",
+)
 def smoke_alone(tmp_path):
     cerepro("run", "train", "-p", "profile=smoke")
 
@@ -330,22 +431,34 @@ def read_only_runs(tmp_path: Path, *command: str) -> None:
     for folder in (runs / "smoke", runs):
         os.chmod(folder, 0o555)
     env = {**os.environ, "CEREPRO_RUNS": str(runs), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(without_root_override([sys.executable, "-m", "cerepro.cli", *command]), cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        without_root_override([sys.executable, "-m", "cerepro.cli", *command]),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.returncode == 2, done.stderr[-3000:]
     raise Refused(done.stderr.strip().split("cerepro: error: ", 1)[-1])
 
 
-@case("read-only runs folder: `cerepro grid smoke`", Refused,
-      r"runs/smoke: cannot write there \(Permission denied\); `cerepro grid` writes its lock and Snakemake its "
-      r"records in .*runs/smoke, even when every job is done: make it writable, or set CEREPRO_RUNS")
+@case(
+    "read-only runs folder: `cerepro grid smoke`",
+    Refused,
+    r"runs/smoke: cannot write there \(Permission denied\); `cerepro grid` writes its lock and Snakemake its "
+    r"records in .*runs/smoke, even when every job is done: make it writable, or set CEREPRO_RUNS",
+)
 def read_only_grid(tmp_path):
     read_only_runs(tmp_path, "grid", "smoke")
 
 
-@case("read-only runs folder: `cerepro run data`", Refused,
-      r"runs/adhoc: Permission denied; nothing was changed there: make it writable .*CEREPRO_RUNS")
+@case(
+    "read-only runs folder: `cerepro run data`",
+    Refused,
+    r"runs/adhoc: Permission denied; nothing was changed there: make it writable .*CEREPRO_RUNS",
+)
 def read_only_run(tmp_path):
     read_only_runs(tmp_path, "run", "data", "-p", "groups=2")
 
@@ -355,8 +468,8 @@ import resource, signal, sys
 from pathlib import Path
 import torch
 from accelerate import Accelerator
-from cerepro import models
-from cerepro.checkpoints import CheckpointError, save_checkpoint
+from cerepro.model import models
+from cerepro.training.checkpoints import CheckpointError, save_checkpoint
 from cerepro.config import load_config
 
 out = Path(sys.argv[1])
@@ -374,13 +487,21 @@ except CheckpointError as exc:
 """
 
 
-@case("file size limit (`ulimit -f`, 64 KiB) hit while a training checkpoint is written", CheckpointError,
-      r"checkpoints/\.step-0000003\.tmp/model\.safetensors: writing the checkpoint failed \(.*File too large.*\); "
-      r"the process's file size limit \(ulimit -f\) is 65,536 bytes: raise it")
+@case(
+    "file size limit (`ulimit -f`, 64 KiB) hit while a training checkpoint is written",
+    CheckpointError,
+    r"checkpoints/\.step-0000003\.tmp/model\.safetensors: writing the checkpoint failed \(.*File too large.*\); "
+    r"the process's file size limit \(ulimit -f\) is 65,536 bytes: raise it",
+)
 def checkpoint_size_limit(tmp_path):
-    done = subprocess.run([sys.executable, "-c", CHECKPOINT_UNDER_LIMIT, str(tmp_path / "run"), str(64 * 1024)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", CHECKPOINT_UNDER_LIMIT, str(tmp_path / "run"), str(64 * 1024)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-3000:]
     assert not list((tmp_path / "run" / "checkpoints").glob("*step-0000003*"))  # nothing half-written kept
     raise CheckpointError(done.stdout.strip())
@@ -432,7 +553,8 @@ def table(tmp_path_factory, monkeypatch) -> str:
         "named like a number (`007`) runs as that grid, a truncated first-stage shard is named and\n"
         "encoded again (`tests/test_honest_commands.py`), a grid rerun redoes a deleted run\n"
         "(`tests/test_grid_smoke.py`) and a book not built in this checkout (`tests/test_book.py`).\n\n"
-        + "\n".join(sections))
+        + "\n".join(sections)
+    )
 
 
 def test_the_books_table_is_this_modules(tmp_path_factory, monkeypatch):
@@ -441,7 +563,8 @@ def test_the_books_table_is_this_modules(tmp_path_factory, monkeypatch):
         TABLE.write_text(text, encoding="utf-8")
     assert TABLE.read_text(encoding="utf-8") == text, (
         f"{TABLE} is out of step with the messages: rewrite it with CEREPRO_WRITE_BAD_INPUTS=1 "
-        "pytest tests/test_bad_inputs.py")
+        "pytest tests/test_bad_inputs.py"
+    )
 
 
 # --- a UTF-8 byte-order mark is not part of the first id ------------------------------------------

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 import bad_inputs
+import pandas as pd
 from bad_inputs import case
+
 from cerepro.config import ParamsError, evaluation_settings, load_grid
-from cerepro.evaluate import ResultError, evaluate, load_results, save_result
+from cerepro.evaluation.evaluate import ResultError, evaluate, load_results, save_result
 
 RUN = pd.DataFrame([("q1", "d1", 2.0), ("q1", "d2", 1.0), ("q2", "d3", 1.0)], columns=["query_id", "doc_id", "score"])
 QRELS = pd.DataFrame([("q1", "d1", 1), ("q2", "d3", 1)], columns=["query_id", "doc_id", "relevance"])
 
 
-@case("a finished result's per_query.csv cut at a line's end (it still parses, with fewer queries)",
-      ResultError, r"per_query\.csv: \d+ bytes, but .*contract\.json records \d+ bytes \(6 rows\) and their "
-                   r"sha256: the file was cut or changed after it was saved; delete .* and evaluate again")
+@case(
+    "a finished result's per_query.csv cut at a line's end (it still parses, with fewer queries)",
+    ResultError,
+    r"per_query\.csv: \d+ bytes, but .*contract\.json records \d+ bytes \(6 rows\) and their "
+    r"sha256: the file was cut or changed after it was saved; delete .* and evaluate again",
+)
 def per_query_cut_at_a_line(tmp_path: Path):
     folder = save_result(evaluate(RUN, QRELS, dataset="toy", run_name="a"), tmp_path / "results" / "toy")
     table = folder / "per_query.csv"
@@ -29,9 +32,12 @@ def per_query_cut_at_a_line(tmp_path: Path):
     load_results(tmp_path / "results" / "*")
 
 
-@case("an ad hoc model evaluated under the run id of a grid's trained run (`-p model=... -p run_name=<run id>`)",
-      ParamsError, r"run_name: 'tiny-bert\.bce\.s\d+' names a run of grid 'demo', but model='org/name' is scored "
-                   r"ad hoc; give the evaluation a name of its own")
+@case(
+    "an ad hoc model evaluated under the run id of a grid's trained run (`-p model=... -p run_name=<run id>`)",
+    ParamsError,
+    r"run_name: 'tiny-bert\.bce\.s\d+' names a run of grid 'demo', but model='org/name' is scored "
+    r"ad hoc; give the evaluation a name of its own",
+)
 def ad_hoc_model_under_a_grid_run_id(tmp_path: Path):
     demo = load_grid("demo")
     evaluation_settings(demo, demo.runs[0].run_id, model="org/name")

@@ -7,13 +7,13 @@ import re
 import shutil
 from pathlib import Path
 
+import browser_check
 import pytest
 import yaml
-
-from cerepro import book, claims, provenance, tables, verdicts
-from cerepro.paths import project_root
-import browser_check
 from test_report import write_grid
+
+from cerepro.paths import project_root
+from cerepro.report import book, claims, provenance, tables, verdicts
 
 BOOK = project_root() / "book"
 RQ_PAGES = [f"rq/rq{i}" for i in range(1, 6)]
@@ -62,8 +62,15 @@ def smoke(tmp_path_factory):
         folder = _copy_book(tmp / "book")
         code = book.build_book(log=str(tmp / "build.log"), done=str(tmp / "DONE"), book=folder)
         results, index = tables.grid_results("demo"), provenance.run_index("demo")
-    return {"code": code, "book": folder, "html": folder / "_build" / "html", "log": tmp / "build.log",
-            "done": tmp / "DONE", "results": results, "index": index}
+    return {
+        "code": code,
+        "book": folder,
+        "html": folder / "_build" / "html",
+        "log": tmp / "build.log",
+        "done": tmp / "DONE",
+        "results": results,
+        "index": index,
+    }
 
 
 def _toc_pages() -> list[Path]:
@@ -118,9 +125,26 @@ def test_smoke_book_builds_from_a_synthetic_grid(smoke):
     assert smoke["code"] == 0, smoke["log"].read_text()[-3000:]
     assert smoke["done"].is_file()
     html = smoke["html"]
-    for page in ["intro", "setup/data", "setup/objectives", "setup/backbones", "setup/protocol", "metric-contract",
-                 "published", *RQ_PAGES, "scoreboard", "queries", "generated/run-index", "appendix/training", "appendix/compute",
-                 "appendix/first-stage-scale", "appendix/environment", "appendix/limits", "appendix/bad-inputs", "appendix/log"]:
+    for page in [
+        "intro",
+        "setup/data",
+        "setup/objectives",
+        "setup/backbones",
+        "setup/protocol",
+        "metric-contract",
+        "published",
+        *RQ_PAGES,
+        "scoreboard",
+        "queries",
+        "generated/run-index",
+        "appendix/training",
+        "appendix/compute",
+        "appendix/first-stage-scale",
+        "appendix/environment",
+        "appendix/limits",
+        "appendix/bad-inputs",
+        "appendix/log",
+    ]:
         assert (html / f"{page}.html").is_file(), page
     for page in ["intro", *RQ_PAGES, "scoreboard"]:
         text = (html / f"{page}.html").read_text()
@@ -230,12 +254,13 @@ def test_a_broken_cross_reference_fails_the_build(tmp_path, monkeypatch):
     assert "a-label-that-does-not-exist" in log and "no-such-page" in log
 
 
-def test_a_finished_grid_whose_book_is_not_built_in_this_checkout_has_its_book_job_redone(smoke, tmp_path,
-                                                                                          monkeypatch, capsys):
+def test_a_finished_grid_whose_book_is_not_built_in_this_checkout_has_its_book_job_redone(
+    smoke, tmp_path, monkeypatch, capsys
+):
     """`make report` (`cerepro grid demo --book`) after the grid finished, in a checkout whose book
     is not built: the book job's DONE (in runs/) does not stand for a book here, so it is redone."""
-    from cerepro import engine
     from cerepro.config import load_grid
+    from cerepro.grid import engine
 
     runs = tmp_path / "runs"
     write_grid(runs)

@@ -1,4 +1,4 @@
-"""cerepro.claims on a hand-made authors'-style table (three backbones x three objectives) whose
+"""cerepro.report.claims on a hand-made authors'-style table (three backbones x three objectives) whose
 every verdict and derived quantity is computed by hand below, then on the real authors' table."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import sys
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
-
-from cerepro import claims, figures, tables, vocab
-from cerepro.vocab import dataset_registry
 from figure_checks import overlapping_texts
+
+from cerepro import vocab
+from cerepro.report import claims, figures, tables
+from cerepro.vocab import dataset_registry
 
 COLUMNS = ["msmarco-dev-small", "trec-dl-2019", "trec-dl-2020", "beir-13", "lotte-search-5", "robust04"]
 # line 1 is the header; the rows below are lines 2 to 10
@@ -77,17 +78,26 @@ def test_the_papers_aggregates_are_derived_with_their_arithmetic(table):
     assert derived.loc[("deberta-v3-base", "distill-ranknet"), "in-domain"] == pytest.approx(1.85 / 3)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda rows, header: (rows, header[:-1]), "line 1: the header lacks ['robust04']"),
-    (lambda rows, header: (rows + [rows[0]], header), "line 11: (ettin-17m, bce) repeats line 2"),
-    (lambda rows, header: ([(*rows[0][:2], (0.3, "n/a", 0.4, 0.3, 0.3, 0.2))] + rows[1:], header),
-     "line 2, column trec-dl-2019: 'n/a' is not an nDCG@10"),
-    (lambda rows, header: (rows[:4] + [(*rows[4][:2], (0.45, 0.70, 0.60, 45, 0.45, 0.36))] + rows[5:], header),
-     "line 6, column beir-13: '45' is not an nDCG@10 between 0 and 1"),
-    (lambda rows, header: (rows[:-1], header), "not a full grid, it lacks (backbone, objective) "
-                                               "[('deberta-v3-base', 'distill-ranknet')]"),
-    (lambda rows, header: ([], header), "no rows under the header"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda rows, header: (rows, header[:-1]), "line 1: the header lacks ['robust04']"),
+        (lambda rows, header: (rows + [rows[0]], header), "line 11: (ettin-17m, bce) repeats line 2"),
+        (
+            lambda rows, header: ([(*rows[0][:2], (0.3, "n/a", 0.4, 0.3, 0.3, 0.2))] + rows[1:], header),
+            "line 2, column trec-dl-2019: 'n/a' is not an nDCG@10",
+        ),
+        (
+            lambda rows, header: (rows[:4] + [(*rows[4][:2], (0.45, 0.70, 0.60, 45, 0.45, 0.36))] + rows[5:], header),
+            "line 6, column beir-13: '45' is not an nDCG@10 between 0 and 1",
+        ),
+        (
+            lambda rows, header: (rows[:-1], header),
+            "not a full grid, it lacks (backbone, objective) [('deberta-v3-base', 'distill-ranknet')]",
+        ),
+        (lambda rows, header: ([], header), "no rows under the header"),
+    ],
+)
 def test_a_bad_table_is_refused_naming_file_line_and_column(tmp_path, edit, message):
     rows, header = edit(list(ROWS), ["backbone", "hf_id", "objective", *COLUMNS])
     path = write_table(tmp_path / "bad.csv", rows, header)
@@ -138,8 +148,9 @@ def test_objective_vs_scaling_by_hand(table):
     assert claim.numbers["scaling_gain"] == pytest.approx((1.66 / 3 - 0.40 + 1.82 / 3 - 0.50 + 1.85 / 3 - 0.45) / 3)
     assert (claim.numbers["smallest"], claim.numbers["largest"]) == ("ettin-17m", "deberta-v3-base")
     assert claim.verdict == claims.NOT_SUPPORTED and claim.support == "0 of 3"
-    assert claim.exceptions[0] == ("ettin-17m: infonce 0.5000 − bce 0.4000 = +0.1000, below the mean scaling gain "
-                                   "+0.1422, lines 2, 3")
+    assert claim.exceptions[0] == (
+        "ettin-17m: infonce 0.5000 − bce 0.4000 = +0.1000, below the mean scaling gain +0.1422, lines 2, 3"
+    )
     gains = claims.scaling_gains(table).set_index(["gain", "on"])
     assert gains.loc[("objective", "deberta-v3-base"), "arithmetic"] == "distill-ranknet 0.6167 − bce 0.5533 = +0.0633"
     assert gains.loc[("scaling", "bce"), "arithmetic"] == "deberta-v3-base 0.5533 − ettin-17m 0.4000 = +0.1533"
@@ -170,10 +181,14 @@ def test_consistent_choice_by_hand(table):
     assert (claim.numbers["consistent"], claim.numbers["cells"]) == (14, 18)
     assert (claim.numbers["most_often_best"], claim.numbers["times_best"]) == ("infonce", 13)
     assert [e.split(":")[0] for e in claim.exceptions] == [
-        "deberta-v3-base on trec-dl-2019", "bert-base on trec-dl-2020", "bert-base on lotte-search-5",
-        "deberta-v3-base on robust04"]
-    assert claim.exceptions[-1] == ("deberta-v3-base on robust04: best distill-ranknet 0.4400, best relative infonce "
-                                    "0.4000 (-0.0400), lines 9, 10")
+        "deberta-v3-base on trec-dl-2019",
+        "bert-base on trec-dl-2020",
+        "bert-base on lotte-search-5",
+        "deberta-v3-base on robust04",
+    ]
+    assert claim.exceptions[-1] == (
+        "deberta-v3-base on robust04: best distill-ranknet 0.4400, best relative infonce 0.4000 (-0.0400), lines 9, 10"
+    )
 
 
 def test_ranks_and_best_objectives_by_hand(table):
@@ -218,8 +233,9 @@ def test_the_authors_table_verdicts():
     assert found["objective-vs-scaling"].verdict == claims.NOT_SUPPORTED
     llm = found["llm-distillation"]
     assert llm.verdict == claims.NOT_SUPPORTED and llm.support == "14 of 18"
-    assert llm.exceptions[1].startswith("electra-base on trec-dl-2019: distill-ranknet 0.7699 vs infonce 0.7518 "
-                                        "(+0.0181, better)")
+    assert llm.exceptions[1].startswith(
+        "electra-base on trec-dl-2019: distill-ranknet 0.7699 vs infonce 0.7518 (+0.0181, better)"
+    )
     assert found["consistent-choice"].support == "50 of 54"
     # the in-domain mean of the table is the authors' own aggregate
     ettin = table.values.loc[("ettin-17m", "bce")]
@@ -233,8 +249,10 @@ def test_the_authors_table_lists_backbones_by_parameter_count():
 
 
 def test_claims_import_neither_torch_nor_the_report_modules():
-    code = ("import sys, cerepro.claims as c; c.audit(c.paper_table()); "
-            "print(sorted(m for m in ('torch', 'transformers', 'cerepro.tables', 'cerepro.figures', 'cerepro.verdicts', 'matplotlib') if m in sys.modules))")
+    code = (
+        "import sys, cerepro.report.claims as c; c.audit(c.paper_table()); "
+        "print(sorted(m for m in ('torch', 'transformers', 'cerepro.report.tables', 'cerepro.report.figures', 'cerepro.report.verdicts', 'matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -276,8 +294,7 @@ def test_the_overlap_check_sees_overlaps_and_only_them():
     ax.text(0.52, 0.52, "another label", transform=ax.transAxes)
     assert ("one label", "another label") in overlapping_texts(fig)
     fig, ax = plt.subplots(figsize=(4, 2))
-    ax.set_xticks(range(5), [f"backbone-{i} 100M" for i in range(5)], rotation=40, ha="right",
-                  rotation_mode="anchor")
+    ax.set_xticks(range(5), [f"backbone-{i} 100M" for i in range(5)], rotation=40, ha="right", rotation_mode="anchor")
     assert overlapping_texts(fig) == []  # rotated side by side: their boxes overlap, the text does not
     ax.set_xticks(range(5), [f"backbone-{i} 100M" for i in range(5)], rotation=0)
     assert overlapping_texts(fig)

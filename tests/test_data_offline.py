@@ -10,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-MSMARCO_COLLECTION = "".join(f"{i}\tpassage number {i} about {'paris flights' if i % 2 else 'boiling water'}\n"
-                             for i in range(10))
+MSMARCO_COLLECTION = "".join(
+    f"{i}\tpassage number {i} about {'paris flights' if i % 2 else 'boiling water'}\n" for i in range(10)
+)
 
 
 def place_msmarco(home: Path) -> Path:
@@ -31,8 +32,13 @@ def place_msmarco(home: Path) -> Path:
 
 
 def run_offline(code: str, home: Path, cache: Path) -> dict:
-    env = {**os.environ, "IR_DATASETS_HOME": str(home), "CEREPRO_CACHE": str(cache),
-           "IR_DATASETS_SKIP_DISK_FREE": "true", "TQDM_DISABLE": "1"}
+    env = {
+        **os.environ,
+        "IR_DATASETS_HOME": str(home),
+        "CEREPRO_CACHE": str(cache),
+        "IR_DATASETS_SKIP_DISK_FREE": "true",
+        "TQDM_DISABLE": "1",
+    }
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

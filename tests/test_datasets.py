@@ -14,22 +14,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from cerepro import bm25, downloads
-from cerepro.datasets import MissingTextError, load_candidates, load_collection
-from cerepro.trec import DataFormatError
-
 from test_data_offline import place_msmarco, run_offline
 
+from cerepro.data import bm25, downloads
+from cerepro.data.datasets import MissingTextError, load_candidates, load_collection
+from cerepro.data.trec import DataFormatError
+
 QUERIES = "q1\tcheap flights to paris\nq2\tboiling point of water\n"
-DOCS = ("d1\tcheap flights to paris from london\n"
-        "d2\tparis hotels and flights\n"
-        "d3\twater boils at one hundred degrees\n"
-        "d4\tthe boiling point of water at altitude\n"
-        "d5\tflights of stairs\n")
+DOCS = (
+    "d1\tcheap flights to paris from london\n"
+    "d2\tparis hotels and flights\n"
+    "d3\twater boils at one hundred degrees\n"
+    "d4\tthe boiling point of water at altitude\n"
+    "d5\tflights of stairs\n"
+)
 QRELS = "q1 0 d1 2\nq1 0 d2 1\nq2 0 d4 3\nq2 0 d3 2\nq2 0 d9 1\n"
-RUN = ("q1 Q0 d2 1 9.5 first\nq1 Q0 d1 2 9.5 first\nq1 Q0 d5 3 3.0 first\n"
-       "q2 Q0 d3 1 7.0 first\nq2 Q0 d4 2 8.0 first\n")
+RUN = "q1 Q0 d2 1 9.5 first\nq1 Q0 d1 2 9.5 first\nq1 Q0 d5 3 3.0 first\nq2 Q0 d3 1 7.0 first\nq2 Q0 d4 2 8.0 first\n"
 
 
 @pytest.fixture(autouse=True)
@@ -62,11 +62,17 @@ def test_local_folder_reads_queries_qrels_docs_and_runs(tmp_path):
 
 
 def test_beir_corpus_jsonl_puts_the_title_first(tmp_path):
-    corpus = "\n".join(json.dumps(r) for r in [
-        {"_id": "d1", "title": "Paris", "text": "cheap flights"},
-        {"_id": "d2", "text": "no title here"}])
-    folder = make_folder(tmp_path / "beir", docs_tsv=None, corpus_jsonl=corpus, qrels_txt="q1 0 d1 1\n",
-                         runs__first_trec="q1 Q0 d1 1 1.0 x\nq2 Q0 d2 1 1.0 x\n")
+    corpus = "\n".join(
+        json.dumps(r)
+        for r in [{"_id": "d1", "title": "Paris", "text": "cheap flights"}, {"_id": "d2", "text": "no title here"}]
+    )
+    folder = make_folder(
+        tmp_path / "beir",
+        docs_tsv=None,
+        corpus_jsonl=corpus,
+        qrels_txt="q1 0 d1 1\n",
+        runs__first_trec="q1 Q0 d1 1 1.0 x\nq2 Q0 d2 1 1.0 x\n",
+    )
     c = load_collection(f"local:{folder}")
     assert c.doc_text(["d1", "d2"]) == ["Paris cheap flights", "no title here"]
 
@@ -76,8 +82,12 @@ def test_run_candidates_sorted_by_score_ties_by_file_rank_and_cut_at_depth(tmp_p
     run = load_candidates(f"local:{folder}", "run:first", depth=2)
     assert list(run.columns) == ["query_id", "doc_id", "score", "rank"]
     # q1: d2 and d1 tie at 9.5 (file order kept), d5 falls below depth 2; q2: 8.0 before 7.0
-    assert run.values.tolist() == [["q1", "d2", 9.5, 1], ["q1", "d1", 9.5, 2],
-                                   ["q2", "d4", 8.0, 1], ["q2", "d3", 7.0, 2]]
+    assert run.values.tolist() == [
+        ["q1", "d2", 9.5, 1],
+        ["q1", "d1", 9.5, 2],
+        ["q2", "d4", 8.0, 1],
+        ["q2", "d3", 7.0, 2],
+    ]
     assert run.attrs["missing_text"] == 0
     by_path = load_candidates(f"local:{folder}", f"run:{folder / 'runs' / 'first.trec'}", depth=1)
     assert by_path["doc_id"].tolist() == ["d2", "d4"]
@@ -131,26 +141,53 @@ def test_a_damaged_bm25_index_is_built_again(tmp_path, caplog, damage):
 # --- each bad input fails with file, line and what was expected -----------------------------
 
 
-@pytest.mark.parametrize("files, action, message", [
-    ({"queries_tsv": "q1\tcheap flights\nq2\n"}, "queries",
-     r"queries.tsv:2: expected 2 tab-separated columns \(query id, text\), found 1"),
-    ({"queries_tsv": "q1\ta\nq2\tb\nq1\tc\n"}, "queries",
-     r"queries.tsv:3: duplicate query id 'q1' \(first on line 1\)"),
-    ({"docs_tsv": "d1\tx\nd1\ty\n"}, "docs", r"docs.tsv:2: duplicate doc id 'd1' \(first on line 1\)"),
-    ({"qrels_txt": "q1 0 d1 2\nq3 0 d1 1\n"}, "qrels",
-     r"qrels.txt:2: qrels for query 'q3', which is not in the queries file; 1 such queries: \['q3'\]"),
-    ({"qrels_txt": "q1 0 d1 high\n"}, "qrels", r"qrels.txt:1: relevance must be an integer, found 'high'"),
-    ({"qrels_txt": "q1 0 d1\n"}, "qrels",
-     r"qrels.txt:1: expected 4 whitespace-separated columns \(query id, iteration, doc id, relevance\), found 3"),
-    ({"runs__first_trec": "q1 Q0 d1 1 9.0 r\nq2 Q0 d3 1 abc r\n"}, "run",
-     r"first.trec:2: score must be a number, found 'abc'"),
-    ({"runs__first_trec": "q1 Q0 d1 1 9.0 r\nq2 Q0 d3 1 7.0\n"}, "run",
-     r"first.trec:2: expected 6 whitespace-separated columns \(query id, Q0, doc id, rank, score, run tag\), found 5"),
-    ({"runs__first_trec": "q1 Q0 d1 1 9.0 r\nq1 Q0 d1 2 8.0 r\nq2 Q0 d3 1 7.0 r\n"}, "run",
-     r"first.trec:2: doc 'd1' appears twice for query 'q1' \(first on line 1\)"),
-    ({"runs__first_trec": "q1 Q0 d1 1 9.0 r\n"}, "run",
-     r"first.trec: empty run for 1 of 2 queries of local:.*, e.g. query 'q2' \('boiling point of water'\)"),
-])
+@pytest.mark.parametrize(
+    "files, action, message",
+    [
+        (
+            {"queries_tsv": "q1\tcheap flights\nq2\n"},
+            "queries",
+            r"queries.tsv:2: expected 2 tab-separated columns \(query id, text\), found 1",
+        ),
+        (
+            {"queries_tsv": "q1\ta\nq2\tb\nq1\tc\n"},
+            "queries",
+            r"queries.tsv:3: duplicate query id 'q1' \(first on line 1\)",
+        ),
+        ({"docs_tsv": "d1\tx\nd1\ty\n"}, "docs", r"docs.tsv:2: duplicate doc id 'd1' \(first on line 1\)"),
+        (
+            {"qrels_txt": "q1 0 d1 2\nq3 0 d1 1\n"},
+            "qrels",
+            r"qrels.txt:2: qrels for query 'q3', which is not in the queries file; 1 such queries: \['q3'\]",
+        ),
+        ({"qrels_txt": "q1 0 d1 high\n"}, "qrels", r"qrels.txt:1: relevance must be an integer, found 'high'"),
+        (
+            {"qrels_txt": "q1 0 d1\n"},
+            "qrels",
+            r"qrels.txt:1: expected 4 whitespace-separated columns \(query id, iteration, doc id, relevance\), found 3",
+        ),
+        (
+            {"runs__first_trec": "q1 Q0 d1 1 9.0 r\nq2 Q0 d3 1 abc r\n"},
+            "run",
+            r"first.trec:2: score must be a number, found 'abc'",
+        ),
+        (
+            {"runs__first_trec": "q1 Q0 d1 1 9.0 r\nq2 Q0 d3 1 7.0\n"},
+            "run",
+            r"first.trec:2: expected 6 whitespace-separated columns \(query id, Q0, doc id, rank, score, run tag\), found 5",
+        ),
+        (
+            {"runs__first_trec": "q1 Q0 d1 1 9.0 r\nq1 Q0 d1 2 8.0 r\nq2 Q0 d3 1 7.0 r\n"},
+            "run",
+            r"first.trec:2: doc 'd1' appears twice for query 'q1' \(first on line 1\)",
+        ),
+        (
+            {"runs__first_trec": "q1 Q0 d1 1 9.0 r\n"},
+            "run",
+            r"first.trec: empty run for 1 of 2 queries of local:.*, e.g. query 'q2' \('boiling point of water'\)",
+        ),
+    ],
+)
 def test_bad_input_names_file_line_and_expectation(tmp_path, files, action, message):
     folder = make_folder(tmp_path / "bad", **files)
     c = load_collection(f"local:{folder}")
@@ -178,9 +215,12 @@ def test_unknown_ids_and_sources_are_named(tmp_path):
 # --- external files: the cache is used offline, md5 is checked, downloads are atomic ---------
 
 
-def _register_tiny(monkeypatch, tmp_path, text: bytes, *, md5: str | None = None, url: str = "http://offline.invalid/x"):
-    entry = dataclasses.replace(downloads.REGISTRY["hofstaetter-t2-teacher"], url=url,
-                                md5=md5 or hashlib.md5(text).hexdigest())
+def _register_tiny(
+    monkeypatch, tmp_path, text: bytes, *, md5: str | None = None, url: str = "http://offline.invalid/x"
+):
+    entry = dataclasses.replace(
+        downloads.REGISTRY["hofstaetter-t2-teacher"], url=url, md5=md5 or hashlib.md5(text).hexdigest()
+    )
     monkeypatch.setitem(downloads.REGISTRY, entry.name, entry)
     return entry
 
@@ -225,21 +265,27 @@ def test_a_download_is_checked_and_written_atomically(tmp_path, monkeypatch):
 
 # --- ir_datasets, offline: tiny files at the paths ir_datasets 0.6.3 reads -----------------
 
+
 def test_ir_datasets_collection_and_candidates_from_preplaced_files(tmp_path):
     home = tmp_path / "irds"
     place_msmarco(home)
     first_stage = tmp_path / "cache" / "first-stage" / "msmarco-passage/trec-dl-2019/judged"
     first_stage.mkdir(parents=True)
     (first_stage / "splade-v3.trec").write_text(
-        "100 Q0 3 1 20.0 splade\n100 Q0 1 2 19.0 splade\n200 Q0 4 1 9.0 splade\n300 Q0 5 1 1.0 splade\n")
-    out = run_offline("""
+        "100 Q0 3 1 20.0 splade\n100 Q0 1 2 19.0 splade\n200 Q0 4 1 9.0 splade\n300 Q0 5 1 1.0 splade\n"
+    )
+    out = run_offline(
+        """
 import json
-from cerepro.datasets import load_collection, load_candidates
+from cerepro.data.datasets import load_collection, load_candidates
 c = load_collection("msmarco-passage/trec-dl-2019/judged")
 runs = {s: load_candidates(c.id, s, depth=2).values.tolist() for s in ("scoreddocs", "run:splade-v3", "bm25")}
 print(json.dumps({"queries": c.queries, "qrels": c.qrels.values.tolist(), "texts": c.doc_text(["4", "1"]),
                   "runs": runs, "names": c.run_names()}))
-""", home, tmp_path / "cache")
+""",
+        home,
+        tmp_path / "cache",
+    )
     # /judged keeps the queries with qrels: 300 is dropped from queries and candidates alike
     assert out["queries"] == {"100": "paris flights", "200": "boiling water"}
     assert out["qrels"] == [["100", "1", 3], ["100", "2", 0], ["200", "4", 2], ["200", "11", 1]]
@@ -257,18 +303,27 @@ def test_document_text_drops_titles_where_the_authors_pipeline_did():
     from ir_datasets.datasets.beir import BeirCordDoc, BeirSciDoc, BeirTitleDoc, BeirToucheDoc
     from ir_datasets.formats import GenericDoc
 
-    from cerepro.datasets import document_text, load_collection
+    from cerepro.data.datasets import document_text, load_collection
 
     touche = BeirToucheDoc("t1", "Argument body.", "Debate title", "PRO", "http://x")
     scidoc = BeirSciDoc("s1", "An abstract.", "A paper", [], 2020, [], [])
     cord = BeirCordDoc("c1", "The abstract.", "The title", "http://y", "123")
     plain = BeirTitleDoc("a1", "Body text.", "Title")
     generic = GenericDoc("p1", "A passage.")
-    assert [document_text(d, "datamaestro") for d in (touche, scidoc, cord, plain, generic)] == \
-        ["Argument body.", "An abstract.", "The abstract. The title", "Title Body text.", "A passage."]
-    assert [document_text(d, "ir-datasets") for d in (touche, scidoc, cord, plain, generic)] == \
-        ["Debate title Argument body.", "A paper An abstract.", "The title The abstract.",
-         "Title Body text.", "A passage."]
+    assert [document_text(d, "datamaestro") for d in (touche, scidoc, cord, plain, generic)] == [
+        "Argument body.",
+        "An abstract.",
+        "The abstract. The title",
+        "Title Body text.",
+        "A passage.",
+    ]
+    assert [document_text(d, "ir-datasets") for d in (touche, scidoc, cord, plain, generic)] == [
+        "Debate title Argument body.",
+        "A paper An abstract.",
+        "The title The abstract.",
+        "Title Body text.",
+        "A passage.",
+    ]
     with pytest.raises(ValueError, match=r"document_text must be one of \('datamaestro', 'ir-datasets'\)"):
         document_text(plain, "titles")
     # the rule reaches the collection's passage store (loaded lazily: nothing is read here)

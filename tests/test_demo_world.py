@@ -14,9 +14,9 @@ import pytest
 from bm25s.stopwords import STOPWORDS_EN
 from ir_measures import nDCG
 
-from cerepro import demo_world
-from cerepro.datasets import load_candidates, load_collection
-from cerepro.training_data import training_source
+from cerepro.data import demo_world
+from cerepro.data.datasets import load_candidates, load_collection
+from cerepro.data.training_data import training_source
 
 SPLITS = ("validation", "in-domain", "out-of-domain")
 
@@ -41,8 +41,16 @@ def digest(folder: Path) -> str:
 def test_same_seed_gives_a_byte_identical_folder(world, tmp_path):
     again = demo_world.generate(tmp_path / "again", seed=demo_world.DEFAULT_SEED)
     assert digest(again) == digest(world)
-    small = demo_world.Sizes(passages=300, ood_passages=150, concepts=30, ood_concepts=20,
-                             train_queries=20, validation_queries=5, test_queries=5, llm_queries=5)
+    small = demo_world.Sizes(
+        passages=300,
+        ood_passages=150,
+        concepts=30,
+        ood_concepts=20,
+        train_queries=20,
+        validation_queries=5,
+        test_queries=5,
+        llm_queries=5,
+    )
     one = demo_world.generate(tmp_path / "one", seed=1, sizes=small)
     assert digest(one) != digest(demo_world.generate(tmp_path / "two", seed=2, sizes=small))
 
@@ -54,8 +62,12 @@ def test_bm25_is_clearly_between_random_and_the_oracle(world):
         grades = c.qrels.set_index(["query_id", "doc_id"])["relevance"]
         oracle = run.assign(score=[grades.get(k, 0) for k in zip(run.query_id, run.doc_id)])
         rng = np.random.default_rng(0)
-        random = np.mean([ir_measures.calc_aggregate([nDCG @ 10], c.qrels, run.assign(score=rng.random(len(run))))[nDCG @ 10]
-                          for _ in range(10)])
+        random = np.mean(
+            [
+                ir_measures.calc_aggregate([nDCG @ 10], c.qrels, run.assign(score=rng.random(len(run))))[nDCG @ 10]
+                for _ in range(10)
+            ]
+        )
         bm25 = ir_measures.calc_aggregate([nDCG @ 10], c.qrels, run)[nDCG @ 10]
         best = ir_measures.calc_aggregate([nDCG @ 10], c.qrels, oracle)[nDCG @ 10]
         assert random + 0.1 < bm25 < best - 0.25, (split, random, bm25, best)
@@ -64,8 +76,10 @@ def test_bm25_is_clearly_between_random_and_the_oracle(world):
 def test_the_bm25_run_on_disk_is_what_load_candidates_computes(world):
     on_disk = load_candidates("demo:in-domain", "run:bm25", 50)
     computed = load_candidates("demo:in-domain", "bm25", 50)
-    pd.testing.assert_frame_equal(on_disk.sort_values(["query_id", "rank"]).reset_index(drop=True),
-                                  computed.sort_values(["query_id", "rank"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        on_disk.sort_values(["query_id", "rank"]).reset_index(drop=True),
+        computed.sort_values(["query_id", "rank"]).reset_index(drop=True),
+    )
 
 
 def test_every_split_reads_through_the_local_folder_code(world):
@@ -83,8 +97,7 @@ def test_every_split_reads_through_the_local_folder_code(world):
     assert inside == load_collection("demo:validation").doc_text(["p00001"])
 
 
-@pytest.mark.parametrize("kind, size", [("triples", 2), ("teacher-pairs", 2), ("hard-negatives", 8),
-                                        ("llm-lists", 50)])
+@pytest.mark.parametrize("kind, size", [("triples", 2), ("teacher-pairs", 2), ("hard-negatives", 8), ("llm-lists", 50)])
 def test_all_training_sources_read_the_demo_files(world, kind, size):
     groups = list(itertools.islice(training_source(kind, "demo", seed=0, group_size=size), 64))
     assert all(len(g.passages) == size and all(g.passages) and g.query for g in groups)

@@ -54,7 +54,7 @@ def undeclared(paths, allowed: set[str]) -> dict[str, set[str]]:
 
 
 def test_the_package_and_notebooks_import_only_pinned_dependencies():
-    # sentence-transformers and its model ship in dev only: cerepro.models imports them lazily
+    # sentence-transformers and its model ship in dev only: cerepro.model.models imports them lazily
     # for the optional CrossEncoder check, which tests run
     paths = sorted((ROOT / "cerepro").glob("*.py")) + sorted((ROOT / "notebooks").glob("*.py"))
     assert undeclared(paths, declared("dev")) == {}
@@ -68,7 +68,12 @@ def test_benchmarks_import_only_what_the_dev_and_benchmarks_extras_install():
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")))
 def test_each_benchmark_answers_help(script):
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "usage:" in out.stdout

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cerepro import engine
 from cerepro.cli import main
 from cerepro.config import ParamsError, evaluation_settings, load_grid
-from cerepro.runner import RunnerError, declared_parameters, run_notebook
+from cerepro.grid import engine
+from cerepro.grid.runner import RunnerError, declared_parameters, run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +37,9 @@ def test_paper_grid_dry_run_with_slurm_profile_lists_162_training_jobs_and_their
     assert counts["first_stage_encode"] == "33" and counts["first_stage_index"] == "33"
 
     def jobs(rule):  # {output: resources} of a rule's jobs
-        found = re.findall(rf"rule {rule}:\n(?:\s+input: [^\n]+\n)?\s+output: ([^\n]+)\n.*?resources: ([^\n]+)",
-                           text, flags=re.S)
+        found = re.findall(
+            rf"rule {rule}:\n(?:\s+input: [^\n]+\n)?\s+output: ([^\n]+)\n.*?resources: ([^\n]+)", text, flags=re.S
+        )
         return {out: dict(kv.split("=", 1) for kv in res.split(", ")) for out, res in found}
 
     encode, index, search = jobs("first_stage_encode"), jobs("first_stage_index"), jobs("first_stage_run")
@@ -51,8 +52,11 @@ def test_paper_grid_dry_run_with_slurm_profile_lists_162_training_jobs_and_their
     assert int(marco["cpus_per_task"]) >= int(nano["cpus_per_task"]) == 1
     marco_index = index["first-stage-corpora/msmarco-passage.splade-v3-distilbert/DONE"]
     fever_index = index["first-stage-corpora/beir~fever.splade-v3-distilbert/DONE"]
-    assert int(marco_index["mem_mb"]) > int(fever_index["mem_mb"]) > int(
-        index["first-stage-corpora/nano-beir~fever.splade-v3-distilbert/DONE"]["mem_mb"])
+    assert (
+        int(marco_index["mem_mb"])
+        > int(fever_index["mem_mb"])
+        > int(index["first-stage-corpora/nano-beir~fever.splade-v3-distilbert/DONE"]["mem_mb"])
+    )
     # FEVER and Climate-FEVER are two passage sets in ir_datasets: each is encoded
     assert "first-stage-corpora/beir~climate-fever.splade-v3-distilbert/encoded/DONE" in encode
     # every training job reads the data job's files and the 13 validation runs, never fetches them
@@ -103,8 +107,11 @@ def test_plan_prints_the_tables_settings_per_backbone_and_costs_full_fp32(capsys
     p = engine.plan("paper")
     # the table's runs trained in "32-true" with no TF32 (xpm-torch before 19 Feb 2026): full fp32,
     # planned at the fp32 peak; the DeBERTa rows (the authors' bf16 rerun) at the bf16 one
-    for prefix, precision in (("ettin-17m.bce", "fp32"), ("bert-base.bce", "fp32"),
-                              ("deberta-v3-base.bce", "bf16-mixed")):
+    for prefix, precision in (
+        ("ettin-17m.bce", "fp32"),
+        ("bert-base.bce", "fp32"),
+        ("deberta-v3-base.bce", "bf16-mixed"),
+    ):
         row = next(r for r in p["runs"] if r["run_id"].startswith(prefix))
         assert row["precision"] == precision and row["peak_tflops"] == engine.PLAN_PEAK_TFLOPS[precision]
     # what full fp32 costs more than TF32: the ratio of the two peaks, run by run
@@ -121,12 +128,15 @@ def test_plan_prints_the_tables_settings_per_backbone_and_costs_full_fp32(capsys
         assert (row["selection"], row["early stop"]) == ("RR@10 best-so-far @ top-100", "10000 steps")
         assert row["data"] == "file order, infonce per-positive"
     assert settings["minilm-l12"]["lower case"] == "yes" and settings["bert-base"]["lower case"] == "-"
-    assert (settings["deberta-v3-base"]["precision"], settings["deberta-v3-base"]["selection"]) == \
-        ("bf16-mixed", "nDCG best-so-far @ top-100")
+    assert (settings["deberta-v3-base"]["precision"], settings["deberta-v3-base"]["selection"]) == (
+        "bf16-mixed",
+        "nDCG best-so-far @ top-100",
+    )
     assert (settings["minilm-l12"]["lr"], settings["minilm-l12"]["batch_size"]) == (7e-6, 64)
     assert "infonce 4x8" in settings["bert-base"]["per step"]
-    assert sum(row["GPU-h"] for row in p["settings"]) == pytest.approx(p["total_gpu_h"] - sum(
-        f["encode_gpu_h"] for f in p["first_stage"]), abs=0.5)
+    assert sum(row["GPU-h"] for row in p["settings"]) == pytest.approx(
+        p["total_gpu_h"] - sum(f["encode_gpu_h"] for f in p["first_stage"]), abs=0.5
+    )
     assert main(["plan", "paper"]) == 0
     out = capsys.readouterr().out
     assert "effective settings per backbone" in out and "66.9 TFLOP/s in fp32" in out
@@ -141,8 +151,10 @@ def test_plan_prints_the_tables_settings_per_backbone_and_costs_full_fp32(capsys
     # the authors' later code: whole query, passages to the model's positions, nDCG, TF32
     later = {row["backbone"]: row for row in engine.plan("authors-head")["settings"]}
     assert (later["bert-base"]["precision"], later["bert-base"]["truncation"]) == ("tf32", "passage")
-    assert (later["bert-base"]["query / passage max"], later["bert-base"]["selection"]) == \
-        ("- / -", "nDCG best-so-far @ top-100")
+    assert (later["bert-base"]["query / passage max"], later["bert-base"]["selection"]) == (
+        "- / -",
+        "nDCG best-so-far @ top-100",
+    )
     assert later["ettin-17m"]["early stop"] == "off"
 
 
@@ -166,11 +178,21 @@ def test_an_evaluation_job_passes_the_runs_identity_and_the_notebook_reads_the_r
     assert settings == job.settings
     assert settings.model.endswith(f"demo/{run.run_id}/train/model")
     assert (settings.datasets, settings.first_stage, settings.depth, settings.max_length, settings.truncation) == (
-        run.eval_datasets, run.first_stage, run.candidate_depth, run.max_length, run.truncation)
+        run.eval_datasets,
+        run.first_stage,
+        run.candidate_depth,
+        run.max_length,
+        run.truncation,
+    )
     first = evaluation_settings(demo, "first-stage")
     assert (first.model, first.precision, first.datasets) == ("", "fp32", run.eval_datasets)
-    adhoc = evaluation_settings(demo, "mine", model="org/name", revision="abc",
-                                overrides={"candidate_depth": 10, "eval_datasets": ["demo:in-domain"]})
+    adhoc = evaluation_settings(
+        demo,
+        "mine",
+        model="org/name",
+        revision="abc",
+        overrides={"candidate_depth": 10, "eval_datasets": ["demo:in-domain"]},
+    )
     assert (adhoc.model, adhoc.revision, adhoc.depth, adhoc.datasets) == ("org/name", "abc", 10, ("demo:in-domain",))
     with pytest.raises(ParamsError, match="the evaluation's overrides: unknown key 'depth'"):
         evaluation_settings(demo, "first-stage", overrides={"depth": 10})
@@ -184,8 +206,11 @@ def test_an_ad_hoc_model_is_never_labelled_as_the_first_stage_or_a_grid_run():
     assert evaluation_settings(demo, "first-stage", model="my models/a").run_id == "my_models/a"
     assert evaluation_settings(demo, "mine", model="org/name").run_id == "mine"
     assert evaluation_settings(demo, "first-stage").run_id == "first-stage"
-    with pytest.raises(ParamsError, match=rf"run_name: '{demo.runs[0].run_id}' names a run of grid 'demo', "
-                                          r"but model='org/name' is scored ad hoc"):
+    with pytest.raises(
+        ParamsError,
+        match=rf"run_name: '{demo.runs[0].run_id}' names a run of grid 'demo', "
+        r"but model='org/name' is scored ad hoc",
+    ):
         evaluation_settings(demo, demo.runs[0].run_id, model="org/name")
 
 
@@ -211,7 +236,8 @@ def test_unknown_grid_axis_value_fails_before_any_job(tmp_path, monkeypatch, cap
     params = tmp_path / "params"
     subprocess.run(["cp", "-r", str(ROOT / "params"), str(params)], check=True)
     (params / "grids" / "bad.yaml").write_text(
-        "profile: smoke\nbackbones: [tiny-bert, tiny-gpt]\nobjectives: [bce]\nseeds: 1\n")
+        "profile: smoke\nbackbones: [tiny-bert, tiny-gpt]\nobjectives: [bce]\nseeds: 1\n"
+    )
     monkeypatch.setenv("CEREPRO_PARAMS", str(params))
     assert main(["grid", "bad"]) == 2
     assert "unknown backbone 'tiny-gpt'" in capsys.readouterr().err
@@ -250,23 +276,30 @@ def test_finished_runs_whose_profile_changed_are_named_and_rerun_on_request(tmp_
     shutil.copytree(ROOT / "params", params)
     monkeypatch.setenv("CEREPRO_PARAMS", str(params))
     (params / "grids" / "mini.yaml").write_text(
-        "name: mini\nprofile: demo\nbackbones: [tiny-bert]\nobjectives: [bce, hinge]\nseeds: 1\n")
+        "name: mini\nprofile: demo\nbackbones: [tiny-bert]\nobjectives: [bce, hinge]\nseeds: 1\n"
+    )
     grid = load_grid("mini")
     bce, hinge = (r.run_id for r in grid.runs)
     bce_folder, hinge_folder = finished_like(grid, bce), finished_like(grid, hinge)
     assert engine.changed_runs(grid) == []
 
     profile = params / "profiles" / "demo.yaml"
-    profile.write_text(profile.read_text().replace("max_steps: 300", "max_steps: 400")
-                       .replace("log_every: 10", "log_every: 20"))  # logging alone changes nothing
+    profile.write_text(
+        profile.read_text().replace("max_steps: 300", "max_steps: 400").replace("log_every: 10", "log_every: 20")
+    )  # logging alone changes nothing
     with (params / "profiles" / "demo.yaml").open("a") as f:
         f.write("lr: 0.0005\n")
     assert main(["plan", "mini"]) == 0
     out = capsys.readouterr().out
-    assert "finished runs whose params changed since they ran (2; kept as they are, " \
-           "`cerepro grid mini --rerun-changed` reruns them):" in out
-    assert re.search(rf"  {re.escape(bce)} \(retrain and evaluate\): lr: .* -> 0\.0005; "
-                     r"max_steps: 300 -> 400\n", out)
+    assert (
+        "finished runs whose params changed since they ran (2; kept as they are, "
+        "`cerepro grid mini --rerun-changed` reruns them):" in out
+    )
+    assert re.search(
+        rf"  {re.escape(bce)} \(retrain and evaluate\): lr: .* -> 0\.0005; "
+        r"max_steps: 300 -> 400\n",
+        out,
+    )
     assert "log_every" not in out
 
     grid = load_grid("mini")
@@ -284,7 +317,8 @@ def test_a_changed_evaluation_setting_reruns_only_the_evaluation(tmp_path, monke
     shutil.copytree(ROOT / "params", params)
     monkeypatch.setenv("CEREPRO_PARAMS", str(params))
     (params / "grids" / "mini.yaml").write_text(
-        "name: mini\nprofile: demo\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 1\n")
+        "name: mini\nprofile: demo\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 1\n"
+    )
     grid = load_grid("mini")
     folder = finished_like(grid, grid.runs[0].run_id)
     profile = params / "profiles" / "demo.yaml"

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import pytrec_eval
 
-from cerepro.evaluate import (
+from cerepro.evaluation.evaluate import (
     ResultError,
     aggregate_table,
     evaluate,
@@ -82,7 +82,9 @@ def test_judged_only_drops_unjudged_documents_like_trec_eval_J():
     result = evaluate(RUN, QRELS, dataset="toy", run_name="hand", judged_only=True)
     assert values(result, "nDCG@10")["q2"] == pytest.approx(1 / math.log2(3))  # d5 d4
     assert values(result, "RR@10")["q2"] == pytest.approx(1 / 2)
-    evaluator = pytrec_eval.RelevanceEvaluator(_dict(QRELS, "relevance"), {"ndcg_cut_10", "map"}, judged_docs_only_flag=1)
+    evaluator = pytrec_eval.RelevanceEvaluator(
+        _dict(QRELS, "relevance"), {"ndcg_cut_10", "map"}, judged_docs_only_flag=1
+    )
     direct = evaluator.evaluate(_dict(RUN, "score"))
     assert values(result, "nDCG@10") == pytest.approx({q: v["ndcg_cut_10"] for q, v in direct.items()}, abs=1e-12)
     assert values(result, "AP") == pytest.approx({q: v["map"] for q, v in direct.items()}, abs=1e-12)
@@ -91,8 +93,15 @@ def test_judged_only_drops_unjudged_documents_like_trec_eval_J():
 # --- exactness on generated fixtures ----------------------------------------------------------
 
 MEASURES = ["nDCG@10", "RR@10", "AP", "nDCG", "RR", "P@5", "R@20", "AP@10", "Success@3"]
-PYTREC = {"nDCG@10": "ndcg_cut_10", "AP": "map", "nDCG": "ndcg", "RR": "recip_rank", "P@5": "P_5",
-          "R@20": "recall_20", "AP@10": "map_cut_10"}
+PYTREC = {
+    "nDCG@10": "ndcg_cut_10",
+    "AP": "map",
+    "nDCG": "ndcg",
+    "RR": "recip_rank",
+    "P@5": "P_5",
+    "R@20": "recall_20",
+    "AP@10": "map_cut_10",
+}
 
 
 def generated(seed, n_queries=40, n_docs=60, ties=False):
@@ -130,7 +139,10 @@ def test_every_measure_equals_ir_measures_called_directly(seed, rel):
     result = evaluate(run, qrels, MEASURES, dataset="toy", run_name="gen", rel_threshold=rel)
     for name, passed in result.contract["measures"].items():
         measure = ir_measures.parse_measure(passed)
-        direct = {m.query_id: m.value for m in ir_measures.iter_calc([measure], _dict(qrels, "relevance"), _dict(run, "score"))}
+        direct = {
+            m.query_id: m.value
+            for m in ir_measures.iter_calc([measure], _dict(qrels, "relevance"), _dict(run, "score"))
+        }
         assert values(result, name) == pytest.approx(direct, abs=1e-12), name
         aggregate = ir_measures.calc_aggregate([measure], _dict(qrels, "relevance"), _dict(run, "score"))[measure]
         assert result.mean(name) == pytest.approx(aggregate, abs=1e-12), name
@@ -192,7 +204,10 @@ def test_missing_queries_zero_skip_or_error():
 
 def test_contract_records_how_the_numbers_were_made():
     result = evaluate(
-        RUN, QRELS, dataset="toy", run_name="hand",
+        RUN,
+        QRELS,
+        dataset="toy",
+        run_name="hand",
         contract_extra={"first_stage": "splade-v3", "qrels_source": "ir_datasets:toy", "note": "x"},
     )
     contract = result.contract
@@ -251,10 +266,16 @@ def test_a_saved_result_that_differs_from_its_contract_is_refused(tmp_path, dama
     if damage == "removed":
         path.unlink()
     else:
-        path.write_text("".join(lines[:-2]) if damage.startswith("cut") else
-                        "".join(lines).replace(",q1,nDCG@10,", ",q1,nDCG@10,1", 1))
-    with pytest.raises(ResultError, match=rf"{path}: .*records \d+ bytes \({len(lines) - 1} rows\).*"
-                                          r"delete .* and evaluate again"):
+        path.write_text(
+            "".join(lines[:-2])
+            if damage.startswith("cut")
+            else "".join(lines).replace(",q1,nDCG@10,", ",q1,nDCG@10,1", 1)
+        )
+    with pytest.raises(
+        ResultError,
+        match=rf"{path}: .*records \d+ bytes \({len(lines) - 1} rows\).*"
+        r"delete .* and evaluate again",
+    ):
         load_results(tmp_path / "*")
 
 
@@ -285,8 +306,10 @@ def test_a_run_whose_scores_are_all_tied_is_said_to_be_ordered_by_doc_id():
 def test_queries_shorter_than_the_candidate_depth_are_counted_and_said():
     result = evaluate(RUN[RUN["doc_id"] != "d6"], QRELS, dataset="toy", run_name="a", candidate_depth=3)
     assert (result.contract["queries_shorter_than_depth"], result.contract["requested_depth"]) == (1, 3)
-    assert any("1 of 2 queries have fewer than the 3 candidates asked for (shortest: 2)" in w
-               for w in result.contract["warnings"])
+    assert any(
+        "1 of 2 queries have fewer than the 3 candidates asked for (shortest: 2)" in w
+        for w in result.contract["warnings"]
+    )
     assert evaluate(RUN, QRELS, dataset="toy", run_name="a", candidate_depth=3).contract["warnings"] == []
 
 
@@ -298,18 +321,27 @@ def test_queries_judged_all_zero_count_as_zero_in_the_means_and_are_said():
     assert result.contract["queries_judged_all_zero"] == 1
     assert values(result, "nDCG@10")["q3"] == 0.0
     assert result.mean("nDCG@10") == pytest.approx((NDCG_Q1 + NDCG_Q2) / 3, abs=1e-12)
-    assert any("1 of 3 judged queries have only grade-0 judgements: every measure is 0 for them "
-               "and they count in the means" in w for w in result.contract["warnings"])
+    assert any(
+        "1 of 3 judged queries have only grade-0 judgements: every measure is 0 for them "
+        "and they count in the means" in w
+        for w in result.contract["warnings"]
+    )
 
 
 def test_facts_from_the_collection_become_warnings():
-    extra = {"judged_docs_absent": 2, "judged_docs_absent_examples": ["d8", "d9"],
-             "empty_queries": 1, "empty_queries_examples": ["q2"], "empty_passages": 0}
+    extra = {
+        "judged_docs_absent": 2,
+        "judged_docs_absent_examples": ["d8", "d9"],
+        "empty_queries": 1,
+        "empty_queries_examples": ["q2"],
+        "empty_passages": 0,
+    }
     warnings = evaluate(RUN, QRELS, dataset="toy", run_name="a", contract_extra=extra).contract["warnings"]
     assert warnings == [
         "a on toy: the qrels judge 2 documents that are not in the collection (e.g. ['d8', 'd9']); "
         "relevant ones count as never retrieved, lowering every recall-sensitive measure",
-        "a on toy: 1 queries have empty text (e.g. ['q2']); a model scores them on the passage alone"]
+        "a on toy: 1 queries have empty text (e.g. ['q2']); a model scores them on the passage alone",
+    ]
 
 
 # --- datasets and aggregates ------------------------------------------------------------------
@@ -329,8 +361,9 @@ def test_aggregates_are_unweighted_means_of_dataset_means_and_need_every_member(
     params = dataset_registry()
     datasets = list(params["datasets"])
     value = {d: (i + 1) / 100 for i, d in enumerate(datasets)}  # 0.01 ... 0.22 in file order
-    means = pd.DataFrame({"run": "r", "dataset": datasets, "measure": "nDCG@10",
-                          "value": [value[d] for d in datasets], "n_queries": 10})
+    means = pd.DataFrame(
+        {"run": "r", "dataset": datasets, "measure": "nDCG@10", "value": [value[d] for d in datasets], "n_queries": 10}
+    )
     partial = means[means["dataset"] != "beir/nq"].assign(run="p")
     table = aggregate_table(pd.concat([means, partial]))
     assert table.loc["r", "in-domain"] == pytest.approx((0.01 + 0.02 + 0.03) / 3)
@@ -357,10 +390,14 @@ def test_disjoint_query_ids_are_refused():
 
 def test_duplicate_query_doc_pairs_are_refused():
     run = pd.concat([RUN, RUN.iloc[[1]].assign(score=0.1)], ignore_index=True)
-    with pytest.raises(ValueError, match=r"run lists 1 \(query_id, doc_id\) pairs more than once, e\.g\. \('q1', 'd2'\)"):
+    with pytest.raises(
+        ValueError, match=r"run lists 1 \(query_id, doc_id\) pairs more than once, e\.g\. \('q1', 'd2'\)"
+    ):
         evaluate(run, QRELS, dataset="toy", run_name="x")
     qrels = pd.concat([QRELS, QRELS.iloc[[3]]], ignore_index=True)
-    with pytest.raises(ValueError, match=r"qrels lists 1 \(query_id, doc_id\) pairs more than once, e\.g\. \('q2', 'd4'\)"):
+    with pytest.raises(
+        ValueError, match=r"qrels lists 1 \(query_id, doc_id\) pairs more than once, e\.g\. \('q2', 'd4'\)"
+    ):
         evaluate(RUN, qrels, dataset="toy", run_name="x")
 
 

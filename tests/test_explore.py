@@ -1,4 +1,4 @@
-"""The explorer: two runs of a grid compared query by query (cerepro.explore), its notebook run
+"""The explorer: two runs of a grid compared query by query (cerepro.report.explore), its notebook run
 top to bottom by papermill on a demo grid with real rankings, and the notebook in JupyterLab
 with its widgets, in headless Chromium."""
 
@@ -14,10 +14,11 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
-
-from cerepro import explore, stats, tables
-from cerepro.runner import run_notebook
 from explore_grid import SCORERS, write_ranked_grid
+
+from cerepro.evaluation import stats
+from cerepro.grid.runner import run_notebook
+from cerepro.report import explore, tables
 
 SHOTS = os.environ.get("CEREPRO_SHOTS")  # a folder to keep the browser checks' screenshots in
 
@@ -51,8 +52,8 @@ def test_two_runs_query_by_query(grid):
 
 
 def test_a_query_side_by_side_with_grades_and_where_relevant_passages_went(grid):
-    from cerepro.datasets import load_collection
-    from cerepro.trec import read_run
+    from cerepro.data.datasets import load_collection
+    from cerepro.data.trec import read_run
 
     runs = ["tiny-bert.bce.s662124363", "tiny-bert.infonce.s662124363"]
     table = explore.side_by_side("demo", runs, "demo:in-domain", "i0001", k=5, index=grid["index"])
@@ -61,9 +62,10 @@ def test_a_query_side_by_side_with_grades_and_where_relevant_passages_went(grid)
     top = ranking[ranking["query_id"] == "i0001"].sort_values("rank").head(5)
     assert list(table[(runs[1], "doc")]) == list(top["doc_id"]) and list(table.index) == [1, 2, 3, 4, 5]
     qrels = collection.qrels[collection.qrels["query_id"] == "i0001"].set_index("doc_id")["relevance"]
-    assert [g if g != "" else None for g in table[(runs[1], "grade")]] == \
-        [int(qrels[d]) if d in qrels else None for d in top["doc_id"]]
-    assert table[(runs[1], "passage")].iloc[0] == collection.doc_text(top["doc_id"].iloc[0])[:explore.PASSAGE_CHARS]
+    assert [g if g != "" else None for g in table[(runs[1], "grade")]] == [
+        int(qrels[d]) if d in qrels else None for d in top["doc_id"]
+    ]
+    assert table[(runs[1], "passage")].iloc[0] == collection.doc_text(top["doc_id"].iloc[0])[: explore.PASSAGE_CHARS]
     assert table.attrs["query"] == collection.queries["i0001"]
     where = explore.relevant_ranks("demo", runs, "demo:in-domain", "i0001", index=grid["index"])
     assert set(where["doc"]) == set(qrels[qrels > 0].index)
@@ -74,10 +76,14 @@ def test_a_query_side_by_side_with_grades_and_where_relevant_passages_went(grid)
 
 
 def test_ties_among_the_top_k_hand_checked():
-    run = pd.DataFrame({"query_id": ["q1"] * 5 + ["q2"] * 3,
-                        "doc_id": ["a", "b", "c", "d", "e", "a", "b", "c"],
-                        "score": [3.2151, 3.2149, 3.2148, 3.2140, 1.0, 2.0, 1.0, 0.5],
-                        "rank": [1, 2, 3, 4, 5, 1, 2, 3]})
+    run = pd.DataFrame(
+        {
+            "query_id": ["q1"] * 5 + ["q2"] * 3,
+            "doc_id": ["a", "b", "c", "d", "e", "a", "b", "c"],
+            "score": [3.2151, 3.2149, 3.2148, 3.2140, 1.0, 2.0, 1.0, 0.5],
+            "rank": [1, 2, 3, 4, 5, 1, 2, 3],
+        }
+    )
     found = explore.ties(run, k=4).set_index("query_id")
     # q1's top 4 round to 3.215, 3.215, 3.215, 3.214: three share a score; q2 has none
     assert found.loc["q1", "tied"] == 3 and found.loc["q2", "tied"] == 0
@@ -119,8 +125,12 @@ def test_the_explorer_runs_top_to_bottom_by_papermill(grid):
     """Defaults only: the executed copy shows the most-changed queries' passages, no widget needed."""
     folder = run_notebook("explore", grid["tmp"] / "explore-run", {}, force=True)
     nb = nbformat.read(folder / "explore.ipynb", as_version=4)
-    shown = "\n".join(str(o.get("data", {}).get("text/html", "")) + str(o.get("data", {}).get("text/plain", ""))
-                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    shown = "\n".join(
+        str(o.get("data", {}).get("text/html", "")) + str(o.get("data", {}).get("text/plain", ""))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     pair = explore.paired(grid["results"], "tiny-bert.bce.s662124363", "tiny-bert.infonce.s662124363", "demo:in-domain")
     for query_id in explore.most_changed(pair, 3)["query_id"]:
         assert f"query <code>{query_id}</code>" in shown
@@ -142,38 +152,64 @@ def test_the_explorer_in_jupyterlab_changes_passages_with_the_query(grid, tmp_pa
         with Page(width=1400, height=2000) as page:
             page.open(f"{lab.url}/lab/tree/notebooks/explore.py?token={TOKEN}")
             panel = "Array.from(jupyterapp.shell.widgets('main')).find(w => w.sessionContext)"
-            page.wait_for(f"!!(window.jupyterapp && {panel} && {panel}.sessionContext.session && "
-                          f"{panel}.sessionContext.session.kernel)", 120, "the notebook's kernel")
+            page.wait_for(
+                f"!!(window.jupyterapp && {panel} && {panel}.sessionContext.session && "
+                f"{panel}.sessionContext.session.kernel)",
+                120,
+                "the notebook's kernel",
+            )
             # the notebook made current (a headless window has no focus), then Run All as the menu does
-            page.evaluate(f"(() => {{ jupyterapp.shell.activateById({panel}.id); "
-                          "return jupyterapp.commands.execute('notebook:run-all-cells').then(() => true); })()")
-            caption = ("(() => { const t = document.querySelectorAll('.widget-output table.cerepro-passages caption');"
-                       " return t.length ? t[t.length - 1].textContent : null; })()")
+            page.evaluate(
+                f"(() => {{ jupyterapp.shell.activateById({panel}.id); "
+                "return jupyterapp.commands.execute('notebook:run-all-cells').then(() => true); })()"
+            )
+            caption = (
+                "(() => { const t = document.querySelectorAll('.widget-output table.cerepro-passages caption');"
+                " return t.length ? t[t.length - 1].textContent : null; })()"
+            )
             first = page.wait_for(caption, 180, "the explorer's passages")
             selects = page.evaluate("document.querySelectorAll('.widget-dropdown select').length")
             assert selects == 4  # dataset, run a, run b, query
-            options = page.evaluate("Array.from(document.querySelectorAll('.widget-dropdown select')[3].options)"
-                                    ".map(o => o.value)")
+            options = page.evaluate(
+                "Array.from(document.querySelectorAll('.widget-dropdown select')[3].options).map(o => o.value)"
+            )
             assert len(options) == 80
-            page.evaluate("(() => { const s = document.querySelectorAll('.widget-dropdown select')[3];"
-                          " s.selectedIndex = 1; s.dispatchEvent(new Event('change', {bubbles: true})); return true; })()")
-            second = page.wait_for(f"(() => {{ const c = {caption}; return c && c !== {json.dumps(first)} ? c : null; }})()",
-                                   60, "other passages")
+            page.evaluate(
+                "(() => { const s = document.querySelectorAll('.widget-dropdown select')[3];"
+                " s.selectedIndex = 1; s.dispatchEvent(new Event('change', {bubbles: true})); return true; })()"
+            )
+            second = page.wait_for(
+                f"(() => {{ const c = {caption}; return c && c !== {json.dumps(first)} ? c : null; }})()",
+                60,
+                "other passages",
+            )
             query = re.search(r"query (\S+):", second).group(1)
             assert query != re.search(r"query (\S+):", first).group(1)
-            docs = page.evaluate("Array.from(document.querySelectorAll('.widget-output table.cerepro-passages')"
-                                 "[document.querySelectorAll('.widget-output table.cerepro-passages').length - 1]"
-                                 ".querySelectorAll('td code')).map(c => c.textContent)")
-            from cerepro.trec import read_run
+            docs = page.evaluate(
+                "Array.from(document.querySelectorAll('.widget-output table.cerepro-passages')"
+                "[document.querySelectorAll('.widget-output table.cerepro-passages').length - 1]"
+                ".querySelectorAll('td code')).map(c => c.textContent)"
+            )
+            from cerepro.data.trec import read_run
 
-            run = read_run(grid["tmp"] / "runs" / "demo" / "tiny-bert.bce.s662124363" / "evaluate" / "results"
-                           / "demo-in-domain" / "run.trec")
+            run = read_run(
+                grid["tmp"]
+                / "runs"
+                / "demo"
+                / "tiny-bert.bce.s662124363"
+                / "evaluate"
+                / "results"
+                / "demo-in-domain"
+                / "run.trec"
+            )
             top = list(run[run["query_id"] == query].sort_values("rank")["doc_id"].head(explore.TOP_K))
             assert docs[0::2] == top  # run a's passages of the newly chosen query, rank by rank
             if SHOTS:
-                page.evaluate("document.querySelectorAll('.widget-output table.cerepro-passages')"
-                              "[document.querySelectorAll('.widget-output table.cerepro-passages').length - 1]"
-                              ".closest('.jp-Cell').scrollIntoView(); true")
+                page.evaluate(
+                    "document.querySelectorAll('.widget-output table.cerepro-passages')"
+                    "[document.querySelectorAll('.widget-output table.cerepro-passages').length - 1]"
+                    ".closest('.jp-Cell').scrollIntoView(); true"
+                )
                 page.screenshot(Path(SHOTS) / "explorer-jupyterlab.png")
     finally:
         lab.stop()
@@ -211,8 +247,12 @@ def test_cerepro_runs_lists_a_grids_run_ids_and_what_finished(grid, capsys):
 def test_an_unknown_run_name_names_the_grids_run_ids(tmp_path, capsys):
     from cerepro import cli
 
-    assert cli.main(["run", "evaluate", "-p", "grid=demo", "-p", "run_name=tiny-bert.bce.s1",
-                     "--out", str(tmp_path / "out")]) == 2
+    assert (
+        cli.main(
+            ["run", "evaluate", "-p", "grid=demo", "-p", "run_name=tiny-bert.bce.s1", "--out", str(tmp_path / "out")]
+        )
+        == 2
+    )
     error = capsys.readouterr().err
     assert "tiny-bert.bce.s1" in error and "tiny-bert.bce.s662124363" in error and "cerepro runs demo" in error
 
@@ -228,8 +268,8 @@ def test_cerepro_book_takes_the_grid_as_an_option(capsys):
 def small_book(grid):
     """The book's per-query and scoreboard pages (and the run index they link) built from the
     demo grid with real rankings: a real jupyter-book build, two pages instead of thirty."""
-    from cerepro import book
     from cerepro.paths import project_root
+    from cerepro.report import book
 
     source, folder = project_root() / "book", grid["tmp"] / "book"
     folder.mkdir()
@@ -237,8 +277,10 @@ def small_book(grid):
     shutil.copytree(source / "_static", folder / "_static")
     for page in ("queries", "scoreboard"):
         shutil.copy(source / f"{page}.md", folder / f"{page}.md")
-    (folder / "_toc.yml").write_text("format: jb-book\nroot: queries\nchapters:\n- file: scoreboard\n"
-                                     "- file: generated/run-index\n  sections:\n  - glob: generated/runs/*\n")
+    (folder / "_toc.yml").write_text(
+        "format: jb-book\nroot: queries\nchapters:\n- file: scoreboard\n"
+        "- file: generated/run-index\n  sections:\n  - glob: generated/runs/*\n"
+    )
     code = book.build_book(log=str(grid["tmp"] / "book.log"), book=folder)
     assert code == 0, (grid["tmp"] / "book.log").read_text()[-3000:]
     return folder / "_build" / "html"
@@ -251,8 +293,10 @@ def _container(table: int) -> str:
 
 
 def _cells(page, table: int, column: int) -> list[str]:
-    return page.evaluate(f"Array.from({_container(table)}.querySelectorAll('.dt-scroll-body tbody tr'))"
-                         f".map(r => r.cells[{column}].textContent)")
+    return page.evaluate(
+        f"Array.from({_container(table)}.querySelectorAll('.dt-scroll-body tbody tr'))"
+        f".map(r => r.cells[{column}].textContent)"
+    )
 
 
 @pytest.mark.slow
@@ -273,14 +317,18 @@ def test_the_books_tables_sort_and_download_offline_from_file_urls(grid, small_b
         page.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
         page.open((small_book / "queries.html").as_uri())
         assert page.wait_for("document.querySelectorAll('.dt-container').length", 60, "the interactive tables") >= 4
-        headers = page.evaluate(f"Array.from({_container(1)}.querySelectorAll('.dt-scroll-head thead th .dt-column-title'))"
-                                ".map(h => h.textContent)")
+        headers = page.evaluate(
+            f"Array.from({_container(1)}.querySelectorAll('.dt-scroll-head thead th .dt-column-title'))"
+            ".map(h => h.textContent)"
+        )
         assert headers == list(wins.columns)
         column = headers.index("losses")
         before = [int(v) for v in _cells(page, 1, column)]
         assert before == list(wins["losses"])  # as computed, not sorted
-        page.evaluate(f"{_container(1)}.querySelectorAll('.dt-scroll-head thead th')[{column}]"
-                      ".querySelector('.dt-column-order').click(); true")
+        page.evaluate(
+            f"{_container(1)}.querySelectorAll('.dt-scroll-head thead th')[{column}]"
+            ".querySelector('.dt-column-order').click(); true"
+        )
         after = [int(v) for v in _cells(page, 1, column)]
         assert after == sorted(before) and after != before
         if SHOTS:

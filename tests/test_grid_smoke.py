@@ -41,22 +41,31 @@ def longer_params(tmp_path: Path) -> Path:
 
 def midway(grid: Path) -> list[Path]:
     """Train folders with a checkpoint at step 40 or later and no DONE."""
-    return [t for t in grid.glob("*/train") if not (t / "DONE").exists()
-            and any(p.name >= "step-0000040" for p in (t / "checkpoints").glob("step-*"))]
+    return [
+        t
+        for t in grid.glob("*/train")
+        if not (t / "DONE").exists() and any(p.name >= "step-0000040" for p in (t / "checkpoints").glob("step-*"))
+    ]
 
 
 @pytest.mark.slow
 def test_smoke_grid_survives_sigkill_resumes_and_reruns_nothing(tmp_path):
     runs = tmp_path / "runs"
-    env = {**os.environ, "CEREPRO_RUNS": str(runs), "CEREPRO_CACHE": str(tmp_path / "cache"),
-           "CEREPRO_PARAMS": str(longer_params(tmp_path)), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "CEREPRO_RUNS": str(runs),
+        "CEREPRO_CACHE": str(tmp_path / "cache"),
+        "CEREPRO_PARAMS": str(longer_params(tmp_path)),
+        "PYTHONUNBUFFERED": "1",
+    }
     grid = runs / "smoke"
     log = open(tmp_path / "first.log", "w")
 
     # 1. start the grid; a second grid into its folder is refused; SIGKILL the whole process group
     #    once a training job is midway
-    first = subprocess.Popen(grid_command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+    first = subprocess.Popen(
+        grid_command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.time() + 600
     while time.time() < deadline and first.poll() is None and not (grid / ".writer.lock").exists():
         time.sleep(0.1)
@@ -82,7 +91,7 @@ def test_smoke_grid_survives_sigkill_resumes_and_reruns_nothing(tmp_path):
     for run_id in ("tiny-bert.bce.s662124363", "tiny-bert.margin-mse.s662124363"):
         for step in ("train", "evaluate"):
             assert (grid / run_id / step / "DONE").is_file()
-        assert (grid / run_id / "train" / f"train.ipynb").is_file()
+        assert (grid / run_id / "train" / "train.ipynb").is_file()
         assert list((grid / run_id / "evaluate" / "results").glob("*/contract.json"))
     assert (grid / "compare" / "DONE").is_file()
     meta = (grid / "tiny-bert.bce.s662124363" / "train" / "meta.json").read_text()
@@ -91,17 +100,38 @@ def test_smoke_grid_survives_sigkill_resumes_and_reruns_nothing(tmp_path):
     # the killed job resumed from its newest checkpoint, and ends as an uninterrupted run does
     for train in killed:
         records = [json.loads(line) for line in (train / "log.jsonl").read_text().splitlines()]
-        note, = [r for r in records if "resumed_from" in r]
+        (note,) = [r for r in records if "resumed_from" in r]
         assert note["step"] >= 40 and note["resumed_from"] == f"checkpoints/{checkpoints[train][-1]}"
-        after = [r["step"] for r in records[records.index(note) + 1:] if "loss" in r]
+        after = [r["step"] for r in records[records.index(note) + 1 :] if "loss" in r]
         assert after[0] > note["step"] > 0 and after[-1] == LONGER["max_steps"]
         objective = train.parent.name.split(".")[1]
         straight = tmp_path / f"straight-{objective}"
         alone = subprocess.run(
-            [sys.executable, "-m", "cerepro.cli", "run", "train", "-p", "grid=smoke", "-p", "profile=smoke",
-             "-p", "backbone=tiny-bert", "-p", f"objective={objective}", "-p", f"seed={SEED}",
-             "--out", str(straight)], cwd=ROOT, env={**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-            capture_output=True, text=True, timeout=600)
+            [
+                sys.executable,
+                "-m",
+                "cerepro.cli",
+                "run",
+                "train",
+                "-p",
+                "grid=smoke",
+                "-p",
+                "profile=smoke",
+                "-p",
+                "backbone=tiny-bert",
+                "-p",
+                f"objective={objective}",
+                "-p",
+                f"seed={SEED}",
+                "--out",
+                str(straight),
+            ],
+            cwd=ROOT,
+            env={**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert alone.returncode == 0, alone.stderr[-3000:]
         for name in ("model/model.safetensors", f"checkpoints/step-{LONGER['max_steps']:07d}/model.safetensors"):
             a, b = load_file(str(straight / name)), load_file(str(train / name))

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from bad_inputs import ROOT, cerepro, isolate
+from bad_inputs import ROOT, isolate
 
 HOSTILE = [
     'a "quoted" value',
@@ -33,25 +32,29 @@ HOSTILE = [
 
 def test_hostile_values_reach_the_kernel_as_themselves(tmp_path):
     from cerepro.cli import parse_params
-    from cerepro.runner import execute, plain_parameters
+    from cerepro.grid.runner import execute, plain_parameters
 
     # as typed: -p value=<each>, quoted for YAML (a user's quoting), read back as the same strings
     typed = parse_params([f"value={json.dumps(HOSTILE)}"])
     assert typed == {"value": HOSTILE}
     source = nbformat.v4.new_notebook()
     source.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    source.cells = [nbformat.v4.new_code_cell("value = None", metadata={"tags": ["parameters"]}),
-                    nbformat.v4.new_code_cell("import json, pathlib\npathlib.Path('seen.json').write_text(json.dumps(value))")]
+    source.cells = [
+        nbformat.v4.new_code_cell("value = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import json, pathlib\npathlib.Path('seen.json').write_text(json.dumps(value))"),
+    ]
     nbformat.write(source, tmp_path / "probe.ipynb")
     execute(tmp_path / "probe.ipynb", tmp_path / "out.ipynb", plain_parameters(typed), cwd=tmp_path)
     assert json.loads((tmp_path / "seen.json").read_text()) == HOSTILE
     assert not (tmp_path / "ran").exists()
 
 
-@pytest.mark.parametrize("value", [b'" + str(__import__("os").system("touch ran")) + "', {1, 2}, (1, b"x"),
-                                   {"key": [b"x"]}, {1: "a"}, float("nan")])
+@pytest.mark.parametrize(
+    "value",
+    [b'" + str(__import__("os").system("touch ran")) + "', {1, 2}, (1, b"x"), {"key": [b"x"]}, {1: "a"}, float("nan")],
+)
 def test_values_that_are_not_plain_data_never_reach_a_notebook(tmp_path, value):
-    from cerepro.runner import RunnerError, run_notebook
+    from cerepro.grid.runner import RunnerError, run_notebook
 
     with pytest.raises(RunnerError, match=r"parameter source.*(not plain data|not a string|not a finite number)"):
         run_notebook("data", tmp_path / "run", {"source": value})
@@ -81,18 +84,29 @@ def test_a_grid_named_like_a_number_stays_a_string(tmp_path, monkeypatch):
     params = tmp_path / "params"
     shutil.copytree(ROOT / "params", params)
     smoke = (params / "grids" / "smoke.yaml").read_text().splitlines()
-    (params / "grids" / "007.yaml").write_text("\n".join(l for l in smoke if not l.startswith("name:")) + "\n")
-    env = {**os.environ, "CEREPRO_PARAMS": str(params), "CEREPRO_RUNS": str(tmp_path / "runs"),
-           "CEREPRO_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "cerepro.cli", "grid", "007", "--dry-run"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    (params / "grids" / "007.yaml").write_text("\n".join(line for line in smoke if not line.startswith("name:")) + "\n")
+    env = {
+        **os.environ,
+        "CEREPRO_PARAMS": str(params),
+        "CEREPRO_RUNS": str(tmp_path / "runs"),
+        "CEREPRO_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "cerepro.cli", "grid", "007", "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "train" in done.stdout and "compare" in done.stdout
     assert (tmp_path / "runs" / "007").is_dir()
 
 
 def test_a_truncated_first_stage_shard_is_named_and_encoded_again(tmp_path, monkeypatch, capsys):
-    from cerepro import first_stage as fs
+    from cerepro.retrieval import first_stage as fs
 
     monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CEREPRO_PARAMS", str(ROOT / "params"))

@@ -3,7 +3,7 @@ headless Chromium (Debian's, installed by `make test`). With the default-viewer 
 project ships (what `make install` copies into the environment), double-clicking
 `notebooks/train.py` opens a notebook with its cells, not a text editor; saving a notebook that
 was not changed leaves its file byte-identical (no jupytext version or kernel name rewritten);
-and a figure of `cerepro.figures` is shown once, not twice."""
+and a figure of `cerepro.report.figures` is shown once, not twice."""
 
 import json
 import os
@@ -20,9 +20,9 @@ from pathlib import Path
 import jupytext
 import nbformat
 import pytest
-
 from browser_check import CHROMIUM_FLAGS, chromium
-from cerepro.runner import execute
+
+from cerepro.grid.runner import execute
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ROOT / "jupyter" / "lab" / "settings"  # installed as <prefix>/share/jupyter/lab/settings
@@ -37,8 +37,9 @@ def free_port() -> int:
 
 def request(url: str, method: str = "GET", body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={
-        "Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as response:
         return json.loads(response.read() or b"{}")
 
@@ -55,15 +56,35 @@ class Lab:
         else:
             app_settings.mkdir()
         home = tmp / "home"
-        env = {**os.environ, "HOME": str(home), "JUPYTER_CONFIG_DIR": str(home / ".jupyter"),
-               "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+        env = {
+            **os.environ,
+            "HOME": str(home),
+            "JUPYTER_CONFIG_DIR": str(home / ".jupyter"),
+            "JUPYTER_DATA_DIR": str(home / "data"),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        }
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(tmp / "lab.log", "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
-             "--allow-root", f"--ServerApp.root_dir={self.root}", f"--IdentityProvider.token={TOKEN}",
-             f"--LabApp.app_settings_dir={app_settings}", *(extra or [])], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "jupyter",
+                "lab",
+                "--no-browser",
+                "--ip=127.0.0.1",
+                f"--port={self.port}",
+                "--allow-root",
+                f"--ServerApp.root_dir={self.root}",
+                f"--IdentityProvider.token={TOKEN}",
+                f"--LabApp.app_settings_dir={app_settings}",
+                *(extra or []),
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.time() + 120
         while True:
             try:
@@ -72,7 +93,7 @@ class Lab:
             except OSError:
                 if time.time() > deadline or self.process.poll() is not None:
                     self.stop()
-                    raise RuntimeError(f"JupyterLab did not start: {(tmp / 'lab.log').read_text()[-2000:]}")
+                    raise RuntimeError(f"JupyterLab did not start: {(tmp / 'lab.log').read_text()[-2000:]}") from None
                 time.sleep(0.5)
 
     def stop(self) -> None:
@@ -111,9 +132,19 @@ def open_in_browser(lab: Lab, path: str, tmp: Path) -> tuple[Widgets, str]:
     browser = chromium()
     assert browser, "no Chromium: make test installs Debian's chromium (make browser)"
     dom = subprocess.run(
-        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=30000",
-         "--dump-dom", f"{lab.url}/lab/tree/{path}?token={TOKEN}"],
-        check=True, capture_output=True, text=True, timeout=180).stdout
+        [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp / 'profile'}",
+            "--virtual-time-budget=30000",
+            "--dump-dom",
+            f"{lab.url}/lab/tree/{path}?token={TOKEN}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    ).stdout
     widgets = Widgets()
     widgets.feed(dom)
     return widgets, dom
@@ -161,10 +192,17 @@ def test_saving_an_unchanged_notebook_leaves_its_file_byte_identical(lab, name):
     model = request(f"{lab.url}/api/contents/{path}?type=notebook&content=1")
     spec = request(f"{lab.url}/api/kernelspecs")["kernelspecs"]["python3"]["spec"]
     content = model["content"]
-    content["metadata"]["kernelspec"] = {"name": "python3", "display_name": spec["display_name"],
-                                         "language": spec["language"]}
-    content["metadata"]["language_info"] = {"name": "python", "version": sys.version.split()[0],
-                                            "mimetype": "text/x-python", "file_extension": ".py"}
+    content["metadata"]["kernelspec"] = {
+        "name": "python3",
+        "display_name": spec["display_name"],
+        "language": spec["language"],
+    }
+    content["metadata"]["language_info"] = {
+        "name": "python",
+        "version": sys.version.split()[0],
+        "mimetype": "text/x-python",
+        "file_extension": ".py",
+    }
     request(f"{lab.url}/api/contents/{path}", "PUT", {"type": "notebook", "format": "json", "content": content})
     assert (lab.root / path).read_bytes() == before
 
@@ -172,8 +210,10 @@ def test_saving_an_unchanged_notebook_leaves_its_file_byte_identical(lab, name):
 def test_a_report_figure_is_shown_once(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("from cerepro import figures\nfigures._empty_figure('not yet run')")]
+    nb.cells = [
+        nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("from cerepro.report import figures\nfigures._empty_figure('not yet run')"),
+    ]
     nbformat.write(nb, tmp_path / "figure.ipynb")
     execute(tmp_path / "figure.ipynb", tmp_path / "out.ipynb", {}, cwd=tmp_path)
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs
@@ -183,15 +223,16 @@ def test_a_report_figure_is_shown_once(tmp_path):
 def test_progress_bars_are_widgets_in_a_kernel_and_final_text_in_executed_copies(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='steps'):\n"
-                                          "    pass")]
+    nb.cells = [
+        nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='steps'):\n    pass"),
+    ]
     nbformat.write(nb, tmp_path / "bars.ipynb")
     execute(tmp_path / "bars.ipynb", tmp_path / "out.ipynb", {}, cwd=tmp_path)
     executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert "application/vnd.jupyter.widget-view+json" in executed.cells[-1].outputs[0]["data"]  # a widget
 
-    from cerepro.runner import widgets_as_text
+    from cerepro.grid.runner import widgets_as_text
 
     widgets_as_text(tmp_path / "out.ipynb")
     copy = nbformat.read(tmp_path / "out.ipynb", as_version=4)
@@ -201,7 +242,7 @@ def test_progress_bars_are_widgets_in_a_kernel_and_final_text_in_executed_copies
 
 
 def test_training_curves_of_a_run_folder_are_titled_with_its_run_id(tmp_path):
-    from cerepro import figures
+    from cerepro.report import figures
 
     folder = tmp_path / "adhoc" / "train"  # `cerepro run train` without --out: no run id in the path
     folder.mkdir(parents=True)

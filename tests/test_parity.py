@@ -34,7 +34,9 @@ def test_pins_name_full_commits_and_dates_and_cerepros_packages_at_pyprojects_ve
         assert re.fullmatch(r"2026-02-\d\d", source["date"]) and source["why"]
     assert {_pin(p)[0] for p in PINS["environments"]["latest"]["packages"]} == {"experimaestro-ir", "xpm-torch"}
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    pinned = dict(_pin(p) for p in pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["dev"])
+    pinned = dict(
+        _pin(p) for p in pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["dev"]
+    )
     for name, version in map(_pin, PINS["cerepro"]["packages"]):
         assert pinned.get(name) == version, f"parity/pins.toml {name}=={version}, pyproject.toml {pinned.get(name)}"
 
@@ -71,14 +73,33 @@ def test_failures_name_errors_empty_comparisons_and_unexpected_outcomes():
     run = _run_module()
 
     def row(what, cases, identical, expected="identical", error=""):
-        return {"what": what, "cases": cases, "identical": identical, "expected": expected, "error": error,
-                "first_difference": "", "authors": "a", "cerepro": "c", "note": ""}
+        return {
+            "what": what,
+            "cases": cases,
+            "identical": identical,
+            "expected": expected,
+            "error": error,
+            "first_difference": "",
+            "authors": "a",
+            "cerepro": "c",
+            "note": "",
+        }
 
     assert run.failures([row("ok", 3, 3), row("control", 3, 1, "differs")]) == []
-    bad = run.failures([row("broken", 0, 0, error="ImportError: x"), row("empty", 0, 0),
-                        row("drift", 3, 2), row("control", 3, 3, "differs")])
-    assert bad == ["broken: ImportError: x", "empty: no case compared",
-                   "drift: 2/3 identical, expected identical", "control: 3/3 identical, expected differs"]
+    bad = run.failures(
+        [
+            row("broken", 0, 0, error="ImportError: x"),
+            row("empty", 0, 0),
+            row("drift", 3, 2),
+            row("control", 3, 3, "differs"),
+        ]
+    )
+    assert bad == [
+        "broken: ImportError: x",
+        "empty: no case compared",
+        "drift: 2/3 identical, expected identical",
+        "control: 3/3 identical, expected differs",
+    ]
     assert run.outcome(row("drift", 3, 2)) == "1 differ: "
 
 

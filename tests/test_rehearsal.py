@@ -12,13 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cerepro import rehearsal
+from cerepro.data import rehearsal
 
 ROOT = Path(__file__).resolve().parents[1]
 
 READ = """
 import json
-from cerepro import datasets, engine, first_stage, rehearsal, training_data
+from cerepro.data import datasets, rehearsal, training_data
+from cerepro.grid import engine
+from cerepro.retrieval import first_stage
 out = {"plan": engine.plan("rehearsal")["input_problems"]}  # before the grid's first stage ran
 for d in rehearsal.EVAL_SETS + rehearsal.VALIDATION_SETS:
     # the grid's first stage over the collection as ir_datasets reads it
@@ -36,9 +38,10 @@ print(json.dumps(out))
 BAD = """
 import json, gzip, sys
 from pathlib import Path
-from cerepro import downloads, engine, preflight, training_data
+from cerepro.data import downloads, training_data
+from cerepro.grid import engine, preflight
 from cerepro.config import load_grid
-from cerepro.runner import RunnerError
+from cerepro.grid.runner import RunnerError
 home, cache = Path(sys.argv[1]), Path(sys.argv[2])
 out = {}
 # a teacher file that differs from its md5 (one byte changed)
@@ -69,12 +72,20 @@ print(json.dumps(out))
 
 
 def run(code: str, tmp_path: Path, *args: str, params: Path | None = None) -> dict:
-    env = {**os.environ, "IR_DATASETS_HOME": str(tmp_path / "irds"), "CEREPRO_CACHE": str(tmp_path / "cache"),
-           "CEREPRO_CHECKSUMS": str(tmp_path / "cache" / "downloads" / "CHECKSUMS"),
-           "CEREPRO_RUNS": str(tmp_path / "runs"), "IR_DATASETS_SKIP_DISK_FREE": "true", "TQDM_DISABLE": "1",
-           "PYTHONPATH": str(ROOT), **({"CEREPRO_PARAMS": str(params)} if params else {})}
-    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    env = {
+        **os.environ,
+        "IR_DATASETS_HOME": str(tmp_path / "irds"),
+        "CEREPRO_CACHE": str(tmp_path / "cache"),
+        "CEREPRO_CHECKSUMS": str(tmp_path / "cache" / "downloads" / "CHECKSUMS"),
+        "CEREPRO_RUNS": str(tmp_path / "runs"),
+        "IR_DATASETS_SKIP_DISK_FREE": "true",
+        "TQDM_DISABLE": "1",
+        "PYTHONPATH": str(ROOT),
+        **({"CEREPRO_PARAMS": str(params)} if params else {}),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -83,8 +94,7 @@ def test_generated_inputs_are_read_through_ir_datasets_and_pass_their_md5(tmp_pa
     files = rehearsal.write_rehearsal_inputs(tmp_path / "irds", tmp_path / "cache")
     assert files["checksums"].read_text().count("  ") == 4  # md5sum format, one line per file
     out = run(READ, tmp_path)
-    for dataset in ("msmarco-passage/dev/small", "beir/scifact/test", "lotte/writing/test/search",
-                    "nano-beir/scifact"):
+    for dataset in ("msmarco-passage/dev/small", "beir/scifact/test", "lotte/writing/test/search", "nano-beir/scifact"):
         queries, qrels, candidates, text = out[dataset]
         assert queries == 8 and qrels == 16 and candidates == 8 * 20 and text
     assert out["msmarco-passage/trec-dl-2019/judged"][0] == 8  # the unjudged 9th query is filtered
@@ -98,19 +108,27 @@ def test_bad_inputs_on_the_paper_path_are_refused_naming_the_file_or_id(tmp_path
     subprocess.run(["cp", "-r", str(ROOT / "params"), str(params)], check=True)
     profile = (params / "profiles" / "rehearsal.yaml").read_text()
     # a NanoBEIR set validated on a run the user must place (the grid does not produce it)
-    (params / "profiles" / "bad.yaml").write_text(profile.replace(
-        "validation_first_stage: run:tiny-splade-top20", "validation_first_stage: run:my-splade-top100"))
-    (params / "profiles" / "unknown.yaml").write_text(profile.replace(
-        "validation_datasets: [nano-beir/scifact]", "validation_datasets: [nano-beir/scifact, nano-beir/no-such-set]"))
+    (params / "profiles" / "bad.yaml").write_text(
+        profile.replace("validation_first_stage: run:tiny-splade-top20", "validation_first_stage: run:my-splade-top100")
+    )
+    (params / "profiles" / "unknown.yaml").write_text(
+        profile.replace(
+            "validation_datasets: [nano-beir/scifact]",
+            "validation_datasets: [nano-beir/scifact, nano-beir/no-such-set]",
+        )
+    )
     for name in ("bad", "unknown"):
-        (params / "grids" / f"{name}.yaml").write_text(f"name: {name}\nprofile: {name}\nbackbones: [tiny-bert]\n"
-                                                       "objectives: [bce, margin-mse]\nseeds: 1\n")
+        (params / "grids" / f"{name}.yaml").write_text(
+            f"name: {name}\nprofile: {name}\nbackbones: [tiny-bert]\nobjectives: [bce, margin-mse]\nseeds: 1\n"
+        )
     out = run(BAD, tmp_path, str(tmp_path / "irds"), str(tmp_path / "cache"), params=params)
     assert "bert_cat_ensemble_msmarcopassage_train_scores_ids.tsv: md5" in out["fetch"]
     assert "does not match the expected" in out["fetch"]
     assert out["unpack"].startswith("DataFormatError") and "qidpidtriples.train.full.2.tsv.gz" in out["unpack"]
     assert "not a complete gzip" in out["unpack"]
-    assert out["unknown"].startswith("InputError") and "'nano-beir/no-such-set' is not an ir_datasets id" in out["unknown"]
+    assert (
+        out["unknown"].startswith("InputError") and "'nano-beir/no-such-set' is not an ir_datasets id" in out["unknown"]
+    )
     problems = "\n".join(out["plan"])
     assert "validation dataset 'nano-beir/scifact': first-stage run 'my-splade-top100' is missing" in problems
     assert "first-stage/nano-beir/scifact/my-splade-top100.trec" in problems
@@ -123,7 +141,7 @@ def test_bad_inputs_on_the_paper_path_are_refused_naming_the_file_or_id(tmp_path
 def test_a_malformed_checksum_override_names_its_line(tmp_path, monkeypatch):
     import pytest
 
-    from cerepro import downloads
+    from cerepro.data import downloads
 
     override = tmp_path / "CHECKSUMS"
     override.write_text("0123456789abcdef0123456789abcdef  no-such-file.tsv\n")
@@ -138,7 +156,7 @@ def test_a_malformed_checksum_override_names_its_line(tmp_path, monkeypatch):
 RACE = """
 import json, sys, time
 from pathlib import Path
-from cerepro import datasets
+from cerepro.data import datasets
 go = Path(sys.argv[1])
 while not go.exists():  # every process opens the fresh collection at the same moment
     time.sleep(0.001)
@@ -152,11 +170,26 @@ def test_jobs_opening_a_fresh_collection_together_build_its_docs_store_once(tmp_
     """The first-stage jobs of MS MARCO dev and TREC DL open the same passages together; the
     docs store (built on first use) must hold each passage once, not once per job."""
     rehearsal.write_rehearsal_inputs(tmp_path / "irds", tmp_path / "cache")
-    env = {**os.environ, "IR_DATASETS_HOME": str(tmp_path / "irds"), "CEREPRO_CACHE": str(tmp_path / "cache"),
-           "IR_DATASETS_SKIP_DISK_FREE": "true", "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "IR_DATASETS_HOME": str(tmp_path / "irds"),
+        "CEREPRO_CACHE": str(tmp_path / "cache"),
+        "IR_DATASETS_SKIP_DISK_FREE": "true",
+        "TQDM_DISABLE": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     go = tmp_path / "go"
-    jobs = [subprocess.Popen([sys.executable, "-c", RACE, str(go)], env=env, cwd=ROOT, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, str(go)],
+            env=env,
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
     import time
 
     time.sleep(8)  # all three imported and waiting

@@ -12,10 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
-from cerepro import engine, models, provenance, tables, verdicts
-from cerepro.config import ParamsError, evaluation_settings, load_config, load_grid
 from tolerance import assert_scores_close
+
+from cerepro.config import ParamsError, evaluation_settings, load_config, load_grid
+from cerepro.grid import engine
+from cerepro.model import models
+from cerepro.report import provenance, tables, verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -64,6 +66,7 @@ def offline_hub(tmp_path, monkeypatch):
 
 # --- resolving a hub id at a revision, offline ----------------------------------------------------
 
+
 def test_hub_id_resolves_to_the_cached_commit_and_scores_like_the_folder(tmp_path, offline_hub):
     saved = tiny_checkpoint(tmp_path / "saved")
     hub_cache_entry(offline_hub, "xpmir/cross-encoder-tiny-BCE", saved)
@@ -80,8 +83,11 @@ def test_hub_id_resolves_to_the_cached_commit_and_scores_like_the_folder(tmp_pat
 
 def test_a_revision_missing_from_the_offline_cache_is_refused(tmp_path, offline_hub):
     hub_cache_entry(offline_hub, "xpmir/cross-encoder-tiny-BCE", tiny_checkpoint(tmp_path / "saved"))
-    with pytest.raises(models.BackboneError, match=r"'xpmir/cross-encoder-tiny-BCE' at revision 'v2' is not "
-                                                   r"available in the local Hugging Face cache"):
+    with pytest.raises(
+        models.BackboneError,
+        match=r"'xpmir/cross-encoder-tiny-BCE' at revision 'v2' is not "
+        r"available in the local Hugging Face cache",
+    ):
         models.resolve_scorer("xpmir/cross-encoder-tiny-BCE", "v2")
     with pytest.raises(models.BackboneError, match=r"'xpmir/never-released' at revision 'main' is not available"):
         models.resolve_scorer("xpmir/never-released", "main")
@@ -93,14 +99,18 @@ def test_a_model_that_is_not_a_sequence_classifier_is_refused(tmp_path, offline_
     from transformers import BertConfig, BertForMaskedLM
 
     _, tokenizer = models.build_cross_encoder("builtin:bert", max_length=64)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
     folder = tmp_path / "mlm"
     BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     hub_cache_entry(offline_hub, "naver/some-mlm", folder)
-    with pytest.raises(models.BackboneError, match=r"'naver/some-mlm' is not a sequence-classification model "
-                                                   r"\(architectures \['BertForMaskedLM'\]\)"):
+    with pytest.raises(
+        models.BackboneError,
+        match=r"'naver/some-mlm' is not a sequence-classification model "
+        r"\(architectures \['BertForMaskedLM'\]\)",
+    ):
         models.load_scorer("naver/some-mlm", "main")
 
 
@@ -114,12 +124,15 @@ def test_heads_of_other_than_one_or_two_labels_and_pickled_weights_are_refused(t
         weights.unlink()
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # how older hub repositories ship weights
     assert list(pickled.glob("*.bin")) and not list(pickled.glob("*.safetensors"))
-    with pytest.raises(models.ModelFolderError, match="has no safetensors weights .*pytorch_model.bin, pickled weights"):
+    with pytest.raises(
+        models.ModelFolderError, match="has no safetensors weights .*pytorch_model.bin, pickled weights"
+    ):
         models.load_scorer(pickled)
 
 
 def test_a_tokenizer_without_a_pair_template_is_refused(tmp_path):
-    from tokenizers import Tokenizer, models as tk_models, pre_tokenizers
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers import models as tk_models
     from transformers import PreTrainedTokenizerFast
 
     folder = tiny_checkpoint(tmp_path / "nopair")
@@ -129,13 +142,16 @@ def test_a_tokenizer_without_a_pair_template_is_refused(tmp_path):
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         (folder / name).unlink(missing_ok=True)
     PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(folder)
-    with pytest.raises(models.BackboneError, match=r"its tokenizer has no pair template \(a pair gets 0 special "
-                                                   r"tokens, a single text 0\)"):
+    with pytest.raises(
+        models.BackboneError,
+        match=r"its tokenizer has no pair template \(a pair gets 0 special "
+        r"tokens, a single text 0\)",
+    ):
         models.load_scorer(folder)
 
 
 def test_a_two_label_head_ranks_as_its_softmax_and_a_sigmoid_head_as_its_logit(tmp_path, monkeypatch):
-    from cerepro.rerank import rerank
+    from cerepro.evaluation.rerank import rerank
 
     monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path / "cache"))
     queries = {"q1": "river city"}
@@ -168,6 +184,7 @@ def assert_orders_as(ranked: pd.DataFrame, reference: dict[str, float], gap: flo
 
 # --- the released grid ------------------------------------------------------------------------------
 
+
 def test_released_grid_has_one_evaluation_per_checkpoint_and_trains_nothing():
     grid = load_grid("released")
     assert grid.runs == ()
@@ -180,7 +197,10 @@ def test_released_grid_has_one_evaluation_per_checkpoint_and_trains_nothing():
     assert job.model == "xpmir/cross-encoder-ettin-150m-infoNCE" and job.revision == "main"
     # scored with the 32 / 256 rule they were trained with (not the cards' default truncation)
     assert (job.config.truncation, job.config.query_max_length, job.config.passage_max_length) == (
-        "retokenize", 32, 256)
+        "retokenize",
+        32,
+        256,
+    )
     settings = evaluation_settings(grid, "bert-base.infonce.released")
     assert settings.model == "xpmir/cross-encoder-bert-base-infoNCE"  # the card's spelling, lower-case i
     assert (settings.truncation, settings.query_max_length, settings.passage_max_length) == ("retokenize", 32, 256)
@@ -200,8 +220,9 @@ def test_released_grid_has_one_evaluation_per_checkpoint_and_trains_nothing():
 
 
 def test_plan_and_dry_run_of_the_released_grid_list_every_checkpoint():
-    plan = subprocess.run([sys.executable, "-m", "cerepro.cli", "plan", "released"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    plan = subprocess.run(
+        [sys.executable, "-m", "cerepro.cli", "plan", "released"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert plan.returncode == 0, plan.stderr
     assert "0 training jobs, 38 evaluation jobs over 22 datasets" in plan.stdout
     assert "xpmir/cross-encoder-deberta-v3-base" not in plan.stdout  # hub ids, not slugs
@@ -209,8 +230,13 @@ def test_plan_and_dry_run_of_the_released_grid_list_every_checkpoint():
     assert "ADR-MSE" not in plan.stdout and "MarginMSE" not in plan.stdout  # no card found: not scheduled
     rows = [line for line in plan.stdout.splitlines() if ".released " in line or line.startswith("baseline.")]
     assert len(rows) == 38 and all(" 0.00 " in row for row in rows)  # no training GPU-hours
-    dry = subprocess.run([sys.executable, "-m", "cerepro.cli", "grid", "released", "--dry-run"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    dry = subprocess.run(
+        [sys.executable, "-m", "cerepro.cli", "grid", "released", "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
     counts = {}
     for line in dry.stdout.splitlines():
@@ -233,8 +259,10 @@ def test_a_checkpoints_file_with_bad_entries_is_refused_naming_the_entry(tmp_pat
     bad.write_text("checkpoints:\n  - {backbone: bert-base, objective: bce, hub_id: a/b, card: maybe}\n")
     with pytest.raises(ParamsError, match=r"checkpoints\[0\]: key 'card' = 'maybe'"):
         load_grid("released", root=params)
-    bad.write_text("checkpoints:\n  - {backbone: bert-base, objective: bce, hub_id: a/b, card: seen, "
-                   "settings: {truncate: retokenize}}\n")
+    bad.write_text(
+        "checkpoints:\n  - {backbone: bert-base, objective: bce, hub_id: a/b, card: seen, "
+        "settings: {truncate: retokenize}}\n"
+    )
     with pytest.raises(ParamsError, match=r"checkpoints\[0\]: .*truncate"):
         load_grid("released", root=params)
     bad.write_text("checkpoints:\n  - {backbone: bert-huge, objective: bce, hub_id: a/b, card: derived}\n")
@@ -247,7 +275,8 @@ def test_a_checkpoints_file_with_bad_entries_is_refused_naming_the_entry(tmp_pat
 
 @pytest.mark.slow
 def test_a_hub_checkpoint_through_the_released_grid_lands_on_the_scoreboard_as_released(
-        tmp_path, offline_hub, monkeypatch):
+    tmp_path, offline_hub, monkeypatch
+):
     """The released grid's evaluation job, as Snakemake runs it, on the demo world: a checkpoint
     served from the (offline) hub cache is scored, its contract names the commit, and the
     scoreboard shows its cells as `released` beside a trained run's."""
@@ -257,9 +286,11 @@ def test_a_hub_checkpoint_through_the_released_grid_lands_on_the_scoreboard_as_r
     shutil.copytree(ROOT / "params", params)
     (params / "checkpoints" / "released-demo.yaml").write_text(
         "checkpoints:\n  - {backbone: tiny-bert, objective: bce, hub_id: xpmir/cross-encoder-tiny-bert-BCE, "
-        "revision: main, card: seen, verified: test}\n")
+        "revision: main, card: seen, verified: test}\n"
+    )
     (params / "grids" / "released-demo.yaml").write_text(
-        "name: released-demo\nprofile: smoke\ncheckpoints: released-demo\n")
+        "name: released-demo\nprofile: smoke\ncheckpoints: released-demo\n"
+    )
     monkeypatch.setenv("CEREPRO_PARAMS", str(params))
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
     grid = load_grid("released-demo", root=params)
@@ -283,7 +314,9 @@ def test_a_hub_checkpoint_through_the_released_grid_lands_on_the_scoreboard_as_r
     assert ("tiny-bert", "bce", "released") in table.index and ("tiny-bert", "bce", "trained") in table.index
     assert "best of 3 seeds on the mean test nDCG@10" in table.columns.name  # not to be read as a seed mean
     assert "best of 3" not in verdicts.scoreboard_table(trained).columns.name
-    assert table.loc[("bert-base", "bce", "released"), "trec-dl-2019"].endswith("/ not run")  # the paper's cells, per source
+    assert table.loc[("bert-base", "bce", "released"), "trec-dl-2019"].endswith(
+        "/ not run"
+    )  # the paper's cells, per source
     cells = table.loc[("tiny-bert", "bce", "released")]
     ours = released[released["measure"] == "nDCG@10"].groupby("dataset")["value"].mean()
     for dataset, value in ours.items():
@@ -297,13 +330,33 @@ def test_cerepro_run_evaluate_takes_a_hub_id_at_a_revision(tmp_path, offline_hub
     out = tmp_path / "out"
     env = {**os.environ, "CEREPRO_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "cerepro.cli", "run", "evaluate", "-p", "model=xpmir/cross-encoder-tiny-bert-BCE",
-         "-p", "revision=main", "-p", "overrides={eval_datasets: [demo:in-domain], candidate_depth: 10}",
-         "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "cerepro.cli",
+            "run",
+            "evaluate",
+            "-p",
+            "model=xpmir/cross-encoder-tiny-bert-BCE",
+            "-p",
+            "revision=main",
+            "-p",
+            "overrides={eval_datasets: [demo:in-domain], candidate_depth: 10}",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     contract = json.loads(next(out.glob("results/*/contract.json")).read_text())
     assert (contract["model"], contract["revision"], contract["commit"]) == (
-        "xpmir/cross-encoder-tiny-bert-BCE", "main", COMMIT)
+        "xpmir/cross-encoder-tiny-bert-BCE",
+        "main",
+        COMMIT,
+    )
     # labelled with the model, never as the first stage (the notebook's default run_name)
     assert contract["run"] == "xpmir/cross-encoder-tiny-bert-BCE"

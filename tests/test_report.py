@@ -1,4 +1,4 @@
-"""The report modules (cerepro.tables, figures, verdicts, provenance, protocol) on synthetic grids written in the engine's exact layout (hand-checkable numbers)."""
+"""The report modules (cerepro.report.tables, figures, verdicts, provenance, protocol) on synthetic grids written in the engine's exact layout (hand-checkable numbers)."""
 
 from __future__ import annotations
 
@@ -12,48 +12,85 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cerepro import backbones, claims, figures, losses, protocol, provenance, tables, verdicts, vocab
+from cerepro import vocab
 from cerepro.config import paper_seeds
-from cerepro.evaluate import Result, query_means, save_result
+from cerepro.evaluation.evaluate import Result, query_means, save_result
+from cerepro.model import backbones
+from cerepro.report import claims, figures, protocol, provenance, tables, verdicts
+from cerepro.training import losses
 
 DEMO_DATASETS = ("demo:in-domain", "demo:out-of-domain")
 DEMO_BACKBONES = ("tiny-bert", "tiny-electra", "tiny-modernbert")
 PAPER_OBJECTIVES = ("bce", "hinge", "infonce", "margin-mse", "distill-ranknet", "adr-mse")
 # A 1x1 PNG, the image output of the fixture notebooks.
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
 # Synthetic effect of each objective and backbone on the fixture's per-query values.
-OBJECTIVE_EFFECT = {"bce": 0.0, "hinge": 0.04, "infonce": 0.10, "margin-mse": 0.08, "distill-ranknet": 0.095,
-                    "adr-mse": 0.07, "listnet-kl": 0.05}
+OBJECTIVE_EFFECT = {
+    "bce": 0.0,
+    "hinge": 0.04,
+    "infonce": 0.10,
+    "margin-mse": 0.08,
+    "distill-ranknet": 0.095,
+    "adr-mse": 0.07,
+    "listnet-kl": 0.05,
+}
 
 
 def _done(folder: Path, notebook: str | None, parameters: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if notebook:
         nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_markdown_cell(f"# {notebook} (fixture)"),
-                    nbformat.v4.new_code_cell("figure()", execution_count=1, outputs=[
-                        nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(PNG).decode(),
-                                                                     "text/plain": "<Figure>"})])]
+        nb.cells = [
+            nbformat.v4.new_markdown_cell(f"# {notebook} (fixture)"),
+            nbformat.v4.new_code_cell(
+                "figure()",
+                execution_count=1,
+                outputs=[
+                    nbformat.v4.new_output(
+                        "display_data", data={"image/png": base64.b64encode(PNG).decode(), "text/plain": "<Figure>"}
+                    )
+                ],
+            ),
+        ]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, folder / f"{notebook}.ipynb")
-    meta = {"notebook": notebook, "parameters": parameters, "seconds": 1.5, "python": "3.11.0",
-            "versions": {"cerepro": "0.1.0", "pandas": "3.1.1"}, "git_commit": "abc123",
-            "hardware": {"machine": "x86_64", "cpus": 2}}
+    meta = {
+        "notebook": notebook,
+        "parameters": parameters,
+        "seconds": 1.5,
+        "python": "3.11.0",
+        "versions": {"cerepro": "0.1.0", "pandas": "3.1.1"},
+        "git_commit": "abc123",
+        "hardware": {"machine": "x86_64", "cpus": 2},
+    }
     (folder / "meta.json").write_text(json.dumps(meta))
     (folder / "DONE").write_text("")
 
 
 def _result(folder: Path, run: str, dataset: str, values: np.ndarray) -> None:
     queries = [f"q{i}" for i in range(len(values))]
-    per_query = pd.DataFrame({"run": run, "dataset": dataset, "query_id": queries, "measure": "nDCG@10",
-                              "value": values})
+    per_query = pd.DataFrame(
+        {"run": run, "dataset": dataset, "query_id": queries, "measure": "nDCG@10", "value": values}
+    )
     rr = per_query.assign(measure="RR@10", value=np.clip(values + 0.05, 0, 1))
     per_query = pd.concat([per_query, rr], ignore_index=True)
     save_result(Result(per_query, query_means(per_query), {"run": run, "dataset": dataset}), folder)
 
 
-def write_grid(runs: Path, grid: str = "demo", *, backbones=DEMO_BACKBONES, objectives=PAPER_OBJECTIVES, seeds=2,
-               datasets=DEMO_DATASETS, queries: int = 24, effects=None, notebooks: bool = True) -> Path:
+def write_grid(
+    runs: Path,
+    grid: str = "demo",
+    *,
+    backbones=DEMO_BACKBONES,
+    objectives=PAPER_OBJECTIVES,
+    seeds=2,
+    datasets=DEMO_DATASETS,
+    queries: int = 24,
+    effects=None,
+    notebooks: bool = True,
+) -> Path:
     """A finished grid under ``runs/<grid>/`` in the engine's layout: per-query results of every
     run and of the first stage, training logs and ledgers, executed notebooks, meta.json, DONE."""
     effects = {**OBJECTIVE_EFFECT, **(effects or {})}
@@ -77,15 +114,36 @@ def write_grid(runs: Path, grid: str = "demo", *, backbones=DEMO_BACKBONES, obje
                 _done(root / run / "evaluate", "evaluate" if notebooks else None, {"run_name": run})
                 train = root / run / "train"
                 steps = np.arange(0, 110, 10)
-                log = [{"step": int(s), "loss": float(1.0 / (1 + s / 30) + effects[objective]), "lr": 1e-3,
-                        "grad_norm": 1.0, "pairs_per_s": 500.0} for s in steps]
-                log += [{"step": s, "validation": {"demo:validation": 0.3 + s / 1000}, "nDCG@10": 0.3 + s / 1000}
-                        for s in (50, 100)]
+                log = [
+                    {
+                        "step": int(s),
+                        "loss": float(1.0 / (1 + s / 30) + effects[objective]),
+                        "lr": 1e-3,
+                        "grad_norm": 1.0,
+                        "pairs_per_s": 500.0,
+                    }
+                    for s in steps
+                ]
+                log += [
+                    {"step": s, "validation": {"demo:validation": 0.3 + s / 1000}, "nDCG@10": 0.3 + s / 1000}
+                    for s in (50, 100)
+                ]
                 train.mkdir(parents=True, exist_ok=True)
                 (train / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in log))
-                (train / "ledger.json").write_text(json.dumps({"run_id": run, "wall_s": 60.0, "device": "cpu",
-                                                               "steps": 100, "pairs_per_s": 500.0, "flops": 1e12,
-                                                               "mfu": None, "flops_method": "fixture"}))
+                (train / "ledger.json").write_text(
+                    json.dumps(
+                        {
+                            "run_id": run,
+                            "wall_s": 60.0,
+                            "device": "cpu",
+                            "steps": 100,
+                            "pairs_per_s": 500.0,
+                            "flops": 1e12,
+                            "mfu": None,
+                            "flops_method": "fixture",
+                        }
+                    )
+                )
                 _done(train, "train" if notebooks else None, {"backbone": backbone, "objective": objective})
     if notebooks:
         _done(root / "data" / "llm-lists", "data", {"source": "llm-lists"})
@@ -102,8 +160,9 @@ def fixture_params(tmp_path_factory):
     params = tmp_path_factory.mktemp("params") / "params"
     shutil.copytree(Path(__file__).resolve().parents[1] / "params", params)
     grid = params / "grids" / "demo.yaml"
-    grid.write_text(grid.read_text().replace("backbones: [tiny-bert, tiny-modernbert]",
-                                             f"backbones: [{', '.join(DEMO_BACKBONES)}]"))
+    grid.write_text(
+        grid.read_text().replace("backbones: [tiny-bert, tiny-modernbert]", f"backbones: [{', '.join(DEMO_BACKBONES)}]")
+    )
     return params
 
 
@@ -159,7 +218,7 @@ def test_only_done_folders_count(tmp_path, monkeypatch):
 def test_only_the_runs_the_grid_names_count(tmp_path, monkeypatch, fixture_params):
     """An objective removed from the grid file leaves its finished runs on disk but in no table:
     the book once said "evaluated runs 2 of 1"."""
-    from cerepro import book
+    from cerepro.report import book
 
     write_grid(tmp_path, backbones=("tiny-bert",), objectives=("bce", "infonce"), seeds=1, notebooks=False)
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
@@ -199,8 +258,12 @@ def test_scores_are_means_of_per_dataset_means(demo):
     got = table[(table["run"] == run) & (table["column"] == "demo:in-domain")]["value"].item()
     assert got == pytest.approx(expected)
     cells = tables.cell_means(demo)
-    cell = cells[(cells["backbone"] == "tiny-bert") & (cells["objective"] == "bce") & (cells["column"] == "demo:in-domain")]
-    both = table[(table["backbone"] == "tiny-bert") & (table["objective"] == "bce") & (table["column"] == "demo:in-domain")]
+    cell = cells[
+        (cells["backbone"] == "tiny-bert") & (cells["objective"] == "bce") & (cells["column"] == "demo:in-domain")
+    ]
+    both = table[
+        (table["backbone"] == "tiny-bert") & (table["objective"] == "bce") & (table["column"] == "demo:in-domain")
+    ]
     assert cell["value"].item() == pytest.approx(both["value"].mean()) and cell["n_seeds"].item() == 2
 
 
@@ -210,8 +273,16 @@ def paper_runs(tmp_path_factory):
     from cerepro.vocab import dataset_registry
 
     runs = tmp_path_factory.mktemp("paper-runs")
-    write_grid(runs, "paper", backbones=("ettin-17m", "bert-base"), objectives=("bce", "infonce"), seeds=1,
-               datasets=tuple(dataset_registry()["datasets"]), queries=4, notebooks=False)
+    write_grid(
+        runs,
+        "paper",
+        backbones=("ettin-17m", "bert-base"),
+        objectives=("bce", "infonce"),
+        seeds=1,
+        datasets=tuple(dataset_registry()["datasets"]),
+        queries=4,
+        notebooks=False,
+    )
     return runs
 
 
@@ -232,10 +303,22 @@ def test_aggregates_are_the_papers_unweighted_means(paper_runs, monkeypatch):
 def test_a_grid_with_part_of_an_aggregate_shows_its_sets_never_a_partial_mean(tmp_path, monkeypatch):
     """The rehearsal evaluates MS MARCO dev and TREC DL 2019 but not 2020: no "in-domain" column
     (the paper's is the mean of all three), each set in its own column, and every figure draws."""
-    sets = ("msmarco-passage/dev/small", "msmarco-passage/trec-dl-2019/judged", "beir/scifact/test",
-            "lotte/writing/test/search")
-    write_grid(tmp_path, "paper", backbones=("ettin-17m",), objectives=("bce", "margin-mse"), seeds=1,
-               datasets=sets, queries=4, notebooks=False)
+    sets = (
+        "msmarco-passage/dev/small",
+        "msmarco-passage/trec-dl-2019/judged",
+        "beir/scifact/test",
+        "lotte/writing/test/search",
+    )
+    write_grid(
+        tmp_path,
+        "paper",
+        backbones=("ettin-17m",),
+        objectives=("bce", "margin-mse"),
+        seeds=1,
+        datasets=sets,
+        queries=4,
+        notebooks=False,
+    )
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
     results = tables.grid_results("paper")
     assert tables.available_columns(results) == ["msmarco-dev-small", "trec-dl-2019", "scifact", "lotte-writing"]
@@ -243,7 +326,8 @@ def test_a_grid_with_part_of_an_aggregate_shows_its_sets_never_a_partial_mean(tm
     assert set(cells["column"]) == {"msmarco-dev-small", "trec-dl-2019", "scifact", "lotte-writing"}
     heat = figures.heatmaps(results)
     assert [ax.get_title() for ax in heat.axes if ax.has_data()] == [
-        f"{c} ({tables.MEASURE})" for c in ("msmarco-dev-small", "trec-dl-2019", "scifact", "lotte-writing")]
+        f"{c} ({tables.MEASURE})" for c in ("msmarco-dev-small", "trec-dl-2019", "scifact", "lotte-writing")
+    ]
     scatter = figures.id_ood_scatter(results)
     assert [ax.get_xlabel() for ax in scatter.axes if ax.has_data()] == [f"msmarco-dev-small ({tables.MEASURE})"] * 2
     for draw in (figures.gain_vs_scaling, figures.seed_spread):
@@ -278,7 +362,7 @@ def test_each_objective_keeps_its_colour():
     # the paper's six objectives far apart in hue or lightness: no two within 0.25 in RGB
     # (hinge, margin-mse and adr-mse were three oranges; the closest pair was 0.2 apart)
     paper = [np.array(colours[o]) for o in PAPER_OBJECTIVES]
-    assert min(np.linalg.norm(x - y) for i, x in enumerate(paper) for y in paper[i + 1:]) > 0.25
+    assert min(np.linalg.norm(x - y) for i, x in enumerate(paper) for y in paper[i + 1 :]) > 0.25
 
 
 def test_claims_get_verdicts_from_results(demo):
@@ -306,8 +390,14 @@ def test_claims_get_verdicts_from_results(demo):
 
 
 def test_a_claim_fails_when_the_results_contradict_it(tmp_path, monkeypatch):
-    write_grid(tmp_path, backbones=("tiny-bert",), objectives=("bce", "infonce", "adr-mse"), seeds=1,
-               effects={"adr-mse": 0.2}, notebooks=False)
+    write_grid(
+        tmp_path,
+        backbones=("tiny-bert",),
+        objectives=("bce", "infonce", "adr-mse"),
+        seeds=1,
+        effects={"adr-mse": 0.2},
+        notebooks=False,
+    )
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
     found = verdicts.claims(tables.grid_results("demo"))
     assert found["llm-distillation"].verdict == claims.NOT_SUPPORTED
@@ -328,8 +418,11 @@ def test_scoreboard_sets_our_cells_next_to_the_papers(paper_runs, monkeypatch):
     assert cell["verdict"] in ("OK", "OKish", "FAIL")
     assert board.loc[("deberta-v3-base", "bce", "robust04"), "verdict"] == "not run"
     table = verdicts.scoreboard_table(results, grid="paper")
-    assert table.index[0] == ("ettin-17m", "bce") and list(table.columns)[:3] == ["msmarco-dev-small", "trec-dl-2019",
-                                                                                  "trec-dl-2020"]
+    assert table.index[0] == ("ettin-17m", "bce") and list(table.columns)[:3] == [
+        "msmarco-dev-small",
+        "trec-dl-2019",
+        "trec-dl-2020",
+    ]
     assert table.loc[("deberta-v3-base", "bce"), "robust04"].endswith("/ not run")
     assert table.loc[("bert-base", "infonce"), "beir-13"].endswith(cell["verdict"])
     html = verdicts.styled(table).to_html()
@@ -365,8 +458,11 @@ def test_figures_read_at_a_glance(tmp_path, monkeypatch, backbones):
     heat = figures.heatmaps(results)
     assert all(t.get_rotation() == 0 for t in heat.axes[0].get_yticklabels())
     colours = vocab.objective_colours()
-    assert all(line.get_color() == colours[line.get_label()] for line in figures.gain_vs_scaling(results).axes[0].lines
-               if line.get_label() != vocab.FIRST_STAGE)
+    assert all(
+        line.get_color() == colours[line.get_label()]
+        for line in figures.gain_vs_scaling(results).axes[0].lines
+        if line.get_label() != vocab.FIRST_STAGE
+    )
 
 
 def test_training_artifacts(demo_runs, monkeypatch):
@@ -408,8 +504,12 @@ def test_the_differences_read_as_blocks_not_a_wide_table():
 
 def test_no_figure_rotates_its_tick_labels(tmp_path, monkeypatch):
     """Seed spread with many backbones (two-line labels) and the per-query boxes (horizontal)."""
-    write_grid(tmp_path / "runs", backbones=("tiny-bert", "tiny-electra", "tiny-modernbert", "tiny-roberta",
-                                             "tiny-deberta"), seeds=2, queries=6)
+    write_grid(
+        tmp_path / "runs",
+        backbones=("tiny-bert", "tiny-electra", "tiny-modernbert", "tiny-roberta", "tiny-deberta"),
+        seeds=2,
+        queries=6,
+    )
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
     results = tables.grid_results("demo")
     for fig in (figures.seed_spread(results), figures.per_query_distribution(results[results["run"] == "first-stage"])):

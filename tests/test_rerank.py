@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_tokenize import bert_tokenizer, random_texts, roberta_tokenizer
+from tolerance import TF32_REL, assert_scores_close
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -12,13 +14,11 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-import cerepro.rerank as rerank_module
-from cerepro.models import supports_first_token_last_layer
-from cerepro.rerank import rank_scores, rerank, score_pairs
-from cerepro.tokenize import encode_pairs
-from cerepro.trec import read_run, write_run
-from test_tokenize import bert_tokenizer, random_texts, roberta_tokenizer
-from tolerance import TF32_REL, assert_scores_close
+import cerepro.evaluation.rerank as rerank_module
+from cerepro.data.tokenize import encode_pairs
+from cerepro.data.trec import read_run, write_run
+from cerepro.evaluation.rerank import rank_scores, rerank, score_pairs
+from cerepro.model.models import supports_first_token_last_layer
 
 
 @pytest.fixture(autouse=True)
@@ -77,9 +77,7 @@ def world():
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
-@pytest.mark.parametrize(
-    "max_tokens, batch_size", [(None, 1), (None, 5), (64, None), (200, 3), (10_000, None)]
-)
+@pytest.mark.parametrize("max_tokens, batch_size", [(None, 1), (None, 5), (64, None), (200, 3), (10_000, None)])
 def test_scores_equal_one_pair_at_a_time(kind, max_tokens, batch_size):
     tokenizer = bert_tokenizer() if kind == "bert" else roberta_tokenizer()
     model = tiny_model(tokenizer, kind)
@@ -119,18 +117,14 @@ def test_models_without_the_shortcut_score_plainly():
 
     tokenizer = bert_tokenizer()
     torch.manual_seed(0)
-    config = DistilBertConfig(
-        vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, num_labels=1
-    )
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, num_labels=1)
     model = DistilBertForSequenceClassification(config).eval()
     assert not supports_first_token_last_layer(model)
     queries, passages = random_texts(9, 6, seed=42), random_texts(9, 30, seed=43)
     encoding = encode_pairs(tokenizer, queries, passages, max_length=32)
     scores = score_pairs(model, encoding, pad_token_id=0, batch_size=4, precision="fp32")
     with torch.no_grad():
-        batch = tokenizer(
-            queries, passages, truncation=True, max_length=32, padding=True, return_tensors="pt"
-        )
+        batch = tokenizer(queries, passages, truncation=True, max_length=32, padding=True, return_tensors="pt")
         del batch["token_type_ids"]
         expected = model(**batch).logits[:, 0].numpy()
     assert_scores_close(scores, expected)
@@ -141,14 +135,19 @@ def test_rerank_ranks_by_score_then_doc_id(world):
     tokenizer = bert_tokenizer()
     model = tiny_model(tokenizer)
     run = rerank(
-        model, tokenizer, candidates, queries, docs,
-        max_length=32, max_tokens=96, precision="fp32", progress=False,
+        model,
+        tokenizer,
+        candidates,
+        queries,
+        docs,
+        max_length=32,
+        max_tokens=96,
+        precision="fp32",
+        progress=False,
     )
     assert list(run.columns) == ["query_id", "doc_id", "score", "rank"]
     assert len(run) == len(candidates)
-    expected = one_at_a_time(
-        model, tokenizer, [queries[q] for q in run.query_id], [docs[d] for d in run.doc_id], 32
-    )
+    expected = one_at_a_time(model, tokenizer, [queries[q] for q in run.query_id], [docs[d] for d in run.doc_id], 32)
     assert_scores_close(run.score, expected)
     for _, group in run.groupby("query_id"):
         assert group["rank"].tolist() == list(range(1, len(group) + 1))
@@ -169,8 +168,13 @@ def test_ties_broken_by_doc_id_descending_as_trec_eval_does():
     tokenizer = bert_tokenizer()
     same = pd.DataFrame({"query_id": ["q"] * 4, "doc_id": ["d3", "d1", "d4", "d2"]})
     run = rerank(
-        tiny_model(tokenizer), tokenizer, same, {"q": "dog"}, lambda d: "a dog barks",
-        max_length=16, progress=False,
+        tiny_model(tokenizer),
+        tokenizer,
+        same,
+        {"q": "dog"},
+        lambda d: "a dog barks",
+        max_length=16,
+        progress=False,
     )
     assert run.doc_id.tolist() == ["d4", "d3", "d2", "d1"]
     assert run.score.nunique() == 1
@@ -219,9 +223,7 @@ def test_shards_resume_only_what_is_missing(tmp_path, world, monkeypatch):
     queries, docs, candidates = world
     tokenizer = bert_tokenizer()
     model = tiny_model(tokenizer)
-    kwargs = dict(
-        max_length=32, shard_dir=tmp_path / "shards", shard_size=7, precision="fp32", progress=False
-    )
+    kwargs = dict(max_length=32, shard_dir=tmp_path / "shards", shard_size=7, precision="fp32", progress=False)
     scored = []
     real_score_pairs = rerank_module.score_pairs
 
@@ -241,9 +243,7 @@ def test_shards_resume_only_what_is_missing(tmp_path, world, monkeypatch):
     second = rerank(model, tokenizer, candidates, queries, docs, **kwargs)
     assert scored == [7, 3]
     pd.testing.assert_frame_equal(first, second)
-    unsharded = rerank(
-        model, tokenizer, candidates, queries, docs, max_length=32, precision="fp32", progress=False
-    )
+    unsharded = rerank(model, tokenizer, candidates, queries, docs, max_length=32, precision="fp32", progress=False)
     assert_scores_close(first.score, unsharded.score)  # other batches
 
     with pytest.raises(ValueError, match="holds shards of another job.*model"):
@@ -306,16 +306,20 @@ def test_cached_pairs_are_rebuilt_when_lengths_rule_or_lower_casing_change(tmp_p
     monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path))
     queries, docs, candidates = world
     words = sorted({w for t in [*queries.values(), *docs.values()] for w in t.split()})
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words,
-                                         *(w.upper() for w in words)])}
+    vocab = {
+        w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *(w.upper() for w in words)])
+    }
     cased = BertTokenizerFast(vocab=vocab, do_lower_case=False)
     folded = BertTokenizerFast(vocab=vocab, do_lower_case=True)
     model = tiny_model(cased)
     shouting = {q: t.upper() for q, t in queries.items()}  # lower-casing changes their tokens
     base = dict(max_length=48, cache_key="demo/test", progress=False, precision="fp32")
-    settings = [dict(), dict(query_max_length=4, passage_max_length=8),
-                dict(query_max_length=4, passage_max_length=8, truncation="retokenize"),
-                dict(query_max_length=4, passage_max_length=16, truncation="retokenize")]
+    settings = [
+        dict(),
+        dict(query_max_length=4, passage_max_length=8),
+        dict(query_max_length=4, passage_max_length=8, truncation="retokenize"),
+        dict(query_max_length=4, passage_max_length=16, truncation="retokenize"),
+    ]
     scores = [rerank(model, cased, candidates, shouting, docs, **base, **extra).score for extra in settings]
     scores.append(rerank(model, folded, candidates, shouting, docs, **base, **settings[2]).score)
     assert len(list((tmp_path / "tokenized").glob("*.npz"))) == 5  # one entry each, none reused
@@ -341,8 +345,8 @@ def test_bf16_scores_are_close_to_fp32(world):
 def test_an_evaluation_at_the_runs_precision_is_not_bf16_rounded(world):
     """What the evaluate notebook passes for an fp32 (or tf32) run gives the exact fp32 scores;
     the old default ("auto", bf16 on CUDA and on CPUs with native bf16) would not."""
-    from cerepro import engine
     from cerepro.config import load_grid
+    from cerepro.grid import engine
 
     queries, docs, candidates = world
     tokenizer = bert_tokenizer()
@@ -365,8 +369,9 @@ def test_fp32_and_tf32_scoring_set_the_matmul_precision_and_restore_it(world, mo
     model = tiny_model(tokenizer)
     seen = []
     forward = model.forward
-    monkeypatch.setattr(model, "forward", lambda *a, **k: (seen.append(torch.get_float32_matmul_precision()),
-                                                          forward(*a, **k))[1])
+    monkeypatch.setattr(
+        model, "forward", lambda *a, **k: (seen.append(torch.get_float32_matmul_precision()), forward(*a, **k))[1]
+    )
     encoding = encode_pairs(tokenizer, ["dog"] * 3, ["the cat", "a dog", "big pet"], max_length=16)
     assert torch.get_float32_matmul_precision() == "highest"
     tf32 = score_pairs(model, encoding, pad_token_id=0, precision="tf32")

@@ -16,15 +16,31 @@ import pytest
 from safetensors.torch import load_file
 
 from cerepro.lock import LOCK_NAME, STALE_AFTER_S, FolderLock, LockedError, wait_for_writers
-from cerepro.checkpoints import latest_checkpoint
+from cerepro.training.checkpoints import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = "overrides={max_steps: 300, warmup_steps: 2, checkpoint_every: 20, log_every: 10, validation_datasets: []}"
 
 
 def train_command(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "cerepro.cli", "run", "train", "-p", "profile=smoke", "-p", "backbone=tiny-bert",
-            "-p", "objective=bce", "-p", OVERRIDES, "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "cerepro.cli",
+        "run",
+        "train",
+        "-p",
+        "profile=smoke",
+        "-p",
+        "backbone=tiny-bert",
+        "-p",
+        "objective=bce",
+        "-p",
+        OVERRIDES,
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def same_weights(a: Path, b: Path) -> bool:
@@ -38,16 +54,24 @@ def log_records(folder: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_cerepro_run_train_killed_midway_resumes_bit_identically_and_refuses_a_second_writer(tmp_path):
-    env = {**os.environ, "CEREPRO_RUNS": str(tmp_path / "runs"), "CEREPRO_CACHE": str(tmp_path / "cache"),
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    straight = subprocess.run(train_command(tmp_path / "straight"), cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=600)
+    env = {
+        **os.environ,
+        "CEREPRO_RUNS": str(tmp_path / "runs"),
+        "CEREPRO_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    straight = subprocess.run(
+        train_command(tmp_path / "straight"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     folder = tmp_path / "killed"
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(train_command(folder), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        first = subprocess.Popen(
+            train_command(folder), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.time() + 300
     while time.time() < deadline and first.poll() is None and not (folder / LOCK_NAME).exists():
         time.sleep(0.05)
@@ -72,10 +96,10 @@ def test_cerepro_run_train_killed_midway_resumes_bit_identically_and_refuses_a_s
     assert f"took over the lock of process {first.pid}" in again.stderr
     assert "is unfinished: running train again in place (resuming" in again.stderr
     records = log_records(folder)
-    note, = [r for r in records if "resumed_from" in r]
+    (note,) = [r for r in records if "resumed_from" in r]
     resumed_at = note["step"]
     assert resumed_at >= 40 and note["resumed_from"] == f"checkpoints/{kept[-1]}"  # the newest it kept
-    after = [r["step"] for r in records[records.index(note) + 1:] if "loss" in r]
+    after = [r["step"] for r in records[records.index(note) + 1 :] if "loss" in r]
     assert after[0] == resumed_at + 10 and after[-1] == 300
     executed = (folder / "train.ipynb").read_text()
     assert f"resuming tiny-bert.bce.s1 at step {resumed_at} of 300 from checkpoints/{kept[-1]}" in executed
@@ -85,8 +109,9 @@ def test_cerepro_run_train_killed_midway_resumes_bit_identically_and_refuses_a_s
     assert not (folder / LOCK_NAME).exists()
 
     # --force starts over: no resume note, a fresh meta
-    forced = subprocess.run(train_command(folder, "--force"), cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=600)
+    forced = subprocess.run(
+        train_command(folder, "--force"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert not [r for r in log_records(folder) if "resumed_from" in r]
     assert json.loads((folder / "meta.json").read_text())["resumed"] is False
@@ -99,8 +124,18 @@ def test_cerepro_run_train_killed_midway_resumes_bit_identically_and_refuses_a_s
 def write_lock(folder: Path, **holder) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    path.write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "started": time.time(),
-                                "process_start": None, "command": "cerepro run train", **holder}))
+    path.write_text(
+        json.dumps(
+            {
+                "pid": 1,
+                "host": socket.gethostname(),
+                "started": time.time(),
+                "process_start": None,
+                "command": "cerepro run train",
+                **holder,
+            }
+        )
+    )
     return path
 
 
@@ -108,8 +143,11 @@ def test_a_live_holder_refuses_and_release_removes_the_lock(tmp_path):
     with FolderLock(tmp_path / "run", command="first") as first:
         holder = json.loads(first.path.read_text())
         assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
-        with pytest.raises(LockedError, match=rf"{tmp_path / 'run'} is being written by process {os.getpid()} "
-                                              rf"on host .* \(first\)"):
+        with pytest.raises(
+            LockedError,
+            match=rf"{tmp_path / 'run'} is being written by process {os.getpid()} "
+            rf"on host .* \(first\)",
+        ):
             FolderLock(tmp_path / "run", command="second").acquire()
     assert not (tmp_path / "run" / LOCK_NAME).exists()
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # no temporary files left
@@ -186,17 +224,31 @@ def test_a_run_from_a_checkout_copy_with_runs_outside_reads_the_copys_params(tmp
     copy = tmp_path / "copy"
     for folder in ("params", "notebooks"):
         shutil.copytree(ROOT / folder, copy / folder)
-    kept = [line for line in (copy / "params/profiles/smoke.yaml").read_text().splitlines()
-            if line.split(":")[0] not in ("max_steps", "validation_datasets")]  # a key given twice is refused
+    kept = [
+        line
+        for line in (copy / "params/profiles/smoke.yaml").read_text().splitlines()
+        if line.split(":")[0] not in ("max_steps", "validation_datasets")
+    ]  # a key given twice is refused
     (copy / "params/profiles/copy-only.yaml").write_text("\n".join(kept) + "\nmax_steps: 4\nvalidation_datasets: []\n")
-    env = {**os.environ, "CEREPRO_RUNS": str(tmp_path / "elsewhere"), "CEREPRO_CACHE": str(tmp_path / "cache"),
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "CEREPRO_RUNS": str(tmp_path / "elsewhere"),
+        "CEREPRO_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("CEREPRO_PARAMS", None)
     env.pop("CEREPRO_ROOT", None)
-    done = subprocess.run([sys.executable, "-m", "cerepro.cli", "run", "train", "-p", "profile=copy-only"],
-                          cwd=copy, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "cerepro.cli", "run", "train", "-p", "profile=copy-only"],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    folder, = (tmp_path / "elsewhere" / "adhoc").glob("tiny-bert.infonce.s1-*/train")  # the run's identity
+    (folder,) = (tmp_path / "elsewhere" / "adhoc").glob("tiny-bert.infonce.s1-*/train")  # the run's identity
     config = json.loads((folder / "config.json").read_text())
     assert config["profile"] == "copy-only" and config["max_steps"] == 4
     meta = json.loads((folder / "meta.json").read_text())

@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 import nbformat
 import pytest
 
-from cerepro.runner import execute
+from cerepro.grid.runner import execute
 
 PROBE = """from ipykernel.kernelapp import IPKernelApp
 import json, os
@@ -20,8 +20,7 @@ print(json.dumps({"transport": app.transport, "ip": app.ip, "x": x, "cwd": os.ge
 def probe_notebook(folder):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell(PROBE)]
+    nb.cells = [nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(PROBE)]
     path = folder / "probe.ipynb"
     nbformat.write(nb, path)
     return path
@@ -69,8 +68,13 @@ def run_env_probe(folder, job):
     nb = nbformat.read(path, as_version=4)
     nb.cells[-1].source = ENV_PROBE
     nbformat.write(nb, path)
-    execute(path, folder / "out.ipynb", {}, cwd=folder,
-            kernel_env={"OMP_NUM_THREADS": str(job), "CEREPRO_TEST_JOB": f"job {job}"})
+    execute(
+        path,
+        folder / "out.ipynb",
+        {},
+        cwd=folder,
+        kernel_env={"OMP_NUM_THREADS": str(job), "CEREPRO_TEST_JOB": f"job {job}"},
+    )
     return json.loads(nbformat.read(folder / "out.ipynb", as_version=4).cells[-1].outputs[0]["text"])
 
 
@@ -101,7 +105,10 @@ def test_jobs_running_as_threads_of_one_process_give_each_kernel_its_own_environ
         watcher.join()
     assert not moved, f"the process's working directory moved to {moved[0]}"
     assert [s["cwd"] for s in seen] == [str(tmp_path / f"run{i}") for i in range(3)]
-    assert [(s["OMP_NUM_THREADS"], s["CEREPRO_TEST_JOB"]) for s in seen] == \
-        [("1", "job 1"), ("2", "job 2"), ("3", "job 3")]
+    assert [(s["OMP_NUM_THREADS"], s["CEREPRO_TEST_JOB"]) for s in seen] == [
+        ("1", "job 1"),
+        ("2", "job 2"),
+        ("3", "job 3"),
+    ]
     assert all(s["CEREPRO_RUNS"] for s in seen)  # the folders this process resolved
     assert dict(os.environ) == before

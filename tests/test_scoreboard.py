@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cerepro.report.scoreboard import OK, OKISH, expected_table, our_table, scoreboard, verdict_counts
 from cerepro.vocab import dataset_registry
-from cerepro.scoreboard import OK, OKISH, expected_table, our_table, scoreboard, verdict_counts
 
 
 def cell(board, backbone, objective, column):
@@ -28,16 +28,30 @@ def test_expected_table_has_every_cell_of_the_authors_table_in_order():
 def test_verdicts_at_the_tolerance_bounds_and_not_run():
     assert (OK, OKISH) == (0.01, 0.02)
     paper = 0.759233  # bert-base infonce on TREC DL 2019
-    deltas = {"msmarco-dev-small": 0.01, "trec-dl-2019": -0.01, "trec-dl-2020": 0.0100001, "beir-13": 0.02,
-              "lotte-search-5": -0.0200001, "robust04": np.nan}
+    deltas = {
+        "msmarco-dev-small": 0.01,
+        "trec-dl-2019": -0.01,
+        "trec-dl-2020": 0.0100001,
+        "beir-13": 0.02,
+        "lotte-search-5": -0.0200001,
+        "robust04": np.nan,
+    }
     expected = expected_table()
     rows = expected[(expected["backbone"] == "bert-base") & (expected["objective"] == "infonce")]
-    ours = rows[["backbone", "objective", "column"]].assign(ours=[p + deltas[c] for p, c in zip(rows["paper"], rows["column"])])
+    ours = rows[["backbone", "objective", "column"]].assign(
+        ours=[p + deltas[c] for p, c in zip(rows["paper"], rows["column"])]
+    )
     ours.loc[ours["column"] == "trec-dl-2019", "ours"] = paper - 0.01
     board = scoreboard(ours)
     verdict = {c: cell(board, "bert-base", "infonce", c)["verdict"] for c in deltas}
-    assert verdict == {"msmarco-dev-small": "OK", "trec-dl-2019": "OK", "trec-dl-2020": "OKish", "beir-13": "OKish",
-                       "lotte-search-5": "FAIL", "robust04": "not run"}
+    assert verdict == {
+        "msmarco-dev-small": "OK",
+        "trec-dl-2019": "OK",
+        "trec-dl-2020": "OKish",
+        "beir-13": "OKish",
+        "lotte-search-5": "FAIL",
+        "robust04": "not run",
+    }
     dl19 = cell(board, "bert-base", "infonce", "trec-dl-2019")
     assert (dl19["paper"], dl19["diff"]) == (paper, pytest.approx(-0.01))
     assert cell(board, "ettin-17m", "bce", "robust04")["verdict"] == "not run"  # never ran
@@ -58,8 +72,14 @@ def test_tolerances_are_parameters():
 
 
 def test_a_cell_the_paper_lacks_says_so():
-    ours = pd.DataFrame({"backbone": ["tiny-bert"] * 2, "objective": ["bce"] * 2,
-                         "column": ["trec-dl-2019", "beir-13"], "ours": [0.5, np.nan]})
+    ours = pd.DataFrame(
+        {
+            "backbone": ["tiny-bert"] * 2,
+            "objective": ["bce"] * 2,
+            "column": ["trec-dl-2019", "beir-13"],
+            "ours": [0.5, np.nan],
+        }
+    )
     board = scoreboard(ours)
     assert len(board) == 324 + 1  # the extra cell we did not run either is left out
     row = cell(board, "tiny-bert", "bce", "trec-dl-2019")
@@ -94,8 +114,9 @@ def test_our_cells_average_seeds_then_aggregate_like_the_paper():
 
 
 def test_run_ids_must_name_backbone_objective_and_seed():
-    per_query = pd.DataFrame(per_query_rows("first-stage", "beir/nq", [0.5]),
-                             columns=["run", "dataset", "query_id", "measure", "value"])
+    per_query = pd.DataFrame(
+        per_query_rows("first-stage", "beir/nq", [0.5]), columns=["run", "dataset", "query_id", "measure", "value"]
+    )
     message = r"run ids must read \{backbone\}\.\{objective\}\.s\{seed\} to be scored; got \['first-stage'\]"
     with pytest.raises(ValueError, match=message):
         our_table(per_query)

@@ -1,4 +1,4 @@
-"""Model selection and early stopping (cerepro.selection), on hand-computed validation histories.
+"""Model selection and early stopping (cerepro.training.selection), on hand-computed validation histories.
 
 The table's rule (xpmir's AggregatorValidationListener of Feb 2026): the aggregate is the mean of
 each set's best value so far, and a validation's model is kept when the aggregate rises; the
@@ -7,11 +7,15 @@ learner stops 10,000 steps (100 epochs of 100 steps) after the last rise.
 
 import pytest
 
-from cerepro.selection import Selection
+from cerepro.training.selection import Selection
 
 # Two validation sets, four validations 5,000 steps apart.
-HISTORY = [(5000, {"a": 0.5, "b": 0.3}), (10000, {"a": 0.6, "b": 0.1}),
-           (15000, {"a": 0.55, "b": 0.2}), (20000, {"a": 0.4, "b": 0.35})]
+HISTORY = [
+    (5000, {"a": 0.5, "b": 0.3}),
+    (10000, {"a": 0.6, "b": 0.1}),
+    (15000, {"a": 0.55, "b": 0.2}),
+    (20000, {"a": 0.4, "b": 0.35}),
+]
 
 
 def run(selection):

@@ -5,12 +5,36 @@ import math
 
 import pytest
 
-from cerepro import sizing
+from cerepro.retrieval import sizing
 
-COLUMNS = ["passages", "postings", "queries", "query_terms", "shards_s", "shards_wall_s", "shards_peak_mb",
-           "shards_mb", "index_s", "index_wall_s", "index_peak_mb", "index_mb", "search_setup_s",
-           "search_setup_wall_s", "search_peak_mb", "query_cpu_ms", "query_ms_1", "query_ms_2", "qps_1",
-           "qps_2", "speedup_2", "run_rows", "run_write_s", "run_write_wall_s", "run_peak_mb", "run_mb"]
+COLUMNS = [
+    "passages",
+    "postings",
+    "queries",
+    "query_terms",
+    "shards_s",
+    "shards_wall_s",
+    "shards_peak_mb",
+    "shards_mb",
+    "index_s",
+    "index_wall_s",
+    "index_peak_mb",
+    "index_mb",
+    "search_setup_s",
+    "search_setup_wall_s",
+    "search_peak_mb",
+    "query_cpu_ms",
+    "query_ms_1",
+    "query_ms_2",
+    "qps_1",
+    "qps_2",
+    "speedup_2",
+    "run_rows",
+    "run_write_s",
+    "run_write_wall_s",
+    "run_peak_mb",
+    "run_mb",
+]
 
 
 def table(sizes=(1e5, 2e5, 4e5)):
@@ -19,10 +43,21 @@ def table(sizes=(1e5, 2e5, 4e5)):
     rows = []
     for n in sizes:
         row = dict.fromkeys(COLUMNS, 1.0)
-        row.update(passages=n, shards_peak_mb=1500, index_peak_mb=500 + 0.01 * n, index_s=0.0001 * n,
-                   index_mb=0.001 * n, shards_mb=0.001 * n, search_peak_mb=300 + 0.008 * n,
-                   search_setup_s=0.00001 * n, query_cpu_ms=1 + 0.00001 * n, speedup_2=1.6,
-                   run_rows=1000 * n / 1e4, run_write_s=(1000 * n / 1e4) / 1e6, run_mb=n / 1e5)
+        row.update(
+            passages=n,
+            shards_peak_mb=1500,
+            index_peak_mb=500 + 0.01 * n,
+            index_s=0.0001 * n,
+            index_mb=0.001 * n,
+            shards_mb=0.001 * n,
+            search_peak_mb=300 + 0.008 * n,
+            search_setup_s=0.00001 * n,
+            query_cpu_ms=1 + 0.00001 * n,
+            speedup_2=1.6,
+            run_rows=1000 * n / 1e4,
+            run_write_s=(1000 * n / 1e4) / 1e6,
+            run_mb=n / 1e5,
+        )
         rows.append(row)
     return rows
 

@@ -14,7 +14,6 @@ never starts two clusters at once: a cluster's configuration is linked at /etc/s
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,9 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from cerepro import rehearsal
 from slurm_cluster import PARTITION, SlurmCluster
+
+from cerepro.data import rehearsal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,13 +48,21 @@ def wait_state(cluster, job, states, timeout=60):
 def test_cluster_runs_a_job_cancels_one_and_stops(cluster, tmp_path):
     out = tmp_path / "out.txt"
     submit = ["sbatch", "--parsable", "-c", "1", "--mem", "100", "-o", str(out)]
-    done = subprocess.run([*submit, "--wrap", "echo ran on $SLURM_JOB_NODELIST"], env=cluster.env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [*submit, "--wrap", "echo ran on $SLURM_JOB_NODELIST"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     job = done.stdout.strip().split(";")[0]
     assert wait_state(cluster, job, {"COMPLETED", "FAILED"}) == "COMPLETED"
     assert out.read_text().startswith("ran on ")
-    sleeper = subprocess.run([*submit, "--wrap", "sleep 300"], env=cluster.env, capture_output=True,
-                             text=True, check=True).stdout.strip().split(";")[0]
+    sleeper = (
+        subprocess.run([*submit, "--wrap", "sleep 300"], env=cluster.env, capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .split(";")[0]
+    )
     wait_state(cluster, sleeper, {"RUNNING"})
     subprocess.run(["scancel", sleeper], env=cluster.env, check=True)
     assert wait_state(cluster, sleeper, {"CANCELLED"}) == "CANCELLED"
@@ -73,17 +80,44 @@ def test_rehearsal_grid_on_slurm_survives_scancel_and_completes(tmp_path):
     shutil.copytree(ROOT / "book", tmp_path / "book", ignore=shutil.ignore_patterns("_build"))
     cluster = SlurmCluster(tmp_path / "cerepro-slurm").start()
     try:
-        env = {**cluster.env, "IR_DATASETS_HOME": str(tmp_path / "irds"), "CEREPRO_CACHE": str(tmp_path / "cache"),
-               "CEREPRO_CHECKSUMS": str(tmp_path / "cache" / "downloads" / "CHECKSUMS"),
-               "CEREPRO_RUNS": str(tmp_path / "runs"), "CEREPRO_BOOK": str(tmp_path / "book"),
-               "IR_DATASETS_SKIP_DISK_FREE": "true",
-               "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env = {
+            **cluster.env,
+            "IR_DATASETS_HOME": str(tmp_path / "irds"),
+            "CEREPRO_CACHE": str(tmp_path / "cache"),
+            "CEREPRO_CHECKSUMS": str(tmp_path / "cache" / "downloads" / "CHECKSUMS"),
+            "CEREPRO_RUNS": str(tmp_path / "runs"),
+            "CEREPRO_BOOK": str(tmp_path / "book"),
+            "IR_DATASETS_SKIP_DISK_FREE": "true",
+            "PYTHONPATH": str(ROOT),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
         grid = tmp_path / "runs" / "rehearsal"
         log = open(tmp_path / "grid.log", "w")
         started = time.time()
-        proc = subprocess.Popen([sys.executable, "-m", "cerepro.cli", "grid", "rehearsal", "--slurm", "--book",
-                                 "--partition", PARTITION, "--", "--slurm-status-command", "squeue",
-                                 "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cerepro.cli",
+                "grid",
+                "rehearsal",
+                "--slurm",
+                "--book",
+                "--partition",
+                PARTITION,
+                "--",
+                "--slurm-status-command",
+                "squeue",
+                "--slurm-no-account",
+                "--slurm-init-seconds-before-status-checks",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         cancelled = None
         deadline = time.time() + 1400
         while time.time() < deadline and proc.poll() is None and cancelled is None:

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 
-from cerepro.stats import (
+from cerepro.evaluation.stats import (
     bootstrap_ci,
     bootstrap_diff_ci,
     compare,
@@ -48,11 +48,14 @@ def test_system_of_strips_the_seed_only():
     assert system_of("ettin-17m.bce.seedless") == "ettin-17m.bce.seedless"
 
 
-@pytest.mark.parametrize("test, scipy_call", [
-    ("paired-t", lambda x, y: scipy_stats.ttest_rel(x, y)),
-    ("wilcoxon", lambda x, y: scipy_stats.wilcoxon(x, y)),
-    ("welch", lambda x, y: scipy_stats.ttest_ind(x, y, equal_var=False)),
-])
+@pytest.mark.parametrize(
+    "test, scipy_call",
+    [
+        ("paired-t", lambda x, y: scipy_stats.ttest_rel(x, y)),
+        ("wilcoxon", lambda x, y: scipy_stats.wilcoxon(x, y)),
+        ("welch", lambda x, y: scipy_stats.ttest_ind(x, y, equal_var=False)),
+    ],
+)
 @pytest.mark.parametrize("correction", ["holm", "fdr_bh"])
 def test_p_values_against_a_baseline_equal_scipy_and_statsmodels(test, scipy_call, correction):
     vectors = systems()
@@ -85,7 +88,10 @@ def test_all_pairs_with_holm_equal_statsmodels_over_the_whole_family():
 def test_the_papers_welch_test_is_uncorrected_and_unpaired():
     vectors = systems()
     result = paper_welch(table(vectors), measure="nDCG@10", baseline="bert-base.bce")
-    p = [scipy_stats.ttest_ind(vectors[r], vectors["bert-base.bce.s1"], equal_var=False).pvalue for r in list(vectors)[1:]]
+    p = [
+        scipy_stats.ttest_ind(vectors[r], vectors["bert-base.bce.s1"], equal_var=False).pvalue
+        for r in list(vectors)[1:]
+    ]
     assert list(result["p_value"]) == pytest.approx(p, rel=1e-12)
     assert list(result["p_adjusted"]) == list(result["p_value"])
     assert list(result["significant"]) == [x < 0.05 for x in p]
@@ -100,7 +106,9 @@ def test_seeds_are_averaged_per_query_before_testing():
     assert list(matrix.columns) == ["x.bce", "x.infonce"]
     assert matrix.loc[[f"q{i}" for i in range(20)], "x.bce"].to_numpy() == pytest.approx((a1 + a2) / 2)
     result = compare(per_query, measure="nDCG@10", baseline="x.bce")
-    assert result["p_value"].iloc[0] == pytest.approx(scipy_stats.ttest_rel((b1 + b2) / 2, (a1 + a2) / 2).pvalue, rel=1e-12)
+    assert result["p_value"].iloc[0] == pytest.approx(
+        scipy_stats.ttest_rel((b1 + b2) / 2, (a1 + a2) / 2).pvalue, rel=1e-12
+    )
 
 
 def test_each_dataset_is_its_own_family():
@@ -127,8 +135,10 @@ def test_misaligned_vectors_name_the_missing_queries():
     vectors = systems(n_queries=8)
     per_query = table(vectors)
     per_query = per_query[~((per_query["run"] == "bert-base.hinge.s1") & per_query["query_id"].isin(["q3", "q5"]))]
-    message = (r"per-query vectors do not align on msmarco-passage/trec-dl-2019/judged \(nDCG@10\): "
-               r"systems: bert-base\.hinge lacks 2 queries \('q3', 'q5'\)")
+    message = (
+        r"per-query vectors do not align on msmarco-passage/trec-dl-2019/judged \(nDCG@10\): "
+        r"systems: bert-base\.hinge lacks 2 queries \('q3', 'q5'\)"
+    )
     with pytest.raises(ValueError, match=message):
         compare(per_query, measure="nDCG@10", baseline="bert-base.bce")
     seeds = table({"a.bce.s1": np.ones(4), "a.bce.s2": np.ones(4)})

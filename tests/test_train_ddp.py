@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
-from cerepro import backbones
-from cerepro.checkpoints import TrainingError, latest_checkpoint
-from cerepro.train import check_launch_environment
+from cerepro.model import backbones
+from cerepro.training.checkpoints import TrainingError, latest_checkpoint
+from cerepro.training.train import check_launch_environment
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402
@@ -33,17 +32,44 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
 def accelerate_launch(output: Path, pids: Path, steps: int, *extra: str, cache: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", "0", str(WORKER), str(output), str(pids), str(steps), *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CEREPRO_CACHE": str(cache), "CUDA_VISIBLE_DEVICES": "",
-           "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        str(WORKER),
+        str(output),
+        str(pids),
+        str(steps),
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "CEREPRO_CACHE": str(cache),
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "TQDM_DISABLE": "1",
+    }
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def losses_of(folder: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines()
-            if "loss" in json.loads(line)]
+    return [
+        json.loads(line)["loss"]
+        for line in (folder / "log.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
 
 
 @pytest.mark.slow

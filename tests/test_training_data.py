@@ -11,25 +11,35 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from cerepro.datasets import MissingTextError
-from cerepro.training_blocks import read_groups
-from cerepro.trec import DataFormatError
-from cerepro.training_data import (Permutation, RecordFile, infonce_groups, open_source, source_counts,
-                                   source_requirements, training_source)
-
 from test_data_offline import place_msmarco, run_offline
+
+from cerepro.data.datasets import MissingTextError
+from cerepro.data.training_data import (
+    Permutation,
+    RecordFile,
+    infonce_groups,
+    open_source,
+    source_counts,
+    source_requirements,
+    training_source,
+)
+from cerepro.data.trec import DataFormatError
+from cerepro.training.training_blocks import read_groups
 
 QUERIES = "q1\tcheap flights\nq2\tboiling water\nq3\tno judged positive\n"
 DOCS = "".join(f"d{i}\tpassage {i}\n" for i in range(1, 10))
 QRELS = "q1 0 d1 1\nq1 0 d2 1\nq2 0 d4 2\nq2 0 d5 0\n"
 TRIPLES = "q1\td1\td3\nq1\td2\td6\nq2\td4\td7\nq2\td4\td8\nq1\td1\td9\n"
 TEACHER = "9.5\t1.5\tq1\td1\td3\n8.0\t2.0\tq1\td2\td6\n7.5\t-1.0\tq2\td4\td7\n"
-HARD = ("q1 Q0 d3 1 30 colbert\nq1 Q0 d1 2 29 colbert\nq1 Q0 d6 3 28 colbert\n"
-        "q3 Q0 d7 1 10 colbert\nq3 Q0 d8 2 9 colbert\n"
-        "q2 Q0 d5 1 20 colbert\nq2 Q0 d8 2 19 colbert\nq2 Q0 d4 3 18 colbert\n")
-LISTS = ("q1 Q0 d3 1 3.0 zephyr\nq1 Q0 d1 2 2.0 zephyr\nq1 Q0 d99 3 1.0 zephyr\n"
-         "q2 Q0 d4 2 5.0 zephyr\nq2 Q0 d8 1 6.0 zephyr\n")
+HARD = (
+    "q1 Q0 d3 1 30 colbert\nq1 Q0 d1 2 29 colbert\nq1 Q0 d6 3 28 colbert\n"
+    "q3 Q0 d7 1 10 colbert\nq3 Q0 d8 2 9 colbert\n"
+    "q2 Q0 d5 1 20 colbert\nq2 Q0 d8 2 19 colbert\nq2 Q0 d4 3 18 colbert\n"
+)
+LISTS = (
+    "q1 Q0 d3 1 3.0 zephyr\nq1 Q0 d1 2 2.0 zephyr\nq1 Q0 d99 3 1.0 zephyr\n"
+    "q2 Q0 d4 2 5.0 zephyr\nq2 Q0 d8 1 6.0 zephyr\n"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -38,9 +48,15 @@ def _cache(tmp_path, monkeypatch):
 
 
 def train_folder(root: Path, **files: str) -> str:
-    contents = {"queries.tsv": QUERIES, "docs.tsv": DOCS, "qrels.txt": QRELS, "triples.tsv": TRIPLES,
-                "teacher-pairs.tsv": TEACHER, "hard-negatives.run": HARD,
-                "llm-lists-sampled-50.run": LISTS}
+    contents = {
+        "queries.tsv": QUERIES,
+        "docs.tsv": DOCS,
+        "qrels.txt": QRELS,
+        "triples.tsv": TRIPLES,
+        "teacher-pairs.tsv": TEACHER,
+        "hard-negatives.run": HARD,
+        "llm-lists-sampled-50.run": LISTS,
+    }
     contents.update({k.replace("_", "-", k.count("_") - 1).replace("_", "."): v for k, v in files.items()})
     root.mkdir(parents=True, exist_ok=True)
     for name, text in contents.items():
@@ -54,6 +70,7 @@ def take(kind, data, n, **kw):
 
 def same(a, b) -> bool:
     return a == b
+
 
 def test_permutation_is_a_bijection_that_depends_on_the_key():
     for n in (1, 2, 7, 100, 1000):
@@ -85,8 +102,9 @@ def test_same_seed_same_stream_and_resume_from_any_position(tmp_path):
         assert take(kind, data, 12) == full
         for start in (1, 3, 5, 11):
             assert take(kind, data, 12 - start, start=start) == full[start:], (kind, start)
-    assert [g.doc_ids for g in take("teacher-pairs", data, 5, seed=8)] != \
-        [g.doc_ids for g in take("teacher-pairs", data, 5)]
+    assert [g.doc_ids for g in take("teacher-pairs", data, 5, seed=8)] != [
+        g.doc_ids for g in take("teacher-pairs", data, 5)
+    ]
 
 
 def test_two_seeds_of_a_triples_run_see_the_same_first_100_triples(tmp_path):
@@ -96,9 +114,15 @@ def test_two_seeds_of_a_triples_run_see_the_same_first_100_triples(tmp_path):
     assert [(g.position, g.doc_ids) for g in a] == [(g.position, g.doc_ids) for g in b]
     in_file = [tuple(line.split("\t")[1:]) for line in lines.splitlines()[:100]]
     assert [g.doc_ids for g in a] != in_file  # shuffled, not in file order
-    config = SimpleNamespace(training_source="triples", train_data=data, seed=1, group_size=2,
-                             llm_list="sampled-50", data_order="shuffled",
-                             hard_negative_groups="first-positive")
+    config = SimpleNamespace(
+        training_source="triples",
+        train_data=data,
+        seed=1,
+        group_size=2,
+        llm_list="sampled-50",
+        data_order="shuffled",
+        hard_negative_groups="first-positive",
+    )
     assert open_source(config).cache_key == open_source(SimpleNamespace(**{**vars(config), "seed": 2})).cache_key
 
 
@@ -106,8 +130,7 @@ def test_hard_negatives_positive_is_the_first_retrieved_one_and_unretrieved_ones
     # q1: qrels list d2 before d1, the run retrieves d1 first -> d1 (the run's order wins).
     # q2: its only positive d4 is judged but not retrieved -> skipped, and counted.
     qrels = "q1 0 d2 1\nq1 0 d1 1\nq2 0 d4 1\n"
-    run = ("q1 Q0 d3 1 30 c\nq1 Q0 d1 2 29 c\nq1 Q0 d2 3 28 c\nq1 Q0 d6 4 27 c\n"
-           "q2 Q0 d5 1 20 c\nq2 Q0 d8 2 19 c\n")
+    run = "q1 Q0 d3 1 30 c\nq1 Q0 d1 2 29 c\nq1 Q0 d2 3 28 c\nq1 Q0 d6 4 27 c\nq2 Q0 d5 1 20 c\nq2 Q0 d8 2 19 c\n"
     data = train_folder(tmp_path / "train", qrels_txt=qrels, hard_negatives_run=run)
     groups = take("hard-negatives", data, 4, group_size=4)
     assert {g.query_id for g in groups} == {"q1"}
@@ -145,7 +168,7 @@ def test_infonce_groups_one_per_positive_negatives_without_replacement_hand_case
     assert [p for p, _ in groups] == ["r1", "r2"]
     assert set(groups[0][1]) <= {"n1", "n2", "n3"} and groups[1][1] == ("n4",)
     for _ in range(50):  # never the same negative twice in a group
-        (_, negs), = infonce_groups(["r", "a", "b", "c"], {"r"}, negatives=3, top_k=500, rng=rng)
+        ((_, negs),) = infonce_groups(["r", "a", "b", "c"], {"r"}, negatives=3, top_k=500, rng=rng)
         assert sorted(negs) == ["a", "b", "c"]
     # a positive whose block has too few non-relevant rows (none, or fewer than asked) raises, as the
     # authors' random.sample does; a block without a positive gives nothing whatever its length
@@ -161,8 +184,7 @@ def test_infonce_groups_one_per_positive_negatives_without_replacement_hand_case
 def test_table_infonce_groups_per_retrieved_positive_in_file_order(tmp_path):
     # q1 retrieves two judged positives (d1, d6) and one other passage (d3): one group each
     qrels = "q1 0 d1 1\nq1 0 d6 1\nq2 0 d4 1\n"
-    run = ("q1 Q0 d3 1 30 c\nq1 Q0 d1 2 29 c\nq1 Q0 d6 3 28 c\n"
-           "q2 Q0 d5 1 20 c\nq2 Q0 d8 2 19 c\nq2 Q0 d4 3 18 c\n")
+    run = "q1 Q0 d3 1 30 c\nq1 Q0 d1 2 29 c\nq1 Q0 d6 3 28 c\nq2 Q0 d5 1 20 c\nq2 Q0 d8 2 19 c\nq2 Q0 d4 3 18 c\n"
     data = train_folder(tmp_path / "train", qrels_txt=qrels, hard_negatives_run=run)
     table = dict(group_size=2, order="file", hard_negative_groups="per-positive")
     groups = take("hard-negatives", data, 6, **table)
@@ -180,8 +202,10 @@ def test_table_infonce_groups_per_retrieved_positive_in_file_order(tmp_path):
 
 def test_table_order_reads_each_file_from_the_top_for_every_seed(tmp_path):
     data = train_folder(tmp_path / "train")
-    for kind, first_ids in (("teacher-pairs", [("d1", "d3"), ("d2", "d6"), ("d4", "d7")]),
-                            ("llm-lists", [("d3", "d1", "", ""), ("d8", "d4", "", "")])):
+    for kind, first_ids in (
+        ("teacher-pairs", [("d1", "d3"), ("d2", "d6"), ("d4", "d7")]),
+        ("llm-lists", [("d3", "d1", "", ""), ("d8", "d4", "", "")]),
+    ):
         size = 2 if kind == "teacher-pairs" else 4
         n = len(first_ids)
         streams = [take(kind, data, 2 * n, seed=seed, group_size=size, order="file") for seed in (7, 8, 9)]
@@ -203,7 +227,7 @@ def test_llm_lists_follow_the_teacher_order_mask_missing_texts_and_pad(tmp_path)
     assert q2.doc_ids[:2] == ("d8", "d4") and q2.teacher[:2] == (6.0, 5.0) and q2.labels[:2] == (0.0, 2.0)
     by_rank = {g.query_id: g for g in take("llm-lists", data, 2, group_size=4, list_teacher="rank")}
     assert by_rank["q2"].teacher[:2] == (-1.0, -2.0)
-    # as the training loop reads them (cerepro.training_blocks.read_groups): padding is 0, never nan
+    # as the training loop reads them (cerepro.training.training_blocks.read_groups): padding is 0, never nan
     queries, passages, arrays = read_groups(iter([q1, q2]), 2, 4)
     assert arrays["labels"].shape == arrays["teacher"].shape == arrays["mask"].shape == (2, 4)
     assert arrays["mask"].sum() == 4 and arrays["teacher"][0, 2] == 0.0
@@ -212,41 +236,84 @@ def test_llm_lists_follow_the_teacher_order_mask_missing_texts_and_pad(tmp_path)
 
 def test_open_source_follows_the_run_config_and_names_its_files(tmp_path):
     data = train_folder(tmp_path / "train")
-    config = SimpleNamespace(training_source="teacher-pairs", train_data=data, seed=7, group_size=2,
-                             llm_list="sampled-50", data_order="shuffled", hard_negative_groups="first-positive")
+    config = SimpleNamespace(
+        training_source="teacher-pairs",
+        train_data=data,
+        seed=7,
+        group_size=2,
+        llm_list="sampled-50",
+        data_order="shuffled",
+        hard_negative_groups="first-positive",
+    )
     source = open_source(config)
     assert list(itertools.islice(source.groups(1), 2)) == take("teacher-pairs", data, 3)[1:]
     assert "teacher-pairs.tsv" in source.cache_key and "seed=7" in source.cache_key
     # the tokenized training blocks are keyed by the source: a change of order or of groups misses
-    keys = {open_source(SimpleNamespace(**{**vars(config), **change})).cache_key for change in
-            ({}, {"data_order": "file"}, {"hard_negative_groups": "per-positive"})}
+    keys = {
+        open_source(SimpleNamespace(**{**vars(config), **change})).cache_key
+        for change in ({}, {"data_order": "file"}, {"hard_negative_groups": "per-positive"})
+    }
     assert len(keys) == 3
     needs = source_requirements("llm-lists", "msmarco-passage", llm_list="sampled-100")
     assert needs[-1]["md5"] == "49f8dbf2c1ee7a2ca1fe517eda528af6"
     assert {n.get("ir_datasets") for n in source_requirements("triples", "msmarco-passage")} >= {
-        "msmarco-passage", "msmarco-passage/train", "msmarco-passage/train/triples-v2"}
+        "msmarco-passage",
+        "msmarco-passage/train",
+        "msmarco-passage/train/triples-v2",
+    }
 
 
 # --- bad rows fail with file, line and id ---------------------------------------------------
 
 
-@pytest.mark.parametrize("kind, files, error, message", [
-    ("teacher-pairs", {"teacher_pairs_tsv": "9.5\t1.5\tq1\td1\td3\nhigh\t2.0\tq1\td2\td6\n"}, DataFormatError,
-     r"teacher-pairs.tsv:2: positive score must be a number, found 'high'"),
-    ("teacher-pairs", {"teacher_pairs_tsv": "9.5\t1.5\tq1\td1\n"}, DataFormatError,
-     r"teacher-pairs.tsv:1: expected 5 tab-separated columns \(positive score, negative score, query id, "
-     r"positive doc id, negative doc id\), found 4"),
-    ("teacher-pairs", {"teacher_pairs_tsv": "9.5\t1.5\tq1\td1\td3\n8.0\t2.0\tq2\td4\td42\n"}, MissingTextError,
-     r"teacher-pairs.tsv:2: passage 'd42' has no text in local:"),
-    ("teacher-pairs", {"teacher_pairs_tsv": "9.5\t1.5\tq9\td1\td3\n"}, MissingTextError,
-     r"teacher-pairs.tsv:1: query 'q9' has no text in local:"),
-    ("triples", {"triples_tsv": "q1\td1\td3\nq1\td77\td3\n"}, MissingTextError,
-     r"triples.tsv:2: passage 'd77' has no text"),
-    ("hard-negatives", {"hard_negatives_run": "q1 Q0 d3 1 3 c\nq2 Q0 d8 1 2 c\nq1 Q0 d6 2 1 c\n"}, DataFormatError,
-     r"hard-negatives.run:3: query 'q1' appears again after other queries \(its block starts on line 1\)"),
-    ("llm-lists", {"llm_lists_sampled_50_run": "q1 Q0 d3 1 3.0 z\nq1 Q0 d1 two 2.0 z\n"}, DataFormatError,
-     r"llm-lists-sampled-50.run:2: rank must be an integer, found 'two'"),
-])
+@pytest.mark.parametrize(
+    "kind, files, error, message",
+    [
+        (
+            "teacher-pairs",
+            {"teacher_pairs_tsv": "9.5\t1.5\tq1\td1\td3\nhigh\t2.0\tq1\td2\td6\n"},
+            DataFormatError,
+            r"teacher-pairs.tsv:2: positive score must be a number, found 'high'",
+        ),
+        (
+            "teacher-pairs",
+            {"teacher_pairs_tsv": "9.5\t1.5\tq1\td1\n"},
+            DataFormatError,
+            r"teacher-pairs.tsv:1: expected 5 tab-separated columns \(positive score, negative score, query id, "
+            r"positive doc id, negative doc id\), found 4",
+        ),
+        (
+            "teacher-pairs",
+            {"teacher_pairs_tsv": "9.5\t1.5\tq1\td1\td3\n8.0\t2.0\tq2\td4\td42\n"},
+            MissingTextError,
+            r"teacher-pairs.tsv:2: passage 'd42' has no text in local:",
+        ),
+        (
+            "teacher-pairs",
+            {"teacher_pairs_tsv": "9.5\t1.5\tq9\td1\td3\n"},
+            MissingTextError,
+            r"teacher-pairs.tsv:1: query 'q9' has no text in local:",
+        ),
+        (
+            "triples",
+            {"triples_tsv": "q1\td1\td3\nq1\td77\td3\n"},
+            MissingTextError,
+            r"triples.tsv:2: passage 'd77' has no text",
+        ),
+        (
+            "hard-negatives",
+            {"hard_negatives_run": "q1 Q0 d3 1 3 c\nq2 Q0 d8 1 2 c\nq1 Q0 d6 2 1 c\n"},
+            DataFormatError,
+            r"hard-negatives.run:3: query 'q1' appears again after other queries \(its block starts on line 1\)",
+        ),
+        (
+            "llm-lists",
+            {"llm_lists_sampled_50_run": "q1 Q0 d3 1 3.0 z\nq1 Q0 d1 two 2.0 z\n"},
+            DataFormatError,
+            r"llm-lists-sampled-50.run:2: rank must be an integer, found 'two'",
+        ),
+    ],
+)
 def test_bad_training_rows_name_file_line_and_id(tmp_path, kind, files, error, message):
     data = train_folder(tmp_path / "train", **files)
     with pytest.raises(error, match=message):
@@ -297,11 +364,13 @@ def test_msmarco_passage_sources_read_preplaced_files(tmp_path):
     cache = tmp_path / "cache"
     (cache / "downloads").mkdir(parents=True)
     (cache / "downloads/bert_cat_ensemble_msmarcopassage_train_scores_ids.tsv").write_text(
-        "10.5\t-2.0\t500\t1\t2\n9.0\t1.0\t600\t4\t42\n")
-    out = run_offline("""
+        "10.5\t-2.0\t500\t1\t2\n9.0\t1.0\t600\t4\t42\n"
+    )
+    out = run_offline(
+        """
 import dataclasses, itertools, json
-from cerepro import downloads
-from cerepro.training_data import training_source
+from cerepro.data import downloads
+from cerepro.data.training_data import training_source
 # the tiny stand-in for Hofstaetter's file is registered with its own md5; everything else is real
 entry = downloads.REGISTRY["hofstaetter-t2-teacher"]
 downloads.REGISTRY[entry.name] = dataclasses.replace(entry, md5=downloads.md5sum(entry.path))
@@ -311,29 +380,48 @@ try:
 except Exception as exc:
     error = f"{type(exc).__name__}: {exc}"
 print(json.dumps({"triples": sorted([g.query, *g.passages] for g in triples), "error": error}))
-""", home, cache)
+""",
+        home,
+        cache,
+    )
     assert out["triples"] == [
         ["boiling water", "passage number 4 about boiling water", "passage number 3 about paris flights"],
-        ["paris flights", "passage number 1 about paris flights", "passage number 2 about boiling water"]]
+        ["paris flights", "passage number 1 about paris flights", "passage number 2 about boiling water"],
+    ]
     assert out["error"].startswith("MissingTextError: ")
-    assert "bert_cat_ensemble_msmarcopassage_train_scores_ids.tsv:2: passage '42' has no text in msmarco-passage/train" in out["error"]
+    assert (
+        "bert_cat_ensemble_msmarcopassage_train_scores_ids.tsv:2: passage '42' has no text in msmarco-passage/train"
+        in out["error"]
+    )
 
 
 # --- caches follow what they hold (issue 26) --------------------------------------------------
 
+
 def _blocks(data: str):
     from cerepro.config import load_config
-    from cerepro.models import demo_tokenizer
-    from cerepro.training_blocks import TokenizedBlocks
+    from cerepro.model.models import demo_tokenizer
+    from cerepro.training.training_blocks import TokenizedBlocks
 
-    cfg = load_config("tiny-bert", "bce", 0, "smoke", {
-        "train_data": data, "training_source": "triples", "max_steps": 2, "batch_size": 2,
-        "warmup_steps": 0, "validation_datasets": [], "max_length": 32})
+    cfg = load_config(
+        "tiny-bert",
+        "bce",
+        0,
+        "smoke",
+        {
+            "train_data": data,
+            "training_source": "triples",
+            "max_steps": 2,
+            "batch_size": 2,
+            "warmup_steps": 0,
+            "validation_datasets": [],
+            "max_length": 32,
+        },
+    )
     tokenizer = demo_tokenizer("bert", max_length=32, texts=["cheap flights boiling water passage"])
     blocks = TokenizedBlocks(open_source(cfg), tokenizer, cfg)
     block, _ = blocks.step_rows(0)
-    texts = [tokenizer.decode(block.encoding.pair_ids(i), skip_special_tokens=True)
-             for i in range(len(block.encoding))]
+    texts = [tokenizer.decode(block.encoding.pair_ids(i), skip_special_tokens=True) for i in range(len(block.encoding))]
     return blocks.cache_key, texts
 
 
@@ -346,9 +434,11 @@ def test_tokenized_blocks_of_a_local_train_folder_follow_its_texts(tmp_path, cha
     key, texts = _blocks(data)
     triples = folder / "triples.tsv"
     stat = triples.stat()
-    edits = {"docs.tsv": DOCS.replace("passage", "water"),
-             "queries.tsv": QUERIES.replace("cheap flights", "water water"),
-             "qrels.txt": QRELS.replace("q2 0 d5 0", "q2 0 d5 1")}
+    edits = {
+        "docs.tsv": DOCS.replace("passage", "water"),
+        "queries.tsv": QUERIES.replace("cheap flights", "water water"),
+        "qrels.txt": QRELS.replace("q2 0 d5 0", "q2 0 d5 1"),
+    }
     (folder / changed).write_text(edits[changed], encoding="utf-8")
     os.utime(triples, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the training file untouched
     key_after, texts_after = _blocks(data)

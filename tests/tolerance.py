@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 FLOAT32_REL = 1e-5  # float32 in another order: relative 1e-6..1e-5 of the magnitudes summed
-TF32_REL = 2e-3     # TF32 matmuls keep 10 mantissa bits
+TF32_REL = 2e-3  # TF32 matmuls keep 10 mantissa bits
 FLOAT64_REL = 1e-12  # float64 in another order (hand values, padded against unpadded losses)
 # A backward pass sums over every token of every pair, twice per layer: its float32 error is a
 # larger share of the largest gradient (2e-5 seen with a last layer computing only the first token).

@@ -1,0 +1,1 @@
+"""Data: evaluation collections and their candidates, external files, training sources, tokenized pairs."""

@@ -1,0 +1,1 @@
+"""Evaluation: candidate lists re-ranked by a model, measured against qrels, and compared."""

@@ -1,0 +1,547 @@
+"""Evaluate a run against qrels: per-query values, means, and the metric contract beside them.
+
+ir_measures is the only metric engine. This module reads and checks the inputs, puts every
+ranking in one explicit order (trec_eval's), calls ir_measures, and records how it was called
+(the *metric contract*, ``book/metric-contract.md``). It must not compute a measure itself.
+
+Also here: the paper's aggregates (In-Domain, BEIR-13, LoTTE-S, OOD: unweighted means of
+per-dataset means, from ``params/datasets.yaml``) and the mapping between ir_datasets ids and the
+short names used in tables.
+
+Choices, each recorded in the contract:
+
+- ``rel_threshold`` (default: the dataset's, from ``params/datasets.yaml``) is passed as ir_measures'
+  ``rel=`` to every measure that has that parameter (RR, AP, P, R, Success, ...) unless the measure
+  string sets it; nDCG has no ``rel`` parameter and always uses the graded judgments.
+- Ties: documents are ranked by score descending, then doc_id descending (trec_eval's order, which
+  pytrec_eval follows). ir_measures' RR@k comes from the MS MARCO provider, which breaks ties by
+  doc_id *ascending*; so where a query has tied scores, its scores are replaced by the trec_eval
+  rank (strictly decreasing) before any engine sees them, and every measure uses one order.
+- Queries judged in the qrels but absent from the run score 0 (``missing_queries="zero"``): what
+  ir_measures' evaluators do, what the authors' code (xpmir, on ir_measures) reports, and trec_eval
+  ``-c``. ``"skip"`` leaves them out (pytrec_eval's behaviour), ``"error"`` refuses them.
+- Queries in the run without judgments are ignored by the engine and counted.
+- A measure with a cutoff (``nDCG@10``, ``RR@10``, ``P@k``, ``R@k``, ``AP@k``, ``Success@k``) only
+  depends on the top-k documents, so it is evaluated on the run truncated at k (in the order
+  above): exact, and what makes a 1,000 x 1,000 run evaluate in about a second.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import ir_measures
+import numpy as np
+import pandas as pd
+
+import cerepro
+from cerepro.paths import atomic_path, file_sha256, write_text_atomic
+from cerepro.vocab import dataset_id, dataset_registry, explicit_measure, parse_measures, short_name
+
+MEASURES = ("nDCG@10", "RR@10", "AP")
+MISSING_QUERIES = ("zero", "skip", "error")
+TIE_ORDER = "score descending, then doc_id descending (trec_eval's order)"
+RUN_COLUMNS = ("query_id", "doc_id", "score")
+QRELS_COLUMNS = ("query_id", "doc_id", "relevance")
+PER_QUERY_COLUMNS = ["run", "dataset", "query_id", "measure", "value"]
+MEANS_COLUMNS = ["run", "dataset", "measure", "value", "n_queries"]
+
+# Measures whose value at cutoff k depends only on the top-k documents and the qrels.
+_TOP_K_MEASURES = {"nDCG", "RR", "P", "R", "AP", "Success"}
+# Contract keys a caller may set through contract_extra (the rest are measured, never typed).
+_CALLER_KEYS = {"qrels_source", "first_stage"}
+
+
+@dataclass(frozen=True)
+class Result:
+    """One run evaluated on one dataset: a tidy per-query table, its means and the contract."""
+
+    per_query: pd.DataFrame  # run, dataset, query_id, measure, value
+    means: pd.DataFrame  # run, dataset, measure, value, n_queries
+    contract: dict
+
+    def mean(self, measure: str) -> float:
+        row = self.means[self.means["measure"] == measure]
+        if row.empty:
+            raise KeyError(f"measure {measure!r} not in this result: {list(self.means['measure'])}")
+        return float(row["value"].iloc[0])
+
+
+def evaluate(
+    run,
+    qrels,
+    measures=MEASURES,
+    *,
+    dataset: str,
+    run_name: str,
+    rel_threshold: int | None = None,
+    judged_only: bool = False,
+    missing_queries: str = "zero",
+    candidate_depth: int | None = None,
+    contract_extra: dict | None = None,
+) -> Result:
+    """Evaluate ``run`` against ``qrels`` with ir_measures.
+
+    ``run``: a DataFrame with columns query_id, doc_id, score, or a TREC run file path.
+    ``qrels``: a DataFrame with columns query_id, doc_id, relevance, or a TREC qrels file path.
+    ``measures``: ir_measures strings (``"nDCG@10"``, ``"RR@10"``, ``"AP"``, ``"R@1000"``...).
+    ``dataset``: an ir_datasets id (or its short name); it selects the default ``rel_threshold``.
+    ``judged_only``: drop unjudged documents from the run before evaluation (trec_eval ``-J``).
+    ``missing_queries``: ``"zero"``, ``"skip"`` or ``"error"`` for judged queries absent from the run.
+    ``candidate_depth``: the depth the run was asked for; queries with fewer candidates are counted.
+    ``contract_extra``: more facts for the contract (``first_stage``, ``qrels_source``, ...).
+    """
+    if missing_queries not in MISSING_QUERIES:
+        raise ValueError(f"missing_queries must be one of {MISSING_QUERIES}, got {missing_queries!r}")
+    requested = parse_measures(measures)
+    dataset = dataset_id(dataset, strict=False)
+    threshold, threshold_source = _rel_threshold(dataset, rel_threshold)
+    passed = {name: _with_rel(measure, threshold) for name, measure in requested.items()}
+
+    (query_ids, doc_ids, scores), run_source = _read(run, RUN_COLUMNS, "run")
+    qrels_cols, qrels_source = _read(qrels, QRELS_COLUMNS, "qrels")
+    qrels_dict = _nested(*_grouped(*qrels_cols), what="qrels")
+    codes, queries = pd.factorize(query_ids)
+    run_queries = set(queries)
+    _check_overlap(run_queries, set(qrels_dict))
+    if judged_only:
+        keep = _judged(queries[codes], doc_ids, qrels_dict)
+        if not keep.any():
+            raise ValueError(f"judged_only: run {run_name!r} has no judged document on {dataset}")
+        codes, doc_ids, scores = codes[keep], doc_ids[keep], scores[keep]
+
+    shape = _run_shape(codes, scores, len(queries), candidate_depth)
+    ranked = _rank(codes, np.asarray(queries, dtype=object), doc_ids, scores)
+    missing = sorted(set(qrels_dict) - set(ranked.query_ids))
+    if missing and missing_queries == "error":
+        raise ValueError(
+            f"{len(missing)} judged queries are missing from run {run_name!r} on {dataset}: "
+            f"{_examples(missing)} (missing_queries='error')"
+        )
+
+    by_depth: dict[int | None, list] = {}
+    for measure in passed.values():
+        by_depth.setdefault(_depth(measure), []).append(measure)
+    names = {measure: name for name, measure in passed.items()}
+    rows = []
+    for depth, group in by_depth.items():
+        evaluator = ir_measures.evaluator(group, qrels_dict)
+        for metric in evaluator.iter_calc(ranked.nested(depth)):
+            rows.append((names[metric.measure], metric.query_id, float(metric.value)))
+
+    per_query = pd.DataFrame(rows, columns=["measure", "query_id", "value"])
+    if missing_queries == "skip":
+        per_query = per_query[~per_query["query_id"].isin(missing)]
+    per_query = (
+        per_query.assign(run=run_name, dataset=dataset, order=per_query["measure"].map(list(passed).index))
+        .sort_values(["order", "query_id"])[PER_QUERY_COLUMNS]
+        .reset_index(drop=True)
+    )
+
+    contract = {
+        "run": run_name,
+        "dataset": dataset,
+        "measures": {name: explicit_measure(measure) for name, measure in passed.items()},
+        "providers": {name: _provider(measure) for name, measure in passed.items()},
+        "rel_threshold": threshold,
+        "rel_threshold_source": threshold_source,
+        "judged_only": judged_only,
+        "missing_queries": missing_queries,
+        "ties": TIE_ORDER,
+        "queries_in_qrels": len(qrels_dict),
+        "queries_in_run": len(run_queries),
+        "queries_evaluated": int(per_query["query_id"].nunique()),
+        "queries_missing_from_run": missing,
+        "queries_without_judgments": len(run_queries - set(qrels_dict)),
+        "queries_with_tied_scores": ranked.tied_queries,
+        "queries_all_tied": shape["all_tied"],
+        "queries_judged_all_zero": sum(1 for grades in qrels_dict.values() if max(grades.values()) <= 0),
+        "requested_depth": candidate_depth,
+        "queries_shorter_than_depth": shape["shorter"],
+        "candidate_depth": ranked.depth_max,
+        "candidate_depth_min": ranked.depth_min,
+        "run_source": run_source,
+        "qrels_source": qrels_source,
+        "first_stage": None,
+        "ir_measures": ir_measures.__version__,
+        "pytrec_eval": _version("pytrec_eval"),
+        "cerepro": cerepro.__version__,
+    }
+    for key, value in (contract_extra or {}).items():
+        if key in contract and key not in _CALLER_KEYS:
+            raise ValueError(f"contract_extra cannot set {key!r}: cerepro measures it ({contract[key]!r})")
+        contract[key] = value
+    contract["warnings"] = result_warnings(contract)
+    return Result(per_query, query_means(per_query), contract)
+
+
+def _run_shape(codes: np.ndarray, scores: np.ndarray, n_queries: int, depth: int | None) -> dict:
+    """Queries whose candidates (two or more) all share one score, and queries with fewer than
+    ``depth`` candidates."""
+    counts = np.bincount(codes, minlength=n_queries)
+    low = np.full(n_queries, np.inf)
+    high = np.full(n_queries, -np.inf)
+    np.minimum.at(low, codes, scores)
+    np.maximum.at(high, codes, scores)
+    return {
+        "all_tied": int(((counts > 1) & (low == high)).sum()),
+        "shorter": int((counts < depth).sum()) if depth else 0,
+    }
+
+
+def result_warnings(contract: dict) -> list[str]:
+    """What makes a result quietly wrong or hard to compare, in words, from its contract: said
+    in the evaluate notebook's output and on the book's pages, not only in ``contract.json``."""
+    c = contract
+    where = f"{c.get('run')} on {c.get('dataset')}"
+    out = []
+    if c.get("queries_all_tied"):
+        out.append(
+            f"{where}: {c['queries_all_tied']} of {c['queries_in_run']} queries have every "
+            "candidate at one score; they are ranked by doc id (trec_eval's tie rule), not by "
+            "the run's rank column, so their values say nothing about the run"
+        )
+    if c.get("queries_shorter_than_depth"):
+        out.append(
+            f"{where}: {c['queries_shorter_than_depth']} of {c['queries_in_run']} queries have "
+            f"fewer than the {c['requested_depth']} candidates asked for (shortest: "
+            f"{c['candidate_depth_min']}); relevant documents beyond their lists count as not retrieved"
+        )
+    if c.get("queries_missing_from_run"):
+        rule = {"zero": "they score 0 and count in the means", "skip": "they are left out of the means"}
+        out.append(
+            f"{where}: {len(c['queries_missing_from_run'])} judged queries have no candidates "
+            f"({_examples(c['queries_missing_from_run'])}); {rule.get(c['missing_queries'], 'refused')}"
+        )
+    if c.get("queries_judged_all_zero"):
+        out.append(
+            f"{where}: {c['queries_judged_all_zero']} of {c['queries_in_qrels']} judged queries "
+            "have only grade-0 judgements: every measure is 0 for them and they count in the "
+            "means, as in the authors' evaluation (ir_measures)"
+        )
+    if c.get("judged_docs_absent"):
+        out.append(
+            f"{where}: the qrels judge {c['judged_docs_absent']} documents that are not in the "
+            f"collection (e.g. {c.get('judged_docs_absent_examples')}); relevant ones count as "
+            "never retrieved, lowering every recall-sensitive measure"
+        )
+    if c.get("empty_queries"):
+        out.append(
+            f"{where}: {c['empty_queries']} queries have empty text "
+            f"(e.g. {c.get('empty_queries_examples')}); a model scores them on the passage alone"
+        )
+    if c.get("empty_passages"):
+        out.append(
+            f"{where}: {c['empty_passages']} candidate passages have empty text "
+            f"(e.g. {c.get('empty_passages_examples')})"
+        )
+    return out
+
+
+def query_means(per_query: pd.DataFrame) -> pd.DataFrame:
+    """Means over queries of a tidy per-query table: run, dataset, measure, value, n_queries."""
+    grouped = per_query.groupby(["run", "dataset", "measure"], sort=False)["value"]
+    return grouped.agg(value="mean", n_queries="count").reset_index()[MEANS_COLUMNS]
+
+
+# --- saving and loading ---------------------------------------------------------------------
+
+
+def save_result(result: Result, folder) -> Path:
+    """Write ``per_query.csv``, ``means.csv`` and ``contract.json`` into ``folder``, each file
+    atomically and the contract last: a folder with a contract holds a complete result."""
+    folder = Path(folder)
+    files = {}
+    for name, table in (("per_query.csv", result.per_query), ("means.csv", result.means)):
+        with atomic_path(folder / name) as tmp:
+            table.to_csv(tmp, index=False)  # floats as repr: they read back bit for bit
+            files[name] = {"rows": len(table), "bytes": tmp.stat().st_size, "sha256": file_sha256(tmp)}
+    # the contract lists the tables' sizes and checksums: a table cut at a line's end (fewer
+    # queries, still a valid CSV) is refused when read, never averaged over what is left
+    write_text_atomic(folder / "contract.json", json.dumps({**result.contract, "files": files}, indent=2) + "\n")
+    return folder
+
+
+class ResultError(ValueError):
+    """A saved result whose files differ from what its contract records."""
+
+
+def check_result(folder) -> None:
+    """Refuse a saved result whose ``per_query.csv`` or ``means.csv`` differs from the size and
+    sha256 its ``contract.json`` records (results saved before contracts listed them pass)."""
+    folder = Path(folder)
+    files = json.loads((folder / "contract.json").read_text(encoding="utf-8")).get("files") or {}
+    for name, facts in files.items():
+        path = folder / name
+        size = path.stat().st_size if path.is_file() else None
+        if size != facts["bytes"] or file_sha256(path) != facts["sha256"]:
+            raise ResultError(
+                f"{path}: {'missing' if size is None else f'{size} bytes'}, but {folder / 'contract.json'} "
+                f"records {facts['bytes']} bytes ({facts['rows']} rows) and their sha256: the file was "
+                f"cut or changed after it was saved; delete {folder} and evaluate again"
+            )
+
+
+def load_results(folder_glob) -> pd.DataFrame:
+    """Read every saved result matching ``folder_glob`` into one tidy per-query table."""
+    tables = []
+    for folder in _result_folders(folder_glob):
+        check_result(folder)
+        tables.append(pd.read_csv(folder / "per_query.csv", dtype={c: str for c in PER_QUERY_COLUMNS if c != "value"}))
+    return pd.concat(tables, ignore_index=True)[PER_QUERY_COLUMNS]
+
+
+def load_contracts(folder_glob) -> pd.DataFrame:
+    """The contracts of the saved results matching ``folder_glob``, one row per result."""
+    return pd.DataFrame(
+        [json.loads((folder / "contract.json").read_text(encoding="utf-8")) for folder in _result_folders(folder_glob)]
+    )
+
+
+def _result_folders(folder_glob) -> list[Path]:
+    folders = sorted(Path(p) for p in glob.glob(os.fspath(folder_glob)) if (Path(p) / "contract.json").is_file())
+    if not folders:
+        raise FileNotFoundError(f"no saved result (a folder with contract.json) matches {os.fspath(folder_glob)!r}")
+    return folders
+
+
+# --- datasets and aggregates ----------------------------------------------------------------
+
+
+def folder_name(dataset: str) -> str:
+    """A file-system name for a dataset's result folder: its short name when params/datasets.yaml
+    knows it, else the id with ``:`` and ``/`` replaced (``demo:in-domain`` -> ``demo-in-domain``)
+    and, but for the demo splits, 8 hex digits of the id's sha256 so two ids never share one."""
+    canonical = dataset_id(dataset, strict=False)
+    if canonical in dataset_registry()["datasets"]:
+        return short_name(canonical)
+    name = dataset.replace(":", "-").replace("/", "-")
+    if dataset.startswith("demo:"):  # the demo splits: fixed names without '/', none collides
+        return name
+    # ``local:a/x-y`` and ``local:a/x/y`` would share a name: a digest of the id tells them apart
+    return f"{name}-{hashlib.sha256(dataset.encode()).hexdigest()[:8]}"
+
+
+def aggregate_table(means: pd.DataFrame, *, measure: str = "nDCG@10") -> pd.DataFrame:
+    """One row per run: its mean ``measure`` on each dataset (columns named by short names, in
+    ``params/datasets.yaml`` order) and on each aggregate (``in-domain``, ``beir-13``,
+    ``lotte-search-5``, ``ood``): the unweighted mean of its datasets' means, NaN unless every
+    one of them is present (a partial aggregate is not the paper's number)."""
+    params = dataset_registry()
+    rows = means[means["measure"] == measure]
+    if rows.empty:
+        raise ValueError(f"no {measure!r} values in the means table (measures: {sorted(set(means['measure']))})")
+    doubled = rows[rows.duplicated(["run", "dataset"])]
+    if not doubled.empty:
+        raise ValueError(f"run {doubled['run'].iloc[0]!r} has two {measure} means on {doubled['dataset'].iloc[0]!r}")
+    wide = rows.pivot(index="run", columns="dataset", values="value")
+    known = [d for d in params["datasets"] if d in wide.columns]
+    table = wide[known + [d for d in wide.columns if d not in params["datasets"]]].copy()
+    for name, members in params["aggregates"].items():
+        present = table.reindex(columns=members)
+        table[name] = present.mean(axis=1).where(present.notna().all(axis=1))
+    table.columns = [params["datasets"][c]["short"] if c in params["datasets"] else c for c in table.columns]
+    table.columns.name = None
+    return table
+
+
+def _rel_threshold(dataset: str, rel_threshold) -> tuple[int, str]:
+    if rel_threshold is not None:
+        if isinstance(rel_threshold, bool) or not isinstance(rel_threshold, (int, np.integer)):
+            raise TypeError(f"rel_threshold must be an int, got {rel_threshold!r}")
+        return int(rel_threshold), "argument"
+    info = dataset_registry()["datasets"].get(dataset)
+    if info is None:
+        return 1, "ir_measures default (dataset not in params/datasets.yaml)"
+    return int(info["rel_threshold"]), "params/datasets.yaml"
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def _with_rel(measure, threshold: int):
+    """The measure with ``rel=threshold`` if it takes a ``rel`` the string did not set."""
+    if "rel" not in measure.SUPPORTED_PARAMS or "rel" in measure.params:
+        return measure
+    return measure(rel=threshold)
+
+
+def _depth(measure) -> int | None:
+    """The run depth a measure needs: its cutoff where it only reads the top k, else all."""
+    if measure.NAME not in _TOP_K_MEASURES or "cutoff" not in measure.params:
+        return None
+    if "judged_only" in measure.params and measure.params["judged_only"]:
+        return None  # unjudged documents are dropped before the cutoff applies
+    return int(measure.params["cutoff"])
+
+
+def _provider(measure) -> str:
+    for provider in ir_measures.DefaultPipeline.providers:
+        if provider.is_available() and provider.supports(measure):
+            return provider.NAME
+    return "none"
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except (ImportError, AttributeError):
+        return None
+
+
+def _read(source, columns: tuple[str, ...], what: str) -> tuple[tuple[np.ndarray, ...], str]:
+    """The three ``columns`` as arrays (ids as str objects, the value as a number), and where
+    they came from. Arrays, not a DataFrame: pandas' str columns are slow to iterate."""
+    if isinstance(source, (str, os.PathLike)):
+        # TREC run: qid Q0 docid rank score tag; TREC qrels: qid iteration docid relevance.
+        usecols = [0, 2, 4] if what == "run" else [0, 2, 3]
+        frame = pd.read_csv(source, sep=r"\s+", header=None, usecols=usecols, dtype={0: str, 2: str})
+        frame.columns = list(columns)
+        origin = os.fspath(source)
+    elif isinstance(source, pd.DataFrame):
+        absent = [c for c in columns if c not in source.columns]
+        if absent:
+            raise ValueError(f"{what} DataFrame lacks columns {absent} (has {list(source.columns)})")
+        frame = source[list(columns)]
+        origin = "DataFrame"
+    else:
+        raise TypeError(f"{what} must be a pandas DataFrame or a TREC file path, got {type(source).__name__}")
+    if frame.empty:
+        raise ValueError(f"{what} is empty")
+    value = columns[2]
+    values = pd.to_numeric(frame[value], errors="coerce").to_numpy(dtype=float)
+    if not np.isfinite(values).all():
+        row = int(np.flatnonzero(~np.isfinite(values))[0])
+        bad = frame[value].to_numpy(dtype=object)[row]
+        bad = bad.item() if isinstance(bad, np.generic) else bad
+        where = f"query {frame[columns[0]].iloc[row]!r}, doc {frame[columns[1]].iloc[row]!r}"
+        raise ValueError(f"{what} has a non-numeric or non-finite {value}: {bad!r} ({where})")
+    if what == "qrels":
+        if (values != np.round(values)).any():
+            raise ValueError("qrels relevance must be integer grades")
+        values = values.astype(np.int64)
+    out = []
+    for column in columns[:2]:  # ids are strings for every engine: 1 and "1" are the same query
+        ids = frame[column].to_numpy(dtype=object)
+        out.append(ids if pd.api.types.infer_dtype(ids, skipna=False) == "string" else ids.astype(str).astype(object))
+    return (*out, values), origin
+
+
+def _check_overlap(run_queries: set, qrels_queries: set) -> None:
+    if run_queries & qrels_queries:
+        return
+    raise ValueError(
+        f"run and qrels share no query id: the run has {len(run_queries)} queries "
+        f"({_examples(sorted(run_queries))}), the qrels {len(qrels_queries)} "
+        f"({_examples(sorted(qrels_queries))}); wrong dataset or id format?"
+    )
+
+
+def _examples(ids, n: int = 5) -> str:
+    shown = ", ".join(repr(i) for i in list(ids)[:n])
+    return f"e.g. {shown}" + (", ..." if len(ids) > n else "")
+
+
+def _judged(query_ids, docs, qrels: dict) -> np.ndarray:
+    """Which rows of the run have a judgment."""
+    return np.fromiter((d in qrels.get(q, ()) for q, d in zip(query_ids, docs)), dtype=bool, count=len(docs))
+
+
+def _grouped(query_ids, docs, values):
+    """Distinct query ids, then codes, doc ids and values grouped by query (first-seen order)."""
+    codes, queries = pd.factorize(query_ids)
+    order = np.argsort(codes, kind="stable")
+    return np.asarray(queries, dtype=object), codes[order], docs[order], values[order]
+
+
+def _starts(codes: np.ndarray) -> np.ndarray:
+    """Where each run of equal codes starts, plus the end."""
+    return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
+
+
+def _nested(queries, codes, docs, values, *, what: str) -> dict:
+    """``{query_id: {doc_id: value}}`` from arrays grouped by query; refuses a (query, doc) pair
+    listed twice (a dict would silently keep the last one)."""
+    bounds = _starts(codes)
+    docs, values = docs.tolist(), values.tolist()
+    out, duplicated = {}, []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        query = queries[codes[a]]
+        out[query] = dict(zip(docs[a:b], values[a:b]))
+        if len(out[query]) != b - a:
+            duplicated.append(query)
+    if duplicated:
+        raise ValueError(_duplicates_message(queries, codes, docs, duplicated, what))
+    return out
+
+
+def _duplicates_message(queries, codes, docs, bad_queries, what: str) -> str:
+    frame = pd.DataFrame({"query_id": queries[codes], "doc_id": docs}, dtype=object)
+    frame = frame[frame["query_id"].isin(bad_queries)]
+    pairs = frame[frame.duplicated()].drop_duplicates()
+    shown = ", ".join(f"({q!r}, {d!r})" for q, d in pairs.head(5).itertuples(index=False))
+    return (
+        f"{what} lists {len(pairs)} (query_id, doc_id) pairs more than once, e.g. {shown}; "
+        f"each document must appear once per query"
+    )
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """A run sorted in trec_eval's order and grouped by query, ready to hand to ir_measures."""
+
+    queries: np.ndarray  # distinct query ids; codes index into it
+    codes: np.ndarray
+    docs: np.ndarray
+    scores: np.ndarray
+    rank: np.ndarray  # 0-based position within the query
+    full: dict  # the whole run as {query_id: {doc_id: score}}
+    tied_queries: int
+
+    @property
+    def query_ids(self) -> list[str]:
+        return list(self.full)
+
+    @property
+    def depth_max(self) -> int:
+        return int(self.rank.max()) + 1
+
+    @property
+    def depth_min(self) -> int:
+        return min(len(docs) for docs in self.full.values())
+
+    def nested(self, depth: int | None) -> dict:
+        """The run, or its top ``depth`` documents per query."""
+        if depth is None or depth >= self.depth_max:
+            return self.full
+        top = self.rank < depth
+        return _nested(self.queries, self.codes[top], self.docs[top], self.scores[top], what="run")
+
+
+def _rank(codes, queries, docs, scores) -> _Ranked:
+    """Sort by query, then score descending (two argsorts: faster than np.lexsort here)."""
+    order = np.argsort(-scores)
+    order = order[np.argsort(codes[order], kind="stable")]
+    codes, docs, scores = codes[order], docs[order], scores[order]
+    bounds = _starts(codes)
+    sizes = np.diff(bounds)
+    rank = np.arange(len(codes)) - np.repeat(bounds[:-1], sizes)
+
+    tied = np.r_[False, (codes[1:] == codes[:-1]) & (scores[1:] == scores[:-1])]
+    tied_queries = int(np.unique(codes[tied]).size)
+    if tied_queries:
+        # Within each block of equal (query, score), order by doc_id descending, then replace the
+        # scores by a strictly decreasing function of the rank so no engine re-breaks the ties.
+        block = np.cumsum(~tied)
+        rows = np.flatnonzero(tied | np.r_[tied[1:], False])
+        doc_codes = pd.factorize(docs[rows], sort=True)[0]  # codes in string order
+        docs = docs.copy()
+        docs[rows] = docs[rows[np.lexsort((-doc_codes, block[rows]))]]
+        scores = -rank.astype(float)
+    full = _nested(queries, codes, docs, scores, what="run")
+    return _Ranked(queries, codes, docs, scores, rank, full, tied_queries)

@@ -1,0 +1,1 @@
+"""The cross-encoder: what a backbone is, and the model built, loaded and saved."""

@@ -1,0 +1,1 @@
+"""Training: the objectives, training blocks, checkpoints, model selection and the training loop."""
