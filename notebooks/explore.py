@@ -82,7 +82,7 @@ lists = agreement.teacher_lists(grid)
 agreement.teacher_agreement(lists)
 
 # %%
-for shown in explore.teacher_view(lists, [run_a, run_b]):
+for shown in agreement.teacher_view(lists, [run_a, run_b]):
     display(shown)
 
 # %% [markdown]

@@ -10,6 +10,7 @@ have none.
     lists = teacher_lists("demo")             # one row per (run, list, passage)
     teacher_agreement(lists)                  # per run: lists, mean and median tau, lists against
     kendall_tau([3, 2, 1], [0.9, 0.1, 0.5])   # 1/3: two pairs in the teacher's order, one against
+    teacher_view(lists, [run_a, run_b])       # both runs, and the list each orders least like its teacher
 
 This module reads result files and computes a statistic; it never builds a model.
 """
@@ -138,3 +139,30 @@ def teacher_ranking(lists: pd.DataFrame, run: str, list_name: str | None = None)
         run=run, list=list_name, query_id=part["query_id"].iloc[0], tau=kendall_tau(part["teacher"], part["score"])
     )
     return table
+
+
+def teacher_view(lists: pd.DataFrame, runs) -> list:
+    """The runs' agreement with their teacher (Kendall's tau-b on the teacher's lists) and, for
+    each run that has one, the list it orders least like its teacher, as IPython display objects;
+    one line when neither run was trained from a teacher."""
+    from IPython.display import Markdown
+
+    runs = [r for r in dict.fromkeys(runs) if r in set(lists["run"])]
+    if not runs:
+        return [
+            Markdown(
+                "*Agreement with the teacher: neither run has teacher lists (only runs trained from "
+                "teacher scores do: MarginMSE, DistillRankNet, ADR-MSE).*"
+            )
+        ]
+    shown = [teacher_agreement(lists[lists["run"].isin(runs)]).loc[runs]]
+    for run in runs:
+        table = teacher_ranking(lists, run)
+        shown.append(
+            Markdown(
+                f"`{run}`'s teacher list least like its teacher ({table.attrs['list']}, query "
+                f"`{table.attrs['query_id']}`, tau {table.attrs['tau']:+.3f}):"
+            )
+        )
+        shown.append(table)
+    return shown

@@ -14,7 +14,7 @@ two backbones, two seeds, a released checkpoint, the first stage.
 
 Diagnostics of one ranking: score ties among the top-k (:func:`ties`), the queries where a run
 falls below the first stage (:func:`below_first_stage`), and of one run its agreement with its
-teacher (:func:`teacher_view`, from :mod:`cerepro.report.agreement`). The widgets of the explorer are built
+teacher (:func:`cerepro.report.agreement.teacher_view`). The widgets of the explorer are built
 here too (:func:`explorer`), so the notebook stays a few calls.
 
 This module reads results and passages; it never trains, re-ranks or computes a retrieval measure.
@@ -491,7 +491,7 @@ def explorer(
         summary.outputs = ()
         summary.append_display_data(paired_test(pair).to_frame())
         summary.append_display_data(figures.paired_queries(pair))
-        for shown in teacher_view(taught, [pick_a.value, pick_b.value]):
+        for shown in agreement.teacher_view(taught, [pick_a.value, pick_b.value]):
             summary.append_display_data(shown)
 
     def show_query(*_):
@@ -516,35 +516,6 @@ def explorer(
     show_pair()
     show_query()
     return widgets.VBox([widgets.HBox([pick_dataset, pick_a, pick_b]), summary, pick_query, passages])
-
-
-def teacher_view(lists: pd.DataFrame, runs) -> list:
-    """The runs' agreement with their teacher (Kendall's tau-b on the teacher's lists) and, for
-    each run that has one, the list it orders least like its teacher, as IPython display objects;
-    one line when neither run was trained from a teacher."""
-    from IPython.display import Markdown
-
-    from cerepro.report import agreement
-
-    runs = [r for r in dict.fromkeys(runs) if r in set(lists["run"])]
-    if not runs:
-        return [
-            Markdown(
-                "*Agreement with the teacher: neither run has teacher lists (only runs trained from "
-                "teacher scores do: MarginMSE, DistillRankNet, ADR-MSE).*"
-            )
-        ]
-    shown = [agreement.teacher_agreement(lists[lists["run"].isin(runs)]).loc[runs]]
-    for run in runs:
-        table = agreement.teacher_ranking(lists, run)
-        shown.append(
-            Markdown(
-                f"`{run}`'s teacher list least like its teacher ({table.attrs['list']}, query "
-                f"`{table.attrs['query_id']}`, tau {table.attrs['tau']:+.3f}):"
-            )
-        )
-        shown.append(table)
-    return shown
 
 
 def most_changed_views(
