@@ -320,6 +320,25 @@ def test_the_explorer_in_jupyterlab_changes_passages_with_the_query(grid, tmp_pa
                     ".closest('.jp-Cell').scrollIntoView(); true"
                 )
                 page.screenshot(Path(SHOTS) / "explorer-jupyterlab.png")
+            # run b: the margin-mse run, trained from its teacher's scores: its agreement shows
+            page.evaluate(
+                "(() => { const s = document.querySelectorAll('.widget-dropdown select')[2];"
+                " s.value = 'tiny-bert.margin-mse.s662124363'; s.dispatchEvent(new Event('change', {bubbles: true}));"
+                " return true; })()"
+            )
+            taught = page.wait_for(
+                "(() => { const o = Array.from(document.querySelectorAll('.widget-output'))"
+                ".find(e => e.textContent.includes('least like its teacher')); return o ? o.textContent : null; })()",
+                60,
+                "the teacher's agreement",
+            )
+            assert "tau (mean)" in taught and "teacher rank" in taught
+            if SHOTS:
+                page.evaluate(
+                    "Array.from(document.querySelectorAll('.widget-output'))"
+                    ".find(e => e.textContent.includes('least like its teacher')).scrollIntoView(); true"
+                )
+                page.screenshot(Path(SHOTS) / "explorer-teacher.png")
     finally:
         lab.stop()
 
