@@ -136,6 +136,13 @@ def test_agreement_with_the_teacher_per_run(grid):
     assert summary.loc[run, "tau (mean)"] == pytest.approx(signs.mean(), abs=1e-12)
     assert summary.loc[run, "lists with tau < 0"] == (signs < 0).sum()
     assert pd.isna(summary.loc[run, "lists read in training"])  # no train ledger: not known
+    worst = agreement.teacher_ranking(lists, run)  # the list the run orders least like its teacher
+    assert worst.attrs["tau"] == signs.min() and list(worst["teacher rank"]) == [1, 2]
+    assert list(worst["run rank"]) == ([2, 1] if signs.min() < 0 else [1, 2])
+    with pytest.raises(ValueError, match=f"runs with some: {run}"):
+        agreement.teacher_ranking(lists, "tiny-bert.bce.s662124363")
+    with pytest.raises(ValueError, match="no teacher list 'L99999'"):
+        agreement.teacher_ranking(lists, run, "L99999")
 
 
 @pytest.mark.slow
