@@ -102,3 +102,21 @@ means.pivot(index="dataset", columns="measure", values="value")
 
 # %%
 figures.per_query_distribution(pd.concat([r.per_query for r in results]))
+
+# %% [markdown]
+# ## Agreement with the teacher
+# Where the run's training source has a teacher (MarginMSE's ensemble scores, the LLM's lists):
+# the teacher's last lists of the run's first pass over that source (the teacher scores no
+# validation set), scored by this model, and Kendall's tau-b per list between its scores and the
+# teacher's, summed up over the lists (1: the teacher's order; `cerepro.report.agreement`).
+
+# %%
+from cerepro.evaluation.teacher import score_teacher_lists
+from cerepro.report import agreement
+
+lists = score_teacher_lists(
+    load_grid(grid), run_name, scorer, tokenizer, settings, notebook_run_dir(run_dir, "evaluate", run_name) / "teacher"
+)
+agreement.teacher_agreement(
+    lists
+) if lists is not None else f"{run_name}: no teacher lists (no model trained here from a source with teacher scores)"

@@ -36,7 +36,7 @@ run_dir = ""
 # %%
 from IPython.display import display
 
-from cerepro.report import explore, figures, tables
+from cerepro.report import agreement, explore, figures, tables
 
 results = tables.grid_results(grid)
 index = explore.rankings(grid)
@@ -69,6 +69,21 @@ explore.tie_summary(grid, dataset, k=k, index=index)
 
 # %%
 explore.below_first_stage_summary(results, dataset, measure)
+
+# %% [markdown]
+# ## Agreement with the teacher
+# Runs trained from teacher scores (MarginMSE, DistillRankNet, ADR-MSE): Kendall's tau-b between
+# the run's scores and its teacher's on the teacher's last lists of the run's first pass over its
+# source (the teacher scores no validation set; the evaluate job scores them), mean over the
+# lists; then the list each of the two runs orders least like its teacher.
+
+# %%
+lists = agreement.teacher_lists(grid)
+agreement.teacher_agreement(lists)
+
+# %%
+for shown in agreement.teacher_view(lists, [run_a, run_b]):
+    display(shown)
 
 # %% [markdown]
 # ## Interactive

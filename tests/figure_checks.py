@@ -62,3 +62,14 @@ def overlapping_texts(fig) -> list[tuple[str, str]]:
         seen.add(id(artist))
         texts.append((artist.get_text(), _rectangle(artist, renderer)))
     return [(a, b) for (a, ra), (b, rb) in itertools.combinations(texts, 2) if _overlap(ra, rb)]
+
+
+def rotated_texts(fig) -> list[str]:
+    """Visible tick labels of ``fig`` drawn at an angle (a reader turns the page to read them)."""
+    return [
+        label.get_text()
+        for ax in fig.axes
+        if ax.get_visible()
+        for label in ax.get_xticklabels() + ax.get_yticklabels()
+        if label.get_visible() and label.get_text().strip() and label.get_rotation() % 360 != 0
+    ]

@@ -9,7 +9,7 @@ import sys
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
-from figure_checks import overlapping_texts
+from figure_checks import overlapping_texts, rotated_texts
 
 from cerepro import vocab
 from cerepro.report import claims, figures, tables
@@ -282,6 +282,7 @@ def test_the_real_published_figures_read_at_a_glance():
     for draw in (figures.heatmaps, figures.gain_vs_scaling):
         fig = draw(table)
         assert overlapping_texts(fig) == [], draw.__name__
+        assert rotated_texts(fig) == [], draw.__name__  # nine backbones, six objectives: all read across
         legend = fig.legends[0] if fig.legends else None
         if legend is not None:  # inside the figure, not cut at its edge
             box, frame = legend.get_window_extent(), fig.bbox

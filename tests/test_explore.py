@@ -91,6 +91,121 @@ def test_ties_among_the_top_k_hand_checked():
     assert found.loc["q2", "candidates"] == 3
 
 
+def test_kendalls_tau_with_the_teacher_hand_checked():
+    from cerepro.report.agreement import kendall_tau
+
+    assert kendall_tau([3, 2, 1], [0.3, 0.2, 0.1]) == pytest.approx(1.0)
+    assert kendall_tau([3, 2, 1], [1, 2, 3]) == pytest.approx(-1.0)
+    # pairs (1,2) and (1,3) in the teacher's order, (2,3) against it: (2 - 1) / 3
+    assert kendall_tau([3, 2, 1], [3, 1, 2]) == pytest.approx(1 / 3)
+    # tau-b: the teacher ties passages 2 and 3; 2 concordant pairs of 3, one tied on one side only
+    assert kendall_tau([2, 1, 1], [3, 2, 1]) == pytest.approx(2 / np.sqrt(2 * 3))
+    assert kendall_tau([5.0, 1.0], [0.2, 0.7]) == pytest.approx(-1.0)  # a teacher pair the run reverses
+    assert kendall_tau([5.0, 1.0], [0.4, 0.4]) == 0.0  # a collapsed scorer: no order to agree with
+    with pytest.raises(ValueError, match=r"one length, got \(3,\) and \(2,\)"):
+        kendall_tau([3, 2, 1], [1, 2])
+
+
+def test_agreement_with_the_teacher_per_run(grid):
+    """margin-mse's teacher pairs (the demo world's teacher file, read as the run reads it): each
+    pair's tau is the product of the two sides' signs, and the run's summary their mean."""
+    from explore_grid import TEACHER_LISTS
+
+    from cerepro.data.training_data import source_counts, training_file
+    from cerepro.report import agreement
+
+    lists = agreement.teacher_lists("demo")
+    run = "tiny-bert.margin-mse.s662124363"
+    assert set(lists["run"]) == {run} and set(lists["source"]) == {"teacher-pairs"}  # bce, infonce: no teacher
+    per_epoch = source_counts("teacher-pairs", "demo").used
+    assert sorted(lists["position"].unique()) == list(range(per_epoch - TEACHER_LISTS, per_epoch))
+    pairs = pd.read_csv(
+        training_file("teacher-pairs", "demo"), sep="\t", header=None, names=["pos", "neg", "q", "p", "n"]
+    )
+    by_list = lists.groupby("list", sort=False)
+    signs = by_list["teacher"].agg(lambda s: np.sign(s.iloc[0] - s.iloc[1])) * by_list["score"].agg(
+        lambda s: np.sign(s.iloc[0] - s.iloc[1])
+    )
+    first = lists.iloc[0]
+    assert (
+        (pairs["q"] == first["query_id"]) & (pairs["p"] == first["doc_id"]) & (pairs["pos"] == first["teacher"])
+    ).any()
+    summary = agreement.teacher_agreement(lists)
+    assert list(summary.index) == [run]
+    assert summary.loc[run, "lists"] == TEACHER_LISTS and summary.loc[run, "passages per list"] == 2
+    assert summary.loc[run, "tau (mean)"] == pytest.approx(signs.mean(), abs=1e-12)
+    assert summary.loc[run, "lists with tau < 0"] == (signs < 0).sum()
+    assert pd.isna(summary.loc[run, "lists read in training"])  # no train ledger: not known
+    worst = agreement.teacher_ranking(lists, run)  # the list the run orders least like its teacher
+    assert worst.attrs["tau"] == signs.min() and list(worst["teacher rank"]) == [1, 2]
+    assert list(worst["run rank"]) == ([2, 1] if signs.min() < 0 else [1, 2])
+    with pytest.raises(ValueError, match=f"runs with some: {run}"):
+        agreement.teacher_ranking(lists, "tiny-bert.bce.s662124363")
+    with pytest.raises(ValueError, match="no teacher list 'L99999'"):
+        agreement.teacher_ranking(lists, run, "L99999")
+
+
+@pytest.mark.slow
+def test_the_evaluate_job_scores_its_runs_teacher_lists(grid, tmp_path):
+    """A tiny model (built in code, untrained) scores the last five teacher lists of adr-mse's
+    first pass: the lists are the source's, in the teacher's order, marked read up to the train
+    ledger's steps; a run without a teacher writes nothing."""
+    from cerepro.config import evaluation_settings, load_grid
+    from cerepro.data.training_data import source_counts
+    from cerepro.evaluation import teacher
+    from cerepro.evaluation.rerank import rerank
+    from cerepro.model.models import build_cross_encoder
+    from cerepro.report import agreement
+
+    demo = load_grid("demo")
+    run = next(e for e in demo.evaluations if e.trained and e.config.objective == "adr-mse")
+    config = run.config
+    model, tokenizer = build_cross_encoder(config.hf_id, max_length=config.max_length)
+    settings = evaluation_settings(demo, run.run_id)
+    per_epoch = source_counts("llm-lists", "demo", llm_list=config.llm_list).used
+    steps = per_epoch - 2  # the run's training read all but the last two lists
+    ledger = tmp_path / "runs" / "demo" / run.run_id / "train" / "ledger.json"
+    ledger.parent.mkdir(parents=True)
+    ledger.write_text(json.dumps({"steps": steps}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
+        folder = tmp_path / "teacher"
+        lists = teacher.score_teacher_lists(demo, run.run_id, model.eval(), tokenizer, settings, folder, lists=5)
+        bce = next(e for e in demo.evaluations if e.trained and e.config.objective == "bce")
+        assert teacher.score_teacher_lists(demo, bce.run_id, model, tokenizer, settings, tmp_path / "none") is None
+        assert teacher.score_teacher_lists(demo, "first-stage", None, None, settings, tmp_path / "none") is None
+    assert not (tmp_path / "none").exists()
+    assert sorted(lists["position"].unique()) == list(range(per_epoch - 5, per_epoch))
+    seen = lists.groupby("position")["seen"].first()
+    assert list(seen) == [True, True, True, False, False]  # positions below steps x 1 group per step
+    for _, part in lists.groupby("list"):
+        assert part["teacher"].is_monotonic_decreasing and len(part) <= config.group_size  # the teacher's order
+    written = pd.read_csv(folder / "lists.tsv", sep="\t", dtype={"list": str, "query_id": str, "doc_id": str})
+    assert np.allclose(written["score"], lists["score"]) and list(written.columns) == teacher.COLUMNS
+    assert json.loads((folder / "teacher.json").read_text())["groups_read"] == steps
+    # the scores are the model's on those pairs, as the evaluation scores them
+    one = lists[lists["list"] == lists["list"].iloc[0]]
+    group = teacher.teacher_lists(config, 5)[0]
+    again = rerank(
+        model,
+        tokenizer,
+        one[["list", "doc_id"]].rename(columns={"list": "query_id"}),
+        {one["list"].iloc[0]: group.query},
+        dict(zip(group.doc_ids, group.passages)),
+        max_length=settings.max_length,
+        query_max_length=settings.query_max_length,
+        passage_max_length=settings.passage_max_length,
+        truncation=settings.truncation,
+        precision=settings.precision,
+        progress=False,
+    )
+    assert np.allclose(again.set_index("doc_id").loc[one["doc_id"], "score"], one["score"])
+    summary = agreement.teacher_agreement(lists)
+    taus = [agreement.kendall_tau(p["teacher"], p["score"]) for _, p in lists.groupby("list")]
+    assert summary.loc[run.run_id, "tau (mean)"] == pytest.approx(np.mean(taus))
+    assert summary.loc[run.run_id, "lists read in training"] == 3
+
+
 def test_a_collapsed_scorer_shows_its_ties_and_falls_below_the_first_stage(grid):
     summary = explore.tie_summary("demo", "demo:in-domain", index=grid["index"])
     assert summary.loc["tiny-bert.margin-mse.s662124363", "queries with a tie"] == 1.0
@@ -126,7 +241,7 @@ def test_the_explorer_runs_top_to_bottom_by_papermill(grid):
     folder = run_notebook("explore", grid["tmp"] / "explore-run", {}, force=True)
     nb = nbformat.read(folder / "explore.ipynb", as_version=4)
     shown = "\n".join(
-        str(o.get("data", {}).get("text/html", "")) + str(o.get("data", {}).get("text/plain", ""))
+        "".join(str(o.get("data", {}).get(kind, "")) for kind in ("text/html", "text/plain", "text/markdown"))
         for c in nb.cells
         if c.cell_type == "code"
         for o in c.outputs
@@ -136,6 +251,7 @@ def test_the_explorer_runs_top_to_bottom_by_papermill(grid):
         assert f"query <code>{query_id}</code>" in shown
     assert shown.count('class="cerepro-passages"') >= 3
     assert "queries with a tie" in shown and "queries below" in shown
+    assert "tau (mean)" in shown and "neither run has teacher lists" in shown  # bce and infonce: no teacher
     assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
 
 
@@ -211,6 +327,25 @@ def test_the_explorer_in_jupyterlab_changes_passages_with_the_query(grid, tmp_pa
                     ".closest('.jp-Cell').scrollIntoView(); true"
                 )
                 page.screenshot(Path(SHOTS) / "explorer-jupyterlab.png")
+            # run b: the margin-mse run, trained from its teacher's scores: its agreement shows
+            page.evaluate(
+                "(() => { const s = document.querySelectorAll('.widget-dropdown select')[2];"
+                " s.value = 'tiny-bert.margin-mse.s662124363'; s.dispatchEvent(new Event('change', {bubbles: true}));"
+                " return true; })()"
+            )
+            taught = page.wait_for(
+                "(() => { const o = Array.from(document.querySelectorAll('.widget-output'))"
+                ".find(e => e.textContent.includes('least like its teacher')); return o ? o.textContent : null; })()",
+                60,
+                "the teacher's agreement",
+            )
+            assert "tau (mean)" in taught and "teacher rank" in taught
+            if SHOTS:
+                page.evaluate(
+                    "Array.from(document.querySelectorAll('.widget-output'))"
+                    ".find(e => e.textContent.includes('least like its teacher')).scrollIntoView(); true"
+                )
+                page.screenshot(Path(SHOTS) / "explorer-teacher.png")
     finally:
         lab.stop()
 
@@ -316,24 +451,24 @@ def test_the_books_tables_sort_and_download_offline_from_file_urls(grid, small_b
     with Page(width=1300, height=1800) as page:
         page.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
         page.open((small_book / "queries.html").as_uri())
-        assert page.wait_for("document.querySelectorAll('.dt-container').length", 60, "the interactive tables") >= 4
+        assert page.wait_for("document.querySelectorAll('.dt-container').length", 60, "the interactive tables") >= 5
         headers = page.evaluate(
-            f"Array.from({_container(1)}.querySelectorAll('.dt-scroll-head thead th .dt-column-title'))"
+            f"Array.from({_container(0)}.querySelectorAll('.dt-scroll-head thead th .dt-column-title'))"
             ".map(h => h.textContent)"
         )
         assert headers == list(wins.columns)
         column = headers.index("losses")
-        before = [int(v) for v in _cells(page, 1, column)]
+        before = [int(v) for v in _cells(page, 0, column)]
         assert before == list(wins["losses"])  # as computed, not sorted
         page.evaluate(
-            f"{_container(1)}.querySelectorAll('.dt-scroll-head thead th')[{column}]"
+            f"{_container(0)}.querySelectorAll('.dt-scroll-head thead th')[{column}]"
             ".querySelector('.dt-column-order').click(); true"
         )
-        after = [int(v) for v in _cells(page, 1, column)]
+        after = [int(v) for v in _cells(page, 0, column)]
         assert after == sorted(before) and after != before
         if SHOTS:
             page.screenshot(Path(SHOTS) / "queries-page.png", full_page=True)
-        page.evaluate(f"{_container(1)}.querySelector('.dt-buttons button').click(); true")
+        page.evaluate(f"{_container(0)}.querySelector('.dt-buttons button').click(); true")
         page.wait_for("true", 1)
         target = downloads / "wins-losses-demo.csv"
         import time
@@ -347,6 +482,59 @@ def test_the_books_tables_sort_and_download_offline_from_file_urls(grid, small_b
     assert [int(r[column]) for r in rows[1:]] == sorted(wins["losses"]), rows  # the rows, in the order shown
     assert {(r[0], r[2]) for r in rows[1:]} == set(zip(wins["dataset"], wins["objective"]))
     assert len(rows) - 1 == len(wins)
+
+
+@pytest.mark.slow
+def test_the_run_index_sorts_downloads_and_links_every_run_offline(grid, small_book, tmp_path):
+    """The run index from file://: one row per run with its main results and its agreement with
+    the teacher; sorting a results column orders the rows, the CSV holds every run, each run's
+    notebook link leads to its page."""
+    import csv
+    import time
+
+    from browser_check import Page, chromium
+
+    assert chromium(install=True), "headless Chromium is needed: apt-get install -y chromium"
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    runs = ["first-stage", *(f"tiny-bert.{o}.s662124363" for o in SCORERS)]
+    means = grid["results"][grid["results"]["measure"] == "nDCG@10"].groupby(["run", "dataset"])["value"].mean()
+    index_page = small_book / "generated" / "run-index.html"
+    with Page(width=1300, height=1400) as page:
+        page.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
+        page.open(index_page.as_uri())
+        assert page.wait_for("document.querySelectorAll('.dt-container').length", 60, "the run index table") == 1
+        headers = page.evaluate(
+            f"Array.from({_container(0)}.querySelectorAll('.dt-scroll-head thead th .dt-column-title'))"
+            ".map(h => h.textContent)"
+        )
+        assert headers[:4] == ["run", "backbone", "objective", "seed"] and "tau with teacher" in headers
+        assert [r for r in _cells(page, 0, 0)] == runs  # the first stage, then the paper's objective order
+        column = headers.index("demo:in-domain")
+        assert [float(v) for v in _cells(page, 0, column)] == [round(means[(r, "demo:in-domain")], 4) for r in runs]
+        page.evaluate(
+            f"{_container(0)}.querySelectorAll('.dt-scroll-head thead th')[{column}]"
+            ".querySelector('.dt-column-order').click(); true"
+        )
+        shown = [float(v) for v in _cells(page, 0, column)]
+        assert shown == sorted(shown) and _cells(page, 0, 0) != runs
+        links = page.evaluate(
+            f"Array.from({_container(0)}.querySelectorAll('.dt-scroll-body tbody a')).map(a => a.href)"
+        )
+        assert len(links) == len(runs) and all(Path(link.removeprefix("file://")).is_file() for link in links)
+        if SHOTS:
+            page.screenshot(Path(SHOTS) / "run-index.png", full_page=True)
+        page.evaluate(f"{_container(0)}.querySelector('.dt-buttons button').click(); true")
+        target = downloads / "runs-demo.csv"
+        deadline = time.time() + 30
+        while not target.is_file() and time.time() < deadline:
+            time.sleep(0.3)
+        with target.open(encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r]
+    assert rows[0] == headers and sorted(r[0] for r in rows[1:]) == sorted(runs)
+    tau = rows[0].index("tau with teacher")
+    assert {r[0]: r[tau] for r in rows[1:]}["tiny-bert.margin-mse.s662124363"] != ""
+    assert all("<a" not in cell for r in rows for cell in r)  # the links' text, not their HTML
 
 
 def test_the_readmes_exploring_snippet_runs_on_a_demo_grid(grid):

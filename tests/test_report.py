@@ -447,16 +447,25 @@ def test_figures_have_one_panel_per_group(demo):
 @pytest.mark.parametrize("backbones", [("tiny-bert", "tiny-modernbert"), DEMO_BACKBONES])
 def test_figures_read_at_a_glance(tmp_path, monkeypatch, backbones):
     """No two texts overlap (two backbones once stood the heatmap's names on end, on top of each
-    other), backbone names read across, each objective keeps its colour."""
-    from figure_checks import overlapping_texts
+    other), no tick label is turned on its side, each objective keeps its colour."""
+    from figure_checks import overlapping_texts, rotated_texts
 
     write_grid(tmp_path, backbones=backbones, seeds=1, queries=6, notebooks=False)
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path))
     results = tables.grid_results("demo")
-    for draw in (figures.heatmaps, figures.gain_vs_scaling, figures.id_ood_scatter, figures.seed_spread):
-        assert overlapping_texts(draw(results)) == [], draw.__name__
-    heat = figures.heatmaps(results)
-    assert all(t.get_rotation() == 0 for t in heat.axes[0].get_yticklabels())
+    per_query = results[results["run"] == results["run"].iloc[0]]
+    drawn = {
+        draw.__name__: draw(results)
+        for draw in (figures.heatmaps, figures.gain_vs_scaling, figures.id_ood_scatter, figures.seed_spread)
+    }
+    drawn["per_query_distribution"] = figures.per_query_distribution(per_query)
+    drawn["loss_figure"] = figures.loss_figure(losses.loss_curves())
+    for name, fig in drawn.items():
+        assert overlapping_texts(fig) == [], name
+        assert rotated_texts(fig) == [], name
+    heat = drawn["heatmaps"]
+    objectives = list(verdicts.cell_table(results).objectives)  # written on two lines, coloured as one name
+    assert [t.get_color() for t in heat.axes[0].get_xticklabels()] == [vocab.objective_colours()[o] for o in objectives]
     colours = vocab.objective_colours()
     assert all(
         line.get_color() == colours[line.get_label()]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import html
 import math
 import os
 import shutil
@@ -210,13 +211,18 @@ def prepare(grid: str, folder: Path) -> Path:
     return generated
 
 
+def notebook_page(run: str, kind: str) -> str:
+    """The book page of a run's executed notebook, relative to ``generated/``."""
+    return f"runs/{run.replace('/', '.')}.{kind}"
+
+
 def _copy_notebook(source: Path, target_dir: Path, kind: str, run: str) -> str:
     """Copy an executed notebook under a flat name, titled by its run (the notebook's own title
     follows in italics), so the sidebar tells the runs apart. Returns the page's name relative
     to ``generated/``."""
     import nbformat
 
-    name = f"{run.replace('/', '.')}.{kind}"
+    name = notebook_page(run, kind).removeprefix("runs/")
     nb = nbformat.read(source, as_version=4)
     title = f"# {run} · {kind}\n"
     for cell in nb.cells:
@@ -230,18 +236,55 @@ def _copy_notebook(source: Path, target_dir: Path, kind: str, run: str) -> str:
     return f"runs/{name}"
 
 
+RUN_INDEX_HEADER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+"""
+
+
 def _run_index_page(info: tables.GridInfo, index: pd.DataFrame, pages: list[str]) -> str:
+    """The run index: the grid once (its axes and file), then one row per run with its main
+    results and links to the notebooks it ran, in one sortable, searchable table with a CSV
+    download (:meth:`Page.run_index`). The notebook pages themselves are listed by the table of
+    contents (``generated/runs/*``)."""
     lines = [
+        RUN_INDEX_HEADER,
         "(run-index)=",
         "# Run index",
         "",
-        f"Every notebook the grid `{info.name}` executed (profile `{info.profile}`), as it ran: parameters, "
-        "outputs and figures. The grid engine writes them under `runs/<grid>/`; only folders with a "
-        "`DONE` marker are listed.",
+        f"The grid `{info.name}` (profile `{info.profile}`, {{download}}`grid file <grid.yaml>`) and every run "
+        "it finished, with its main results and the notebooks it executed, as they ran: parameters, outputs "
+        "and figures. The grid engine writes them under `runs/<grid>/`; only folders with a `DONE` marker "
+        "are listed.",
         "",
     ]
     if info.synthetic:
         lines += [":::{note}", info.provenance, ":::", ""]
+    lines += [
+        "```{code-cell} ipython3",
+        ":tags: [remove-cell]",
+        "from cerepro.report import book",
+        "",
+        "page = book.page()",
+        "```",
+        "",
+        "## The grid",
+        "",
+        "```{code-cell} ipython3",
+        ":tags: [remove-input]",
+        "page.runs()",
+        "```",
+        "",
+        "## Every run",
+        "",
+    ]
     if index.empty:
         return "\n".join(
             lines
@@ -251,25 +294,21 @@ def _run_index_page(info: tables.GridInfo, index: pd.DataFrame, pages: list[str]
                 "",
             ]
         )
-    rank = {"data": 0, vocab.FIRST_STAGE: 1, "compare": 3}
-    index = index.assign(page=pages, rank=[rank.get(r.split("/")[0], 2) for r in index["run"]])
-    index = index.sort_values(["rank", "run"], kind="stable")
-    hub = "model" in index and index["model"].astype(bool).any()  # released checkpoints: the weights loaded
     lines += [
-        "| run | notebooks | seconds | git commit | " + ("model (hub id@commit) | " if hub else "") + "finished |",
-        "|---|---|---|---|" + ("---|" if hub else "") + "---|",
+        "One row per run: its backbone, objective and seed, its mean nDCG@10 per column of the paper's "
+        "table (mean over the run's queries; the data and compare jobs have none), its agreement with its "
+        "teacher where it was trained from one (Kendall's tau-b on the teacher's lists, mean over the "
+        "lists; {ref}`per-query`), the notebooks it ran (links), their seconds, git commit and when they "
+        "finished. Sort by any column (its header), filter by any text (the search box), download the rows "
+        "as CSV (the button).",
+        "",
+        "```{code-cell} ipython3",
+        ":tags: [remove-input]",
+        "page.run_index()",
+        "```",
+        "",
     ]
-    for run, jobs in index.groupby("run", sort=False):
-        links = " · ".join(f"{{doc}}`{kind} <{page}>`" for kind, page in zip(jobs["kind"], jobs["page"]))
-        seconds = pd.to_numeric(jobs["seconds"], errors="coerce").sum(min_count=1)
-        commits = ", ".join(f"`{c}`" for c in dict.fromkeys(jobs["git_commit"].astype(str)))
-        model = ", ".join(f"`{m}`" for m in dict.fromkeys(jobs["model"]) if m) if hub else None
-        lines.append(
-            f"| `{run}` | {links} | {'' if math.isnan(seconds) else f'{seconds:,.0f}'} | {commits} | "
-            + (f"{model} | " if hub else "")
-            + f"{jobs['finished'].max()} |"
-        )
-    return "\n".join(lines + [""])
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,9 +462,9 @@ class Page:
     def glue(self, name: str, value) -> None:
         _glue(name, _text(name, value))
 
-    def interactive(self, table: pd.DataFrame, name: str, *, page_length: int = 10):
+    def interactive(self, table: pd.DataFrame, name: str, *, page_length: int = 10, allow_html: bool = False):
         """``table`` as a sortable, searchable table with a CSV button (itables, offline)."""
-        return interactive(table, name, page_length=page_length)
+        return interactive(table, name, page_length=page_length, allow_html=allow_html)
 
     def every_cell(self):
         """The scoreboard's cells, sortable and filterable by backbone, objective, column and
@@ -483,6 +522,70 @@ class Page:
         wide.columns.name = None
         return wide.round(4).reset_index()
 
+    def run_index(self):
+        """Every run of the grid in one interactive table: its identity, main results
+        (:meth:`run_results`), agreement with its teacher (:mod:`cerepro.report.agreement`) and
+        the notebooks it ran, linked to their pages, with seconds, commit, model and finish time."""
+        from cerepro.report import agreement, explore
+
+        jobs = provenance.run_index(self.grid.name)
+        if jobs.empty:
+            return tables.placeholder("no finished job in this grid")
+        rows = []
+        for run, part in jobs.groupby("run", sort=False):
+            seconds = pd.to_numeric(part["seconds"], errors="coerce").sum(min_count=1)
+            links = " · ".join(
+                f'<a href="{html.escape(notebook_page(run, kind))}.html">{html.escape(kind)}</a>'
+                for kind in part["kind"]
+            )
+            rows.append(
+                {
+                    "run": run,
+                    "notebooks": links,
+                    "seconds": None if math.isnan(seconds) else round(seconds),
+                    "git commit": ", ".join(dict.fromkeys(part["git_commit"].astype(str))),
+                    "model": ", ".join(m for m in dict.fromkeys(part["model"]) if m),
+                    "finished": str(part["finished"].max()),
+                }
+            )
+        table = pd.DataFrame(rows)
+        if not table["model"].astype(bool).any():  # hub ids and commits: released checkpoints only
+            table = table.drop(columns="model")
+        results = self.run_results()
+        if "run" in results:
+            table = results.merge(table, on="run", how="outer")
+        taught = agreement.teacher_agreement(agreement.teacher_lists(self.grid.name))
+        if not taught.empty:
+            tau = taught["tau (mean)"].round(4).rename("tau with teacher")
+            table = table.merge(tau, left_on="run", right_index=True, how="left")
+            first = table.columns.get_loc("notebooks")
+            table.insert(first, "tau with teacher", table.pop("tau with teacher"))
+        order = {
+            r: i for i, r in enumerate(explore.run_order(r for r in table["run"] if "/" not in r and r != "compare"))
+        }
+        rank = [(0 if r.startswith("data/") else 1 if r in order else 2, order.get(r, 0), r) for r in table["run"]]
+        table = table.iloc[sorted(range(len(table)), key=lambda i: rank[i])].reset_index(drop=True)
+        for column in ("backbone", "objective", "seed"):
+            if column in table:
+                table[column] = table[column].fillna("")
+        return self.interactive(table, f"runs-{self.grid.name}", allow_html=True)
+
+    def teacher_agreement(self):
+        """Each run's agreement with its teacher (:func:`cerepro.report.agreement.teacher_agreement`),
+        interactive; one line when no run of the grid has teacher lists."""
+        from IPython.display import Markdown
+
+        from cerepro.report import agreement, explore
+
+        table = agreement.teacher_agreement(agreement.teacher_lists(self.grid.name))
+        if table.empty:
+            return Markdown(
+                f"**Not yet run**: no evaluation in `runs/{self.grid.name}/` scored its teacher's lists (only runs "
+                "trained from teacher scores have them)."
+            )
+        table = table.loc[explore.run_order(table.index)].round(4).reset_index()
+        return self.interactive(table, f"teacher-{self.grid.name}")
+
     def per_query(self, baseline: str = "bce"):
         """One row per (dataset, query): each system's nDCG@10 (mean over seeds)."""
         rows = self.results[self.results["measure"] == tables.MEASURE]
@@ -498,10 +601,12 @@ class Page:
 _ITABLES_READY = False
 
 
-def interactive(table: pd.DataFrame, name: str, *, page_length: int = 10):
+def interactive(table: pd.DataFrame, name: str, *, page_length: int = 10, allow_html: bool = False):
     """A table a static page can sort, search and download as CSV: itables in its offline mode
     (``init_notebook_mode(connected=False)`` puts the DataTables bundle in the page, once per
-    kernel, so the table works from ``file://`` with no network). ``name``: the CSV file's name."""
+    kernel, so the table works from ``file://`` with no network). ``name``: the CSV file's name.
+    ``allow_html``: cells hold HTML of our own making (links), drawn as HTML; the CSV keeps their
+    text."""
     import itables
     from IPython.display import HTML
 
@@ -520,6 +625,7 @@ def interactive(table: pd.DataFrame, name: str, *, page_length: int = 10):
             showIndex=False,
             scrollX=True,
             display_logo_when_loading=False,
+            allow_html=allow_html,
         )
     )
 

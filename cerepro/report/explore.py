@@ -13,7 +13,8 @@ two backbones, two seeds, a released checkpoint, the first stage.
     side_by_side("demo", ["tiny-bert.bce.s1", "tiny-bert.infonce.s1"], "demo-in", "i0001")
 
 Diagnostics of one ranking: score ties among the top-k (:func:`ties`), the queries where a run
-falls below the first stage (:func:`below_first_stage`). The widgets of the explorer are built
+falls below the first stage (:func:`below_first_stage`), and of one run its agreement with its
+teacher (:func:`cerepro.report.agreement.teacher_view`). The widgets of the explorer are built
 here too (:func:`explorer`), so the notebook stays a few calls.
 
 This module reads results and passages; it never trains, re-ranks or computes a retrieval measure.
@@ -461,10 +462,11 @@ def explorer(
     per-query differences and the two rankings of that query side by side."""
     import ipywidgets as widgets
 
-    from cerepro.report import figures
+    from cerepro.report import agreement, figures
 
     results = tables.grid_results(grid)
     index = rankings(grid)
+    taught = agreement.teacher_lists(grid)
     if index.empty:
         return widgets.HTML(f"<b>Not yet run</b>: no finished evaluation with a ranking in <code>runs/{grid}/</code>.")
     datasets = list(dict.fromkeys(index["dataset"]))
@@ -489,6 +491,8 @@ def explorer(
         summary.outputs = ()
         summary.append_display_data(paired_test(pair).to_frame())
         summary.append_display_data(figures.paired_queries(pair))
+        for shown in agreement.teacher_view(taught, [pick_a.value, pick_b.value]):
+            summary.append_display_data(shown)
 
     def show_query(*_):
         if pick_query.value is None:

@@ -64,11 +64,20 @@ def _panels(n: int, width: float = 3.6, height: float = 3.0, ncols: int = 2, sha
     return fig, axes[:n]
 
 
-def _colour_ticklabels(labels) -> None:
-    for label in labels:
-        colour = objective_colours().get(label.get_text())
+def _colour_ticklabels(labels, names=None) -> None:
+    """Each objective's tick label in its colour (``names``: the objectives, when the labels are
+    written otherwise, e.g. on two lines)."""
+    for label, name in zip(labels, names or [label.get_text() for label in labels]):
+        colour = objective_colours().get(name)
         if colour is not None:
             label.set_color(colour)
+
+
+def _two_lines(name: str) -> str:
+    """``distill-ranknet`` as ``distill-`` over ``ranknet``: a label that reads across in a
+    narrow column, instead of one turned on its side."""
+    first, dash, rest = name.partition("-")
+    return f"{first}{dash}\n{rest}" if dash else name
 
 
 def _cell_source(source, measure: str) -> claims_audit.CellTable:
@@ -94,7 +103,7 @@ def heatmaps(source, measure: str = MEASURE):
     ncols = _ncols(len(columns))
     fig, axes = _panels(
         len(columns),
-        width=0.46 * len(objectives) + label_width / ncols + 0.25,
+        width=0.5 * len(objectives) + label_width / ncols + 0.25,
         height=0.95 + 0.27 * len(backbones),
         ncols=ncols,
     )
@@ -116,11 +125,10 @@ def heatmaps(source, measure: str = MEASURE):
         first = i % ncols == 0
         ax.set_ylabel("backbone (by size)" if first else "", fontsize=8)
         ax.set_yticks(np.arange(len(backbones)) + 0.5, backbones if first else [], rotation=0, fontsize=7.5)
-        ax.set_xticks(
-            np.arange(len(objectives)) + 0.5, objectives, rotation=40, ha="right", rotation_mode="anchor", fontsize=7.5
-        )
+        # objective names across, broken at their hyphen: never turned on their side
+        ax.set_xticks(np.arange(len(objectives)) + 0.5, [_two_lines(o) for o in objectives], rotation=0, fontsize=7)
         ax.tick_params(length=0)
-        _colour_ticklabels(ax.get_xticklabels())
+        _colour_ticklabels(ax.get_xticklabels(), objectives)
     if table.label:
         fig.suptitle(table.label, fontsize=9)
     return fig
@@ -135,12 +143,12 @@ def gain_vs_scaling(source, measure: str = MEASURE):
     if table.empty:
         return _empty_figure("not yet run: no finished evaluation in this grid")
     columns, backbones = table.shown, list(table.backbones)
-    labels = [_size_label(b) for b in backbones]
-    rotate = len(backbones) > 3
+    labels = [_size_label(b).replace(" ", "\n", 1) for b in backbones]  # the name over its size
+    stagger = len(backbones) > 4  # every other label a row lower, so that neighbours never touch
     fig, axes = _panels(
         len(columns),
-        width=max(3.3, 0.36 * len(backbones) + 0.9),
-        height=3.0 if rotate else 2.6,
+        width=max(3.3, 0.42 * len(backbones) + 0.9),
+        height=3.2 if stagger else 2.8,
         ncols=_ncols(len(columns)),
     )
     for ax, column in zip(axes, columns):
@@ -157,15 +165,11 @@ def gain_vs_scaling(source, measure: str = MEASURE):
             )
         if column in table.first_stage:
             ax.axhline(table.first_stage[column], color="0.3", linestyle="--", linewidth=1, label=FIRST_STAGE)
-        ax.set_xticks(
-            range(len(backbones)),
-            labels,
-            fontsize=6.5,
-            rotation=40 if rotate else 0,
-            ha="right" if rotate else "center",
-            rotation_mode="anchor",
-        )
-        ax.tick_params(axis="x", pad=7)  # the first backbone's label runs under the lowest y label
+        ax.set_xticks(range(len(backbones)), labels, fontsize=6.5, rotation=0)
+        ax.tick_params(axis="x", pad=3)
+        if stagger:
+            for tick in ax.xaxis.get_major_ticks()[1::2]:
+                tick.set_pad(3 + 2.8 * 6.5)  # two lines of 6.5 pt text lower, with some air
         ax.set_title(column, fontsize=8)
         ax.set_xlabel("backbone, by parameter count", fontsize=7)
         ax.set_ylabel(measure, fontsize=8)
