@@ -284,6 +284,87 @@ def test_a_user_placed_run_under_the_produced_name_is_used_as_it_is(real_text):
     assert len(load_candidates(f"local:{real_text}", "run:tiny-splade-top5", 5)) == 12
 
 
+def within(seconds: float, call):
+    """``call()`` on a thread of its own; the test fails if it has not returned in ``seconds``
+    (a lock that is never taken would hang the test run otherwise)."""
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the test's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_two_jobs_indexing_shared_passages_at_once_build_one_index(encoder, real_text, monkeypatch):
+    """Collections sharing passages may start their jobs together: one builds the index while
+    the other waits for the folder's lock, then finds the index built."""
+    import threading
+    import time
+
+    built = []
+
+    def slow_build(*args, **kwargs):
+        built.append(threading.current_thread().name)
+        time.sleep(1.0)  # the other job arrives meanwhile
+        return impacts.build_index(*args, **kwargs)
+
+    monkeypatch.setattr(fs, "build_index", slow_build)
+    results = {}
+
+    def job(k):
+        results[k] = build(f"local:{real_text}", encoder)
+
+    threads = [threading.Thread(target=job, args=(k,), daemon=True) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == 2 and len(built) == 1
+    assert results[0].folder == results[1].folder
+    assert results[0].manifest == results[1].manifest
+
+
+def test_a_job_killed_while_holding_the_index_folder_is_taken_over_and_resumes(real_text):
+    """A job killed mid-encoding leaves its lock and the shards it finished: the next job takes
+    the lock over (its holder is gone) and encodes only the missing shard."""
+    import os
+    import subprocess
+    import sys
+
+    from cerepro.lock import LOCK_NAME
+
+    dataset, name = f"local:{real_text}", "tiny-splade-top5"
+    shards = fs.prepare_index(dataset, name, "encode", shard_size=7, progress=False)
+    paths = sorted(shards.iterdir())
+    before = {p: p.stat().st_mtime_ns for p in paths}
+    paths[-1].unlink()
+    root = shards.parent
+    killed = (
+        "import os, signal, sys\n"
+        "from cerepro.lock import FolderLock\n"
+        "FolderLock(sys.argv[1]).acquire()\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", killed, str(root)], env=env, timeout=120)
+    assert done.returncode == -9 and (root / LOCK_NAME).is_file()
+    again = within(120, lambda: fs.prepare_index(dataset, name, "encode", shard_size=7, progress=False))
+    assert again == shards and sorted(shards.iterdir()) == paths
+    assert all(p.stat().st_mtime_ns == before[p] for p in paths[:-1])  # kept, not encoded again
+    assert not (root / LOCK_NAME).exists()
+
+
 def test_killed_encoding_resumes_at_the_first_missing_shard(encoder, real_text):
     dataset = f"local:{real_text}"
     model, tokenizer, identity = encoder

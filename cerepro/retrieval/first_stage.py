@@ -9,9 +9,10 @@ name)`` is that one call: ``name`` is ``<model slug>-top<depth>`` with the slug 
 :mod:`cerepro.retrieval.impacts` and searches with :mod:`cerepro.retrieval.search`; query
 vectors are encoded at search time (seconds), not cached.
 
-- **One writer**: a collection's index folder has one writer at a time; collections sharing
-  passages (TREC DL 2019 and 2020) may start their jobs together, and the second waits, then
-  finds the index built.
+- **One writer**: a collection's index folder has one writer at a time (``cerepro.lock``, the
+  project's one lock); collections sharing passages (TREC DL 2019 and 2020) may start their jobs
+  together, and the second waits, then finds the index built. A killed job's lock is taken over,
+  and the job run again resumes at the first missing shard.
 - **Run**: written atomically as ``<name>.trec`` with ``<name>.json`` beside it (what produced
   it, its rows and checksum); ``cerepro.data.datasets`` refuses a run that no longer matches it.
 - **Stages**: the grid runs them as separate jobs so that no GPU waits on a CPU:
@@ -29,7 +30,6 @@ This module retrieves; it never trains or re-ranks.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -43,6 +43,7 @@ import torch
 
 from cerepro.data.datasets import check_run_manifest, load_collection, run_manifest_path
 from cerepro.data.trec import RUN_COLUMNS, write_run
+from cerepro.lock import FolderLock
 from cerepro.paths import atomic_path, cache_dir, file_sha256
 from cerepro.retrieval.impacts import (
     DEFAULT_SHARD_SIZE,
@@ -108,8 +109,7 @@ def index_collection(
     root.mkdir(parents=True, exist_ok=True)
     # one writer per folder: collections sharing passages (TREC DL 2019 and 2020) may start
     # their jobs together; the second waits here, then finds the index built
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FolderLock(root, wait=True):
         if (root / "index" / "manifest.json").is_file():
             return load_index(root / "index", identity)
         return _build_collection_index(
@@ -147,8 +147,7 @@ def encode_collection(
     total = _count_passages(collection, getattr(docs, "path", None) or dataset_id)
     root = cache_dir() / "splade" / index_key(identity, docs.key, max_length)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FolderLock(root, wait=True):
         return encode_passages(
             iter(docs),
             total,
