@@ -3,7 +3,8 @@
 - **Engines** (``search``): the exhaustive sparse product of each query with the postings, in
   scipy (term-at-a-time, exact; chosen on ``benchmarks/first_stage_search.py``: at k = 1000 it
   beat PISA's block-max WAND and impact-index's MaxScore about 4x), or impact-index's exact
-  MaxScore on the same impacts. A query's ``threads`` share one copy of the postings.
+  MaxScore on the same impacts. With ``threads``, queries are searched side by side over one
+  shared copy of the postings, each exactly as on one thread.
 - **Tie rule**: documents are ranked by score, then by doc id descending (trec_eval's order); at
   the depth cut-off, of the documents tied with the last kept score, those first in that order
   are kept (impact-index picks its own among those tied at the cut-off). Documents with score 0
