@@ -5,7 +5,7 @@
         --figure book/appendix/first-stage-scale.png
 
 For each size: synthetic SPLADE-like passage vectors are written as the grid's encoded shards
-(``cerepro.retrieval.first_stage._write_shard``, 100,000 passages a shard), inverted into the impact index
+(``cerepro.retrieval.impacts._write_shard``, 100,000 passages a shard), inverted into the impact index
 (``build_index``), searched exactly for the top-1000 of synthetic queries on one thread and on
 two (``search(threads=...)``; the two must agree exactly), and the run is written
 (``run_frame`` + ``write_produced_run``). Each stage runs in its own child process, so its peak
@@ -73,7 +73,7 @@ def synthetic(n: int, seed: int, *, median_terms: float, sigma: float, weight_mu
     built directly in CSR order; a term drawn twice in a row sums its weights."""
     import scipy.sparse as sp
 
-    from cerepro.retrieval import first_stage as fs
+    from cerepro.retrieval import impacts
 
     cdf, perm = popularity()
     boost = np.ones(VOCAB, dtype=np.float32)
@@ -86,7 +86,7 @@ def synthetic(n: int, seed: int, *, median_terms: float, sigma: float, weight_mu
     w = rng.lognormal(weight_mu, 0.6, len(cols)).astype(np.float32) * boost[cols]
     m = sp.csr_matrix((w, cols.astype(np.int32), indptr), shape=(n, VOCAB))
     m.sum_duplicates()
-    return fs.quantise(m)
+    return impacts.quantise(m)
 
 
 def passages(n: int, seed: int):
@@ -102,7 +102,7 @@ def queries(n: int, seed: int):
 
 
 def stage_shards(work: Path, size: int, threads: int, n_queries: int) -> dict:
-    from cerepro.retrieval import first_stage as fs
+    from cerepro.retrieval import impacts
 
     folder = work / "shards"
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def stage_shards(work: Path, size: int, threads: int, n_queries: int) -> dict:
         q = passages(n, seed=1000 + k)
         ids = [str(first + i) for i in range(n)]  # MS MARCO-like numeric ids
         started, cpu_started = time.perf_counter(), time.process_time()
-        fs._write_shard(fs._shard_path(folder, k), ids, q)
+        impacts._write_shard(impacts._shard_path(folder, k), ids, q)
         seconds += time.perf_counter() - started
         cpu += time.process_time() - cpu_started
         postings += q.nnz
@@ -120,11 +120,11 @@ def stage_shards(work: Path, size: int, threads: int, n_queries: int) -> dict:
 
 
 def stage_index(work: Path, size: int, threads: int, n_queries: int) -> dict:
-    from cerepro.retrieval import first_stage as fs
+    from cerepro.retrieval import impacts
 
     shards = sorted((work / "shards").glob("passages-*.npz"))
     started, cpu = time.perf_counter(), time.process_time()
-    index = fs.build_index(shards, work / "index", {"model": "synthetic", "revision": "-"}, vocab_size=VOCAB)
+    index = impacts.build_index(shards, work / "index", {"model": "synthetic", "revision": "-"}, vocab_size=VOCAB)
     return {
         "index_wall_s": time.perf_counter() - started,
         "index_s": time.process_time() - cpu,
@@ -133,12 +133,12 @@ def stage_index(work: Path, size: int, threads: int, n_queries: int) -> dict:
 
 
 def stage_search(work: Path, size: int, threads: int, n_queries: int) -> dict:
-    from cerepro.retrieval import first_stage as fs
+    from cerepro.retrieval import impacts, search
 
-    index = fs.load_index(work / "index")
+    index = impacts.load_index(work / "index")
     q = queries(n_queries, seed=7)
     started, cpu = time.perf_counter(), time.process_time()
-    fs.search(index, q[:1], DEPTH)  # loads the postings and builds the product's matrix once
+    search.search(index, q[:1], DEPTH)  # loads the postings and builds the product's matrix once
     out = {
         "search_setup_wall_s": time.perf_counter() - started,
         "search_setup_s": time.process_time() - cpu,
@@ -148,7 +148,7 @@ def stage_search(work: Path, size: int, threads: int, n_queries: int) -> dict:
     results = {}
     for t in (1, 2, 1, 2):  # alternated, the faster of two tries each: the machine is shared
         started, cpu = time.perf_counter(), time.process_time()
-        results[t] = fs.search(index, q, DEPTH, threads=t)
+        results[t] = search.search(index, q, DEPTH, threads=t)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         out[f"query_ms_{t}"] = min(out.get(f"query_ms_{t}", np.inf), 1000 * wall / n_queries)
         if t == 1:  # one thread's CPU time: its cost on a core of its own
@@ -171,8 +171,9 @@ def stage_search(work: Path, size: int, threads: int, n_queries: int) -> dict:
 
 def stage_run(work: Path, size: int, threads: int, n_queries: int) -> dict:
     from cerepro.retrieval import first_stage as fs
+    from cerepro.retrieval import impacts
 
-    index = fs.load_index(work / "index")
+    index = impacts.load_index(work / "index")
     with np.load(work / "found.npz") as found:
         cuts = np.cumsum(found["lengths"])[:-1]
         docs, scores = np.split(found["docs"], cuts), np.split(found["scores"], cuts)

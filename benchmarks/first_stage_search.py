@@ -6,7 +6,7 @@
 Search: one synthetic index shaped like SPLADE-v3 passages (vocabulary 30,522; ~180 non-zero
 terms per passage, log-normal; term popularity Zipf-like with a flat head of expansion terms
 nearly every passage carries; skewed weights), queries of ~35 expanded terms, quantised to
-integer impacts round(100 w) exactly as ``cerepro.retrieval.first_stage`` does. Engines, one thread, same
+integer impacts round(100 w) exactly as ``cerepro.retrieval.impacts`` does. Engines, one thread, same
 impacts, same k: cerepro's scipy sparse product (exact), impact-index MaxScore and WAND (exact),
 PISA block-max WAND through pyterrier-pisa's compiled engine (exact) when its wheel is
 available (``PISA_PKGS``: a folder where ``pip install --no-deps --target`` put pyterrier-pisa,
@@ -15,7 +15,7 @@ layer needs ``python-terrier[all]``, which is not installed, so the engine is dr
 Every engine's top-k scores are checked equal to scipy's. Memory: bytes per million passages of
 each engine's index.
 
-Encode: ``cerepro.retrieval.first_stage.encode_texts`` (length-sorted token-budget batches, max pooled
+Encode: ``cerepro.retrieval.splade.encode_texts`` (length-sorted token-budget batches, max pooled
 before the activation) against a plain per-batch transformers loop (fixed batches in input
 order, padded to the batch's longest text, log(1 + relu) on every token then a masked max), on
 a DistilBERT-base-shaped masked LM with random weights and passages of MS MARCO-like lengths.
@@ -40,7 +40,9 @@ import scipy.sparse as sp
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cerepro.retrieval import first_stage as fs  # noqa: E402
+from cerepro.retrieval.impacts import _write_shard, build_index, quantise  # noqa: E402
+from cerepro.retrieval.search import _doc_major, search  # noqa: E402
+from cerepro.retrieval.splade import encode_texts  # noqa: E402
 from cerepro.training.train import PEAK_TFLOPS  # noqa: E402
 
 VOCAB = 30_522
@@ -63,7 +65,7 @@ def synthetic(n_docs: int, n_queries: int, seed: int = 0):
         w = rng.lognormal(weight_mu, 0.6, len(keys))
         w[np.isin(cols, perm[:40])] *= head_boost  # expansion terms weigh little
         m = sp.csr_matrix((w.astype(np.float32), (rows, cols)), shape=(n, VOCAB))
-        return fs.quantise(m)
+        return quantise(m)
 
     return vectors(n_docs, 180, 0.45, -0.6, 0.3), vectors(n_queries, 35, 0.35, -0.2, 0.5)
 
@@ -72,15 +74,15 @@ def scipy_engine(docs_q, folder):
     """Build the first stage's own index from the impacts (one shard) and search with it."""
     shard = folder / "shards" / "passages-00000.npz"
     shard.parent.mkdir(parents=True)
-    fs._write_shard(shard, [f"d{i}" for i in range(docs_q.shape[0])], docs_q)
-    return fs.build_index([shard], folder / "index", {"model": "synthetic", "revision": "-"}, vocab_size=VOCAB)
+    _write_shard(shard, [f"d{i}" for i in range(docs_q.shape[0])], docs_q)
+    return build_index([shard], folder / "index", {"model": "synthetic", "revision": "-"}, vocab_size=VOCAB)
 
 
 def impact_index_engine(index, folder):
     import impact_index
 
     builder = impact_index.IndexBuilder(str(folder))
-    for d, (terms, impacts) in enumerate(fs._doc_major(index)):
+    for d, (terms, impacts) in enumerate(_doc_major(index)):
         builder.add(d, terms.astype(np.uintp), impacts.astype(np.float32))
     builder.build(in_memory=False)
     return impact_index.Index.load(str(folder), True)
@@ -170,7 +172,7 @@ def bench_search(args) -> dict:
         index = scipy_engine(docs_q, work / "cerepro")
         per_million = 1e6 / args.docs
         started = time.perf_counter()
-        _, want = fs.search(index, queries_q, args.k)
+        _, want = search(index, queries_q, args.k)
         seconds = time.perf_counter() - started
         want = [s.tolist() for s in want]
         # in memory: doc numbers + int32 impacts + indptr (the uint16 file copy is not kept)
@@ -253,7 +255,7 @@ def bench_encode(args) -> dict:
 
     tok = Tok()
     started = time.perf_counter()
-    ours = fs.encode_texts(model, tok, texts, max_length=256, precision=precision)
+    ours = encode_texts(model, tok, texts, max_length=256, precision=precision)
     if device.type == "cuda":
         torch.cuda.synchronize()
     ours_s = time.perf_counter() - started

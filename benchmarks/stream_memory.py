@@ -99,7 +99,8 @@ result = {"items": n, "chars": chars}
 import dataclasses, itertools
 from tqdm.auto import tqdm
 from cerepro.data import downloads
-from cerepro.data.training_data import RecordFile, training_source
+from cerepro.data.records import RecordFile
+from cerepro.data.training_data import training_source
 entry = downloads.REGISTRY["hofstaetter-t2-teacher"]
 downloads.REGISTRY[entry.name] = dataclasses.replace(entry, md5=downloads.md5sum(entry.path))
 from cerepro.data.datasets import load_collection

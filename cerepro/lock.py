@@ -9,9 +9,11 @@ mtime every ``HEARTBEAT_S`` seconds and removes it on exit.
 A lock left by a killed writer is stale and taken over: on the same host when its PID is gone
 (or now names another process, told apart by start time), on another host (a cluster node that
 was preempted) when its heartbeat is older than ``STALE_AFTER_S``, or at once when this process
-is the same SLURM job, requeued. A takeover then waits for the processes the killed writer left
-working in the folder (its notebook kernel, for up to a second). Anything else refuses the second
-writer with a message naming the folder and the holder.
+is the same SLURM job, requeued on another host. A takeover then waits for the processes the
+killed writer left working in the folder (its notebook kernel, for up to a second). Anything else
+refuses the second writer with a message naming the folder and the holder, or, for a folder that
+writers share in turn (``FolderLock(folder, wait=True)``: a first-stage index that collections
+sharing passages all need), makes it wait until the holder is done or found stale.
 
 This module guards folders; it never deletes a writer's work.
 """
@@ -19,6 +21,7 @@ This module guards folders; it never deletes a writer's work.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -32,11 +35,14 @@ LOCK_NAME = ".writer.lock"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0  # ten missed heartbeats: the holder on another host is gone
 ORPHAN_WAIT_S = 30.0  # how long a taken-over folder waits for its killed writer's kernel to exit
+WAIT_POLL_S = 1.0  # how often a writer that waits for a live holder looks at the lock again
 
 
 # A writer's processes: notebook kernels, cerepro and Snakemake jobs, training processes (not,
 # say, a shell a user left in a run folder).
 WRITER_COMMANDS = ("ipykernel", "cerepro", "snakemake", "accelerate", "torch.distributed")
+
+log = logging.getLogger(__name__)
 
 
 def processes_in(folder: Path) -> list[int]:
@@ -103,9 +109,12 @@ def stale_reason(path: Path, holder: dict[str, Any] | None, *, now: float | None
     if holder is None:  # never written half (hard link), so a foreign or damaged file
         return None if age < STALE_AFTER_S else f"it is unreadable and {age:.0f} s old"
     job = os.environ.get("SLURM_JOB_ID")
-    if job and holder.get("slurm_job_id") == job and holder.get("pid") != os.getpid():
-        return f"SLURM job {job} was requeued"  # the same job started again: its old run is gone
-    if holder.get("host") == socket.gethostname():
+    same_host = holder.get("host") == socket.gethostname()
+    if job and holder.get("slurm_job_id") == job and not same_host:
+        # the same job started again elsewhere: its old run is gone (on this host, where one job
+        # may run several writers at once, the holder's process is looked up instead)
+        return f"SLURM job {job} was requeued"
+    if same_host:
         pid = int(holder.get("pid", -1))
         started = _process_start(pid) if pid > 0 else None
         if started is None:
@@ -143,10 +152,14 @@ def check_free(folder: str | os.PathLike) -> None:
 
 
 class FolderLock:
-    """``with FolderLock(folder, command=...):`` the block is the folder's only writer."""
+    """``with FolderLock(folder, command=...):`` the block is the folder's only writer.
 
-    def __init__(self, folder: str | os.PathLike, *, command: str | None = None):
+    ``wait``: a live holder is waited for (looked at every ``WAIT_POLL_S``) instead of refused;
+    for a folder writers take in turn, each finding the work of the one before done."""
+
+    def __init__(self, folder: str | os.PathLike, *, command: str | None = None, wait: bool = False):
         self.folder = Path(folder)
+        self.wait = wait
         self.path = self.folder / LOCK_NAME
         self.command = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]
         self.token = uuid.uuid4().hex
@@ -173,9 +186,10 @@ class FolderLock:
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         }
         tmp = self.folder / f".writer.lock.{self.token}.tmp"
-        tmp.write_text(json.dumps(record), encoding="utf-8")
+        breaks, waited = 0, False
         try:
-            for _ in range(3):
+            while True:
+                tmp.write_text(json.dumps({**record, "started": time.time()}), encoding="utf-8")
                 try:
                     os.link(tmp, self.path)  # atomic: fails if a lock exists
                     break
@@ -183,10 +197,18 @@ class FolderLock:
                     holder = read_holder(self.path)
                     why = stale_reason(self.path, holder)
                     if why is None:
-                        raise LockedError(busy_message(self.folder, holder)) from None
+                        if not self.wait:
+                            raise LockedError(busy_message(self.folder, holder)) from None
+                        if not waited:
+                            log.info("%s: waiting for %s", self.folder, describe(holder))
+                        waited = True
+                        tmp.unlink(missing_ok=True)  # nothing of a waiting writer in the folder
+                        time.sleep(WAIT_POLL_S)
+                        continue
+                    if breaks == 3:
+                        raise LockedError(f"{self.folder}: could not take the lock {self.path} (contended)") from None
+                    breaks += 1
                     self._break(holder, why)
-            else:
-                raise LockedError(f"{self.folder}: could not take the lock {self.path} (contended)")
         finally:
             tmp.unlink(missing_ok=True)
         if self.taken_over:

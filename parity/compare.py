@@ -429,7 +429,7 @@ def infonce_fixture(workdir: Path, seed: int):
 
 
 def compare_infonce(authors_groups, authors, note):
-    from cerepro.data.training_data import infonce_groups
+    from cerepro.data.rows import infonce_groups
 
     cases = same = 0
     first = ""
@@ -477,7 +477,7 @@ def compare_infonce(authors_groups, authors, note):
     return row(
         "InfoNCE groups from the annotated ColBERTv2 run (one group per retrieved positive)",
         authors,
-        "cerepro.data.training_data.infonce_groups",
+        "cerepro.data.rows.infonce_groups",
         cases,
         same,
         first,
@@ -514,7 +514,7 @@ def february(workdir: Path):
     rows += guarded(
         "InfoNCE groups",
         "xpmir ListwiseDistillationSamplesTSVWithAnnotations",
-        "cerepro.data.training_data.infonce_groups",
+        "cerepro.data.rows.infonce_groups",
         lambda: february_infonce(),
     )
     return rows

@@ -15,7 +15,10 @@ from cerepro import vocab
 from cerepro.config import load_config
 from cerepro.data.datasets import load_candidates, load_collection
 from cerepro.data.trec import DataFormatError
+from cerepro.paths import cache_dir
 from cerepro.retrieval import first_stage as fs
+from cerepro.retrieval import impacts, splade
+from cerepro.retrieval.search import ENGINES, _doc_blocks, search
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_TEXT = Path(__file__).parent / "fixtures" / "real-text"
@@ -29,7 +32,7 @@ def isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def encoder():
-    return fs.load_encoder("builtin:splade")
+    return splade.load_encoder("builtin:splade")
 
 
 @pytest.fixture
@@ -60,7 +63,7 @@ def test_weights_equal_a_plain_transformers_forward(encoder, real_text, source):
     _, docs, queries = texts_of(dataset)
     texts = docs[:40] + queries[:10]
     # a small token budget: many batches, each padded to its own longest text
-    got = fs.encode_texts(model, tokenizer, texts, max_length=48, max_tokens=200, precision="fp32").toarray()
+    got = splade.encode_texts(model, tokenizer, texts, max_length=48, max_tokens=200, precision="fp32").toarray()
     want = np.stack([plain_splade(model, tokenizer, t, 48) for t in texts])
     assert got.shape == want.shape and (want > 0).sum(1).min() > 0
     assert_scores_close(got, want)
@@ -119,10 +122,10 @@ def indexed(encoder, tmp_path_factory):
                 # the index holds the quantised encoder weights of every passage (fp32 here: bf16
                 # would round differently in other batch shapes)
                 doc_q = index_matrix(index)
-                fresh = fs.quantise(fs.encode_texts(model, tokenizer, docs, max_length=64, precision="fp32"))
+                fresh = impacts.quantise(splade.encode_texts(model, tokenizer, docs, max_length=64, precision="fp32"))
                 assert index.manifest["postings"] == doc_q.nnz
                 assert abs(doc_q.astype(np.int64) - fresh.astype(np.int64)).max() <= 1  # rounding at .5 only
-                query_q = fs.quantise(fs.encode_texts(model, tokenizer, queries, max_length=64))
+                query_q = impacts.quantise(splade.encode_texts(model, tokenizer, queries, max_length=64))
             built[source] = index, doc_q, query_q, 10 if source == "real" else 50
         return built[source]
 
@@ -130,10 +133,10 @@ def indexed(encoder, tmp_path_factory):
 
 
 @pytest.mark.parametrize("source", ["real", "demo"])
-@pytest.mark.parametrize("engine", fs.ENGINES)
+@pytest.mark.parametrize("engine", ENGINES)
 def test_top_k_equals_the_exhaustive_product_of_the_same_quantised_weights(indexed, source, engine):
     index, doc_q, query_q, depth = indexed(source)
-    found_docs, found_scores = fs.search(index, query_q, depth, engine=engine)
+    found_docs, found_scores = search(index, query_q, depth, engine=engine)
     for (want_docs, want_scores), got_docs, got_scores in zip(
         dense_oracle(doc_q, query_q, list(index.doc_ids), depth), found_docs, found_scores
     ):
@@ -147,8 +150,8 @@ def test_top_k_equals_the_exhaustive_product_of_the_same_quantised_weights(index
         if engine == "scipy":
             assert got_docs == want_docs
     if engine == "scipy":  # cut into blocks of documents (as MS MARCO's 1.5e9 postings are): same
-        blocked_docs, blocked_scores = fs.search(index, query_q, depth, block_postings=index.manifest["postings"] // 5)
-        assert len(fs._doc_blocks(index, index.manifest["postings"] // 5)) >= 5
+        blocked_docs, blocked_scores = search(index, query_q, depth, block_postings=index.manifest["postings"] // 5)
+        assert len(_doc_blocks(index, index.manifest["postings"] // 5)) >= 5
         assert all((a == b).all() for a, b in zip(blocked_docs, found_docs))
         assert all((a == b).all() for a, b in zip(blocked_scores, found_scores))
 
@@ -174,8 +177,8 @@ def random_index(tmp_path, n_docs=600, n_queries=120, vocab=300, seed=0):
     for k, (lo, hi) in enumerate([(0, 200), (200, 450), (450, n_docs)]):
         shards.append(tmp_path / "shards" / f"passages-{k:05d}.npz")
         shards[-1].parent.mkdir(exist_ok=True)
-        fs._write_shard(shards[-1], ids[lo:hi], doc_q[lo:hi])
-    index = fs.build_index(shards, tmp_path / "index", {"model": "random", "revision": "-"}, vocab_size=vocab)
+        impacts._write_shard(shards[-1], ids[lo:hi], doc_q[lo:hi])
+    index = impacts.build_index(shards, tmp_path / "index", {"model": "random", "revision": "-"}, vocab_size=vocab)
     return index, doc_q, query_q, ids
 
 
@@ -183,8 +186,8 @@ def random_index(tmp_path, n_docs=600, n_queries=120, vocab=300, seed=0):
 def test_search_on_several_threads_returns_exactly_the_one_thread_top_k(tmp_path, threads):
     index, doc_q, query_q, ids = random_index(tmp_path)
     depth = 25
-    one_docs, one_scores = fs.search(index, query_q, depth, threads=1)
-    many_docs, many_scores = fs.search(index, query_q, depth, threads=threads)
+    one_docs, one_scores = search(index, query_q, depth, threads=1)
+    many_docs, many_scores = search(index, query_q, depth, threads=threads)
     assert len(many_docs) == len(one_docs) == query_q.shape[0]
     for a, b, sa, sb in zip(one_docs, many_docs, one_scores, many_scores):
         assert a.tolist() == b.tolist() and sa.tolist() == sb.tolist()
@@ -194,14 +197,14 @@ def test_search_on_several_threads_returns_exactly_the_one_thread_top_k(tmp_path
     ):
         assert [index.doc_ids[d] for d in got_docs] == want_docs and got_scores.tolist() == want_scores
     # cut into document blocks too: still the same lists
-    blocked_docs, _ = fs.search(index, query_q, depth, threads=threads, block_postings=index.manifest["postings"] // 4)
+    blocked_docs, _ = search(index, query_q, depth, threads=threads, block_postings=index.manifest["postings"] // 4)
     assert all(a.tolist() == b.tolist() for a, b in zip(one_docs, blocked_docs))
 
 
 def test_search_with_fewer_than_one_thread_is_refused(tmp_path):
     index, _, query_q, _ = random_index(tmp_path, n_docs=20, n_queries=2)
     with pytest.raises(vocab.FirstStageError, match="threads must be at least 1, got 0"):
-        fs.search(index, query_q, 5, threads=0)
+        search(index, query_q, 5, threads=0)
 
 
 def test_search_breaks_exact_ties_by_doc_id_descending():
@@ -209,7 +212,7 @@ def test_search_breaks_exact_ties_by_doc_id_descending():
 
     # three documents with the same impacts: ties everywhere
     doc_q = sp.csr_matrix(np.array([[0, 5, 0], [0, 5, 0], [3, 5, 0], [0, 5, 0]], dtype=np.uint16))
-    index = fs.ImpactIndex(
+    index = impacts.ImpactIndex(
         indptr=doc_q.tocsc().indptr.astype(np.int64),
         docs=doc_q.tocsc().indices.astype(np.int32),
         impacts=doc_q.tocsc().data.astype(np.uint16),
@@ -218,7 +221,7 @@ def test_search_breaks_exact_ties_by_doc_id_descending():
         manifest={},
     )
     query = sp.csr_matrix(np.array([[1, 2, 0]], dtype=np.uint16))
-    docs, scores = fs.search(index, query, 3)
+    docs, scores = search(index, query, 3)
     assert [index.doc_ids[d] for d in docs[0]] == ["b", "d", "c"] and scores[0].tolist() == [13, 10, 10]
 
 
@@ -277,39 +280,120 @@ def test_a_user_placed_run_under_the_produced_name_is_used_as_it_is(real_text):
     placed = real_text / "runs" / "tiny-splade-top5.trec"
     placed.write_text("".join(f"q{i} Q0 d{i:02d} 1 1.0 mine\n" for i in range(1, 13)))
     assert fs.produce_run(f"local:{real_text}", "tiny-splade-top5", progress=False) == placed
-    assert not (Path(fs.cache_dir()) / "splade").exists()  # nothing was encoded
+    assert not (cache_dir() / "splade").exists()  # nothing was encoded
     assert len(load_candidates(f"local:{real_text}", "run:tiny-splade-top5", 5)) == 12
+
+
+def within(seconds: float, call):
+    """``call()`` on a thread of its own; the test fails if it has not returned in ``seconds``
+    (a lock that is never taken would hang the test run otherwise)."""
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the test's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_two_jobs_indexing_shared_passages_at_once_build_one_index(encoder, real_text, monkeypatch):
+    """Collections sharing passages may start their jobs together: one builds the index while
+    the other waits for the folder's lock, then finds the index built."""
+    import threading
+    import time
+
+    built = []
+
+    def slow_build(*args, **kwargs):
+        built.append(threading.current_thread().name)
+        time.sleep(1.0)  # the other job arrives meanwhile
+        return impacts.build_index(*args, **kwargs)
+
+    monkeypatch.setattr(fs, "build_index", slow_build)
+    results = {}
+
+    def job(k):
+        results[k] = build(f"local:{real_text}", encoder)
+
+    threads = [threading.Thread(target=job, args=(k,), daemon=True) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == 2 and len(built) == 1
+    assert results[0].folder == results[1].folder
+    assert results[0].manifest == results[1].manifest
+
+
+def test_a_job_killed_while_holding_the_index_folder_is_taken_over_and_resumes(real_text):
+    """A job killed mid-encoding leaves its lock and the shards it finished: the next job takes
+    the lock over (its holder is gone) and encodes only the missing shard."""
+    import os
+    import subprocess
+    import sys
+
+    from cerepro.lock import LOCK_NAME
+
+    dataset, name = f"local:{real_text}", "tiny-splade-top5"
+    shards = fs.prepare_index(dataset, name, "encode", shard_size=7, progress=False)
+    paths = sorted(shards.iterdir())
+    before = {p: p.stat().st_mtime_ns for p in paths}
+    paths[-1].unlink()
+    root = shards.parent
+    killed = (
+        "import os, signal, sys\n"
+        "from cerepro.lock import FolderLock\n"
+        "FolderLock(sys.argv[1]).acquire()\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", killed, str(root)], env=env, timeout=120)
+    assert done.returncode == -9 and (root / LOCK_NAME).is_file()
+    again = within(120, lambda: fs.prepare_index(dataset, name, "encode", shard_size=7, progress=False))
+    assert again == shards and sorted(shards.iterdir()) == paths
+    assert all(p.stat().st_mtime_ns == before[p] for p in paths[:-1])  # kept, not encoded again
+    assert not (root / LOCK_NAME).exists()
 
 
 def test_killed_encoding_resumes_at_the_first_missing_shard(encoder, real_text):
     dataset = f"local:{real_text}"
     model, tokenizer, identity = encoder
     collection = load_collection(dataset)
-    folder = Path(fs.cache_dir()) / "shards"
-    paths = fs.encode_passages(
+    folder = cache_dir() / "shards"
+    paths = impacts.encode_passages(
         iter(collection.docs), 30, model, tokenizer, folder, max_length=64, shard_size=7, progress=False
     )
     assert [p.name for p in paths] == [f"passages-{k:05d}.npz" for k in range(5)]
     before = {p: p.stat().st_mtime_ns for p in paths}
     paths[2].unlink()  # a job killed while writing shard 2 leaves no shard 2 (atomic rename)
-    again = fs.encode_passages(
+    again = impacts.encode_passages(
         iter(collection.docs), 30, model, tokenizer, folder, max_length=64, shard_size=7, progress=False
     )
     assert again == paths and paths[2].is_file()
     assert all(p.stat().st_mtime_ns == before[p] for p in paths if p != paths[2])
-    resumed = fs.build_index(again, Path(fs.cache_dir()) / "a", identity, vocab_size=len(tokenizer))
-    oneshot = fs.build_index(
-        fs.encode_passages(
+    resumed = impacts.build_index(again, cache_dir() / "a", identity, vocab_size=len(tokenizer))
+    oneshot = impacts.build_index(
+        impacts.encode_passages(
             iter(collection.docs),
             30,
             model,
             tokenizer,
-            Path(fs.cache_dir()) / "fresh",
+            cache_dir() / "fresh",
             max_length=64,
             shard_size=7,
             progress=False,
         ),
-        Path(fs.cache_dir()) / "b",
+        cache_dir() / "b",
         identity,
         vocab_size=len(tokenizer),
     )
@@ -348,25 +432,25 @@ def test_a_checkpoint_that_is_not_a_masked_lm_is_refused(tmp_path):
     folder = tmp_path / "cross-encoder"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    with pytest.raises(fs.FirstStageError, match=rf"{folder}/config.json: not a masked language model"):
-        fs.load_encoder(str(folder))
+    with pytest.raises(vocab.FirstStageError, match=rf"{folder}/config.json: not a masked language model"):
+        splade.load_encoder(str(folder))
 
 
 def test_a_collection_without_texts_is_refused_before_encoding(real_text, monkeypatch):
     (real_text / "docs.tsv").write_text("")
     monkeypatch.setattr(fs, "load_encoder", lambda *a, **k: pytest.fail("the encoder was loaded"))
-    with pytest.raises(fs.FirstStageError, match=rf"{real_text}/docs.tsv: the collection has no passages"):
+    with pytest.raises(vocab.FirstStageError, match=rf"{real_text}/docs.tsv: the collection has no passages"):
         fs.produce_run(f"local:{real_text}", "tiny-splade-top5", progress=False)
-    assert not (Path(fs.cache_dir()) / "splade").exists()
+    assert not (cache_dir() / "splade").exists()
 
 
 def test_an_index_of_another_model_revision_is_refused(encoder, real_text):
     index = build(f"local:{real_text}", encoder)
-    model, _ = fs.tiny_mlm(seed=1)  # the same architecture with other weights
-    identity = {"model": "builtin:splade", "revision": f"weights:{fs.weights_fingerprint(model)[:16]}"}
+    model, _ = splade.tiny_mlm(seed=1)  # the same architecture with other weights
+    identity = {"model": "builtin:splade", "revision": f"weights:{splade.weights_fingerprint(model)[:16]}"}
     assert identity["revision"] != index.manifest["revision"]
-    with pytest.raises(fs.FirstStageError, match=rf"{index.folder}/manifest.json: index built with revision"):
-        fs.load_index(index.folder, identity)
+    with pytest.raises(vocab.FirstStageError, match=rf"{index.folder}/manifest.json: index built with revision"):
+        impacts.load_index(index.folder, identity)
 
 
 def test_a_truncated_index_is_refused(encoder, real_text):
@@ -374,8 +458,8 @@ def test_a_truncated_index_is_refused(encoder, real_text):
     path = index.folder / "docs.npy"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(fs.FirstStageError, match=rf"{path}: truncated or missing index file"):
-        fs.load_index(index.folder)
+    with pytest.raises(vocab.FirstStageError, match=rf"{path}: truncated or missing index file"):
+        impacts.load_index(index.folder)
 
 
 def test_a_half_written_run_is_refused(real_text):
@@ -392,12 +476,12 @@ def test_a_half_written_run_is_refused(real_text):
 def test_an_interrupted_index_build_leaves_nothing_behind(encoder, real_text, monkeypatch):
     model, tokenizer, identity = encoder
     collection = load_collection(f"local:{real_text}")
-    shards = fs.encode_passages(
+    shards = impacts.encode_passages(
         iter(collection.docs),
         30,
         model,
         tokenizer,
-        Path(fs.cache_dir()) / "s",
+        cache_dir() / "s",
         max_length=64,
         shard_size=10,
         progress=False,
@@ -410,18 +494,18 @@ def test_an_interrupted_index_build_leaves_nothing_behind(encoder, real_text, mo
         saved.append(path)
         np.lib.format.write_array(open(path, "wb"), array)
 
-    monkeypatch.setattr(fs.np, "save", dying_save)
-    target = Path(fs.cache_dir()) / "index"
+    monkeypatch.setattr(np, "save", dying_save)
+    target = cache_dir() / "index"
     with pytest.raises(KeyboardInterrupt):
-        fs.build_index(shards, target, identity, vocab_size=len(tokenizer))
+        impacts.build_index(shards, target, identity, vocab_size=len(tokenizer))
     assert not target.exists() and not list(target.parent.glob(".index.*"))
 
 
 def test_unknown_run_names_and_engines_are_refused(real_text):
-    with pytest.raises(fs.FirstStageError, match=r"run name 'splade-top5' is not <model>-top<depth>"):
+    with pytest.raises(vocab.FirstStageError, match=r"run name 'splade-top5' is not <model>-top<depth>"):
         fs.produce_run(f"local:{real_text}", "splade-top5")
-    with pytest.raises(fs.FirstStageError, match="unknown search engine 'pisa'"):
-        fs.search(None, None, 5, engine="pisa")
+    with pytest.raises(vocab.FirstStageError, match="unknown search engine 'pisa'"):
+        search(None, None, 5, engine="pisa")
 
 
 def test_scoreboard_rows_put_the_first_stage_next_to_the_model_card():
@@ -475,7 +559,7 @@ def test_a_produced_run_is_made_again_when_its_encoder_in_params_changed(real_te
     manifest = json.loads(path.with_suffix(".json").read_text())
     facts = {"hf_id": "builtin:splade", "revision": None, "max_length": 128}
     assert manifest["encoder"] == facts
-    model, tokenizer = fs.tiny_mlm(seed=1)  # other weights, the same shape
+    model, tokenizer = splade.tiny_mlm(seed=1)  # other weights, the same shape
     model.save_pretrained(tmp_path / "other-splade")
     tokenizer.save_pretrained(tmp_path / "other-splade")
     for key, value in (

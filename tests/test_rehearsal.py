@@ -38,7 +38,7 @@ print(json.dumps(out))
 BAD = """
 import json, gzip, sys
 from pathlib import Path
-from cerepro.data import downloads, training_data
+from cerepro.data import downloads, train_files
 from cerepro.grid import engine, preflight
 from cerepro.config import load_grid
 from cerepro.grid.runner import RunnerError
@@ -55,7 +55,7 @@ except downloads.ChecksumError as exc:
 gz = home / "msmarco-passage" / preflight.TRIPLES_GZ
 gz.write_bytes(gz.read_bytes()[:-40])
 try:
-    training_data.msmarco_triples_path()
+    train_files.msmarco_triples_path()
 except Exception as exc:
     out["unpack"] = f"{type(exc).__name__}: {exc}"
 out["plan"] = engine.plan("bad")["input_problems"]

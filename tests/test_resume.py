@@ -216,6 +216,46 @@ def test_another_hosts_lock_is_stale_only_when_its_heartbeat_stopped(tmp_path):
         assert "heartbeat stopped" in lock.taken_over
 
 
+def test_a_writer_that_waits_takes_the_lock_once_the_live_holder_is_done(tmp_path):
+    """``wait=True`` (a folder writers take in turn, as a first-stage index): a live holder is
+    waited for, not refused, and the lock is taken as soon as it is released."""
+    import threading
+
+    taken = threading.Event()
+
+    def second():
+        with FolderLock(tmp_path, command="second", wait=True):
+            taken.set()
+
+    with FolderLock(tmp_path, command="first"):
+        waiter = threading.Thread(target=second, daemon=True)
+        waiter.start()
+        assert not taken.wait(1.5)  # the live holder (this process, another thread) is waited for
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["command"] == "first"
+        assert [p.name for p in tmp_path.iterdir()] == [LOCK_NAME]  # the waiter left nothing there
+    assert taken.wait(10)
+    waiter.join(10)
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_live_writer_of_the_same_slurm_job_on_this_host_is_not_taken_for_requeued(tmp_path, monkeypatch):
+    """Writers of one SLURM job on one host (a grid run inside an allocation) share its job id:
+    the holder's process decides, so a live one keeps its lock; elsewhere the job was requeued."""
+    import psutil
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        write_lock(tmp_path, pid=alive.pid, process_start=psutil.Process(alive.pid).create_time(), slurm_job_id="991")
+        monkeypatch.setenv("SLURM_JOB_ID", "991")
+        with pytest.raises(LockedError, match=f"is being written by process {alive.pid}"):
+            FolderLock(tmp_path).acquire()
+    finally:
+        alive.kill()
+        alive.wait()
+    with FolderLock(tmp_path) as lock:  # its process gone: taken over
+        assert f"process {alive.pid} is not running" in lock.taken_over
+
+
 # --- one params folder ---------------------------------------------------------------------------
 
 

@@ -14,15 +14,10 @@ import pytest
 from test_data_offline import place_msmarco, run_offline
 
 from cerepro.data.datasets import MissingTextError
-from cerepro.data.training_data import (
-    Permutation,
-    RecordFile,
-    infonce_groups,
-    open_source,
-    source_counts,
-    source_requirements,
-    training_source,
-)
+from cerepro.data.records import Permutation, RecordFile
+from cerepro.data.rows import infonce_groups
+from cerepro.data.train_files import source_requirements
+from cerepro.data.training_data import open_source, source_counts, training_source
 from cerepro.data.trec import DataFormatError
 from cerepro.training.training_blocks import read_groups
 
@@ -464,3 +459,51 @@ def test_a_record_index_cut_in_half_is_rebuilt(tmp_path, cut):
     records = RecordFile(path)
     assert len(records) == 40 and records.read(39) == [(40, "q39\td39\td40")]
     assert cached.stat().st_size == len(data)
+
+
+def test_every_cache_key_is_the_string_it_was_before_one_helper_built_them(tmp_path):
+    """The record index, the two per-query-block caches of a run, a verified file's marker and a
+    source's key for tokenized blocks are all keyed by ``records.cache_key``; each key and file
+    name is spelled out here as it was written by hand before, so caches on disk are found again."""
+    import hashlib
+
+    from cerepro.data.training_data import FORMAT_VERSION, TrainingSource, verify_training_file
+
+    def md5(text):
+        return hashlib.md5(text.encode()).hexdigest()
+
+    folder = tmp_path / "train"
+    data = train_folder(folder)
+    cache = tmp_path / "cache"
+    run, triples = folder / "hard-negatives.run", folder / "triples.tsv"
+    stamp = {p: f"{p.resolve()} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in (run, triples)}
+    positives = [("q1", ["d1", "d2"]), ("q2", ["d4"])]  # QRELS' relevance > 0, sorted
+    qrels = hashlib.sha256(repr(positives).encode()).hexdigest()[:12]
+
+    list(
+        itertools.islice(
+            training_source("hard-negatives", data, seed=0, group_size=2, hard_negative_groups="per-positive"), 2
+        )
+    )
+    assert source_counts("hard-negatives", data).used == 2
+    index = md5(f"{stamp[run]} query")[:12]
+    blocks = {
+        f"hard-negatives.run-{index}.offsets.u64",
+        f"hard-negatives.run-{index}.lines.u64",
+        f"hard-negatives.run-{md5(f'{stamp[run]} {qrels} top500')[:12]}.groups.npy",
+        f"hard-negatives.run-{md5(f'{stamp[run]} {qrels}')[:12]}.positive.npy",
+    }
+    assert {p.name for p in (cache / "record-index").iterdir()} == blocks
+
+    verify_training_file("triples", data)
+    marker = md5(f"{stamp[triples].replace(' ', '|')}|triples|{FORMAT_VERSION}")
+    assert [p.name for p in (cache / "verified").iterdir()] == [f"{marker}.json"]
+
+    source = TrainingSource("triples", data, 5, 2, order="file")
+    texts = hashlib.sha256()
+    for name in ("queries.tsv", "docs.tsv", "qrels.txt"):
+        texts.update(f"{name}:{hashlib.sha256((folder / name).read_bytes()).hexdigest()}\n".encode())
+    assert source.cache_key == (
+        f"triples|{data}|sampled-50|seed=123|D=2|order=file|groups=first-positive|"
+        f"{stamp[triples].replace(' ', '|')}|{FORMAT_VERSION}|{texts.hexdigest()}"
+    )

@@ -603,7 +603,7 @@ def _scale_facts() -> dict[str, Any]:
 def training_data_needs(grid: Grid) -> list[dict[str, Any]]:
     """The external files and ir_datasets ids each training source of the grid reads."""
     try:
-        from cerepro.data.training_data import source_requirements
+        from cerepro.data.train_files import source_requirements
     except ImportError:
         return []
     seen, out = set(), []

@@ -113,7 +113,7 @@ def _training_keys(grid: Grid):
 
 
 def _teacher_files(grid: Grid):
-    from cerepro.data.training_data import source_requirements
+    from cerepro.data.train_files import source_requirements
 
     for source, train_data, llm_list in _training_keys(grid):
         for need in source_requirements(source, train_data, llm_list=llm_list):
@@ -151,7 +151,7 @@ def teacher_file(name: str) -> Input:
 
 def _ir_datasets_needs(grid: Grid) -> dict[str, set[str]]:
     """``{ir_datasets id: handlers the grid reads}`` for training, validation and evaluation."""
-    from cerepro.data.training_data import MSMARCO_TRIPLES
+    from cerepro.data.train_files import MSMARCO_TRIPLES
 
     needs: dict[str, set[str]] = {}
     for source, train_data, _ in _training_keys(grid):

@@ -87,12 +87,12 @@ def _check_dataset(dataset: str, source: str, role: str) -> list[str]:
 
 
 def _check_training(run) -> list[str]:
-    from cerepro.data import downloads, training_data
+    from cerepro.data import downloads, train_files
 
     if run.train_data != "msmarco-passage":
         return []
     problems = []
-    for need in training_data.source_requirements(run.training_source, run.train_data, llm_list=run.llm_list):
+    for need in train_files.source_requirements(run.training_source, run.train_data, llm_list=run.llm_list):
         if "ir_datasets" in need and not _irds_known(need["ir_datasets"]):
             problems.append(f"training data {need['ir_datasets']!r} is not an ir_datasets id")
         if "file" in need:
