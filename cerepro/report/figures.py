@@ -16,7 +16,7 @@ import pandas as pd
 
 from cerepro.config import ParamsError, available
 from cerepro.model.backbones import backbone_facts, millions
-from cerepro.report import claims as claims_audit
+from cerepro.report.cells import CellTable
 from cerepro.report.tables import (
     MEASURE,
     backbone_order,
@@ -71,9 +71,9 @@ def _colour_ticklabels(labels) -> None:
             label.set_color(colour)
 
 
-def _cell_source(source, measure: str) -> claims_audit.CellTable:
+def _cell_source(source, measure: str) -> CellTable:
     """A figure's numbers: a cell table as it is (the authors' table), or a grid's results'."""
-    return source if isinstance(source, claims_audit.CellTable) else cell_table(source, measure)
+    return source if isinstance(source, CellTable) else cell_table(source, measure)
 
 
 def _ncols(n: int) -> int:
@@ -83,7 +83,7 @@ def _ncols(n: int) -> int:
 def heatmaps(source, measure: str = MEASURE):
     """Backbone x objective heatmap of the mean over seeds, one panel per table column.
 
-    ``source``: a grid's results, or a :class:`cerepro.report.claims.CellTable` such as the authors'
+    ``source``: a grid's results, or a :class:`cerepro.report.cells.CellTable` such as the authors'
     table (its label becomes the figure's title, so published numbers say so). Backbone names
     are written once per row of panels, horizontally."""
     table = _cell_source(source, measure)
