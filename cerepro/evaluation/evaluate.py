@@ -196,53 +196,62 @@ def _run_shape(codes: np.ndarray, scores: np.ndarray, n_queries: int, depth: int
     }
 
 
+# What makes a result quietly wrong or hard to compare: the contract key that raises each warning
+# (when it is set and not 0) and what the warning says, filled from the contract.
+_WARNINGS = (
+    (
+        "queries_all_tied",
+        "{queries_all_tied} of {queries_in_run} queries have every candidate at one score; they are ranked by "
+        "doc id (trec_eval's tie rule), not by the run's rank column, so their values say nothing about the run",
+    ),
+    (
+        "queries_shorter_than_depth",
+        "{queries_shorter_than_depth} of {queries_in_run} queries have fewer than the {requested_depth} "
+        "candidates asked for (shortest: {candidate_depth_min}); relevant documents beyond their lists count "
+        "as not retrieved",
+    ),
+    (
+        "queries_missing_from_run",
+        "{missing} judged queries have no candidates ({missing_examples}); {missing_rule}",
+    ),
+    (
+        "queries_judged_all_zero",
+        "{queries_judged_all_zero} of {queries_in_qrels} judged queries have only grade-0 judgements: every "
+        "measure is 0 for them and they count in the means, as in the authors' evaluation (ir_measures)",
+    ),
+    (
+        "judged_docs_absent",
+        "the qrels judge {judged_docs_absent} documents that are not in the collection (e.g. "
+        "{judged_docs_absent_examples}); relevant ones count as never retrieved, lowering every "
+        "recall-sensitive measure",
+    ),
+    (
+        "empty_queries",
+        "{empty_queries} queries have empty text (e.g. {empty_queries_examples}); a model scores them on the "
+        "passage alone",
+    ),
+    ("empty_passages", "{empty_passages} candidate passages have empty text (e.g. {empty_passages_examples})"),
+)
+_MISSING_RULE = {"zero": "they score 0 and count in the means", "skip": "they are left out of the means"}
+
+
+class _Facts(dict):
+    def __missing__(self, key):  # a fact an older contract does not record reads None
+        return None
+
+
 def result_warnings(contract: dict) -> list[str]:
     """What makes a result quietly wrong or hard to compare, in words, from its contract: said
     in the evaluate notebook's output and on the book's pages, not only in ``contract.json``."""
-    c = contract
-    where = f"{c.get('run')} on {c.get('dataset')}"
-    out = []
-    if c.get("queries_all_tied"):
-        out.append(
-            f"{where}: {c['queries_all_tied']} of {c['queries_in_run']} queries have every "
-            "candidate at one score; they are ranked by doc id (trec_eval's tie rule), not by "
-            "the run's rank column, so their values say nothing about the run"
-        )
-    if c.get("queries_shorter_than_depth"):
-        out.append(
-            f"{where}: {c['queries_shorter_than_depth']} of {c['queries_in_run']} queries have "
-            f"fewer than the {c['requested_depth']} candidates asked for (shortest: "
-            f"{c['candidate_depth_min']}); relevant documents beyond their lists count as not retrieved"
-        )
-    if c.get("queries_missing_from_run"):
-        rule = {"zero": "they score 0 and count in the means", "skip": "they are left out of the means"}
-        out.append(
-            f"{where}: {len(c['queries_missing_from_run'])} judged queries have no candidates "
-            f"({inputs.examples(c['queries_missing_from_run'])}); {rule.get(c['missing_queries'], 'refused')}"
-        )
-    if c.get("queries_judged_all_zero"):
-        out.append(
-            f"{where}: {c['queries_judged_all_zero']} of {c['queries_in_qrels']} judged queries "
-            "have only grade-0 judgements: every measure is 0 for them and they count in the "
-            "means, as in the authors' evaluation (ir_measures)"
-        )
-    if c.get("judged_docs_absent"):
-        out.append(
-            f"{where}: the qrels judge {c['judged_docs_absent']} documents that are not in the "
-            f"collection (e.g. {c.get('judged_docs_absent_examples')}); relevant ones count as "
-            "never retrieved, lowering every recall-sensitive measure"
-        )
-    if c.get("empty_queries"):
-        out.append(
-            f"{where}: {c['empty_queries']} queries have empty text "
-            f"(e.g. {c.get('empty_queries_examples')}); a model scores them on the passage alone"
-        )
-    if c.get("empty_passages"):
-        out.append(
-            f"{where}: {c['empty_passages']} candidate passages have empty text "
-            f"(e.g. {c.get('empty_passages_examples')})"
-        )
-    return out
+    missing = contract.get("queries_missing_from_run") or []
+    facts = _Facts(
+        contract,
+        missing=len(missing),
+        missing_examples=inputs.examples(missing),
+        missing_rule=_MISSING_RULE.get(contract.get("missing_queries"), "refused"),
+    )
+    where = f"{contract.get('run')} on {contract.get('dataset')}"
+    return [f"{where}: {text.format_map(facts)}" for key, text in _WARNINGS if contract.get(key)]
 
 
 def query_means(per_query: pd.DataFrame) -> pd.DataFrame:

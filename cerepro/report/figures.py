@@ -251,36 +251,13 @@ def seed_spread(results: pd.DataFrame, measure: str = MEASURE):
     dodge = 0.8 * (len(objectives) - 1) / len(objectives)  # pointplot's offsets match stripplot's
     for ax, group in zip(axes, groups):
         part = table[table["column"] == group_column(results, group)]
+        # the seeds' mean as a dash and each seed as a point, at the same offsets
+        drawn = dict(data=part, x="backbone", y="value", hue="objective", order=backbones, hue_order=objectives)
+        drawn.update(palette=objective_colours(), ax=ax)
         _seaborn().pointplot(
-            data=part,
-            x="backbone",
-            y="value",
-            hue="objective",
-            order=backbones,
-            hue_order=objectives,
-            palette=objective_colours(),
-            dodge=dodge,
-            linestyle="none",
-            markers="_",
-            markersize=10,
-            errorbar=None,
-            ax=ax,
-            legend=False,
+            **drawn, dodge=dodge, linestyle="none", markers="_", markersize=10, errorbar=None, legend=False
         )
-        _seaborn().stripplot(
-            data=part,
-            x="backbone",
-            y="value",
-            hue="objective",
-            order=backbones,
-            hue_order=objectives,
-            palette=objective_colours(),
-            dodge=True,
-            size=4,
-            alpha=0.8,
-            ax=ax,
-            legend=ax is axes[-1],
-        )
+        _seaborn().stripplot(**drawn, dodge=True, size=4, alpha=0.8, legend=ax is axes[-1])
         ax.set_title(group_column(results, group))
         ax.set_xlabel("backbone, by parameter count")
         ax.set_ylabel(f"{measure}, one point per seed")
