@@ -207,8 +207,9 @@ def available_columns(results: pd.DataFrame) -> list[str]:
     order = [info["short"] for info in registry["datasets"].values()]
     datasets = [d for d in order if d in datasets] + sorted(d for d in datasets if d not in order)
     groups = []
-    for name, members in registry["aggregates"].items():
-        if all(short_name(m, strict=False) in datasets for m in members) and len(members) > 1:
+    for name in registry["aggregates"]:
+        members = aggregates.members(name)
+        if len(members) > 1 and set(members) <= set(datasets):
             groups.append(name)
     for group in dict.fromkeys(dataset_group(d) for d in datasets):
         members = [d for d in datasets if dataset_group(d) == group]
