@@ -94,7 +94,7 @@ def tokenizer_folders(workdir: Path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from cerepro.model.backbones import BUILTIN_ARCHS, pypi_model_path, tiny_config
-    from cerepro.model.models import train_tokenizer
+    from cerepro.model.demo_tokenizers import train_tokenizer
 
     corpus = QUERIES + PASSAGES + texts(200, (40,), seed=3)
     for arch in BUILTIN_ARCHS:
@@ -491,13 +491,21 @@ def compare_infonce(authors_groups, authors, note):
 
 def february(workdir: Path):
     """xpmir 6c9b4f3 and xpm-torch 8847b91 (the code of the table's runs) against the paper profile."""
-    rows = []
+    rows = both_sides("xpmir HFCrossScorer.batch_tokenize", lambda: february_pairs(workdir), FEBRUARY_VALIDATION)
     rows += guarded(
-        "pair encoding",
-        "xpmir HFCrossScorer.batch_tokenize",
-        "cerepro.data.tokenize.encode_pairs",
-        lambda: february_pairs(workdir),
+        "InfoNCE groups",
+        "xpmir ListwiseDistillationSamplesTSVWithAnnotations",
+        "cerepro.data.rows.infonce_groups",
+        lambda: february_infonce(),
     )
+    return rows
+
+
+def both_sides(tokenizer: str, pairs, validation_note: str, aggregate: str = "best-so-far"):
+    """The rows both builds compare: pair encoding (``tokenizer``, the authors' class that
+    ``pairs`` runs), losses, the learning-rate schedule and the validation aggregate
+    (``aggregate`` and ``validation_note``: the rule of that build's listeners)."""
+    rows = guarded("pair encoding", tokenizer, "cerepro.data.tokenize.encode_pairs", pairs)
     rows += guarded("losses", "xpm_torch / xpmir losses", "cerepro.training.losses", lambda: february_losses())
     rows += guarded(
         "learning-rate schedule",
@@ -509,13 +517,7 @@ def february(workdir: Path):
         "validation aggregate",
         "xpmir AggregatorValidationListener",
         "cerepro.training.selection.Selection",
-        lambda: february_validation(),
-    )
-    rows += guarded(
-        "InfoNCE groups",
-        "xpmir ListwiseDistillationSamplesTSVWithAnnotations",
-        "cerepro.data.rows.infonce_groups",
-        lambda: february_infonce(),
+        lambda: validation(validation_note, aggregate),
     )
     return rows
 
@@ -567,6 +569,11 @@ def february_pairs(workdir: Path):
     return rows
 
 
+POINTWISE = "xpm_torch.losses.pairwise.PointwiseCrossEntropyLoss"
+HINGE = "xpm_torch.losses.pairwise.HingeLoss"
+LISTWISE = "xpmir ListwiseSoftmaxCrossEntropy (relevance 1 / 0 as teacher)"
+
+
 def february_losses():
     from xpm_torch.losses.pairwise import HingeLoss, PointwiseCrossEntropyLoss
     from xpmir.letor.distillation.listwise import ADR_MSE, DistillRankNetLoss, ListwiseSoftmaxCrossEntropy
@@ -591,59 +598,21 @@ def february_losses():
     ranknet, adr = instance(DistillRankNetLoss.C()), instance(ADR_MSE.C())
     relevance = lambda g, w, gen: torch.cat([torch.ones(g, 1), torch.zeros(g, w - 1)], 1)  # noqa: E731
     teacher = lambda g, w, gen: torch.randn(g, w, generator=gen, dtype=torch.float64) * 5  # noqa: E731
+    # name, the authors' loss, cerepro's, list width, the authors' class, the teacher scores (if any)
+    cases = [
+        ("bce", lambda s, t: bce.compute(s, None), lambda s, t: losses.bce(s), 2, POINTWISE, None),
+        ("hinge", lambda s, t: hinge.compute(s, None), lambda s, t: losses.hinge(s), 2, HINGE, None),
+        ("infonce", lambda s, t: infonce.compute(s, t, None), lambda s, t: losses.infonce(s), 8, LISTWISE, relevance),
+        ("margin-mse", lambda s, t: mse.compute(s, t, None), lambda s, t: losses.margin_mse(s, teacher=t), 2,
+         "xpmir MSEDifferenceLoss", teacher),
+        ("distill-ranknet", lambda s, t: ranknet.compute(s, t, None), lambda s, t: losses.distill_ranknet(s, teacher=t),
+         50, "xpmir DistillRankNetLoss", teacher),
+        ("adr-mse", lambda s, t: adr.compute(s, t, None), lambda s, t: losses.adr_mse(s, teacher=t), 50,
+         "xpmir ADR_MSE", teacher),
+    ]  # fmt: skip
     return [
-        compare_loss(
-            "bce",
-            lambda s, t: bce.compute(s, None),
-            lambda s, t: losses.bce(s),
-            2,
-            "xpm_torch.losses.pairwise.PointwiseCrossEntropyLoss",
-            "cerepro.training.losses.bce",
-        ),
-        compare_loss(
-            "hinge",
-            lambda s, t: hinge.compute(s, None),
-            lambda s, t: losses.hinge(s),
-            2,
-            "xpm_torch.losses.pairwise.HingeLoss",
-            "cerepro.training.losses.hinge",
-        ),
-        compare_loss(
-            "infonce",
-            lambda s, t: infonce.compute(s, t, None),
-            lambda s, t: losses.infonce(s),
-            8,
-            "xpmir ListwiseSoftmaxCrossEntropy (relevance 1 / 0 as teacher)",
-            "cerepro.training.losses.infonce",
-            teacher=relevance,
-        ),
-        compare_loss(
-            "margin-mse",
-            lambda s, t: mse.compute(s, t, None),
-            lambda s, t: losses.margin_mse(s, teacher=t),
-            2,
-            "xpmir MSEDifferenceLoss",
-            "cerepro.training.losses.margin_mse",
-            teacher=teacher,
-        ),
-        compare_loss(
-            "distill-ranknet",
-            lambda s, t: ranknet.compute(s, t, None),
-            lambda s, t: losses.distill_ranknet(s, teacher=t),
-            50,
-            "xpmir DistillRankNetLoss",
-            "cerepro.training.losses.distill_ranknet",
-            teacher=teacher,
-        ),
-        compare_loss(
-            "adr-mse",
-            lambda s, t: adr.compute(s, t, None),
-            lambda s, t: losses.adr_mse(s, teacher=t),
-            50,
-            "xpmir ADR_MSE",
-            "cerepro.training.losses.adr_mse",
-            teacher=teacher,
-        ),
+        compare_loss(name, theirs, ours, width, authors, f"cerepro.training.losses.{name.replace('-', '_')}", teacher)
+        for name, theirs, ours, width, authors, teacher in cases
     ]
 
 
@@ -656,7 +625,18 @@ def february_schedule():
     return compare_schedule(factor, "xpm_torch.schedulers.LinearWithWarmup.lr_lambda")
 
 
-def february_validation():
+FEBRUARY_VALIDATION = (
+    "their __call__ methods run on stand-ins holding the attributes they read (a listener needs a "
+    "running Learner); evaluate() returns the fixture's value"
+)
+LATEST_VALIDATION = (
+    "as for February; the later aggregator averages each set's last value (last_means), "
+    "and the later learner has no early stopping"
+)
+
+
+def validation(note: str, aggregate: str = "best-so-far"):
+    """This environment's xpmir listeners against cerepro's Selection(aggregate=...)."""
     import xpmir.letor.validation as validation_module
     from xpm_torch.learner import LearnerListenerStatus
 
@@ -672,10 +652,7 @@ def february_validation():
         )
 
     return compare_validation(
-        authors_run,
-        "xpmir ValidationListener + AggregatorValidationListener (__call__)",
-        "their __call__ methods run on stand-ins holding the attributes they read (a listener needs a "
-        "running Learner); evaluate() returns the fixture's value",
+        authors_run, "xpmir ValidationListener + AggregatorValidationListener (__call__)", note, aggregate=aggregate
     )
 
 
@@ -722,27 +699,9 @@ def february_infonce():
 
 def latest(workdir: Path):
     """The latest PyPI releases against cerepro's rules for the authors' later code."""
-    rows = []
-    rows += guarded(
-        "pair encoding",
-        "xpmir HFQueryDocTokenizer.tokenize",
-        "cerepro.data.tokenize.encode_pairs",
-        lambda: latest_pairs(workdir),
+    return both_sides(
+        "xpmir HFQueryDocTokenizer.tokenize", lambda: latest_pairs(workdir), LATEST_VALIDATION, aggregate="current"
     )
-    rows += guarded("losses", "xpm_torch / xpmir losses", "cerepro.training.losses", lambda: february_losses())
-    rows += guarded(
-        "learning-rate schedule",
-        "xpm_torch.schedulers.LinearWithWarmup",
-        "cerepro.training.train.warmup_then_linear_decay",
-        lambda: february_schedule(),
-    )
-    rows += guarded(
-        "validation aggregate",
-        "xpmir AggregatorValidationListener",
-        "cerepro.training.selection.Selection",
-        lambda: latest_validation(),
-    )
-    return rows
 
 
 LATEST_LIMITS = ((512, 32, 256), (512, None, None), (128, 16, 64))  # (max_length, query, document)
@@ -792,30 +751,6 @@ def latest_pairs(workdir: Path):
             result["expected"] = "differs"
         rows.append(result)
     return rows
-
-
-def latest_validation():
-    import xpmir.letor.validation as validation_module
-    from xpm_torch.learner import LearnerListenerStatus
-
-    def authors_run(interval, values, tmp):
-        return run_authors_validation(
-            validation_module,
-            validation_module.ValidationListener,
-            validation_module.AggregatorValidationListener,
-            LearnerListenerStatus,
-            interval,
-            values,
-            tmp,
-        )
-
-    return compare_validation(
-        authors_run,
-        "xpmir ValidationListener + AggregatorValidationListener (__call__)",
-        "as for February; the later aggregator averages each set's last value (last_means), "
-        "and the later learner has no early stopping",
-        aggregate="current",
-    )
 
 
 SIDES = {"february": february, "latest": latest}

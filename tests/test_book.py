@@ -13,7 +13,7 @@ import yaml
 from test_report import write_grid
 
 from cerepro.paths import project_root
-from cerepro.report import book, claims, provenance, tables, verdicts
+from cerepro.report import book, claims, execute, provenance, tables, verdicts
 
 BOOK = project_root() / "book"
 RQ_PAGES = [f"rq/rq{i}" for i in range(1, 6)]
@@ -220,10 +220,10 @@ def test_pages_execute_side_by_side_into_a_fresh_cache(tmp_path, monkeypatch):
     (folder / "failing.md").write_text(NOTEBOOK_PAGE % "raise RuntimeError('left to jupyter-book')")
     (folder / "not-in-the-toc.md").write_text(NOTEBOOK_PAGE % "raise RuntimeError('never run')")
     (folder / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n- file: other\n- file: failing\n")
-    stale = folder / book.CACHE / "stale"
+    stale = folder / execute.CACHE / "stale"
     stale.mkdir(parents=True)
     (folder / "generated").mkdir()
-    config = book.pre_execute(folder, folder / "generated", {}, workers=3)
+    config = execute.pre_execute(folder, folder / "generated", {}, workers=3)
     import json
 
     from jupyter_cache import get_cache
@@ -231,9 +231,9 @@ def test_pages_execute_side_by_side_into_a_fresh_cache(tmp_path, monkeypatch):
     (a0, a1), (b0, b1) = (json.loads((folder / f"{n}.json").read_text()) for n in ("intro", "other"))
     assert a0 < b1 and b0 < a1  # the two pages ran at the same time
     assert not stale.exists()  # every build starts from an empty cache
-    cached = {Path(r.uri).name for r in get_cache(str(folder / book.CACHE)).list_cache_records()}
+    cached = {Path(r.uri).name for r in get_cache(str(folder / execute.CACHE)).list_cache_records()}
     assert cached == {"intro.md", "other.md"}  # the failing page is executed (and reported) by the build
-    assert yaml.safe_load(config.read_text())["execute"]["cache"] == str((folder / book.CACHE).resolve())
+    assert yaml.safe_load(config.read_text())["execute"]["cache"] == str((folder / execute.CACHE).resolve())
 
 
 def test_a_failing_cell_fails_the_build(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""cerepro.report.claims on a hand-made authors'-style table (three backbones x three objectives) whose
+"""cerepro.report.claims (and the cell tables and derived numbers it tests on) on a hand-made authors'-style table (three backbones x three objectives) whose
 every verdict and derived quantity is computed by hand below, then on the real authors' table."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from figure_checks import overlapping_texts, rotated_texts
 
 from cerepro import vocab
-from cerepro.report import claims, figures, tables
+from cerepro.report import aggregates, cells, claims, derived, figures, tables
 from cerepro.vocab import dataset_registry
 
 COLUMNS = ["msmarco-dev-small", "trec-dl-2019", "trec-dl-2020", "beir-13", "lotte-search-5", "robust04"]
@@ -41,7 +41,7 @@ def write_table(path, rows=ROWS, header=None) -> str:
 
 @pytest.fixture
 def table(tmp_path):
-    return claims.paper_table(write_table(tmp_path / "table.csv"))
+    return cells.paper_table(write_table(tmp_path / "table.csv"))
 
 
 @pytest.fixture(autouse=True)
@@ -66,16 +66,16 @@ def test_the_table_is_read_with_its_lines_and_settings(table):
 
 
 def test_the_papers_aggregates_are_derived_with_their_arithmetic(table):
-    assert claims.aggregate_formula("in-domain") == "(msmarco-dev-small + trec-dl-2019 + trec-dl-2020) / 3"
-    assert claims.aggregate_formula("ood") == "(5 × lotte-search-5 + robust04) / 6"  # LoTTE's 5 + Robust04
-    derived = claims.aggregates(table)
-    row = derived.loc[("ettin-17m", "bce")]
+    assert aggregates.formula("in-domain") == "(msmarco-dev-small + trec-dl-2019 + trec-dl-2020) / 3"
+    assert aggregates.formula("ood") == "(5 × lotte-search-5 + robust04) / 6"  # LoTTE's 5 + Robust04
+    found = derived.aggregates(table)
+    row = found.loc[("ettin-17m", "bce")]
     assert row["in-domain"] == pytest.approx((0.30 + 0.50 + 0.40) / 3)
     assert row["ood"] == pytest.approx((5 * 0.30 + 0.20) / 6)  # 0.2833
     assert row["in-domain: arithmetic"] == "(0.3000 + 0.5000 + 0.4000) / 3 = 0.4000"
     assert row["ood: arithmetic"] == "(5 × 0.3000 + 0.2000) / 6 = 0.2833"
     assert row["lines"] == "line 2"
-    assert derived.loc[("deberta-v3-base", "distill-ranknet"), "in-domain"] == pytest.approx(1.85 / 3)
+    assert found.loc[("deberta-v3-base", "distill-ranknet"), "in-domain"] == pytest.approx(1.85 / 3)
 
 
 @pytest.mark.parametrize(
@@ -101,14 +101,14 @@ def test_the_papers_aggregates_are_derived_with_their_arithmetic(table):
 def test_a_bad_table_is_refused_naming_file_line_and_column(tmp_path, edit, message):
     rows, header = edit(list(ROWS), ["backbone", "hf_id", "objective", *COLUMNS])
     path = write_table(tmp_path / "bad.csv", rows, header)
-    with pytest.raises(claims.TableError) as error:
-        claims.paper_table(path)
+    with pytest.raises(cells.TableError) as error:
+        cells.paper_table(path)
     assert "bad.csv" in str(error.value) and message in str(error.value)
 
 
 def test_a_missing_file_is_named(tmp_path):
-    with pytest.raises(claims.TableError, match="nothing.csv: no such file"):
-        claims.paper_table(tmp_path / "nothing.csv")
+    with pytest.raises(cells.TableError, match="nothing.csv: no such file"):
+        cells.paper_table(tmp_path / "nothing.csv")
 
 
 # --- claims, by hand -------------------------------------------------------------------------
@@ -192,15 +192,15 @@ def test_consistent_choice_by_hand(table):
 
 
 def test_ranks_and_best_objectives_by_hand(table):
-    ranks = claims.objective_ranks(table, "in-domain")
+    ranks = derived.objective_ranks(table, "in-domain")
     assert ranks.loc["ettin-17m", ["bce", "infonce", "distill-ranknet"]].tolist() == [3, 1, 2]
     assert ranks.loc["deberta-v3-base", ["bce", "infonce", "distill-ranknet"]].tolist() == [3, 2, 1]
     assert ranks.loc["bert-base", "lines"] == "lines 5–7"
-    best = claims.best_objectives(table, ["in-domain"]).set_index("backbone")
+    best = derived.best_objectives(table, ["in-domain"]).set_index("backbone")
     assert best.loc["deberta-v3-base", "best"] == "distill-ranknet"
     assert best.loc["deberta-v3-base", "arithmetic"] == "distill-ranknet 0.6167 − infonce 0.6067 = +0.0100"
     assert best.loc["bert-base", "margin"] == pytest.approx(1.75 / 3 - 1.73 / 3)
-    counts = claims.best_counts(table, COLUMNS)
+    counts = derived.best_counts(table, COLUMNS)
     assert counts.loc["infonce"].sum() == 13 and counts.loc["distill-ranknet"].sum() == 5
 
 
@@ -213,7 +213,7 @@ def test_the_audit_table_lists_verdicts_and_exceptions(table):
 
 
 def test_an_empty_table_is_not_yet_run():
-    empty = claims.CellTable(pd.DataFrame(), (), (), (), ())
+    empty = cells.CellTable(pd.DataFrame(), (), (), (), ())
     verdicts = {k: c.verdict for k, c in claims.audit(empty).items()}
     assert verdicts.pop("relative-significant") == claims.UNTESTABLE
     assert set(verdicts.values()) == {claims.NOT_RUN}
@@ -224,7 +224,7 @@ def test_an_empty_table_is_not_yet_run():
 
 def test_the_authors_table_verdicts():
     """The real verdicts the book shows (params/expected/paper-ndcg10.csv, 9 x 6 x 6)."""
-    table = claims.paper_table()
+    table = cells.paper_table()
     assert len(table.values) == 54 and list(table.values.columns) == [*COLUMNS, "in-domain", "ood"]
     found = claims.audit(table)
     assert found["relative-beats-bce"].support == found["relative-beats-bce-ood"].support == "54 of 54"
@@ -244,13 +244,13 @@ def test_the_authors_table_verdicts():
 
 def test_the_authors_table_lists_backbones_by_parameter_count():
     """The smallest and largest backbone of the scaling gain are the table's first and last rows."""
-    table = claims.paper_table()
+    table = cells.paper_table()
     assert list(table.backbones) == tables.backbone_order(table.backbones)
 
 
 def test_claims_import_neither_torch_nor_the_report_modules():
     code = (
-        "import sys, cerepro.report.claims as c; c.audit(c.paper_table()); "
+        "import sys, cerepro.report.claims as c, cerepro.report.cells as t; c.audit(t.paper_table()); "
         "print(sorted(m for m in ('torch', 'transformers', 'cerepro.report.tables', 'cerepro.report.figures', 'cerepro.report.verdicts', 'matplotlib') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -278,7 +278,7 @@ def test_one_plotting_function_draws_published_numbers_labelled_as_such(table):
 
 
 def test_the_real_published_figures_read_at_a_glance():
-    table = claims.paper_table()
+    table = cells.paper_table()
     for draw in (figures.heatmaps, figures.gain_vs_scaling):
         fig = draw(table)
         assert overlapping_texts(fig) == [], draw.__name__

@@ -1,5 +1,6 @@
 """evaluate: hand-computed values, exactness against ir_measures and pytrec_eval called directly,
-the metric contract, saving and loading, aggregates, and one test per input error."""
+the metric contract, saving and loading, and one test per input error (the paper's aggregates:
+tests/test_aggregates.py)."""
 
 import json
 import math
@@ -12,7 +13,6 @@ import pytrec_eval
 
 from cerepro.evaluation.evaluate import (
     ResultError,
-    aggregate_table,
     evaluate,
     folder_name,
     load_contracts,
@@ -355,27 +355,6 @@ def test_short_names_and_ids_map_both_ways():
         assert dataset_id(short_name(dataset)) == dataset
     with pytest.raises(KeyError, match="unknown dataset 'msmarco'"):
         short_name("msmarco")
-
-
-def test_aggregates_are_unweighted_means_of_dataset_means_and_need_every_member():
-    params = dataset_registry()
-    datasets = list(params["datasets"])
-    value = {d: (i + 1) / 100 for i, d in enumerate(datasets)}  # 0.01 ... 0.22 in file order
-    means = pd.DataFrame(
-        {"run": "r", "dataset": datasets, "measure": "nDCG@10", "value": [value[d] for d in datasets], "n_queries": 10}
-    )
-    partial = means[means["dataset"] != "beir/nq"].assign(run="p")
-    table = aggregate_table(pd.concat([means, partial]))
-    assert table.loc["r", "in-domain"] == pytest.approx((0.01 + 0.02 + 0.03) / 3)
-    assert table.loc["r", "beir-13"] == pytest.approx(np.mean([value[d] for d in params["aggregates"]["beir-13"]]))
-    assert table.loc["r", "lotte-search-5"] == pytest.approx((0.17 + 0.18 + 0.19 + 0.20 + 0.21) / 5)
-    assert table.loc["r", "ood"] == pytest.approx((0.17 + 0.18 + 0.19 + 0.20 + 0.21 + 0.22) / 6)
-    assert table.loc["r", "trec-dl-2019"] == 0.02
-    assert np.isnan(table.loc["p", "beir-13"])  # nq missing: no partial BEIR-13
-    assert table.loc["p", "ood"] == table.loc["r", "ood"]
-    assert set(params["paper_table_columns"]) <= set(table.columns)
-    with pytest.raises(ValueError, match="run 'r' has two nDCG@10 means on 'beir/nq'"):
-        aggregate_table(pd.concat([means, means[means["dataset"] == "beir/nq"]]))
 
 
 # --- bad inputs -------------------------------------------------------------------------------

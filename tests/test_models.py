@@ -11,7 +11,7 @@ import torch
 from tolerance import assert_scores_close
 
 from cerepro.config import ParamsError, load_config
-from cerepro.model import backbones, models
+from cerepro.model import backbones, demo_tokenizers, models
 
 WORDS = "river mountain city ocean forest desert alpha beta gamma delta kappa lambda".split()
 TEXTS = [" ".join(np.random.default_rng(i).choice(WORDS, 10)) for i in range(120)]
@@ -88,7 +88,7 @@ BERT_PAIR = ["[CLS]", "river", "[SEP]", "city", "[SEP]"]
     ],
 )
 def test_tiny_backbone_tokenizer_and_model(arch, template, types):
-    tokenizer = models.train_tokenizer(arch, TEXTS, max_length=32)
+    tokenizer = demo_tokenizers.train_tokenizer(arch, TEXTS, max_length=32)
     enc = tokenizer("river", "city", return_token_type_ids=types is not None)
     assert tokenizer.convert_ids_to_tokens(enc["input_ids"]) == template
     assert enc.get("token_type_ids") == types
@@ -106,8 +106,8 @@ def test_tiny_backbone_tokenizer_and_model(arch, template, types):
 
 
 def test_demo_tokenizer_is_cached_and_deterministic():
-    a = models.demo_tokenizer("bert", max_length=64, texts=TEXTS)
-    b = models.demo_tokenizer("bert", max_length=64, texts=TEXTS)
+    a = demo_tokenizers.demo_tokenizer("bert", max_length=64, texts=TEXTS)
+    b = demo_tokenizers.demo_tokenizer("bert", max_length=64, texts=TEXTS)
     assert a.get_vocab() == b.get_vocab() and a.model_max_length == 64
 
 
@@ -119,8 +119,8 @@ def test_trained_tokenizer_ids_are_the_same_in_every_process(arch):
     import sys
 
     program = (
-        "import json, sys; from cerepro.model import models; "
-        f"t = models.train_tokenizer({arch!r}, sys.stdin.read().splitlines()); "
+        "import json, sys; from cerepro.model import demo_tokenizers; "
+        f"t = demo_tokenizers.train_tokenizer({arch!r}, sys.stdin.read().splitlines()); "
         "print(json.dumps(sorted(t.get_vocab().items())))"
     )
     corpus = "\n".join(TEXTS * 3 + [f"{a} {b}" for a in TEXTS for b in TEXTS])
@@ -244,7 +244,7 @@ def _linear_params_per_token(model) -> int:
 
 @pytest.mark.parametrize("arch", backbones.BUILTIN_ARCHS)
 def test_matmul_params_match_the_model(arch):
-    tokenizer = models.train_tokenizer(arch, TEXTS, max_length=32)
+    tokenizer = demo_tokenizers.train_tokenizer(arch, TEXTS, max_length=32)
     config = backbones.tiny_config(arch, tokenizer, max_length=32)
     from transformers import AutoModelForSequenceClassification
 

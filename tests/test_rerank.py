@@ -18,7 +18,7 @@ import cerepro.evaluation.rerank as rerank_module
 from cerepro.data.tokenize import encode_pairs
 from cerepro.data.trec import read_run, write_run
 from cerepro.evaluation.rerank import rank_scores, rerank, score_pairs
-from cerepro.model.models import supports_first_token_last_layer
+from cerepro.model.first_token import supports_first_token_last_layer
 
 
 @pytest.fixture(autouse=True)

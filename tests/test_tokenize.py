@@ -259,7 +259,7 @@ def family_tokenizer(family):
             mask_token="[MASK]",
         )
     if family == "modernbert":  # Ettin's tokenizer is a PreTrainedTokenizerFast with this template
-        from cerepro.model.models import train_tokenizer
+        from cerepro.model.demo_tokenizers import train_tokenizer
 
         return train_tokenizer("modernbert", [" ".join(FAMILY_WORDS)] * 20, max_length=512)
     if family == "minilm":
@@ -343,7 +343,7 @@ def table_encoding(tokenizer, query, passage, max_length):
 
 
 def demo_family_tokenizer(arch):
-    from cerepro.model.models import train_tokenizer
+    from cerepro.model.demo_tokenizers import train_tokenizer
 
     return train_tokenizer(
         arch, [" ".join(FAMILY_WORDS)] * 20 + ["Rivers, don't run: the cat's pet."] * 5, max_length=96

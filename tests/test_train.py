@@ -395,7 +395,7 @@ def test_first_token_last_layer_gives_the_same_loss_and_gradients(arch):
     loss and every parameter's gradient equal the plain forward's, and the state dict is kept."""
     from cerepro.data.tokenize import encode_pairs
     from cerepro.model import models
-    from cerepro.model.models import last_layer_first_token_only, supports_first_token_last_layer
+    from cerepro.model.first_token import last_layer_first_token_only, supports_first_token_last_layer
 
     model, tokenizer = models.build_cross_encoder(f"builtin:{arch}", max_length=32, texts=TEXTS)
     model.eval()  # no dropout, gradients still on

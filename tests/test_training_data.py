@@ -395,7 +395,7 @@ print(json.dumps({"triples": sorted([g.query, *g.passages] for g in triples), "e
 
 def _blocks(data: str):
     from cerepro.config import load_config
-    from cerepro.model.models import demo_tokenizer
+    from cerepro.model.demo_tokenizers import demo_tokenizer
     from cerepro.training.training_blocks import TokenizedBlocks
 
     cfg = load_config(

@@ -4,9 +4,10 @@ ir_measures is the only metric engine. This module reads and checks the inputs, 
 ranking in one explicit order (trec_eval's), calls ir_measures, and records how it was called
 (the *metric contract*, ``book/metric-contract.md``). It must not compute a measure itself.
 
-Also here: the paper's aggregates (In-Domain, BEIR-13, LoTTE-S, OOD: unweighted means of
-per-dataset means, from ``params/datasets.yaml``) and the mapping between ir_datasets ids and the
-short names used in tables.
+Also here: a result saved and read back (per-query values, means, the contract, with sizes and
+checksums), and the folder name of a dataset's result. The run and qrels are read, checked and
+ordered by :mod:`cerepro.evaluation.inputs`; the paper's aggregates of per-dataset means are
+:mod:`cerepro.report.aggregates`'.
 
 Choices, each recorded in the contract:
 
@@ -40,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 import cerepro
+from cerepro.evaluation import inputs
 from cerepro.paths import atomic_path, file_sha256, write_text_atomic
 from cerepro.vocab import dataset_id, dataset_registry, explicit_measure, parse_measures, short_name
 
@@ -103,25 +105,25 @@ def evaluate(
     threshold, threshold_source = _rel_threshold(dataset, rel_threshold)
     passed = {name: _with_rel(measure, threshold) for name, measure in requested.items()}
 
-    (query_ids, doc_ids, scores), run_source = _read(run, RUN_COLUMNS, "run")
-    qrels_cols, qrels_source = _read(qrels, QRELS_COLUMNS, "qrels")
-    qrels_dict = _nested(*_grouped(*qrels_cols), what="qrels")
+    (query_ids, doc_ids, scores), run_source = inputs.read_columns(run, RUN_COLUMNS, "run")
+    qrels_cols, qrels_source = inputs.read_columns(qrels, QRELS_COLUMNS, "qrels")
+    qrels_dict = inputs.as_nested(*inputs.grouped(*qrels_cols), what="qrels")
     codes, queries = pd.factorize(query_ids)
     run_queries = set(queries)
-    _check_overlap(run_queries, set(qrels_dict))
+    inputs.check_overlap(run_queries, set(qrels_dict))
     if judged_only:
-        keep = _judged(queries[codes], doc_ids, qrels_dict)
+        keep = inputs.judged(queries[codes], doc_ids, qrels_dict)
         if not keep.any():
             raise ValueError(f"judged_only: run {run_name!r} has no judged document on {dataset}")
         codes, doc_ids, scores = codes[keep], doc_ids[keep], scores[keep]
 
     shape = _run_shape(codes, scores, len(queries), candidate_depth)
-    ranked = _rank(codes, np.asarray(queries, dtype=object), doc_ids, scores)
+    ranked = inputs.in_trec_order(codes, np.asarray(queries, dtype=object), doc_ids, scores)
     missing = sorted(set(qrels_dict) - set(ranked.query_ids))
     if missing and missing_queries == "error":
         raise ValueError(
             f"{len(missing)} judged queries are missing from run {run_name!r} on {dataset}: "
-            f"{_examples(missing)} (missing_queries='error')"
+            f"{inputs.examples(missing)} (missing_queries='error')"
         )
 
     by_depth: dict[int | None, list] = {}
@@ -194,53 +196,62 @@ def _run_shape(codes: np.ndarray, scores: np.ndarray, n_queries: int, depth: int
     }
 
 
+# What makes a result quietly wrong or hard to compare: the contract key that raises each warning
+# (when it is set and not 0) and what the warning says, filled from the contract.
+_WARNINGS = (
+    (
+        "queries_all_tied",
+        "{queries_all_tied} of {queries_in_run} queries have every candidate at one score; they are ranked by "
+        "doc id (trec_eval's tie rule), not by the run's rank column, so their values say nothing about the run",
+    ),
+    (
+        "queries_shorter_than_depth",
+        "{queries_shorter_than_depth} of {queries_in_run} queries have fewer than the {requested_depth} "
+        "candidates asked for (shortest: {candidate_depth_min}); relevant documents beyond their lists count "
+        "as not retrieved",
+    ),
+    (
+        "queries_missing_from_run",
+        "{missing} judged queries have no candidates ({missing_examples}); {missing_rule}",
+    ),
+    (
+        "queries_judged_all_zero",
+        "{queries_judged_all_zero} of {queries_in_qrels} judged queries have only grade-0 judgements: every "
+        "measure is 0 for them and they count in the means, as in the authors' evaluation (ir_measures)",
+    ),
+    (
+        "judged_docs_absent",
+        "the qrels judge {judged_docs_absent} documents that are not in the collection (e.g. "
+        "{judged_docs_absent_examples}); relevant ones count as never retrieved, lowering every "
+        "recall-sensitive measure",
+    ),
+    (
+        "empty_queries",
+        "{empty_queries} queries have empty text (e.g. {empty_queries_examples}); a model scores them on the "
+        "passage alone",
+    ),
+    ("empty_passages", "{empty_passages} candidate passages have empty text (e.g. {empty_passages_examples})"),
+)
+_MISSING_RULE = {"zero": "they score 0 and count in the means", "skip": "they are left out of the means"}
+
+
+class _Facts(dict):
+    def __missing__(self, key):  # a fact an older contract does not record reads None
+        return None
+
+
 def result_warnings(contract: dict) -> list[str]:
     """What makes a result quietly wrong or hard to compare, in words, from its contract: said
     in the evaluate notebook's output and on the book's pages, not only in ``contract.json``."""
-    c = contract
-    where = f"{c.get('run')} on {c.get('dataset')}"
-    out = []
-    if c.get("queries_all_tied"):
-        out.append(
-            f"{where}: {c['queries_all_tied']} of {c['queries_in_run']} queries have every "
-            "candidate at one score; they are ranked by doc id (trec_eval's tie rule), not by "
-            "the run's rank column, so their values say nothing about the run"
-        )
-    if c.get("queries_shorter_than_depth"):
-        out.append(
-            f"{where}: {c['queries_shorter_than_depth']} of {c['queries_in_run']} queries have "
-            f"fewer than the {c['requested_depth']} candidates asked for (shortest: "
-            f"{c['candidate_depth_min']}); relevant documents beyond their lists count as not retrieved"
-        )
-    if c.get("queries_missing_from_run"):
-        rule = {"zero": "they score 0 and count in the means", "skip": "they are left out of the means"}
-        out.append(
-            f"{where}: {len(c['queries_missing_from_run'])} judged queries have no candidates "
-            f"({_examples(c['queries_missing_from_run'])}); {rule.get(c['missing_queries'], 'refused')}"
-        )
-    if c.get("queries_judged_all_zero"):
-        out.append(
-            f"{where}: {c['queries_judged_all_zero']} of {c['queries_in_qrels']} judged queries "
-            "have only grade-0 judgements: every measure is 0 for them and they count in the "
-            "means, as in the authors' evaluation (ir_measures)"
-        )
-    if c.get("judged_docs_absent"):
-        out.append(
-            f"{where}: the qrels judge {c['judged_docs_absent']} documents that are not in the "
-            f"collection (e.g. {c.get('judged_docs_absent_examples')}); relevant ones count as "
-            "never retrieved, lowering every recall-sensitive measure"
-        )
-    if c.get("empty_queries"):
-        out.append(
-            f"{where}: {c['empty_queries']} queries have empty text "
-            f"(e.g. {c.get('empty_queries_examples')}); a model scores them on the passage alone"
-        )
-    if c.get("empty_passages"):
-        out.append(
-            f"{where}: {c['empty_passages']} candidate passages have empty text "
-            f"(e.g. {c.get('empty_passages_examples')})"
-        )
-    return out
+    missing = contract.get("queries_missing_from_run") or []
+    facts = _Facts(
+        contract,
+        missing=len(missing),
+        missing_examples=inputs.examples(missing),
+        missing_rule=_MISSING_RULE.get(contract.get("missing_queries"), "refused"),
+    )
+    where = f"{contract.get('run')} on {contract.get('dataset')}"
+    return [f"{where}: {text.format_map(facts)}" for key, text in _WARNINGS if contract.get(key)]
 
 
 def query_means(per_query: pd.DataFrame) -> pd.DataFrame:
@@ -310,7 +321,7 @@ def _result_folders(folder_glob) -> list[Path]:
     return folders
 
 
-# --- datasets and aggregates ----------------------------------------------------------------
+# --- datasets -------------------------------------------------------------------------------
 
 
 def folder_name(dataset: str) -> str:
@@ -327,29 +338,6 @@ def folder_name(dataset: str) -> str:
     return f"{name}-{hashlib.sha256(dataset.encode()).hexdigest()[:8]}"
 
 
-def aggregate_table(means: pd.DataFrame, *, measure: str = "nDCG@10") -> pd.DataFrame:
-    """One row per run: its mean ``measure`` on each dataset (columns named by short names, in
-    ``params/datasets.yaml`` order) and on each aggregate (``in-domain``, ``beir-13``,
-    ``lotte-search-5``, ``ood``): the unweighted mean of its datasets' means, NaN unless every
-    one of them is present (a partial aggregate is not the paper's number)."""
-    params = dataset_registry()
-    rows = means[means["measure"] == measure]
-    if rows.empty:
-        raise ValueError(f"no {measure!r} values in the means table (measures: {sorted(set(means['measure']))})")
-    doubled = rows[rows.duplicated(["run", "dataset"])]
-    if not doubled.empty:
-        raise ValueError(f"run {doubled['run'].iloc[0]!r} has two {measure} means on {doubled['dataset'].iloc[0]!r}")
-    wide = rows.pivot(index="run", columns="dataset", values="value")
-    known = [d for d in params["datasets"] if d in wide.columns]
-    table = wide[known + [d for d in wide.columns if d not in params["datasets"]]].copy()
-    for name, members in params["aggregates"].items():
-        present = table.reindex(columns=members)
-        table[name] = present.mean(axis=1).where(present.notna().all(axis=1))
-    table.columns = [params["datasets"][c]["short"] if c in params["datasets"] else c for c in table.columns]
-    table.columns.name = None
-    return table
-
-
 def _rel_threshold(dataset: str, rel_threshold) -> tuple[int, str]:
     if rel_threshold is not None:
         if isinstance(rel_threshold, bool) or not isinstance(rel_threshold, (int, np.integer)):
@@ -361,7 +349,7 @@ def _rel_threshold(dataset: str, rel_threshold) -> tuple[int, str]:
     return int(info["rel_threshold"]), "params/datasets.yaml"
 
 
-# --- inputs ---------------------------------------------------------------------------------
+# --- measures -------------------------------------------------------------------------------
 
 
 def _with_rel(measure, threshold: int):
@@ -392,156 +380,3 @@ def _version(module: str) -> str | None:
         return __import__(module).__version__
     except (ImportError, AttributeError):
         return None
-
-
-def _read(source, columns: tuple[str, ...], what: str) -> tuple[tuple[np.ndarray, ...], str]:
-    """The three ``columns`` as arrays (ids as str objects, the value as a number), and where
-    they came from. Arrays, not a DataFrame: pandas' str columns are slow to iterate."""
-    if isinstance(source, (str, os.PathLike)):
-        # TREC run: qid Q0 docid rank score tag; TREC qrels: qid iteration docid relevance.
-        usecols = [0, 2, 4] if what == "run" else [0, 2, 3]
-        frame = pd.read_csv(source, sep=r"\s+", header=None, usecols=usecols, dtype={0: str, 2: str})
-        frame.columns = list(columns)
-        origin = os.fspath(source)
-    elif isinstance(source, pd.DataFrame):
-        absent = [c for c in columns if c not in source.columns]
-        if absent:
-            raise ValueError(f"{what} DataFrame lacks columns {absent} (has {list(source.columns)})")
-        frame = source[list(columns)]
-        origin = "DataFrame"
-    else:
-        raise TypeError(f"{what} must be a pandas DataFrame or a TREC file path, got {type(source).__name__}")
-    if frame.empty:
-        raise ValueError(f"{what} is empty")
-    value = columns[2]
-    values = pd.to_numeric(frame[value], errors="coerce").to_numpy(dtype=float)
-    if not np.isfinite(values).all():
-        row = int(np.flatnonzero(~np.isfinite(values))[0])
-        bad = frame[value].to_numpy(dtype=object)[row]
-        bad = bad.item() if isinstance(bad, np.generic) else bad
-        where = f"query {frame[columns[0]].iloc[row]!r}, doc {frame[columns[1]].iloc[row]!r}"
-        raise ValueError(f"{what} has a non-numeric or non-finite {value}: {bad!r} ({where})")
-    if what == "qrels":
-        if (values != np.round(values)).any():
-            raise ValueError("qrels relevance must be integer grades")
-        values = values.astype(np.int64)
-    out = []
-    for column in columns[:2]:  # ids are strings for every engine: 1 and "1" are the same query
-        ids = frame[column].to_numpy(dtype=object)
-        out.append(ids if pd.api.types.infer_dtype(ids, skipna=False) == "string" else ids.astype(str).astype(object))
-    return (*out, values), origin
-
-
-def _check_overlap(run_queries: set, qrels_queries: set) -> None:
-    if run_queries & qrels_queries:
-        return
-    raise ValueError(
-        f"run and qrels share no query id: the run has {len(run_queries)} queries "
-        f"({_examples(sorted(run_queries))}), the qrels {len(qrels_queries)} "
-        f"({_examples(sorted(qrels_queries))}); wrong dataset or id format?"
-    )
-
-
-def _examples(ids, n: int = 5) -> str:
-    shown = ", ".join(repr(i) for i in list(ids)[:n])
-    return f"e.g. {shown}" + (", ..." if len(ids) > n else "")
-
-
-def _judged(query_ids, docs, qrels: dict) -> np.ndarray:
-    """Which rows of the run have a judgment."""
-    return np.fromiter((d in qrels.get(q, ()) for q, d in zip(query_ids, docs)), dtype=bool, count=len(docs))
-
-
-def _grouped(query_ids, docs, values):
-    """Distinct query ids, then codes, doc ids and values grouped by query (first-seen order)."""
-    codes, queries = pd.factorize(query_ids)
-    order = np.argsort(codes, kind="stable")
-    return np.asarray(queries, dtype=object), codes[order], docs[order], values[order]
-
-
-def _starts(codes: np.ndarray) -> np.ndarray:
-    """Where each run of equal codes starts, plus the end."""
-    return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
-
-
-def _nested(queries, codes, docs, values, *, what: str) -> dict:
-    """``{query_id: {doc_id: value}}`` from arrays grouped by query; refuses a (query, doc) pair
-    listed twice (a dict would silently keep the last one)."""
-    bounds = _starts(codes)
-    docs, values = docs.tolist(), values.tolist()
-    out, duplicated = {}, []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        query = queries[codes[a]]
-        out[query] = dict(zip(docs[a:b], values[a:b]))
-        if len(out[query]) != b - a:
-            duplicated.append(query)
-    if duplicated:
-        raise ValueError(_duplicates_message(queries, codes, docs, duplicated, what))
-    return out
-
-
-def _duplicates_message(queries, codes, docs, bad_queries, what: str) -> str:
-    frame = pd.DataFrame({"query_id": queries[codes], "doc_id": docs}, dtype=object)
-    frame = frame[frame["query_id"].isin(bad_queries)]
-    pairs = frame[frame.duplicated()].drop_duplicates()
-    shown = ", ".join(f"({q!r}, {d!r})" for q, d in pairs.head(5).itertuples(index=False))
-    return (
-        f"{what} lists {len(pairs)} (query_id, doc_id) pairs more than once, e.g. {shown}; "
-        f"each document must appear once per query"
-    )
-
-
-@dataclass(frozen=True)
-class _Ranked:
-    """A run sorted in trec_eval's order and grouped by query, ready to hand to ir_measures."""
-
-    queries: np.ndarray  # distinct query ids; codes index into it
-    codes: np.ndarray
-    docs: np.ndarray
-    scores: np.ndarray
-    rank: np.ndarray  # 0-based position within the query
-    full: dict  # the whole run as {query_id: {doc_id: score}}
-    tied_queries: int
-
-    @property
-    def query_ids(self) -> list[str]:
-        return list(self.full)
-
-    @property
-    def depth_max(self) -> int:
-        return int(self.rank.max()) + 1
-
-    @property
-    def depth_min(self) -> int:
-        return min(len(docs) for docs in self.full.values())
-
-    def nested(self, depth: int | None) -> dict:
-        """The run, or its top ``depth`` documents per query."""
-        if depth is None or depth >= self.depth_max:
-            return self.full
-        top = self.rank < depth
-        return _nested(self.queries, self.codes[top], self.docs[top], self.scores[top], what="run")
-
-
-def _rank(codes, queries, docs, scores) -> _Ranked:
-    """Sort by query, then score descending (two argsorts: faster than np.lexsort here)."""
-    order = np.argsort(-scores)
-    order = order[np.argsort(codes[order], kind="stable")]
-    codes, docs, scores = codes[order], docs[order], scores[order]
-    bounds = _starts(codes)
-    sizes = np.diff(bounds)
-    rank = np.arange(len(codes)) - np.repeat(bounds[:-1], sizes)
-
-    tied = np.r_[False, (codes[1:] == codes[:-1]) & (scores[1:] == scores[:-1])]
-    tied_queries = int(np.unique(codes[tied]).size)
-    if tied_queries:
-        # Within each block of equal (query, score), order by doc_id descending, then replace the
-        # scores by a strictly decreasing function of the rank so no engine re-breaks the ties.
-        block = np.cumsum(~tied)
-        rows = np.flatnonzero(tied | np.r_[tied[1:], False])
-        doc_codes = pd.factorize(docs[rows], sort=True)[0]  # codes in string order
-        docs = docs.copy()
-        docs[rows] = docs[rows[np.lexsort((-doc_codes, block[rows]))]]
-        scores = -rank.astype(float)
-    full = _nested(queries, codes, docs, scores, what="run")
-    return _Ranked(queries, codes, docs, scores, rank, full, tied_queries)

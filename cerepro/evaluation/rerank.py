@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from cerepro.data.tokenize import PairEncoding, cached_encode_pairs, encode_pairs, padded_batch, token_budget_batches
 from cerepro.data.trec import rank_by_score
-from cerepro.model.models import last_layer_first_token_only, supports_first_token_last_layer
+from cerepro.model.first_token import last_layer_first_token_only, supports_first_token_last_layer
 from cerepro.paths import atomic_path
 from cerepro.vocab import SCORING_PRECISIONS
 

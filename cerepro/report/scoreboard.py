@@ -3,7 +3,7 @@
 A cell is one (backbone, objective, column) of ``params/expected/paper-ndcg10.csv``; its columns
 are ``paper_table_columns`` of ``params/datasets.yaml`` (a dataset's short name or an aggregate).
 Ours is the mean over seeds of each run's dataset mean, aggregated as the paper does
-(``cerepro.evaluation.evaluate.aggregate_table``). This module compares numbers; it neither evaluates runs
+(``cerepro.report.aggregates.aggregate_table``). This module compares numbers; it neither evaluates runs
 nor tests significance (``cerepro.evaluation.stats`` does).
 
 Tolerance, on the absolute difference in nDCG@10 (``ours - paper``), inclusive:
@@ -28,8 +28,9 @@ import os
 import numpy as np
 import pandas as pd
 
-from cerepro.evaluation.evaluate import aggregate_table, query_means
+from cerepro.evaluation.evaluate import query_means
 from cerepro.paths import params_dir
+from cerepro.report.aggregates import aggregate_table
 from cerepro.vocab import FIRST_STAGE, RUN_ID, dataset_id, dataset_registry
 
 OK = 0.01

@@ -20,7 +20,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cerepro.config import fragment_path, paper_seeds, read_checkpoints, read_fragment, read_grid_file
@@ -28,6 +27,7 @@ from cerepro.evaluation import stats
 from cerepro.evaluation.evaluate import load_results, result_warnings
 from cerepro.model.backbones import backbone_facts
 from cerepro.paths import project_root, runs_dir
+from cerepro.report import aggregates
 from cerepro.vocab import (
     BASELINE,
     FIRST_STAGE,
@@ -207,8 +207,9 @@ def available_columns(results: pd.DataFrame) -> list[str]:
     order = [info["short"] for info in registry["datasets"].values()]
     datasets = [d for d in order if d in datasets] + sorted(d for d in datasets if d not in order)
     groups = []
-    for name, members in registry["aggregates"].items():
-        if all(short_name(m, strict=False) in datasets for m in members) and len(members) > 1:
+    for name in registry["aggregates"]:
+        members = aggregates.members(name)
+        if len(members) > 1 and set(members) <= set(datasets):
             groups.append(name)
     for group in dict.fromkeys(dataset_group(d) for d in datasets):
         members = [d for d in datasets if dataset_group(d) == group]
@@ -230,18 +231,8 @@ def table_columns(results: pd.DataFrame) -> list[str]:
     # sets of a paper column the grid evaluates only in part (scifact without the rest of
     # BEIR-13): shown each in its own column, after the paper's
     datasets = list(dict.fromkeys(results["dataset"]))
-    covered = {d for c in shown for d in _members(c, datasets)}
+    covered = {d for c in shown for d in aggregates.members(c, datasets)}
     return shown + [c for c in available_ if c in datasets and c not in covered]
-
-
-def _members(column: str, datasets) -> list[str]:
-    """The datasets a table column averages: itself, an aggregate's, or a group's."""
-    aggregates = dataset_registry()["aggregates"]
-    if column in aggregates:
-        return [short_name(m, strict=False) for m in aggregates[column]]
-    if column in datasets:
-        return [column]
-    return [d for d in datasets if dataset_group(d) == column]
 
 
 def evaluation_groups(results: pd.DataFrame) -> list[str]:
@@ -259,19 +250,20 @@ def evaluation_groups(results: pd.DataFrame) -> list[str]:
 
 def column_scores(results: pd.DataFrame, columns=None, measure: str = MEASURE) -> pd.DataFrame:
     """One row per run and table column: the unweighted mean of the column's per-dataset means
-    (so an aggregate is the paper's mean of means)."""
+    (so an aggregate is the paper's mean of means, :func:`cerepro.report.aggregates.mean_of`); a
+    run lacking one of the column's datasets has no row for it."""
     means = run_means(results, measure)
     datasets = list(dict.fromkeys(means["dataset"]))
+    runs = means.drop_duplicates("run").set_index("run")[["backbone", "objective", "seed"]]
+    wide = means.pivot(index="run", columns="dataset", values="value").reindex(index=runs.index, columns=datasets)
     out = []
     for column in columns if columns is not None else available_columns(results):
-        members = _members(column, datasets)
-        part = means[means["dataset"].isin(members)]
-        if part.empty:
+        members = aggregates.members(column, datasets)
+        order = means.loc[means["dataset"].isin(members), "run"].unique()  # each column's runs as they came
+        value = aggregates.mean_of(wide, column, datasets).reindex(order).dropna()
+        if value.empty:
             continue
-        grouped = part.groupby(["run", "backbone", "objective", "seed"], sort=False, dropna=False)
-        table = grouped["value"].agg(["mean", "count"]).reset_index()
-        table = table[table["count"] == len(members)].drop(columns="count").rename(columns={"mean": "value"})
-        out.append(table.assign(column=column))
+        out.append(runs.loc[value.index].reset_index().assign(value=value.to_numpy(), column=column))
     if not out:
         return pd.DataFrame(columns=["run", "backbone", "objective", "seed", "column", "value"])
     return pd.concat(out, ignore_index=True)
@@ -323,7 +315,7 @@ def pooled_queries(results: pd.DataFrame, column: str) -> pd.DataFrame:
     """The per-query rows of a table column as one dataset named after it: an aggregate's
     queries are pooled_queries (query ids prefixed with their dataset) for the paired tests."""
     datasets = list(dict.fromkeys(results["dataset"]))
-    members = _members(column, datasets)
+    members = aggregates.members(column, datasets)
     rows = results[results["dataset"].isin(members)]
     if len(members) == 1:
         return rows
@@ -426,32 +418,6 @@ SIGNIFICANCE_LEGEND = (
     "Per-query values are averaged over seeds first; an aggregate column pools its "
     "datasets' queries."
 )
-
-
-def best_objectives(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
-    """Per backbone and table column: the best objective and its margin over the runner-up."""
-    cells = cell_means(models_only(results), measure=measure)
-    if cells.empty:
-        return placeholder("no finished evaluation in this grid")
-    rows = []
-    for (backbone, column), part in cells.groupby(["backbone", "column"], sort=False):
-        ranked = part.sort_values("value", ascending=False)
-        margin = ranked["value"].iloc[0] - ranked["value"].iloc[1] if len(ranked) > 1 else np.nan
-        rows.append(
-            {
-                "backbone": backbone,
-                "column": column,
-                "best": ranked["objective"].iloc[0],
-                "value": ranked["value"].iloc[0],
-                "margin": margin,
-            }
-        )
-    table = pd.DataFrame(rows)
-    wide = table.assign(cell=[f"{b} (+{m:.3f})" if pd.notna(m) else b for b, m in zip(table["best"], table["margin"])])
-    wide = wide.pivot(index="backbone", columns="column", values="cell")
-    wide = wide.loc[backbone_order(wide.index), [c for c in table_columns(results) if c in wide.columns]]
-    wide.columns.name = f"best objective ({measure}, margin over the runner-up)"
-    return wide
 
 
 def seed_variance_table(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:

@@ -14,7 +14,8 @@ import pandas as pd
 
 from cerepro.config import fragment_path, read_checkpoints, read_grid_file
 from cerepro.report import claims as claims_audit
-from cerepro.report import scoreboard
+from cerepro.report import derived, scoreboard
+from cerepro.report.cells import CellTable, paper_table
 from cerepro.report.claims import NOT_RUN, NOT_SUPPORTED, SUPPORTED, UNTESTABLE, Claim
 from cerepro.report.tables import (
     MEASURE,
@@ -44,13 +45,13 @@ from cerepro.vocab import (
 )
 
 
-def cell_table(results: pd.DataFrame, measure: str = MEASURE, label: str = "") -> claims_audit.CellTable:
-    """This grid's means over seeds as a :class:`cerepro.report.claims.CellTable`: the columns of
+def cell_table(results: pd.DataFrame, measure: str = MEASURE, label: str = "") -> CellTable:
+    """This grid's means over seeds as a :class:`cerepro.report.cells.CellTable`: the columns of
     :func:`table_columns` (the paper's where the grid has them, else its own datasets), backbones
     by parameter count, the first stage's values aside."""
     models = models_only(results[results["measure"] == measure]) if not results.empty else results
     if models.empty:
-        return claims_audit.CellTable(pd.DataFrame(), (), (), (), (), label=label)
+        return CellTable(pd.DataFrame(), (), (), (), (), label=label)
     columns = table_columns(models)
     cells = cell_means(results, columns, measure)
     first = cells[cells["backbone"] == FIRST_STAGE]
@@ -59,7 +60,7 @@ def cell_table(results: pd.DataFrame, measure: str = MEASURE, label: str = "") -
     tested = [c for c in columns if c in values.columns and c not in (IN_DOMAIN, OOD)]
     in_domain = tuple(c for c in tested if dataset_group(c) == IN_DOMAIN)
     mean = IN_DOMAIN if IN_DOMAIN in values.columns else in_domain[0] if len(in_domain) == 1 else None
-    return claims_audit.CellTable(
+    return CellTable(
         values=values,
         backbones=tuple(backbone_order(cells["backbone"])),
         objectives=tuple(objective_order(cells["objective"])),
@@ -98,6 +99,17 @@ def objective_vs_scaling(results: pd.DataFrame, measure: str = MEASURE) -> pd.Da
     return pd.DataFrame(rows).set_index("column")
 
 
+def best_objective_table(results: pd.DataFrame, measure: str = MEASURE) -> pd.DataFrame:
+    """Per backbone and table column: the best objective and its margin over the runner-up
+    (:func:`cerepro.report.derived.best_objectives` on this grid's cell table), ``best (+margin)``."""
+    table = cell_table(results, measure)
+    if table.values.empty:
+        return placeholder("no finished evaluation in this grid")
+    return derived.best_objective_cells(
+        table, [c for c in table_columns(results) if c in table.values.columns], measure=measure
+    )
+
+
 def claims(results: pd.DataFrame, measure: str = MEASURE, tests: pd.DataFrame | None = None) -> dict[str, Claim]:
     """The paper's claims, each with the research question that tests it and a verdict computed
     from ``results`` (supported / not supported / not yet run) by :func:`cerepro.report.claims.audit`.
@@ -108,7 +120,7 @@ def claims(results: pd.DataFrame, measure: str = MEASURE, tests: pd.DataFrame | 
 
 def published_claims() -> dict[str, Claim]:
     """The same claims on the authors' table (``params/expected/paper-ndcg10.csv``)."""
-    return claims_audit.audit(claims_audit.paper_table())
+    return claims_audit.audit(paper_table())
 
 
 # The authors' table was produced by their runs, under the protocol the profile `paper` encodes.

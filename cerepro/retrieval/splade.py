@@ -81,7 +81,7 @@ def tiny_mlm(seed: int = 0):
     """A random DistilBERT-shaped masked LM over the demo tokenizer (offline tests and grids)."""
     from transformers import DistilBertConfig, DistilBertForMaskedLM
 
-    from cerepro.model.models import demo_tokenizer
+    from cerepro.model.demo_tokenizers import demo_tokenizer
 
     tokenizer = demo_tokenizer("bert", max_length=512)
     config = DistilBertConfig(

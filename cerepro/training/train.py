@@ -54,7 +54,7 @@ from cerepro.config import RunConfig, build_config, load_config, scoring_precisi
 from cerepro.data import training_data
 from cerepro.data.tokenize import PairEncoding, encode_pairs, padded_batch
 from cerepro.evaluation import rerank
-from cerepro.model import backbones, models
+from cerepro.model import backbones, first_token, models
 from cerepro.paths import write_text_atomic
 from cerepro.training import losses
 from cerepro.training.checkpoints import (
@@ -232,7 +232,7 @@ def fit(
     overhead = chunk_overhead_tokens(bare.config, device.type, bf16) if world == 1 else None
     # BERT-style heads read only the first token: the last layer computes only that position
     # (same loss and gradients; about 1/layers of the work saved). Checkpoints see the plain model.
-    first_token = models.supports_first_token_last_layer(bare)
+    first_token_only = first_token.supports_first_token_last_layer(bare)
     # early stopping (the table's learner): no improvement of the aggregate for patience steps
     while step < config.max_steps and not selection.should_stop(step):
         block, rows = blocks.step_rows(step)  # rows: (groups_per_step,) into the block
@@ -246,7 +246,7 @@ def fit(
             with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
                 with (
                     torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
-                    models.last_layer_first_token_only(bare) if first_token else contextlib.nullcontext(),
+                    first_token.last_layer_first_token_only(bare) if first_token_only else contextlib.nullcontext(),
                 ):
                     flat = score_pairs_train(
                         forward, block.encoding, pairs, lengths, pad_id, device, overhead_tokens=overhead
