@@ -15,6 +15,7 @@ This module reads params; it never trains, downloads or touches data.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cerepro.objectives import BASELINE_OBJECTIVE, registry
 from cerepro.paths import params_dir, runs_dir
 from cerepro.vocab import (
     BASELINE,
@@ -37,12 +39,12 @@ from cerepro.vocab import (
     PRECISIONS,
     RELEASED,
     SCORING_PRECISION,
+    SOURCE_PROVIDES,
     TRAIN_DATA,
     TRAINING_SOURCES,
     TRUNCATIONS,
     VALIDATION_AGGREGATES,
     is_known_dataset,
-    objectives,
     parse_measures,
     run_id,
 )
@@ -147,8 +149,6 @@ class RunConfig:
     # what batch_size counts: "group" (triples or lists per step) or "pair" (passages per step,
     # split into batch_size // group_size groups, as the paper does for InfoNCE)
     batch_unit: str = "group"
-    margin: float = 1.0
-    temperature: float = 1.0
     llm_list: str = "sampled-50"
     # hard-negatives groups: "per-positive" (one per judged positive, negatives drawn without
     # replacement: the table's xpmir of Feb 2026) or "first-positive" (the authors' later code)
@@ -198,6 +198,9 @@ class RunConfig:
     cpus: int = 16
     mem_gb: int = 64
     runtime_min: int = 1200
+    # the objective's hyperparameters by name (cerepro.objectives): its record's defaults, unless
+    # params set them under their names (``margin``, ``temperature``, ``discount``, ...)
+    hyperparameters: dict[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def run_id(self) -> str:
@@ -215,14 +218,23 @@ class RunConfig:
         return self.groups_per_step * self.group_size
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        """The config as params would set it: flat, the hyperparameters under their names."""
+        out = {key: getattr(self, key) for key in FIELDS}
         for key, value in out.items():
             if isinstance(value, tuple):
                 out[key] = list(value)
-        return out
+        return {**out, **self.hyperparameters}
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+# The keys params may set besides an objective's hyperparameters.
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig) if f.name != "hyperparameters"}
+
+
+# Every registered objective's hyperparameter names: a key among them waits for the objective to be known.
+def _hyperparameter_names() -> set[str]:
+    return {h.name for o in registry().values() for h in o.hyperparameters}
+
+
 _HINTS = typing.get_type_hints(RunConfig)
 
 
@@ -241,10 +253,17 @@ def paper_seeds(n: int) -> list[int]:
 
 
 def read_fragment(path: str | Path) -> dict[str, Any]:
-    """A flat YAML mapping; nested mappings are refused (layering is shallow)."""
+    """A flat YAML mapping; nested mappings are refused (layering is shallow). Read once per
+    version of the file: a grid layers the same few fragments into every run."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
+    stat = path.stat()
+    return dict(_read_fragment(path, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=256)
+def _read_fragment(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
     try:
         data = load_yaml(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as exc:
@@ -334,21 +353,56 @@ def load_config(
 def build_config(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> RunConfig:
     """Merge (source, mapping) layers in order; later layers win. Sources name files in errors."""
     merged: dict[str, Any] = {}
+    hyperparameters: dict[str, Any] = {}  # checked once the objective is known
     origin: dict[str, str] = {}
     for source, mapping in layers:
         for key, value in mapping.items():
-            if key not in FIELDS:
+            if key in FIELDS:
+                merged[key] = _coerce(key, value, source)
+            elif key in _hyperparameter_names():
+                hyperparameters[key] = value
+            else:
                 raise ParamsError(
-                    f"{source}: unknown key {key!r} (value {value!r}); known keys: {', '.join(sorted(FIELDS))}"
+                    f"{source}: unknown key {key!r} (value {value!r}); known keys: {', '.join(sorted(FIELDS))}, "
+                    f"and an objective's hyperparameters ({', '.join(sorted(_hyperparameter_names()))})"
                 )
-            merged[key] = _coerce(key, value, source)
             origin[key] = source
     missing = [f.name for f in FIELDS.values() if f.name not in merged and _required(f)]
     if missing:
         raise ParamsError(f"missing required keys {missing} after layering {list(dict.fromkeys(origin.values()))}")
+    merged["hyperparameters"] = _objective_hyperparameters(merged["objective"], hyperparameters, origin)
     config = RunConfig(**merged)
     _check_values(config, origin)
     return config
+
+
+def _objective_hyperparameters(objective: str, given: Mapping[str, Any], origin: Mapping[str, str]) -> dict[str, Any]:
+    """``objective``'s hyperparameters: each at its declared default unless ``given`` sets it; a
+    hyperparameter of another objective is refused."""
+    try:
+        record = registry()[objective]
+    except KeyError:
+        raise ParamsError(
+            f"{origin.get('objective', 'defaults')}: key 'objective' = {objective!r}: unknown objective; "
+            f"known: {', '.join(registry())} (one of another package registers through its entry points, "
+            f"group 'cerepro.objectives')"
+        ) from None
+    for key, value in given.items():
+        if key not in record.defaults:
+            takes = ", ".join(record.defaults) or "none"
+            raise ParamsError(
+                f"{origin[key]}: key {key!r} = {value!r}: objective {objective!r} has no hyperparameter {key!r} "
+                f"(its hyperparameters: {takes})"
+            )
+    values = {}
+    for h in record.hyperparameters:
+        value = given.get(h.name, h.default)
+        try:
+            values[h.name] = h.check(value)
+        except ValueError as exc:
+            where = origin.get(h.name, f"objective {objective!r}'s default")
+            raise ParamsError(f"{where}: key {h.name!r} = {value!r}: {exc}") from None
+    return values
 
 
 def _required(f: dataclasses.Field) -> bool:
@@ -388,8 +442,7 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         value = getattr(c, key)
         raise ParamsError(f"{origin.get(key, 'defaults')}: key {key!r} = {value!r}: {why}")
 
-    if c.objective not in objectives():
-        fail("objective", f"unknown objective; known: {', '.join(objectives())}")
+    objective = registry()[c.objective]  # known: its hyperparameters were read
     for key in ("lr", "adam_eps", "grad_clip"):
         if not getattr(c, key) > 0:
             fail(key, "must be > 0")
@@ -440,6 +493,15 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         fail("precision", f"must be one of {PRECISIONS}")
     if c.training_source not in TRAINING_SOURCES:
         fail("training_source", f"must be one of {TRAINING_SOURCES}")
+    # the one check that the training source gives what the objective needs
+    missing = objective.requires - SOURCE_PROVIDES[c.training_source]
+    if missing:
+        givers = [s for s, gives in SOURCE_PROVIDES.items() if objective.requires <= gives]
+        fail(
+            "training_source",
+            f"objective {c.objective!r} needs {', '.join(sorted(missing))} scores, which this source does not "
+            f"give; use one that does ({', '.join(givers)})",
+        )
     if c.train_data not in TRAIN_DATA and not c.train_data.startswith("local:"):
         fail("train_data", f"must be one of {TRAIN_DATA} or 'local:<folder>'")
     if c.validation_aggregate not in VALIDATION_AGGREGATES:
@@ -460,8 +522,11 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         fail("batch_size", f"counts pairs and must be divisible by group_size ({c.group_size})")
     if c.optimizer != "adamw":
         fail("optimizer", "only 'adamw' (the paper's optimiser) is implemented")
-    if c.group_size < 2 and c.objective != "bce":
-        fail("group_size", f"objective {c.objective!r} compares passages: needs at least 2 per group")
+    if c.group_size < objective.min_group_size:
+        fail(
+            "group_size",
+            f"objective {c.objective!r} compares passages: needs at least {objective.min_group_size} per group",
+        )
     from cerepro.vocab import produced_run
 
     for source_key, depth_key in (("first_stage", "candidate_depth"), ("validation_first_stage", "validation_depth")):
@@ -592,6 +657,8 @@ class Grid:
     runs: tuple[RunConfig, ...] = field(default=(), repr=False)
     # evaluation jobs: one per trained run, or one per checkpoint of a ``checkpoints:`` grid
     evaluations: tuple[Evaluation, ...] = field(default=(), repr=False)
+    # a ``checkpoints:`` grid's entries as its file lists them, the unscheduled ones included
+    checkpoints: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
     @property
     def run_ids(self) -> list[str]:
@@ -739,11 +806,9 @@ def _checkpoint_grid(spec: dict[str, Any], path: Path, root: Path) -> Grid:
         where = f"{source}: checkpoints[{i}]"
         if entry.get("card") == "not-found":  # listed with its provenance, never scheduled
             continue
-        if entry.get("objective"):
-            run = f"{entry['backbone']}.{entry['objective']}.{RELEASED}"
-            objective = entry["objective"]
-        else:  # a baseline: scored like the paper's runs of its backbone's size
-            run, objective = f"{BASELINE}.{entry['name']}", "bce"
+        run = checkpoint_run_id(entry)
+        # a baseline is scored like the paper's runs of its backbone's size
+        objective = entry.get("objective") or BASELINE_OBJECTIVE
         try:  # ``settings``: how this checkpoint was trained where the profile's backbone differs
             config = load_config(
                 entry["backbone"], objective, 0, spec["profile"], {**(entry.get("settings") or {}), **overrides}, root
@@ -765,7 +830,16 @@ def _checkpoint_grid(spec: dict[str, Any], path: Path, root: Path) -> Grid:
         reproduces=spec.get("reproduces"),
         eval_datasets=tuple(spec.get("eval_datasets") or jobs[0].config.eval_datasets),
         evaluations=tuple(jobs),
+        checkpoints=tuple(entries),
     )
+
+
+def checkpoint_run_id(entry: Mapping[str, Any]) -> str:
+    """A checkpoints file entry's run id: ``{backbone}.{objective}.released`` for a paper
+    checkpoint, ``baseline.<name>`` for a baseline."""
+    if entry.get("objective"):
+        return f"{entry['backbone']}.{entry['objective']}.{RELEASED}"
+    return f"{BASELINE}.{entry['name']}"
 
 
 def read_checkpoints(path: Path) -> list[dict[str, Any]]:

@@ -28,13 +28,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cerepro.objectives import BASELINE_OBJECTIVE, family
 from cerepro.paths import params_dir, project_root
 from cerepro.vocab import IN_DOMAIN, OOD, dataset_registry
 
-# The paper's two families of objectives compared in its claims.
-RELATIVE = ("infonce", "margin-mse")
-LLM_DISTILLATION = ("distill-ranknet", "adr-mse")
-BASELINE_OBJECTIVE = "bce"  # what the claims compare the other objectives with
+# The paper's two families of objectives compared in its claims, and the baseline they are
+# compared with (BASELINE_OBJECTIVE): each objective's record says its family.
+RELATIVE = family("relative")
+LLM_DISTILLATION = family("llm-distillation")
 # Two means closer than this (nDCG@10) count as a tie in the claims' verdicts.
 TIE_TOLERANCE = 0.01
 _EPS = 1e-9  # float slack at the tolerance: 0.7408 - 0.7308 is 0.010000000000000009
