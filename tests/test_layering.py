@@ -33,8 +33,10 @@ TORCH_FREE = (
     "report.claims",
     "report.scoreboard",
     "evaluation.stats",
-    "config",
     "objectives",
+    "fragments",
+    "config",
+    "grids",
 )
 TORCH = ("torch", "transformers", "sentence_transformers", "accelerate")
 
@@ -222,12 +224,12 @@ def test_report_modules_and_params_validation_never_import_torch(module):
 
 def test_every_grid_validates_and_the_book_reads_it_without_torch():
     """What the imports promise, run: every grid of params/ expanded and validated
-    (``config.load_grid``: the objectives' records included) and read as the book reads it
+    (``grids.load_grid``: the objectives' records included) and read as the book reads it
     (``report.tables.grid_info``, the claims' families) in a fresh interpreter that never
     imports torch."""
     code = (
         "import sys\n"
-        "from cerepro.config import available, load_grid\n"
+        "from cerepro.fragments import available\nfrom cerepro.grids import load_grid\n"
         "from cerepro.report import claims, tables\n"
         "for name in available('grids'):\n"
         "    load_grid(name), tables.grid_info(name)\n"

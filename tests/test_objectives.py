@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from cerepro import config as cfg
-from cerepro import objectives
+from cerepro import fragments, objectives
 from cerepro.objectives import BASELINE_OBJECTIVE, PAPER_OBJECTIVES, Hyperparameter, Objective, ObjectiveError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,7 +203,7 @@ def test_a_bad_objective_setting_is_refused_naming_file_and_key(tmp_path, object
     path = root / "objectives" / f"{objective}.yaml"
     kept = [line for line in path.read_text().splitlines() if line.split(":")[0] != fragment.split(":")[0]]
     path.write_text("\n".join(kept) + "\n" + fragment)
-    with pytest.raises(cfg.ParamsError, match=message):
+    with pytest.raises(fragments.ParamsError, match=message):
         cfg.load_config("tiny-bert", objective, 1, "smoke", root=root)
 
 
@@ -211,7 +211,9 @@ def test_a_fragment_of_an_objective_nobody_registered_is_refused(tmp_path):
     root = tmp_path / "params"
     shutil.copytree(PARAMS, root)
     (root / "objectives" / "square-hinge.yaml").write_text(TOY_FRAGMENT)
-    with pytest.raises(cfg.ParamsError, match=r"key 'objective' = 'square-hinge': unknown objective; known: bce, "):
+    with pytest.raises(
+        fragments.ParamsError, match=r"key 'objective' = 'square-hinge': unknown objective; known: bce, "
+    ):
         cfg.load_config("tiny-bert", "square-hinge", 1, "smoke", root=root)
 
 

@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import load_file
 from tolerance import GRADIENT_REL, assert_float_close, assert_scores_close
 
-from cerepro.config import ParamsError, load_config
+from cerepro.config import load_config
+from cerepro.fragments import ParamsError
 from cerepro.training import losses
 from cerepro.training.checkpoints import CheckpointError, TrainingError, latest_checkpoint
 from cerepro.training.train import DivergedError, fit, length_cuts, score_pairs_train, warmup_then_linear_decay
@@ -353,7 +354,7 @@ def test_a_tf32_run_trains_with_tf32_matmuls_and_restores_the_setting(tmp_path, 
 
 
 def test_unknown_validation_measure_is_refused_before_training():
-    from cerepro.config import ParamsError
+    from cerepro.fragments import ParamsError
 
     with pytest.raises(ParamsError, match=r"key 'validation_measure' = 'nDCG@ten'.*unknown measure"):
         config(validation_measure="nDCG@ten")

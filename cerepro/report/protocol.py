@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cerepro.config import available, fragment_path, load_config, paper_seeds, read_fragment
+from cerepro.config import load_config, paper_seeds
+from cerepro.fragments import available, fragment_path, read_fragment
 from cerepro.model.backbones import backbone_facts, millions
 from cerepro.objectives import registry
 from cerepro.report.tables import backbone_order, book_grid, grid_info
@@ -132,7 +133,7 @@ def differences_blocks(root=None) -> str:
     """The differences from the authors' code as Markdown, one block per difference (its point
     and status, then what their code does and where, what cerepro does, the expected effect):
     a six-column table of paragraphs does not fit a book's column."""
-    from cerepro.config import differences
+    from cerepro.fragments import differences
 
     def text(value) -> str:
         value = " ".join(str(value).split())

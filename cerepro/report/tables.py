@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cerepro.config import checkpoint_run_id, load_grid
 from cerepro.evaluation import stats
 from cerepro.evaluation.evaluate import load_results, result_warnings
+from cerepro.grids import checkpoint_run_id, load_grid
 from cerepro.model.backbones import backbone_facts
 from cerepro.objectives import BASELINE_OBJECTIVE
 from cerepro.paths import project_root, runs_dir
@@ -57,7 +57,7 @@ def backbone_order(backbones) -> list[str]:
 class GridInfo:
     """What the book says about a grid: its axes, its file and whether its numbers are synthetic.
 
-    Read through :func:`cerepro.config.load_grid` (every run validated, without torch)."""
+    Read through :func:`cerepro.grids.load_grid` (every run validated, without torch)."""
 
     name: str
     profile: str

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cerepro.config import checkpoint_run_id, load_grid
+from cerepro.grids import checkpoint_run_id, load_grid
 from cerepro.objectives import BASELINE_OBJECTIVE
 from cerepro.report import claims as claims_audit
 from cerepro.report import scoreboard

@@ -836,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not (args.backbone and args.objective):
             parser.error("give --backbone and --objective, or --config-json")
-        from cerepro.config import load_yaml
+        from cerepro.fragments import load_yaml
 
         overrides = {}
         for item in args.set:
