@@ -157,8 +157,9 @@ class RunConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig) if f.name != "hyperparameters"}
 
 
-# Every registered objective's hyperparameter names: a key among them waits for the objective to be known.
 def _hyperparameter_names() -> set[str]:
+    """Every registered objective's hyperparameter names: a params key among them is checked once
+    the run's objective is known."""
     return {h.name for o in registry().values() for h in o.hyperparameters}
 
 
@@ -217,16 +218,17 @@ def build_config(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> RunConfig:
     merged: dict[str, Any] = {}
     hyperparameters: dict[str, Any] = {}  # checked once the objective is known
     origin: dict[str, str] = {}
+    names = _hyperparameter_names()
     for source, mapping in layers:
         for key, value in mapping.items():
             if key in FIELDS:
                 merged[key] = _coerce(key, value, source)
-            elif key in _hyperparameter_names():
+            elif key in names:
                 hyperparameters[key] = value
             else:
                 raise ParamsError(
                     f"{source}: unknown key {key!r} (value {value!r}); known keys: {', '.join(sorted(FIELDS))}, "
-                    f"and an objective's hyperparameters ({', '.join(sorted(_hyperparameter_names()))})"
+                    f"and an objective's hyperparameters ({', '.join(sorted(names))})"
                 )
             origin[key] = source
     missing = [f.name for f in FIELDS.values() if f.name not in merged and _required(f)]
