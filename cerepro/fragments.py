@@ -2,7 +2,7 @@
 
 A params file holds plain data only (strings, numbers, booleans, null, lists, mappings), read by
 :class:`PlainLoader`; a fragment (``params/<kind>/<slug>.yaml``) is a flat mapping, found by its
-slug. Every refusal is a :class:`ParamsError` naming the file, and the line where YAML says.
+slug. Every refusal is a :class:`ParamsError` naming the file (and the line, where YAML gives one).
 Also here: the known differences from the authors' code (``params/expected/differences.yaml``).
 
 This module reads files; it knows nothing of what the keys mean (:mod:`cerepro.config` does).
@@ -93,19 +93,20 @@ def _check_keys(data: Any) -> None:
 
 
 def read_fragment(path: str | Path) -> dict[str, Any]:
-    """A flat YAML mapping; nested mappings are refused (layering is shallow). Read once per
-    version of the file: a grid layers the same few fragments into every run."""
+    """A flat YAML mapping; nested mappings are refused (layering is shallow). Parsed once per
+    content of the file: a grid layers the same few fragments into every run."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
-    stat = path.stat()
-    return dict(_read_fragment(path, stat.st_mtime_ns, stat.st_size))
+    return dict(_parse_fragment(path, path.read_bytes()))
 
 
 @functools.lru_cache(maxsize=256)
-def _read_fragment(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
+def _parse_fragment(path: Path, content: bytes) -> dict[str, Any]:
     try:
-        data = load_yaml(path.read_text(encoding="utf-8-sig"))
+        data = load_yaml(content.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if data is None:

@@ -335,3 +335,15 @@ def test_a_malformed_difference_entry_is_refused(tmp_path):
     (tmp_path / "expected" / "differences.yaml").write_text("differences:\n- {point: x}\n")
     with pytest.raises(fragments.ParamsError, match="entry 1 must have exactly the keys"):
         fragments.differences(tmp_path)
+
+
+def test_a_fragment_is_read_as_it_is_now_and_refused_when_not_utf8(tmp_path):
+    path = write(tmp_path / "x.yaml", "max_steps: 1\n")
+    assert fragments.read_fragment(path) == {"max_steps": 1}
+    write(path, "max_steps: 2\n")  # same size, maybe the same mtime: parsed again all the same
+    assert fragments.read_fragment(path) == {"max_steps": 2}
+    path.write_bytes(b"max_steps: \xe9\n")
+    with pytest.raises(
+        fragments.ParamsError, match=r"x\.yaml: not UTF-8 text \(invalid continuation byte at byte 11\)"
+    ):
+        fragments.read_fragment(path)
