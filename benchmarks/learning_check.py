@@ -24,7 +24,7 @@ from cerepro.config import load_config  # noqa: E402
 from cerepro.data import datasets  # noqa: E402
 from cerepro.evaluation import evaluate, rerank
 from cerepro.model import models
-from cerepro.training.losses import OBJECTIVES  # noqa: E402
+from cerepro.objectives import registry  # noqa: E402
 from cerepro.training.train import fit  # noqa: E402
 
 DATASET = "demo:in-domain"
@@ -37,7 +37,7 @@ def ndcg(run, collection, name: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="tiny-bert")
-    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES))
+    parser.add_argument("--objectives", nargs="+", default=list(registry()))
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

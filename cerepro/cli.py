@@ -19,9 +19,9 @@ import sys
 
 import yaml
 
-from cerepro.config import ParamsError, load_yaml
 from cerepro.data.datasets import InputError
 from cerepro.data.trec import DataFormatError
+from cerepro.fragments import ParamsError, load_yaml
 from cerepro.grid.runner import RunnerError
 
 
@@ -211,8 +211,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _fetch(name: str, *, dry_run: bool) -> int:
     """``cerepro fetch``: each input with what was done, its size and where it is; exit 1 while
     an input is broken or cannot be downloaded (the steps to provide it are printed)."""
-    from cerepro.config import load_grid
     from cerepro.grid import engine, fetch
+    from cerepro.grids import load_grid
 
     grid = load_grid(name)
     engine.check_inputs(grid)  # unknown dataset ids and local folders, before any download

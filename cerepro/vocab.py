@@ -11,8 +11,7 @@
     objectives     the paper's table order, and one colour per objective for every figure
 
 Every other module imports these names from here instead of spelling them again. This module
-reads params files only (``params/datasets.yaml``, ``params/first_stage.yaml``, the paper grid's
-objectives); it imports neither torch nor pandas (ir_measures for the measure names), so every layer of the package may import it.
+reads params files only (``params/datasets.yaml``, ``params/first_stage.yaml``); it imports neither torch nor pandas (ir_measures for the measure names), so every layer of the package may import it.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from typing import Any
 import ir_measures
 import yaml
 
+from cerepro.objectives import order as objective_order  # the one order of objectives, re-exported
 from cerepro.paths import params_dir
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def produced_run(source: str, root: Path | None = None) -> tuple[SpladeModel, in
 # Training sources and data
 
 TRAINING_SOURCES = ("triples", "teacher-pairs", "hard-negatives", "llm-lists")
-# What each training source gives an objective (cerepro.training.losses.REQUIRES says what each one needs).
+# What each training source gives an objective (cerepro.objectives.INPUTS; each record says what it needs).
 SOURCE_PROVIDES = {
     "triples": {"labels"},
     "teacher-pairs": {"labels", "teacher"},
@@ -280,31 +280,12 @@ def explicit_measure(measure) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Objectives: the paper's order and one colour each
-
-
-def objectives() -> tuple[str, ...]:
-    """Every objective slug in the paper's table order (``params/grids/paper.yaml``), then any
-    other objective with a params fragment."""
-    return _objectives(params_dir())
-
-
-@functools.lru_cache(maxsize=4)
-def _objectives(root: Path) -> tuple[str, ...]:
-    paper = yaml.safe_load((root / "grids" / "paper.yaml").read_text(encoding="utf-8"))["objectives"]
-    others = sorted(p.stem for p in (root / "objectives").glob("*.yaml"))
-    return tuple(paper) + tuple(o for o in others if o not in paper)
-
-
-def objective_order(slugs) -> list[str]:
-    """``slugs`` in the paper's order, unknown ones last (sorted)."""
-    present, known = set(slugs), objectives()
-    return [o for o in known if o in present] + sorted(present - set(known))
+# Objectives: the paper's order (their records, cerepro.objectives) and one colour each
 
 
 def objective_colours() -> dict[str, tuple[float, float, float]]:
     """One colour per objective slug, the same in every figure of the project."""
-    return dict(_palette(objectives()))
+    return dict(_palette(tuple(objective_order())))
 
 
 @functools.lru_cache(maxsize=4)

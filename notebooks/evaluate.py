@@ -38,11 +38,11 @@ run_dir = ""
 
 import pandas as pd
 
-from cerepro.config import evaluation_settings, load_grid
 from cerepro.data.datasets import collection_facts, load_candidates, load_collection
 from cerepro.data.trec import write_run
 from cerepro.evaluation.evaluate import evaluate, folder_name, save_result
 from cerepro.evaluation.rerank import rerank
+from cerepro.grids import evaluation_settings, load_grid
 from cerepro.model.models import load_scorer
 from cerepro.paths import notebook_run_dir
 from cerepro.report import figures

@@ -31,13 +31,13 @@ def main() -> None:
     backbones.TINY_BERT_FAMILY = {**backbones.TINY_BERT_FAMILY, **NO_DROPOUT}
     output, pids, max_steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     if sys.argv[4:] == ["slow"]:  # slow steps, so that a kill lands mid-run
-        loss = losses.OBJECTIVES["margin-mse"]
+        loss = losses.margin_mse
 
         def delayed(*args, **kwargs):
             time.sleep(0.3)
             return loss(*args, **kwargs)
 
-        losses.OBJECTIVES["margin-mse"] = delayed
+        losses.margin_mse = delayed  # resolved through the objective's record when the run starts
     pids.mkdir(parents=True, exist_ok=True)
     (pids / f"rank{os.environ.get('RANK', '0')}").write_text(str(os.getpid()))
     test_train.train(config(max_steps), output)

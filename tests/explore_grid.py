@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 from test_report import _done
 
-from cerepro.config import load_grid, paper_seeds
+from cerepro.config import paper_seeds
 from cerepro.data.datasets import load_candidates, load_collection
 from cerepro.data.trec import rank_by_score, write_run
 from cerepro.evaluation import teacher
 from cerepro.evaluation.evaluate import evaluate, folder_name, save_result
+from cerepro.grids import load_grid
 from cerepro.paths import write_text_atomic
 
 DATASETS = ("demo:in-domain", "demo:out-of-domain")

@@ -20,12 +20,13 @@ import bad_inputs
 from bad_inputs import ROOT, Refused, case, cerepro, plan_error
 
 from cerepro.cli import parse_params
-from cerepro.config import ParamsError, load_grid, read_fragment
 from cerepro.data.datasets import InputError, load_local
 from cerepro.data.records import RecordFile
 from cerepro.data.training_data import verify_training_file
 from cerepro.data.trec import DataFormatError, read_qrels, read_run
+from cerepro.fragments import ParamsError, read_fragment
 from cerepro.grid.runner import RunnerError
+from cerepro.grids import load_grid
 from cerepro.model.models import ModelFolderError, check_model_folder
 from cerepro.training.checkpoints import CheckpointError
 

@@ -12,8 +12,9 @@ import bad_inputs
 import pandas as pd
 from bad_inputs import case
 
-from cerepro.config import ParamsError, evaluation_settings, load_grid
 from cerepro.evaluation.evaluate import ResultError, evaluate, load_results, save_result
+from cerepro.fragments import ParamsError
+from cerepro.grids import evaluation_settings, load_grid
 
 RUN = pd.DataFrame([("q1", "d1", 2.0), ("q1", "d2", 1.0), ("q2", "d3", 1.0)], columns=["query_id", "doc_id", "score"])
 QRELS = pd.DataFrame([("q1", "d1", 1), ("q2", "d3", 1)], columns=["query_id", "doc_id", "relevance"])

@@ -259,8 +259,8 @@ def test_a_finished_grid_whose_book_is_not_built_in_this_checkout_has_its_book_j
 ):
     """`make report` (`cerepro grid demo --book`) after the grid finished, in a checkout whose book
     is not built: the book job's DONE (in runs/) does not stand for a book here, so it is redone."""
-    from cerepro.config import load_grid
     from cerepro.grid import engine
+    from cerepro.grids import load_grid
 
     runs = tmp_path / "runs"
     write_grid(runs)

@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from cerepro import config as cfg
-from cerepro import vocab
-from cerepro.training.losses import OBJECTIVES
+from cerepro import fragments, grids, objectives, vocab
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
 
@@ -40,21 +39,21 @@ def test_every_params_file_parses():
         assert isinstance(data, dict), path
     for kind in ("backbones", "objectives", "profiles"):
         for path in (PARAMS / kind).glob("*.yaml"):
-            cfg.read_fragment(path)  # flat
+            fragments.read_fragment(path)  # flat
 
 
 def test_every_grid_expands_and_validates():
-    grids = cfg.available("grids", PARAMS)
-    assert {"paper", "demo", "demo-archs", "demo-minilm", "mini", "smoke", "released"} <= set(grids)
-    for name in grids:
-        grid = cfg.load_grid(name, PARAMS)
+    names = fragments.available("grids", PARAMS)
+    assert {"paper", "demo", "demo-archs", "demo-minilm", "mini", "smoke", "released"} <= set(names)
+    for name in names:
+        grid = grids.load_grid(name, PARAMS)
         ids = [job.run_id for job in grid.evaluations]
         assert ids and len(set(ids)) == len(ids)
         assert grid.runs or name == "released"  # a checkpoints grid evaluates, it trains nothing
 
 
 def test_paper_grid_is_162_runs_with_derived_ids_and_seeds():
-    grid = cfg.load_grid("paper", PARAMS)
+    grid = grids.load_grid("paper", PARAMS)
     assert len(grid.run_ids) == 162
     seeds = [int(np.random.RandomState(12 + i).randint(2**32 - 1)) for i in range(3)]
     assert list(grid.seeds) == seeds
@@ -108,7 +107,7 @@ def test_paper_protocol_values_per_backbone_and_objective():
         assert (c.truncation, c.query_max_length, c.passage_max_length, c.precision) == ("passage", None, None, "tf32")
         assert (c.validation_measure, c.validation_aggregate, c.early_stopping_steps) == ("nDCG", "best-so-far", 0)
         assert (c.data_order, c.hard_negative_groups) == ("shuffled", "first-positive")
-    assert len(cfg.load_grid("authors-head", PARAMS).run_ids) == 162
+    assert len(grids.load_grid("authors-head", PARAMS).run_ids) == 162
     nce = cfg.load_config("bert-base", "infonce", 1, "paper", root=PARAMS)
     assert (nce.group_size, nce.groups_per_step, nce.pairs_per_step) == (8, 4, 32)
     lst = cfg.load_config("minilm-l12", "adr-mse", 1, "paper", root=PARAMS)
@@ -123,14 +122,13 @@ def test_every_slug_resolves():
     for members in registry["aggregates"].values():
         assert set(members) <= set(datasets)
     assert len(registry["aggregates"]["beir-13"]) == 13
-    assert set(cfg.available("objectives", PARAMS)) == set(
-        OBJECTIVES
-    )  # a fragment per function, a function per fragment
-    for slug in cfg.available("backbones", PARAMS):
-        hf_id = cfg.read_fragment(PARAMS / "backbones" / f"{slug}.yaml")["hf_id"]
+    # a fragment per registered objective, a registered objective per fragment
+    assert set(fragments.available("objectives", PARAMS)) == set(objectives.registry())
+    for slug in fragments.available("backbones", PARAMS):
+        hf_id = fragments.read_fragment(PARAMS / "backbones" / f"{slug}.yaml")["hf_id"]
         assert hf_id.startswith(("builtin:", "pypi:")) or hf_id.count("/") <= 1, hf_id
-    for name in cfg.available("profiles", PARAMS):
-        profile = cfg.read_fragment(PARAMS / "profiles" / f"{name}.yaml")
+    for name in fragments.available("profiles", PARAMS):
+        profile = fragments.read_fragment(PARAMS / "profiles" / f"{name}.yaml")
         for d in profile.get("eval_datasets", []) + profile.get("validation_datasets", []):
             assert vocab.is_known_dataset(d), (name, d)
     shorts = {v["short"] for v in datasets.values()} | set(registry["aggregates"])
@@ -140,11 +138,11 @@ def test_every_slug_resolves():
 def test_expected_table_matches_params():
     rows = list(csv.DictReader(open(PARAMS / "expected" / "paper-ndcg10.csv")))
     assert len(rows) == 54
-    grid = cfg.load_grid("paper", PARAMS)
+    grid = grids.load_grid("paper", PARAMS)
     assert {(r["backbone"], r["objective"]) for r in rows} == {(b, o) for b in grid.backbones for o in grid.objectives}
     columns = vocab.dataset_registry(PARAMS)["paper_table_columns"]
     for r in rows:
-        hf_id = cfg.read_fragment(PARAMS / "backbones" / f"{r['backbone']}.yaml")["hf_id"]
+        hf_id = fragments.read_fragment(PARAMS / "backbones" / f"{r['backbone']}.yaml")["hf_id"]
         assert r["hf_id"] == hf_id
         assert all(0 < float(r[c]) < 1 for c in columns)
 
@@ -174,15 +172,15 @@ def test_config_is_frozen_and_serialisable():
 def test_unknown_key_names_key_value_and_file(params):
     path = params / "backbones" / "bert-base.yaml"
     path.write_text(path.read_text() + "learning_rate: 0.1\n")
-    with pytest.raises(cfg.ParamsError, match=r"bert-base\.yaml: unknown key 'learning_rate' \(value 0\.1\)"):
+    with pytest.raises(fragments.ParamsError, match=r"bert-base\.yaml: unknown key 'learning_rate' \(value 0\.1\)"):
         cfg.load_config("bert-base", "bce", 1, "paper", root=params)
 
 
 def test_wrong_type_names_key_value_and_file(params):
     write(params / "profiles" / "paper.yaml", "max_steps: lots\n")
-    with pytest.raises(cfg.ParamsError, match=r"paper\.yaml: key 'max_steps' expects int, got 'lots'"):
+    with pytest.raises(fragments.ParamsError, match=r"paper\.yaml: key 'max_steps' expects int, got 'lots'"):
         cfg.load_config("bert-base", "bce", 1, "paper", root=params)
-    with pytest.raises(cfg.ParamsError, match=r"overrides: key 'compile' expects bool, got 1"):
+    with pytest.raises(fragments.ParamsError, match=r"overrides: key 'compile' expects bool, got 1"):
         cfg.load_config("bert-base", "bce", 1, "demo", {"compile": 1}, root=params)
 
 
@@ -194,18 +192,18 @@ def test_wrong_type_names_key_value_and_file(params):
     ],
 )
 def test_unknown_slug(kind, args, message):
-    with pytest.raises(cfg.ParamsError, match=message):
+    with pytest.raises(fragments.ParamsError, match=message):
         cfg.load_config(*args, 1, "paper", root=PARAMS)
 
 
 def test_unknown_profile():
-    with pytest.raises(cfg.ParamsError, match=r"unknown profile 'huge'.*known: .*demo"):
+    with pytest.raises(fragments.ParamsError, match=r"unknown profile 'huge'.*known: .*demo"):
         cfg.load_config("bert-base", "bce", 1, "huge", root=PARAMS)
 
 
 def test_objective_slug_inside_a_fragment_must_exist(params):
     write(params / "objectives" / "bce.yaml", "objective: bce-typo\ntraining_source: triples\n")
-    with pytest.raises(cfg.ParamsError, match=r"bce\.yaml: key 'objective' = 'bce-typo': unknown objective"):
+    with pytest.raises(fragments.ParamsError, match=r"bce\.yaml: key 'objective' = 'bce-typo': unknown objective"):
         cfg.load_config("bert-base", "bce", 1, "paper", root=params)
 
 
@@ -237,7 +235,7 @@ def test_objective_slug_inside_a_fragment_must_exist(params):
     ],
 )
 def test_impossible_values(override, message):
-    with pytest.raises(cfg.ParamsError, match=message):
+    with pytest.raises(fragments.ParamsError, match=message):
         cfg.load_config("tiny-bert", "infonce", 1, "demo", override, root=PARAMS)
 
 
@@ -246,35 +244,37 @@ def test_impossible_value_in_a_file_names_the_file(params):
         params / "backbones" / "tiny-bert.yaml",
         (params / "backbones" / "tiny-bert.yaml").read_text().replace("lr: 1.0e-3", "lr: -0.001"),
     )
-    with pytest.raises(cfg.ParamsError, match=r"tiny-bert\.yaml: key 'lr' = -0\.001: must be > 0"):
+    with pytest.raises(fragments.ParamsError, match=r"tiny-bert\.yaml: key 'lr' = -0\.001: must be > 0"):
         cfg.load_config("tiny-bert", "bce", 1, "demo", root=params)
 
 
 def test_nested_mapping_and_non_mapping_refused(params):
     write(params / "profiles" / "demo.yaml", "optim:\n  lr: 1\n")
-    with pytest.raises(cfg.ParamsError, match=r"demo\.yaml: key 'optim' holds a mapping"):
+    with pytest.raises(fragments.ParamsError, match=r"demo\.yaml: key 'optim' holds a mapping"):
         cfg.load_config("tiny-bert", "bce", 1, "demo", root=params)
     write(params / "profiles" / "demo.yaml", "- a\n- b\n")
-    with pytest.raises(cfg.ParamsError, match=r"demo\.yaml: expected a mapping"):
+    with pytest.raises(fragments.ParamsError, match=r"demo\.yaml: expected a mapping"):
         cfg.load_config("tiny-bert", "bce", 1, "demo", root=params)
 
 
 def test_bad_grid_files(params):
-    grids = params / "grids"
-    write(grids / "g1.yaml", "profile: demo\nbackbones: [tiny-bert]\nobjectives: [bce]\nseed: 3\n")
-    with pytest.raises(cfg.ParamsError, match=r"g1\.yaml: unknown grid key\(s\) \['seed'\]"):
-        cfg.load_grid("g1", params)
-    write(grids / "g2.yaml", "profile: demo\nbackbones: [tiny-bert, bert-giant]\nobjectives: [bce]\nseeds: 1\n")
-    with pytest.raises(cfg.ParamsError, match=r"unknown backbone 'bert-giant'"):
-        cfg.load_grid("g2", params)
-    write(grids / "g3.yaml", "profile: demo\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 0\n")
-    with pytest.raises(cfg.ParamsError, match=r"g3\.yaml: key 'seeds' = 0"):
-        cfg.load_grid("g3", params)
-    write(grids / "g4.yaml", "profile: demo\nbackbones: tiny-bert\nobjectives: [bce]\n")
-    with pytest.raises(cfg.ParamsError, match=r"g4\.yaml: key 'backbones' = 'tiny-bert': expects a non-empty list"):
-        cfg.load_grid("g4", params)
-    with pytest.raises(cfg.ParamsError, match=r"unknown grid 'nope'"):
-        cfg.load_grid("nope", params)
+    folder = params / "grids"
+    write(folder / "g1.yaml", "profile: demo\nbackbones: [tiny-bert]\nobjectives: [bce]\nseed: 3\n")
+    with pytest.raises(fragments.ParamsError, match=r"g1\.yaml: unknown grid key\(s\) \['seed'\]"):
+        grids.load_grid("g1", params)
+    write(folder / "g2.yaml", "profile: demo\nbackbones: [tiny-bert, bert-giant]\nobjectives: [bce]\nseeds: 1\n")
+    with pytest.raises(fragments.ParamsError, match=r"unknown backbone 'bert-giant'"):
+        grids.load_grid("g2", params)
+    write(folder / "g3.yaml", "profile: demo\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 0\n")
+    with pytest.raises(fragments.ParamsError, match=r"g3\.yaml: key 'seeds' = 0"):
+        grids.load_grid("g3", params)
+    write(folder / "g4.yaml", "profile: demo\nbackbones: tiny-bert\nobjectives: [bce]\n")
+    with pytest.raises(
+        fragments.ParamsError, match=r"g4\.yaml: key 'backbones' = 'tiny-bert': expects a non-empty list"
+    ):
+        grids.load_grid("g4", params)
+    with pytest.raises(fragments.ParamsError, match=r"unknown grid 'nope'"):
+        grids.load_grid("nope", params)
 
 
 # --- differences from the authors' code ------------------------------------------------------------
@@ -298,22 +298,22 @@ TABLE_POINTS = (
 
 
 def test_differences_table_covers_the_tables_code_and_the_readme_is_in_step():
-    entries = cfg.differences(PARAMS)
+    entries = fragments.differences(PARAMS)
     points = {e["point"]: e for e in entries}
     assert len(points) == len(entries)  # one row per point
     for point in TABLE_POINTS:
         assert point in points, point
-        assert points[point]["status"] in cfg.DIFFERENCE_STATUSES
+        assert points[point]["status"] in fragments.DIFFERENCE_STATUSES
         assert "(" in points[point]["source"]  # every fact names its file and repository
     # the table's code and the later code are told apart, row by row
-    assert {e["code"] for e in entries} == set(cfg.DIFFERENCE_CODES)
+    assert {e["code"] for e in entries} == set(fragments.DIFFERENCE_CODES)
     assert points["Query and document lengths"]["code"] == "table"
     assert points["Query and document lengths (later code)"]["code"] == "later"
     assert points["Query and document lengths (later code)"]["status"] == "variant"
     readme = (PARAMS / "expected" / "README.md").read_text()
     table = readme.split("<!-- differences:start -->\n")[1].split("\n<!-- differences:end -->")[0]
-    assert table == cfg.differences_markdown(PARAMS), (
-        "params/expected/README.md is out of step: paste cerepro.config.differences_markdown() in"
+    assert table == fragments.differences_markdown(PARAMS), (
+        "params/expected/README.md is out of step: paste cerepro.fragments.differences_markdown() in"
     )
     assert table.splitlines()[0].startswith("| What | Their code |")
     assert len(table.splitlines()) == 2 + len(entries)
@@ -325,13 +325,25 @@ def test_a_malformed_difference_entry_is_refused(tmp_path):
     (tmp_path / "expected" / "differences.yaml").write_text(
         "differences:\n- {point: x, code: table, authors: a, source: s, cerepro: c, status: maybe, effect: e}\n"
     )
-    with pytest.raises(cfg.ParamsError, match=r"entry 1 \('x'\): status 'maybe' is not one of"):
-        cfg.differences(tmp_path)
+    with pytest.raises(fragments.ParamsError, match=r"entry 1 \('x'\): status 'maybe' is not one of"):
+        fragments.differences(tmp_path)
     (tmp_path / "expected" / "differences.yaml").write_text(
         "differences:\n- {point: x, code: head, authors: a, source: s, cerepro: c, status: fixed, effect: e}\n"
     )
-    with pytest.raises(cfg.ParamsError, match=r"entry 1 \('x'\): code 'head' is not one of"):
-        cfg.differences(tmp_path)
+    with pytest.raises(fragments.ParamsError, match=r"entry 1 \('x'\): code 'head' is not one of"):
+        fragments.differences(tmp_path)
     (tmp_path / "expected" / "differences.yaml").write_text("differences:\n- {point: x}\n")
-    with pytest.raises(cfg.ParamsError, match="entry 1 must have exactly the keys"):
-        cfg.differences(tmp_path)
+    with pytest.raises(fragments.ParamsError, match="entry 1 must have exactly the keys"):
+        fragments.differences(tmp_path)
+
+
+def test_a_fragment_is_read_as_it_is_now_and_refused_when_not_utf8(tmp_path):
+    path = write(tmp_path / "x.yaml", "max_steps: 1\n")
+    assert fragments.read_fragment(path) == {"max_steps": 1}
+    write(path, "max_steps: 2\n")  # same size, maybe the same mtime: parsed again all the same
+    assert fragments.read_fragment(path) == {"max_steps": 2}
+    path.write_bytes(b"max_steps: \xe9\n")
+    with pytest.raises(
+        fragments.ParamsError, match=r"x\.yaml: not UTF-8 text \(invalid continuation byte at byte 11\)"
+    ):
+        fragments.read_fragment(path)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from cerepro.cli import main
-from cerepro.config import ParamsError, evaluation_settings, load_grid
+from cerepro.fragments import ParamsError
 from cerepro.grid import engine
 from cerepro.grid.runner import RunnerError, declared_parameters, run_notebook
+from cerepro.grids import evaluation_settings, load_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -150,10 +150,10 @@ def test_the_evaluate_job_scores_its_runs_teacher_lists(grid, tmp_path):
     """A tiny model (built in code, untrained) scores the last five teacher lists of adr-mse's
     first pass: the lists are the source's, in the teacher's order, marked read up to the train
     ledger's steps; a run without a teacher writes nothing."""
-    from cerepro.config import evaluation_settings, load_grid
     from cerepro.data.training_data import source_counts
     from cerepro.evaluation import teacher
     from cerepro.evaluation.rerank import rerank
+    from cerepro.grids import evaluation_settings, load_grid
     from cerepro.model.models import build_cross_encoder
     from cerepro.report import agreement
 

@@ -221,7 +221,7 @@ def test_an_offline_grid_refuses_before_any_job_when_a_fetched_file_is_removed(t
 HUB = """
 import json, sys
 from cerepro.grid import fetch
-from cerepro.config import load_grid
+from cerepro.grids import load_grid
 grid = load_grid("hub")
 items = [i for i in fetch.grid_inputs(grid) if i.kind == "hub model"]
 print(json.dumps({"items": [[i.name, i.state, i.detail, i.where] for i in items],

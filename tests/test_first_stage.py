@@ -537,7 +537,7 @@ def test_scoreboard_rows_put_the_first_stage_next_to_the_model_card():
 
 
 def test_a_produced_run_shallower_than_the_depth_read_from_it_is_refused_in_params():
-    from cerepro.config import ParamsError
+    from cerepro.fragments import ParamsError
 
     with pytest.raises(
         ParamsError,

@@ -12,7 +12,10 @@ module that imports torch when it is imported.
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +36,10 @@ TORCH_FREE = (
     "report.aggregates",
     "report.scoreboard",
     "evaluation.stats",
+    "objectives",
+    "fragments",
     "config",
+    "grids",
 )
 TORCH = ("torch", "transformers", "sentence_transformers", "accelerate")
 
@@ -217,6 +223,26 @@ def test_report_modules_and_params_validation_never_import_torch(module):
         if name in modules and torch_at_import(modules)[name]
     ]
     assert not through, f"cerepro.{module} imports torch through {through}"
+
+
+def test_every_grid_validates_and_the_book_reads_it_without_torch():
+    """What the imports promise, run: every grid of params/ expanded and validated
+    (``grids.load_grid``: the objectives' records included) and read as the book reads it
+    (``report.tables.grid_info``, the claims' families) in a fresh interpreter that never
+    imports torch."""
+    code = (
+        "import sys\n"
+        "from cerepro.fragments import available\nfrom cerepro.grids import load_grid\n"
+        "from cerepro.report import claims, tables\n"
+        "for name in available('grids'):\n"
+        "    load_grid(name), tables.grid_info(name)\n"
+        "assert claims.RELATIVE and claims.LLM_DISTILLATION\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {TORCH!r}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]", f"imported: {done.stdout}"
 
 
 def test_the_checks_catch_a_circle_and_a_torch_import(tmp_path):

@@ -10,11 +10,8 @@ import pytest
 import torch
 from tolerance import FLOAT64_REL, assert_float_close
 
+from cerepro.objectives import PAPER_OBJECTIVES, ObjectiveError, get, registry
 from cerepro.training.losses import (
-    ACCEPTS,
-    OBJECTIVES,
-    PAPER_OBJECTIVES,
-    REQUIRES,
     adr_mse,
     bce,
     distill_ranknet,
@@ -22,9 +19,9 @@ from cerepro.training.losses import (
     infonce,
     listnet_kl,
     margin_mse,
-    objective,
 )
 
+OBJECTIVES = {slug: record.function() for slug, record in registry().items()}  # slug -> the loss
 SUPERVISED = ("bce", "hinge", "infonce")
 TEACHER = ("margin-mse", "distill-ranknet", "adr-mse", "listnet-kl")  # distillation objectives
 LISTS = ("distill-ranknet", "adr-mse", "listnet-kl")  # teacher-ordered lists, no positive
@@ -224,7 +221,7 @@ def groups_for(slug, seed=0):
             {
                 "scores": scores,
                 "labels": labels,
-                "teacher": teacher if "teacher" in ACCEPTS[slug] else None,
+                "teacher": teacher if "teacher" in get(slug).accepts else None,
             }
         )
     return groups
@@ -472,13 +469,14 @@ def test_cuda_bf16_autocast_matches_cpu(slug):
 
 
 def test_registry_resolves_every_slug():
-    assert set(OBJECTIVES) == set(REQUIRES) == set(ACCEPTS)
     assert set(PAPER_OBJECTIVES) == set(OBJECTIVES) - {"listnet-kl"}
+    assert list(OBJECTIVES) == [*PAPER_OBJECTIVES, "listnet-kl"]  # the paper's table order
     for slug, function in OBJECTIVES.items():
-        assert objective(slug) is function
-        assert REQUIRES[slug] <= ACCEPTS[slug] <= {"labels", "teacher"}
+        record = get(slug)
+        assert record.requires <= record.accepts <= {"labels", "teacher"}
         assert function.__doc__ and "Reference" in function.__doc__
-    assert REQUIRES["margin-mse"] == {"teacher"} and REQUIRES["bce"] == set()
+        assert f"slug ``{slug}``" in function.__doc__  # the record names the loss of its own slug
+    assert get("margin-mse").requires == {"teacher"} and get("bce").requires == set()
 
 
 def test_registry_shares_one_calling_convention():
@@ -489,8 +487,9 @@ def test_registry_shares_one_calling_convention():
         assert parameters["teacher"].kind is inspect.Parameter.KEYWORD_ONLY
         hyper = list(parameters)[4:]
         assert all(parameters[name].default is not inspect.Parameter.empty for name in hyper)
+        assert hyper == list(get(slug).defaults), slug  # every keyword argument declared, none more
 
 
 def test_unknown_slug_names_it_and_lists_known_ones():
-    with pytest.raises(ValueError, match=r"unknown objective 'rank-mse'.*adr-mse.*listnet-kl"):
-        objective("rank-mse")
+    with pytest.raises(ObjectiveError, match=r"unknown objective 'rank-mse'.*adr-mse.*listnet-kl"):
+        get("rank-mse")

@@ -10,7 +10,8 @@ import pytest
 import torch
 from tolerance import assert_scores_close
 
-from cerepro.config import ParamsError, load_config
+from cerepro.config import load_config
+from cerepro.fragments import ParamsError
 from cerepro.model import backbones, demo_tokenizers, models
 
 WORDS = "river mountain city ocean forest desert alpha beta gamma delta kappa lambda".split()

@@ -40,7 +40,7 @@ import json, gzip, sys
 from pathlib import Path
 from cerepro.data import downloads, train_files
 from cerepro.grid import engine, preflight
-from cerepro.config import load_grid
+from cerepro.grids import load_grid
 from cerepro.grid.runner import RunnerError
 home, cache = Path(sys.argv[1]), Path(sys.argv[2])
 out = {}

@@ -14,8 +14,10 @@ import pytest
 import torch
 from tolerance import assert_scores_close
 
-from cerepro.config import ParamsError, evaluation_settings, load_config, load_grid
+from cerepro.config import load_config
+from cerepro.fragments import ParamsError
 from cerepro.grid import engine
+from cerepro.grids import evaluation_settings, load_grid
 from cerepro.model import models
 from cerepro.report import provenance, tables, verdicts
 

@@ -503,7 +503,7 @@ def test_loss_curves_match_hand_values():
 
 
 def test_the_differences_read_as_blocks_not_a_wide_table():
-    from cerepro.config import differences
+    from cerepro.fragments import differences
 
     text = protocol.differences_blocks()
     assert "|" not in text.replace("\\|", "")  # no table row

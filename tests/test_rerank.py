@@ -345,8 +345,8 @@ def test_bf16_scores_are_close_to_fp32(world):
 def test_an_evaluation_at_the_runs_precision_is_not_bf16_rounded(world):
     """What the evaluate notebook passes for an fp32 (or tf32) run gives the exact fp32 scores;
     the old default ("auto", bf16 on CUDA and on CPUs with native bf16) would not."""
-    from cerepro.config import load_grid
     from cerepro.grid import engine
+    from cerepro.grids import load_grid
 
     queries, docs, candidates = world
     tokenizer = bert_tokenizer()

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from tolerance import GRADIENT_REL, assert_float_close, assert_scores_close
 
 from cerepro.config import load_config
+from cerepro.fragments import ParamsError
 from cerepro.training import losses
 from cerepro.training.checkpoints import CheckpointError, TrainingError, latest_checkpoint
 from cerepro.training.train import DivergedError, fit, length_cuts, score_pairs_train, warmup_then_linear_decay
@@ -116,11 +117,11 @@ import sys, time
 sys.path.insert(0, {tests!r})
 import test_train
 from cerepro.training import losses
-slow = losses.OBJECTIVES["margin-mse"]
+slow = losses.margin_mse
 def delayed(*args, **kwargs):
     time.sleep(0.15)
     return slow(*args, **kwargs)
-losses.OBJECTIVES["margin-mse"] = delayed
+losses.margin_mse = delayed  # the record names losses.margin_mse: resolved when the run starts
 cfg = test_train.config("margin-mse", max_steps=24)
 test_train.train(cfg, {folder!r})
 """
@@ -353,7 +354,7 @@ def test_a_tf32_run_trains_with_tf32_matmuls_and_restores_the_setting(tmp_path, 
 
 
 def test_unknown_validation_measure_is_refused_before_training():
-    from cerepro.config import ParamsError
+    from cerepro.fragments import ParamsError
 
     with pytest.raises(ParamsError, match=r"key 'validation_measure' = 'nDCG@ten'.*unknown measure"):
         config(validation_measure="nDCG@ten")
@@ -430,9 +431,12 @@ def test_first_token_last_layer_gives_the_same_loss_and_gradients(arch):
 # --- failures: clear messages, checkpoints untouched ---------------------------------------------
 
 
+BCE = losses.bce  # the real loss, whatever a test has put in its place
+
+
 def nan_from_call(n):
     """bce whose loss turns NaN from its n-th call on (one call per step here)."""
-    real, calls = losses.bce, []
+    real, calls = BCE, []
 
     def broken(scores, mask, **kwargs):
         calls.append(1)
@@ -443,29 +447,30 @@ def nan_from_call(n):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real = losses.OBJECTIVES["bce"]
-    monkeypatch.setitem(losses.OBJECTIVES, "bce", nan_from_call(5))
+    monkeypatch.setattr(losses, "bce", nan_from_call(5))
     cfg = config("bce", max_steps=12)
     with pytest.raises(DivergedError, match=r"loss is nan at step 5.*step-0000003, is intact"):
         train(cfg, tmp_path)
     assert latest_checkpoint(tmp_path).name == "step-0000003"
     before = tree_digest(tmp_path / "checkpoints")
-    monkeypatch.setitem(losses.OBJECTIVES, "bce", nan_from_call(3))  # at the checkpoint step 6
+    monkeypatch.setattr(losses, "bce", nan_from_call(3))  # at the checkpoint step 6
     with pytest.raises(DivergedError, match=r"loss is nan at step 6"):
         train(cfg, tmp_path)
     assert tree_digest(tmp_path / "checkpoints") == before
-    monkeypatch.setitem(losses.OBJECTIVES, "bce", real)
+    monkeypatch.setattr(losses, "bce", BCE)
     assert train(cfg, tmp_path)["steps"] == 12  # and the run resumes from it
 
 
 def test_objective_without_the_inputs_it_needs_fails_before_writing(tmp_path):
-    cfg = config("margin-mse", training_source="triples")
+    # the params are refused (config: the one check of objective against source) ...
     with pytest.raises(
-        TrainingError, match="margin-mse' needs teacher scores, but training source 'triples' gives none.*teacher-pairs"
+        ParamsError,
+        match="key 'training_source' = 'triples': objective 'margin-mse' needs teacher scores, which this source "
+        r"does not give; use one that does \(teacher-pairs, llm-lists\)",
     ):
-        train(cfg, tmp_path / "run")
-    assert not (tmp_path / "run").exists()
-    with pytest.raises(TrainingError, match="training data gives no teacher scores"):
+        config("margin-mse", training_source="triples")
+    # ... and data handed to train() directly that lacks them is refused by the loss, at the first step
+    with pytest.raises(ValueError, match=r"margin-mse needs teacher \(Q, D\); got teacher=None"):
         train(config("margin-mse"), tmp_path / "data", Source(teacher=False))
 
 
@@ -491,7 +496,7 @@ def damage(path: Path) -> None:
 
 def stop_at_step_4(cfg, folder):
     with pytest.MonkeyPatch.context() as mp, pytest.raises(DivergedError):  # stop mid-run
-        mp.setitem(losses.OBJECTIVES, "bce", nan_from_call(4))
+        mp.setattr(losses, "bce", nan_from_call(4))
         train(cfg, folder)
 
 

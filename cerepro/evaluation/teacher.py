@@ -79,7 +79,7 @@ def lists_table(groups, read: int | None) -> tuple[pd.DataFrame, dict[str, str],
 
 
 def score_teacher_lists(grid, run_id: str, scorer, tokenizer, settings, folder, *, lists: int = LISTS):
-    """Score the teacher's lists of ``grid``'s (a :class:`cerepro.config.Grid`) trained run
+    """Score the teacher's lists of ``grid``'s (a :class:`cerepro.grids.Grid`) trained run
     ``run_id`` with ``scorer`` at the evaluation's ``settings`` (lengths, truncation, precision)
     and write ``lists.tsv`` and ``teacher.json`` into ``folder``. Returns the lists (with the
     run and its source), or None with nothing written for the first stage, a released

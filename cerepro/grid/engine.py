@@ -19,18 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cerepro.config import (
-    EvaluationSettings,
-    Grid,
-    RunConfig,
-    effective_settings,
-    evaluation_settings,
-    load_grid,
-    pair_limit,
-)
+from cerepro.config import RunConfig, pair_limit
 from cerepro.data.datasets import InputError
 from cerepro.grid import fetch, preflight
 from cerepro.grid.runner import RunnerError, declared_parameters, notebook_path, run_notebook
+from cerepro.grids import EvaluationSettings, Grid, effective_settings, evaluation_settings, load_grid
 from cerepro.lock import FolderLock, LockedError
 from cerepro.paths import book_dir, cache_dir, params_dir, project_root, runs_dir
 from cerepro.vocab import dataset_registry, produced_run

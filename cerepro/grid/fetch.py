@@ -31,8 +31,8 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cerepro.config import Grid
 from cerepro.data import downloads
+from cerepro.grids import Grid
 from cerepro.paths import cache_dir, write_text_atomic
 from cerepro.vocab import DEMO_PREFIX, LOCAL_PREFIX, produced_run
 

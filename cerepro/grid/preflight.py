@@ -23,7 +23,7 @@ import hashlib
 import zlib
 from pathlib import Path
 
-from cerepro.config import Grid
+from cerepro.grids import Grid
 
 MSMARCO_TRIPLES = "msmarco-passage/train/triples-v2"
 TRIPLES_GZ = "train/qidpidtriples.train.full.2.tsv.gz"

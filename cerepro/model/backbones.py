@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cerepro.config import fragment_path, read_fragment
+from cerepro.fragments import fragment_path, read_fragment
 from cerepro.paths import cache_dir, write_text_atomic
 
 CONFIG_DIR = Path(__file__).resolve().parent / "backbone_configs"

@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from cerepro import vocab
+from cerepro.objectives import BASELINE_OBJECTIVE
 from cerepro.paths import book_dir, runs_dir, write_text_atomic
 from cerepro.report import cells, execute, provenance, tables, verdicts
 from cerepro.report import claims as claims_audit
@@ -220,7 +221,7 @@ class Page:
     def __post_init__(self):
         self._tests: dict[str, pd.DataFrame] = {}
 
-    def tests(self, baseline: str = "bce") -> pd.DataFrame:
+    def tests(self, baseline: str = BASELINE_OBJECTIVE) -> pd.DataFrame:
         """:func:`tables.significance` against ``baseline``, computed once per page."""
         if baseline not in self._tests:
             self._tests[baseline] = tables.significance(self.results, baseline=baseline)
@@ -228,7 +229,7 @@ class Page:
 
     @functools.cached_property
     def claims(self) -> dict:
-        return verdicts.claims(self.results, tests=self.tests("bce"))
+        return verdicts.claims(self.results, tests=self.tests(BASELINE_OBJECTIVE))
 
     @functools.cached_property
     def paper(self) -> cells.CellTable:
@@ -240,7 +241,7 @@ class Page:
         """The claims' verdicts on the authors' table."""
         return claims_audit.audit(self.paper)
 
-    def significance_table(self, baseline: str = "bce"):
+    def significance_table(self, baseline: str = BASELINE_OBJECTIVE):
         """The research question pages' table: means with significance markers."""
         return tables.significance_table(self.results, baseline=baseline, tests=self.tests(baseline))
 
@@ -381,7 +382,7 @@ class Page:
             )
         return self.interactive(board, f"scoreboard-{self.grid.name}")
 
-    def wins_losses(self, baseline: str = "bce", *, in_domain: bool | None = None, objectives=None):
+    def wins_losses(self, baseline: str = BASELINE_OBJECTIVE, *, in_domain: bool | None = None, objectives=None):
         """Queries won and lost against ``baseline`` per backbone, objective and dataset (only the
         in-domain ones, or only the others, when ``in_domain`` is given):
         :func:`cerepro.report.explore.wins_losses_table`."""
@@ -481,7 +482,7 @@ class Page:
         table = table.loc[explore.run_order(table.index)].round(4).reset_index()
         return self.interactive(table, f"teacher-{self.grid.name}")
 
-    def per_query(self, baseline: str = "bce"):
+    def per_query(self, baseline: str = BASELINE_OBJECTIVE):
         """One row per (dataset, query): each system's nDCG@10 (mean over seeds)."""
         rows = self.results[self.results["measure"] == tables.MEASURE]
         if rows.empty:

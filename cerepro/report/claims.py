@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from cerepro.objectives import BASELINE_OBJECTIVE, family
 from cerepro.report.cells import CellTable
 from cerepro.report.derived import best_of, ranked
 
-# The paper's two families of objectives compared in its claims.
-RELATIVE = ("infonce", "margin-mse")
-LLM_DISTILLATION = ("distill-ranknet", "adr-mse")
-BASELINE_OBJECTIVE = "bce"  # what the claims compare the other objectives with
+# The paper's two families of objectives compared in its claims, and the baseline they are
+# compared with (BASELINE_OBJECTIVE): each objective's record says its family.
+RELATIVE = family("relative")
+LLM_DISTILLATION = family("llm-distillation")
 # Two means closer than this (nDCG@10) count as a tie in the claims' verdicts.
 TIE_TOLERANCE = 0.01
 _EPS = 1e-9  # float slack at the tolerance: 0.7408 - 0.7308 is 0.010000000000000009

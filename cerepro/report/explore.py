@@ -32,6 +32,7 @@ import pandas as pd
 
 from cerepro.data.trec import read_run
 from cerepro.evaluation import stats
+from cerepro.objectives import BASELINE_OBJECTIVE
 from cerepro.paths import runs_dir
 from cerepro.report import tables
 from cerepro.vocab import FIRST_STAGE, objective_order, parse_run_id, short_name
@@ -95,7 +96,9 @@ def run_order(runs) -> list[str]:
     return sorted(runs, key=key)
 
 
-def default_pair(results: pd.DataFrame, dataset: str, measure: str = MEASURE, baseline: str = "bce") -> tuple[str, str]:
+def default_pair(
+    results: pd.DataFrame, dataset: str, measure: str = MEASURE, baseline: str = BASELINE_OBJECTIVE
+) -> tuple[str, str]:
     """The two runs the explorer opens on: a baseline-objective run and the run of the same
     backbone and seed whose mean differs most from it; without a baseline, the first stage and
     the best run."""
@@ -187,7 +190,7 @@ def most_changed(pair: pd.DataFrame, n: int = 5) -> pd.DataFrame:
     return pair.loc[order[:n]].reset_index(drop=True)
 
 
-def wins_losses(results: pd.DataFrame, *, baseline: str = "bce", measure: str = MEASURE) -> pd.DataFrame:
+def wins_losses(results: pd.DataFrame, *, baseline: str = BASELINE_OBJECTIVE, measure: str = MEASURE) -> pd.DataFrame:
     """Every objective against ``baseline`` on the same backbone, per dataset, on seed-averaged
     per-query values: queries won, lost and tied, the mean difference and the paired test."""
     models = tables.models_only(results[results["measure"] == measure])
@@ -522,7 +525,7 @@ def most_changed_views(
     grid: str,
     results: pd.DataFrame,
     *,
-    baseline: str = "bce",
+    baseline: str = BASELINE_OBJECTIVE,
     queries: int = 2,
     k: int = 5,
     measure: str = MEASURE,
@@ -558,7 +561,7 @@ def most_changed_views(
 
 
 def wins_losses_table(
-    results: pd.DataFrame, *, baseline: str = "bce", objectives=None, datasets=None, measure: str = MEASURE
+    results: pd.DataFrame, *, baseline: str = BASELINE_OBJECTIVE, objectives=None, datasets=None, measure: str = MEASURE
 ) -> pd.DataFrame:
     """:func:`wins_losses` as a compact table: one row per (backbone, objective), one column per
     dataset, each cell ``wins–losses (mean diff)`` over the queries."""

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cerepro.config import ParamsError, available
+from cerepro.fragments import ParamsError, available
 from cerepro.model.backbones import backbone_facts, millions
 from cerepro.report.cells import CellTable
 from cerepro.report.tables import (

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cerepro.config import available, fragment_path, load_config, paper_seeds, read_fragment, read_grid_file
+from cerepro.config import load_config, paper_seeds
+from cerepro.fragments import available, fragment_path, read_fragment
 from cerepro.model.backbones import backbone_facts, millions
+from cerepro.objectives import registry
 from cerepro.report.tables import backbone_order, book_grid, grid_info
 from cerepro.vocab import dataset_group, dataset_registry, objective_order
 
@@ -20,8 +22,8 @@ def backbones_table(slugs=None) -> pd.DataFrame:
     """The backbones (default: the paper grid's and the demo grid's), by size."""
     if slugs is None:
         slugs = [
-            *read_grid_file(fragment_path("grids", "paper"))["backbones"],
-            *read_grid_file(fragment_path("grids", book_grid()))["backbones"],
+            *grid_info("paper").backbones,
+            *grid_info(book_grid()).backbones,
         ]
     rows = []
     for slug in backbone_order(slugs):
@@ -45,12 +47,15 @@ def backbones_table(slugs=None) -> pd.DataFrame:
 
 
 def objectives_table() -> pd.DataFrame:
-    """Each objective's params fragment: training source, group size, batch and loss settings."""
-    keys = ("training_source", "group_size", "batch_unit", "batch_size", "margin", "temperature", "llm_list")
-    rows = []
-    for slug in objective_order(available("objectives")):
-        params = read_fragment(fragment_path("objectives", slug))
-        rows.append({"objective": slug, **{k: params.get(k, "") for k in keys}})
+    """Each objective's params fragment: training source, group size, batch, the hyperparameters
+    the fragments set (in the order the objectives declare them) and the LLM list."""
+    fragments = {
+        slug: read_fragment(fragment_path("objectives", slug)) for slug in objective_order(available("objectives"))
+    }
+    declared = [h.name for record in registry().values() for h in record.hyperparameters]
+    loss = [name for name in dict.fromkeys(declared) if any(name in f for f in fragments.values())]
+    keys = ("training_source", "group_size", "batch_unit", "batch_size", *loss, "llm_list")
+    rows = [{"objective": slug, **{k: params.get(k, "") for k in keys}} for slug, params in fragments.items()]
     return pd.DataFrame(rows).set_index("objective")
 
 
@@ -128,7 +133,7 @@ def differences_blocks(root=None) -> str:
     """The differences from the authors' code as Markdown, one block per difference (its point
     and status, then what their code does and where, what cerepro does, the expected effect):
     a six-column table of paragraphs does not fit a book's column."""
-    from cerepro.config import differences
+    from cerepro.fragments import differences
 
     def text(value) -> str:
         value = " ".join(str(value).split())

@@ -180,11 +180,3 @@ def first_stage_board(
         default="FAIL",
     )
     return board[["first_stage", "measure", "column", "expected", "ours", "diff", "verdict", "source"]]
-
-
-def profile_first_stage(profile: str) -> str:
-    """The ``first_stage`` a profile's runs re-rank (``params/profiles/<profile>.yaml``)."""
-    import yaml
-
-    path = params_dir() / "profiles" / f"{profile}.yaml"
-    return str((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("first_stage", "bm25"))

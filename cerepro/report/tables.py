@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from cerepro.config import fragment_path, paper_seeds, read_checkpoints, read_fragment, read_grid_file
 from cerepro.evaluation import stats
 from cerepro.evaluation.evaluate import load_results, result_warnings
+from cerepro.grids import checkpoint_run_id, load_grid
 from cerepro.model.backbones import backbone_facts
+from cerepro.objectives import BASELINE_OBJECTIVE
 from cerepro.paths import project_root, runs_dir
 from cerepro.report import aggregates
 from cerepro.vocab import (
@@ -33,7 +34,6 @@ from cerepro.vocab import (
     FIRST_STAGE,
     IN_DOMAIN,
     OOD,
-    RELEASED,
     dataset_group,
     dataset_registry,
     objective_order,
@@ -57,8 +57,7 @@ def backbone_order(backbones) -> list[str]:
 class GridInfo:
     """What the book says about a grid: its axes, its file and whether its numbers are synthetic.
 
-    Read from the grid file as it is: :func:`cerepro.config.load_grid` would validate every run
-    (importing torch on each page) to tell what the file already says."""
+    Read through :func:`cerepro.grids.load_grid` (every run validated, without torch)."""
 
     name: str
     profile: str
@@ -70,6 +69,7 @@ class GridInfo:
     description: str
     synthetic: bool
     reproduces: str | None
+    first_stage: str  # the candidates its runs re-rank (bm25, run:<name>)
     run_ids: frozenset[str] = frozenset()  # the runs the grid names now (and the first stage)
 
     @property
@@ -89,41 +89,32 @@ def book_grid() -> str:
 
 
 def grid_info(grid: str) -> GridInfo:
-    path = fragment_path("grids", grid)
-    spec = read_grid_file(path)
-    profile = read_fragment(fragment_path("profiles", spec["profile"]))
-    seeds = spec.get("seeds", 3)
-    if "checkpoints" in spec:  # released checkpoints: one repetition per (backbone, objective)
-        every = read_checkpoints(fragment_path("checkpoints", spec["checkpoints"]))
-        entries = [e for e in every if e.get("objective")]
-        spec = {
-            **spec,
-            "backbones": list(dict.fromkeys(e["backbone"] for e in entries)),
-            "objectives": list(dict.fromkeys(e["objective"] for e in entries)),
-        }
-        seeds = 1
-        run_ids = {
-            f"{e['backbone']}.{e['objective']}.{RELEASED}" if e.get("objective") else f"{BASELINE}.{e['name']}"
-            for e in every
-        }
+    """What the book says about ``grid`` (a name of params/grids/), from its validated expansion."""
+    spec = load_grid(grid)
+    if spec.checkpoints:  # released checkpoints: one repetition per (backbone, objective)
+        papers = [e for e in spec.checkpoints if e.get("objective")]
+        backbones = tuple(dict.fromkeys(e["backbone"] for e in papers))
+        objectives = tuple(dict.fromkeys(e["objective"] for e in papers))
+        seeds, run_ids = 1, {checkpoint_run_id(e) for e in spec.checkpoints}
     else:
-        listed = paper_seeds(seeds) if isinstance(seeds, int) else seeds
-        run_ids = {f"{b}.{o}.s{s}" for b in spec["backbones"] for o in spec["objectives"] for s in listed}
+        backbones, objectives = spec.backbones, spec.objectives
+        seeds, run_ids = len(spec.seeds), set(spec.run_ids)
     try:
-        shown = path.relative_to(project_root()).as_posix()
+        shown = spec.path.relative_to(project_root()).as_posix()
     except ValueError:
-        shown = f"params/grids/{path.name}"
+        shown = f"params/grids/{spec.path.name}"
     return GridInfo(
-        name=spec.get("name", grid),
-        profile=spec["profile"],
-        backbones=tuple(spec["backbones"]),
-        objectives=tuple(spec["objectives"]),
-        seeds=seeds if isinstance(seeds, int) else len(seeds),
+        name=spec.name,
+        profile=spec.profile,
+        backbones=backbones,
+        objectives=objectives,
+        seeds=seeds,
         path=shown,
-        file=path,
-        description=spec.get("description", ""),
-        synthetic=profile.get("train_data") == "demo",
-        reproduces=spec.get("reproduces"),
+        file=spec.path,
+        description=spec.description,
+        synthetic=spec.first_config.train_data == "demo",
+        reproduces=spec.reproduces,
+        first_stage=spec.first_config.first_stage,
         run_ids=frozenset(run_ids | {FIRST_STAGE}),
     )
 
@@ -322,7 +313,7 @@ def pooled_queries(results: pd.DataFrame, column: str) -> pd.DataFrame:
     return rows.assign(query_id=rows["dataset"] + "/" + rows["query_id"], dataset=column)
 
 
-def significance(results: pd.DataFrame, *, baseline: str = "bce", measure: str = MEASURE) -> pd.DataFrame:
+def significance(results: pd.DataFrame, *, baseline: str = BASELINE_OBJECTIVE, measure: str = MEASURE) -> pd.DataFrame:
     """Every objective against ``baseline`` on the same backbone, per table column: the paired
     t-test with Holm correction over the objectives of a backbone (``stats.compare``) and the
     paper's unpaired Welch test without correction (``stats.paper_welch``), side by side.
@@ -382,7 +373,7 @@ def significance(results: pd.DataFrame, *, baseline: str = "bce", measure: str =
 def significance_table(
     results: pd.DataFrame,
     *,
-    baseline: str = "bce",
+    baseline: str = BASELINE_OBJECTIVE,
     measure: str = MEASURE,
     columns=None,
     tests: pd.DataFrame | None = None,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cerepro.config import fragment_path, read_checkpoints, read_grid_file
+from cerepro.grids import checkpoint_run_id, load_grid
+from cerepro.objectives import BASELINE_OBJECTIVE
 from cerepro.report import claims as claims_audit
 from cerepro.report import derived, scoreboard
 from cerepro.report.cells import CellTable, paper_table
@@ -30,7 +31,6 @@ from cerepro.report.tables import (
     table_columns,
 )
 from cerepro.vocab import (
-    BASELINE,
     FIRST_STAGE,
     IN_DOMAIN,
     OOD,
@@ -114,7 +114,7 @@ def claims(results: pd.DataFrame, measure: str = MEASURE, tests: pd.DataFrame | 
     """The paper's claims, each with the research question that tests it and a verdict computed
     from ``results`` (supported / not supported / not yet run) by :func:`cerepro.report.claims.audit`.
     ``tests``: :func:`significance` of the same results against ``bce``, if already computed."""
-    tests = significance(results, baseline="bce", measure=measure) if tests is None else tests
+    tests = significance(results, baseline=BASELINE_OBJECTIVE, measure=measure) if tests is None else tests
     return claims_audit.audit(cell_table(results, measure), tests=tests)
 
 
@@ -223,12 +223,11 @@ def scoreboard_table(
 def baselines_table(results: pd.DataFrame, grid: str = RELEASED) -> pd.DataFrame:
     """Each public baseline of a checkpoints grid: ours next to the figure its card publishes
     (``published`` in params/checkpoints/), without a verdict: the card's first stage differs."""
-    spec = read_grid_file(fragment_path("grids", grid))
-    entries = [e for e in read_checkpoints(fragment_path("checkpoints", spec["checkpoints"])) if e.get("name")]
+    entries = [e for e in load_grid(grid).checkpoints if e.get("name")]
     means = baselines_only(results).groupby(["run", "measure", "dataset"])["value"].mean().reset_index()
     rows = []
     for entry in entries:
-        run = f"{BASELINE}.{entry['name']}"
+        run = checkpoint_run_id(entry)
         published = entry.get("published") or {"": None}
         for key, figure in published.items():
             measure, _, dataset = key.partition(" ")

@@ -9,7 +9,7 @@ Morand et al. (arXiv:2603.03010) are here under their slugs, plus one listwise e
 
 One calling convention for all, so a training loop needs no per-objective branch::
 
-    loss = OBJECTIVES[slug](scores, mask, labels=labels, teacher=teacher, **hyperparameters)
+    loss = get(slug).function()(scores, mask, labels=labels, teacher=teacher, **config.hyperparameters)
 
 - ``mask``: bool ``(Q, D)``, True where a candidate exists, or None (every slot is real). Padded
   slots may hold anything (even NaN) in ``scores``, ``labels`` and ``teacher``: they change neither
@@ -19,8 +19,9 @@ One calling convention for all, so a training loop needs no per-objective branch
 - ``teacher``: teacher scores ``(Q, D)``, higher = better. A teacher ranking (1 = best) is turned
   into scores by the caller, ``teacher = -rank``.
 - An objective refuses an input it does not use (``bce(..., teacher=t)`` is a ValueError, not a
-  silent no-op); ``REQUIRES`` and ``ACCEPTS`` say which inputs each slug needs and reads, so config
-  and data layers can reject, say, ``margin-mse`` on data without teacher scores before training.
+  silent no-op). Each objective's record in :mod:`cerepro.objectives` says which inputs it needs and
+  reads, and its hyperparameters, so params validation rejects, say, ``margin-mse`` on a training
+  source without teacher scores before training.
 
 Reduction: every objective averages within a group over that group's valid elements (candidates,
 negatives, pairs or positions), then averages the groups with equal weight. With equal-size,
@@ -37,40 +38,11 @@ explained at length in the book's Objectives page; docstrings here state formula
 reduction and source.
 """
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Objective = Callable[..., Tensor]
-
-# The paper's six objectives, in the order of its tables; OBJECTIVES adds the extension.
-PAPER_OBJECTIVES = ("bce", "hinge", "infonce", "margin-mse", "distill-ranknet", "adr-mse")
-
-# Inputs an objective cannot run without, and inputs it reads when given; anything else is refused.
-# Supervised objectives need no `labels`: without them the positive is column 0.
-REQUIRES: dict[str, frozenset[str]] = {
-    "bce": frozenset(),
-    "hinge": frozenset(),
-    "infonce": frozenset(),
-    "margin-mse": frozenset({"teacher"}),
-    "distill-ranknet": frozenset({"teacher"}),
-    "adr-mse": frozenset({"teacher"}),
-    "listnet-kl": frozenset({"teacher"}),
-}
-ACCEPTS: dict[str, frozenset[str]] = {
-    "bce": frozenset({"labels"}),
-    "hinge": frozenset({"labels"}),
-    "infonce": frozenset({"labels"}),
-    "margin-mse": frozenset({"labels", "teacher"}),
-    "distill-ranknet": frozenset({"teacher"}),
-    "adr-mse": frozenset({"teacher"}),
-    "listnet-kl": frozenset({"teacher"}),
-}
-
-DISCOUNTS = ("log2", "reciprocal", None)
-
+from cerepro.objectives import DISCOUNTS, get, registry
 
 # --- input checks shared by the objectives -------------------------------------------------------
 
@@ -112,9 +84,9 @@ def _inputs(
     if scores.numel() == 0:
         raise ValueError(f"{name}: scores are empty, shape {tuple(scores.shape)}")
     for key, given in (("labels", labels), ("teacher", teacher)):
-        if given is None and key in REQUIRES[name]:
+        if given is None and key in get(name).requires:
             raise ValueError(f"{name} needs {key} (Q, D); got {key}=None")
-        if given is not None and key not in ACCEPTS[name]:
+        if given is not None and key not in get(name).accepts:
             raise ValueError(f"{name} does not use {key}; pass {key}=None")
 
     if mask is None:
@@ -491,28 +463,6 @@ def listnet_kl(
     return temperature**2 * kl.mean()
 
 
-# --- registry ------------------------------------------------------------------------------------
-
-OBJECTIVES: dict[str, Objective] = {
-    "bce": bce,
-    "hinge": hinge,
-    "infonce": infonce,
-    "margin-mse": margin_mse,
-    "distill-ranknet": distill_ranknet,
-    "adr-mse": adr_mse,
-    "listnet-kl": listnet_kl,
-}
-
-
-def objective(slug: str) -> Objective:
-    """The objective function registered under ``slug``; ValueError naming it if unknown."""
-    try:
-        return OBJECTIVES[slug]
-    except KeyError:
-        known = ", ".join(OBJECTIVES)
-        raise ValueError(f"unknown objective {slug!r}; known objectives: {known}") from None
-
-
 # --- curves for the book ---------------------------------------------------------------------------
 
 
@@ -522,20 +472,19 @@ def loss_curves(margins=None):
     table (objective, margin, value, gradient) for the book's Objectives page."""
     import pandas as pd
 
-    from cerepro.vocab import objective_order
-
     margins = (
         torch.linspace(-6, 6, 49, dtype=torch.float64)
         if margins is None
         else torch.as_tensor(margins, dtype=torch.float64)
     )
     rows = []
-    for slug in objective_order(OBJECTIVES):
+    for slug, record in registry().items():
+        function = record.function()
 
         def loss(m):  # one group per margin, (Q, 2); the loss is the mean of the groups' losses
             scores = torch.stack([m / 2, -m / 2], dim=1)
             teacher = torch.tensor([[1.0, -1.0]], dtype=torch.float64).expand(len(m), 2)
-            return OBJECTIVES[slug](scores, None, **({"teacher": teacher} if "teacher" in ACCEPTS[slug] else {}))
+            return function(scores, None, **({"teacher": teacher} if "teacher" in record.accepts else {}))
 
         with torch.no_grad():
             values = torch.stack([loss(m.reshape(1)) for m in margins])

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import inspect
 import json
 import math
 import os
@@ -50,13 +49,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from cerepro import objectives
 from cerepro.config import RunConfig, build_config, load_config, scoring_precision
 from cerepro.data import training_data
 from cerepro.data.tokenize import PairEncoding, encode_pairs, padded_batch
 from cerepro.evaluation import rerank
 from cerepro.model import backbones, first_token, models
 from cerepro.paths import write_text_atomic
-from cerepro.training import losses
 from cerepro.training.checkpoints import (
     TrainingError,
     config_fingerprint,
@@ -69,7 +68,7 @@ from cerepro.training.checkpoints import (
 )
 from cerepro.training.selection import Selection
 from cerepro.training.training_blocks import TokenizedBlocks
-from cerepro.vocab import MATMUL_PRECISION, SOURCE_PROVIDES
+from cerepro.vocab import MATMUL_PRECISION
 
 # Dense bf16 / TF32 / fp32 (no TF32) peak TFLOP/s per GPU, for MFU; matched on the device name.
 PEAK_TFLOPS = [
@@ -129,8 +128,8 @@ def fit(
     # ---- setup: output folder, processes, precision, seeds --------------------------------
     output_dir = Path(output_dir)
     fingerprint = config_fingerprint(config)
-    objective = losses.objective(config.objective)
-    check_objective_source(config)
+    record = objectives.get(config.objective)  # params validation checked it against the training source
+    objective = record.function()
     if resume and finished(output_dir, fingerprint):
         return json.loads((output_dir / "summary.json").read_text())
     if data is None:  # every input checked before a GPU step: datasets, the training file's lines
@@ -211,8 +210,7 @@ def fit(
                 + "".join(f"; skipped {p.name}: {why}" for p, why in skipped),
                 flush=True,
             )
-    kwargs = objective_kwargs(config, objective)
-    accepts = losses.ACCEPTS[config.objective]
+    kwargs, accepts = config.hyperparameters, record.accepts
 
     # ---- the loop ---------------------------------------------------------------------------
     model.train()
@@ -433,24 +431,6 @@ def warmup_then_linear_decay(config: RunConfig):
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return factor
-
-
-def objective_kwargs(config: RunConfig, objective) -> dict[str, float]:
-    """The config's hyperparameters (margin, temperature) that the objective takes."""
-    params = inspect.signature(objective).parameters
-    return {k: getattr(config, k) for k in ("margin", "temperature") if k in params}
-
-
-def check_objective_source(config: RunConfig) -> None:
-    """Refuse an objective whose required inputs the training source does not give."""
-    missing = losses.REQUIRES[config.objective] - SOURCE_PROVIDES[config.training_source]
-    if missing:
-        givers = [s for s, gives in SOURCE_PROVIDES.items() if losses.REQUIRES[config.objective] <= gives]
-        raise TrainingError(
-            f"objective {config.objective!r} needs {', '.join(sorted(missing))} scores, but training "
-            f"source {config.training_source!r} gives none; use a source that does "
-            f"({', '.join(givers)}), as params/objectives/{config.objective}.yaml sets"
-        )
 
 
 def _groups_per_micro_batch(config: RunConfig, world: int) -> int:
@@ -856,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not (args.backbone and args.objective):
             parser.error("give --backbone and --objective, or --config-json")
-        from cerepro.config import load_yaml
+        from cerepro.fragments import load_yaml
 
         overrides = {}
         for item in args.set:

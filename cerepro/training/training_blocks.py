@@ -20,7 +20,6 @@ import numpy as np
 from cerepro.config import RunConfig
 from cerepro.data.tokenize import PairEncoding, encode_pairs, tokenizer_fingerprint
 from cerepro.paths import atomic_path, cache_dir
-from cerepro.training import losses
 from cerepro.training.checkpoints import TrainingError
 
 BLOCK_PAIRS = 8192  # pairs tokenized per block ahead of the loop
@@ -131,13 +130,6 @@ class TokenizedBlocks:
             self._iterator = iter(self.source.groups(start))
         queries, passages, arrays = read_groups(self._iterator, self.block_groups, self.config.group_size)
         self._position = start + self.block_groups
-        needed = losses.REQUIRES[self.config.objective]
-        absent = sorted(k for k in needed if arrays[k] is None)
-        if absent:
-            raise TrainingError(
-                f"the training data gives no {', '.join(absent)} scores, which objective "
-                f"{self.config.objective!r} needs"
-            )
         mask = arrays["mask"]
         flat_q = np.repeat(np.asarray(queries, dtype=object), mask.sum(axis=1))
         flat_p = [p for row in passages for p in row if p is not None]
