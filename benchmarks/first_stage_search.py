@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cerepro.retrieval import first_stage as fs  # noqa: E402
-from cerepro.training.train import PEAK_TFLOPS  # noqa: E402
+from cerepro.training.ledger import PEAK_TFLOPS  # noqa: E402
 
 VOCAB = 30_522
 

@@ -34,7 +34,8 @@ import pandas as pd
 from cerepro.config import load_config
 from cerepro.paths import notebook_run_dir
 from cerepro.report import figures
-from cerepro.training.train import fit, launch, training_processes
+from cerepro.training.launch import launch, training_processes
+from cerepro.training.train import fit
 
 config = load_config(backbone, objective, seed, profile, overrides)
 folder = notebook_run_dir(run_dir, "train", config.run_id)  # empty run_dir: runs/interactive/...
