@@ -10,7 +10,7 @@ cannot be downloaded and is not provided (Robust04's documents). ``cerepro plan`
 stop at its first broken file. A file that is only missing is no problem: the grid's jobs
 download it (``cerepro.grid.fetch`` lists them, with sizes and URLs), unless the grid runs
 ``offline``, where every missing input is a problem naming the ``cerepro fetch`` command. Dataset
-ids themselves are checked before this, by ``cerepro.grid.engine.check_inputs`` (an unknown id is an
+ids themselves are checked before this, by ``cerepro.grid.checks.check_inputs`` (an unknown id is an
 error at once).
 
 This module only looks at files; it never downloads, trains or evaluates.
