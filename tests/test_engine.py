@@ -177,7 +177,7 @@ def test_an_evaluation_job_passes_the_runs_identity_and_the_notebook_reads_the_r
     demo = load_grid("demo")
     run = demo.runs[5]
     job = engine.job_parameters(demo, "evaluate", run_id=run.run_id)
-    assert job.parameters == {"grid": "demo", "profile": "demo", "run_name": run.run_id}
+    assert job.parameters == {"grid": "demo", "run_name": run.run_id}
     assert set(job.parameters) <= set(declared_parameters("evaluate"))
     settings = evaluation_settings(demo, run.run_id)
     assert settings == job.settings
@@ -223,6 +223,51 @@ def test_every_notebook_declares_the_parameters_the_engine_passes():
     for name in ("smoke", "demo", "paper"):
         engine.check_grid(name)
     assert set(declared_parameters("train")) >= {"backbone", "objective", "seed", "profile", "run_dir"}
+
+
+def unread_parameters(source: str) -> set[str]:
+    """The names a jupytext notebook's ``parameters`` cell declares that no later code cell reads."""
+    import ast
+
+    import jupytext
+
+    cells = jupytext.reads(source, fmt="py:percent").cells
+    at = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    declared = {t.id for node in ast.parse(cells[at].source).body for t in getattr(node, "targets", [])}
+    code = "\n".join(c.source for c in cells[at + 1 :] if c.cell_type == "code")
+    read = {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return declared - read
+
+
+def test_every_notebook_reads_each_parameter_it_declares_and_jobs_pass_only_those():
+    """A job passes a notebook the run's identity and nothing it ignores: every parameter a
+    notebook declares is read by its code, and each job's parameters are declared ones."""
+    from cerepro.grid.runner import NOTEBOOKS, notebook_path
+
+    for name in NOTEBOOKS:
+        assert unread_parameters(notebook_path(name).read_text(encoding="utf-8")) == set(), name
+    # the check finds a parameter nothing reads
+    assert unread_parameters('# %% tags=["parameters"]\ngrid = "demo"\nprofile = "x"\n\n# %%\nprint(grid)\n') == {
+        "profile"
+    }
+    demo = load_grid("demo")
+    run = demo.runs[0]
+    jobs = {
+        "train": engine.job_parameters(demo, "train", run_id=run.run_id),
+        "evaluate": engine.job_parameters(demo, "evaluate", run_id=run.run_id),
+        "data": engine.job_parameters(demo, "data", source=run.training_source),
+        "compare": engine.job_parameters(demo, "compare"),
+    }
+    assert jobs["train"].parameters == {
+        "profile": "demo",
+        "backbone": run.backbone,
+        "objective": run.objective,
+        "seed": run.seed,
+    }
+    assert jobs["compare"].parameters == {"grid": "demo"}
+    assert set(jobs["data"].parameters) == {"source", "train_data", "llm_list"}
+    for notebook, job in jobs.items():
+        assert set(job.parameters) <= set(declared_parameters(notebook)), notebook
 
 
 def test_unknown_notebook_parameter_fails_before_running(tmp_path):

@@ -214,7 +214,7 @@ def test_released_grid_has_one_evaluation_per_checkpoint_and_trains_nothing():
     for key in ("first_stage", "candidate_depth", "eval_datasets", "max_length", "precision"):
         assert getattr(job.config, key) == getattr(paper, key), key
     job = engine.job_parameters(grid, "evaluate", run_id="bert-base.bce.released")
-    assert job.parameters == {"grid": "released", "profile": grid.profile, "run_name": "bert-base.bce.released"}
+    assert job.parameters == {"grid": "released", "run_name": "bert-base.bce.released"}
     settings = job.settings  # what the notebook reads from the run's identity
     assert settings.model == "xpmir/cross-encoder-bert-base-BCE" and settings.revision == "main"
     assert settings.first_stage == paper.first_stage and settings.depth == paper.candidate_depth

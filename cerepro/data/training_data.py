@@ -856,21 +856,6 @@ def training_file(kind: str, train_data_name: str, llm_list: str = "sampled-50")
     return train_data(train_data_name).path(kind, llm_list)
 
 
-def check_inputs(config, *, verify: bool = False) -> None:
-    """Everything a run reads, checked before it trains: its validation and evaluation datasets
-    exist, its local training file is there, and with ``verify`` every line of the training file
-    parses (cached; see ``verify_training_file``)."""
-    from cerepro.data.datasets import check_dataset
-
-    for key in ("validation_datasets", "eval_datasets"):
-        for dataset in getattr(config, key):
-            check_dataset(dataset, key)
-    if config.train_data.startswith(LOCAL_PREFIX):
-        training_file(config.training_source, config.train_data, config.llm_list)
-    if verify:
-        verify_training_file(config.training_source, config.train_data, config.llm_list)
-
-
 def verify_training_file(kind: str, train_data_name: str, llm_list: str = "sampled-50") -> dict:
     """Parse every line of the source's file as training would (columns, finite scores, integer
     ranks); raise DataFormatError naming the first bad line. The result is cached per file (path,

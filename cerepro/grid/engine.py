@@ -16,7 +16,7 @@ from typing import Any
 
 from cerepro.config import EvaluationSettings, Grid, RunConfig, evaluation_settings, load_grid
 from cerepro.data.datasets import InputError
-from cerepro.grid.checks import check_evaluation, check_inputs
+from cerepro.grid.checks import check_evaluate, check_inputs
 from cerepro.grid.runner import RunnerError, declared_parameters, notebook_path, run_notebook
 from cerepro.paths import runs_dir
 
@@ -36,8 +36,8 @@ class Job:
         run_dir = Path(done_path).parent
         kernel_env = {var: str(threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} if threads else {}
         try:
-            if self.settings:  # an evaluation; training checks its own inputs (cerepro.training.train.fit)
-                check_evaluation(self.settings)
+            if self.settings:  # an evaluation; the train notebook checks its run before fit
+                check_evaluate(self.settings)
             return run_notebook(self.notebook, run_dir, self.parameters, kernel_env=kernel_env)
         except (RunnerError, InputError, ValueError) as exc:
             if log_path:
@@ -51,20 +51,20 @@ def grid_dir(grid: Grid) -> Path:
 
 
 def job_parameters(grid: Grid, notebook: str, *, run_id: str | None = None, source: str | None = None) -> Job:
-    """The parameters each notebook receives for a grid job (all literal values)."""
-    base = {"grid": grid.name, "profile": grid.profile}
+    """The parameters each notebook receives for a grid job (all literal values): only those it
+    reads, the run's identity; the notebook reads the rest from the run's config."""
     settings = None
     if notebook == "train":
         run = train_run(grid, run_id)
-        params = {**base, "backbone": run.backbone, "objective": run.objective, "seed": run.seed}
+        params = {"profile": grid.profile, "backbone": run.backbone, "objective": run.objective, "seed": run.seed}
     elif notebook == "evaluate":  # the run's identity; the notebook reads its settings
         settings = evaluation_settings(grid, run_id)
-        params = {**base, "run_name": run_id}
+        params = {"grid": grid.name, "run_name": run_id}
     elif notebook == "data":
         run = next(r for r in grid.runs if r.training_source == source) if source else grid.runs[0]
-        params = {**base, "source": source, "train_data": run.train_data, "llm_list": run.llm_list}
+        params = {"source": source, "train_data": run.train_data, "llm_list": run.llm_list}
     elif notebook == "compare":
-        params = dict(base)
+        params = {"grid": grid.name}
     else:
         raise RunnerError(f"no job kind for notebook {notebook!r}")
     return Job(notebook, params, settings)

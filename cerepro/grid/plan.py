@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from cerepro.config import Grid, RunConfig, effective_settings, load_grid, pair_limit
-from cerepro.grid import fetch, preflight
+from cerepro.grid import fetch
 from cerepro.grid.changed import changed_runs, format_changed
-from cerepro.grid.checks import check_inputs
+from cerepro.grid.checks import check_inputs, grid_problems
 from cerepro.grid.engine import text_table
 from cerepro.grid.first_stage_jobs import first_stage_jobs, first_stage_plan
 from cerepro.vocab import dataset_registry
@@ -111,7 +111,7 @@ def plan(name: str) -> dict[str, Any]:
         "first_stage_jobs": len(first_stage_jobs(grid)),
         "first_stage_facts": _scale_facts() if first else {},
         "eval_datasets": list(grid.eval_datasets),
-        "input_problems": preflight.check_inputs(grid, inputs=inputs),
+        "input_problems": grid_problems(grid, inputs=inputs),
         "downloads": [{k: v for k, v in vars(i).items() if k not in ("handle", "action")} for i in inputs],
         "download_bytes": volume,
         "download_unknown": [i.name for i in unknown],

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from cerepro.config import Grid
-from cerepro.grid import fetch, preflight
+from cerepro.grid import fetch
 from cerepro.grid.changed import changed_runs, format_changed, set_aside_changed
-from cerepro.grid.checks import check_grid_inputs
+from cerepro.grid.checks import check_grid_inputs, grid_problems
 from cerepro.grid.engine import check_grid, grid_dir
 from cerepro.grid.first_stage_jobs import first_stage_jobs
 from cerepro.grid.runner import RunnerError
@@ -218,7 +218,7 @@ def run_grid(grid: str, *, offline: bool = False, **kwargs) -> int:
     if not kwargs.get("dry_run"):
         check_grid_inputs(checked, offline=offline, inputs=inputs)  # before anything is made in runs/<grid>/
     else:
-        problems = preflight.check_inputs(checked, offline=offline, inputs=inputs)
+        problems = grid_problems(checked, offline=offline, inputs=inputs)
         if problems:
             print(
                 f"`cerepro grid {name}` would refuse to start until these are fixed:\n  - " + "\n  - ".join(problems),

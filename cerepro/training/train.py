@@ -128,10 +128,6 @@ def fit(
     check_objective_source(config)
     if resume and finished(output_dir, fingerprint):
         return json.loads((output_dir / "summary.json").read_text())
-    if data is None:  # every input checked before a GPU step: datasets, the training file's lines
-        from cerepro.data.training_data import check_inputs
-
-        check_inputs(config, verify=True)
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is not None and not resume:
         raise TrainingError(
