@@ -29,7 +29,7 @@ from cerepro.config import EvaluationSettings, Grid, RunConfig, evaluation_setti
 from cerepro.data.datasets import InputError, check_dataset
 from cerepro.grid import preflight
 from cerepro.grid.runner import RunnerError, declared_parameters
-from cerepro.vocab import LOCAL_PREFIX, produced_run
+from cerepro.vocab import LOCAL_PREFIX, TRAINING_SOURCES, produced_run
 
 
 def _refuse(problem: str, problems: list[str] | None) -> None:
@@ -51,6 +51,10 @@ def check_data(run: RunConfig, *, verify: bool = False, problems: list[str] | No
     parses (``cerepro.data.training_data.verify_training_file``, cached)."""
     from cerepro.data import training_data
 
+    if run.training_source not in TRAINING_SOURCES:  # params check theirs; `cerepro run data -p source=`
+        raise InputError(
+            f"source {run.training_source!r} is not a training source; known: {', '.join(TRAINING_SOURCES)}"
+        )
     if run.train_data.startswith(LOCAL_PREFIX):
         training_data.training_file(run.training_source, run.train_data, run.llm_list)
     for problem in preflight.training_file_problems(run):
