@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cerepro.retrieval.impacts import _write_shard, build_index, quantise  # noqa: E402
 from cerepro.retrieval.search import _doc_major, search  # noqa: E402
 from cerepro.retrieval.splade import encode_texts  # noqa: E402
-from cerepro.training.train import PEAK_TFLOPS  # noqa: E402
+from cerepro.training.ledger import PEAK_TFLOPS  # noqa: E402
 
 VOCAB = 30_522
 

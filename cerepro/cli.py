@@ -148,6 +148,9 @@ def parse_params(items: list[str]) -> dict:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from cerepro.grid import engine
+    from cerepro.grid.checks import check_notebook_parameters
+    from cerepro.grid.plan import format_plan, plan
+    from cerepro.grid.workflow import check_site_name, check_site_options, run_grid
 
     if args.command == "run":
         from cerepro.grid.runner import default_run_dir, is_done, run_notebook
@@ -160,7 +163,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         except LockedError as exc:
             raise RunnerError(str(exc)) from None
         # the run the parameters describe is checked before a kernel starts or a folder is made
-        engine.check_notebook_parameters(args.notebook, params)
+        check_notebook_parameters(args.notebook, params)
         out = args.out or default_run_dir(args.notebook, params)
         finished = is_done(out) and not args.force
         folder = run_notebook(args.notebook, out, params, force=args.force, progress=True)
@@ -175,9 +178,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise RunnerError("--partition and --account need --slurm")
         for option, value in (("--partition", args.partition), ("--account", args.account)):
             if value is not None:
-                engine.check_site_name(option, value)
-        engine.check_site_options(args.snakemake_args)
-        return engine.run_grid(
+                check_site_name(option, value)
+        check_site_options(args.snakemake_args)
+        return run_grid(
             args.name,
             cores=args.cores,
             dry_run=args.dry_run,
@@ -192,8 +195,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "fetch":
         return _fetch(args.name, dry_run=args.dry_run)
     if args.command == "plan":
-        p = engine.plan(args.name)
-        print(json.dumps(p, indent=2) if args.json else engine.format_plan(p))
+        p = plan(args.name)
+        print(json.dumps(p, indent=2) if args.json else format_plan(p))
         return 0
     if args.command == "book":
         from cerepro.report.book import build_book
@@ -203,7 +206,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(engine.format_runs(engine.run_status(args.name)))
         return 0
     if args.command == "report":
-        code = engine.run_grid(args.grid, cores=args.cores, book=True)
+        code = run_grid(args.grid, cores=args.cores, book=True)
         return code
     raise AssertionError(args.command)
 
@@ -211,11 +214,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _fetch(name: str, *, dry_run: bool) -> int:
     """``cerepro fetch``: each input with what was done, its size and where it is; exit 1 while
     an input is broken or cannot be downloaded (the steps to provide it are printed)."""
-    from cerepro.grid import engine, fetch
+    from cerepro.grid import fetch
+    from cerepro.grid.checks import check_inputs
     from cerepro.grids import load_grid
 
     grid = load_grid(name)
-    engine.check_inputs(grid)  # unknown dataset ids and local folders, before any download
+    check_inputs(grid)  # unknown dataset ids and local folders, before any download
     if dry_run:
         items = fetch.grid_inputs(grid)
         print(f"grid {grid.name}: {len(items)} downloadable or licensed inputs\n" + fetch.format_inputs(items))

@@ -22,10 +22,8 @@
 
 # %% tags=["parameters"]
 grid = "demo"
-profile = "demo"
 measure = "nDCG@10"
 baseline = "bce"
-run_dir = "."
 
 # %%
 

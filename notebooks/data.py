@@ -19,13 +19,10 @@
 # LLM-teacher lists (synthetic).
 
 # %% tags=["parameters"]
-grid = "adhoc"
-profile = "demo"
 source = "llm-lists"
 train_data = "demo"
 llm_list = "sampled-50"
 groups = 200
-run_dir = ""
 
 # %% [markdown]
 # ## Every line checked

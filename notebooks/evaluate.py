@@ -27,7 +27,6 @@
 
 # %% tags=["parameters"]
 grid = "demo"
-profile = "demo"
 run_name = "first-stage"
 model = ""
 revision = None
@@ -35,13 +34,9 @@ overrides = {}
 run_dir = ""
 
 # %%
-
 import pandas as pd
 
-from cerepro.data.datasets import collection_facts, load_candidates, load_collection
-from cerepro.data.trec import write_run
-from cerepro.evaluation.evaluate import evaluate, folder_name, save_result
-from cerepro.evaluation.rerank import rerank
+from cerepro.evaluation.evaluate_model import evaluate_model
 from cerepro.grids import evaluation_settings, load_grid
 from cerepro.model.models import load_scorer
 from cerepro.paths import notebook_run_dir
@@ -49,51 +44,16 @@ from cerepro.report import figures
 
 settings = evaluation_settings(load_grid(grid), run_name, model=model, revision=revision, overrides=overrides)
 scorer, tokenizer, source = load_scorer(settings.model, settings.revision) if settings.model else (None, None, None)
-contract = {
-    "first_stage": f"{settings.first_stage} top-{settings.depth}",
-    "scoring_precision": settings.precision if scorer else None,
-    "document_text": settings.document_text,
-    **(source.describe() if source else {}),
-}
+folder = notebook_run_dir(run_dir, "evaluate", run_name)  # empty run_dir: runs/interactive/...
 pd.Series(settings.to_dict(), name=run_name, dtype=object).to_frame()
 
 # %% [markdown]
 # ## Re-rank and measure
+# Each dataset's run and result (with its metric contract) go to `results/<dataset>/` in this
+# run's folder; a result's warnings are printed here, where the numbers are read.
 
 # %%
-results = []
-for dataset in settings.datasets:
-    collection = load_collection(dataset, settings.document_text)
-    run = load_candidates(dataset, settings.first_stage, settings.depth)
-    texts = None
-    if scorer is not None:
-        texts = collection.docs.get_many(run["doc_id"].unique())  # missing texts: counted by rerank
-        run = rerank(
-            scorer,
-            tokenizer,
-            run,
-            collection.queries,
-            texts,
-            max_length=settings.max_length,
-            query_max_length=settings.query_max_length,
-            passage_max_length=settings.passage_max_length,
-            truncation=settings.truncation,
-            precision=settings.precision,
-        )
-    folder = notebook_run_dir(run_dir, "evaluate", run_name) / "results" / folder_name(dataset)
-    write_run(run, folder / "run.trec", settings.run_id)
-    result = evaluate(
-        run,
-        collection.qrels,
-        dataset=dataset,
-        run_name=settings.run_id,
-        candidate_depth=settings.depth,
-        contract_extra={**contract, **collection_facts(collection, run, texts)},
-    )
-    results.append(save_result(result, folder) and result)
-    for warning in result.contract["warnings"]:  # said here, where the numbers are read
-        print(f"WARNING: {warning}")
-
+results = evaluate_model(settings, folder, scorer=scorer, tokenizer=tokenizer, source=source)
 means = pd.concat([r.means for r in results])
 means.pivot(index="dataset", columns="measure", values="value")
 
@@ -114,9 +74,7 @@ figures.per_query_distribution(pd.concat([r.per_query for r in results]))
 from cerepro.evaluation.teacher import score_teacher_lists
 from cerepro.report import agreement
 
-lists = score_teacher_lists(
-    load_grid(grid), run_name, scorer, tokenizer, settings, notebook_run_dir(run_dir, "evaluate", run_name) / "teacher"
-)
+lists = score_teacher_lists(load_grid(grid), run_name, scorer, tokenizer, settings, folder / "teacher")
 agreement.teacher_agreement(
     lists
 ) if lists is not None else f"{run_name}: no teacher lists (no model trained here from a source with teacher scores)"

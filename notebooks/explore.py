@@ -31,7 +31,6 @@ run_b = ""
 measure = "nDCG@10"
 k = 10
 queries = 3
-run_dir = ""
 
 # %%
 from IPython.display import display

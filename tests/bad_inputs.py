@@ -83,9 +83,9 @@ def plan_error(tmp_path: Path, grid_text: str, profile: str | None = None) -> No
     if profile:
         (params / "profiles" / "bad.yaml").write_text(profile)
     os.environ["CEREPRO_PARAMS"] = str(params)
-    from cerepro.grid import engine
+    from cerepro.grid.plan import plan
 
-    engine.plan("bad")
+    plan("bad")
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -416,6 +416,15 @@ def smoke_alone(tmp_path):
     cerepro("run", "train", "-p", "profile=smoke")
 
 
+@case(
+    "typo in a training source: `cerepro run data -p source=tripels` (refused before a kernel starts)",
+    Refused,
+    r"source 'tripels' is not a training source; known: triples, teacher-pairs, hard-negatives, llm-lists",
+)
+def data_source_typo(tmp_path):
+    cerepro("run", "data", "-p", "source=tripels", "--out", str(tmp_path / "data"))
+
+
 def without_root_override(command: list[str]) -> list[str]:
     """``command`` as a process that folder permissions bind: root writes anywhere, unless it
     drops the capabilities that override them (setpriv, util-linux)."""

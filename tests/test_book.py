@@ -259,7 +259,7 @@ def test_a_finished_grid_whose_book_is_not_built_in_this_checkout_has_its_book_j
 ):
     """`make report` (`cerepro grid demo --book`) after the grid finished, in a checkout whose book
     is not built: the book job's DONE (in runs/) does not stand for a book here, so it is redone."""
-    from cerepro.grid import engine
+    from cerepro.grid.workflow import outputs_to_redo
     from cerepro.grids import load_grid
 
     runs = tmp_path / "runs"
@@ -269,8 +269,8 @@ def test_a_finished_grid_whose_book_is_not_built_in_this_checkout_has_its_book_j
     shutil.copy(smoke["done"], runs / "demo" / "book" / "DONE")  # the marker the successful build wrote
     grid = load_grid("demo")
     monkeypatch.setenv("CEREPRO_BOOK", str(smoke["book"]))  # the checkout that built it
-    assert "book/DONE" not in engine.outputs_to_redo(grid, book=True)
+    assert "book/DONE" not in outputs_to_redo(grid, book=True)
     monkeypatch.setenv("CEREPRO_BOOK", str(_copy_book(tmp_path / "fresh-checkout")))
-    assert "book/DONE" in engine.outputs_to_redo(grid, book=True)
+    assert "book/DONE" in outputs_to_redo(grid, book=True)
     assert "is not built in" in capsys.readouterr().err
-    assert "book/DONE" not in engine.outputs_to_redo(grid, book=False)
+    assert "book/DONE" not in outputs_to_redo(grid, book=False)

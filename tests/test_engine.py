@@ -10,8 +10,13 @@ import pytest
 from cerepro.cli import main
 from cerepro.fragments import ParamsError
 from cerepro.grid import engine
+from cerepro.grid.changed import changed_runs, set_aside_changed
+from cerepro.grid.first_stage_jobs import first_stage_corpora, first_stage_inputs, first_stage_jobs, first_stage_sizes
+from cerepro.grid.plan import PLAN_PEAK_TFLOPS, plan
 from cerepro.grid.runner import RunnerError, declared_parameters, run_notebook
+from cerepro.grid.workflow import snakemake_command
 from cerepro.grids import evaluation_settings, load_grid
+from cerepro.paths import project_root
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +29,7 @@ def isolated_runs(tmp_path, monkeypatch):
 
 
 def test_paper_grid_dry_run_with_slurm_profile_lists_162_training_jobs_and_their_resources():
-    cmd = engine.snakemake_command("paper", dry_run=True, slurm=True)
+    cmd = snakemake_command("paper", dry_run=True, slurm=True)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout + out.stderr
@@ -75,7 +80,7 @@ def test_plan_estimates_gpu_hours_for_every_run(capsys):
     assert main(["plan", "paper"]) == 0
     out = capsys.readouterr().out
     assert "162 training jobs" in out and "GPU-hours" in out
-    p = engine.plan("paper")
+    p = plan("paper")
     assert len(p["runs"]) == 162 and p["total_gpu_h"] > 0
     small = next(r for r in p["runs"] if r["run_id"].startswith("ettin-17m.bce"))
     big = next(r for r in p["runs"] if r["run_id"].startswith("bert-base.bce"))
@@ -93,19 +98,19 @@ def test_plan_estimates_gpu_hours_for_every_run(capsys):
 def test_train_and_evaluate_jobs_wait_for_the_data_and_first_stage_jobs_they_read():
     grid = load_grid("paper")
     run_id = grid.runs[0].run_id
-    train = engine.first_stage_inputs(grid, run_id, "train")
-    evaluate = engine.first_stage_inputs(grid, run_id, "evaluate")
+    train = first_stage_inputs(grid, run_id, "train")
+    evaluate = first_stage_inputs(grid, run_id, "evaluate")
     assert len(train) == 13 and all(p.endswith(".splade-v3-distilbert-top100/DONE") for p in train)
     assert len(evaluate) == 22 and all(p.endswith(".splade-v3-distilbert-top1000/DONE") for p in evaluate)
     assert "first-stage-runs/msmarco-passage~trec-dl-2019~judged.splade-v3-distilbert-top1000/DONE" in evaluate
-    jobs = engine.first_stage_jobs(grid)
+    jobs = first_stage_jobs(grid)
     assert jobs["nano-beir~scifact.splade-v3-distilbert-top100"] == ("nano-beir/scifact", "splade-v3-distilbert-top100")
     # a grid on BM25 or user-placed runs has no first-stage job
-    assert engine.first_stage_jobs(load_grid("demo")) == {}
+    assert first_stage_jobs(load_grid("demo")) == {}
 
 
 def test_plan_prints_the_tables_settings_per_backbone_and_costs_full_fp32(capsys):
-    p = engine.plan("paper")
+    p = plan("paper")
     # the table's runs trained in "32-true" with no TF32 (xpm-torch before 19 Feb 2026): full fp32,
     # planned at the fp32 peak; the DeBERTa rows (the authors' bf16 rerun) at the bf16 one
     for prefix, precision in (
@@ -114,10 +119,10 @@ def test_plan_prints_the_tables_settings_per_backbone_and_costs_full_fp32(capsys
         ("deberta-v3-base.bce", "bf16-mixed"),
     ):
         row = next(r for r in p["runs"] if r["run_id"].startswith(prefix))
-        assert row["precision"] == precision and row["peak_tflops"] == engine.PLAN_PEAK_TFLOPS[precision]
+        assert row["precision"] == precision and row["peak_tflops"] == PLAN_PEAK_TFLOPS[precision]
     # what full fp32 costs more than TF32: the ratio of the two peaks, run by run
     bert = next(r for r in p["runs"] if r["run_id"].startswith("bert-base.bce"))
-    ratio = engine.PLAN_PEAK_TFLOPS["tf32"] / engine.PLAN_PEAK_TFLOPS["fp32"]
+    ratio = PLAN_PEAK_TFLOPS["tf32"] / PLAN_PEAK_TFLOPS["fp32"]
     assert bert["train_gpu_h"] + bert["eval_gpu_h"] == pytest.approx(bert["tf32_gpu_h"] * ratio, rel=1e-9)
     assert p["total_tf32_gpu_h"] * 5 < p["total_gpu_h"]
     settings = {row["backbone"]: row for row in p["settings"]}
@@ -147,10 +152,10 @@ def test_plan_prints_the_tables_settings_per_backbone_and_costs_full_fp32(capsys
     # the README and the book's Protocol page quote these two totals
     quoted = f"{p['total_gpu_h']:,.0f} GPU-hours", f"{p['total_tf32_gpu_h']:,.0f}"
     for doc in ("README.md", "book/setup/protocol.md"):
-        text = " ".join((engine.project_root() / doc).read_text(encoding="utf-8").split())
+        text = " ".join((project_root() / doc).read_text(encoding="utf-8").split())
         assert all(q in text for q in quoted), doc
     # the authors' later code: whole query, passages to the model's positions, nDCG, TF32
-    later = {row["backbone"]: row for row in engine.plan("authors-head")["settings"]}
+    later = {row["backbone"]: row for row in plan("authors-head")["settings"]}
     assert (later["bert-base"]["precision"], later["bert-base"]["truncation"]) == ("tf32", "passage")
     assert (later["bert-base"]["query / passage max"], later["bert-base"]["selection"]) == (
         "- / -",
@@ -173,7 +178,7 @@ def test_an_evaluation_job_passes_the_runs_identity_and_the_notebook_reads_the_r
     demo = load_grid("demo")
     run = demo.runs[5]
     job = engine.job_parameters(demo, "evaluate", run_id=run.run_id)
-    assert job.parameters == {"grid": "demo", "profile": "demo", "run_name": run.run_id}
+    assert job.parameters == {"grid": "demo", "run_name": run.run_id}
     assert set(job.parameters) <= set(declared_parameters("evaluate"))
     settings = evaluation_settings(demo, run.run_id)
     assert settings == job.settings
@@ -219,6 +224,51 @@ def test_every_notebook_declares_the_parameters_the_engine_passes():
     for name in ("smoke", "demo", "paper"):
         engine.check_grid(name)
     assert set(declared_parameters("train")) >= {"backbone", "objective", "seed", "profile", "run_dir"}
+
+
+def unread_parameters(source: str) -> set[str]:
+    """The names a jupytext notebook's ``parameters`` cell declares that no later code cell reads."""
+    import ast
+
+    import jupytext
+
+    cells = jupytext.reads(source, fmt="py:percent").cells
+    at = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    declared = {t.id for node in ast.parse(cells[at].source).body for t in getattr(node, "targets", [])}
+    code = "\n".join(c.source for c in cells[at + 1 :] if c.cell_type == "code")
+    read = {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return declared - read
+
+
+def test_every_notebook_reads_each_parameter_it_declares_and_jobs_pass_only_those():
+    """A job passes a notebook the run's identity and nothing it ignores: every parameter a
+    notebook declares is read by its code, and each job's parameters are declared ones."""
+    from cerepro.grid.runner import NOTEBOOKS, notebook_path
+
+    for name in NOTEBOOKS:
+        assert unread_parameters(notebook_path(name).read_text(encoding="utf-8")) == set(), name
+    # the check finds a parameter nothing reads
+    assert unread_parameters('# %% tags=["parameters"]\ngrid = "demo"\nprofile = "x"\n\n# %%\nprint(grid)\n') == {
+        "profile"
+    }
+    demo = load_grid("demo")
+    run = demo.runs[0]
+    jobs = {
+        "train": engine.job_parameters(demo, "train", run_id=run.run_id),
+        "evaluate": engine.job_parameters(demo, "evaluate", run_id=run.run_id),
+        "data": engine.job_parameters(demo, "data", source=run.training_source),
+        "compare": engine.job_parameters(demo, "compare"),
+    }
+    assert jobs["train"].parameters == {
+        "profile": "demo",
+        "backbone": run.backbone,
+        "objective": run.objective,
+        "seed": run.seed,
+    }
+    assert jobs["compare"].parameters == {"grid": "demo"}
+    assert set(jobs["data"].parameters) == {"source", "train_data", "llm_list"}
+    for notebook, job in jobs.items():
+        assert set(job.parameters) <= set(declared_parameters(notebook)), notebook
 
 
 def test_unknown_notebook_parameter_fails_before_running(tmp_path):
@@ -282,7 +332,7 @@ def test_finished_runs_whose_profile_changed_are_named_and_rerun_on_request(tmp_
     grid = load_grid("mini")
     bce, hinge = (r.run_id for r in grid.runs)
     bce_folder, hinge_folder = finished_like(grid, bce), finished_like(grid, hinge)
-    assert engine.changed_runs(grid) == []
+    assert changed_runs(grid) == []
 
     profile = params / "profiles" / "demo.yaml"
     profile.write_text(
@@ -304,11 +354,11 @@ def test_finished_runs_whose_profile_changed_are_named_and_rerun_on_request(tmp_
     assert "log_every" not in out
 
     grid = load_grid("mini")
-    moved = engine.set_aside_changed(grid, engine.changed_runs(grid))
+    moved = set_aside_changed(grid, changed_runs(grid))
     assert not bce_folder.exists() and not hinge_folder.exists()
     assert sorted(p.name for p in moved) == sorted([bce, hinge])
     assert all((p / "train" / "config.json").is_file() for p in moved)  # kept, not deleted
-    assert engine.changed_runs(grid) == []
+    assert changed_runs(grid) == []
 
 
 def test_a_changed_evaluation_setting_reruns_only_the_evaluation(tmp_path, monkeypatch):
@@ -325,9 +375,9 @@ def test_a_changed_evaluation_setting_reruns_only_the_evaluation(tmp_path, monke
     profile = params / "profiles" / "demo.yaml"
     profile.write_text(profile.read_text().replace("candidate_depth: 30", "candidate_depth: 20"))
     grid = load_grid("mini")
-    [changed] = engine.changed_runs(grid)
+    [changed] = changed_runs(grid)
     assert changed["redo"] == "evaluate" and changed["changes"] == ["candidate_depth: 30 -> 20"]
-    engine.set_aside_changed(grid, [changed])
+    set_aside_changed(grid, [changed])
     assert (folder / "train" / "DONE").is_file() and not (folder / "evaluate").exists()
 
 
@@ -336,12 +386,12 @@ def test_a_cpu_grid_asks_at_most_its_profile_for_its_first_stage_jobs():
     stand-ins: its jobs stay within the profile (2 GB, 15 min, 2 CPUs), none asks for a GPU, so a
     one-node test cluster can run them; the paper grid's are sized from the collections."""
     grid = load_grid("rehearsal")
-    sizes = engine.first_stage_sizes(grid)
-    corpora, runs = engine.first_stage_corpora(grid), engine.first_stage_jobs(grid)
+    sizes = first_stage_sizes(grid)
+    corpora, runs = first_stage_corpora(grid), first_stage_jobs(grid)
     jobs = [sizes[c][s] for c in corpora for s in ("encode", "index")] + [sizes[k]["search"] for k in runs]
     assert len(jobs) == 2 * len(corpora) + len(runs) and "msmarco-passage.tiny-splade" in corpora
     assert all(j["gpus"] == 0 for j in jobs)  # the encode jobs too: this grid trains on the CPU
     assert all(j["mem_mb"] <= 2048 and j["runtime_min"] <= 15 and j.get("threads", j["cpus"]) <= 2 for j in jobs)
     assert all("capped by the profile" in j["basis"] for j in jobs)
-    paper = engine.first_stage_sizes(load_grid("paper"))
+    paper = first_stage_sizes(load_grid("paper"))
     assert paper["msmarco-passage.splade-v3-distilbert"]["index"]["mem_mb"] > 4 * 1024

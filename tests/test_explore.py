@@ -111,7 +111,8 @@ def test_agreement_with_the_teacher_per_run(grid):
     pair's tau is the product of the two sides' signs, and the run's summary their mean."""
     from explore_grid import TEACHER_LISTS
 
-    from cerepro.data.training_data import source_counts, training_file
+    from cerepro.data.train_files import training_file
+    from cerepro.data.training_data import source_counts
     from cerepro.report import agreement
 
     lists = agreement.teacher_lists("demo")

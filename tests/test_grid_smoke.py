@@ -114,8 +114,6 @@ def test_smoke_grid_survives_sigkill_resumes_and_reruns_nothing(tmp_path):
                 "run",
                 "train",
                 "-p",
-                "grid=smoke",
-                "-p",
                 "profile=smoke",
                 "-p",
                 "backbone=tiny-bert",

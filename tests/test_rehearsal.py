@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 READ = """
 import json
 from cerepro.data import datasets, rehearsal, training_data
-from cerepro.grid import engine
+from cerepro.grid.plan import plan
 from cerepro.retrieval import first_stage
-out = {"plan": engine.plan("rehearsal")["input_problems"]}  # before the grid's first stage ran
+out = {"plan": plan("rehearsal")["input_problems"]}  # before the grid's first stage ran
 for d in rehearsal.EVAL_SETS + rehearsal.VALIDATION_SETS:
     # the grid's first stage over the collection as ir_datasets reads it
     first_stage.produce_run(d, "tiny-splade-top20", progress=False)
@@ -39,7 +39,9 @@ BAD = """
 import json, gzip, sys
 from pathlib import Path
 from cerepro.data import downloads, train_files
-from cerepro.grid import engine, preflight
+from cerepro.grid import preflight
+from cerepro.grid.plan import plan
+from cerepro.grid.workflow import run_grid
 from cerepro.grids import load_grid
 from cerepro.grid.runner import RunnerError
 home, cache = Path(sys.argv[1]), Path(sys.argv[2])
@@ -58,13 +60,13 @@ try:
     train_files.msmarco_triples_path()
 except Exception as exc:
     out["unpack"] = f"{type(exc).__name__}: {exc}"
-out["plan"] = engine.plan("bad")["input_problems"]
+out["plan"] = plan("bad")["input_problems"]
 try:
-    engine.plan("unknown")
+    plan("unknown")
 except Exception as exc:
     out["unknown"] = f"{type(exc).__name__}: {exc}"
 try:
-    engine.run_grid("bad", cores=1)
+    run_grid("bad", cores=1)
 except RunnerError as exc:
     out["grid"] = str(exc)
 print(json.dumps(out))

@@ -17,6 +17,7 @@ from tolerance import assert_scores_close
 from cerepro.config import load_config
 from cerepro.fragments import ParamsError
 from cerepro.grid import engine
+from cerepro.grid.first_stage_jobs import first_stage_inputs, first_stage_jobs, produce_first_stage
 from cerepro.grids import evaluation_settings, load_grid
 from cerepro.model import models
 from cerepro.report import provenance, tables, verdicts
@@ -215,7 +216,7 @@ def test_released_grid_has_one_evaluation_per_checkpoint_and_trains_nothing():
     for key in ("first_stage", "candidate_depth", "eval_datasets", "max_length", "precision"):
         assert getattr(job.config, key) == getattr(paper, key), key
     job = engine.job_parameters(grid, "evaluate", run_id="bert-base.bce.released")
-    assert job.parameters == {"grid": "released", "profile": grid.profile, "run_name": "bert-base.bce.released"}
+    assert job.parameters == {"grid": "released", "run_name": "bert-base.bce.released"}
     settings = job.settings  # what the notebook reads from the run's identity
     assert settings.model == "xpmir/cross-encoder-bert-base-BCE" and settings.revision == "main"
     assert settings.first_stage == paper.first_stage and settings.depth == paper.candidate_depth
@@ -297,10 +298,10 @@ def test_a_hub_checkpoint_through_the_released_grid_lands_on_the_scoreboard_as_r
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
     grid = load_grid("released-demo", root=params)
 
-    for key in engine.first_stage_jobs(grid):  # the first stage the evaluation waits for, as the grid runs it
+    for key in first_stage_jobs(grid):  # the first stage the evaluation waits for, as the grid runs it
         first = engine.grid_dir(grid) / "first-stage-runs" / key
-        engine.produce_first_stage(grid, key, str(first / "DONE"), str(first / "log"))
-    assert engine.first_stage_inputs(grid, "tiny-bert.bce.released", "evaluate")
+        produce_first_stage(grid, key, str(first / "DONE"), str(first / "log"))
+    assert first_stage_inputs(grid, "tiny-bert.bce.released", "evaluate")
     done = engine.grid_dir(grid) / "tiny-bert.bce.released" / "evaluate" / "DONE"
     engine.job_parameters(grid, "evaluate", run_id="tiny-bert.bce.released").execute(str(done), threads=1)
     assert done.is_file()

@@ -24,7 +24,8 @@ from cerepro.config import load_config
 from cerepro.fragments import ParamsError
 from cerepro.training import losses
 from cerepro.training.checkpoints import CheckpointError, TrainingError, latest_checkpoint
-from cerepro.training.train import DivergedError, fit, length_cuts, score_pairs_train, warmup_then_linear_decay
+from cerepro.training.chunks import length_cuts, score_pairs_train
+from cerepro.training.train import DivergedError, fit, warmup_then_linear_decay
 
 WORDS = "river mountain city ocean forest desert alpha beta gamma delta kappa lambda".split()
 TEXTS = [" ".join(np.random.default_rng(i).choice(WORDS, 10)) for i in range(120)]
@@ -319,7 +320,7 @@ def test_selection_measure_is_rr10_by_default_ndcg_over_the_whole_top_100_as_an_
     import pandas as pd
 
     from cerepro.evaluation import rerank
-    from cerepro.training.train import ValidationSet, validation_topics
+    from cerepro.training.validation import ValidationSet, validation_topics
 
     assert config().validation_measure == "RR@10" and config().validation_queries == 500  # the table's
     assert config(validation_measure="nDCG@10").validation_measure == "nDCG@10"
@@ -338,7 +339,7 @@ def test_selection_measure_is_rr10_by_default_ndcg_over_the_whole_top_100_as_an_
 
 
 def test_a_tf32_run_trains_with_tf32_matmuls_and_restores_the_setting(tmp_path, monkeypatch):
-    from cerepro.training import train as train_module
+    from cerepro.training.ledger import peak_flops
 
     assert torch.get_float32_matmul_precision() == "highest"
     train(config(precision="tf32", max_steps=2, warmup_steps=1), tmp_path / "run")
@@ -348,9 +349,9 @@ def test_a_tf32_run_trains_with_tf32_matmuls_and_restores_the_setting(tmp_path, 
     # MFU is taken against the TF32 peak for tf32 runs, not the bf16 one
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
     cuda = torch.device("cuda")
-    assert train_module.peak_flops(cuda, "tf32") == 495e12
-    assert train_module.peak_flops(cuda, "bf16-mixed") == 989e12
-    assert train_module.peak_flops(cuda, "fp32") == 67e12
+    assert peak_flops(cuda, "tf32") == 495e12
+    assert peak_flops(cuda, "bf16-mixed") == 989e12
+    assert peak_flops(cuda, "fp32") == 67e12
 
 
 def test_unknown_validation_measure_is_refused_before_training():

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from cerepro.model import backbones
 from cerepro.training.checkpoints import TrainingError, latest_checkpoint
-from cerepro.training.train import check_launch_environment
+from cerepro.training.launch import check_launch_environment
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402

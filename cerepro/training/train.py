@@ -24,25 +24,24 @@ the source names itself: :mod:`cerepro.training.training_blocks`); the loop itse
 longest pair. On one process, a step's pairs are sorted by length and scored in a few
 length-homogeneous chunks before one loss and one backward: same loss, less padding.
 
-Launch: call ``fit`` in-process (one CPU or GPU), or ``python -m cerepro.training.train`` under
-``accelerate launch`` / ``torchrun`` for DDP; ``launch()`` does the latter from a notebook.
+Launch: call ``fit`` in-process (one CPU or GPU), or ``python -m cerepro.training.launch`` under
+``accelerate launch`` / ``torchrun`` for DDP; :func:`cerepro.training.launch.launch` does the latter
+from a notebook. The pieces live beside the loop: chunked scoring (:mod:`~cerepro.training.chunks`),
+validation sets (:mod:`~cerepro.training.validation`), the log and compute ledger
+(:mod:`~cerepro.training.ledger`).
 
 Checkpoints are :mod:`cerepro.training.checkpoints`'. This module trains; it never evaluates test collections.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import json
 import math
 import os
 import random
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +49,8 @@ import numpy as np
 import torch
 
 from cerepro import objectives
-from cerepro.config import RunConfig, build_config, load_config, scoring_precision
+from cerepro.config import RunConfig, scoring_precision
 from cerepro.data import training_data
-from cerepro.data.tokenize import PairEncoding, encode_pairs, padded_batch
-from cerepro.evaluation import rerank
 from cerepro.model import backbones, first_token, models
 from cerepro.paths import write_text_atomic
 from cerepro.training.checkpoints import (
@@ -66,24 +63,22 @@ from cerepro.training.checkpoints import (
     save_checkpoint,
     set_rng,
 )
+from cerepro.training.chunks import chunk_overhead_tokens, score_pairs_train
+from cerepro.training.ledger import (
+    accumulate,
+    append_jsonl,
+    broadcast,
+    last_logged_loss,
+    log_record,
+    run_ledger,
+    truncate_log,
+    zero_totals,
+    zero_window,
+)
 from cerepro.training.selection import Selection
 from cerepro.training.training_blocks import TokenizedBlocks
+from cerepro.training.validation import ValidationSet
 from cerepro.vocab import MATMUL_PRECISION
-
-# Dense bf16 / TF32 / fp32 (no TF32) peak TFLOP/s per GPU, for MFU; matched on the device name.
-PEAK_TFLOPS = [
-    ("H100 PCIe", 756, 378, 51),
-    ("H100 NVL", 835, 418, 60),
-    ("H100", 989, 495, 67),
-    ("GH200", 989, 495, 67),
-    ("H200", 989, 495, 67),
-    ("B200", 2250, 1125, 80),
-    ("A100", 312, 156, 19.5),
-    ("L40S", 362, 183, 91.6),
-    ("L4", 121, 60, 30.3),
-    ("A10G", 70, 35, 31.2),
-    ("RTX 4090", 165, 82.6, 82.6),
-]
 
 
 class DivergedError(TrainingError):
@@ -132,10 +127,6 @@ def fit(
     objective = record.function()
     if resume and finished(output_dir, fingerprint):
         return json.loads((output_dir / "summary.json").read_text())
-    if data is None:  # every input checked before a GPU step: datasets, the training file's lines
-        from cerepro.data.training_data import check_inputs
-
-        check_inputs(config, verify=True)
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is not None and not resume:
         raise TrainingError(
@@ -189,7 +180,7 @@ def fit(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_linear_decay(config))
 
     # ---- resume -----------------------------------------------------------------------------
-    step, totals = 0, _zero_totals()
+    step, totals = 0, zero_totals()
     selection = Selection(config.validation_aggregate, config.early_stopping_steps)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -198,13 +189,13 @@ def fit(
         step, selection, totals = state["step"], Selection.from_state(state["best"]), state["totals"]
         totals["resumed_from"] = [*totals.get("resumed_from", []), step]  # in the ledger
         if main:
-            _truncate_log(output_dir / "log.jsonl", step)
+            truncate_log(output_dir / "log.jsonl", step)
             note = {
                 "step": step,
                 "resumed_from": str(checkpoint.relative_to(output_dir)),
                 "skipped": {p.name: why for p, why in skipped},
             }
-            _append_jsonl(output_dir / "log.jsonl", note)
+            append_jsonl(output_dir / "log.jsonl", note)
             print(
                 f"resuming {config.run_id} at step {step} of {config.max_steps} from {note['resumed_from']}"
                 + "".join(f"; skipped {p.name}: {why}" for p, why in skipped),
@@ -223,7 +214,7 @@ def fit(
         dynamic_ncols=True,
         mininterval=1.0,
     )
-    session_start, window_start, window = time.perf_counter(), time.perf_counter(), _zero_window()
+    session_start, window_start, window = time.perf_counter(), time.perf_counter(), zero_window()
     pending = None  # the previous step's loss, checked one step late so the GPU never waits
     # Length-homogeneous chunks need one forward per chunk: on one process only (DDP expects one
     # forward per backward).
@@ -277,12 +268,12 @@ def fit(
         last = step == config.max_steps
         if step % config.log_every == 0 or last or selection.should_stop(step):
             _check_finite(*pending, output_dir)
-            record = _log_record(step, window, window_start, schedule, accelerator, device)
-            _accumulate(totals, window, time.perf_counter() - window_start)
+            record = log_record(step, window, window_start, schedule, accelerator, device)
+            accumulate(totals, window, time.perf_counter() - window_start)
             if main:
-                _append_jsonl(output_dir / "log.jsonl", record)
+                append_jsonl(output_dir / "log.jsonl", record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", pairs_s=f"{record['pairs_per_s']:.0f}")
-            window_start, window = time.perf_counter(), _zero_window()
+            window_start, window = time.perf_counter(), zero_window()
         if validation and (step % config.validate_every == 0 or last):
             _check_finite(*pending, output_dir)
             started = time.perf_counter()
@@ -293,7 +284,7 @@ def fit(
                 values = {v.dataset: v.score(bare, scoring_precision(config)) for v in validation}
                 selected = selection.update(step, values)
                 # "selection": the aggregate the model is kept on, whatever the measure
-                _append_jsonl(
+                append_jsonl(
                     output_dir / "log.jsonl",
                     {
                         "step": step,
@@ -307,7 +298,7 @@ def fit(
                 if selected:
                     _save_model(bare, tokenizer, output_dir / "model", config, step, selection)
             accelerator.wait_for_everyone()
-            selection = Selection.from_state(_broadcast(selection.state(), accelerator))
+            selection = Selection.from_state(broadcast(selection.state(), accelerator))
             totals["validation_s"] += time.perf_counter() - started
             window_start = time.perf_counter()  # validation time is not training throughput
             window["cpu_start"] = time.process_time()
@@ -322,7 +313,7 @@ def fit(
     if main:
         if not validation:
             _save_model(bare, tokenizer, output_dir / "model", config, step, selection)
-        ledger = run_ledger(config, totals, bare, device, world)
+        ledger = run_ledger(config, totals, bare, device, world, bf16)
         write_text_atomic(output_dir / "ledger.json", json.dumps(ledger, indent=1))
         summary = {
             "run_id": config.run_id,
@@ -336,7 +327,7 @@ def fit(
             "best_step": selection.best_step,
             "best_value": selection.best_value,
             "best_per_dataset": selection.best_per_dataset,
-            "final_loss": _last_logged_loss(output_dir / "log.jsonl"),
+            "final_loss": last_logged_loss(output_dir / "log.jsonl"),
             "compute": ledger,
         }
         write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=1))
@@ -346,78 +337,6 @@ def fit(
 
 # ---------------------------------------------------------------------------------------------
 # Pieces of the loop
-
-
-def score_pairs_train(
-    model,
-    encoding: PairEncoding,
-    pairs: np.ndarray,
-    lengths: np.ndarray,
-    pad_id: int,
-    device,
-    *,
-    overhead_tokens: int | None,
-) -> torch.Tensor:
-    """Scores (P,) of ``pairs`` with gradients, in input order.
-
-    With ``overhead_tokens`` (None: one forward), the pairs are sorted by length and scored in a
-    few length-homogeneous forwards, each padded to its own longest pair, instead of one padded to
-    the longest of all; the cuts minimise padded tokens plus ``overhead_tokens`` per forward
-    (``chunk_overhead_tokens``), so short, uniform batches stay in one forward. The cuts depend
-    on the data only, so a run stays deterministic.
-    """
-    if overhead_tokens is None or len(pairs) < 8:
-        batch = padded_batch(encoding, pairs, pad_id)
-        return model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}).logits[:, 0]
-    order = np.argsort(lengths, kind="stable")
-    batches = [
-        padded_batch(encoding, pairs[idx], pad_id)
-        for idx in np.split(order, length_cuts(lengths[order], overhead_tokens=overhead_tokens))
-    ]
-    # One word-embedding lookup for all chunks: its backward then builds the dense (vocab, hidden)
-    # gradient once per step, not once per chunk (47 MB of zeros and adds per chunk for MiniLM).
-    ids = torch.cat([b["input_ids"].reshape(-1) for b in batches]).to(device)
-    vectors = model.get_input_embeddings()(ids)  # (tokens, hidden)
-    pieces, start = [], 0
-    for batch in batches:
-        shape = batch["input_ids"].shape  # (B_chunk, L_chunk)
-        embeds = vectors[start : start + shape.numel()].view(*shape, -1)
-        start += shape.numel()
-        rest = {k: v.to(device) for k, v in batch.items() if k != "input_ids"}
-        pieces.append(model(inputs_embeds=embeds, **rest).logits[:, 0])
-    inverse = torch.from_numpy(np.argsort(order, kind="stable")).to(device)
-    return torch.cat(pieces)[inverse]
-
-
-def chunk_overhead_tokens(model_config, device_type: str, bf16: bool) -> int:
-    """The fixed cost of one more forward + backward (Python, kernel launches), in tokens of the
-    model's own work: an assumed per-forward time (0.5-1 ms plus a little per layer) times an
-    assumed sustained rate (50 GFLOP/s fp32 on CPU, twice that in bf16; 400 TFLOP/s on GPU) over
-    the training FLOPs per token of a 128-token pair. Fixed numbers, not measured ones, so the
-    cuts are reproducible; a 2-layer demo model gets about a hundred tokens, MiniLM a few,
-    bert-base on a GPU about a thousand."""
-    layers = model_config.num_hidden_layers
-    if device_type == "cuda":
-        seconds, rate = (0.5 + 0.1 * layers) * 1e-3, 4e14
-    else:
-        seconds, rate = (1.0 + 0.4 * layers) * 1e-3, (1e11 if bf16 else 5e10)
-    per_token = backbones.pair_flops(model_config, [128], training=True) / 128
-    return max(1, int(seconds * rate / per_token))
-
-
-def length_cuts(sorted_lengths: np.ndarray, *, overhead_tokens: int = 512, max_chunks: int = 8) -> list[int]:
-    """Where to cut ascending ``sorted_lengths`` into equal-count chunks: the number of chunks
-    that minimises padded tokens + ``overhead_tokens`` per forward (vectorised over candidates)."""
-    n = len(sorted_lengths)
-    best_cost, best_cuts = None, []
-    for k in range(1, min(max_chunks, n // 4) + 1):
-        cuts = [round(n * i / k) for i in range(1, k)]
-        ends = np.array(cuts + [n]) - 1
-        sizes = np.diff(np.array([0] + cuts + [n]))
-        cost = int((sorted_lengths[ends] * sizes).sum()) + overhead_tokens * k
-        if best_cost is None or cost < best_cost:
-            best_cost, best_cuts = cost, cuts
-    return best_cuts
 
 
 def warmup_then_linear_decay(config: RunConfig):
@@ -489,67 +408,6 @@ def _check_finite(step: int, values: torch.Tensor, event, lr: float, output_dir:
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation: re-rank each validation collection's candidates, mean of validation_measure
-
-
-@dataclass
-class ValidationSet:
-    dataset: str
-    measure: str
-    encoding: PairEncoding
-    run: Any  # DataFrame[query_id, doc_id] in encoding order
-    qrels: Any
-    pad_id: int
-
-    @classmethod
-    def load(cls, dataset: str, config: RunConfig, tokenizer) -> ValidationSet:
-        from cerepro.data import datasets
-
-        run = datasets.load_candidates(dataset, config.validation_first_stage, config.validation_depth)
-        run = validation_topics(run, config.validation_queries)
-        collection = datasets.load_collection(dataset, config.document_text)
-        queries = collection.queries
-        texts = dict(zip(run["doc_id"].unique(), collection.doc_text(run["doc_id"].unique())))
-        encoding = encode_pairs(
-            tokenizer,
-            run["query_id"].map(queries).tolist(),
-            run["doc_id"].map(texts).tolist(),
-            max_length=config.max_length,
-            query_max_length=config.query_max_length,
-            passage_max_length=config.passage_max_length,
-            truncation=config.truncation,
-        )
-        return cls(
-            dataset,
-            config.validation_measure,
-            encoding,
-            run[["query_id", "doc_id"]].reset_index(drop=True),
-            collection.qrels,
-            tokenizer.pad_token_id,
-        )
-
-    def score(self, model, precision: str) -> float:
-        from cerepro.evaluation import evaluate
-
-        scores = rerank.score_pairs(model, self.encoding, pad_token_id=self.pad_id, precision=precision)
-        result = evaluate.evaluate(
-            self.run.assign(score=scores), self.qrels, [self.measure], dataset=self.dataset, run_name="validation"
-        )
-        return result.mean(self.measure)
-
-
-def validation_topics(run, limit: int, seed: int = 123):
-    """The candidates of at most ``limit`` topics: all of them when there are that few (NanoBEIR's
-    sets hold 50), else a seeded sample (the authors draw 500 with xpmir's RandomFold, seed 123;
-    its draw is not reproduced, only the size)."""
-    topics = np.asarray(sorted(run["query_id"].unique()), dtype=object)
-    if len(topics) <= limit:
-        return run
-    kept = set(np.random.RandomState(seed).choice(topics, size=limit, replace=False))
-    return run[run["query_id"].isin(kept)]
-
-
-# ---------------------------------------------------------------------------------------------
 # The selected model, saved with its card
 
 
@@ -573,280 +431,3 @@ def _save_model(model, tokenizer, folder: Path, config: RunConfig, step: int, se
         f"precision {config.precision}; seed {config.seed}.\n",
     )
     models.save_cross_encoder(model, tokenizer, folder, card=card)
-
-
-# ---------------------------------------------------------------------------------------------
-# Logs and the compute ledger
-
-
-def _zero_window() -> dict:
-    return {"pairs": 0, "tokens": 0, "flops": 0.0, "losses": [], "grad_norms": [], "cpu_start": time.process_time()}
-
-
-def _zero_totals() -> dict:
-    return {"steps": 0, "pairs": 0, "tokens": 0, "flops": 0.0, "train_s": 0.0, "validation_s": 0.0, "wall_s": 0.0}
-
-
-def _accumulate(totals: dict, window: dict, seconds: float) -> None:
-    totals["steps"] += len(window["losses"])
-    for key in ("pairs", "tokens", "flops"):
-        totals[key] += window[key]
-    totals["train_s"] += seconds
-
-
-def _log_record(step: int, window: dict, started: float, schedule, accelerator, device) -> dict:
-    seconds = max(time.perf_counter() - started, 1e-9)
-    loss = torch.stack(window["losses"]).mean()
-    loss = accelerator.reduce(loss, reduction="mean") if accelerator.num_processes > 1 else loss
-    record = {
-        "step": step,
-        "seconds": seconds,
-        "cpu_seconds": time.process_time() - window["cpu_start"],
-        "loss": float(loss),
-        "lr": schedule.get_last_lr()[0],
-        "grad_norm": float(torch.stack(window["grad_norms"]).mean()),
-        "pairs_per_s": window["pairs"] * accelerator.num_processes / seconds,
-        "tokens_per_s": window["tokens"] * accelerator.num_processes / seconds,
-    }
-    record.update(_memory(device))
-    return record
-
-
-def _memory(device) -> dict:
-    import psutil
-
-    out = {"rss_mb": psutil.Process().memory_info().rss / 2**20}
-    if device.type == "cuda":
-        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return out
-
-
-def _append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past the resumed step (a killed run may have logged beyond its checkpoint)."""
-    if path.is_file():
-        kept = [
-            line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
-        write_text_atomic(path, "".join(line + "\n" for line in kept))
-
-
-def _last_logged_loss(path: Path) -> float | None:
-    losses_ = (
-        [
-            json.loads(line)["loss"]
-            for line in path.read_text().splitlines()
-            if line.strip() and "loss" in json.loads(line)
-        ]
-        if path.is_file()
-        else []
-    )
-    return losses_[-1] if losses_ else None
-
-
-def _broadcast(obj, accelerator):
-    if accelerator.num_processes == 1:
-        return obj
-    from accelerate.utils import broadcast_object_list
-
-    return broadcast_object_list([obj])[0]
-
-
-def peak_flops(device, precision: str) -> float | None:
-    """Dense peak FLOP/s of one GPU at the run's precision, or None if unknown (and on CPU)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, bf16, tf32, fp32 in PEAK_TFLOPS:
-        if key in name:
-            return {"bf16-mixed": bf16, "tf32": tf32}.get(precision, fp32) * 1e12
-    return None
-
-
-def run_ledger(config: RunConfig, totals: dict, model, device, world: int) -> dict:
-    """Wall time, device, steps, pairs/s, estimated FLOPs and MFU (GPU) of the whole run."""
-    train_s = max(totals["train_s"], 1e-9)
-    peak = peak_flops(device, config.precision)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    flops_per_s = totals["flops"] * world / train_s
-    return {
-        "run_id": config.run_id,
-        "device": name,
-        "device_type": device.type,
-        "processes": world,
-        "threads": torch.get_num_threads(),
-        "precision": config.precision,
-        "matmul_precision": torch.get_float32_matmul_precision(),
-        "autocast_bf16": _mixed_precision(config) == "bf16",
-        "params": backbones.count_params(model),
-        "steps": totals["steps"],
-        "pairs": totals["pairs"] * world,
-        "tokens": totals["tokens"] * world,
-        "wall_s": round(totals["wall_s"], 3),
-        "train_s": round(totals["train_s"], 3),
-        "validation_s": round(totals["validation_s"], 3),
-        "pairs_per_s": totals["pairs"] * world / train_s,
-        "tokens_per_s": totals["tokens"] * world / train_s,
-        "flops": totals["flops"] * world,
-        "flops_per_s": flops_per_s,
-        "peak_flops_per_device": peak,
-        "mfu": flops_per_s / (peak * world) if peak else None,
-        "flops_method": "cerepro.model.backbones.pair_flops: 3 x forward matmul FLOPs on unpadded tokens",
-        "resumed_from": list(totals.get("resumed_from", [])),  # checkpoint steps this run resumed at
-    }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU {line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"CPU ({os.cpu_count()} cores)"
-
-
-# ---------------------------------------------------------------------------------------------
-# Entry point for accelerate launch / torchrun, and a launcher for notebooks
-
-
-def training_processes(config: RunConfig) -> int:
-    """How many processes train ``config``: ``processes`` when set, else one per GPU (one on CPU)."""
-    return config.processes or max(1, config.gpus)
-
-
-def launch(
-    config: RunConfig,
-    output_dir: str | os.PathLike,
-    *,
-    num_processes: int | None = None,
-    resume: bool = True,
-    extra_args: list[str] | None = None,
-) -> dict[str, Any]:
-    """Run ``fit`` in child processes under ``accelerate launch`` and return the run's summary.
-
-    ``num_processes`` (default: ``training_processes(config)``, else all visible GPUs): DDP over
-    that many GPUs, or, for a CPU run (``gpus: 0``), that many CPU processes over gloo with the
-    GPUs hidden. Safe from a papermill-executed notebook: the kernel never initialises CUDA or
-    forks workers itself.
-    """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    spec = output_dir / "launch-config.json"
-    write_text_atomic(spec, json.dumps(config.to_dict(), indent=1))
-    if num_processes is None:
-        num_processes = training_processes(config) if config.gpus or config.processes else max(1, _visible_gpus())
-    # `accelerate launch --cpu` always starts ONE process (its simple launcher); N processes come
-    # from its torchrun path (--multi_gpu), which on a machine without visible GPUs gives gloo
-    # CPU processes. Port 0: a free port, so jobs sharing a node do not race for 29500.
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        str(num_processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        *(["--multi_gpu", "--main_process_port", "0"] if num_processes > 1 else []),
-        *(extra_args or []),
-        "-m",
-        "cerepro.training.train",
-        "--config-json",
-        str(spec),
-        "--output",
-        str(output_dir),
-    ]
-    if not resume:
-        command.append("--no-resume")
-    env = dict(os.environ)
-    if not config.gpus:
-        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run stays on CPU on a GPU node too
-    try:  # a kernel's stdout may have no file descriptor (a notebook run by a SLURM job step)
-        streams = {"stdout": sys.stdout.fileno(), "stderr": sys.stderr.fileno()}
-    except (AttributeError, OSError, ValueError):
-        streams = None
-    if streams is not None:
-        returncode = subprocess.run(command, env=env, **streams).returncode
-    else:  # relay the children's output line by line
-        with subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
-        ) as child:
-            for line in child.stdout:
-                sys.stdout.write(line)
-        returncode = child.returncode
-    if returncode:
-        raise TrainingError(f"training process failed with exit code {returncode}: {' '.join(command)}")
-    return json.loads((output_dir / "summary.json").read_text())
-
-
-def check_launch_environment(environ=os.environ) -> None:
-    """Refuse ``accelerate launch --cpu --num_processes N``: accelerate then starts one process
-    (and sets MASTER_ADDR for N), so the run would silently train alone."""
-    cpu = environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    world = any(k in environ for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
-    if cpu and "MASTER_ADDR" in environ and not world:
-        raise TrainingError(
-            "`accelerate launch --cpu --num_processes N` starts a single process; for N CPU "
-            "processes use `accelerate launch --multi_gpu --num_processes N` on a machine without "
-            "visible GPUs (CUDA_VISIBLE_DEVICES=), or set processes: N with gpus: 0 in params "
-            "(cerepro.training.train.launch)"
-        )
-
-
-def _visible_gpus() -> int:
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
-        return sum(line.startswith("GPU") for line in out.stdout.splitlines())
-    except (OSError, subprocess.SubprocessError):
-        return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m cerepro.training.train",
-        description=(
-            "Train one cross-encoder. Under DDP: accelerate launch --num_processes N -m cerepro.training.train ... "
-            "or torchrun --nproc_per_node N -m cerepro.training.train ..."
-        ),
-    )
-    parser.add_argument("--backbone"), parser.add_argument("--objective")
-    parser.add_argument("--seed", type=int, default=0), parser.add_argument("--profile", default="demo")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a params key (YAML value), e.g. --set max_steps=100",
-    )
-    parser.add_argument("--config-json", help="a RunConfig as JSON (written by launch())")
-    parser.add_argument("--output", required=True, help="the run's output folder")
-    parser.add_argument("--no-resume", action="store_true")
-    args = parser.parse_args(argv)
-    check_launch_environment()
-    if args.config_json:
-        config = build_config([(args.config_json, json.loads(Path(args.config_json).read_text()))])
-    else:
-        if not (args.backbone and args.objective):
-            parser.error("give --backbone and --objective, or --config-json")
-        from cerepro.fragments import load_yaml
-
-        overrides = {}
-        for item in args.set:
-            key, _, value = item.partition("=")
-            overrides[key] = load_yaml(value)  # plain data only
-        config = load_config(args.backbone, args.objective, args.seed, args.profile, overrides)
-    summary = fit(config, args.output, resume=not args.no_resume)
-    print(json.dumps({k: summary[k] for k in ("run_id", "steps", "best_step", "best_value", "model_dir")}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
