@@ -28,23 +28,24 @@ import yaml
 
 from cerepro.paths import params_dir, runs_dir
 from cerepro.vocab import (
-    BASELINE,
     DATA_ORDERS,
     DOCUMENT_TEXTS,
     FIRST_STAGE,
     HARD_NEGATIVE_GROUPS,
-    MATMUL_PRECISION,
-    PRECISIONS,
     RELEASED,
-    SCORING_PRECISION,
     TRAIN_DATA,
     TRAINING_SOURCES,
     TRUNCATIONS,
     VALIDATION_AGGREGATES,
+    CandidateSource,
+    Precision,
+    PrecisionError,
+    RunId,
+    RunIdError,
+    SourceError,
     is_known_dataset,
     objectives,
     parse_measures,
-    run_id,
 )
 
 LAYER_ORDER = ("base", "backbone", "objective", "profile", "overrides")
@@ -201,7 +202,7 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        return run_id(self.backbone, self.objective, self.seed)
+        return str(RunId.trained(self.backbone, self.objective, self.seed))
 
     @property
     def groups_per_step(self) -> int:
@@ -228,7 +229,7 @@ _HINTS = typing.get_type_hints(RunConfig)
 
 def scoring_precision(config: RunConfig) -> str:
     """The precision ``config``'s model is scored at: validation, evaluation, the contract."""
-    return SCORING_PRECISION[config.precision]
+    return Precision.parse(config.precision).scoring
 
 
 def paper_seeds(n: int) -> list[int]:
@@ -390,6 +391,15 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
 
     if c.objective not in objectives():
         fail("objective", f"unknown objective; known: {', '.join(objectives())}")
+    try:  # the names a run is known by, built once here (cerepro.vocab)
+        RunId.trained(c.backbone, c.objective, c.seed)
+    except RunIdError as exc:
+        fail(exc.part or "seed", f"cannot be part of a run id: {exc}")
+    for key in ("first_stage", "validation_first_stage"):
+        try:
+            CandidateSource.parse(getattr(c, key))
+        except SourceError as exc:
+            fail(key, str(exc))
     for key in ("lr", "adam_eps", "grad_clip"):
         if not getattr(c, key) > 0:
             fail(key, "must be > 0")
@@ -436,8 +446,10 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         parse_measures([c.validation_measure])
     except ValueError as exc:
         fail("validation_measure", str(exc))
-    if c.precision not in PRECISIONS:
-        fail("precision", f"must be one of {PRECISIONS}")
+    try:
+        Precision.parse(c.precision)
+    except PrecisionError as exc:
+        fail("precision", str(exc))
     if c.training_source not in TRAINING_SOURCES:
         fail("training_source", f"must be one of {TRAINING_SOURCES}")
     if c.train_data not in TRAIN_DATA and not c.train_data.startswith("local:"):
@@ -462,10 +474,8 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         fail("optimizer", "only 'adamw' (the paper's optimiser) is implemented")
     if c.group_size < 2 and c.objective != "bce":
         fail("group_size", f"objective {c.objective!r} compares passages: needs at least 2 per group")
-    from cerepro.vocab import produced_run
-
     for source_key, depth_key in (("first_stage", "candidate_depth"), ("validation_first_stage", "validation_depth")):
-        produced = produced_run(getattr(c, source_key))
+        produced = CandidateSource.parse(getattr(c, source_key)).produced()
         if produced is not None and produced[1] < getattr(c, depth_key):
             fail(
                 source_key,
@@ -739,18 +749,20 @@ def _checkpoint_grid(spec: dict[str, Any], path: Path, root: Path) -> Grid:
         where = f"{source}: checkpoints[{i}]"
         if entry.get("card") == "not-found":  # listed with its provenance, never scheduled
             continue
-        if entry.get("objective"):
-            run = f"{entry['backbone']}.{entry['objective']}.{RELEASED}"
-            objective = entry["objective"]
-        else:  # a baseline: scored like the paper's runs of its backbone's size
-            run, objective = f"{BASELINE}.{entry['name']}", "bce"
+        try:
+            if entry.get("objective"):
+                run, objective = RunId.released(entry["backbone"], entry["objective"]), entry["objective"]
+            else:  # a baseline: scored like the paper's runs of its backbone's size
+                run, objective = RunId.baseline(entry["name"]), "bce"
+        except RunIdError as exc:
+            raise ParamsError(f"{where}: {exc}") from None
         try:  # ``settings``: how this checkpoint was trained where the profile's backbone differs
             config = load_config(
                 entry["backbone"], objective, 0, spec["profile"], {**(entry.get("settings") or {}), **overrides}, root
             )
         except ParamsError as exc:
             raise ParamsError(f"{where}: {exc}") from exc
-        jobs.append(Evaluation(run, config, model=entry["hub_id"], revision=entry.get("revision")))
+        jobs.append(Evaluation(str(run), config, model=entry["hub_id"], revision=entry.get("revision")))
     ids = [job.run_id for job in jobs]
     if len(set(ids)) != len(ids):
         raise ParamsError(f"{source}: two checkpoints share a run id: {sorted({i for i in ids if ids.count(i) > 1})}")
@@ -758,7 +770,7 @@ def _checkpoint_grid(spec: dict[str, Any], path: Path, root: Path) -> Grid:
         name=spec.get("name", path.stem),
         profile=spec["profile"],
         backbones=tuple(dict.fromkeys(j.config.backbone for j in jobs)),
-        objectives=tuple(dict.fromkeys(j.config.objective for j in jobs if j.run_id.endswith(RELEASED))),
+        objectives=tuple(dict.fromkeys(j.config.objective for j in jobs if RunId.parse(j.run_id).kind == RELEASED)),
         seeds=(),
         path=path,
         description=spec.get("description", ""),
@@ -822,7 +834,7 @@ def effective_settings(grid: Grid) -> list[dict[str, Any]]:
                 "backbone": backbone,
                 "hf_id": first.hf_id,
                 "precision": first.precision,
-                "fp32 matmuls": MATMUL_PRECISION[first.precision],
+                "fp32 matmuls": Precision.parse(first.precision).matmul,
                 "scoring": scoring_precision(first),
                 "max_length": first.max_length,
                 "query / passage max": f"{first.query_max_length or '-'} / {first.passage_max_length or '-'}",

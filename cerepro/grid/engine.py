@@ -33,7 +33,7 @@ from cerepro.grid import fetch, preflight
 from cerepro.grid.runner import RunnerError, declared_parameters, notebook_path, run_notebook
 from cerepro.lock import FolderLock, LockedError
 from cerepro.paths import book_dir, cache_dir, params_dir, project_root, runs_dir
-from cerepro.vocab import dataset_registry, produced_run
+from cerepro.vocab import PRECISIONS, CandidateSource, Precision, RunId, dataset_registry
 
 SNAKEFILE = "workflow/Snakefile"
 SLURM_PROFILE = "workflow/profiles/slurm"
@@ -112,11 +112,12 @@ def check_notebook_parameters(notebook: str, parameters: dict[str, Any]) -> None
 def check_first_stage_runs(source: str | None, datasets, what: str) -> None:
     """A first-stage run the grid would produce (``run:<slug>-top<depth>``) must exist when a
     notebook is run alone; if not, say how to produce it."""
-    if source is None or produced_run(source) is None:
+    candidates = None if source is None else CandidateSource.parse(source)
+    if candidates is None or candidates.produced() is None:
         return
     from cerepro.data.datasets import load_collection
 
-    name = source[len("run:") :]
+    name = candidates.run
     for dataset in datasets:
         try:
             load_collection(dataset).run_path(name)
@@ -470,9 +471,10 @@ def run_grid(grid: str, *, offline: bool = False, **kwargs) -> int:
 # Assumptions of the cost model, stated once and printed with every plan.
 PLAN_MFU = 0.40  # sustained model-FLOPs utilisation on a 40-80 GB GPU in bf16/tf32
 PLAN_GPU = "H100 SXM"
-# Dense peak TFLOP/s of PLAN_GPU at each training precision: a tf32 run (fp32 weights, TF32
-# matmuls, the authors' default) runs at half the bf16 rate; a strict fp32 one on CUDA cores.
-PLAN_PEAK_TFLOPS = {"bf16-mixed": 989.0, "tf32": 494.7, "fp32": 66.9}
+# Dense peak TFLOP/s of PLAN_GPU at each training precision (cerepro.vocab.GPU_PEAK_TFLOPS): a tf32
+# run (fp32 weights, TF32 matmuls, the authors' default) runs at half the bf16 rate; a strict fp32
+# one on CUDA cores.
+PLAN_PEAK_TFLOPS = {name: Precision.parse(name).peak_tflops(PLAN_GPU) for name in PRECISIONS}
 # The paper's inputs: a query cut at 32 tokens, a document at 256 (the authors' HFCrossScorer),
 # so a pair holds at most 32 + 256 tokens and its special tokens; the means below are assumed.
 PAPER_QUERY_TOKENS = 32
@@ -547,7 +549,7 @@ def plan(name: str) -> dict[str, Any]:
         )
     settings = effective_settings(grid)
     for row in settings:  # GPU-hours per backbone, its runs' training and evaluation
-        mine = [r for r in rows if r["run_id"].split(".", 1)[0] == row["backbone"] and r["gpus"]]
+        mine = [r for r in rows if RunId.parse(r["run_id"]).backbone == row["backbone"] and r["gpus"]]
         row["GPU-h"] = round(sum(r["train_gpu_h"] + r["eval_gpu_h"] for r in mine), 1)
     data = training_data_needs(grid)
     first = first_stage_plan(grid)
@@ -731,11 +733,10 @@ def first_stage_jobs(grid: Grid) -> dict[str, tuple[str, str]]:
         run = job.config
         validation = (run.validation_first_stage, run.validation_datasets) if job.run_id in trained else (None, ())
         for source, datasets in ((run.first_stage, run.eval_datasets), validation):
-            if source is None:
+            candidates = None if source is None else CandidateSource.parse(source)
+            if candidates is None or candidates.produced() is None:
                 continue
-            if produced_run(source) is None:
-                continue
-            name = source[len("run:") :]
+            name = candidates.run
             for dataset in datasets:
                 jobs[first_stage_key(dataset, name)] = (dataset, name)
     return jobs
@@ -758,9 +759,10 @@ def first_stage_inputs(grid: Grid, run_id: str, kind: str) -> list[str]:
         if kind == "train"
         else (run.first_stage, run.eval_datasets)
     )
-    if produced_run(source) is None:
+    candidates = CandidateSource.parse(source)
+    if candidates.produced() is None:
         return []
-    name = source[len("run:") :]
+    name = candidates.run
     return [f"first-stage-runs/{first_stage_key(d, name)}/DONE" for d in datasets]
 
 
@@ -779,7 +781,7 @@ def first_stage_corpora(grid: Grid) -> dict[str, tuple[str, str]]:
 
 def first_stage_corpus(dataset: str, name: str) -> str:
     """The corpus key of a first-stage run: ``msmarco-passage.splade-v3-distilbert``."""
-    model, _ = produced_run(f"run:{name}")
+    model, _ = CandidateSource("run", name).produced()
     docs_id, _ = _passages(dataset)
     return f"{docs_id.replace('/', '~').replace(':', '=')}.{model.slug}"
 
@@ -819,7 +821,7 @@ def first_stage_sizes(grid: Grid) -> dict[str, dict[str, Any]]:
         _, passages = _passages(dataset)
         for key in keys:
             d, n = jobs[key]
-            depth = produced_run(f"run:{n}")[1]
+            depth = CandidateSource("run", n).produced()[1]
             queries = _queries(d)
             if passages is None or queries is None:
                 sizes[key] = {"search": {**fallback, "gpus": 0, "threads": 1}}
@@ -921,7 +923,7 @@ def first_stage_plan(grid: Grid) -> list[dict[str, Any]]:
     sizes = first_stage_sizes(grid)
     rows: dict[str, dict[str, Any]] = {}
     for key, (dataset, name) in first_stage_jobs(grid).items():
-        model, depth = produced_run(f"run:{name}")
+        model, depth = CandidateSource("run", name).produced()
         docs_id, passages = _passages(dataset)
         corpus = first_stage_corpus(dataset, name)
         size = sizes[corpus]
@@ -977,7 +979,7 @@ def first_stage_requests(grid: Grid):
     for key, (dataset, name) in first_stage_jobs(grid).items():
         rows.append(
             {
-                "job": f"search top-{produced_run(f'run:{name}')[1]}",
+                "job": f"search top-{CandidateSource('run', name).produced()[1]}",
                 "collection": dataset,
                 **_request_row(sizes[key]["search"]),
                 "passages": _passages(dataset)[1],

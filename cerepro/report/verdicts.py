@@ -29,17 +29,16 @@ from cerepro.report.tables import (
     table_columns,
 )
 from cerepro.vocab import (
-    BASELINE,
     FIRST_STAGE,
     IN_DOMAIN,
     OOD,
     RELEASED,
     TRAINED,
+    RunId,
     dataset_group,
     dataset_id,
     dataset_registry,
     objective_order,
-    run_source,
     short_name,
 )
 
@@ -170,7 +169,7 @@ def scoreboard_long(results: pd.DataFrame, measure: str = MEASURE, *, extra_colu
         scoreboard.scoreboard(scoreboard.our_table(part, measure=measure, extra_columns=extra_columns)).assign(
             source=source
         )
-        for source, part in models.groupby(models["run"].map(run_source), sort=True)
+        for source, part in models.groupby(models["run"].map(lambda run: RunId.parse(run).source), sort=True)
     ]
     return pd.concat(boards, ignore_index=True)
 
@@ -216,7 +215,7 @@ def baselines_table(results: pd.DataFrame, grid: str = RELEASED) -> pd.DataFrame
     means = baselines_only(results).groupby(["run", "measure", "dataset"])["value"].mean().reset_index()
     rows = []
     for entry in entries:
-        run = f"{BASELINE}.{entry['name']}"
+        run = str(RunId.baseline(entry["name"]))
         published = entry.get("published") or {"": None}
         for key, figure in published.items():
             measure, _, dataset = key.partition(" ")

@@ -66,7 +66,7 @@ from cerepro.data.datasets import check_run_manifest, load_collection, run_manif
 from cerepro.data.tokenize import PairEncoding, padded_batch, token_budget_batches
 from cerepro.data.trec import RUN_COLUMNS, write_run
 from cerepro.paths import atomic_dir, atomic_path, cache_dir, file_sha256
-from cerepro.vocab import FirstStageError, first_stage_models, produced_run
+from cerepro.vocab import CandidateSource, FirstStageError, Precision, first_stage_models
 
 if TYPE_CHECKING:  # scipy is imported where it is used
     import scipy.sparse
@@ -191,7 +191,7 @@ def encode_texts(
     """SPLADE weights of ``texts`` as a CSR matrix (N, V) float32, rows in ``texts``' order."""
     import scipy.sparse as sp
 
-    from cerepro.evaluation.rerank import resolve_precision
+    from cerepro.evaluation.rerank import autocast_to, resolve_precision
 
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
@@ -205,7 +205,7 @@ def encode_texts(
     )
     rows, cols, vals = [], [], []
     fp32 = next(model.parameters()).dtype == torch.float32
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and fp32)
+    autocast = autocast_to(Precision.parse(precision, scoring=True), device, enabled=fp32)
     with torch.inference_mode(), autocast:
         for indices in token_budget_batches(encoding.lengths, max_tokens):
             batch = {
@@ -847,7 +847,7 @@ def produce_run(
     ``threads``: the search's threads (the run is the same on any number); ``encode=False``: the
     index must be built or its shards encoded already (a CPU search job after the GPU's).
     """
-    produced = produced_run(f"run:{name}", root)
+    produced = CandidateSource("run", name).produced(root)
     if produced is None:
         known = ", ".join(first_stage_models(root)) or "none"
         raise FirstStageError(
@@ -960,7 +960,7 @@ def prepare_index(
     it: ``encode`` writes the passage shards (the GPU's work), ``index`` inverts them into the
     impact index (the CPU's; a missing shard is refused, never encoded here). Collections that
     share passages share both. Returns the shards' or the index's folder."""
-    produced = produced_run(f"run:{name}")
+    produced = CandidateSource("run", name).produced()
     if produced is None:
         known = ", ".join(first_stage_models()) or "none"
         raise FirstStageError(

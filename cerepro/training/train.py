@@ -69,22 +69,7 @@ from cerepro.training.checkpoints import (
 )
 from cerepro.training.selection import Selection
 from cerepro.training.training_blocks import TokenizedBlocks
-from cerepro.vocab import MATMUL_PRECISION, SOURCE_PROVIDES
-
-# Dense bf16 / TF32 / fp32 (no TF32) peak TFLOP/s per GPU, for MFU; matched on the device name.
-PEAK_TFLOPS = [
-    ("H100 PCIe", 756, 378, 51),
-    ("H100 NVL", 835, 418, 60),
-    ("H100", 989, 495, 67),
-    ("GH200", 989, 495, 67),
-    ("H200", 989, 495, 67),
-    ("B200", 2250, 1125, 80),
-    ("A100", 312, 156, 19.5),
-    ("L40S", 362, 183, 91.6),
-    ("L4", 121, 60, 30.3),
-    ("A10G", 70, 35, 31.2),
-    ("RTX 4090", 165, 82.6, 82.6),
-]
+from cerepro.vocab import SOURCE_PROVIDES, Precision
 
 
 class DivergedError(TrainingError):
@@ -101,12 +86,8 @@ def _with_matmul_precision(train):
 
     @functools.wraps(train)
     def wrapper(config: RunConfig, *args, **kwargs):
-        previous = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision(MATMUL_PRECISION[config.precision])
-        try:
+        with rerank.matmul_precision(Precision.parse(config.precision)):
             return train(config, *args, **kwargs)
-        finally:
-            torch.set_float32_matmul_precision(previous)
 
     return wrapper
 
@@ -176,7 +157,7 @@ def fit(
     bare = accelerator.unwrap_model(model)
     forward = torch.compile(model, dynamic=True) if config.compile else model
     pad_id = tokenizer.pad_token_id
-    bf16 = _mixed_precision(config) == "bf16"
+    bf16 = _autocasts(config, device)
 
     # ---- data: training blocks, validation candidates ---------------------------------------
     source = data if data is not None else training_data.open_source(config)
@@ -245,7 +226,7 @@ def fit(
             sync = micro == config.grad_accum - 1
             with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
                 with (
-                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
+                    rerank.autocast_to(Precision.parse(config.precision), device, enabled=bf16),
                     models.last_layer_first_token_only(bare) if first_token else contextlib.nullcontext(),
                 ):
                     flat = score_pairs_train(
@@ -463,19 +444,10 @@ def _groups_per_micro_batch(config: RunConfig, world: int) -> int:
     return config.groups_per_step // parts
 
 
-def _mixed_precision(config: RunConfig) -> str:
-    """bf16 autocast where the hardware computes in bf16 (CUDA, or CPUs with AVX512-BF16/AMX)."""
-    if config.precision != "bf16-mixed":
-        return "no"
-    if torch.cuda.is_available():
-        return "bf16"
-    return "bf16" if cpu_supports_bf16() else "no"
-
-
-def cpu_supports_bf16() -> bool:
-    """True where oneDNN runs bf16 matmuls natively (AVX512-BF16 or AMX), as on this project's CPU."""
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return bool(native or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+def _autocasts(config: RunConfig, device) -> bool:
+    """Whether the run's forward passes autocast (bf16-mixed) here: only where the hardware
+    computes in bf16 (a CUDA GPU that has it, a CPU with AVX512-BF16 or AMX)."""
+    return Precision.parse(config.precision).autocast is not None and rerank.native_bf16(device)
 
 
 def _tensor(array, rows, device):
@@ -680,11 +652,8 @@ def peak_flops(device, precision: str) -> float | None:
     """Dense peak FLOP/s of one GPU at the run's precision, or None if unknown (and on CPU)."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    for key, bf16, tf32, fp32 in PEAK_TFLOPS:
-        if key in name:
-            return {"bf16-mixed": bf16, "tf32": tf32}.get(precision, fp32) * 1e12
-    return None
+    peak = Precision.parse(precision).peak_tflops(torch.cuda.get_device_name(device))
+    return None if peak is None else peak * 1e12
 
 
 def run_ledger(config: RunConfig, totals: dict, model, device, world: int) -> dict:
@@ -701,7 +670,7 @@ def run_ledger(config: RunConfig, totals: dict, model, device, world: int) -> di
         "threads": torch.get_num_threads(),
         "precision": config.precision,
         "matmul_precision": torch.get_float32_matmul_precision(),
-        "autocast_bf16": _mixed_precision(config) == "bf16",
+        "autocast_bf16": _autocasts(config, device),
         "params": backbones.count_params(model),
         "steps": totals["steps"],
         "pairs": totals["pairs"] * world,
