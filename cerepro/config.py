@@ -32,6 +32,7 @@ from cerepro.vocab import (
     DOCUMENT_TEXTS,
     FIRST_STAGE,
     HARD_NEGATIVE_GROUPS,
+    PRECISIONS,
     RELEASED,
     TRAIN_DATA,
     TRAINING_SOURCES,
@@ -448,8 +449,8 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         fail("validation_measure", str(exc))
     try:
         Precision.parse(c.precision)
-    except PrecisionError as exc:
-        fail("precision", str(exc))
+    except PrecisionError:
+        fail("precision", f"must be one of {PRECISIONS}")
     if c.training_source not in TRAINING_SOURCES:
         fail("training_source", f"must be one of {TRAINING_SOURCES}")
     if c.train_data not in TRAIN_DATA and not c.train_data.startswith("local:"):

@@ -203,7 +203,9 @@ def test_a_precision_of_the_wrong_kind_is_refused_naming_it(name, scoring):
 
 
 def test_params_with_an_unknown_precision_are_refused_naming_file_and_key():
-    with pytest.raises(ParamsError, match=r"^overrides: key 'precision' = 'bf16': training precision 'bf16'"):
+    with pytest.raises(
+        ParamsError, match=r"^overrides: key 'precision' = 'bf16': must be one of \('fp32', 'tf32', 'bf16-mixed'\)"
+    ):
         load_config("tiny-bert", "bce", 1, "demo", {"precision": "bf16"})
 
 
