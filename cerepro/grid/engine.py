@@ -474,7 +474,8 @@ PLAN_GPU = "H100 SXM"
 # Dense peak TFLOP/s of PLAN_GPU at each training precision (cerepro.vocab.GPU_PEAK_TFLOPS): a tf32
 # run (fp32 weights, TF32 matmuls, the authors' default) runs at half the bf16 rate; a strict fp32
 # one on CUDA cores.
-PLAN_PEAK_TFLOPS = {name: Precision.parse(name).peak_tflops(PLAN_GPU) for name in PRECISIONS}
+_PEAKS = {name: Precision.parse(name).peak_tflops(PLAN_GPU) for name in PRECISIONS}
+PLAN_PEAK_TFLOPS = dict(sorted(_PEAKS.items(), key=lambda item: -item[1]))  # fastest first, as plans print it
 # The paper's inputs: a query cut at 32 tokens, a document at 256 (the authors' HFCrossScorer),
 # so a pair holds at most 32 + 256 tokens and its special tokens; the means below are assumed.
 PAPER_QUERY_TOKENS = 32

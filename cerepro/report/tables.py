@@ -358,7 +358,7 @@ def significance(results: pd.DataFrame, *, baseline: str = "bce", measure: str =
                 pd.DataFrame(
                     {
                         "backbone": backbone,
-                        "objective": both["system"].map(objective_of),
+                        "objective": both["system"].map(objective_of).astype(object),
                         "column": column,
                         "baseline": baseline,
                         "mean": both["mean"],
