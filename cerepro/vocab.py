@@ -101,10 +101,9 @@ class RunId:
         parts = text.split(".") if isinstance(text, str) else []
         if len(parts) == 2 and parts[0] == BASELINE:
             kind, backbone, objective, seed = BASELINE, BASELINE, parts[1], None
-        elif len(parts) == 3 and parts[2] == RELEASED:
-            kind, backbone, objective, seed = RELEASED, parts[0], parts[1], None
-        elif len(parts) == 3 and _SEED.fullmatch(parts[2]):
-            kind, backbone, objective, seed = TRAINED, parts[0], parts[1], int(parts[2][1:])
+        elif len(parts) == 3 and (parts[2] == RELEASED or _SEED.fullmatch(parts[2])):
+            (backbone, objective), released = parts[:2], parts[2] == RELEASED
+            kind, seed = (RELEASED, None) if released else (TRAINED, int(parts[2][1:]))
         elif len(parts) == 3:
             raise RunIdError(
                 f"run id {text!r}: its last part {parts[2]!r} is neither s<seed> (digits, "
@@ -392,30 +391,20 @@ class Precision:
 # scores of a bf16 run free of bf16 rounding (listed in the book). Scoring: fp32 weights and
 # activations for every trained run, TF32 matmuls for tf32 runs; never bf16 (a bf16 logit has 8
 # significant bits, so close candidates among 1,000 would tie and follow the doc-id tie-break).
-PRECISION_TABLE = {
-    p.name: p
-    for p in (
-        Precision("fp32", matmul="highest", autocast=None, scoring="fp32", peak="fp32"),
-        Precision("tf32", matmul="high", autocast=None, scoring="tf32", peak="tf32"),
-        Precision("bf16-mixed", matmul="high", autocast="bfloat16", scoring="fp32", peak="bf16"),
-        Precision("bf16", matmul=None, autocast="bfloat16", scoring="bf16", peak="bf16"),
-    )
-}
+PRECISION_TABLE = {p.name: p for p in (
+    Precision("fp32", matmul="highest", autocast=None, scoring="fp32", peak="fp32"),
+    Precision("tf32", matmul="high", autocast=None, scoring="tf32", peak="tf32"),
+    Precision("bf16-mixed", matmul="high", autocast="bfloat16", scoring="fp32", peak="bf16"),
+    Precision("bf16", matmul=None, autocast="bfloat16", scoring="bf16", peak="bf16"),
+)}  # fmt: skip
 # Dense peak TFLOP/s per GPU in bf16 / TF32 / fp32 (CUDA cores), for MFU and the cost plan; a
 # device matches the first row whose name its name contains. H100 is the SXM part.
 GPU_PEAK_TFLOPS = (
-    ("H100 PCIe", 756.0, 378.0, 51.0),
-    ("H100 NVL", 835.0, 418.0, 60.0),
-    ("H100", 989.0, 494.7, 66.9),
-    ("GH200", 989.0, 495.0, 67.0),
-    ("H200", 989.0, 495.0, 67.0),
-    ("B200", 2250.0, 1125.0, 80.0),
-    ("A100", 312.0, 156.0, 19.5),
-    ("L40S", 362.0, 183.0, 91.6),
-    ("L4", 121.0, 60.0, 30.3),
-    ("A10G", 70.0, 35.0, 31.2),
-    ("RTX 4090", 165.0, 82.6, 82.6),
-)
+    ("H100 PCIe", 756.0, 378.0, 51.0), ("H100 NVL", 835.0, 418.0, 60.0), ("H100", 989.0, 494.7, 66.9),
+    ("GH200", 989.0, 495.0, 67.0), ("H200", 989.0, 495.0, 67.0), ("B200", 2250.0, 1125.0, 80.0),
+    ("A100", 312.0, 156.0, 19.5), ("L40S", 362.0, 183.0, 91.6), ("L4", 121.0, 60.0, 30.3),
+    ("A10G", 70.0, 35.0, 31.2), ("RTX 4090", 165.0, 82.6, 82.6),
+)  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------
 # Measures: ir_measures strings, and how a run's validation values are aggregated
