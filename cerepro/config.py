@@ -392,15 +392,6 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
 
     if c.objective not in objectives():
         fail("objective", f"unknown objective; known: {', '.join(objectives())}")
-    try:  # the names a run is known by, built once here (cerepro.vocab)
-        RunId.trained(c.backbone, c.objective, c.seed)
-    except RunIdError as exc:
-        fail(exc.part or "seed", f"cannot be part of a run id: {exc}")
-    for key in ("first_stage", "validation_first_stage"):
-        try:
-            CandidateSource.parse(getattr(c, key))
-        except SourceError as exc:
-            fail(key, str(exc))
     for key in ("lr", "adam_eps", "grad_clip"):
         if not getattr(c, key) > 0:
             fail(key, "must be > 0")
@@ -429,6 +420,15 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
             fail(key, "must be >= 0")
     if c.seed >= 2**32:
         fail("seed", "must be below 2**32 = 4294967296 (numpy's and the data order's seeds are 32-bit)")
+    try:  # the names a run is known by, built once here (cerepro.vocab)
+        RunId.trained(c.backbone, c.objective, c.seed)
+    except RunIdError as exc:
+        fail(exc.part or "seed", f"cannot be part of a run id: {exc}")
+    for key in ("first_stage", "validation_first_stage"):
+        try:
+            CandidateSource.parse(getattr(c, key))
+        except SourceError as exc:
+            fail(key, str(exc))
     if c.gpus and c.processes not in (0, c.gpus):
         fail("processes", f"GPU runs train one process per GPU: set 0 or gpus ({c.gpus})")
     if c.warmup_steps >= c.max_steps:
