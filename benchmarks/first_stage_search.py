@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cerepro.retrieval.impacts import _write_shard, build_index, quantise  # noqa: E402
 from cerepro.retrieval.search import _doc_major, search  # noqa: E402
 from cerepro.retrieval.splade import encode_texts  # noqa: E402
-from cerepro.training.ledger import PEAK_TFLOPS  # noqa: E402
+from cerepro.vocab import Precision  # noqa: E402
 
 VOCAB = 30_522
 
@@ -278,14 +278,8 @@ def bench_encode(args) -> dict:
     plain = torch.cat(plain).numpy()
     # matmul FLOPs: 2 x parameters (the MLM head tied to the embeddings counts once per token)
     flops = 2 * sum(p.numel() for p in model.parameters()) * float((lengths + 2).sum())
-    peak = next(
-        (
-            bf16 if precision == "bf16" else fp32
-            for name, bf16, fp32 in PEAK_TFLOPS
-            if device.type == "cuda" and name in torch.cuda.get_device_name()
-        ),
-        None,
-    )
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else ""
+    peak = Precision.parse(precision, scoring=True).peak_tflops(gpu) if gpu else None
     return {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "precision": precision,

@@ -11,7 +11,7 @@ tokens, no padding), measures:
   with bf16 autocast (as ``cerepro.evaluation.rerank``) and with bf16 weights; pairs/s and MFU.
 
 MFU = model FLOPs (``cerepro.model.backbones.pair_flops``: 6 x / 2 x the weight and attention matmul FLOPs
-of the real tokens) per second over the GPU's dense bf16 peak (``cerepro.training.ledger.PEAK_TFLOPS``).
+of the real tokens) per second over the GPU's dense bf16 peak (``cerepro.vocab.GPU_PEAK_TFLOPS``).
 Goals on an H100: >= 45% training MFU and >= 55% scoring MFU on the bert-base shape.
 
     python benchmarks/gpu_check.py                  # about 2-4 minutes on one H100

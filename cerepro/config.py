@@ -33,15 +33,19 @@ from cerepro.vocab import (
     DOCUMENT_TEXTS,
     HARD_NEGATIVE_GROUPS,
     PRECISIONS,
-    SCORING_PRECISION,
     SOURCE_PROVIDES,
     TRAIN_DATA,
     TRAINING_SOURCES,
     TRUNCATIONS,
     VALIDATION_AGGREGATES,
+    CandidateSource,
+    Precision,
+    PrecisionError,
+    RunId,
+    RunIdError,
+    SourceError,
     is_known_dataset,
     parse_measures,
-    run_id,
 )
 
 LAYER_ORDER = ("base", "backbone", "objective", "profile", "overrides")
@@ -131,7 +135,7 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        return run_id(self.backbone, self.objective, self.seed)
+        return str(RunId.trained(self.backbone, self.objective, self.seed))
 
     @property
     def groups_per_step(self) -> int:
@@ -168,7 +172,7 @@ _HINTS = typing.get_type_hints(RunConfig)
 
 def scoring_precision(config: RunConfig) -> str:
     """The precision ``config``'s model is scored at: validation, evaluation, the contract."""
-    return SCORING_PRECISION[config.precision]
+    return Precision.parse(config.precision).scoring
 
 
 def paper_seeds(n: int) -> list[int]:
@@ -335,6 +339,15 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
             fail(key, "must be >= 0")
     if c.seed >= 2**32:
         fail("seed", "must be below 2**32 = 4294967296 (numpy's and the data order's seeds are 32-bit)")
+    try:  # the names a run is known by, built once here (cerepro.vocab)
+        RunId.trained(c.backbone, c.objective, c.seed)
+    except RunIdError as exc:
+        fail(exc.part or "seed", f"cannot be part of a run id: {exc}")
+    for key in ("first_stage", "validation_first_stage"):
+        try:
+            CandidateSource.parse(getattr(c, key))
+        except SourceError as exc:
+            fail(key, str(exc))
     if c.gpus and c.processes not in (0, c.gpus):
         fail("processes", f"GPU runs train one process per GPU: set 0 or gpus ({c.gpus})")
     if c.warmup_steps >= c.max_steps:
@@ -353,7 +366,9 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
         parse_measures([c.validation_measure])
     except ValueError as exc:
         fail("validation_measure", str(exc))
-    if c.precision not in PRECISIONS:
+    try:
+        Precision.parse(c.precision)
+    except PrecisionError:
         fail("precision", f"must be one of {PRECISIONS}")
     if c.training_source not in TRAINING_SOURCES:
         fail("training_source", f"must be one of {TRAINING_SOURCES}")
@@ -391,10 +406,8 @@ def _check_values(c: RunConfig, origin: Mapping[str, str]) -> None:
             "group_size",
             f"objective {c.objective!r} compares passages: needs at least {objective.min_group_size} per group",
         )
-    from cerepro.vocab import produced_run
-
     for source_key, depth_key in (("first_stage", "candidate_depth"), ("validation_first_stage", "validation_depth")):
-        produced = produced_run(getattr(c, source_key))
+        produced = CandidateSource.parse(getattr(c, source_key)).produced()
         if produced is not None and produced[1] < getattr(c, depth_key):
             fail(
                 source_key,

@@ -22,7 +22,7 @@ from cerepro.config import RunConfig, build_config, load_config, paper_seeds, sc
 from cerepro.fragments import ParamsError, fragment_path, load_yaml, yaml_problem
 from cerepro.objectives import BASELINE_OBJECTIVE
 from cerepro.paths import params_dir, runs_dir
-from cerepro.vocab import BASELINE, FIRST_STAGE, MATMUL_PRECISION, RELEASED
+from cerepro.vocab import FIRST_STAGE, RELEASED, Precision, RunId, RunIdError
 
 # ---------------------------------------------------------------------------------------------
 # Grids
@@ -240,7 +240,10 @@ def _checkpoint_grid(spec: dict[str, Any], path: Path, root: Path) -> Grid:
         where = f"{source}: checkpoints[{i}]"
         if entry.get("card") == "not-found":  # listed with its provenance, never scheduled
             continue
-        run = checkpoint_run_id(entry)
+        try:
+            run = checkpoint_run_id(entry)
+        except RunIdError as exc:
+            raise ParamsError(f"{where}: {exc}") from None
         # a baseline is scored like the paper's runs of its backbone's size
         objective = entry.get("objective") or BASELINE_OBJECTIVE
         try:  # ``settings``: how this checkpoint was trained where the profile's backbone differs
@@ -257,7 +260,7 @@ def _checkpoint_grid(spec: dict[str, Any], path: Path, root: Path) -> Grid:
         name=spec.get("name", path.stem),
         profile=spec["profile"],
         backbones=tuple(dict.fromkeys(j.config.backbone for j in jobs)),
-        objectives=tuple(dict.fromkeys(j.config.objective for j in jobs if j.run_id.endswith(RELEASED))),
+        objectives=tuple(dict.fromkeys(j.config.objective for j in jobs if RunId.parse(j.run_id).kind == RELEASED)),
         seeds=(),
         path=path,
         description=spec.get("description", ""),
@@ -272,8 +275,8 @@ def checkpoint_run_id(entry: Mapping[str, Any]) -> str:
     """A checkpoints file entry's run id: ``{backbone}.{objective}.released`` for a paper
     checkpoint, ``baseline.<name>`` for a baseline."""
     if entry.get("objective"):
-        return f"{entry['backbone']}.{entry['objective']}.{RELEASED}"
-    return f"{BASELINE}.{entry['name']}"
+        return str(RunId.released(entry["backbone"], entry["objective"]))
+    return str(RunId.baseline(entry["name"]))
 
 
 def read_checkpoints(path: Path) -> list[dict[str, Any]]:
@@ -330,7 +333,7 @@ def effective_settings(grid: Grid) -> list[dict[str, Any]]:
                 "backbone": backbone,
                 "hf_id": first.hf_id,
                 "precision": first.precision,
-                "fp32 matmuls": MATMUL_PRECISION[first.precision],
+                "fp32 matmuls": Precision.parse(first.precision).matmul,
                 "scoring": scoring_precision(first),
                 "max_length": first.max_length,
                 "query / passage max": f"{first.query_max_length or '-'} / {first.passage_max_length or '-'}",

@@ -407,13 +407,13 @@ def test_run_names_the_paper_profile_reads_are_what_the_first_stage_produces():
         (run.first_stage, run.candidate_depth, run.eval_datasets),
         (run.validation_first_stage, run.validation_depth, run.validation_datasets),
     ):
-        model, produced_depth = vocab.produced_run(source)
+        model, produced_depth = vocab.CandidateSource.parse(source).produced()
         assert model.hf_id == "naver/splade-v3-distilbert" and produced_depth == depth
-        assert source == f"run:{vocab.first_stage_run_name(model.slug, depth)}"
+        assert source == str(vocab.CandidateSource.produced_by(model.slug, depth))
     assert run.first_stage == "run:splade-v3-distilbert-top1000" and len(run.eval_datasets) == 22
     assert run.validation_first_stage == "run:splade-v3-distilbert-top100" and len(run.validation_datasets) == 13
-    assert vocab.produced_run("bm25") is None and vocab.produced_run("run:my-own-run") is None
-    assert vocab.produced_run("run:unknown-model-top10") is None
+    for source in ("bm25", "scoreddocs", "run:my-own-run", "run:unknown-model-top10"):
+        assert vocab.CandidateSource.parse(source).produced() is None
     # the docs name the same files
     for doc in (ROOT / "README.md", ROOT / "book" / "setup-data.md"):
         text = doc.read_text()

@@ -50,11 +50,9 @@ from cerepro.data.trec import (
     read_run,
 )
 from cerepro.paths import cache_dir, file_sha256, project_root
-from cerepro.vocab import DEMO_PREFIX, DOCUMENT_TEXTS, LOCAL_PREFIX
+from cerepro.vocab import DEMO_PREFIX, DOCUMENT_TEXTS, LOCAL_PREFIX, CandidateSource
 
 log = logging.getLogger(__name__)
-
-RUN_PREFIX = "run:"
 
 
 class InputError(ValueError):
@@ -425,7 +423,8 @@ def load_irds(dataset_id: str, document_text: str = "ir-datasets") -> Collection
 def load_candidates(dataset_id: str, source: str, depth: int, *, missing_text: str = "error") -> pd.DataFrame:
     """The top-``depth`` candidates per query, DataFrame[query_id, doc_id, score, rank].
 
-    ``source``: ``run:<name or path>``, ``scoreddocs`` or ``bm25``. Ranks are 1..n by descending
+    ``source``: a :class:`cerepro.vocab.CandidateSource` or its string (``run:<name or path>``,
+    ``scoreddocs``, ``bm25``); an unknown one raises ValueError naming it. Ranks are 1..n by descending
     score (ties keep the file's rank order). Every query of the collection must have candidates.
     Candidates without a passage text raise MissingTextError (``missing_text="error"``), or are
     dropped with a warning and counted in ``run.attrs["missing_text"]`` (``"drop"``).
@@ -434,20 +433,19 @@ def load_candidates(dataset_id: str, source: str, depth: int, *, missing_text: s
         raise ValueError(f"depth must be positive, got {depth}")
     if missing_text not in ("error", "drop"):
         raise ValueError(f"missing_text must be 'error' or 'drop', got {missing_text!r}")
+    candidates = source if isinstance(source, CandidateSource) else CandidateSource.parse(source)
     collection = load_collection(dataset_id)
-    if source.startswith(RUN_PREFIX):
-        path = collection.run_path(source[len(RUN_PREFIX) :])
+    if candidates.kind == "run":
+        path = collection.run_path(candidates.run)
         check_run_manifest(path)
         run, origin = read_run(path), str(path)
-    elif source == "scoreddocs":
+    elif candidates.kind == "scoreddocs":
         run, origin = _scoreddocs(collection), f"{dataset_id} scoreddocs"
-    elif source == "bm25":
+    else:
         run, origin = (
             bm25_run(collection.docs, collection.queries, depth, name=collection.id),
             f"bm25 over {dataset_id}",
         )
-    else:
-        raise ValueError(f"unknown candidate source {source!r}: use run:<name>, scoreddocs or bm25")
     run = top_k(run, depth)
     run = _restrict_to_queries(run, collection, origin)
     return _check_texts(run, collection, origin, missing_text)

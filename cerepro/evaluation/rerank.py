@@ -34,10 +34,8 @@ from cerepro.data.tokenize import PairEncoding, cached_encode_pairs, encode_pair
 from cerepro.data.trec import rank_by_score
 from cerepro.model.first_token import last_layer_first_token_only, supports_first_token_last_layer
 from cerepro.paths import atomic_path
-from cerepro.vocab import SCORING_PRECISIONS
+from cerepro.vocab import SCORING_PRECISIONS, Precision
 
-# torch.set_float32_matmul_precision while scoring at each precision ("bf16": left as it is)
-_MATMUL = {"fp32": "highest", "tf32": "high"}
 DEFAULT_SHARD_SIZE = 500_000  # pairs per shard: minutes of work on a GPU, so little is lost
 
 
@@ -47,13 +45,38 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise ValueError(f"precision must be one of {SCORING_PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16: a CUDA GPU that supports it, or a CPU whose oneDNN runs
+    bf16 matmuls natively (AVX512-BF16 or AMX)."""
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-        native = native or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        return "bf16" if native else "fp32"
-    return "fp32"
+        return bool(native or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return False
+
+
+def autocast_to(precision: Precision, device: torch.device, *, enabled: bool = True):
+    """``torch.autocast`` to ``precision``'s autocast dtype (bf16) on ``device``; off for a
+    precision without one, or when not ``enabled`` (weights already in bf16, no native bf16)."""
+    dtype = getattr(torch, precision.autocast or "bfloat16")
+    return torch.autocast(device.type, dtype=dtype, enabled=enabled and precision.autocast is not None)
+
+
+@contextmanager
+def matmul_precision(precision: Precision):
+    """fp32 matmuls at ``precision``'s setting ("highest": fp32, "high": TF32 where the GPU has it)
+    inside the block, the process's setting restored after; a precision without one leaves it."""
+    previous = torch.get_float32_matmul_precision()
+    if precision.matmul is not None:
+        torch.set_float32_matmul_precision(precision.matmul)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def default_max_tokens(device: torch.device) -> int:
@@ -113,8 +136,8 @@ def score_pairs(
     scores = []  # device tensors; one sync at the end keeps a GPU busy while the CPU collates
     # Autocast only lifts fp32 weights to bf16 compute; a model already in bf16 runs as it is.
     fp32_weights = next(model.parameters()).dtype == torch.float32
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and fp32_weights)
-    matmul = _matmul_precision(_MATMUL[precision]) if precision in _MATMUL else nullcontext()
+    spec = Precision.parse(precision, scoring=True)
+    autocast, matmul = autocast_to(spec, device, enabled=fp32_weights), matmul_precision(spec)
     if first_token_last_layer is None:
         first_token_last_layer = supports_first_token_last_layer(model)
     shortcut = last_layer_first_token_only(model) if first_token_last_layer else nullcontext()
@@ -136,17 +159,6 @@ def score_pairs(
     if batches:
         out[np.concatenate(batches)] = torch.cat(scores).float().cpu().numpy()
     return out
-
-
-@contextmanager
-def _matmul_precision(value: str):
-    """fp32 matmuls at ``value`` ("highest": fp32, "high": TF32 where the GPU has it), restored after."""
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(value)
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
 
 
 def rerank(

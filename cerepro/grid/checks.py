@@ -30,7 +30,7 @@ from cerepro.data.datasets import InputError, check_dataset
 from cerepro.grid import preflight
 from cerepro.grid.runner import RunnerError, declared_parameters
 from cerepro.grids import EvaluationSettings, Grid, evaluation_settings, load_grid
-from cerepro.vocab import LOCAL_PREFIX, TRAINING_SOURCES, produced_run
+from cerepro.vocab import LOCAL_PREFIX, TRAINING_SOURCES, CandidateSource
 
 
 def _refuse(problem: str, problems: list[str] | None) -> None:
@@ -117,11 +117,12 @@ def _check_candidates(datasets, source: str | None, role: str, *, alone: str | N
     for dataset in datasets:
         for problem in preflight.first_stage_run_problems(dataset, source, role):
             _refuse(problem, problems)
-    if alone is None or produced_run(source) is None:
+    candidates = CandidateSource.parse(source)
+    if alone is None or candidates.produced() is None:
         return
     from cerepro.data.datasets import load_collection
 
-    name = source[len("run:") :]
+    name = candidates.run
     for dataset in datasets:
         try:
             load_collection(dataset).run_path(name)

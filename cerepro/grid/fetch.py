@@ -34,7 +34,7 @@ from pathlib import Path
 from cerepro.data import downloads
 from cerepro.grids import Grid
 from cerepro.paths import cache_dir, write_text_atomic
-from cerepro.vocab import DEMO_PREFIX, LOCAL_PREFIX, produced_run
+from cerepro.vocab import DEMO_PREFIX, LOCAL_PREFIX, CandidateSource
 
 # Hub files a backbone or an encoder needs: config, tokenizer and weights; safetensors when the
 # repository has them, else its PyTorch weights (read with weights_only=True by transformers).
@@ -294,7 +294,7 @@ def _hub_models(grid: Grid):
             yield hub_model(job.model, job.revision, SCORER_FILES, size), f"checkpoint {job.run_id}"
     for run in [*grid.runs, *(job.config for job in grid.evaluations)]:
         for source in (run.first_stage, run.validation_first_stage):
-            produced = produced_run(source) if source else None
+            produced = CandidateSource.parse(source).produced() if source else None
             if produced and not produced[0].hf_id.startswith("builtin:") and not Path(produced[0].hf_id).is_dir():
                 model = produced[0]
                 yield (

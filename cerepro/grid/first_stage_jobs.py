@@ -18,7 +18,7 @@ from cerepro.grid.engine import train_run
 from cerepro.grid.runner import RunnerError
 from cerepro.grids import Grid
 from cerepro.paths import params_dir
-from cerepro.vocab import dataset_registry, produced_run
+from cerepro.vocab import CandidateSource, dataset_registry
 
 
 def first_stage_jobs(grid: Grid) -> dict[str, tuple[str, str]]:
@@ -31,11 +31,10 @@ def first_stage_jobs(grid: Grid) -> dict[str, tuple[str, str]]:
         run = job.config
         validation = (run.validation_first_stage, run.validation_datasets) if job.run_id in trained else (None, ())
         for source, datasets in ((run.first_stage, run.eval_datasets), validation):
-            if source is None:
+            candidates = None if source is None else CandidateSource.parse(source)
+            if candidates is None or candidates.produced() is None:
                 continue
-            if produced_run(source) is None:
-                continue
-            name = source[len("run:") :]
+            name = candidates.run
             for dataset in datasets:
                 jobs[first_stage_key(dataset, name)] = (dataset, name)
     return jobs
@@ -58,9 +57,10 @@ def first_stage_inputs(grid: Grid, run_id: str, kind: str) -> list[str]:
         if kind == "train"
         else (run.first_stage, run.eval_datasets)
     )
-    if produced_run(source) is None:
+    candidates = CandidateSource.parse(source)
+    if candidates.produced() is None:
         return []
-    name = source[len("run:") :]
+    name = candidates.run
     return [f"first-stage-runs/{first_stage_key(d, name)}/DONE" for d in datasets]
 
 
@@ -79,7 +79,7 @@ def first_stage_corpora(grid: Grid) -> dict[str, tuple[str, str]]:
 
 def first_stage_corpus(dataset: str, name: str) -> str:
     """The corpus key of a first-stage run: ``msmarco-passage.splade-v3-distilbert``."""
-    model, _ = produced_run(f"run:{name}")
+    model, _ = CandidateSource("run", name).produced()
     docs_id, _ = _passages(dataset)
     return f"{docs_id.replace('/', '~').replace(':', '=')}.{model.slug}"
 
@@ -119,7 +119,7 @@ def first_stage_sizes(grid: Grid) -> dict[str, dict[str, Any]]:
         _, passages = _passages(dataset)
         for key in keys:
             d, n = jobs[key]
-            depth = produced_run(f"run:{n}")[1]
+            depth = CandidateSource("run", n).produced()[1]
             queries = _queries(d)
             if passages is None or queries is None:
                 sizes[key] = {"search": {**fallback, "gpus": 0, "threads": 1}}
@@ -221,7 +221,7 @@ def first_stage_plan(grid: Grid) -> list[dict[str, Any]]:
     sizes = first_stage_sizes(grid)
     rows: dict[str, dict[str, Any]] = {}
     for key, (dataset, name) in first_stage_jobs(grid).items():
-        model, depth = produced_run(f"run:{name}")
+        model, depth = CandidateSource("run", name).produced()
         docs_id, passages = _passages(dataset)
         corpus = first_stage_corpus(dataset, name)
         size = sizes[corpus]
@@ -277,7 +277,7 @@ def first_stage_requests(grid: Grid):
     for key, (dataset, name) in first_stage_jobs(grid).items():
         rows.append(
             {
-                "job": f"search top-{produced_run(f'run:{name}')[1]}",
+                "job": f"search top-{CandidateSource('run', name).produced()[1]}",
                 "collection": dataset,
                 **_request_row(sizes[key]["search"]),
                 "passages": _passages(dataset)[1],

@@ -15,14 +15,16 @@ from cerepro.grid.checks import check_inputs, grid_problems
 from cerepro.grid.engine import text_table
 from cerepro.grid.first_stage_jobs import first_stage_jobs, first_stage_plan
 from cerepro.grids import Grid, effective_settings, load_grid
-from cerepro.vocab import dataset_registry
+from cerepro.vocab import PRECISIONS, Precision, RunId, dataset_registry
 
 # Assumptions of the cost model, stated once and printed with every plan.
 PLAN_MFU = 0.40  # sustained model-FLOPs utilisation on a 40-80 GB GPU in bf16/tf32
 PLAN_GPU = "H100 SXM"
-# Dense peak TFLOP/s of PLAN_GPU at each training precision: a tf32 run (fp32 weights, TF32
-# matmuls, the authors' default) runs at half the bf16 rate; a strict fp32 one on CUDA cores.
-PLAN_PEAK_TFLOPS = {"bf16-mixed": 989.0, "tf32": 494.7, "fp32": 66.9}
+# Dense peak TFLOP/s of PLAN_GPU at each training precision (cerepro.vocab.GPU_PEAK_TFLOPS): a tf32
+# run (fp32 weights, TF32 matmuls, the authors' default) runs at half the bf16 rate; a strict fp32
+# one on CUDA cores.
+_PEAKS = {name: Precision.parse(name).peak_tflops(PLAN_GPU) for name in PRECISIONS}
+PLAN_PEAK_TFLOPS = dict(sorted(_PEAKS.items(), key=lambda item: -item[1]))  # fastest first, as plans print it
 # The paper's inputs: a query cut at 32 tokens, a document at 256 (the authors' HFCrossScorer),
 # so a pair holds at most 32 + 256 tokens and its special tokens; the means below are assumed.
 PAPER_QUERY_TOKENS = 32
@@ -97,7 +99,7 @@ def plan(name: str) -> dict[str, Any]:
         )
     settings = effective_settings(grid)
     for row in settings:  # GPU-hours per backbone, its runs' training and evaluation
-        mine = [r for r in rows if r["run_id"].split(".", 1)[0] == row["backbone"] and r["gpus"]]
+        mine = [r for r in rows if RunId.parse(r["run_id"]).backbone == row["backbone"] and r["gpus"]]
         row["GPU-h"] = round(sum(r["train_gpu_h"] + r["eval_gpu_h"] for r in mine), 1)
     data = training_data_needs(grid)
     first = first_stage_plan(grid)

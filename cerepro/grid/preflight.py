@@ -32,14 +32,15 @@ def _irds_known(dataset: str) -> bool:
 def first_stage_run_problems(dataset: str, source: str, role: str) -> list[str]:
     """A ``run:<name>`` first stage the grid does not produce whose run file is not in place."""
     from cerepro.data import datasets
-    from cerepro.vocab import produced_run
+    from cerepro.vocab import CandidateSource
 
-    if dataset.startswith(datasets.DEMO_PREFIX) or not source.startswith(datasets.RUN_PREFIX):
+    candidates = CandidateSource.parse(source)
+    if dataset.startswith(datasets.DEMO_PREFIX) or candidates.kind != "run":
         return []
-    if produced_run(source) is not None:  # the grid's first-stage job writes it
+    if candidates.produced() is not None:  # the grid's first-stage job writes it
         return []
     collection = datasets.load_collection(dataset)  # lazy: reads no file
-    name = source[len(datasets.RUN_PREFIX) :]
+    name = candidates.run
     try:
         collection.run_path(name)
     except FileNotFoundError:

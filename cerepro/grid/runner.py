@@ -31,6 +31,7 @@ from typing import Any
 
 from cerepro.lock import LOCK_NAME, FolderLock, LockedError
 from cerepro.paths import cache_dir, params_dir, project_root, runs_dir, write_text_atomic
+from cerepro.vocab import RunId
 
 NOTEBOOKS = ("data", "train", "evaluate", "compare", "explore")
 PACKAGES = (
@@ -245,7 +246,7 @@ def default_run_dir(name: str, parameters: Mapping[str, Any]) -> Path:
     merged = {**declared_parameters(name), **plain_parameters(parameters)}
     merged.pop("run_dir", None)
     if name == "train":
-        label = f"{merged.get('backbone')}.{merged.get('objective')}.s{merged.get('seed')}"
+        label = str(RunId.trained(merged.get("backbone"), merged.get("objective"), merged.get("seed")))
     elif name == "evaluate":
         label = str(merged.get("model") or merged.get("run_name"))
     elif name == "data":

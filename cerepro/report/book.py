@@ -314,7 +314,7 @@ class Page:
         from IPython.display import Markdown
 
         both = pd.concat([self.results, self.released_results], ignore_index=True)
-        sources = set(tables.models_only(both)["run"].map(vocab.run_source))
+        sources = set(tables.models_only(both)["run"].map(lambda run: vocab.RunId.parse(run).source))
         if vocab.RELEASED not in sources:
             return Markdown(
                 f"**Not yet run**: no released checkpoint evaluated in `runs/{RELEASED_GRID}/`. "
@@ -487,7 +487,7 @@ class Page:
         rows = self.results[self.results["measure"] == tables.MEASURE]
         if rows.empty:
             return tables.placeholder("no finished evaluation in this grid")
-        rows = rows.assign(system=rows["backbone"] + "." + rows["objective"])
+        rows = rows.assign(system=[vocab.system_name(b, o) for b, o in zip(rows["backbone"], rows["objective"])])
         rows.loc[rows["run"] == vocab.FIRST_STAGE, "system"] = vocab.FIRST_STAGE
         wide = rows.pivot_table(index=["dataset", "query_id"], columns="system", values="value", sort=False)
         wide.columns.name = None

@@ -35,7 +35,7 @@ from cerepro.evaluation import stats
 from cerepro.objectives import BASELINE_OBJECTIVE
 from cerepro.paths import runs_dir
 from cerepro.report import tables
-from cerepro.vocab import FIRST_STAGE, objective_order, parse_run_id, short_name
+from cerepro.vocab import FIRST_STAGE, RunId, RunIdError, objective_order, short_name, system_name
 
 MEASURE = tables.MEASURE
 TOP_K = 10
@@ -79,10 +79,10 @@ def run_order(runs) -> list[str]:
     parsed = {}
     for run in runs:
         try:
-            parsed[run] = parse_run_id(run)
-        except ValueError:
+            parsed[run] = RunId.parse(run)
+        except RunIdError:
             parsed[run] = None
-    objectives = objective_order(p[1] for p in parsed.values() if p)
+    objectives = objective_order(p.objective for p in parsed.values() if p)
 
     def key(run):
         if run == FIRST_STAGE:
@@ -90,8 +90,8 @@ def run_order(runs) -> list[str]:
         p = parsed[run]
         if p is None:
             return (2, "", 0, 0, run)
-        rank = objectives.index(p[1]) if p[1] in objectives else len(objectives)
-        return (1, p[0], rank, p[2] if p[2] is not None else -1, run)
+        rank = objectives.index(p.objective) if p.objective in objectives else len(objectives)
+        return (1, p.backbone, rank, p.seed if p.seed is not None else -1, run)
 
     return sorted(runs, key=key)
 
@@ -112,7 +112,8 @@ def default_pair(
         base = FIRST_STAGE if FIRST_STAGE in means else runs[0]
         others = [r for r in runs if r != base]
     else:
-        backbone, _, seed = parse_run_id(base)
+        parsed = RunId.parse(base)
+        backbone, seed = parsed.backbone, parsed.seed
         others = [r for r in runs if r != base and r != FIRST_STAGE and _same(r, backbone, seed)]
         others = others or [r for r in runs if r != base]
     if not others:
@@ -123,17 +124,17 @@ def default_pair(
 
 def _objective(run: str) -> str | None:
     try:
-        return parse_run_id(run)[1]
-    except ValueError:
+        return RunId.parse(run).objective
+    except RunIdError:
         return None
 
 
 def _same(run: str, backbone: str, seed) -> bool:
     try:
-        b, _, s = parse_run_id(run)
-    except ValueError:
+        parsed = RunId.parse(run)
+    except RunIdError:
         return False
-    return b == backbone and s == seed
+    return parsed.backbone == backbone and parsed.seed == seed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,11 +200,11 @@ def wins_losses(results: pd.DataFrame, *, baseline: str = BASELINE_OBJECTIVE, me
         part = models[models["dataset"] == dataset]
         matrix = stats.per_query_matrix(part, measure=measure, dataset=dataset)
         for backbone in tables.backbone_order(part["backbone"].unique()):
-            base = f"{backbone}.{baseline}"
+            base = system_name(backbone, baseline)
             if base not in matrix:
                 continue
             for objective in objective_order(part.loc[part["backbone"] == backbone, "objective"].unique()):
-                system = f"{backbone}.{objective}"
+                system = system_name(backbone, objective)
                 if objective == baseline or system not in matrix:
                     continue
                 diff = matrix[system].to_numpy() - matrix[base].to_numpy()

@@ -31,7 +31,17 @@ import pandas as pd
 from cerepro.evaluation.evaluate import query_means
 from cerepro.paths import params_dir
 from cerepro.report.aggregates import aggregate_table
-from cerepro.vocab import FIRST_STAGE, RUN_ID, dataset_id, dataset_registry
+from cerepro.vocab import (
+    FIRST_STAGE,
+    RELEASED,
+    TRAINED,
+    CandidateSource,
+    RunId,
+    RunIdError,
+    dataset_id,
+    dataset_registry,
+    system_name,
+)
 
 OK = 0.01
 OKISH = 0.02
@@ -57,23 +67,26 @@ def our_table(per_query: pd.DataFrame, *, measure: str = "nDCG@10", extra_column
     whose run ids are ``{backbone}.{objective}.s{seed}`` (or ``.released``, one repetition).
     ``extra_columns`` keeps datasets the authors' table has no column for (a demo split, a
     local folder) as cells of their own, which the scoreboard marks *no paper value*."""
-    runs = pd.Series(per_query["run"].unique())
-    parsed = runs.str.extract(RUN_ID)[["backbone", "objective", "seed"]]
-    if parsed["backbone"].isna().any():
-        bad = list(runs[parsed["backbone"].isna()])[:5]
+    ids = {run: _scored_id(run) for run in per_query["run"].unique()}
+    bad = [run for run, parsed in ids.items() if parsed is None][:5]
+    if bad:
         raise ValueError(f"run ids must read {{backbone}}.{{objective}}.s{{seed}} to be scored; got {bad}")
-    parsed.index = runs
+    parsed = pd.DataFrame(
+        {"backbone": [i.backbone for i in ids.values()], "objective": [i.objective for i in ids.values()]},
+        index=pd.Index(list(ids), name="run"),
+    )
     means = query_means(per_query[per_query["measure"] == measure])
     means = means.join(parsed, on="run")
     system = means.groupby(["backbone", "objective", "dataset", "measure"], sort=False)
     seed_means = system["value"].mean().reset_index()
-    seed_means["run"] = seed_means["backbone"] + "." + seed_means["objective"]
+    names = {system_name(b, o): (b, o) for b, o in zip(seed_means["backbone"], seed_means["objective"])}
+    seed_means["run"] = [system_name(b, o) for b, o in zip(seed_means["backbone"], seed_means["objective"])]
     wide = aggregate_table(seed_means, measure=measure)
     columns = dataset_registry()["paper_table_columns"]
     extra = [c for c in wide.columns if c not in columns] if extra_columns else []
     wide = wide.reindex(columns=columns + extra)
     long = wide.rename_axis("run").reset_index().melt(id_vars="run", var_name="column", value_name="ours")
-    long[["backbone", "objective"]] = long["run"].str.split(".", n=1, expand=True)
+    long["backbone"], long["objective"] = [names[r][0] for r in long["run"]], [names[r][1] for r in long["run"]]
     n_seeds = parsed.groupby(["backbone", "objective"]).size().rename("n_seeds").reset_index()
     return long.merge(n_seeds, on=["backbone", "objective"])[[*KEYS, "ours", "n_seeds"]]
 
@@ -102,6 +115,15 @@ def scoreboard(
     )
     columns = [*KEYS, "paper", "ours", "diff", "verdict"] + (["n_seeds"] if "n_seeds" in board else [])
     return board[columns]
+
+
+def _scored_id(run: str) -> RunId | None:
+    """A run the table scores: trained (a seed of a cell) or released (one repetition)."""
+    try:
+        parsed = RunId.parse(run)
+    except RunIdError:
+        return None
+    return parsed if parsed.kind in (TRAINED, RELEASED) else None
 
 
 def _long(ours: pd.DataFrame) -> pd.DataFrame:
@@ -156,10 +178,11 @@ def first_stage_board(
     expected: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The grid's first stage (run ``first-stage`` of a per-query table) against the published
-    figures of ``first_stage`` (a run name such as ``splade-v3-distilbert-top1000``, or the
-    ``run:`` source), with diff and verdict on the scoreboard's tolerance. A first stage with no
+    figures of ``first_stage``, the candidate source of params (``run:splade-v3-distilbert-top1000``,
+    read as the run name ``params/expected/first-stage.csv`` holds, or ``bm25``), with diff and verdict on the scoreboard's tolerance. A first stage with no
     published figure gets no rows; a figure whose datasets were not all run is ``not run``."""
-    first_stage = first_stage.removeprefix("run:")
+    source = CandidateSource.parse(first_stage)
+    first_stage = source.run if source.kind == "run" else str(source)  # as params/expected/first-stage.csv names it
     expected = first_stage_expected() if expected is None else expected
     rows = expected[expected["first_stage"] == first_stage].reset_index(drop=True)
     ours = pd.Series(np.nan, index=rows.index)

@@ -34,11 +34,14 @@ from cerepro.vocab import (
     FIRST_STAGE,
     IN_DOMAIN,
     OOD,
+    RunId,
+    RunIdError,
     dataset_group,
     dataset_registry,
     objective_order,
-    parse_run_id,
     short_name,
+    system_name,
+    system_of,
 )
 
 BOOK_GRID_ENV = "CEREPRO_BOOK_GRID"
@@ -142,10 +145,10 @@ def grid_results(grid: str, measure: str | None = None) -> pd.DataFrame:
     table = pd.concat(tables, ignore_index=True)
     if measure is not None:
         table = table[table["measure"] == measure]
-    parsed = {run: parse_run_id(run) for run in table["run"].unique()}
-    table["backbone"] = table["run"].map(lambda r: parsed[r][0])
-    table["objective"] = table["run"].map(lambda r: parsed[r][1])
-    table["seed"] = pd.array([parsed[r][2] for r in table["run"]], dtype="Int64")
+    parsed = {run: RunId.parse(run) for run in table["run"].unique()}
+    table["backbone"] = table["run"].map(lambda r: parsed[r].backbone)
+    table["objective"] = table["run"].map(lambda r: parsed[r].objective)
+    table["seed"] = pd.array([parsed[r].seed for r in table["run"]], dtype="Int64")
     shorts = {d: short_name(d, strict=False) for d in table["dataset"].unique()}
     table["dataset"] = table["dataset"].map(shorts)
     table["group"] = table["dataset"].map(dataset_group)
@@ -326,7 +329,8 @@ def significance(results: pd.DataFrame, *, baseline: str = BASELINE_OBJECTIVE, m
         rows = models[models["backbone"] == backbone]
         if baseline not in set(rows["objective"]) or rows["objective"].nunique() < 2:
             continue
-        base = f"{backbone}.{baseline}"
+        base = system_name(backbone, baseline)
+        objective_of = {system_of(run): objective for run, objective in zip(rows["run"], rows["objective"])}
         for column in table_columns(rows):
             table = pooled_queries(rows, column)
             if table.empty:
@@ -338,7 +342,7 @@ def significance(results: pd.DataFrame, *, baseline: str = BASELINE_OBJECTIVE, m
                 pd.DataFrame(
                     {
                         "backbone": backbone,
-                        "objective": both["system"].str.split(".").str[1],
+                        "objective": both["system"].map(objective_of).astype(object),
                         "column": column,
                         "baseline": baseline,
                         "mean": both["mean"],
@@ -447,8 +451,9 @@ def training_logs(source) -> pd.DataFrame:
         table = pd.read_json(log, lines=True)
         run = _train_run_id(folder)
         try:
-            backbone, objective, seed = parse_run_id(run)
-        except ValueError:
+            parsed = RunId.parse(run)
+            backbone, objective, seed = parsed.backbone, parsed.objective, parsed.seed
+        except RunIdError:
             backbone, objective, seed = run, "", None
         tables.append(table.assign(run=run, backbone=backbone, objective=objective, seed=seed))
     if not tables:
@@ -461,6 +466,6 @@ def _train_run_id(folder: Path) -> str:
     ``runs/adhoc/train``), else from the folder's name."""
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        return f"{config['backbone']}.{config['objective']}.s{config['seed']}"
+        return str(RunId.trained(config["backbone"], config["objective"], config["seed"]))
     except (OSError, ValueError, KeyError):
         return folder.parent.name if folder.name == "train" else folder.name

@@ -36,11 +36,11 @@ from cerepro.vocab import (
     OOD,
     RELEASED,
     TRAINED,
+    RunId,
     dataset_group,
     dataset_id,
     dataset_registry,
     objective_order,
-    run_source,
     short_name,
 )
 
@@ -182,7 +182,7 @@ def scoreboard_long(results: pd.DataFrame, measure: str = MEASURE, *, extra_colu
         scoreboard.scoreboard(scoreboard.our_table(part, measure=measure, extra_columns=extra_columns)).assign(
             source=source
         )
-        for source, part in models.groupby(models["run"].map(run_source), sort=True)
+        for source, part in models.groupby(models["run"].map(lambda run: RunId.parse(run).source), sort=True)
     ]
     return pd.concat(boards, ignore_index=True)
 

@@ -57,7 +57,7 @@ from cerepro.retrieval.impacts import (
 )
 from cerepro.retrieval.search import DEFAULT_ENGINE, ENGINES, search
 from cerepro.retrieval.splade import encode_texts, load_encoder
-from cerepro.vocab import FirstStageError, first_stage_models, produced_run
+from cerepro.vocab import CandidateSource, FirstStageError, first_stage_models
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def produce_run(
     ``threads``: the search's threads (the run is the same on any number); ``encode=False``: the
     index must be built or its shards encoded already (a CPU search job after the GPU's).
     """
-    produced = produced_run(f"run:{name}", root)
+    produced = CandidateSource("run", name).produced(root)
     if produced is None:
         known = ", ".join(first_stage_models(root)) or "none"
         raise FirstStageError(
@@ -351,7 +351,7 @@ def prepare_index(
     it: ``encode`` writes the passage shards (the GPU's work), ``index`` inverts them into the
     impact index (the CPU's; a missing shard is refused, never encoded here). Collections that
     share passages share both. Returns the shards' or the index's folder."""
-    produced = produced_run(f"run:{name}")
+    produced = CandidateSource("run", name).produced()
     if produced is None:
         known = ", ".join(first_stage_models()) or "none"
         raise FirstStageError(

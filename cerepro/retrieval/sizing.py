@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cerepro.paths import params_dir
+from cerepro.vocab import Precision
 
 TABLE = "expected/first-stage-scale.csv"  # under params/: the benchmark's measurements
 
@@ -55,7 +56,7 @@ TARGET_SEARCH_H = 1.0  # threads are chosen so that the search takes about this 
 # Assumed, not measured here (no GPU was lent when the benchmark ran): stated with every plan.
 ENCODER_PARAMS = 66e6  # splade-v3-distilbert: DistilBERT with its MLM head
 ENCODE_MFU = 0.40  # sustained model-FLOPs utilisation of the encoder in bf16
-ENCODE_PEAK_TFLOPS = 989.0  # H100 SXM dense bf16
+ENCODE_PEAK_TFLOPS = Precision.parse("bf16", scoring=True).peak_tflops("H100 SXM")  # vocab.GPU_PEAK_TFLOPS: 989
 # SPLADE's max pooling reads the (B, L, V) logits: V = 30,522 bf16 values a token, written by the
 # head, read and written by the padding mask, read by the max (4 passes), at the GPU's bandwidth.
 # At MS MARCO's size this, not the FLOPs, bounds the encoding.

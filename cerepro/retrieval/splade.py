@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cerepro.data.tokenize import PairEncoding, padded_batch, token_budget_batches
-from cerepro.vocab import FirstStageError
+from cerepro.vocab import FirstStageError, Precision
 
 if TYPE_CHECKING:  # scipy is imported where it is used
     import scipy.sparse
@@ -143,7 +143,7 @@ def encode_texts(
     """SPLADE weights of ``texts`` as a CSR matrix (N, V) float32, rows in ``texts``' order."""
     import scipy.sparse as sp
 
-    from cerepro.evaluation.rerank import resolve_precision
+    from cerepro.evaluation.rerank import autocast_to, resolve_precision
 
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
@@ -157,7 +157,7 @@ def encode_texts(
     )
     rows, cols, vals = [], [], []
     fp32 = next(model.parameters()).dtype == torch.float32
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and fp32)
+    autocast = autocast_to(Precision.parse(precision, scoring=True), device, enabled=fp32)
     with torch.inference_mode(), autocast:
         for indices in token_budget_batches(encoding.lengths, max_tokens):
             batch = {

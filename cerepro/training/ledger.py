@@ -17,21 +17,7 @@ import torch
 from cerepro.config import RunConfig
 from cerepro.model import backbones
 from cerepro.paths import write_text_atomic
-
-# Dense bf16 / TF32 / fp32 (no TF32) peak TFLOP/s per GPU, for MFU; matched on the device name.
-PEAK_TFLOPS = [
-    ("H100 PCIe", 756, 378, 51),
-    ("H100 NVL", 835, 418, 60),
-    ("H100", 989, 495, 67),
-    ("GH200", 989, 495, 67),
-    ("H200", 989, 495, 67),
-    ("B200", 2250, 1125, 80),
-    ("A100", 312, 156, 19.5),
-    ("L40S", 362, 183, 91.6),
-    ("L4", 121, 60, 30.3),
-    ("A10G", 70, 35, 31.2),
-    ("RTX 4090", 165, 82.6, 82.6),
-]
+from cerepro.vocab import Precision
 
 
 def zero_window() -> dict:
@@ -115,11 +101,8 @@ def peak_flops(device, precision: str) -> float | None:
     """Dense peak FLOP/s of one GPU at the run's precision, or None if unknown (and on CPU)."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    for key, bf16, tf32, fp32 in PEAK_TFLOPS:
-        if key in name:
-            return {"bf16-mixed": bf16, "tf32": tf32}.get(precision, fp32) * 1e12
-    return None
+    peak = Precision.parse(precision).peak_tflops(torch.cuda.get_device_name(device))
+    return None if peak is None else peak * 1e12
 
 
 def run_ledger(config: RunConfig, totals: dict, model, device, world: int, autocast_bf16: bool) -> dict:

@@ -51,6 +51,7 @@ import torch
 from cerepro import objectives
 from cerepro.config import RunConfig, scoring_precision
 from cerepro.data import training_data
+from cerepro.evaluation import rerank
 from cerepro.model import backbones, first_token, models
 from cerepro.paths import write_text_atomic
 from cerepro.training.checkpoints import (
@@ -78,7 +79,7 @@ from cerepro.training.ledger import (
 from cerepro.training.selection import Selection
 from cerepro.training.training_blocks import TokenizedBlocks
 from cerepro.training.validation import ValidationSet
-from cerepro.vocab import MATMUL_PRECISION
+from cerepro.vocab import Precision
 
 
 class DivergedError(TrainingError):
@@ -95,12 +96,8 @@ def _with_matmul_precision(train):
 
     @functools.wraps(train)
     def wrapper(config: RunConfig, *args, **kwargs):
-        previous = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision(MATMUL_PRECISION[config.precision])
-        try:
+        with rerank.matmul_precision(Precision.parse(config.precision)):
             return train(config, *args, **kwargs)
-        finally:
-            torch.set_float32_matmul_precision(previous)
 
     return wrapper
 
@@ -166,7 +163,7 @@ def fit(
     bare = accelerator.unwrap_model(model)
     forward = torch.compile(model, dynamic=True) if config.compile else model
     pad_id = tokenizer.pad_token_id
-    bf16 = _mixed_precision(config) == "bf16"
+    bf16 = _autocasts(config, device)
 
     # ---- data: training blocks, validation candidates ---------------------------------------
     source = data if data is not None else training_data.open_source(config)
@@ -234,7 +231,7 @@ def fit(
             sync = micro == config.grad_accum - 1
             with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
                 with (
-                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
+                    rerank.autocast_to(Precision.parse(config.precision), device, enabled=bf16),
                     first_token.last_layer_first_token_only(bare) if first_token_only else contextlib.nullcontext(),
                 ):
                     flat = score_pairs_train(
@@ -362,19 +359,10 @@ def _groups_per_micro_batch(config: RunConfig, world: int) -> int:
     return config.groups_per_step // parts
 
 
-def _mixed_precision(config: RunConfig) -> str:
-    """bf16 autocast where the hardware computes in bf16 (CUDA, or CPUs with AVX512-BF16/AMX)."""
-    if config.precision != "bf16-mixed":
-        return "no"
-    if torch.cuda.is_available():
-        return "bf16"
-    return "bf16" if cpu_supports_bf16() else "no"
-
-
-def cpu_supports_bf16() -> bool:
-    """True where oneDNN runs bf16 matmuls natively (AVX512-BF16 or AMX), as on this project's CPU."""
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return bool(native or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+def _autocasts(config: RunConfig, device) -> bool:
+    """Whether the run's forward passes autocast (bf16-mixed) here: only where the hardware
+    computes in bf16 (a CUDA GPU that has it, a CPU with AVX512-BF16 or AMX)."""
+    return Precision.parse(config.precision).autocast is not None and rerank.native_bf16(device)
 
 
 def _tensor(array, rows, device):
