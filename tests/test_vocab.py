@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cerepro.config import ParamsError, build_config, load_config, load_grid
+from cerepro.config import build_config, load_config
+from cerepro.fragments import ParamsError
+from cerepro.grids import load_grid
 from cerepro.vocab import (
     GPU_PEAK_TFLOPS,
     PRECISION_TABLE,
@@ -210,10 +212,10 @@ def test_params_with_an_unknown_precision_are_refused_naming_file_and_key():
 
 
 def test_one_gpu_peak_table_serves_the_plan_the_ledger_and_the_sizing():
-    from cerepro.grid import engine
+    from cerepro.grid import plan
     from cerepro.retrieval import sizing
 
-    assert engine.PLAN_PEAK_TFLOPS == {"fp32": 66.9, "tf32": 494.7, "bf16-mixed": 989.0}  # the book's plan
+    assert plan.PLAN_PEAK_TFLOPS == {"fp32": 66.9, "tf32": 494.7, "bf16-mixed": 989.0}  # the book's plan
     assert sizing.ENCODE_PEAK_TFLOPS == 989.0
     # a device matches the first row its name contains: the PCIe part before the SXM one
     assert Precision.parse("tf32").peak_tflops("NVIDIA H100 PCIe") == 378.0
