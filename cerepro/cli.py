@@ -199,7 +199,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(p, indent=2) if args.json else format_plan(p))
         return 0
     if args.command == "book":
-        from cerepro.report.book import build_book
+        from cerepro.report.build import build_book
 
         return build_book(grid=args.grid)
     if args.command == "runs":

@@ -35,7 +35,7 @@ queries = 3
 # %%
 from IPython.display import display
 
-from cerepro.report import agreement, explore, figures, tables
+from cerepro.report import agreement, explore, explorer, figures, tables
 
 results = tables.grid_results(grid)
 index = explore.rankings(grid)
@@ -55,7 +55,7 @@ figures.paired_queries(pair)
 
 # %%
 for query_id in explore.most_changed(pair, queries)["query_id"]:
-    for shown in explore.query_view(grid, [run_a, run_b], dataset, query_id, k=k, index=index):
+    for shown in explorer.query_view(grid, [run_a, run_b], dataset, query_id, k=k, index=index):
         display(shown)
 
 # %% [markdown]
@@ -89,4 +89,4 @@ for shown in agreement.teacher_view(lists, [run_a, run_b]):
 # In JupyterLab: choose the dataset, the two runs and a query (listed most-changed first).
 
 # %%
-explore.explorer(grid, dataset=dataset, a=run_a, b=run_b, measure=measure, k=k)
+explorer.explorer(grid, dataset=dataset, a=run_a, b=run_b, measure=measure, k=k)

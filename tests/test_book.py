@@ -13,7 +13,7 @@ import yaml
 from test_report import write_grid
 
 from cerepro.paths import project_root
-from cerepro.report import book, claims, execute, provenance, tables, verdicts
+from cerepro.report import build, claims, execute, provenance, tables, verdicts
 
 BOOK = project_root() / "book"
 RQ_PAGES = [f"rq/rq{i}" for i in range(1, 6)]
@@ -60,7 +60,7 @@ def smoke(tmp_path_factory):
         mp.setenv("CEREPRO_RUNS", str(tmp / "runs"))
         mp.delenv(tables.BOOK_GRID_ENV, raising=False)
         folder = _copy_book(tmp / "book")
-        code = book.build_book(log=str(tmp / "build.log"), done=str(tmp / "DONE"), book=folder)
+        code = build.build_book(log=str(tmp / "build.log"), done=str(tmp / "DONE"), book=folder)
         results, index = tables.grid_results("demo"), provenance.run_index("demo")
     return {
         "code": code,
@@ -94,7 +94,7 @@ def test_every_page_runs_and_glues_what_its_prose_uses(grid_state, tmp_path, mon
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
     monkeypatch.delenv(tables.BOOK_GRID_ENV, raising=False)
     folder = _copy_book(tmp_path / "book")
-    book.prepare("demo", folder)
+    build.prepare("demo", folder)
     glued = {}
     monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: glued.__setitem__(name, value))
     pages = _toc_pages()
@@ -239,7 +239,7 @@ def test_pages_execute_side_by_side_into_a_fresh_cache(tmp_path, monkeypatch):
 def test_a_failing_cell_fails_the_build(tmp_path, monkeypatch):
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
     folder = _tiny_book(tmp_path, NOTEBOOK_PAGE % "raise RuntimeError('cell failed on purpose')")
-    code = book.build_book(log=str(tmp_path / "build.log"), done=str(tmp_path / "DONE"), book=folder)
+    code = build.build_book(log=str(tmp_path / "build.log"), done=str(tmp_path / "DONE"), book=folder)
     assert code != 0
     assert "cell failed on purpose" in (tmp_path / "build.log").read_text()
     assert not (tmp_path / "DONE").exists()
@@ -248,7 +248,7 @@ def test_a_failing_cell_fails_the_build(tmp_path, monkeypatch):
 def test_a_broken_cross_reference_fails_the_build(tmp_path, monkeypatch):
     monkeypatch.setenv("CEREPRO_RUNS", str(tmp_path / "runs"))
     folder = _tiny_book(tmp_path, "# A page\n\nSee {ref}`a-label-that-does-not-exist` and {doc}`no-such-page`.\n")
-    code = book.build_book(log=str(tmp_path / "build.log"), book=folder)
+    code = build.build_book(log=str(tmp_path / "build.log"), book=folder)
     log = (tmp_path / "build.log").read_text()
     assert code != 0
     assert "a-label-that-does-not-exist" in log and "no-such-page" in log

@@ -405,7 +405,7 @@ def small_book(grid):
     """The book's per-query and scoreboard pages (and the run index they link) built from the
     demo grid with real rankings: a real jupyter-book build, two pages instead of thirty."""
     from cerepro.paths import project_root
-    from cerepro.report import book
+    from cerepro.report import build
 
     source, folder = project_root() / "book", grid["tmp"] / "book"
     folder.mkdir()
@@ -417,7 +417,7 @@ def small_book(grid):
         "format: jb-book\nroot: queries\nchapters:\n- file: scoreboard\n"
         "- file: generated/run-index\n  sections:\n  - glob: generated/runs/*\n"
     )
-    code = book.build_book(log=str(grid["tmp"] / "book.log"), book=folder)
+    code = build.build_book(log=str(grid["tmp"] / "book.log"), book=folder)
     assert code == 0, (grid["tmp"] / "book.log").read_text()[-3000:]
     return folder / "_build" / "html"
 

@@ -4,7 +4,7 @@ jupyter-book executes a book's pages one at a time; :func:`pre_execute` runs the
 of contents names (those with code cells), one kernel per usable CPU, each in its page's folder
 with the build's environment, and stores each executed page where jupyter-book finds it
 (``execute_notebooks: cache``). A page that fails here is left out of the cache: jupyter-book
-executes it again and reports the failure as usual. Called by :func:`cerepro.report.book.build_book`.
+executes it again and reports the failure as usual. Called by :func:`cerepro.report.build.build_book`.
 
 This module executes pages; it reads no results and computes nothing the pages show.
 """
