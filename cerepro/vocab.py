@@ -316,7 +316,7 @@ SOURCE_PROVIDES = {
 }
 TRAIN_DATA = ("msmarco-passage", "demo")
 LLM_LISTS = ("sampled-50", "sampled-100")
-# How an evaluation collection's documents become text (cerepro.data.datasets.document_text):
+# How an evaluation collection's documents become text (cerepro.data.irds.document_text):
 # "datamaestro" as the authors' pipeline read them (Touche-2020 and SciDocs without title,
 # TREC-COVID text then title), "ir-datasets" as ir_datasets' default_text (title then text)
 DOCUMENT_TEXTS = ("datamaestro", "ir-datasets")

@@ -303,7 +303,8 @@ def test_document_text_drops_titles_where_the_authors_pipeline_did():
     from ir_datasets.datasets.beir import BeirCordDoc, BeirSciDoc, BeirTitleDoc, BeirToucheDoc
     from ir_datasets.formats import GenericDoc
 
-    from cerepro.data.datasets import document_text, load_collection
+    from cerepro.data.datasets import load_collection
+    from cerepro.data.irds import document_text
 
     touche = BeirToucheDoc("t1", "Argument body.", "Debate title", "PRO", "http://x")
     scidoc = BeirSciDoc("s1", "An abstract.", "A paper", [], 2020, [], [])
