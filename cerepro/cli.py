@@ -216,16 +216,17 @@ def _fetch(name: str, *, dry_run: bool) -> int:
     an input is broken or cannot be downloaded (the steps to provide it are printed)."""
     from cerepro.grid import fetch
     from cerepro.grid.checks import check_inputs
+    from cerepro.grid.inputs import format_inputs
     from cerepro.grids import load_grid
 
     grid = load_grid(name)
     check_inputs(grid)  # unknown dataset ids and local folders, before any download
     if dry_run:
         items = fetch.grid_inputs(grid)
-        print(f"grid {grid.name}: {len(items)} downloadable or licensed inputs\n" + fetch.format_inputs(items))
+        print(f"grid {grid.name}: {len(items)} downloadable or licensed inputs\n" + format_inputs(items))
         return 0
     items = fetch.fetch_inputs(grid)
-    print(f"grid {grid.name}: {len(items)} downloadable or licensed inputs\n" + fetch.format_inputs(items, done=True))
+    print(f"grid {grid.name}: {len(items)} downloadable or licensed inputs\n" + format_inputs(items, done=True))
     left = [i for i in items if i.state in ("broken", "manual", "failed")]
     if left:
         print(f"cerepro: {len(left)} input(s) still not usable: {', '.join(i.name for i in left)}", file=sys.stderr)

@@ -14,7 +14,7 @@ import pytest
 from bm25s.stopwords import STOPWORDS_EN
 from ir_measures import nDCG
 
-from cerepro.data import demo_world
+from cerepro.data import demo_texts, demo_world
 from cerepro.data.datasets import load_candidates, load_collection
 from cerepro.data.training_data import training_source
 
@@ -41,7 +41,7 @@ def digest(folder: Path) -> str:
 def test_same_seed_gives_a_byte_identical_folder(world, tmp_path):
     again = demo_world.generate(tmp_path / "again", seed=demo_world.DEFAULT_SEED)
     assert digest(again) == digest(world)
-    small = demo_world.Sizes(
+    small = demo_texts.Sizes(
         passages=300,
         ood_passages=150,
         concepts=30,
@@ -110,10 +110,27 @@ def test_all_training_sources_read_the_demo_files(world, kind, size):
 
 def test_query_words_never_occur_in_passage_templates():
     """BM25 must not see intents: question words and style sentences share only stop words."""
-    for setting in (demo_world.IN_DOMAIN, demo_world.OUT_OF_DOMAIN):
+    for setting in (demo_texts.IN_DOMAIN, demo_texts.OUT_OF_DOMAIN):
         passage = {w for ts in setting.style_templates.values() for t in ts for w in t.split()}
         query = {w for ts in setting.intent_templates.values() for t in ts for w in t.split()}
         assert (passage & query) - set(STOPWORDS_EN) - {"{C}", "{D}", "{F}"} == set()
+
+
+def test_the_world_id_covers_every_module_of_the_generator(tmp_path):
+    """The world's cache key hashes every file of the generator: a change in any of them (here one
+    byte of each in turn, in a copy) gives a new world id, so no older world is read."""
+    files = set(demo_world.GENERATOR_FILES)
+    assert files == set(Path(demo_world.__file__).parent.glob("demo_*.py")), "a demo_*.py module is not hashed"
+    copies = []
+    for path in demo_world.GENERATOR_FILES:
+        copies.append(tmp_path / path.name)
+        copies[-1].write_bytes(path.read_bytes())
+    assert demo_world.generator_digest(copies) == demo_world.world_id().split("-")[1]
+    for copy in copies:
+        data = copy.read_bytes()
+        copy.write_bytes(data + b"\n")
+        assert demo_world.generator_digest(copies) != demo_world.world_id().split("-")[1], copy.name
+        copy.write_bytes(data)
 
 
 def test_unknown_split_is_named():

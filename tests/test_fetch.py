@@ -321,7 +321,7 @@ def test_cerepro_fetch_brings_a_hub_backbone_at_its_revision_and_records_the_com
     wanted = {f for f in files if f.endswith((".json", ".txt", ".model"))} | {weights}
     assert {p.name for p in snapshot.iterdir()} == wanted  # no second copy of the weights, no flax
     size = sum(len(files[f]) for f in wanted)
-    from cerepro.grid.fetch import human_bytes
+    from cerepro.grid.inputs import human_bytes
 
     assert (
         f"hub model    bert-base-uncased@main: downloaded, {human_bytes(size)}, {snapshot} [commit {COMMIT}]"

@@ -42,6 +42,8 @@ TORCH_FREE = (
     "grids",
 )
 TORCH = ("torch", "transformers", "sentence_transformers", "accelerate")
+# Each module answers one question, and none is over this many lines (counted as `wc -l` counts).
+MAX_LINES = 500
 
 
 def map_table(heading: str, readme: Path = ROOT / "README.md") -> dict[str, set[str]]:
@@ -146,6 +148,20 @@ def test_every_package_folder_says_what_it_is_for():
         assert (folder / "__init__.py").is_file(), f"{folder.relative_to(ROOT)} has no __init__.py"
         doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text(encoding="utf-8")))
         assert doc, f"{folder.relative_to(ROOT)}/__init__.py has no docstring saying what the wing is for"
+
+
+def modules_over(limit: int = MAX_LINES, package: Path = PACKAGE) -> dict[str, int]:
+    """``{path: lines}`` of every module of ``package`` over ``limit`` lines, counting newlines as
+    ``wc -l`` does."""
+    lines = {p: p.read_bytes().count(b"\n") for p in sorted(package.rglob("*.py"))}
+    return {str(p.relative_to(package.parent)): n for p, n in lines.items() if n > limit}
+
+
+def test_no_module_is_over_the_line_limit():
+    over = modules_over()
+    assert not over, f"modules over {MAX_LINES} lines (split each into modules that answer one question): " + ", ".join(
+        f"{path} ({n} lines)" for path, n in over.items()
+    )
 
 
 def test_every_import_is_one_the_module_map_allows():
@@ -262,3 +278,13 @@ def test_the_checks_catch_a_circle_and_a_torch_import(tmp_path):
     assert module_map(readme) == {"data.trec": {"paths", "vocab"}, "paths": set()}
     assert wing_map(readme) == {"data": {"vocab"}, "vocab": set()}
     assert wing("data.trec") == "data" and wing("vocab") == "vocab"
+
+
+def test_the_line_limit_names_each_module_over_it(tmp_path):
+    """The limit can fail: a module one line over is named with its count, one at the limit is not."""
+    package = tmp_path / "cerepro"
+    (package / "data").mkdir(parents=True)
+    (package / "data" / "long.py").write_text("x = 1\n" * 501, encoding="utf-8")
+    (package / "data" / "full.py").write_text("x = 1\n" * 500, encoding="utf-8")
+    (package / "top.py").write_text("x = 1\n" * 600 + "y = 2", encoding="utf-8")  # no final newline: 600
+    assert modules_over(500, package) == {"cerepro/data/long.py": 501, "cerepro/top.py": 600}

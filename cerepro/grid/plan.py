@@ -14,6 +14,7 @@ from cerepro.grid.changed import changed_runs, format_changed
 from cerepro.grid.checks import check_inputs, grid_problems
 from cerepro.grid.engine import text_table
 from cerepro.grid.first_stage_jobs import first_stage_jobs, first_stage_plan
+from cerepro.grid.inputs import Input, download_volume, format_inputs
 from cerepro.grids import Grid, effective_settings, load_grid
 from cerepro.vocab import PRECISIONS, Precision, RunId, dataset_registry
 
@@ -104,7 +105,7 @@ def plan(name: str) -> dict[str, Any]:
     data = training_data_needs(grid)
     first = first_stage_plan(grid)
     inputs = fetch.grid_inputs(grid)
-    volume, unknown = fetch.download_volume(inputs)
+    volume, unknown = download_volume(inputs)
     return {
         "grid": grid.name,
         "profile": grid.profile,
@@ -224,13 +225,13 @@ def format_plan(p: dict[str, Any]) -> str:
         for d in p["data"]:
             lines.append("  " + ", ".join(f"{k}={v}" for k, v in d.items()))
     lines.append("evaluation datasets: " + ", ".join(p["eval_datasets"]))
-    items = [fetch.Input(**d) for d in p["downloads"]]
+    items = [Input(**d) for d in p["downloads"]]
     if items:
         lines.append(
             f"downloaded inputs ({sum(i.state == 'present' for i in items)} of {len(items)} in place; "
             f"`cerepro fetch {p['grid']}` brings the others ahead of the run, else the jobs do):"
         )
-        lines.append(fetch.format_inputs(items, compact=True))
+        lines.append(format_inputs(items, compact=True))
     if p["input_problems"]:
         lines.append("inputs broken or not provided (`cerepro grid` will not start until they are fixed):")
         lines += [f"  - {problem}" for problem in p["input_problems"]]

@@ -19,6 +19,7 @@ from cerepro.grid.changed import changed_runs, format_changed, set_aside_changed
 from cerepro.grid.checks import check_grid_inputs, grid_problems
 from cerepro.grid.engine import check_grid, grid_dir
 from cerepro.grid.first_stage_jobs import first_stage_jobs
+from cerepro.grid.inputs import format_inputs
 from cerepro.grid.runner import RunnerError
 from cerepro.grids import Grid
 from cerepro.lock import FolderLock, LockedError
@@ -212,7 +213,7 @@ def run_grid(grid: str, *, offline: bool = False, **kwargs) -> int:
     if any(i.state == "missing" for i in inputs) and not offline:
         print(
             f"downloads the grid's jobs will make (or `cerepro fetch {name}` ahead of the run):\n"
-            + fetch.format_inputs([i for i in inputs if i.state == "missing"], compact=True),
+            + format_inputs([i for i in inputs if i.state == "missing"], compact=True),
             flush=True,
         )
     if not kwargs.get("dry_run"):
