@@ -188,6 +188,26 @@ def test_every_import_between_wings_is_one_the_wing_map_allows():
     assert not broken, "\n".join(broken)
 
 
+def test_the_maps_allow_nothing_the_code_does_not_import():
+    """The map is the code's own picture: an allowance no import uses is stale and is named."""
+    found = package_modules()
+    graph = {m: {name for name, _, _ in imported if name not in TORCH and name != m} for m, imported in found.items()}
+    stale = [
+        f"{m} may import {name}"
+        for m, allowed in module_map().items()
+        for name in sorted(allowed - graph.get(m, set()))
+    ]
+    wings: dict[str, set[str]] = {}
+    for m, names in graph.items():
+        wings.setdefault(wing(m), set()).update(wing(n) for n in names if wing(n) != wing(m))
+    stale += [
+        f"wing {w} may import {name}"
+        for w, allowed in wing_map().items()
+        for name in sorted(allowed - wings.get(w, set()))
+    ]
+    assert not stale, "README module map allowances no import uses:\n" + "\n".join(stale)
+
+
 def test_the_maps_themselves_have_no_circle():
     assert cycles(module_map()) == []
     assert cycles(wing_map()) == []
