@@ -22,9 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from cerepro.config import load_config  # noqa: E402
 from cerepro.data import datasets  # noqa: E402
+from cerepro.data.tokenize import encoding_options  # noqa: E402
 from cerepro.evaluation import evaluate, rerank
 from cerepro.model import models
 from cerepro.objectives import registry  # noqa: E402
+from cerepro.training.launch import add_set_option, set_overrides  # noqa: E402
 from cerepro.training.train import fit  # noqa: E402
 
 DATASET = "demo:in-domain"
@@ -40,20 +42,12 @@ def main() -> None:
     parser.add_argument("--objectives", nargs="+", default=list(registry()))
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a params key for every run (YAML value), e.g. --set cpus=1",
-    )
+    add_set_option(parser, "override a params key for every run (YAML value), e.g. --set cpus=1")
     parser.add_argument("--output", help="folder for the runs (default: a temporary folder)")
     parser.add_argument("--json", help="write the table here")
     args = parser.parse_args()
 
-    import yaml
-
-    overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
+    overrides = set_overrides(args.set)
     output = Path(args.output or tempfile.mkdtemp(prefix="cerepro-learning-"))
     rows = []
     for objective in args.objectives:
@@ -78,10 +72,7 @@ def main() -> None:
             candidates,
             collection.queries,
             docs,
-            max_length=config.max_length,
-            query_max_length=config.query_max_length,
-            passage_max_length=config.passage_max_length,
-            truncation=config.truncation,
+            **encoding_options(config),
             precision="fp32",
             progress=False,
         )  # fp32: bf16 logits tie close candidates

@@ -13,6 +13,8 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+from processes import stop
+
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -266,12 +268,7 @@ class Page:
             if getattr(self, "_socket", None) is not None:
                 self._socket.close()
         finally:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop(self._process, 30)
             self._profile.cleanup()
 
     def __enter__(self):

@@ -232,6 +232,16 @@ def duplicated_key(tmp_path):
     read_fragment(params / "profiles" / "bad.yaml")
 
 
+def slurm_dry_run_runs_no_code(tmp_path: Path, what: str, *args: str) -> None:
+    """`cerepro grid smoke --slurm --dry-run ARGS...`, each ``{marker}`` in ARGS a file the code
+    given would create: whatever the command says, that code never ran."""
+    marker = tmp_path / "ran"
+    try:
+        cerepro("grid", "smoke", "--slurm", "--dry-run", *(arg.replace("{marker}", str(marker)) for arg in args))
+    finally:
+        assert not marker.exists(), f"the {what} ran code"
+
+
 @case(
     "SLURM partition that Snakemake would evaluate as Python: `cerepro grid smoke --slurm --partition "
     '\'__import__("os").system(...) or "gpu"\'`',
@@ -239,18 +249,9 @@ def duplicated_key(tmp_path):
     r"--partition '__import__.*': not a SLURM name .*nothing was submitted",
 )
 def partition_code(tmp_path):
-    marker = tmp_path / "ran"
-    try:
-        cerepro(
-            "grid",
-            "smoke",
-            "--slurm",
-            "--dry-run",
-            "--partition",
-            f'__import__("os").system("touch {marker}") or "gpu"',
-        )
-    finally:
-        assert not marker.exists(), "the partition ran code"
+    slurm_dry_run_runs_no_code(
+        tmp_path, "partition", "--partition", '__import__("os").system("touch {marker}") or "gpu"'
+    )
 
 
 @case('SLURM account with a quote: `--account "lab\'; x"`', Refused, r"--account \"lab'; x\": not a SLURM name")
@@ -264,19 +265,9 @@ def account_quote(tmp_path):
     r"-- --default-resources: Snakemake evaluates its values as Python; cerepro does not pass it",
 )
 def evaluated_snakemake_option(tmp_path):
-    marker = tmp_path / "ran"
-    try:
-        cerepro(
-            "grid",
-            "smoke",
-            "--slurm",
-            "--dry-run",
-            "--",
-            "--default-resources",
-            f'x=__import__("os").system("touch {marker}")',
-        )
-    finally:
-        assert not marker.exists(), "the resource ran code"
+    slurm_dry_run_runs_no_code(
+        tmp_path, "resource", "--", "--default-resources", 'x=__import__("os").system("touch {marker}")'
+    )
 
 
 # --- a command that would do nothing, or the wrong thing, refuses instead (issue: do nothing, say done) --

@@ -187,18 +187,14 @@ def test_wrong_type_names_key_value_and_file(params):
 @pytest.mark.parametrize(
     "kind,args,message",
     [
-        ("backbone", ("bert-huge", "bce"), r"unknown backbone 'bert-huge'.*known: .*bert-base"),
-        ("objective", ("bert-base", "listmle"), r"unknown objective 'listmle'.*known: .*adr-mse"),
+        ("backbone", ("bert-huge", "bce", 1, "paper"), r"unknown backbone 'bert-huge'.*known: .*bert-base"),
+        ("objective", ("bert-base", "listmle", 1, "paper"), r"unknown objective 'listmle'.*known: .*adr-mse"),
+        ("profile", ("bert-base", "bce", 1, "huge"), r"unknown profile 'huge'.*known: .*demo"),
     ],
 )
 def test_unknown_slug(kind, args, message):
     with pytest.raises(fragments.ParamsError, match=message):
-        cfg.load_config(*args, 1, "paper", root=PARAMS)
-
-
-def test_unknown_profile():
-    with pytest.raises(fragments.ParamsError, match=r"unknown profile 'huge'.*known: .*demo"):
-        cfg.load_config("bert-base", "bce", 1, "huge", root=PARAMS)
+        cfg.load_config(*args, root=PARAMS)
 
 
 def test_objective_slug_inside_a_fragment_must_exist(params):

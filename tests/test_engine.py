@@ -317,19 +317,25 @@ def finished_like(grid, run_id: str) -> Path:
     return folder.parent
 
 
-def test_finished_runs_whose_profile_changed_are_named_and_rerun_on_request(tmp_path, monkeypatch, capsys):
-    """A finished grid whose profile then changed (steps, learning rate) once said "Nothing to be
-    done" while `cerepro plan` showed the new values. `cerepro plan` names each stale run and
-    what changed; `--rerun-changed` sets the stale folders aside so the grid runs them again."""
+def mini_grid(tmp_path, monkeypatch, objectives: str):
+    """A grid ``mini`` (the demo profile, tiny-bert, ``objectives``, one seed) in a copy of
+    params/ that the test may edit: the copy and the grid."""
     import shutil
 
     params = tmp_path / "params"
     shutil.copytree(ROOT / "params", params)
     monkeypatch.setenv("CEREPRO_PARAMS", str(params))
     (params / "grids" / "mini.yaml").write_text(
-        "name: mini\nprofile: demo\nbackbones: [tiny-bert]\nobjectives: [bce, hinge]\nseeds: 1\n"
+        f"name: mini\nprofile: demo\nbackbones: [tiny-bert]\nobjectives: [{objectives}]\nseeds: 1\n"
     )
-    grid = load_grid("mini")
+    return params, load_grid("mini")
+
+
+def test_finished_runs_whose_profile_changed_are_named_and_rerun_on_request(tmp_path, monkeypatch, capsys):
+    """A finished grid whose profile then changed (steps, learning rate) once said "Nothing to be
+    done" while `cerepro plan` showed the new values. `cerepro plan` names each stale run and
+    what changed; `--rerun-changed` sets the stale folders aside so the grid runs them again."""
+    params, grid = mini_grid(tmp_path, monkeypatch, "bce, hinge")
     bce, hinge = (r.run_id for r in grid.runs)
     bce_folder, hinge_folder = finished_like(grid, bce), finished_like(grid, hinge)
     assert changed_runs(grid) == []
@@ -362,15 +368,7 @@ def test_finished_runs_whose_profile_changed_are_named_and_rerun_on_request(tmp_
 
 
 def test_a_changed_evaluation_setting_reruns_only_the_evaluation(tmp_path, monkeypatch):
-    import shutil
-
-    params = tmp_path / "params"
-    shutil.copytree(ROOT / "params", params)
-    monkeypatch.setenv("CEREPRO_PARAMS", str(params))
-    (params / "grids" / "mini.yaml").write_text(
-        "name: mini\nprofile: demo\nbackbones: [tiny-bert]\nobjectives: [bce]\nseeds: 1\n"
-    )
-    grid = load_grid("mini")
+    params, grid = mini_grid(tmp_path, monkeypatch, "bce")
     folder = finished_like(grid, grid.runs[0].run_id)
     profile = params / "profiles" / "demo.yaml"
     profile.write_text(profile.read_text().replace("candidate_depth: 30", "candidate_depth: 20"))

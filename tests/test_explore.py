@@ -151,6 +151,7 @@ def test_the_evaluate_job_scores_its_runs_teacher_lists(grid, tmp_path):
     """A tiny model (built in code, untrained) scores the last five teacher lists of adr-mse's
     first pass: the lists are the source's, in the teacher's order, marked read up to the train
     ledger's steps; a run without a teacher writes nothing."""
+    from cerepro.data.tokenize import encoding_options
     from cerepro.data.training_data import source_counts
     from cerepro.evaluation import teacher
     from cerepro.evaluation.rerank import rerank
@@ -193,10 +194,7 @@ def test_the_evaluate_job_scores_its_runs_teacher_lists(grid, tmp_path):
         one[["list", "doc_id"]].rename(columns={"list": "query_id"}),
         {one["list"].iloc[0]: group.query},
         dict(zip(group.doc_ids, group.passages)),
-        max_length=settings.max_length,
-        query_max_length=settings.query_max_length,
-        passage_max_length=settings.passage_max_length,
-        truncation=settings.truncation,
+        **encoding_options(settings),
         precision=settings.precision,
         progress=False,
     )

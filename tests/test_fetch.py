@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from processes import run_ok
 
 from cerepro.data import downloads, rehearsal
 
@@ -340,15 +341,7 @@ def test_cerepro_fetch_brings_a_hub_backbone_at_its_revision_and_records_the_com
         return  # the offline checks below are the same for either weights file
 
     def check():
-        found = subprocess.run(
-            [sys.executable, "-c", HUB],
-            env={**env, "HF_HUB_OFFLINE": "1"},
-            cwd=ROOT,
-            text=True,
-            capture_output=True,
-            timeout=120,
-        )
-        assert found.returncode == 0, found.stderr[-3000:]
+        found = run_ok([sys.executable, "-c", HUB], env={**env, "HF_HUB_OFFLINE": "1"}, timeout=120)
         return json.loads(found.stdout.strip().splitlines()[-1])
 
     found = check()
@@ -360,15 +353,7 @@ def test_cerepro_fetch_brings_a_hub_backbone_at_its_revision_and_records_the_com
             "model, tokenizer = build_cross_encoder('bert-base-uncased', 'main', max_length=32)\n"
             "print(model.config.hidden_size, tokenizer('a', 'b')['input_ids'])"
         )
-        loaded = subprocess.run(
-            [sys.executable, "-c", load],
-            env={**env, "HF_HUB_OFFLINE": "1"},
-            cwd=ROOT,
-            text=True,
-            capture_output=True,
-            timeout=120,
-        )
-        assert loaded.returncode == 0, loaded.stderr[-3000:]
+        loaded = run_ok([sys.executable, "-c", load], env={**env, "HF_HUB_OFFLINE": "1"}, timeout=120)
         assert loaded.stdout.split("\n")[-2] == "384 [101, 1037, 102, 1038, 102]"  # MiniLM's size and vocabulary
     (snapshot / weights).unlink()  # a snapshot without weights is not a model
     found = check()

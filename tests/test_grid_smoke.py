@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import run_ok, smoke_train_command
 from safetensors.torch import load_file
 
 from cerepro.lock import wait_for_writers
@@ -106,31 +107,10 @@ def test_smoke_grid_survives_sigkill_resumes_and_reruns_nothing(tmp_path):
         assert after[0] > note["step"] > 0 and after[-1] == LONGER["max_steps"]
         objective = train.parent.name.split(".")[1]
         straight = tmp_path / f"straight-{objective}"
-        alone = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cerepro.cli",
-                "run",
-                "train",
-                "-p",
-                "profile=smoke",
-                "-p",
-                "backbone=tiny-bert",
-                "-p",
-                f"objective={objective}",
-                "-p",
-                f"seed={SEED}",
-                "--out",
-                str(straight),
-            ],
-            cwd=ROOT,
+        run_ok(
+            smoke_train_command(straight, objective, f"seed={SEED}"),
             env={**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-            capture_output=True,
-            text=True,
-            timeout=600,
         )
-        assert alone.returncode == 0, alone.stderr[-3000:]
         for name in ("model/model.safetensors", f"checkpoints/step-{LONGER['max_steps']:07d}/model.safetensors"):
             a, b = load_file(str(straight / name)), load_file(str(train / name))
             assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), f"{train}: {name}"

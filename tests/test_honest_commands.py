@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 from bad_inputs import ROOT, isolate
+from probe_notebook import write_probe
 
 HOSTILE = [
     'a "quoted" value',
@@ -37,13 +37,11 @@ def test_hostile_values_reach_the_kernel_as_themselves(tmp_path):
     # as typed: -p value=<each>, quoted for YAML (a user's quoting), read back as the same strings
     typed = parse_params([f"value={json.dumps(HOSTILE)}"])
     assert typed == {"value": HOSTILE}
-    source = nbformat.v4.new_notebook()
-    source.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    source.cells = [
-        nbformat.v4.new_code_cell("value = None", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("import json, pathlib\npathlib.Path('seen.json').write_text(json.dumps(value))"),
-    ]
-    nbformat.write(source, tmp_path / "probe.ipynb")
+    write_probe(
+        tmp_path / "probe.ipynb",
+        "value = None",
+        "import json, pathlib\npathlib.Path('seen.json').write_text(json.dumps(value))",
+    )
     execute(tmp_path / "probe.ipynb", tmp_path / "out.ipynb", plain_parameters(typed), cwd=tmp_path)
     assert json.loads((tmp_path / "seen.json").read_text()) == HOSTILE
     assert not (tmp_path / "ran").exists()

@@ -21,6 +21,8 @@ import jupytext
 import nbformat
 import pytest
 from browser_check import CHROMIUM_FLAGS, chromium
+from probe_notebook import write_probe
+from processes import stop
 
 from cerepro.grid.runner import execute
 
@@ -97,12 +99,7 @@ class Lab:
                 time.sleep(0.5)
 
     def stop(self) -> None:
-        self.process.terminate()  # the server shuts its kernels down
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process, 60)  # SIGTERM first: the server shuts its kernels down
         self.log.close()
 
 
@@ -208,26 +205,18 @@ def test_saving_an_unchanged_notebook_leaves_its_file_byte_identical(lab, name):
 
 
 def test_a_report_figure_is_shown_once(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [
-        nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("from cerepro.report import figures\nfigures._empty_figure('not yet run')"),
-    ]
-    nbformat.write(nb, tmp_path / "figure.ipynb")
+    write_probe(
+        tmp_path / "figure.ipynb", "x = 0", "from cerepro.report import figures\nfigures._empty_figure('not yet run')"
+    )
     execute(tmp_path / "figure.ipynb", tmp_path / "out.ipynb", {}, cwd=tmp_path)
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 1, outputs
 
 
 def test_progress_bars_are_widgets_in_a_kernel_and_final_text_in_executed_copies(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [
-        nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='steps'):\n    pass"),
-    ]
-    nbformat.write(nb, tmp_path / "bars.ipynb")
+    write_probe(
+        tmp_path / "bars.ipynb", "x = 0", "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='steps'):\n    pass"
+    )
     execute(tmp_path / "bars.ipynb", tmp_path / "out.ipynb", {}, cwd=tmp_path)
     executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert "application/vnd.jupyter.widget-view+json" in executed.cells[-1].outputs[0]["data"]  # a widget

@@ -11,11 +11,11 @@ import importlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from processes import run_ok, smoke_train_command
 
 from cerepro import config as cfg
 from cerepro import fragments, objectives
@@ -270,25 +270,7 @@ def test_a_new_objective_is_one_function_one_entry_and_one_fragment_trained_thro
     }
     overrides = "overrides={max_steps: 4, warmup_steps: 1, log_every: 1, checkpoint_every: 2, validation_datasets: []}"
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "cerepro.cli",
-        "run",
-        "train",
-        "-p",
-        "profile=smoke",
-        "-p",
-        "backbone=tiny-bert",
-        "-p",
-        "objective=square-hinge",
-        "-p",
-        overrides,
-        "--out",
-        str(out),
-    ]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_ok(smoke_train_command(out, "square-hinge", overrides), env=env)
     config = json.loads((out / "config.json").read_text())
     assert config["objective"] == "square-hinge" and config["margin"] == 100.0
     losses = [r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]

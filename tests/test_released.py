@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from processes import cerepro_command, run_ok
 from tolerance import assert_scores_close
 
 from cerepro.config import load_config
@@ -332,29 +333,19 @@ def test_cerepro_run_evaluate_takes_a_hub_id_at_a_revision(tmp_path, offline_hub
     hub_cache_entry(offline_hub, "xpmir/cross-encoder-tiny-bert-BCE", tiny_checkpoint(tmp_path / "saved"))
     out = tmp_path / "out"
     env = {**os.environ, "CEREPRO_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cerepro.cli",
-            "run",
-            "evaluate",
-            "-p",
-            "model=xpmir/cross-encoder-tiny-bert-BCE",
-            "-p",
-            "revision=main",
-            "-p",
-            "overrides={eval_datasets: [demo:in-domain], candidate_depth: 10}",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    command = cerepro_command(
+        "run",
+        "evaluate",
+        "-p",
+        "model=xpmir/cross-encoder-tiny-bert-BCE",
+        "-p",
+        "revision=main",
+        "-p",
+        "overrides={eval_datasets: [demo:in-domain], candidate_depth: 10}",
+        "--out",
+        str(out),
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_ok(command, env=env)
     contract = json.loads(next(out.glob("results/*/contract.json")).read_text())
     assert (contract["model"], contract["revision"], contract["commit"]) == (
         "xpmir/cross-encoder-tiny-bert-BCE",

@@ -263,37 +263,45 @@ def test_shards_of_other_texts_under_the_same_ids_are_refused(tmp_path, world):
         rerank(model, tokenizer, candidates, queries, edited, **kwargs)
 
 
-def test_a_cut_tokenized_cache_file_is_rebuilt(tmp_path, world, monkeypatch):
+def cached_rerank(tmp_path, world, monkeypatch):
+    """``world`` re-ranked with its tokenized pairs cached (key ``demo/test``) under ``tmp_path``:
+    a function that re-ranks again with the same model and options (other texts or candidates
+    given), and its first result."""
     monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path))
     queries, docs, candidates = world
     tokenizer = bert_tokenizer()
     model = tiny_model(tokenizer)
-    kwargs = dict(max_length=32, cache_key="demo/test", progress=False)
-    first = rerank(model, tokenizer, candidates, queries, docs, **kwargs)
+
+    def again(texts=docs, candidates=candidates):
+        return rerank(
+            model, tokenizer, candidates, queries, texts, max_length=32, cache_key="demo/test", progress=False
+        )
+
+    return again, again()
+
+
+def test_a_cut_tokenized_cache_file_is_rebuilt(tmp_path, world, monkeypatch):
+    again, first = cached_rerank(tmp_path, world, monkeypatch)
     [cached] = (tmp_path / "tokenized").glob("*.npz")
     data = cached.read_bytes()
     cached.write_bytes(data[: len(data) // 2])
-    pd.testing.assert_frame_equal(rerank(model, tokenizer, candidates, queries, docs, **kwargs), first)
+    pd.testing.assert_frame_equal(again(), first)
     assert cached.read_bytes() == data
 
 
 def test_cache_key_reuses_tokenized_pairs(tmp_path, world, monkeypatch):
-    monkeypatch.setenv("CEREPRO_CACHE", str(tmp_path))
     queries, docs, candidates = world
-    tokenizer = bert_tokenizer()
-    model = tiny_model(tokenizer)
-    kwargs = dict(max_length=32, cache_key="demo/test", progress=False)
-    first = rerank(model, tokenizer, candidates, queries, docs, **kwargs)
+    again, first = cached_rerank(tmp_path, world, monkeypatch)
     lookups = []
 
     def doc_text(doc_id):
         lookups.append(doc_id)
         return docs[doc_id]
 
-    second = rerank(model, tokenizer, candidates, queries, doc_text, **kwargs)
+    second = again(doc_text)
     assert lookups == []  # a cache hit never reads the collection
     pd.testing.assert_frame_equal(first, second)
-    rerank(model, tokenizer, candidates.iloc[:-1], queries, doc_text, **kwargs)
+    again(doc_text, candidates.iloc[:-1])
     assert lookups  # other candidates: another cache entry
     assert len(list((tmp_path / "tokenized").glob("*.npz"))) == 2
 

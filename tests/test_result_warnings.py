@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from processes import cerepro_command, run_ok
 
 from cerepro.data.datasets import collection_facts, load_collection
 
@@ -74,15 +73,7 @@ def test_cerepro_run_evaluate_prints_each_warning_and_the_book_shows_them(tmp_pa
     out = runs / "demo" / "first-stage" / "evaluate"  # where the book's pages of grid demo look
     env = {**os.environ, "CEREPRO_RUNS": str(runs), "CEREPRO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     overrides = json.dumps({"eval_datasets": [f"local:{data}"], "first_stage": "run:flat", "candidate_depth": 3})
-    done = subprocess.run(
-        [sys.executable, "-m", "cerepro.cli", "run", "evaluate", "-p", f"overrides={overrides}", "--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_ok(cerepro_command("run", "evaluate", "-p", f"overrides={overrides}", "--out", str(out)), env=env)
     [executed] = out.glob("*.ipynb")
     printed = "".join(
         "".join(o.get("text", ""))

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import cerepro_command, run_ok, smoke_train_command
 from safetensors.torch import load_file
 
 from cerepro.lock import LOCK_NAME, STALE_AFTER_S, FolderLock, LockedError, wait_for_writers
@@ -23,24 +24,7 @@ OVERRIDES = "overrides={max_steps: 300, warmup_steps: 2, checkpoint_every: 20, l
 
 
 def train_command(out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "cerepro.cli",
-        "run",
-        "train",
-        "-p",
-        "profile=smoke",
-        "-p",
-        "backbone=tiny-bert",
-        "-p",
-        "objective=bce",
-        "-p",
-        OVERRIDES,
-        "--out",
-        str(out),
-        *extra,
-    ]
+    return smoke_train_command(out, "bce", OVERRIDES, extra=extra)
 
 
 def same_weights(a: Path, b: Path) -> bool:
@@ -279,15 +263,7 @@ def test_a_run_from_a_checkout_copy_with_runs_outside_reads_the_copys_params(tmp
     }
     env.pop("CEREPRO_PARAMS", None)
     env.pop("CEREPRO_ROOT", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "cerepro.cli", "run", "train", "-p", "profile=copy-only"],
-        cwd=copy,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_ok(cerepro_command("run", "train", "-p", "profile=copy-only"), env=env, cwd=copy)
     (folder,) = (tmp_path / "elsewhere" / "adhoc").glob("tiny-bert.infonce.s1-*/train")  # the run's identity
     config = json.loads((folder / "config.json").read_text())
     assert config["profile"] == "copy-only" and config["max_steps"] == 4

@@ -8,6 +8,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import nbformat
 import pytest
+from probe_notebook import write_probe
 
 from cerepro.grid.runner import execute
 
@@ -18,12 +19,7 @@ print(json.dumps({"transport": app.transport, "ip": app.ip, "x": x, "cwd": os.ge
 
 
 def probe_notebook(folder):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(PROBE)]
-    path = folder / "probe.ipynb"
-    nbformat.write(nb, path)
-    return path
+    return write_probe(folder / "probe.ipynb", "x = 0", PROBE)
 
 
 def run_probe(folder, x):

@@ -274,8 +274,7 @@ def test_table_selection_keeps_each_sets_best_so_far_and_stops_early(tmp_path):
     from cerepro.training.selection import Selection
 
     sets = [validation_folder(tmp_path, "va", 100), validation_folder(tmp_path, "vb", 200)]
-    cfg = config(
-        "bce",
+    selecting = dict(
         validation_datasets=sets,
         validation_first_stage="run:first",
         validation_depth=6,
@@ -285,6 +284,7 @@ def test_table_selection_keeps_each_sets_best_so_far_and_stops_early(tmp_path):
         max_steps=12,
         checkpoint_every=100,
     )
+    cfg = config("bce", **selecting)
     summary = train(cfg, tmp_path / "run")
     log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     validated = [r for r in log if "validation" in r]
@@ -297,19 +297,7 @@ def test_table_selection_keeps_each_sets_best_so_far_and_stops_early(tmp_path):
 
     # a model that cannot move (lr 1e-30): the aggregate never rises after the first validation,
     # so with a patience of one validation the run stops at the second, its checkpoint written
-    still = config(
-        "bce",
-        validation_datasets=sets,
-        validation_first_stage="run:first",
-        validation_depth=6,
-        validate_every=2,
-        validation_measure="RR@10",
-        validation_aggregate="best-so-far",
-        early_stopping_steps=2,
-        lr=1e-30,
-        max_steps=12,
-        checkpoint_every=100,
-    )
+    still = config("bce", **selecting, early_stopping_steps=2, lr=1e-30)
     stopped = train(still, tmp_path / "still")
     assert (stopped["steps"], stopped["best_step"], stopped["stopped_early"]) == (4, 2, True)
     assert (tmp_path / "still/checkpoints/step-0000004").is_dir()

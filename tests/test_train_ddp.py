@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from cerepro.model import backbones
 from cerepro.training.checkpoints import TrainingError, latest_checkpoint
-from cerepro.training.launch import check_launch_environment
+from cerepro.training.launch import accelerate_command, check_launch_environment
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402
@@ -33,20 +33,7 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 
 def accelerate_launch(output: Path, pids: Path, steps: int, *extra: str, cache: Path) -> subprocess.Popen:
     command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
+        *accelerate_command(2),
         str(WORKER),
         str(output),
         str(pids),

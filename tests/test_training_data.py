@@ -63,6 +63,19 @@ def take(kind, data, n, **kw):
     return list(itertools.islice(training_source(kind, data, **{"seed": 7, **kw}), n))
 
 
+def source_config(training_source: str, data: str, seed: int) -> SimpleNamespace:
+    """The run config keys :func:`open_source` reads, for ``training_source`` over ``data``."""
+    return SimpleNamespace(
+        training_source=training_source,
+        train_data=data,
+        seed=seed,
+        group_size=2,
+        llm_list="sampled-50",
+        data_order="shuffled",
+        hard_negative_groups="first-positive",
+    )
+
+
 def same(a, b) -> bool:
     return a == b
 
@@ -109,15 +122,7 @@ def test_two_seeds_of_a_triples_run_see_the_same_first_100_triples(tmp_path):
     assert [(g.position, g.doc_ids) for g in a] == [(g.position, g.doc_ids) for g in b]
     in_file = [tuple(line.split("\t")[1:]) for line in lines.splitlines()[:100]]
     assert [g.doc_ids for g in a] != in_file  # shuffled, not in file order
-    config = SimpleNamespace(
-        training_source="triples",
-        train_data=data,
-        seed=1,
-        group_size=2,
-        llm_list="sampled-50",
-        data_order="shuffled",
-        hard_negative_groups="first-positive",
-    )
+    config = source_config("triples", data, seed=1)
     assert open_source(config).cache_key == open_source(SimpleNamespace(**{**vars(config), "seed": 2})).cache_key
 
 
@@ -231,15 +236,7 @@ def test_llm_lists_follow_the_teacher_order_mask_missing_texts_and_pad(tmp_path)
 
 def test_open_source_follows_the_run_config_and_names_its_files(tmp_path):
     data = train_folder(tmp_path / "train")
-    config = SimpleNamespace(
-        training_source="teacher-pairs",
-        train_data=data,
-        seed=7,
-        group_size=2,
-        llm_list="sampled-50",
-        data_order="shuffled",
-        hard_negative_groups="first-positive",
-    )
+    config = source_config("teacher-pairs", data, seed=7)
     source = open_source(config)
     assert list(itertools.islice(source.groups(1), 2)) == take("teacher-pairs", data, 3)[1:]
     assert "teacher-pairs.tsv" in source.cache_key and "seed=7" in source.cache_key

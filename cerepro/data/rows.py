@@ -13,7 +13,7 @@ This module turns records into rows of ids; it never looks up texts
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -207,6 +207,35 @@ def _block_cache(
     return path, None
 
 
+def _save_block_cache(path: Path, out: np.ndarray) -> np.ndarray:
+    """Write ``out`` to the block cache file ``path`` (atomically) and return it."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, out)
+    return out
+
+
+def _run_lines(records: RecordFile) -> Iterator[tuple[str, list[bytes]]]:
+    """Each non-empty line of ``records``' run file as ``(query id, fields)``, in one streaming
+    pass (a progress bar on large files)."""
+    stat = records.path.stat()
+    with (
+        records.path.open("rb") as f,
+        tqdm(
+            total=stat.st_size,
+            unit="B",
+            unit_scale=True,
+            leave=False,
+            desc=f"positives in {records.path.name}",
+            disable=stat.st_size < LARGE_FILE,
+        ) as bar,
+    ):
+        for line in f:
+            bar.update(len(line))
+            fields = line.split()
+            if fields:
+                yield fields[0].decode("utf-8", "replace"), fields
+
+
 def retrieved_positive(records: RecordFile, data: TrainData) -> np.ndarray:
     """(records,) bool: whether each query block of a run holds a judged-relevant passage.
 
@@ -218,34 +247,15 @@ def retrieved_positive(records: RecordFile, data: TrainData) -> np.ndarray:
     path, found = _block_cache(records, positives, "positive")
     if found is not None:
         return found
-    stat = records.path.stat()
     out = np.zeros(len(records), dtype=bool)
     block, current = -1, None
-    with (
-        records.path.open("rb") as f,
-        tqdm(
-            total=stat.st_size,
-            unit="B",
-            unit_scale=True,
-            leave=False,
-            desc=f"positives in {records.path.name}",
-            disable=stat.st_size < LARGE_FILE,
-        ) as bar,
-    ):
-        for line in f:
-            bar.update(len(line))
-            fields = line.split()
-            if not fields:
-                continue
-            qid = fields[0].decode("utf-8", "replace")
-            if qid != current:
-                block, current = block + 1, qid
-                wanted = positives.get(qid, ())
-            if not out[block] and len(fields) > 2 and fields[2].decode("utf-8", "replace") in wanted:
-                out[block] = True
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, out)
-    return out
+    for qid, fields in _run_lines(records):
+        if qid != current:
+            block, current = block + 1, qid
+            wanted = positives.get(qid, ())
+        if not out[block] and len(fields) > 2 and fields[2].decode("utf-8", "replace") in wanted:
+            out[block] = True
+    return _save_block_cache(path, out)
 
 
 def positive_group_counts(records: RecordFile, data: TrainData, top_k: int = HARD_NEGATIVE_TOP_K) -> np.ndarray:
@@ -256,39 +266,20 @@ def positive_group_counts(records: RecordFile, data: TrainData, top_k: int = HAR
     path, found = _block_cache(records, positives, "groups", f"top{top_k}")
     if found is not None:
         return found
-    stat = records.path.stat()
     out = np.zeros(len(records), dtype=np.int64)
     block, current, rel, neg = -1, None, 0, 0
-    with (
-        records.path.open("rb") as f,
-        tqdm(
-            total=stat.st_size,
-            unit="B",
-            unit_scale=True,
-            leave=False,
-            desc=f"positives in {records.path.name}",
-            disable=stat.st_size < LARGE_FILE,
-        ) as bar,
-    ):
-        for line in f:
-            bar.update(len(line))
-            fields = line.split()
-            if not fields:
-                continue
-            qid = fields[0].decode("utf-8", "replace")
-            if qid != current or neg >= top_k:  # a new query, or a new block of the same query
-                if neg:
-                    out[block] += rel
-                rel, neg = 0, 0
-                if qid != current:
-                    block, current = block + 1, qid
-                    wanted = positives.get(qid, ())
-            if len(fields) > 2 and fields[2].decode("utf-8", "replace") in wanted:
-                rel += 1
-            else:
-                neg += 1
+    for qid, fields in _run_lines(records):
+        if qid != current or neg >= top_k:  # a new query, or a new block of the same query
+            if neg:
+                out[block] += rel
+            rel, neg = 0, 0
+            if qid != current:
+                block, current = block + 1, qid
+                wanted = positives.get(qid, ())
+        if len(fields) > 2 and fields[2].decode("utf-8", "replace") in wanted:
+            rel += 1
+        else:
+            neg += 1
     if neg:
         out[block] += rel
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, out)
-    return out
+    return _save_block_cache(path, out)

@@ -32,6 +32,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -225,6 +226,18 @@ def retokenize_limit(tokenizer, max_length: int, query_max_length: int | None, p
     if query_max_length is not None and passage_max_length is not None:
         limit = min(limit, query_max_length + passage_max_length)
     return limit
+
+
+def encoding_options(settings) -> dict[str, Any]:
+    """:func:`encode_pairs`' length and truncation keywords (``max_length``, ``query_max_length``,
+    ``passage_max_length``, ``truncation``) as a run's config or an evaluation's settings give
+    them: the one reading of those four settings wherever pairs are encoded or re-ranked."""
+    return {
+        "max_length": settings.max_length,
+        "query_max_length": settings.query_max_length,
+        "passage_max_length": settings.passage_max_length,
+        "truncation": settings.truncation,
+    }
 
 
 def encode_pairs(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cerepro.data.datasets import collection_facts, load_candidates, load_collection
+from cerepro.data.tokenize import encoding_options
 from cerepro.data.trec import write_run
 from cerepro.evaluation.evaluate import Result, evaluate, folder_name, save_result
 from cerepro.evaluation.rerank import rerank
@@ -49,10 +50,7 @@ def evaluate_model(settings, folder, *, scorer=None, tokenizer=None, source=None
                 run,
                 collection.queries,
                 texts,
-                max_length=settings.max_length,
-                query_max_length=settings.query_max_length,
-                passage_max_length=settings.passage_max_length,
-                truncation=settings.truncation,
+                **encoding_options(settings),
                 precision=settings.precision,
             )
         out = Path(folder) / "results" / folder_name(dataset)

@@ -84,6 +84,7 @@ def score_teacher_lists(grid, run_id: str, scorer, tokenizer, settings, folder, 
     and write ``lists.tsv`` and ``teacher.json`` into ``folder``. Returns the lists (with the
     run and its source), or None with nothing written for the first stage, a released
     checkpoint, an ad hoc model or a training source without a teacher."""
+    from cerepro.data.tokenize import encoding_options
     from cerepro.evaluation.rerank import rerank
 
     job = {e.run_id: e for e in grid.evaluations}.get(run_id)
@@ -100,10 +101,7 @@ def score_teacher_lists(grid, run_id: str, scorer, tokenizer, settings, folder, 
         candidates,
         queries,
         texts,
-        max_length=settings.max_length,
-        query_max_length=settings.query_max_length,
-        passage_max_length=settings.passage_max_length,
-        truncation=settings.truncation,
+        **encoding_options(settings),
         precision=settings.precision,
         progress=False,
     )

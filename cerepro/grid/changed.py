@@ -10,24 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cerepro.config_keys import EVALUATION_KEYS, RESOURCE_KEYS
 from cerepro.grid.engine import grid_dir
 from cerepro.grids import Grid
-
-# Keys that change neither a trained model nor its results: resources and logging.
-RESOURCE_KEYS = {
-    "log_every",
-    "checkpoint_every",
-    "gpus",
-    "processes",
-    "cpus",
-    "mem_gb",
-    "runtime_min",
-    "compile",
-    "gradient_checkpointing",
-    "profile",
-}
-# Keys an evaluation reads and training does not (cerepro.training.checkpoints.OPERATIONAL_KEYS minus resources).
-EVALUATION_KEYS = {"eval_datasets", "first_stage", "candidate_depth"}
 
 
 def changed_runs(grid: Grid) -> list[dict[str, Any]]:

@@ -26,26 +26,11 @@ import torch
 from safetensors import SafetensorError
 
 from cerepro.config import RunConfig
+from cerepro.config_keys import OPERATIONAL_KEYS
 from cerepro.paths import file_sha256, write_text_atomic
 
 CHECKPOINT_FORMAT = 1
 KEEP_CHECKPOINTS = 2
-# Config keys that do not change the trained weights: a run may resume with other values.
-OPERATIONAL_KEYS = {
-    "profile",
-    "log_every",
-    "checkpoint_every",
-    "eval_datasets",
-    "first_stage",
-    "candidate_depth",
-    "gpus",
-    "processes",
-    "cpus",
-    "mem_gb",
-    "runtime_min",
-    "compile",
-    "gradient_checkpointing",
-}
 
 
 # The base of every training error lives here, below train.py, because checkpoint errors are

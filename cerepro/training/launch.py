@@ -26,6 +26,27 @@ def training_processes(config: RunConfig) -> int:
     return config.processes or max(1, config.gpus)
 
 
+def accelerate_command(num_processes: int) -> list[str]:
+    """``accelerate launch`` of ``num_processes`` processes on this machine, up to the script it
+    runs. ``accelerate launch --cpu`` always starts ONE process (its simple launcher); N processes
+    come from its torchrun path (--multi_gpu), which on a machine without visible GPUs gives gloo
+    CPU processes. Port 0: a free port, so jobs sharing a node do not race for 29500."""
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        *(["--multi_gpu", "--main_process_port", "0"] if num_processes > 1 else []),
+    ]
+
+
 def launch(
     config: RunConfig,
     output_dir: str | os.PathLike,
@@ -47,22 +68,8 @@ def launch(
     write_text_atomic(spec, json.dumps(config.to_dict(), indent=1))
     if num_processes is None:
         num_processes = training_processes(config) if config.gpus or config.processes else max(1, _visible_gpus())
-    # `accelerate launch --cpu` always starts ONE process (its simple launcher); N processes come
-    # from its torchrun path (--multi_gpu), which on a machine without visible GPUs gives gloo
-    # CPU processes. Port 0: a free port, so jobs sharing a node do not race for 29500.
     command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        str(num_processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        *(["--multi_gpu", "--main_process_port", "0"] if num_processes > 1 else []),
+        *accelerate_command(num_processes),
         *(extra_args or []),
         "-m",
         "cerepro.training.launch",
@@ -116,6 +123,19 @@ def _visible_gpus() -> int:
         return 0
 
 
+def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """A repeatable ``--set KEY=VALUE`` option on ``parser``: a params key overridden; read back
+    with :func:`set_overrides`."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def set_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as params overrides, each value read as YAML (plain data only)."""
+    from cerepro.fragments import load_yaml
+
+    return {key: load_yaml(value) for key, _, value in (item.partition("=") for item in items)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cerepro.training.launch",
@@ -126,13 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--backbone"), parser.add_argument("--objective")
     parser.add_argument("--seed", type=int, default=0), parser.add_argument("--profile", default="demo")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a params key (YAML value), e.g. --set max_steps=100",
-    )
+    add_set_option(parser, "override a params key (YAML value), e.g. --set max_steps=100")
     parser.add_argument("--config-json", help="a RunConfig as JSON (written by launch())")
     parser.add_argument("--output", required=True, help="the run's output folder")
     parser.add_argument("--no-resume", action="store_true")
@@ -143,13 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not (args.backbone and args.objective):
             parser.error("give --backbone and --objective, or --config-json")
-        from cerepro.fragments import load_yaml
-
-        overrides = {}
-        for item in args.set:
-            key, _, value = item.partition("=")
-            overrides[key] = load_yaml(value)  # plain data only
-        config = load_config(args.backbone, args.objective, args.seed, args.profile, overrides)
+        config = load_config(args.backbone, args.objective, args.seed, args.profile, set_overrides(args.set))
     summary = fit(config, args.output, resume=not args.no_resume)
     print(json.dumps({k: summary[k] for k in ("run_id", "steps", "best_step", "best_value", "model_dir")}))
     return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cerepro.config import RunConfig
-from cerepro.data.tokenize import PairEncoding, encode_pairs, tokenizer_fingerprint
+from cerepro.data.tokenize import PairEncoding, encode_pairs, encoding_options, tokenizer_fingerprint
 from cerepro.paths import atomic_path, cache_dir
 from cerepro.training.checkpoints import TrainingError
 
@@ -133,15 +133,11 @@ class TokenizedBlocks:
         mask = arrays["mask"]
         flat_q = np.repeat(np.asarray(queries, dtype=object), mask.sum(axis=1))
         flat_p = [p for row in passages for p in row if p is not None]
-        c = self.config
         encoding = encode_pairs(
             self.tokenizer,
             flat_q,
             flat_p,
-            max_length=c.max_length,
-            query_max_length=c.query_max_length,
-            passage_max_length=c.passage_max_length,
-            truncation=c.truncation,
+            **encoding_options(self.config),
         )
         slots = np.full(mask.shape, -1, np.int64)
         slots[mask] = np.arange(int(mask.sum()))

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from cerepro.config import RunConfig
-from cerepro.data.tokenize import PairEncoding, encode_pairs
+from cerepro.data.tokenize import PairEncoding, encode_pairs, encoding_options
 from cerepro.evaluation import rerank
 
 
@@ -38,10 +38,7 @@ class ValidationSet:
             tokenizer,
             run["query_id"].map(queries).tolist(),
             run["doc_id"].map(texts).tolist(),
-            max_length=config.max_length,
-            query_max_length=config.query_max_length,
-            passage_max_length=config.passage_max_length,
-            truncation=config.truncation,
+            **encoding_options(config),
         )
         return cls(
             dataset,
