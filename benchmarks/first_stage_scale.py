@@ -54,6 +54,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cerepro.retrieval.sizing import SCALE_COLUMNS  # noqa: E402
+
 VOCAB = 30_522
 SHARD = 100_000
 DEPTH = 1000
@@ -223,36 +225,6 @@ def child(stage: str, work: Path, size: int, n_queries: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-COLUMNS = [
-    "passages",
-    "postings",
-    "queries",
-    "query_terms",
-    "shards_s",
-    "shards_wall_s",
-    "shards_peak_mb",
-    "shards_mb",
-    "index_s",
-    "index_wall_s",
-    "index_peak_mb",
-    "index_mb",
-    "search_setup_s",
-    "search_setup_wall_s",
-    "search_peak_mb",
-    "query_cpu_ms",
-    "query_ms_1",
-    "query_ms_2",
-    "qps_1",
-    "qps_2",
-    "speedup_2",
-    "run_rows",
-    "run_write_s",
-    "run_write_wall_s",
-    "run_peak_mb",
-    "run_mb",
-]
-
-
 def measure(sizes: list[int], n_queries: list[int], work: Path) -> list[dict]:
     rows = []
     for size, nq in zip(sizes, n_queries):
@@ -269,7 +241,7 @@ def measure(sizes: list[int], n_queries: list[int], work: Path) -> list[dict]:
             )
         row["qps_1"], row["qps_2"] = 1000 / row["query_ms_1"], 1000 / row["query_ms_2"]
         row["speedup_2"] = row["query_ms_1"] / row["query_ms_2"]
-        rows.append({k: row[k] for k in COLUMNS})
+        rows.append({k: row[k] for k in SCALE_COLUMNS})
         shutil.rmtree(folder)  # gigabytes each; the numbers are what is kept
     return rows
 
@@ -277,7 +249,7 @@ def measure(sizes: list[int], n_queries: list[int], work: Path) -> list[dict]:
 def write_table(rows: list[dict], path: Path, facts: dict) -> None:
     from cerepro.paths import write_text_atomic
 
-    lines = [",".join(COLUMNS)] + [",".join(f"{r[k]:.6g}" for k in COLUMNS) for r in rows]
+    lines = [",".join(SCALE_COLUMNS)] + [",".join(f"{r[k]:.6g}" for k in SCALE_COLUMNS) for r in rows]
     write_text_atomic(path, "\n".join(lines) + "\n")
     write_text_atomic(path.with_suffix(".json"), json.dumps(facts, indent=1) + "\n")
 
@@ -400,7 +372,7 @@ def main() -> None:
     draw(rows, args.figure)
     print(json.dumps(facts, indent=1))
     for r in rows:
-        print(", ".join(f"{k}={r[k]:.4g}" for k in COLUMNS))
+        print(", ".join(f"{k}={r[k]:.4g}" for k in SCALE_COLUMNS))
 
 
 if __name__ == "__main__":

@@ -6,35 +6,7 @@ import math
 import pytest
 
 from cerepro.retrieval import sizing
-
-COLUMNS = [
-    "passages",
-    "postings",
-    "queries",
-    "query_terms",
-    "shards_s",
-    "shards_wall_s",
-    "shards_peak_mb",
-    "shards_mb",
-    "index_s",
-    "index_wall_s",
-    "index_peak_mb",
-    "index_mb",
-    "search_setup_s",
-    "search_setup_wall_s",
-    "search_peak_mb",
-    "query_cpu_ms",
-    "query_ms_1",
-    "query_ms_2",
-    "qps_1",
-    "qps_2",
-    "speedup_2",
-    "run_rows",
-    "run_write_s",
-    "run_write_wall_s",
-    "run_peak_mb",
-    "run_mb",
-]
+from cerepro.retrieval.sizing import SCALE_COLUMNS
 
 
 def table(sizes=(1e5, 2e5, 4e5)):
@@ -42,7 +14,7 @@ def table(sizes=(1e5, 2e5, 4e5)):
     per thousand passages, two threads 1.6x faster, run writing 1 s a million rows."""
     rows = []
     for n in sizes:
-        row = dict.fromkeys(COLUMNS, 1.0)
+        row = dict.fromkeys(SCALE_COLUMNS, 1.0)
         row.update(
             passages=n,
             shards_peak_mb=1500,

@@ -31,6 +31,35 @@ from cerepro.paths import params_dir
 from cerepro.vocab import Precision
 
 TABLE = "expected/first-stage-scale.csv"  # under params/: the benchmark's measurements
+# The columns of that table, as benchmarks/first_stage_scale.py writes them
+SCALE_COLUMNS = [
+    "passages",
+    "postings",
+    "queries",
+    "query_terms",
+    "shards_s",
+    "shards_wall_s",
+    "shards_peak_mb",
+    "shards_mb",
+    "index_s",
+    "index_wall_s",
+    "index_peak_mb",
+    "index_mb",
+    "search_setup_s",
+    "search_setup_wall_s",
+    "search_peak_mb",
+    "query_cpu_ms",
+    "query_ms_1",
+    "query_ms_2",
+    "qps_1",
+    "qps_2",
+    "speedup_2",
+    "run_rows",
+    "run_write_s",
+    "run_write_wall_s",
+    "run_peak_mb",
+    "run_mb",
+]
 
 # Stages whose time and peak memory the benchmark measures, fitted against passages.
 FITTED = (
