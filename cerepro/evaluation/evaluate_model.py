@@ -2,7 +2,7 @@
 by the model (or, with no model, the first stage's own scores), written as a TREC run and
 measured, each result saved with its metric contract. What the evaluate notebook runs.
 
-``settings`` is an evaluation's settings (:class:`cerepro.config.EvaluationSettings`: datasets,
+``settings`` is an evaluation's settings (:class:`cerepro.grids.EvaluationSettings`: datasets,
 first stage, depth, max lengths, truncation, scoring precision, document text, run id). This
 module re-ranks and measures; it never trains and never chooses the settings.
 """

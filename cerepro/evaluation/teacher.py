@@ -5,7 +5,7 @@ ensemble, one pair per group; ``llm-lists``: RankZephyr's lists), the evaluate j
 ``LISTS`` lists the run reads last in its first pass over that source (its own seed, order and
 group size) with the model and settings it evaluates, and writes each passage's teacher score and
 the run's score to ``teacher/lists.tsv``, beside ``teacher/teacher.json`` (the source, the lists,
-the groups the run's training read). :func:`cerepro.report.explore.teacher_agreement` turns them
+the groups the run's training read). :func:`cerepro.report.agreement.teacher_agreement` turns them
 into Kendall's tau.
 
 The teacher has no scores on a run's validation sets (its files cover training queries only), so
