@@ -29,10 +29,11 @@ $(STAMP): pyproject.toml $(LAB_SETTING)
 
 # Test files run in parallel, one file per worker, longest first (pytest-xdist; tests/conftest.py
 # orders them): three workers on two cores, as the longest (SLURM, kill-and-resume) mostly wait;
-# TEST_WORKERS=1 runs them in turn. One math thread per process unless set.
+# TEST_WORKERS=1 runs them in turn. One math thread per process unless set; the 15 slowest tests
+# are listed at the end, to see where the suite's time goes.
 TEST_WORKERS ?= 3
 test: install browser slurm lint
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} $(BIN)/python -m pytest -q \
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} $(BIN)/python -m pytest -q --durations=15 \
 		$(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 # Style is kept by a tool: ruff's formatter and linter, configured in pyproject.toml ([tool.ruff]);
